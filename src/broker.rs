@@ -1,0 +1,347 @@
+//! [`Broker`] and [`Namespace`]: the entry points of the Rust API.
+
+use crate::clock::{Clock, ClockListener, SystemClock};
+use crate::engine::namespace::{NamespaceCore, Quotas};
+use crate::error::{validate_name, Error, Result};
+use crate::message::Message;
+use crate::queue::{Queue, QueueOptions, QueueStats};
+use crate::store::{MemoryStorage, Storage};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+
+/// Name of the namespace used when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Name of the queue used when none is given.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// How to open a broker.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    clock: Arc<dyn Clock>,
+    storage: Arc<dyn Storage>,
+    default_quotas: Quotas,
+    default_queue_options: QueueOptions,
+}
+
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("storage", &self.storage.name())
+            .field("default_quotas", &self.default_quotas)
+            .field("default_queue_options", &self.default_queue_options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            clock: Arc::new(SystemClock::new()),
+            storage: Arc::new(MemoryStorage),
+            default_quotas: Quotas::default(),
+            default_queue_options: QueueOptions::default(),
+        }
+    }
+}
+
+impl BrokerOptions {
+    /// In memory, system clock, no quotas.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Uses this clock for every timer (e.g. a [`crate::ManualClock`] in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Uses this storage backend.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+    /// Quotas of namespaces created without explicit ones (the default namespace too).
+    pub fn default_quotas(mut self, q: Quotas) -> Self {
+        self.default_quotas = q;
+        self
+    }
+    /// Options of queues created on first use.
+    pub fn default_queue_options(mut self, o: QueueOptions) -> Self {
+        self.default_queue_options = o;
+        self
+    }
+}
+
+struct BrokerInner {
+    namespaces: RwLock<HashMap<String, Arc<NamespaceCore>>>,
+    opts: BrokerOptions,
+    closed: AtomicBool,
+}
+
+impl ClockListener for BrokerInner {
+    fn clock_advanced(&self) {
+        for ns in self.namespaces.read().values() {
+            for q in ns.all() {
+                q.wake_all();
+            }
+        }
+    }
+}
+
+/// One engine instance. Cheap to clone (a handle); `Send + Sync`.
+///
+/// ```
+/// use libqueue::{Broker, Message, MessageView};
+/// let broker = Broker::new();
+/// let q = broker.queue("jobs")?;
+/// q.send(Message::new("hello").name("greet"))?;
+/// let d = q.try_receive()?.expect("a message");
+/// assert_eq!(d.body(), b"hello");
+/// d.ack()?;
+/// # Ok::<(), libqueue::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("namespaces", &self.namespaces())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker {
+    /// An in-memory broker with default options.
+    pub fn new() -> Self {
+        Self::open(BrokerOptions::default()).expect("an in-memory broker always opens")
+    }
+
+    /// Opens a broker.
+    pub fn open(opts: BrokerOptions) -> Result<Self> {
+        let inner = Arc::new(BrokerInner {
+            namespaces: RwLock::new(HashMap::new()),
+            opts,
+            closed: AtomicBool::new(false),
+        });
+        let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
+        inner.opts.clock.add_listener(weak);
+        let b = Broker { inner };
+        b.namespace(DEFAULT_NAMESPACE)?;
+        Ok(b)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The clock every timer reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.opts.clock
+    }
+
+    /// The storage backend's name.
+    pub fn storage_name(&self) -> &'static str {
+        self.inner.opts.storage.name()
+    }
+
+    fn ns(&self, name: &str, quotas: Option<Quotas>, exclusive: bool) -> Result<Namespace> {
+        self.check_open()?;
+        validate_name(name)?;
+        let mut map = self.inner.namespaces.write();
+        if let Some(ns) = map.get(name) {
+            if exclusive {
+                return Err(Error::AlreadyExists(format!("namespace {name:?}")));
+            }
+            return Ok(Namespace { core: ns.clone() });
+        }
+        let o = &self.inner.opts;
+        let core = Arc::new(NamespaceCore::new(
+            name.to_string(),
+            quotas.unwrap_or_else(|| o.default_quotas.clone()),
+            o.default_queue_options.clone(),
+            o.clock.clone(),
+            o.storage.clone(),
+        ));
+        map.insert(name.to_string(), core.clone());
+        Ok(Namespace { core })
+    }
+
+    /// The namespace of that name, created with the default quotas if missing.
+    pub fn namespace(&self, name: &str) -> Result<Namespace> {
+        self.ns(name, None, false)
+    }
+
+    /// Creates a namespace with these quotas; [`Error::AlreadyExists`] if it exists.
+    pub fn create_namespace(&self, name: &str, quotas: Quotas) -> Result<Namespace> {
+        self.ns(name, Some(quotas), true)
+    }
+
+    /// An existing namespace, or [`Error::NotFound`].
+    pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
+        self.check_open()?;
+        self.inner
+            .namespaces
+            .read()
+            .get(name)
+            .map(|core| Namespace { core: core.clone() })
+            .ok_or_else(|| Error::NotFound(format!("namespace {name:?}")))
+    }
+
+    /// The default namespace.
+    pub fn default_namespace(&self) -> Result<Namespace> {
+        self.get_namespace(DEFAULT_NAMESPACE)
+    }
+
+    /// Names of all namespaces, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.namespaces.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A queue of the default namespace, created on first use.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        self.default_namespace()?.queue(name)
+    }
+
+    /// The default queue of the default namespace.
+    pub fn default_queue(&self) -> Result<Queue> {
+        self.queue(DEFAULT_QUEUE)
+    }
+
+    /// Sends to the default queue of the default namespace.
+    pub fn send(&self, msg: Message) -> Result<u64> {
+        self.default_queue()?.send(msg)
+    }
+
+    /// Makes everything persistent durable (a barrier).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.opts.storage.flush()
+    }
+
+    /// Closes the broker: every queue closes, blocked calls return
+    /// [`Error::Closed`], later calls fail with it. Idempotent.
+    pub fn close(&self) {
+        if self.inner.closed.swap(true, SeqCst) {
+            return;
+        }
+        for ns in self.inner.namespaces.read().values() {
+            for q in ns.all() {
+                q.close();
+            }
+        }
+        let _ = self.inner.opts.storage.flush();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(SeqCst)
+    }
+}
+
+/// Statistics of a namespace: its queues' stats summed, and its quota use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// Number of queues.
+    pub queues: u64,
+    /// Sum of the queues' statistics (`oldest_age`: the oldest over all).
+    pub totals: QueueStats,
+    /// The namespace's quotas.
+    pub quotas: Quotas,
+}
+
+/// A tenant: a set of queues with quotas. Nothing in one namespace can see or
+/// change another's queues. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Namespace {
+    core: Arc<NamespaceCore>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+impl Namespace {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.core.shared.name
+    }
+
+    /// Its quotas.
+    pub fn quotas(&self) -> &Quotas {
+        &self.core.shared.quotas
+    }
+
+    /// The queue of that name, created with the default options if missing.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        self.core.open(name, None, false).map(|core| Queue { core })
+    }
+
+    /// Creates a queue with these options; [`Error::AlreadyExists`] if it exists.
+    pub fn create_queue(&self, name: &str, opts: QueueOptions) -> Result<Queue> {
+        self.core
+            .open(name, Some(opts), true)
+            .map(|core| Queue { core })
+    }
+
+    /// An existing queue, or [`Error::NotFound`].
+    pub fn get_queue(&self, name: &str) -> Result<Queue> {
+        self.core
+            .get(name)
+            .map(|core| Queue { core })
+            .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
+    }
+
+    /// The namespace's default queue.
+    pub fn default_queue(&self) -> Result<Queue> {
+        self.queue(DEFAULT_QUEUE)
+    }
+
+    /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`].
+    pub fn delete_queue(&self, name: &str) -> Result<()> {
+        self.core.delete(name)
+    }
+
+    /// Names of its queues, sorted.
+    pub fn list_queues(&self) -> Vec<String> {
+        self.core.list()
+    }
+
+    /// Sends to a queue by name (created on first use).
+    pub fn send(&self, queue: &str, msg: Message) -> Result<u64> {
+        self.queue(queue)?.send(msg)
+    }
+
+    /// Exact statistics over all its queues.
+    pub fn stats(&self) -> NamespaceStats {
+        let queues = self.core.all();
+        let mut totals = QueueStats::default();
+        for q in &queues {
+            totals.add(&q.stats());
+        }
+        NamespaceStats {
+            queues: queues.len() as u64,
+            totals,
+            quotas: self.core.shared.quotas.clone(),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! In-flight messages: who holds a lease and until when.
+//!
+//! Sharded like the ready lanes (a consumer records its lease in its home
+//! shard's table, behind an uncontended mutex), with a deadline heap per shard
+//! for expiry. Heap entries go stale when a lease is acked or extended; they
+//! are skipped on expiry and the heap is rebuilt when stale ones dominate.
+
+use super::node::Node;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) node: Arc<Node>,
+    pub(crate) token: u64,
+    pub(crate) deadline: u64,
+}
+
+/// One shard's leases.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseTable {
+    map: HashMap<u64, Lease>,
+    heap: BinaryHeap<Reverse<(u64, u64, u64)>>, // (deadline, id, token)
+    next_token: u64,
+}
+
+impl LeaseTable {
+    /// Records a lease; returns its token.
+    pub(crate) fn insert(&mut self, node: Arc<Node>, deadline: u64) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.heap.push(Reverse((deadline, node.id, token)));
+        self.map.insert(
+            node.id,
+            Lease {
+                node,
+                token,
+                deadline,
+            },
+        );
+        token
+    }
+
+    /// Removes the lease if `token` still holds it.
+    pub(crate) fn remove(&mut self, id: u64, token: u64) -> Option<Arc<Node>> {
+        match self.map.get(&id) {
+            Some(l) if l.token == token => {
+                let node = self.map.remove(&id).map(|l| l.node);
+                self.compact();
+                node
+            }
+            _ => None,
+        }
+    }
+
+    /// Moves the deadline of a held lease; false if `token` no longer holds it.
+    pub(crate) fn extend(&mut self, id: u64, token: u64, deadline: u64) -> bool {
+        match self.map.get_mut(&id) {
+            Some(l) if l.token == token => {
+                l.deadline = deadline;
+                self.heap.push(Reverse((deadline, id, token)));
+                self.compact();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The current deadline of a held lease.
+    pub(crate) fn deadline(&self, id: u64, token: u64) -> Option<u64> {
+        self.map
+            .get(&id)
+            .filter(|l| l.token == token)
+            .map(|l| l.deadline)
+    }
+
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    /// Removes and returns every lease whose deadline is at or before `now`;
+    /// returns the earliest remaining deadline (u64::MAX if none).
+    pub(crate) fn expire(&mut self, now: u64, out: &mut Vec<Arc<Node>>) -> u64 {
+        while let Some(&Reverse((deadline, id, token))) = self.heap.peek() {
+            if deadline > now {
+                return deadline;
+            }
+            self.heap.pop();
+            if let Some(l) = self.map.get(&id) {
+                if l.token == token && l.deadline == deadline {
+                    out.push(self.map.remove(&id).expect("present").node);
+                }
+            }
+        }
+        u64::MAX
+    }
+
+    /// Oldest enqueue time among leased messages.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.map.values().map(|l| l.node.enqueued_at).min()
+    }
+
+    /// Rebuilds the heap when stale entries outnumber live ones, so memory stays
+    /// proportional to the leases actually held.
+    fn compact(&mut self) {
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.map.len() {
+            self.heap = self
+                .map
+                .values()
+                .map(|l| Reverse((l.deadline, l.node.id, l.token)))
+                .collect();
+        }
+    }
+}
+
+/// Delayed messages (sent with a delay, or nacked with one), by due time.
+#[derive(Debug, Default)]
+pub(crate) struct DelayTable {
+    heap: BinaryHeap<Reverse<(u64, u64)>>, // (due, id)
+    map: HashMap<u64, (u64, Arc<Node>)>,
+}
+
+impl DelayTable {
+    pub(crate) fn insert(&mut self, due: u64, node: Arc<Node>) {
+        self.heap.push(Reverse((due, node.id)));
+        self.map.insert(node.id, (due, node));
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Arc<Node>> {
+        let n = self.map.remove(&id).map(|(_, n)| n);
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.map.len() {
+            self.heap = self
+                .map
+                .iter()
+                .map(|(id, (due, _))| Reverse((*due, *id)))
+                .collect();
+        }
+        n
+    }
+
+    /// Moves every message due at or before `now` into `out`; returns the next due time.
+    pub(crate) fn due(&mut self, now: u64, out: &mut Vec<Arc<Node>>) -> u64 {
+        while let Some(&Reverse((due, id))) = self.heap.peek() {
+            if due > now {
+                return due;
+            }
+            self.heap.pop();
+            if matches!(self.map.get(&id), Some((d, _)) if *d == due) {
+                out.push(self.map.remove(&id).expect("present").1);
+            }
+        }
+        u64::MAX
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<Arc<Node>> {
+        self.heap.clear();
+        self.map.drain().map(|(_, (_, n))| n).collect()
+    }
+
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.map.values().map(|(_, n)| n.enqueued_at).min()
+    }
+}

@@ -1,0 +1,16 @@
+//! Queue state: ready lanes, leases, delays, counters and budgets.
+//!
+//! - `node`: the engine's copy of a message.
+//! - `queue`: [`QueueCore`], all operations on one queue.
+//! - `leases`: in-flight (leased) and delayed messages, by deadline.
+//! - `counters`: per-shard statistics and capacity/quota budgets.
+//! - `namespace`: a tenant's queues and quotas.
+
+mod counters;
+mod leases;
+pub(crate) mod namespace;
+mod node;
+pub(crate) mod queue;
+
+pub use node::Node;
+pub(crate) use queue::QueueCore;

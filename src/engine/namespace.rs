@@ -1,0 +1,188 @@
+//! A namespace (tenant): its queues and its quotas.
+
+use super::counters::Budget;
+use super::queue::QueueCore;
+use crate::clock::Clock;
+use crate::error::{validate_name, Error, Result};
+use crate::queue::QueueOptions;
+use crate::store::{Record, Storage};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Limits of one namespace. `None` means unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quotas {
+    /// Most queues it may hold.
+    pub max_queues: Option<u64>,
+    /// Most messages it may hold, over all its queues (ready, delayed and leased).
+    pub max_messages: Option<u64>,
+    /// Most bytes it may hold (sizes as in [`crate::Message::size`]).
+    pub max_bytes: Option<u64>,
+    /// Largest single message.
+    pub max_message_size: u64,
+}
+
+/// Default largest message: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            max_queues: None,
+            max_messages: None,
+            max_bytes: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+impl Quotas {
+    /// No limits but the default largest message.
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+    /// Sets the most queues.
+    pub fn max_queues(mut self, n: u64) -> Self {
+        self.max_queues = Some(n);
+        self
+    }
+    /// Sets the most messages.
+    pub fn max_messages(mut self, n: u64) -> Self {
+        self.max_messages = Some(n);
+        self
+    }
+    /// Sets the most bytes.
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+    /// Sets the largest message.
+    pub fn max_message_size(mut self, n: u64) -> Self {
+        self.max_message_size = n;
+        self
+    }
+}
+
+/// What a namespace's queues share: its name and its quota budgets.
+#[derive(Debug)]
+pub(crate) struct NsShared {
+    pub(crate) name: String,
+    pub(crate) quotas: Quotas,
+    pub(crate) msgs: Budget,
+    pub(crate) bytes: Budget,
+}
+
+pub(crate) struct NamespaceCore {
+    pub(crate) shared: Arc<NsShared>,
+    queues: RwLock<HashMap<String, Arc<QueueCore>>>,
+    clock: Arc<dyn Clock>,
+    storage: Arc<dyn Storage>,
+    pub(crate) default_queue_options: QueueOptions,
+}
+
+impl NamespaceCore {
+    pub(crate) fn new(
+        name: String,
+        quotas: Quotas,
+        default_queue_options: QueueOptions,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Self {
+        NamespaceCore {
+            shared: Arc::new(NsShared {
+                name,
+                msgs: Budget::new(quotas.max_messages),
+                bytes: Budget::new(quotas.max_bytes),
+                quotas,
+            }),
+            queues: RwLock::new(HashMap::new()),
+            clock,
+            storage,
+            default_queue_options,
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<QueueCore>> {
+        self.queues.read().get(name).cloned()
+    }
+
+    /// Gets a queue, creating it with `opts` (or the defaults) if missing. With
+    /// `exclusive`, an existing queue is an error.
+    pub(crate) fn open(
+        &self,
+        name: &str,
+        opts: Option<QueueOptions>,
+        exclusive: bool,
+    ) -> Result<Arc<QueueCore>> {
+        validate_name(name)?;
+        if let Some(q) = self.get(name) {
+            if exclusive {
+                return Err(Error::AlreadyExists(format!("queue {name:?}")));
+            }
+            return Ok(q);
+        }
+        let opts = opts.unwrap_or_else(|| self.default_queue_options.clone());
+        opts.validate()?;
+        let dlq = match &opts.dead_letter_queue {
+            Some(d) if d == name => {
+                return Err(Error::InvalidArgument(format!(
+                    "queue {name:?} cannot be its own dead-letter queue"
+                )))
+            }
+            Some(d) => Some(self.open(d, None, false)?),
+            None => None,
+        };
+        let mut queues = self.queues.write();
+        if let Some(q) = queues.get(name) {
+            if exclusive {
+                return Err(Error::AlreadyExists(format!("queue {name:?}")));
+            }
+            return Ok(q.clone());
+        }
+        if let Some(max) = self.shared.quotas.max_queues {
+            if queues.len() as u64 >= max {
+                return Err(Error::QuotaExceeded {
+                    namespace: self.shared.name.clone(),
+                    quota: "max_queues",
+                    limit: max,
+                });
+            }
+        }
+        self.storage.append(&Record::QueueDefined {
+            namespace: &self.shared.name,
+            queue: name,
+            options: &opts,
+        })?;
+        let q = Arc::new(QueueCore::new(
+            name.to_string(),
+            self.shared.clone(),
+            opts,
+            dlq,
+            self.clock.clone(),
+            self.storage.clone(),
+        ));
+        queues.insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    pub(crate) fn delete(&self, name: &str) -> Result<()> {
+        let q = self
+            .queues
+            .write()
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))?;
+        q.destroy();
+        Ok(())
+    }
+
+    pub(crate) fn list(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.queues.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<QueueCore>> {
+        self.queues.read().values().cloned().collect()
+    }
+}

@@ -1,0 +1,39 @@
+//! The engine's copy of a message, shared by the ready lanes, the lease table and
+//! the deliveries handed out (`Arc<Node>`, immutable but for the delivery count).
+
+use crate::message::Headers;
+use crate::sync::lane::Keyed;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) id: u64,
+    pub(crate) priority: u8,
+    pub(crate) persistent: bool,
+    pub(crate) body: Box<[u8]>,
+    pub(crate) headers: Headers,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) correlation_id: Option<Box<str>>,
+    pub(crate) enqueued_at: u64,
+    /// `u64::MAX` when the message never expires.
+    pub(crate) expires_at: u64,
+    pub(crate) size: u64,
+    /// How many times it has been handed to a consumer.
+    pub(crate) deliveries: AtomicU32,
+}
+
+impl Node {
+    #[inline]
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        self.expires_at <= now
+    }
+}
+
+impl Keyed for Arc<Node> {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.id
+    }
+}

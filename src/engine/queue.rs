@@ -1,0 +1,904 @@
+//! [`QueueCore`]: every operation on one queue.
+//!
+//! Hot path (send of a ready message, receive of one): a thread-local id block,
+//! one `Arc` allocation, a lock-free push/pop on the caller's home shard of the
+//! priority lane, a few relaxed counter bumps on the caller's home shard, and a
+//! fence plus one load to see whether a consumer sleeps. Leases take the
+//! consumer's home lease-table mutex (uncontended); delays, TTL sweeps and lease
+//! expiry run in [`QueueCore::maintain`], which does nothing until the clock
+//! reaches `next_due`.
+
+use super::counters::{bump, gauge, sum, Budget, Counters};
+use super::leases::{DelayTable, LeaseTable};
+use super::namespace::NsShared;
+use super::node::Node;
+use crate::clock::{nanos, Clock};
+use crate::error::{Error, Result};
+use crate::message::{Message, MAX_PRIORITY};
+use crate::queue::{Delivery, OnFull, QueueOptions, QueueStats, Wait};
+use crate::store::{Record, RemoveReason, Storage};
+use crate::sync::event::Event;
+use crate::sync::home_shard;
+use crate::sync::lane::Lane;
+use crossbeam_utils::{Backoff, CachePadded};
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64};
+use std::sync::{Arc, OnceLock};
+
+const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
+/// Ids a thread reserves at once (see [`QueueCore::next_id`]).
+const ID_BLOCK: u64 = 64;
+
+static QUEUE_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Per-thread id blocks: (queue serial, next id, end of block), a few queues at once.
+    static ID_CACHE: RefCell<[(u64, u64, u64); 4]> = const { RefCell::new([(0, 0, 0); 4]) };
+}
+
+/// One queue. Shared (`Arc`) by its namespace, the [`crate::Queue`] handles and
+/// outstanding deliveries.
+pub(crate) struct QueueCore {
+    pub(crate) name: String,
+    pub(crate) ns: Arc<NsShared>,
+    pub(crate) opts: QueueOptions,
+    dlq: Option<Arc<QueueCore>>,
+    serial: u64,
+    ids: AtomicU64,
+    mask: usize,
+    lanes: [OnceLock<Lane<Arc<Node>>>; PRIORITIES],
+    used_prios: AtomicU16,
+    leases: Box<[CachePadded<Mutex<LeaseTable>>]>,
+    delayed: Mutex<DelayTable>,
+    /// Earliest time at which a delayed message is due or a lease may expire.
+    next_due: AtomicU64,
+    maint: Mutex<()>,
+    /// Earliest expiry among ready messages (a lower bound).
+    min_expiry: AtomicU64,
+    counters: Box<[CachePadded<Counters>]>,
+    cap_msgs: Budget,
+    cap_bytes: Budget,
+    not_empty: Event,
+    not_full: Event,
+    closed: AtomicBool,
+    pub(crate) clock: Arc<dyn Clock>,
+    storage: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for QueueCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("namespace", &self.ns.name)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueCore {
+    pub(crate) fn new(
+        name: String,
+        ns: Arc<NsShared>,
+        opts: QueueOptions,
+        dlq: Option<Arc<QueueCore>>,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Self {
+        let shards = if opts.strict_fifo {
+            1
+        } else {
+            opts.shards.unwrap_or_else(default_shards)
+        }
+        .clamp(1, 256)
+        .next_power_of_two();
+        QueueCore {
+            name,
+            ns,
+            dlq,
+            serial: QUEUE_SERIAL.fetch_add(1, Relaxed),
+            ids: AtomicU64::new(1),
+            mask: shards - 1,
+            lanes: Default::default(),
+            used_prios: AtomicU16::new(0),
+            leases: (0..shards).map(|_| Default::default()).collect(),
+            delayed: Mutex::new(DelayTable::default()),
+            next_due: AtomicU64::new(u64::MAX),
+            maint: Mutex::new(()),
+            min_expiry: AtomicU64::new(u64::MAX),
+            counters: (0..shards).map(|_| Default::default()).collect(),
+            cap_msgs: Budget::new(opts.max_messages),
+            cap_bytes: Budget::new(opts.max_bytes),
+            not_empty: Event::new(),
+            not_full: Event::new(),
+            closed: AtomicBool::new(false),
+            clock,
+            storage,
+            opts,
+        }
+    }
+
+    #[inline]
+    fn c(&self, home: usize) -> &Counters {
+        &self.counters[home & self.mask]
+    }
+
+    fn lane(&self, p: u8) -> &Lane<Arc<Node>> {
+        self.lanes[p as usize].get_or_init(|| Lane::new(self.mask + 1))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Acquire)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A new message id. Unique within the queue and increasing per producer thread:
+    /// each thread reserves a block of [`ID_BLOCK`] ids, so producers never contend
+    /// on one counter. With `strict_fifo` ids are taken one by one (increasing in
+    /// send order queue-wide).
+    #[inline]
+    pub(crate) fn next_id(&self) -> u64 {
+        if self.opts.strict_fifo {
+            return self.ids.fetch_add(1, Relaxed);
+        }
+        ID_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(e) = c.iter_mut().find(|e| e.0 == self.serial) {
+                if e.1 < e.2 {
+                    e.1 += 1;
+                    return e.1 - 1;
+                }
+                let start = self.ids.fetch_add(ID_BLOCK, Relaxed);
+                *e = (self.serial, start + 1, start + ID_BLOCK);
+                return start;
+            }
+            let start = self.ids.fetch_add(ID_BLOCK, Relaxed);
+            c.rotate_right(1);
+            c[0] = (self.serial, start + 1, start + ID_BLOCK);
+            start
+        })
+    }
+
+    fn build(&self, msg: Message, now: u64) -> Result<(Node, Option<u64>)> {
+        let priority = msg.priority.unwrap_or(self.opts.default_priority);
+        if priority > MAX_PRIORITY {
+            return Err(Error::InvalidArgument(format!(
+                "priority {priority} is outside 0..={MAX_PRIORITY}"
+            )));
+        }
+        let size = msg.size();
+        let limit = self.ns.quotas.max_message_size;
+        if size > limit {
+            return Err(Error::MessageTooLarge { size, limit });
+        }
+        if let Some(cap) = self.cap_bytes.limit() {
+            if size > cap {
+                return Err(Error::MessageTooLarge { size, limit: cap });
+            }
+        }
+        let ttl = msg.ttl.or(self.opts.default_ttl);
+        let delay = msg.delay.or(self.opts.default_delay).map(nanos);
+        let node = Node {
+            id: 0,
+            priority,
+            persistent: msg.persistent.unwrap_or(self.opts.persistent),
+            body: msg.body.into_boxed_slice(),
+            headers: msg.headers,
+            name: msg.name.map(String::into_boxed_str),
+            correlation_id: msg.correlation_id.map(String::into_boxed_str),
+            enqueued_at: now,
+            expires_at: ttl.map_or(u64::MAX, |t| now.saturating_add(nanos(t))),
+            size,
+            deliveries: AtomicU32::new(0),
+        };
+        Ok((
+            node,
+            delay.filter(|d| *d > 0).map(|d| now.saturating_add(d)),
+        ))
+    }
+
+    /// Reserves room for `n` messages of `bytes` in all: queue capacity (waiting as
+    /// `on_full` says), then the namespace quotas (never waiting).
+    fn admit(&self, n: u64, bytes: u64, on_full: OnFull) -> Result<()> {
+        if self.cap_msgs.is_limited() || self.cap_bytes.is_limited() {
+            if n > self.cap_msgs.limit().unwrap_or(u64::MAX) {
+                return Err(Error::InvalidArgument(format!(
+                    "a batch of {n} messages can never fit a queue of capacity {}",
+                    self.cap_msgs.limit().unwrap_or(0)
+                )));
+            }
+            if bytes > self.cap_bytes.limit().unwrap_or(u64::MAX) {
+                return Err(Error::MessageTooLarge {
+                    size: bytes,
+                    limit: self.cap_bytes.limit().unwrap_or(0),
+                });
+            }
+            let deadline = match on_full {
+                OnFull::Timeout(d) => Some(self.clock.now().saturating_add(nanos(d))),
+                _ => None,
+            };
+            let take = || {
+                if self.cap_msgs.try_take(n) {
+                    if self.cap_bytes.try_take(bytes) {
+                        return true;
+                    }
+                    self.cap_msgs.give(n);
+                }
+                false
+            };
+            while !take() {
+                if matches!(on_full, OnFull::Reject) {
+                    return Err(Error::Full);
+                }
+                let t = self.not_full.prepare();
+                if take() {
+                    self.not_full.cancel(t);
+                    break;
+                }
+                if self.is_closed() {
+                    self.not_full.cancel(t);
+                    return Err(Error::Closed);
+                }
+                let limit = match deadline {
+                    Some(dl) => {
+                        let now = self.clock.now();
+                        if now >= dl {
+                            self.not_full.cancel(t);
+                            return Err(Error::Timeout);
+                        }
+                        self.clock.park_limit(dl - now)
+                    }
+                    None => None,
+                };
+                self.not_full.wait(t, limit);
+            }
+        }
+        let ns = &self.ns;
+        let quota = |q: &'static str, b: &Budget| Error::QuotaExceeded {
+            namespace: ns.name.clone(),
+            quota: q,
+            limit: b.limit().unwrap_or(0),
+        };
+        let err = if !ns.msgs.try_take(n) {
+            Some(quota("max_messages", &ns.msgs))
+        } else if !ns.bytes.try_take(bytes) {
+            ns.msgs.give(n);
+            Some(quota("max_bytes", &ns.bytes))
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            self.unadmit(n, bytes);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn unadmit(&self, n: u64, bytes: u64) {
+        self.cap_msgs.give(n);
+        self.cap_bytes.give(bytes);
+        if self.cap_msgs.is_limited() || self.cap_bytes.is_limited() {
+            self.not_full.notify_all();
+        }
+    }
+
+    /// A message left the queue for good: give its room back.
+    fn release(&self, node: &Node, home: usize) {
+        bump(&self.c(home).bytes_out, node.size);
+        self.ns.msgs.give(1);
+        self.ns.bytes.give(node.size);
+        self.unadmit(1, node.size);
+    }
+
+    fn record(&self, r: Record<'_>) -> Result<()> {
+        self.storage.append(&r)
+    }
+
+    fn record_removed(&self, node: &Node, reason: RemoveReason) {
+        if node.persistent {
+            // The message is gone from memory whatever the backend says; a failure
+            // here means it may come back after a restart (at-least-once).
+            let _ = self.record(Record::Removed {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                id: node.id,
+                reason,
+            });
+        }
+    }
+
+    /// Sends a batch: all are admitted together or none is.
+    pub(crate) fn send(&self, msgs: Vec<Message>, on_full: OnFull) -> Result<Vec<u64>> {
+        self.check_open()?;
+        let now = self.clock.now();
+        let mut built = Vec::with_capacity(msgs.len());
+        let mut bytes = 0u64;
+        for m in msgs {
+            let b = self.build(m, now)?;
+            bytes += b.0.size;
+            built.push(b);
+        }
+        let n = built.len() as u64;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.admit(n, bytes, on_full)?;
+        let home = home_shard();
+        let mut ids = Vec::with_capacity(built.len());
+        for (i, (mut node, due)) in built.into_iter().enumerate() {
+            node.id = self.next_id();
+            if node.persistent {
+                let r = self.record(Record::Enqueued {
+                    namespace: &self.ns.name,
+                    queue: &self.name,
+                    message: &node,
+                    deliver_at: due,
+                });
+                if let Err(e) = r {
+                    // The rest of the batch is refused: give its room back.
+                    let rest = n - i as u64;
+                    let rest_bytes = bytes;
+                    self.ns.msgs.give(rest);
+                    self.ns.bytes.give(rest_bytes);
+                    self.unadmit(rest, rest_bytes);
+                    return Err(e);
+                }
+            }
+            bytes -= node.size;
+            ids.push(node.id);
+            self.enqueue(Arc::new(node), due, home, n == 1);
+        }
+        if n > 1 {
+            self.not_empty.notify_all();
+        }
+        Ok(ids)
+    }
+
+    fn enqueue(&self, node: Arc<Node>, due: Option<u64>, home: usize, notify: bool) {
+        let c = self.c(home);
+        bump(&c.sent, 1);
+        bump(&c.bytes_in, node.size);
+        match due {
+            Some(due) => self.delay(node, due, home),
+            None => self.push_ready(node, home, notify),
+        }
+    }
+
+    fn delay(&self, node: Arc<Node>, due: u64, home: usize) {
+        bump(&self.c(home).delayed_in, 1);
+        self.delayed.lock().insert(due, node);
+        self.note_due(due);
+        // A sleeping consumer must re-compute how long it may sleep.
+        self.not_empty.notify_one();
+    }
+
+    #[inline]
+    fn push_ready(&self, node: Arc<Node>, home: usize, notify: bool) {
+        let p = node.priority;
+        let lane = self.lane(p);
+        let bit = 1u16 << p;
+        if self.used_prios.load(Relaxed) & bit == 0 {
+            self.used_prios.fetch_or(bit, AcqRel);
+        }
+        if node.expires_at < self.min_expiry.load(Relaxed) {
+            self.min_expiry.fetch_min(node.expires_at, SeqCst);
+        }
+        bump(&self.c(home).ready_in, 1);
+        lane.push(home, node);
+        if notify {
+            self.not_empty.notify_one();
+        }
+    }
+
+    #[inline]
+    fn note_due(&self, t: u64) {
+        if t < self.next_due.load(SeqCst) {
+            self.next_due.fetch_min(t, SeqCst);
+        }
+    }
+
+    /// Runs due timers: promotes delayed messages, expires leases. Cheap (one
+    /// load) until the clock reaches the earliest deadline.
+    #[inline]
+    pub(crate) fn maintain(&self, now: u64) {
+        if now >= self.next_due.load(SeqCst) {
+            self.maintain_slow(now);
+        }
+    }
+
+    #[cold]
+    fn maintain_slow(&self, now: u64) {
+        let Some(_g) = self.maint.try_lock() else {
+            return;
+        };
+        // Reset first, then scan, then lower: a deadline added concurrently is
+        // either seen by the scan or lowers `next_due` itself afterwards.
+        self.next_due.store(u64::MAX, SeqCst);
+        let home = home_shard();
+        let mut min = u64::MAX;
+        let mut due = Vec::new();
+        min = min.min(self.delayed.lock().due(now, &mut due));
+        for node in due {
+            bump(&self.c(home).delayed_out, 1);
+            self.push_ready(node, home, true);
+        }
+        let mut expired = Vec::new();
+        for shard in self.leases.iter() {
+            min = min.min(shard.lock().expire(now, &mut expired));
+        }
+        for node in expired {
+            bump(&self.c(home).leased_out, 1);
+            self.requeue(node, None, "lease expired", home, now);
+        }
+        self.note_due(min);
+    }
+
+    /// Puts a message that was leased back: ready now, later, or to the dead-letter
+    /// queue once it has been delivered `max_deliveries` times.
+    fn requeue(&self, node: Arc<Node>, delay: Option<u64>, why: &str, home: usize, now: u64) {
+        let d = node.deliveries.load(Relaxed);
+        if let Some(max) = self.opts.max_deliveries {
+            if d >= max {
+                let reason = format!("{why}; delivered {d} times (max_deliveries {max})");
+                return self.dead_letter(node, &reason, home);
+            }
+        }
+        if node.persistent {
+            let _ = self.record(Record::Delivered {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                id: node.id,
+                deliveries: d,
+            });
+        }
+        match delay.filter(|d| *d > 0) {
+            Some(d) => self.delay(node, now.saturating_add(d), home),
+            None => self.push_ready(node, home, true),
+        }
+    }
+
+    fn dead_letter(&self, node: Arc<Node>, reason: &str, home: usize) {
+        bump(&self.c(home).dead_lettered, 1);
+        self.release(&node, home);
+        self.record_removed(&node, RemoveReason::DeadLettered);
+        let Some(dlq) = self.dlq.as_ref().filter(|q| !q.is_closed()) else {
+            return;
+        };
+        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
+            body: shared.body.clone(),
+            headers: shared.headers.clone(),
+            name: shared.name.clone(),
+            correlation_id: shared.correlation_id.clone(),
+            deliveries: AtomicU32::new(shared.deliveries.load(Relaxed)),
+            ..*shared
+        });
+        let mut headers = node.headers;
+        headers.insert("x-dead-letter-reason".into(), reason.as_bytes().to_vec());
+        headers.insert("x-dead-letter-queue".into(), self.name.as_bytes().to_vec());
+        headers.insert("x-original-id".into(), node.id.to_string().into_bytes());
+        headers.insert(
+            "x-delivery-count".into(),
+            node.deliveries.load(Relaxed).to_string().into_bytes(),
+        );
+        let extra: usize = headers
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("x-dead-letter")
+                    || k.starts_with("x-original")
+                    || *k == "x-delivery-count"
+            })
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        let now = dlq.clock.now();
+        let moved = Node {
+            id: dlq.next_id(),
+            headers,
+            size: node.size + extra as u64,
+            enqueued_at: now,
+            expires_at: dlq
+                .opts
+                .default_ttl
+                .map_or(u64::MAX, |t| now.saturating_add(nanos(t))),
+            deliveries: AtomicU32::new(0),
+            ..node
+        };
+        dlq.force_enqueue(Arc::new(moved), home);
+    }
+
+    /// Enqueues a message moved here (dead letters): never refused, never lost.
+    fn force_enqueue(&self, node: Arc<Node>, home: usize) {
+        self.ns.msgs.force_take(1);
+        self.ns.bytes.force_take(node.size);
+        self.cap_msgs.force_take(1);
+        self.cap_bytes.force_take(node.size);
+        if node.persistent {
+            let _ = self.record(Record::Enqueued {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                message: &*node,
+                deliver_at: None,
+            });
+        }
+        self.enqueue(node, None, home, true);
+    }
+
+    fn expire(&self, node: &Node, home: usize) {
+        bump(&self.c(home).expired, 1);
+        self.release(node, home);
+        self.record_removed(node, RemoveReason::Expired);
+    }
+
+    /// Pops up to `max` ready messages, highest priority first, skipping expired ones.
+    #[inline]
+    fn take(&self, home: usize, now: u64, max: usize, out: &mut Vec<Arc<Node>>) {
+        let mask = self.used_prios.load(Acquire);
+        if mask == 0 {
+            return;
+        }
+        for p in (0..PRIORITIES).rev() {
+            if mask & (1 << p) == 0 {
+                continue;
+            }
+            let Some(lane) = self.lanes[p].get() else {
+                continue;
+            };
+            while out.len() < max {
+                let Some(node) = lane.pop(home) else {
+                    break;
+                };
+                bump(&self.c(home).ready_out, 1);
+                if node.expired(now) {
+                    self.expire(&node, home);
+                    continue;
+                }
+                out.push(node);
+            }
+            if out.len() >= max {
+                return;
+            }
+        }
+    }
+
+    /// Hands taken messages out, as leases or auto-acked.
+    fn deliver(
+        self: &Arc<Self>,
+        nodes: Vec<Arc<Node>>,
+        auto_ack: bool,
+        home: usize,
+        now: u64,
+    ) -> Vec<Delivery> {
+        let c = self.c(home);
+        bump(&c.received, nodes.len() as u64);
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let d = node.deliveries.fetch_add(1, Relaxed) + 1;
+            if d > 1 {
+                bump(&c.redelivered, 1);
+            }
+            if auto_ack {
+                bump(&c.acked, 1);
+                self.release(&node, home);
+                self.record_removed(&node, RemoveReason::Acked);
+                out.push(Delivery::new(self.clone(), node, None, d));
+                continue;
+            }
+            if node.persistent {
+                let _ = self.record(Record::Delivered {
+                    namespace: &self.ns.name,
+                    queue: &self.name,
+                    id: node.id,
+                    deliveries: d,
+                });
+            }
+            bump(&c.leased_in, 1);
+            let shard = home & self.mask;
+            let deadline = now.saturating_add(nanos(self.opts.lease_time));
+            let token = self.leases[shard].lock().insert(node.clone(), deadline);
+            self.note_due(deadline);
+            out.push(Delivery::new(self.clone(), node, Some((shard, token)), d));
+        }
+        out
+    }
+
+    /// Receives up to `max` messages (at least one unless the wait ends first).
+    pub(crate) fn receive(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Wait,
+        auto_ack: bool,
+    ) -> Result<Vec<Delivery>> {
+        if max == 0 {
+            return Err(Error::InvalidArgument("max must be at least 1".into()));
+        }
+        let home = home_shard();
+        let mut got = Vec::new();
+        let deadline = match wait {
+            Wait::For(d) => Some(self.clock.now().saturating_add(nanos(d))),
+            _ => None,
+        };
+        let mut backoff = Backoff::new();
+        let mut notified = false;
+        loop {
+            self.check_open()?;
+            let now = self.clock.now();
+            self.maintain(now);
+            self.take(home, now, max, &mut got);
+            if !got.is_empty() {
+                return Ok(self.deliver(got, auto_ack, home, now));
+            }
+            let timed_out = deadline.is_some_and(|dl| now >= dl);
+            if matches!(wait, Wait::Try) || timed_out {
+                if notified {
+                    // We consumed a wake-up meant for whoever takes a message: pass it on.
+                    self.not_empty.notify_one();
+                }
+                return Ok(Vec::new());
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let t = self.not_empty.prepare();
+            self.take(home, now, max, &mut got);
+            if !got.is_empty() || self.is_closed() {
+                self.not_empty.cancel(t);
+                continue;
+            }
+            let wake_at = deadline.unwrap_or(u64::MAX).min(self.next_due.load(SeqCst));
+            let limit = if wake_at == u64::MAX {
+                None
+            } else {
+                self.clock.park_limit(wake_at.saturating_sub(now).max(1))
+            };
+            notified = self.not_empty.wait(t, limit);
+            backoff = Backoff::new();
+        }
+    }
+
+    fn lease_shard(&self, shard: usize) -> &Mutex<LeaseTable> {
+        &self.leases[shard]
+    }
+
+    /// Acks (`delay` None and `ack` true), or nacks with an optional delay.
+    pub(crate) fn settle(
+        &self,
+        id: u64,
+        lease: (usize, u64),
+        ack: bool,
+        delay: Option<u64>,
+    ) -> Result<()> {
+        let node = self
+            .lease_shard(lease.0)
+            .lock()
+            .remove(id, lease.1)
+            .ok_or(Error::LeaseExpired { id })?;
+        let home = home_shard();
+        let c = self.c(home);
+        bump(&c.leased_out, 1);
+        if ack {
+            bump(&c.acked, 1);
+            self.release(&node, home);
+            self.record_removed(&node, RemoveReason::Acked);
+        } else {
+            bump(&c.nacked, 1);
+            self.requeue(node, delay, "nacked", home, self.clock.now());
+        }
+        Ok(())
+    }
+
+    /// Renews a lease: it now ends `by` from now. Returns the new deadline.
+    pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
+        let now = self.clock.now();
+        self.maintain(now);
+        let deadline = now.saturating_add(by);
+        if self
+            .lease_shard(lease.0)
+            .lock()
+            .extend(id, lease.1, deadline)
+        {
+            self.note_due(deadline);
+            Ok(deadline)
+        } else {
+            Err(Error::LeaseExpired { id })
+        }
+    }
+
+    pub(crate) fn lease_deadline(&self, id: u64, lease: (usize, u64)) -> Option<u64> {
+        self.lease_shard(lease.0).lock().deadline(id, lease.1)
+    }
+
+    /// Removes expired ready messages if any may have expired.
+    fn sweep_expired(&self, now: u64) {
+        if self.min_expiry.load(SeqCst) > now {
+            return;
+        }
+        self.min_expiry.store(u64::MAX, SeqCst);
+        let home = home_shard();
+        let mut min = u64::MAX;
+        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+            let mut st = lane.stash();
+            let dead: Vec<u64> = st
+                .values()
+                .filter(|n| n.expired(now))
+                .map(|n| n.id)
+                .collect();
+            for id in dead {
+                let node = st.remove(&id).expect("present");
+                bump(&self.c(home).ready_out, 1);
+                self.expire(&node, home);
+            }
+            min = st
+                .values()
+                .map(|n| n.expires_at)
+                .min()
+                .unwrap_or(u64::MAX)
+                .min(min);
+        }
+        if min < u64::MAX {
+            self.min_expiry.fetch_min(min, SeqCst);
+        }
+    }
+
+    /// Ready messages in delivery order (highest priority first, then by id),
+    /// without leasing them.
+    pub(crate) fn peek(&self, max: usize) -> Result<Vec<Arc<Node>>> {
+        self.check_open()?;
+        let now = self.clock.now();
+        self.maintain(now);
+        self.sweep_expired(now);
+        let mut out = Vec::new();
+        for p in (0..PRIORITIES).rev() {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(lane) = self.lanes[p].get() {
+                let st = lane.stash();
+                out.extend(st.values().take(max - out.len()).cloned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cancels a ready or delayed message by id.
+    pub(crate) fn cancel(&self, id: u64) -> Result<()> {
+        self.check_open()?;
+        let home = home_shard();
+        let c = self.c(home);
+        let mut found = self
+            .delayed
+            .lock()
+            .remove(id)
+            .inspect(|_| bump(&c.delayed_out, 1));
+        if found.is_none() {
+            for lane in self.lanes.iter().filter_map(|l| l.get()) {
+                if let Some(n) = lane.stash().remove(&id) {
+                    bump(&c.ready_out, 1);
+                    found = Some(n);
+                    break;
+                }
+            }
+        }
+        match found {
+            Some(node) => {
+                bump(&c.cancelled, 1);
+                self.release(&node, home);
+                self.record_removed(&node, RemoveReason::Cancelled);
+                Ok(())
+            }
+            None if self.leases.iter().any(|s| s.lock().contains(id)) => Err(Error::InvalidState(
+                format!("message {id} is leased to a consumer; only its holder can ack or nack it"),
+            )),
+            None => Err(Error::NotFound(format!(
+                "message {id} in queue {:?}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Removes every ready and delayed message (leased ones stay with their
+    /// consumers). Returns how many were removed.
+    pub(crate) fn purge(&self, reason: RemoveReason) -> u64 {
+        let home = home_shard();
+        let c = self.c(home);
+        let mut n = 0;
+        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+            let all = std::mem::take(&mut *lane.stash());
+            bump(&c.ready_out, all.len() as u64);
+            for node in all.into_values() {
+                self.release(&node, home);
+                self.record_removed(&node, reason);
+                n += 1;
+            }
+        }
+        let delayed = self.delayed.lock().drain();
+        bump(&c.delayed_out, delayed.len() as u64);
+        for node in delayed {
+            self.release(&node, home);
+            self.record_removed(&node, reason);
+            n += 1;
+        }
+        bump(&c.purged, n);
+        n
+    }
+
+    /// Closes the queue: every waiter wakes with [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Closes the queue and gives back everything it holds (it was deleted).
+    pub(crate) fn destroy(&self) {
+        self.close();
+        self.purge(RemoveReason::QueueDeleted);
+        let mut held = Vec::new();
+        for s in self.leases.iter() {
+            s.lock().expire(u64::MAX, &mut held);
+        }
+        let home = home_shard();
+        for node in held {
+            bump(&self.c(home).leased_out, 1);
+            self.release(&node, home);
+            self.record_removed(&node, RemoveReason::QueueDeleted);
+        }
+    }
+
+    /// Wakes sleepers so they re-read the clock (a manual clock moved).
+    pub(crate) fn wake_all(&self) {
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+
+    /// Exact statistics (after running due timers and sweeping expired messages).
+    pub(crate) fn stats(&self) -> QueueStats {
+        let now = self.clock.now();
+        self.maintain(now);
+        self.sweep_expired(now);
+        let mut oldest = u64::MAX;
+        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+            let st = lane.stash();
+            if let Some(o) = st.values().map(|n| n.enqueued_at).min() {
+                oldest = oldest.min(o);
+            }
+        }
+        let delayed_oldest = self.delayed.lock().oldest();
+        let leased_oldest = self.leases.iter().filter_map(|s| s.lock().oldest()).min();
+        for o in [delayed_oldest, leased_oldest].into_iter().flatten() {
+            oldest = oldest.min(o);
+        }
+        let t = sum(&self.counters);
+        QueueStats {
+            ready: gauge(t.ready_in, t.ready_out),
+            leased: gauge(t.leased_in, t.leased_out),
+            delayed: gauge(t.delayed_in, t.delayed_out),
+            bytes: gauge(t.bytes_in, t.bytes_out),
+            oldest_age: (oldest != u64::MAX)
+                .then(|| std::time::Duration::from_nanos(now.saturating_sub(oldest))),
+            sent: t.sent,
+            received: t.received,
+            acked: t.acked,
+            nacked: t.nacked,
+            redelivered: t.redelivered,
+            expired: t.expired,
+            dead_lettered: t.dead_lettered,
+            cancelled: t.cancelled,
+            purged: t.purged,
+        }
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.storage.flush()
+    }
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get())
+}

@@ -1,0 +1,67 @@
+//! # libqueue
+//!
+//! A message queue engine that programs embed in their own process: a
+//! [`Broker`] holds [`Namespace`]s (tenants with quotas) holding [`Queue`]s.
+//! Messages are leased on receive and settled with ack / nack / extend; expired
+//! leases redeliver; after `max_deliveries` a message goes to its dead-letter
+//! queue. Priorities 0–9, TTL, delay, peek, cancel, purge and exact statistics
+//! are built in, and every timer reads an injectable [`Clock`].
+//!
+//! ## Ordering
+//! Within one priority level, messages from one producer thread are delivered in
+//! the order it sent them (FIFO per producer, what Zaqar and moodycamel's
+//! ConcurrentQueue promise). Messages from different producers may interleave in
+//! any order. Higher priorities are delivered first. Redelivery (nack, lease
+//! expiry) and delay are the only other reorderings. With
+//! [`QueueOptions::strict_fifo`] a queue keeps one lane: messages are delivered
+//! in the order their sends completed, queue-wide, at the cost of scaling.
+//!
+//! ## Threads
+//! [`Broker`], [`Namespace`] and [`Queue`] are cheap handles, `Send + Sync`;
+//! share them freely. A [`Delivery`] is `Send + Sync` too; it can be acked from
+//! any thread.
+//!
+//! ## Layers
+//! `sync` (lock-free primitives, wait/notify) → `engine` (queue state) →
+//! `store` (the [`Storage`] trait) → this API → `ffi` (the C ABI).
+//!
+//! ```
+//! use libqueue::{Broker, Message, MessageView, QueueOptions};
+//! use std::time::Duration;
+//!
+//! let broker = Broker::new();
+//! let tenant = broker.namespace("tenant-a")?;
+//! let q = tenant.create_queue("orders", QueueOptions::default()
+//!     .lease_time(Duration::from_secs(10))
+//!     .max_deliveries(3)
+//!     .dead_letter_queue("orders.dlq"))?;
+//! let id = q.send(Message::new("order #1").name("create_order").priority(7))?;
+//! let d = q.try_receive()?.expect("ready");
+//! assert_eq!((d.id(), d.name()), (id, Some("create_order")));
+//! d.ack()?;
+//! assert_eq!(q.stats().acked, 1);
+//! # Ok::<(), libqueue::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod broker;
+mod clock;
+mod engine;
+mod error;
+pub mod ffi;
+mod message;
+mod queue;
+pub mod store;
+pub mod sync;
+
+pub use broker::{
+    Broker, BrokerOptions, Namespace, NamespaceStats, DEFAULT_NAMESPACE, DEFAULT_QUEUE,
+};
+pub use clock::{Clock, ClockListener, ManualClock, Nanos, SystemClock};
+pub use engine::namespace::{Quotas, DEFAULT_MAX_MESSAGE_SIZE};
+pub use engine::Node;
+pub use error::{validate_name, Error, Result};
+pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, MAX_PRIORITY};
+pub use queue::{Delivery, OnFull, Peeked, Queue, QueueOptions, QueueStats, Wait};
+pub use store::{MemoryStorage, Storage};

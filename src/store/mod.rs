@@ -1,0 +1,113 @@
+//! Storage backends, behind the [`Storage`] trait.
+//!
+//! The engine keeps every message in memory and tells the storage what happens
+//! to *persistent* ones (and which queues exist), as [`Record`]s, in the order it
+//! happens for each message. A backend that persists (the journal, a later
+//! layer) writes them down and replays them on open; [`MemoryStorage`] keeps
+//! nothing, because in a purely in-memory broker the engine's own state is all
+//! there is. Non-persistent messages never reach the storage.
+
+use crate::engine::Node;
+use crate::error::Result;
+use crate::queue::QueueOptions;
+
+/// Something that happened to a queue or a persistent message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Record<'a> {
+    /// A queue was created (with these options).
+    QueueDefined {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+        /// Its options.
+        options: &'a QueueOptions,
+    },
+    /// A persistent message was accepted; `deliver_at` is its due time if delayed.
+    Enqueued {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+        /// The message (id, headers, body, expiry...).
+        message: &'a Node,
+        /// When it becomes receivable (clock nanoseconds), if delayed.
+        deliver_at: Option<u64>,
+    },
+    /// A persistent message left the queue for good.
+    Removed {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+        /// Message id.
+        id: u64,
+        /// Why it left.
+        reason: RemoveReason,
+    },
+    /// A persistent message was handed out again or returned; its delivery count.
+    Delivered {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+        /// Message id.
+        id: u64,
+        /// Deliveries so far.
+        deliveries: u32,
+    },
+}
+
+/// Why a message left its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoveReason {
+    /// Acknowledged (or received in auto-ack mode).
+    Acked,
+    /// Its TTL passed.
+    Expired,
+    /// Moved to the dead-letter queue (which records its own `Enqueued`) or dropped
+    /// after too many deliveries.
+    DeadLettered,
+    /// Cancelled by id.
+    Cancelled,
+    /// Purged with the rest of the queue.
+    Purged,
+    /// Its queue was deleted.
+    QueueDeleted,
+}
+
+/// A storage backend. Implementations must be thread-safe: the engine calls them
+/// from every producer and consumer thread.
+pub trait Storage: Send + Sync + 'static {
+    /// Short name of the backend (`"memory"`, `"journal"`).
+    fn name(&self) -> &'static str;
+    /// Records an event. An error refuses the operation that caused it (a send
+    /// fails and the message is not queued).
+    fn append(&self, record: &Record<'_>) -> Result<()>;
+    /// Makes everything appended so far durable.
+    fn flush(&self) -> Result<()>;
+}
+
+/// The in-memory backend: keeps nothing beyond the engine's own memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStorage;
+
+impl Storage for MemoryStorage {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn append(&self, _record: &Record<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::message::MessageView for Node {
+    fn node(&self) -> &Node {
+        self
+    }
+}

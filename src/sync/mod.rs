@@ -1,0 +1,60 @@
+//! Lock-free and waiting primitives, the bottom layer.
+//!
+//! - [`event`]: an event count — producers pay one fence and one load per notify
+//!   unless somebody sleeps; consumers spin briefly, then park.
+//! - [`lane`]: one priority level of a queue's ready path — a FIFO per shard
+//!   (producers push to their thread's home shard, consumers steal from all), plus
+//!   the id-ordered "stash" that admin operations (peek, cancel, sweeps) drain into.
+//!
+//! Under `RUSTFLAGS="--cfg loom"` both are built on loom's primitives and checked
+//! by the loom tests at the bottom of each file.
+
+pub mod event;
+pub mod lane;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{Condvar as StdCondvar, Mutex as StdMutex, MutexGuard as StdGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Condvar as StdCondvar, Mutex as StdMutex, MutexGuard as StdGuard};
+
+/// Locks a std (or loom) mutex; the data it guards stays consistent across a panic
+/// in this crate's code (no invariant spans an unwinding point), so poisoning is ignored.
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> StdGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[cfg(not(loom))]
+mod hint {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+
+    /// This thread's home shard hint: threads are numbered round-robin on first use,
+    /// so up to `shards` threads each get a shard of their own.
+    #[inline]
+    pub fn home() -> usize {
+        HOME.with(|h| {
+            let v = h.get();
+            if v != usize::MAX {
+                return v;
+            }
+            let v = NEXT.fetch_add(1, Ordering::Relaxed);
+            h.set(v);
+            v
+        })
+    }
+}
+#[cfg(not(loom))]
+pub(crate) use hint::home as home_shard;
