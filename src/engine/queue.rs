@@ -522,7 +522,7 @@ impl QueueCore {
             let _ = self.record(Record::Enqueued {
                 namespace: &self.ns.name,
                 queue: &self.name,
-                message: &*node,
+                message: &node,
                 deliver_at: None,
             });
         }

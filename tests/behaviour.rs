@@ -1,0 +1,1089 @@
+//! Behaviour tests: one per feature of the engine core, each error included.
+//! Time-dependent tests drive a ManualClock; none sleeps for correctness.
+
+use libqueue::*;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+fn manual() -> (Arc<ManualClock>, Broker) {
+    let clock = ManualClock::new(1_000_000_000);
+    let b = Broker::open(BrokerOptions::new().clock(clock.clone())).unwrap();
+    (clock, b)
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+fn ids(q: &Queue) -> Vec<u64> {
+    let mut v = Vec::new();
+    while let Some(d) = q.receive_auto_ack(Wait::Try).unwrap() {
+        v.push(d.id());
+    }
+    v
+}
+
+// ---- names, namespaces, queues ------------------------------------------------
+
+#[test]
+fn queue_names_are_validated() {
+    let b = Broker::new();
+    for bad in ["", "has space", "slash/x", "ü", &"x".repeat(65)] {
+        assert_eq!(
+            b.queue(bad).unwrap_err(),
+            Error::InvalidName(bad.to_string()),
+            "{bad:?}"
+        );
+        assert!(matches!(
+            b.namespace(bad).unwrap_err(),
+            Error::InvalidName(_)
+        ));
+    }
+    for good in ["a", "A-b_c.d", &"x".repeat(64), "0"] {
+        b.queue(good).unwrap();
+    }
+    assert!(Error::InvalidName("x y".into())
+        .to_string()
+        .contains("[A-Za-z0-9_.-]"));
+}
+
+#[test]
+fn queues_created_on_first_use_or_explicitly() {
+    let b = Broker::new();
+    let ns = b.namespace("t1").unwrap();
+    assert_eq!(ns.list_queues(), Vec::<String>::new());
+    ns.queue("auto").unwrap();
+    ns.create_queue("explicit", QueueOptions::default().max_messages(5))
+        .unwrap();
+    assert_eq!(
+        ns.create_queue("explicit", QueueOptions::default())
+            .unwrap_err(),
+        Error::AlreadyExists("queue \"explicit\"".into())
+    );
+    assert_eq!(ns.list_queues(), vec!["auto", "explicit"]);
+    assert_eq!(
+        ns.get_queue("explicit").unwrap().options().max_messages,
+        Some(5)
+    );
+    assert!(matches!(ns.get_queue("nope"), Err(Error::NotFound(_))));
+    assert!(matches!(b.get_namespace("nope"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        b.create_namespace("t1", Quotas::default()),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(b.namespaces(), vec!["default", "t1"]);
+}
+
+#[test]
+fn invalid_queue_options_are_rejected() {
+    let ns = Broker::new().namespace("n").unwrap();
+    for o in [
+        QueueOptions::default().max_messages(0),
+        QueueOptions::default().max_bytes(0),
+        QueueOptions::default().lease_time(Duration::ZERO),
+        QueueOptions::default().max_deliveries(0),
+        QueueOptions::default().default_priority(10),
+        QueueOptions::default().shards(0),
+        QueueOptions::default().dead_letter_queue("q"),
+    ] {
+        assert!(
+            matches!(
+                ns.create_queue("q", o.clone()),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{o:?}"
+        );
+    }
+    assert!(matches!(
+        ns.create_queue("q", QueueOptions::default().dead_letter_queue("bad name")),
+        Err(Error::InvalidName(_))
+    ));
+}
+
+#[test]
+fn default_queue_needs_no_name() {
+    let b = Broker::new();
+    let id = b.send(Message::new("simplest")).unwrap();
+    let q = b.default_queue().unwrap();
+    assert_eq!(q.name(), DEFAULT_QUEUE);
+    assert_eq!(q.namespace(), DEFAULT_NAMESPACE);
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!((d.id(), d.body()), (id, &b"simplest"[..]));
+    d.ack().unwrap();
+}
+
+#[test]
+fn namespaces_are_isolated() {
+    let b = Broker::new();
+    let a = b.namespace("a").unwrap();
+    let z = b.namespace("z").unwrap();
+    a.send("jobs", Message::new("for a")).unwrap();
+    let zq = z.queue("jobs").unwrap();
+    assert!(zq.try_receive().unwrap().is_none());
+    assert_eq!(z.stats().totals.sent, 0);
+    assert_eq!(a.stats().totals.ready, 1);
+    z.queue("jobs").unwrap().purge().unwrap();
+    assert_eq!(a.queue("jobs").unwrap().stats().ready, 1);
+}
+
+// ---- quotas ---------------------------------------------------------------------
+
+#[test]
+fn quota_max_queues() {
+    let b = Broker::new();
+    let ns = b
+        .create_namespace("t", Quotas::default().max_queues(2))
+        .unwrap();
+    ns.queue("a").unwrap();
+    ns.queue("b").unwrap();
+    assert_eq!(
+        ns.queue("c").unwrap_err(),
+        Error::QuotaExceeded {
+            namespace: "t".into(),
+            quota: "max_queues",
+            limit: 2
+        }
+    );
+    ns.queue("a").unwrap(); // existing ones still open
+    ns.delete_queue("a").unwrap();
+    ns.queue("c").unwrap();
+}
+
+#[test]
+fn quota_max_messages_is_exact_and_per_namespace() {
+    let b = Broker::new();
+    let ns = b
+        .create_namespace("t", Quotas::default().max_messages(3))
+        .unwrap();
+    let other = b.namespace("other").unwrap();
+    let q1 = ns.queue("q1").unwrap();
+    let q2 = ns.queue("q2").unwrap();
+    q1.send(Message::new("1")).unwrap();
+    q2.send(Message::new("2")).unwrap();
+    q1.send(Message::new("3")).unwrap();
+    let err = q2.send(Message::new("4")).unwrap_err();
+    assert_eq!(
+        err,
+        Error::QuotaExceeded {
+            namespace: "t".into(),
+            quota: "max_messages",
+            limit: 3
+        }
+    );
+    // A batch that does not fit whole is refused whole.
+    q1.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    assert!(matches!(
+        q1.send_batch([Message::new("a"), Message::new("b")]),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert_eq!(ns.stats().totals.ready, 2);
+    q1.send(Message::new("fits")).unwrap();
+    // Other namespaces are unaffected.
+    for _ in 0..10 {
+        other.send("x", Message::new("free")).unwrap();
+    }
+    // Leased messages still count; acking frees the room.
+    let d = q2.try_receive().unwrap().unwrap();
+    assert!(q2.send(Message::new("no")).is_err());
+    d.ack().unwrap();
+    q2.send(Message::new("yes")).unwrap();
+}
+
+#[test]
+fn quota_max_bytes_and_message_size() {
+    let b = Broker::new();
+    let ns = b
+        .create_namespace("t", Quotas::default().max_bytes(100).max_message_size(60))
+        .unwrap();
+    let q = ns.queue("q").unwrap();
+    assert_eq!(
+        q.send(Message::new(vec![0u8; 61])).unwrap_err(),
+        Error::MessageTooLarge {
+            size: 61,
+            limit: 60
+        }
+    );
+    // Headers and name count toward size.
+    assert!(matches!(
+        q.send(Message::new(vec![0u8; 50]).name("0123456789a")),
+        Err(Error::MessageTooLarge { size: 61, .. })
+    ));
+    q.send(Message::new(vec![0u8; 60])).unwrap();
+    q.send(Message::new(vec![0u8; 40])).unwrap();
+    assert_eq!(
+        q.send(Message::new(vec![0u8; 1])).unwrap_err(),
+        Error::QuotaExceeded {
+            namespace: "t".into(),
+            quota: "max_bytes",
+            limit: 100
+        }
+    );
+    assert_eq!(q.stats().bytes, 100);
+    q.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    q.send(Message::new(vec![0u8; 60])).unwrap();
+}
+
+#[test]
+fn default_max_message_size_is_enforced() {
+    let q = Broker::new().queue("q").unwrap();
+    let big = vec![0u8; DEFAULT_MAX_MESSAGE_SIZE as usize + 1];
+    assert!(matches!(
+        q.send(Message::new(big)),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    assert_eq!(q.stats().sent, 0);
+}
+
+// ---- capacity: block / timeout / reject ---------------------------------------------
+
+#[test]
+fn full_queue_reject() {
+    let ns = Broker::new().namespace("n").unwrap();
+    let q = ns
+        .create_queue(
+            "q",
+            QueueOptions::default()
+                .max_messages(2)
+                .on_full(OnFull::Reject),
+        )
+        .unwrap();
+    q.send(Message::new("1")).unwrap();
+    q.send(Message::new("2")).unwrap();
+    assert_eq!(q.send(Message::new("3")).unwrap_err(), Error::Full);
+    assert_eq!(
+        q.send_batch([Message::new("x"), Message::new("y"), Message::new("z")])
+            .unwrap_err(),
+        Error::InvalidArgument("a batch of 3 messages can never fit a queue of capacity 2".into())
+    );
+    assert_eq!(q.stats().ready, 2);
+    q.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    q.send(Message::new("3")).unwrap();
+}
+
+#[test]
+fn full_queue_bytes_capacity() {
+    let ns = Broker::new().namespace("n").unwrap();
+    let q = ns
+        .create_queue("q", QueueOptions::default().max_bytes(10))
+        .unwrap();
+    assert_eq!(
+        q.send(Message::new(vec![1u8; 11])).unwrap_err(),
+        Error::MessageTooLarge {
+            size: 11,
+            limit: 10
+        }
+    );
+    q.send(Message::new(vec![1u8; 8])).unwrap();
+    assert_eq!(
+        q.send_with(Message::new(vec![1u8; 3]), OnFull::Reject)
+            .unwrap_err(),
+        Error::Full
+    );
+}
+
+#[test]
+fn full_queue_timeout_on_the_clock() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().max_messages(1))
+        .unwrap();
+    q.send(Message::new("1")).unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.send_with(Message::new("2"), OnFull::Timeout(50 * MS)));
+    thread::sleep(Duration::from_millis(20)); // let it block (not needed for correctness)
+    clock.advance(60 * MS);
+    assert_eq!(h.join().unwrap().unwrap_err(), Error::Timeout);
+    assert_eq!(q.stats().sent, 1);
+}
+
+#[test]
+fn full_queue_blocks_until_room() {
+    let b = Broker::new();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().max_messages(1))
+        .unwrap();
+    q.send(Message::new("1")).unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.send(Message::new("2")));
+    thread::sleep(Duration::from_millis(30));
+    assert!(!h.is_finished());
+    assert_eq!(q.receive_auto_ack(Wait::Try).unwrap().unwrap().body(), b"1");
+    h.join().unwrap().unwrap();
+    assert_eq!(q.receive_auto_ack(Wait::Try).unwrap().unwrap().body(), b"2");
+}
+
+#[test]
+fn blocked_sender_wakes_on_close() {
+    let b = Broker::new();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().max_messages(1))
+        .unwrap();
+    q.send(Message::new("1")).unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.send(Message::new("2")));
+    thread::sleep(Duration::from_millis(20));
+    b.close();
+    assert_eq!(h.join().unwrap().unwrap_err(), Error::Closed);
+}
+
+// ---- messages ---------------------------------------------------------------------------
+
+#[test]
+fn message_fields_round_trip() {
+    let q = Broker::new().queue("q").unwrap();
+    let id = q
+        .send(
+            Message::new(vec![0u8, 1, 2, 255])
+                .name("create_member")
+                .header("execution_id", "e-1")
+                .header("bin", vec![0xffu8, 0])
+                .correlation_id("corr-9")
+                .priority(8),
+        )
+        .unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.id(), id);
+    assert_eq!(d.body(), &[0, 1, 2, 255]);
+    assert_eq!(d.name(), Some("create_member"));
+    assert_eq!(d.header_str("execution_id"), Some("e-1"));
+    assert_eq!(d.header("bin"), Some(&[0xffu8, 0][..]));
+    assert_eq!(d.header_str("bin"), None);
+    assert_eq!(d.correlation_id(), Some("corr-9"));
+    assert_eq!(d.priority(), 8);
+    assert_eq!(d.delivery_count(), 1);
+    assert_eq!(d.expires_at(), None);
+    assert!(d.is_leased());
+    assert_eq!(d.queue_name(), "q");
+    let copy = d.to_message();
+    assert_eq!(copy.body(), d.body());
+    d.ack().unwrap();
+}
+
+#[test]
+fn ids_increase_per_queue() {
+    let b = Broker::new();
+    let q1 = b.queue("q1").unwrap();
+    let q2 = b.queue("q2").unwrap();
+    let mut last1 = 0;
+    let mut last2 = 0;
+    for i in 0..500 {
+        let a = q1.send(Message::new("x")).unwrap();
+        assert!(a > last1, "q1 id {a} after {last1}");
+        last1 = a;
+        if i % 3 == 0 {
+            let c = q2.send(Message::new("y")).unwrap();
+            assert!(c > last2);
+            last2 = c;
+        }
+    }
+    let batch = q1.send_batch((0..10).map(|_| Message::new("b"))).unwrap();
+    assert!(batch.windows(2).all(|w| w[0] < w[1]) && batch[0] > last1);
+}
+
+#[test]
+fn invalid_priority_is_rejected() {
+    let q = Broker::new().queue("q").unwrap();
+    assert!(matches!(
+        q.send(Message::new("x").priority(10)),
+        Err(Error::InvalidArgument(_))
+    ));
+    // A bad message in a batch refuses the batch.
+    assert!(q
+        .send_batch([Message::new("ok"), Message::new("bad").priority(200)])
+        .is_err());
+    assert_eq!(q.stats().sent, 0);
+}
+
+// ---- ordering ---------------------------------------------------------------------------
+
+#[test]
+fn fifo_within_priority_higher_first() {
+    let q = Broker::new().queue("q").unwrap();
+    let mut expect = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..30u8 {
+        let p = i % 3 * 4; // 0, 4, 8
+        let id = q.send(Message::new(vec![i]).priority(p)).unwrap();
+        sent.push((p, id));
+    }
+    for p in [8, 4, 0] {
+        expect.extend(sent.iter().filter(|(pp, _)| *pp == p).map(|(_, id)| *id));
+    }
+    assert_eq!(ids(&q), expect);
+}
+
+#[test]
+fn fifo_per_producer_across_threads() {
+    let q = Broker::new().queue("q").unwrap();
+    let producers: Vec<_> = (0..4u8)
+        .map(|p| {
+            let q = q.clone();
+            thread::spawn(move || {
+                for i in 0..2000u32 {
+                    let mut body = vec![p];
+                    body.extend_from_slice(&i.to_le_bytes());
+                    q.send(Message::new(body)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 4];
+    let mut got = 0;
+    while got < 8000 {
+        if let Some(d) = q
+            .receive_auto_ack(Wait::For(Duration::from_secs(5)))
+            .unwrap()
+        {
+            let p = d.body()[0] as usize;
+            let i = u32::from_le_bytes(d.body()[1..5].try_into().unwrap());
+            assert_eq!(i, next[p], "producer {p} out of order");
+            next[p] += 1;
+            got += 1;
+        }
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+}
+
+#[test]
+fn strict_fifo_queue_wide() {
+    let ns = Broker::new().namespace("n").unwrap();
+    let q = ns
+        .create_queue("q", QueueOptions::default().strict_fifo(true))
+        .unwrap();
+    let a = q.clone();
+    let sent: Vec<u64> = thread::spawn(move || {
+        (0..100)
+            .map(|_| a.send(Message::new("a")).unwrap())
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let more: Vec<u64> = (0..100)
+        .map(|_| q.send(Message::new("b")).unwrap())
+        .collect();
+    let all: Vec<u64> = sent.into_iter().chain(more).collect();
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(ids(&q), all);
+}
+
+// ---- receive forms ----------------------------------------------------------------------------
+
+#[test]
+fn receive_try_blocking_timeout() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    assert!(q.try_receive().unwrap().is_none());
+    // Timeout on the manual clock: returns None only once the clock passes it.
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive_timeout(100 * MS).unwrap().is_none());
+    thread::sleep(Duration::from_millis(20));
+    assert!(!h.is_finished());
+    clock.advance(101 * MS);
+    assert!(h.join().unwrap());
+    // Blocking receive wakes on send.
+    let q3 = q.clone();
+    let h = thread::spawn(move || q3.receive().unwrap().body().to_vec());
+    thread::sleep(Duration::from_millis(20));
+    q.send(Message::new("wake")).unwrap();
+    assert_eq!(h.join().unwrap(), b"wake");
+}
+
+#[test]
+fn blocked_receiver_wakes_on_close() {
+    let b = Broker::new();
+    let q = b.queue("q").unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive());
+    thread::sleep(Duration::from_millis(20));
+    b.close();
+    assert_eq!(h.join().unwrap().unwrap_err(), Error::Closed);
+    assert_eq!(q.send(Message::new("x")).unwrap_err(), Error::Closed);
+    assert_eq!(q.try_receive().unwrap_err(), Error::Closed);
+    assert!(q.is_closed());
+    assert!(matches!(b.namespace("x"), Err(Error::Closed)));
+    b.close(); // idempotent
+}
+
+#[test]
+fn batches() {
+    let q = Broker::new().queue("q").unwrap();
+    let sent = q
+        .send_batch((0..10u8).map(|i| Message::new(vec![i])))
+        .unwrap();
+    assert_eq!(sent.len(), 10);
+    assert!(q.send_batch(Vec::new()).unwrap().is_empty());
+    let first = q.receive_batch(4, Wait::Try).unwrap();
+    assert_eq!(first.iter().map(|d| d.id()).collect::<Vec<_>>(), sent[..4]);
+    let rest = q.receive_batch_auto_ack(100, Wait::Forever).unwrap();
+    assert_eq!(rest.len(), 6);
+    assert!(q.receive_batch(3, Wait::Try).unwrap().is_empty());
+    assert!(matches!(
+        q.receive_batch(0, Wait::Try),
+        Err(Error::InvalidArgument(_))
+    ));
+    for d in first {
+        d.ack().unwrap();
+    }
+    let s = q.stats();
+    assert_eq!((s.acked, s.ready, s.leased), (10, 0, 0));
+}
+
+#[test]
+fn batch_receive_timeout_on_the_clock() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive_batch(5, Wait::For(10 * MS)).unwrap().len());
+    thread::sleep(Duration::from_millis(10));
+    clock.advance(11 * MS);
+    assert_eq!(h.join().unwrap(), 0);
+}
+
+// ---- leases -----------------------------------------------------------------------------------
+
+#[test]
+fn ack_removes_for_good() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("x")).unwrap();
+    q.try_receive().unwrap().unwrap().ack().unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert!(q.try_receive().unwrap().is_none());
+    let s = q.stats();
+    assert_eq!(
+        (s.sent, s.received, s.acked, s.ready, s.leased, s.bytes),
+        (1, 1, 1, 0, 0, 0)
+    );
+}
+
+#[test]
+fn expired_lease_redelivers_and_stale_ack_fails() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .unwrap();
+    let id = q.send(Message::new("x")).unwrap();
+    let d1 = q.try_receive().unwrap().unwrap();
+    assert_eq!(d1.lease_deadline(), Some(clock.now() + 100_000_000));
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(99 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(MS);
+    let d2 = q.try_receive().unwrap().unwrap();
+    assert_eq!((d2.id(), d2.delivery_count()), (id, 2));
+    assert_eq!(d1.lease_deadline(), None);
+    assert_eq!(d1.ack().unwrap_err(), Error::LeaseExpired { id });
+    d2.ack().unwrap();
+    let s = q.stats();
+    assert_eq!((s.received, s.redelivered, s.acked), (2, 1, 1));
+}
+
+#[test]
+fn blocked_receiver_gets_redelivery_when_clock_moves() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .unwrap();
+    q.send(Message::new("x")).unwrap();
+    let held = q.try_receive().unwrap().unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive().unwrap().delivery_count());
+    thread::sleep(Duration::from_millis(20));
+    clock.advance(150 * MS);
+    assert_eq!(h.join().unwrap(), 2);
+    drop(held);
+}
+
+#[test]
+fn extend_renews_the_lease() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .unwrap();
+    q.send(Message::new("x")).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    clock.advance(80 * MS);
+    d.extend().unwrap();
+    clock.advance(80 * MS);
+    assert!(
+        q.try_receive().unwrap().is_none(),
+        "extended lease still held"
+    );
+    d.extend_by(500 * MS).unwrap();
+    clock.advance(450 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    assert!(matches!(
+        d.extend_by(Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+    clock.advance(100 * MS);
+    assert!(q.try_receive().unwrap().is_some());
+    assert!(matches!(d.extend(), Err(Error::LeaseExpired { .. })));
+}
+
+#[test]
+fn nack_now_and_later() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("a")).unwrap();
+    q.try_receive().unwrap().unwrap().nack().unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.delivery_count(), 2);
+    d.nack_after(50 * MS).unwrap();
+    assert!(q.try_receive().unwrap().is_none());
+    assert_eq!(q.stats().delayed, 1);
+    clock.advance(50 * MS);
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.delivery_count(), 3);
+    d.ack().unwrap();
+    let s = q.stats();
+    assert_eq!((s.nacked, s.redelivered, s.acked, s.delayed), (2, 2, 1, 0));
+}
+
+#[test]
+fn auto_ack_is_at_most_once() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("x")).unwrap();
+    let d = q.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    assert!(!d.is_leased());
+    assert!(matches!(d.extend(), Err(Error::InvalidState(_))));
+    clock.advance(Duration::from_secs(3600));
+    assert!(q.try_receive().unwrap().is_none());
+    assert!(matches!(d.ack(), Err(Error::InvalidState(_))));
+    assert_eq!(q.stats().acked, 1);
+}
+
+#[test]
+fn unsettled_delivery_dropped_is_redelivered_after_lease() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("x")).unwrap();
+    drop(q.try_receive().unwrap().unwrap());
+    clock.advance(QueueOptions::default().lease_time);
+    assert_eq!(q.try_receive().unwrap().unwrap().delivery_count(), 2);
+}
+
+// ---- dead letters -------------------------------------------------------------------------------
+
+#[test]
+fn max_deliveries_moves_to_dead_letter_queue() {
+    let (clock, b) = manual();
+    let ns = b.namespace("n").unwrap();
+    let q = ns
+        .create_queue(
+            "work",
+            QueueOptions::default()
+                .lease_time(10 * MS)
+                .max_deliveries(3)
+                .dead_letter_queue("work.dlq"),
+        )
+        .unwrap();
+    assert!(ns.list_queues().contains(&"work.dlq".to_string()));
+    let id = q
+        .send(Message::new("poison").name("p").header("k", "v"))
+        .unwrap();
+    q.try_receive().unwrap().unwrap().nack().unwrap(); // 1
+    drop(q.try_receive().unwrap().unwrap()); // 2, lease will expire
+    clock.advance(10 * MS);
+    q.try_receive().unwrap().unwrap().nack().unwrap(); // 3 → dead letter
+    assert!(q.try_receive().unwrap().is_none());
+    let s = q.stats();
+    assert_eq!((s.dead_lettered, s.ready, s.leased, s.bytes), (1, 0, 0, 0));
+    let dlq = ns.get_queue("work.dlq").unwrap();
+    let dl = dlq.try_receive().unwrap().unwrap();
+    assert_eq!(dl.body(), b"poison");
+    assert_eq!(dl.name(), Some("p"));
+    assert_eq!(dl.header_str("k"), Some("v"));
+    assert_eq!(
+        dl.header_str("x-dead-letter-reason"),
+        Some("nacked; delivered 3 times (max_deliveries 3)")
+    );
+    assert_eq!(dl.header_str("x-dead-letter-queue"), Some("work"));
+    assert_eq!(
+        dl.header_str("x-original-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(dl.header_str("x-delivery-count"), Some("3"));
+    assert_eq!(dl.delivery_count(), 1);
+}
+
+#[test]
+fn lease_expiry_can_dead_letter() {
+    let (clock, b) = manual();
+    let ns = b.namespace("n").unwrap();
+    let q = ns
+        .create_queue(
+            "w",
+            QueueOptions::default()
+                .lease_time(10 * MS)
+                .max_deliveries(1)
+                .dead_letter_queue("dead"),
+        )
+        .unwrap();
+    q.send(Message::new("x")).unwrap();
+    drop(q.try_receive().unwrap().unwrap());
+    clock.advance(10 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    let dl = ns
+        .get_queue("dead")
+        .unwrap()
+        .try_receive()
+        .unwrap()
+        .unwrap();
+    assert!(dl
+        .header_str("x-dead-letter-reason")
+        .unwrap()
+        .starts_with("lease expired"));
+}
+
+#[test]
+fn max_deliveries_without_dlq_drops_and_counts() {
+    let q = Broker::new()
+        .namespace("n")
+        .unwrap()
+        .create_queue("w", QueueOptions::default().max_deliveries(1))
+        .unwrap();
+    q.send(Message::new("x")).unwrap();
+    q.try_receive().unwrap().unwrap().nack().unwrap();
+    assert!(q.try_receive().unwrap().is_none());
+    assert_eq!(q.stats().dead_lettered, 1);
+}
+
+#[test]
+fn dead_letters_bypass_dlq_capacity() {
+    let b = Broker::new();
+    let ns = b.namespace("n").unwrap();
+    ns.create_queue("dlq", QueueOptions::default().max_messages(1))
+        .unwrap();
+    let q = ns
+        .create_queue(
+            "w",
+            QueueOptions::default()
+                .max_deliveries(1)
+                .dead_letter_queue("dlq"),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        q.send(Message::new("x")).unwrap();
+        q.try_receive().unwrap().unwrap().nack().unwrap();
+    }
+    assert_eq!(ns.get_queue("dlq").unwrap().stats().ready, 3);
+}
+
+// ---- TTL and delay --------------------------------------------------------------------------------
+
+#[test]
+fn expired_messages_are_never_delivered() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("short").ttl(10 * MS)).unwrap();
+    q.send(Message::new("long").ttl(100 * MS)).unwrap();
+    q.send(Message::new("forever")).unwrap();
+    clock.advance(10 * MS);
+    let s = q.stats();
+    assert_eq!((s.ready, s.expired), (2, 1));
+    clock.advance(90 * MS);
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.body(), b"forever");
+    assert!(q.try_receive().unwrap().is_none());
+    assert_eq!(q.stats().expired, 2);
+    assert_eq!(q.stats().bytes, 7);
+}
+
+#[test]
+fn queue_default_ttl_and_delay() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue(
+            "q",
+            QueueOptions::default()
+                .default_ttl(100 * MS)
+                .default_delay(10 * MS),
+        )
+        .unwrap();
+    q.send(Message::new("x")).unwrap();
+    q.send(Message::new("now").delay(Duration::ZERO)).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.body(), b"now");
+    assert_eq!(d.expires_at(), Some(clock.now() + 100_000_000));
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(10 * MS);
+    assert_eq!(q.try_receive().unwrap().unwrap().body(), b"x");
+}
+
+#[test]
+fn delayed_not_before_their_time() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("late").delay(100 * MS)).unwrap();
+    q.send(Message::new("early").delay(50 * MS)).unwrap();
+    assert_eq!(q.stats().delayed, 2);
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(49 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(MS);
+    assert_eq!(q.try_receive().unwrap().unwrap().body(), b"early");
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(50 * MS);
+    assert_eq!(q.try_receive().unwrap().unwrap().body(), b"late");
+}
+
+#[test]
+fn delayed_message_wakes_blocked_receiver() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive().unwrap().body().to_vec());
+    thread::sleep(Duration::from_millis(10));
+    q.send(Message::new("d").delay(30 * MS)).unwrap();
+    thread::sleep(Duration::from_millis(10));
+    assert!(!h.is_finished());
+    clock.advance(30 * MS);
+    assert_eq!(h.join().unwrap(), b"d");
+}
+
+#[test]
+fn delayed_message_wakes_blocked_receiver_on_system_clock() {
+    let q = Broker::new().queue("q").unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || q2.receive().unwrap().body().to_vec());
+    thread::sleep(Duration::from_millis(10));
+    q.send(Message::new("d").delay(Duration::from_millis(30)))
+        .unwrap();
+    assert_eq!(h.join().unwrap(), b"d");
+}
+
+#[test]
+fn message_expiring_while_delayed_is_dropped() {
+    let (clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("x").delay(50 * MS).ttl(20 * MS))
+        .unwrap();
+    clock.advance(60 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    assert_eq!(q.stats().expired, 1);
+}
+
+// ---- peek, cancel, purge, stats -------------------------------------------------------------------
+
+#[test]
+fn peek_does_not_lease() {
+    let q = Broker::new().queue("q").unwrap();
+    let a = q.send(Message::new("a").priority(1)).unwrap();
+    let b_ = q.send(Message::new("b").priority(9)).unwrap();
+    let c = q.send(Message::new("c").priority(1)).unwrap();
+    let seen: Vec<u64> = q.peek(10).unwrap().iter().map(|m| m.id()).collect();
+    assert_eq!(seen, vec![b_, a, c]);
+    assert_eq!(q.peek(1).unwrap()[0].body(), b"b");
+    assert_eq!(q.stats().ready, 3);
+    assert_eq!(ids(&q), vec![b_, a, c]);
+    assert!(q.peek(5).unwrap().is_empty());
+}
+
+#[test]
+fn cancel_pending_by_id() {
+    let (_clock, b) = manual();
+    let q = b.queue("q").unwrap();
+    let a = q.send(Message::new("a")).unwrap();
+    let d = q.send(Message::new("d").delay(50 * MS)).unwrap();
+    let c = q.send(Message::new("c")).unwrap();
+    let l = q.send(Message::new("l")).unwrap();
+    q.cancel(c).unwrap();
+    q.cancel(d).unwrap();
+    let held = q.try_receive().unwrap().unwrap();
+    assert_eq!(held.id(), a);
+    assert!(matches!(q.cancel(a), Err(Error::InvalidState(_))));
+    assert!(matches!(q.cancel(c), Err(Error::NotFound(_))));
+    assert!(matches!(q.cancel(999_999), Err(Error::NotFound(_))));
+    assert_eq!(ids(&q), vec![l]);
+    let s = q.stats();
+    assert_eq!((s.cancelled, s.delayed, s.leased), (2, 0, 1));
+}
+
+#[test]
+fn purge_removes_ready_and_delayed() {
+    let q = Broker::new().queue("q").unwrap();
+    q.send_batch((0..5).map(|_| Message::new("x"))).unwrap();
+    q.send(Message::new("later").delay(Duration::from_secs(60)))
+        .unwrap();
+    let held = q.try_receive().unwrap().unwrap();
+    assert_eq!(q.purge().unwrap(), 5);
+    let s = q.stats();
+    assert_eq!((s.ready, s.delayed, s.leased, s.purged), (0, 0, 1, 5));
+    held.ack().unwrap();
+    assert_eq!(q.stats().bytes, 0);
+}
+
+#[test]
+fn stats_are_exact() {
+    let (clock, b) = manual();
+    let ns = b.namespace("n").unwrap();
+    let q = ns.queue("q").unwrap();
+    assert_eq!(q.stats(), QueueStats::default());
+    q.send(Message::new("12345")).unwrap();
+    clock.advance(5 * MS);
+    q.send(Message::new("123")).unwrap();
+    q.send(Message::new("1").delay(MS)).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    let s = q.stats();
+    assert_eq!(
+        (s.ready, s.leased, s.delayed, s.bytes, s.sent, s.received),
+        (1, 1, 1, 9, 3, 1)
+    );
+    assert_eq!(s.oldest_age, Some(5 * MS));
+    assert_eq!(s.depth(), 3);
+    d.ack().unwrap();
+    let ns_stats = ns.stats();
+    assert_eq!(ns_stats.queues, 1);
+    assert_eq!(ns_stats.totals.acked, 1);
+    assert_eq!(ns_stats.totals.bytes, 4);
+}
+
+#[test]
+fn delete_queue_frees_quota_and_closes_handles() {
+    let b = Broker::new();
+    let ns = b
+        .create_namespace("t", Quotas::default().max_messages(2))
+        .unwrap();
+    let q = ns.queue("q").unwrap();
+    q.send(Message::new("1")).unwrap();
+    let _held = q.try_receive().unwrap().unwrap();
+    q.send(Message::new("2")).unwrap();
+    ns.delete_queue("q").unwrap();
+    assert_eq!(q.send(Message::new("x")).unwrap_err(), Error::Closed);
+    assert!(matches!(ns.delete_queue("q"), Err(Error::NotFound(_))));
+    let q2 = ns.queue("q").unwrap();
+    q2.send(Message::new("a")).unwrap();
+    q2.send(Message::new("b")).unwrap();
+}
+
+#[test]
+fn errors_display_for_c_users() {
+    let cases = [
+        (Error::Full, "queue is full"),
+        (Error::Timeout, "timed out"),
+        (Error::Closed, "closed"),
+        (Error::LeaseExpired { id: 7 }, "lease on message 7"),
+        (
+            Error::MessageTooLarge { size: 2, limit: 1 },
+            "message of 2 bytes exceeds the limit of 1 bytes",
+        ),
+    ];
+    for (e, text) in cases {
+        assert!(e.to_string().contains(text), "{e}");
+    }
+}
+
+// ---- storage trait -----------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Recording(parking_lot::Mutex<Vec<String>>);
+
+impl Storage for Recording {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+    fn append(&self, r: &store::Record<'_>) -> Result<()> {
+        use store::Record::*;
+        let line = match r {
+            QueueDefined { queue, .. } => format!("define {queue}"),
+            Enqueued { queue, message, .. } => {
+                format!(
+                    "enqueue {queue} {}",
+                    String::from_utf8_lossy(message.body())
+                )
+            }
+            Removed {
+                queue, id, reason, ..
+            } => format!("remove {queue} {id} {reason:?}"),
+            Delivered {
+                queue,
+                id,
+                deliveries,
+                ..
+            } => format!("deliver {queue} {id} {deliveries}"),
+            _ => "other".into(),
+        };
+        self.0.lock().push(line);
+        Ok(())
+    }
+    fn flush(&self) -> Result<()> {
+        self.0.lock().push("flush".into());
+        Ok(())
+    }
+}
+
+struct Failing;
+impl Storage for Failing {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+    fn append(&self, r: &store::Record<'_>) -> Result<()> {
+        match r {
+            store::Record::Enqueued { .. } => Err(Error::Storage("disk full".into())),
+            _ => Ok(()),
+        }
+    }
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn storage_sees_persistent_messages_only() {
+    let rec = Arc::new(Recording::default());
+    let b = Broker::open(BrokerOptions::new().storage(rec.clone())).unwrap();
+    assert_eq!(b.storage_name(), "recording");
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("volatile")).unwrap();
+    let id = q.send(Message::new("kept").persistent(true)).unwrap();
+    q.receive_auto_ack(Wait::Try).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    d.nack().unwrap();
+    q.try_receive().unwrap().unwrap().ack().unwrap();
+    b.flush().unwrap();
+    assert_eq!(
+        *rec.0.lock(),
+        vec![
+            "define q".to_string(),
+            "enqueue q kept".into(),
+            format!("deliver q {id} 1"),
+            format!("deliver q {id} 1"),
+            format!("deliver q {id} 2"),
+            format!("remove q {id} Acked"),
+            "flush".into(),
+        ]
+    );
+}
+
+#[test]
+fn storage_failure_refuses_the_send_and_loses_nothing() {
+    let b = Broker::open(BrokerOptions::new().storage(Arc::new(Failing))).unwrap();
+    let ns = b
+        .create_namespace("t", Quotas::default().max_messages(1))
+        .unwrap();
+    let q = ns.queue("q").unwrap();
+    assert_eq!(
+        q.send(Message::new("p").persistent(true)).unwrap_err(),
+        Error::Storage("disk full".into())
+    );
+    // The quota was given back: a volatile message still fits.
+    q.send(Message::new("v")).unwrap();
+    assert_eq!(q.stats().sent, 1);
+}
