@@ -65,3 +65,8 @@ pub use error::{validate_name, Error, Result};
 pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, MAX_PRIORITY};
 pub use queue::{Delivery, OnFull, Peeked, Queue, QueueOptions, QueueStats, Wait};
 pub use store::{MemoryStorage, Storage};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

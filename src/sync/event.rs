@@ -1,9 +1,10 @@
 //! An event count: lets consumers sleep until producers signal, at no cost to
 //! producers while nobody sleeps.
 //!
-//! Protocol (Dekker style): a waiter announces itself (`waiters += 1`, SeqCst),
-//! reads the epoch, then re-checks its condition before sleeping; a notifier
-//! makes its change, issues a SeqCst fence and reads `waiters`. Either the waiter's
+//! Protocol (Dekker style, fence against fence): a waiter announces itself
+//! (`waiters += 1`), issues a SeqCst fence, reads the epoch, then re-checks its
+//! condition before sleeping; a notifier makes its change, issues a SeqCst fence
+//! and reads `waiters`. Either the waiter's
 //! re-check sees the change, or the notifier sees the waiter and bumps the epoch
 //! under the mutex, which the waiter observes before or while it sleeps.
 
@@ -45,6 +46,9 @@ impl Event {
     /// then call [`wait`](Self::wait) or [`cancel`](Self::cancel).
     pub fn prepare(&self) -> Ticket {
         self.waiters.fetch_add(1, SeqCst);
+        // Pairs with the fence in `notify_*`: either the notifier's load sees this
+        // waiter, or the caller's re-check (after this fence) sees the change.
+        fence(SeqCst);
         Ticket(*lock(&self.epoch))
     }
 

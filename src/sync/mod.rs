@@ -31,7 +31,6 @@ pub(crate) fn lock<T>(m: &StdMutex<T>) -> StdGuard<'_, T> {
     }
 }
 
-#[cfg(not(loom))]
 mod hint {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,5 +55,4 @@ mod hint {
         })
     }
 }
-#[cfg(not(loom))]
 pub(crate) use hint::home as home_shard;
