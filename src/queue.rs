@@ -253,7 +253,7 @@ impl Queue {
 
     /// Sends a message with an explicit full policy.
     pub fn send_with(&self, msg: Message, on_full: OnFull) -> Result<u64> {
-        Ok(self.core.send(vec![msg], on_full)?[0])
+        self.core.send_one(msg, on_full)
     }
 
     /// Sends several messages: all are accepted or none is (capacity and quotas are
@@ -274,7 +274,19 @@ impl Queue {
 
     /// Receives one message, leased: `Ok(None)` if none came within `wait`.
     pub fn receive_with(&self, wait: Wait) -> Result<Option<Delivery>> {
-        Ok(self.core.receive(1, wait, false)?.pop())
+        self.one(wait, false)
+    }
+
+    fn one(&self, wait: Wait, auto_ack: bool) -> Result<Option<Delivery>> {
+        let mut out = Vec::new(); // does not allocate unless a message comes
+        self.core.receive(1, wait, auto_ack, &mut out)?;
+        Ok(out.pop())
+    }
+
+    fn many(&self, max: usize, wait: Wait, auto_ack: bool) -> Result<Vec<Delivery>> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        self.core.receive(max, wait, auto_ack, &mut out)?;
+        Ok(out)
     }
 
     /// Receives a message if one is ready now (leased).
@@ -295,17 +307,17 @@ impl Queue {
     /// Receives up to `max` messages (leased): waits as `wait` says for the first,
     /// then takes what else is ready. Empty if nothing came.
     pub fn receive_batch(&self, max: usize, wait: Wait) -> Result<Vec<Delivery>> {
-        self.core.receive(max, wait, false)
+        self.many(max, wait, false)
     }
 
     /// Receives one message and acks it at once (at-most-once delivery).
     pub fn receive_auto_ack(&self, wait: Wait) -> Result<Option<Delivery>> {
-        Ok(self.core.receive(1, wait, true)?.pop())
+        self.one(wait, true)
     }
 
     /// Receives up to `max` messages, acked at once.
     pub fn receive_batch_auto_ack(&self, max: usize, wait: Wait) -> Result<Vec<Delivery>> {
-        self.core.receive(max, wait, true)
+        self.many(max, wait, true)
     }
 
     /// Up to `max` ready messages in the order they would be delivered, without
@@ -352,9 +364,10 @@ impl Queue {
 /// message is redelivered. Auto-acked deliveries need nothing.
 #[derive(Debug)]
 pub struct Delivery {
-    queue: Arc<QueueCore>,
     node: Arc<Node>,
-    lease: Option<(usize, u64)>,
+    /// The queue (to settle with), the lease shard and token; None when auto-acked,
+    /// so an auto-ack receive touches no shared reference count.
+    lease: Option<(Arc<QueueCore>, usize, u64)>,
     delivery_count: u32,
 }
 
@@ -366,13 +379,11 @@ impl MessageView for Delivery {
 
 impl Delivery {
     pub(crate) fn new(
-        queue: Arc<QueueCore>,
         node: Arc<Node>,
-        lease: Option<(usize, u64)>,
+        lease: Option<(Arc<QueueCore>, usize, u64)>,
         delivery_count: u32,
     ) -> Self {
         Delivery {
-            queue,
             node,
             lease,
             delivery_count,
@@ -384,9 +395,10 @@ impl Delivery {
         self.delivery_count
     }
 
-    /// The queue it came from.
-    pub fn queue_name(&self) -> &str {
-        &self.queue.name
+    /// The queue it came from (leased deliveries; an auto-acked one keeps no
+    /// reference to its queue).
+    pub fn queue_name(&self) -> Option<&str> {
+        self.lease.as_ref().map(|l| l.0.name.as_str())
     }
 
     /// Whether it is leased (false when received with auto-ack).
@@ -396,40 +408,44 @@ impl Delivery {
 
     /// When the lease ends (clock nanoseconds), while it is held.
     pub fn lease_deadline(&self) -> Option<u64> {
-        self.lease
-            .and_then(|l| self.queue.lease_deadline(self.node.id, l))
+        let (q, shard, token) = self.lease.as_ref()?;
+        q.lease_deadline(self.node.id, (*shard, *token))
     }
 
-    fn lease(&self) -> Result<(usize, u64)> {
-        self.lease.ok_or_else(|| {
-            Error::InvalidState(format!(
+    fn lease(&self) -> Result<(&QueueCore, (usize, u64))> {
+        match &self.lease {
+            Some((q, shard, token)) => Ok((q, (*shard, *token))),
+            None => Err(Error::InvalidState(format!(
                 "message {} was received with auto-ack; there is no lease to settle",
                 self.node.id
-            ))
-        })
+            ))),
+        }
     }
 
     /// Acknowledges: the message is done and removed. [`Error::LeaseExpired`] if the
     /// lease ran out first (the message went back to the queue).
     pub fn ack(self) -> Result<()> {
-        self.queue.settle(self.node.id, self.lease()?, true, None)
+        let (q, l) = self.lease()?;
+        q.settle(self.node.id, l, true, None)
     }
 
     /// Returns the message to the queue now (or to the dead-letter queue if it has
     /// been delivered `max_deliveries` times).
     pub fn nack(self) -> Result<()> {
-        self.queue.settle(self.node.id, self.lease()?, false, None)
+        let (q, l) = self.lease()?;
+        q.settle(self.node.id, l, false, None)
     }
 
     /// Returns the message to the queue after `delay`.
     pub fn nack_after(self, delay: Duration) -> Result<()> {
-        self.queue
-            .settle(self.node.id, self.lease()?, false, Some(nanos(delay)))
+        let (q, l) = self.lease()?;
+        q.settle(self.node.id, l, false, Some(nanos(delay)))
     }
 
     /// Renews the lease for the queue's lease time from now.
     pub fn extend(&self) -> Result<()> {
-        self.extend_by(self.queue.opts.lease_time)
+        let (q, _) = self.lease()?;
+        self.extend_by(q.opts.lease_time)
     }
 
     /// Renews the lease so it ends `by` from now.
@@ -439,9 +455,8 @@ impl Delivery {
                 "a lease extension must be positive".into(),
             ));
         }
-        self.queue
-            .extend(self.node.id, self.lease()?, nanos(by))
-            .map(|_| ())
+        let (q, l) = self.lease()?;
+        q.extend(self.node.id, l, nanos(by)).map(|_| ())
     }
 }
 

@@ -358,7 +358,7 @@ fn message_fields_round_trip() {
     assert_eq!(d.delivery_count(), 1);
     assert_eq!(d.expires_at(), None);
     assert!(d.is_leased());
-    assert_eq!(d.queue_name(), "q");
+    assert_eq!(d.queue_name(), Some("q"));
     let copy = d.to_message();
     assert_eq!(copy.body(), d.body());
     d.ack().unwrap();

@@ -314,51 +314,72 @@ impl QueueCore {
         }
     }
 
+    /// Sends one message.
+    pub(crate) fn send_one(&self, msg: Message, on_full: OnFull) -> Result<u64> {
+        self.check_open()?;
+        let (node, due) = self.build(msg, self.clock.now())?;
+        self.admit(1, node.size, on_full)?;
+        self.commit(node, due, home_shard(), true)
+    }
+
     /// Sends a batch: all are admitted together or none is.
     pub(crate) fn send(&self, msgs: Vec<Message>, on_full: OnFull) -> Result<Vec<u64>> {
         self.check_open()?;
         let now = self.clock.now();
-        let mut built = Vec::with_capacity(msgs.len());
-        let mut bytes = 0u64;
-        for m in msgs {
-            let b = self.build(m, now)?;
-            bytes += b.0.size;
-            built.push(b);
-        }
+        let built = msgs
+            .into_iter()
+            .map(|m| self.build(m, now))
+            .collect::<Result<Vec<_>>>()?;
         let n = built.len() as u64;
         if n == 0 {
             return Ok(Vec::new());
         }
+        let mut bytes: u64 = built.iter().map(|(node, _)| node.size).sum();
         self.admit(n, bytes, on_full)?;
         let home = home_shard();
         let mut ids = Vec::with_capacity(built.len());
-        for (i, (mut node, due)) in built.into_iter().enumerate() {
-            node.id = self.next_id();
-            if node.persistent {
-                let r = self.record(Record::Enqueued {
-                    namespace: &self.ns.name,
-                    queue: &self.name,
-                    message: &node,
-                    deliver_at: due,
-                });
-                if let Err(e) = r {
-                    // The rest of the batch is refused: give its room back.
-                    let rest = n - i as u64;
-                    let rest_bytes = bytes;
+        for (i, (node, due)) in built.into_iter().enumerate() {
+            bytes -= node.size;
+            match self.commit(node, due, home, n == 1) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    // The rest of the batch is refused too: give its room back.
+                    let rest = n - i as u64 - 1;
                     self.ns.msgs.give(rest);
-                    self.ns.bytes.give(rest_bytes);
-                    self.unadmit(rest, rest_bytes);
+                    self.ns.bytes.give(bytes);
+                    self.unadmit(rest, bytes);
                     return Err(e);
                 }
             }
-            bytes -= node.size;
-            ids.push(node.id);
-            self.enqueue(Arc::new(node), due, home, n == 1);
         }
         if n > 1 {
             self.not_empty.notify_all();
         }
         Ok(ids)
+    }
+
+    /// Gives an admitted message its id, records it if persistent, and queues it.
+    /// On a storage error its room is given back.
+    #[inline]
+    fn commit(&self, mut node: Node, due: Option<u64>, home: usize, notify: bool) -> Result<u64> {
+        node.id = self.next_id();
+        if node.persistent {
+            let r = self.record(Record::Enqueued {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                message: &node,
+                deliver_at: due,
+            });
+            if let Err(e) = r {
+                self.ns.msgs.give(1);
+                self.ns.bytes.give(node.size);
+                self.unadmit(1, node.size);
+                return Err(e);
+            }
+        }
+        let id = node.id;
+        self.enqueue(Arc::new(node), due, home, notify);
+        Ok(id)
     }
 
     fn enqueue(&self, node: Arc<Node>, due: Option<u64>, home: usize, notify: bool) {
@@ -410,6 +431,15 @@ impl QueueCore {
     pub(crate) fn maintain(&self, now: u64) {
         if now >= self.next_due.load(SeqCst) {
             self.maintain_slow(now);
+        }
+    }
+
+    /// [`maintain`](Self::maintain), reading the clock only if a timer is pending.
+    #[inline]
+    fn maintain_lazy(&self, now: &mut LazyNow<'_>) {
+        let due = self.next_due.load(SeqCst);
+        if due != u64::MAX && now.get() >= due {
+            self.maintain_slow(now.get());
         }
     }
 
@@ -535,12 +565,12 @@ impl QueueCore {
         self.record_removed(node, RemoveReason::Expired);
     }
 
-    /// Pops up to `max` ready messages, highest priority first, skipping expired ones.
+    /// Pops the next ready message, highest priority first, skipping expired ones.
     #[inline]
-    fn take(&self, home: usize, now: u64, max: usize, out: &mut Vec<Arc<Node>>) {
+    fn take_one(&self, home: usize, now: &mut LazyNow<'_>) -> Option<Arc<Node>> {
         let mask = self.used_prios.load(Acquire);
         if mask == 0 {
-            return;
+            return None;
         }
         for p in (0..PRIORITIES).rev() {
             if mask & (1 << p) == 0 {
@@ -549,76 +579,68 @@ impl QueueCore {
             let Some(lane) = self.lanes[p].get() else {
                 continue;
             };
-            while out.len() < max {
-                let Some(node) = lane.pop(home) else {
-                    break;
-                };
+            while let Some(node) = lane.pop(home) {
                 bump(&self.c(home).ready_out, 1);
-                if node.expired(now) {
+                if node.expires_at != u64::MAX && node.expired(now.get()) {
                     self.expire(&node, home);
                     continue;
                 }
-                out.push(node);
-            }
-            if out.len() >= max {
-                return;
+                return Some(node);
             }
         }
+        None
     }
 
-    /// Hands taken messages out, as leases or auto-acked.
+    /// Hands a taken message out, as a lease or auto-acked.
+    #[inline]
     fn deliver(
         self: &Arc<Self>,
-        nodes: Vec<Arc<Node>>,
+        node: Arc<Node>,
         auto_ack: bool,
         home: usize,
-        now: u64,
-    ) -> Vec<Delivery> {
+        now: &mut LazyNow<'_>,
+    ) -> Delivery {
         let c = self.c(home);
-        bump(&c.received, nodes.len() as u64);
-        let mut out = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            let d = node.deliveries.fetch_add(1, Relaxed) + 1;
-            if d > 1 {
-                bump(&c.redelivered, 1);
-            }
-            if auto_ack {
-                bump(&c.acked, 1);
-                self.release(&node, home);
-                self.record_removed(&node, RemoveReason::Acked);
-                out.push(Delivery::new(self.clone(), node, None, d));
-                continue;
-            }
-            if node.persistent {
-                let _ = self.record(Record::Delivered {
-                    namespace: &self.ns.name,
-                    queue: &self.name,
-                    id: node.id,
-                    deliveries: d,
-                });
-            }
-            bump(&c.leased_in, 1);
-            let shard = home & self.mask;
-            let deadline = now.saturating_add(nanos(self.opts.lease_time));
-            let token = self.leases[shard].lock().insert(node.clone(), deadline);
-            self.note_due(deadline);
-            out.push(Delivery::new(self.clone(), node, Some((shard, token)), d));
+        bump(&c.received, 1);
+        let d = node.deliveries.fetch_add(1, Relaxed) + 1;
+        if d > 1 {
+            bump(&c.redelivered, 1);
         }
-        out
+        if auto_ack {
+            bump(&c.acked, 1);
+            self.release(&node, home);
+            self.record_removed(&node, RemoveReason::Acked);
+            return Delivery::new(node, None, d);
+        }
+        if node.persistent {
+            let _ = self.record(Record::Delivered {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                id: node.id,
+                deliveries: d,
+            });
+        }
+        bump(&c.leased_in, 1);
+        let shard = home & self.mask;
+        let deadline = now.get().saturating_add(nanos(self.opts.lease_time));
+        let token = self.leases[shard].lock().insert(node.clone(), deadline);
+        self.note_due(deadline);
+        Delivery::new(node, Some((self.clone(), shard, token)), d)
     }
 
-    /// Receives up to `max` messages (at least one unless the wait ends first).
+    /// Receives up to `max` messages into `out` (at least one unless the wait ends
+    /// first). Returns how many it added.
     pub(crate) fn receive(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
         auto_ack: bool,
-    ) -> Result<Vec<Delivery>> {
+        out: &mut Vec<Delivery>,
+    ) -> Result<usize> {
         if max == 0 {
             return Err(Error::InvalidArgument("max must be at least 1".into()));
         }
         let home = home_shard();
-        let mut got = Vec::new();
         let deadline = match wait {
             Wait::For(d) => Some(self.clock.now().saturating_add(nanos(d))),
             _ => None,
@@ -627,27 +649,39 @@ impl QueueCore {
         let mut notified = false;
         loop {
             self.check_open()?;
-            let now = self.clock.now();
-            self.maintain(now);
-            self.take(home, now, max, &mut got);
-            if !got.is_empty() {
-                return Ok(self.deliver(got, auto_ack, home, now));
+            let mut now = LazyNow::new(&*self.clock);
+            self.maintain_lazy(&mut now);
+            if let Some(first) = self.take_one(home, &mut now) {
+                out.push(self.deliver(first, auto_ack, home, &mut now));
+                let mut n = 1;
+                while n < max {
+                    let Some(node) = self.take_one(home, &mut now) else {
+                        break;
+                    };
+                    out.push(self.deliver(node, auto_ack, home, &mut now));
+                    n += 1;
+                }
+                return Ok(n);
             }
-            let timed_out = deadline.is_some_and(|dl| now >= dl);
+            let timed_out = deadline.is_some_and(|dl| now.get() >= dl);
             if matches!(wait, Wait::Try) || timed_out {
                 if notified {
                     // We consumed a wake-up meant for whoever takes a message: pass it on.
                     self.not_empty.notify_one();
                 }
-                return Ok(Vec::new());
+                return Ok(0);
             }
             if !backoff.is_completed() {
                 backoff.snooze();
                 continue;
             }
             let t = self.not_empty.prepare();
-            self.take(home, now, max, &mut got);
-            if !got.is_empty() || self.is_closed() {
+            if let Some(node) = self.take_one(home, &mut now) {
+                self.not_empty.cancel(t);
+                out.push(self.deliver(node, auto_ack, home, &mut now));
+                return Ok(1);
+            }
+            if self.is_closed() {
                 self.not_empty.cancel(t);
                 continue;
             }
@@ -655,6 +689,7 @@ impl QueueCore {
             let limit = if wake_at == u64::MAX {
                 None
             } else {
+                let now = now.get();
                 self.clock.park_limit(wake_at.saturating_sub(now).max(1))
             };
             notified = self.not_empty.wait(t, limit);
@@ -896,6 +931,23 @@ impl QueueCore {
 
     pub(crate) fn flush(&self) -> Result<()> {
         self.storage.flush()
+    }
+}
+
+/// Reads the clock at most once, and only if asked.
+pub(crate) struct LazyNow<'a> {
+    clock: &'a dyn Clock,
+    now: Option<u64>,
+}
+
+impl<'a> LazyNow<'a> {
+    fn new(clock: &'a dyn Clock) -> Self {
+        LazyNow { clock, now: None }
+    }
+
+    #[inline]
+    fn get(&mut self) -> u64 {
+        *self.now.get_or_insert_with(|| self.clock.now())
     }
 }
 
