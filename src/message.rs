@@ -102,12 +102,24 @@ impl Message {
     /// Size counted against quotas and capacities: body + name + correlation id +
     /// every header key and value, in bytes.
     pub fn size(&self) -> u64 {
-        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.body.len()
-            + h
-            + self.name.as_ref().map_or(0, |s| s.len())
-            + self.correlation_id.as_ref().map_or(0, |s| s.len())) as u64
+        size_of(
+            &self.body,
+            &self.headers,
+            self.name.as_deref(),
+            self.correlation_id.as_deref(),
+        )
     }
+}
+
+/// The size of a message as quotas count it.
+pub(crate) fn size_of(
+    body: &[u8],
+    headers: &Headers,
+    name: Option<&str>,
+    corr: Option<&str>,
+) -> u64 {
+    let h: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (body.len() + h + name.map_or(0, str::len) + corr.map_or(0, str::len)) as u64
 }
 
 /// Read access to a message held by the engine (a delivery or a peeked message).

@@ -1087,3 +1087,117 @@ fn storage_failure_refuses_the_send_and_loses_nothing() {
     q.send(Message::new("v")).unwrap();
     assert_eq!(q.stats().sent, 1);
 }
+
+#[test]
+fn blocked_receiver_sees_lease_expiry_on_system_clock() {
+    // The receiver parks before any timer exists; the lease taken afterwards
+    // must still wake it when it expires (no manual clock to nudge it).
+    let q = Broker::new()
+        .namespace("n")
+        .unwrap()
+        .create_queue(
+            "q",
+            QueueOptions::default().lease_time(Duration::from_millis(30)),
+        )
+        .unwrap();
+    let q2 = q.clone();
+    let h = thread::spawn(move || {
+        let first = q2.receive().unwrap();
+        let again = q2.receive().unwrap(); // the same message, after its lease expired
+        (first.id(), again.id(), again.delivery_count())
+    });
+    thread::sleep(Duration::from_millis(10));
+    let id = q.send(Message::new("x")).unwrap();
+    let (a, b, n) = h.join().unwrap();
+    assert_eq!((a, b, n), (id, id, 2));
+}
+
+#[test]
+fn expired_messages_do_not_hold_capacity() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue(
+            "q",
+            QueueOptions::default()
+                .max_messages(2)
+                .on_full(OnFull::Reject),
+        )
+        .unwrap();
+    q.send(Message::new("a").ttl(10 * MS)).unwrap();
+    q.send(Message::new("b").ttl(10 * MS).delay(50 * MS))
+        .unwrap();
+    assert_eq!(q.send(Message::new("c")).unwrap_err(), Error::Full);
+    clock.advance(10 * MS);
+    // Both expired (one ready, one still delayed): the send sweeps them first.
+    q.send(Message::new("c")).unwrap();
+    q.send(Message::new("d")).unwrap();
+    let s = q.stats();
+    assert_eq!((s.expired, s.ready, s.delayed), (2, 2, 0));
+}
+
+#[test]
+fn blocked_sender_wakes_when_a_message_expires() {
+    let q = Broker::new()
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().max_messages(1))
+        .unwrap();
+    q.send(Message::new("a").ttl(Duration::from_millis(30)))
+        .unwrap();
+    // Nobody receives: only the expiry can make room.
+    q.send_with(Message::new("b"), OnFull::Timeout(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(q.stats().expired, 1);
+}
+
+#[test]
+fn late_ack_fails_even_if_nothing_else_ran() {
+    let (clock, b) = manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().lease_time(10 * MS))
+        .unwrap();
+    let id = q.send(Message::new("x")).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    clock.advance(11 * MS);
+    assert_eq!(d.ack().unwrap_err(), Error::LeaseExpired { id });
+    assert_eq!(q.try_receive().unwrap().unwrap().delivery_count(), 2);
+}
+
+#[test]
+fn chained_dead_letters_keep_exact_sizes() {
+    let ns = Broker::new().namespace("n").unwrap();
+    let c = ns.queue("c").unwrap();
+    ns.create_queue(
+        "b",
+        QueueOptions::default()
+            .max_deliveries(1)
+            .dead_letter_queue("c"),
+    )
+    .unwrap();
+    let a = ns
+        .create_queue(
+            "a",
+            QueueOptions::default()
+                .max_deliveries(1)
+                .dead_letter_queue("b"),
+        )
+        .unwrap();
+    a.send(Message::new("body").header("x-original-id", "777"))
+        .unwrap();
+    a.try_receive().unwrap().unwrap().nack().unwrap();
+    ns.get_queue("b")
+        .unwrap()
+        .try_receive()
+        .unwrap()
+        .unwrap()
+        .nack()
+        .unwrap();
+    let d = c.try_receive().unwrap().unwrap();
+    assert_eq!(d.size(), d.to_message().size());
+    assert_eq!(c.stats().bytes, d.size());
+    assert_eq!(d.header_str("x-dead-letter-queue"), Some("b"));
+}

@@ -153,6 +153,25 @@ impl DelayTable {
         u64::MAX
     }
 
+    /// Removes every message whose TTL has passed into `out`; returns the earliest
+    /// expiry among those left.
+    pub(crate) fn take_expired(&mut self, now: u64, out: &mut Vec<Arc<Node>>) -> u64 {
+        let dead: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, (_, n))| n.expired(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            out.extend(self.remove(id));
+        }
+        self.map
+            .values()
+            .map(|(_, n)| n.expires_at)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn drain(&mut self) -> Vec<Arc<Node>> {
         self.heap.clear();
         self.map.drain().map(|(_, (_, n))| n).collect()

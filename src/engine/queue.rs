@@ -233,7 +233,17 @@ impl QueueCore {
                 }
                 false
             };
+            let mut swept = false;
             while !take() {
+                if !swept {
+                    // Expired messages (and leases that dead-letter) may be holding
+                    // the room: collect them before calling the queue full.
+                    swept = true;
+                    let now = self.clock.now();
+                    self.maintain(now);
+                    self.sweep_expired(now);
+                    continue;
+                }
                 if matches!(on_full, OnFull::Reject) {
                     return Err(Error::Full);
                 }
@@ -246,18 +256,23 @@ impl QueueCore {
                     self.not_full.cancel(t);
                     return Err(Error::Closed);
                 }
-                let limit = match deadline {
-                    Some(dl) => {
-                        let now = self.clock.now();
-                        if now >= dl {
-                            self.not_full.cancel(t);
-                            return Err(Error::Timeout);
-                        }
-                        self.clock.park_limit(dl - now)
-                    }
-                    None => None,
+                let now = self.clock.now();
+                if deadline.is_some_and(|dl| now >= dl) {
+                    self.not_full.cancel(t);
+                    return Err(Error::Timeout);
+                }
+                // Wake at the deadline, or when a message may expire or a lease end.
+                let wake_at = deadline
+                    .unwrap_or(u64::MAX)
+                    .min(self.min_expiry.load(SeqCst))
+                    .min(self.next_due.load(SeqCst));
+                let limit = if wake_at == u64::MAX {
+                    None
+                } else {
+                    self.clock.park_limit(wake_at.saturating_sub(now).max(1))
                 };
                 self.not_full.wait(t, limit);
+                swept = false;
             }
         }
         let ns = &self.ns;
@@ -394,10 +409,9 @@ impl QueueCore {
 
     fn delay(&self, node: Arc<Node>, due: u64, home: usize) {
         bump(&self.c(home).delayed_in, 1);
+        self.note_expiry(node.expires_at);
         self.delayed.lock().insert(due, node);
         self.note_due(due);
-        // A sleeping consumer must re-compute how long it may sleep.
-        self.not_empty.notify_one();
     }
 
     #[inline]
@@ -408,9 +422,7 @@ impl QueueCore {
         if self.used_prios.load(Relaxed) & bit == 0 {
             self.used_prios.fetch_or(bit, AcqRel);
         }
-        if node.expires_at < self.min_expiry.load(Relaxed) {
-            self.min_expiry.fetch_min(node.expires_at, SeqCst);
-        }
+        self.note_expiry(node.expires_at);
         bump(&self.c(home).ready_in, 1);
         lane.push(home, node);
         if notify {
@@ -419,9 +431,18 @@ impl QueueCore {
     }
 
     #[inline]
+    fn note_expiry(&self, t: u64) {
+        if t < self.min_expiry.load(Relaxed) {
+            self.min_expiry.fetch_min(t, SeqCst);
+        }
+    }
+
+    /// Lowers `next_due` to `t` if it is earlier. Sleeping consumers computed how
+    /// long to sleep from the old value, so they are woken to look again.
+    #[inline]
     fn note_due(&self, t: u64) {
-        if t < self.next_due.load(SeqCst) {
-            self.next_due.fetch_min(t, SeqCst);
+        if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
+            self.not_empty.notify_all();
         }
     }
 
@@ -517,20 +538,16 @@ impl QueueCore {
             "x-delivery-count".into(),
             node.deliveries.load(Relaxed).to_string().into_bytes(),
         );
-        let extra: usize = headers
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("x-dead-letter")
-                    || k.starts_with("x-original")
-                    || *k == "x-delivery-count"
-            })
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
         let now = dlq.clock.now();
         let moved = Node {
             id: dlq.next_id(),
+            size: crate::message::size_of(
+                &node.body,
+                &headers,
+                node.name.as_deref(),
+                node.correlation_id.as_deref(),
+            ),
             headers,
-            size: node.size + extra as u64,
             enqueued_at: now,
             expires_at: dlq
                 .opts
@@ -709,6 +726,8 @@ impl QueueCore {
         ack: bool,
         delay: Option<u64>,
     ) -> Result<()> {
+        // Run due timers first, so a lease that has run out cannot be settled.
+        self.maintain_lazy(&mut LazyNow::new(&*self.clock));
         let node = self
             .lease_shard(lease.0)
             .lock()
@@ -775,6 +794,12 @@ impl QueueCore {
                 .min()
                 .unwrap_or(u64::MAX)
                 .min(min);
+        }
+        let mut dead = Vec::new();
+        min = min.min(self.delayed.lock().take_expired(now, &mut dead));
+        for node in dead {
+            bump(&self.c(home).delayed_out, 1);
+            self.expire(&node, home);
         }
         if min < u64::MAX {
             self.min_expiry.fetch_min(min, SeqCst);
