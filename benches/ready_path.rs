@@ -1,1 +1,468 @@
-fn main() {}
+//! Ready-path throughput and latency of libqueue against in-process channels.
+//!
+//! Every scenario moves the same work through every peer: `N` messages whose
+//! payload is a freshly allocated 16-byte `Vec<u8>` (a sequence number in the
+//! first 8 bytes), produced by `P` threads and consumed by `C` threads spawned
+//! per iteration. Consumers read each payload; after each iteration the number
+//! of messages received and the sum of their sequence numbers are checked, so
+//! nothing is counted that was not actually delivered.
+//!
+//! Groups:
+//! - `spsc`, `mpsc_4x1`, `mpmc_4x4`, `mpmc_8x8`: libqueue (auto-ack, leased
+//!   receive + ack, bounded to 1024 messages) vs crossbeam-channel bounded(1024)
+//!   and unbounded vs kanal bounded(1024). Throughput is in messages per second.
+//! - `ping_pong`: one round trip per element (request on one queue/channel,
+//!   reply on another), so the time per element is the round-trip latency.
+//! - `batch_spsc`: libqueue `send_batch` of 64 + `receive_batch_auto_ack(64)`
+//!   vs libqueue one by one vs crossbeam (one by one, and `Vec`s of 64).
+//!
+//! Stopping many consumers: after all producers are joined, one sentinel (an
+//! empty payload) per consumer is sent. A libqueue queue is FIFO per producer
+//! only (sharded lanes), so a sentinel may overtake messages still sitting in
+//! another shard; hence each consumer, on its sentinel, adds its count to a
+//! shared total, and the last consumer to stop receives whatever is still
+//! missing (it knows exactly how many). Channels use the same code (for them
+//! the tail is always empty).
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use libqueue::{Broker, Message, MessageView, QueueOptions, Wait};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Messages per iteration in the throughput scenarios.
+const N: usize = 100_000;
+/// Payload size in bytes.
+const PAYLOAD: usize = 16;
+/// Capacity of the bounded peers.
+const CAP: usize = 1024;
+/// Batch size of the batch scenario.
+const BATCH: usize = 64;
+
+fn payload(seq: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(PAYLOAD);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.resize(PAYLOAD, 0);
+    v
+}
+
+/// Reads a payload: `None` for the (empty) sentinel, else its sequence number.
+#[inline]
+fn decode(body: &[u8]) -> Option<u64> {
+    if body.is_empty() {
+        return None;
+    }
+    debug_assert_eq!(body.len(), PAYLOAD);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&body[..8]);
+    Some(u64::from_le_bytes(b))
+}
+
+/// One direction of message passing, as each peer does it.
+trait Pipe: Sync {
+    fn send(&self, body: Vec<u8>);
+    /// Blocks for the next message: `None` when it is a sentinel.
+    fn recv(&self) -> Option<u64>;
+}
+
+/// libqueue, consumer uses `receive_auto_ack(Wait::Forever)`.
+struct LqAuto(libqueue::Queue);
+
+impl Pipe for LqAuto {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(Message::new(body)).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        let d = self
+            .0
+            .receive_auto_ack(Wait::Forever)
+            .expect("receive")
+            .expect("Wait::Forever returns a message");
+        decode(d.body())
+    }
+}
+
+/// libqueue, consumer uses a leased `receive()` then `ack()`.
+struct LqLeased(libqueue::Queue);
+
+impl Pipe for LqLeased {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(Message::new(body)).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        let d = self.0.receive().expect("receive");
+        let v = decode(d.body());
+        d.ack().expect("ack");
+        v
+    }
+}
+
+struct Crossbeam(
+    crossbeam_channel::Sender<Vec<u8>>,
+    crossbeam_channel::Receiver<Vec<u8>>,
+);
+
+impl Crossbeam {
+    fn bounded(cap: usize) -> Self {
+        let (s, r) = crossbeam_channel::bounded(cap);
+        Crossbeam(s, r)
+    }
+    fn unbounded() -> Self {
+        let (s, r) = crossbeam_channel::unbounded();
+        Crossbeam(s, r)
+    }
+}
+
+impl Pipe for Crossbeam {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(body).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        decode(&self.1.recv().expect("recv"))
+    }
+}
+
+struct Kanal(kanal::Sender<Vec<u8>>, kanal::Receiver<Vec<u8>>);
+
+impl Kanal {
+    fn bounded(cap: usize) -> Self {
+        let (s, r) = kanal::bounded(cap);
+        Kanal(s, r)
+    }
+}
+
+impl Pipe for Kanal {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(body).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        decode(&self.1.recv().expect("recv"))
+    }
+}
+
+/// Moves `N` messages from `producers` threads to `consumers` threads through
+/// `pipe`; returns the time from the start barrier to the last consumer done.
+fn run_mpmc<P: Pipe>(pipe: &P, producers: usize, consumers: usize) -> Duration {
+    assert_eq!(N % producers, 0);
+    let per = N / producers;
+    let barrier = Barrier::new(producers + consumers + 1);
+    let received = AtomicUsize::new(0);
+    let stopped = AtomicUsize::new(0);
+    let (elapsed, count, sum) = thread::scope(|s| {
+        let cons: Vec<_> = (0..consumers)
+            .map(|_| {
+                let (barrier, received, stopped) = (&barrier, &received, &stopped);
+                s.spawn(move || {
+                    barrier.wait();
+                    let (mut count, mut sum) = (0usize, 0u64);
+                    while let Some(v) = pipe.recv() {
+                        count += 1;
+                        sum = sum.wrapping_add(v);
+                    }
+                    received.fetch_add(count, SeqCst);
+                    if stopped.fetch_add(1, SeqCst) + 1 == consumers {
+                        // Last one out: every other consumer has added its count and
+                        // every sentinel is taken, so what is missing is still queued.
+                        let missing = N - received.load(SeqCst);
+                        for _ in 0..missing {
+                            let v = pipe.recv().expect("a message, not a sentinel");
+                            count += 1;
+                            sum = sum.wrapping_add(v);
+                        }
+                    }
+                    (count, sum)
+                })
+            })
+            .collect();
+        let prods: Vec<_> = (0..producers)
+            .map(|p| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    for i in 0..per {
+                        pipe.send(payload((p * per + i) as u64));
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in prods {
+            h.join().expect("producer");
+        }
+        for _ in 0..consumers {
+            pipe.send(Vec::new());
+        }
+        let (mut count, mut sum) = (0usize, 0u64);
+        for h in cons {
+            let (c, s) = h.join().expect("consumer");
+            count += c;
+            sum = sum.wrapping_add(s);
+        }
+        (start.elapsed(), count, sum)
+    });
+    assert_eq!(count, N, "messages received");
+    assert_eq!(sum, (N as u64) * (N as u64 - 1) / 2, "sequence sum");
+    elapsed
+}
+
+fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+}
+
+fn bench_topology(c: &mut Criterion, name: &str, producers: usize, consumers: usize) {
+    let mut g = c.benchmark_group(name);
+    configure(&mut g);
+    g.throughput(Throughput::Elements(N as u64));
+    let sum_runs =
+        |iters: u64, f: &mut dyn FnMut() -> Duration| -> Duration { (0..iters).map(|_| f()).sum() };
+
+    g.bench_function("libqueue", |b| {
+        let broker = Broker::new();
+        let q = LqAuto(broker.queue("bench").expect("queue"));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+    });
+    g.bench_function("libqueue_leased", |b| {
+        let broker = Broker::new();
+        let q = LqLeased(broker.queue("bench").expect("queue"));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+    });
+    g.bench_function("libqueue_bounded1024", |b| {
+        let broker = Broker::new();
+        let ns = broker.default_namespace().expect("namespace");
+        let opts = QueueOptions::default().max_messages(CAP as u64);
+        let q = LqAuto(ns.create_queue("bench", opts).expect("queue"));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+    });
+    g.bench_function("crossbeam_bounded1024", |b| {
+        let ch = Crossbeam::bounded(CAP);
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+    });
+    g.bench_function("crossbeam_unbounded", |b| {
+        let ch = Crossbeam::unbounded();
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+    });
+    g.bench_function("kanal_bounded1024", |b| {
+        let ch = Kanal::bounded(CAP);
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+    });
+    g.finish();
+}
+
+fn spsc(c: &mut Criterion) {
+    bench_topology(c, "spsc", 1, 1);
+}
+
+fn mpsc_4x1(c: &mut Criterion) {
+    bench_topology(c, "mpsc_4x1", 4, 1);
+}
+
+fn mpmc_4x4(c: &mut Criterion) {
+    bench_topology(c, "mpmc_4x4", 4, 4);
+}
+
+fn mpmc_8x8(c: &mut Criterion) {
+    bench_topology(c, "mpmc_8x8", 8, 8);
+}
+
+/// `iters` round trips: this thread sends on `ping` and waits for the reply on
+/// `pong`; an echo thread answers each request with a new payload.
+fn run_ping_pong<P: Pipe>(ping: &P, pong: &P, iters: u64) -> Duration {
+    thread::scope(|s| {
+        let echo = s.spawn(|| {
+            let mut n = 0u64;
+            while let Some(v) = ping.recv() {
+                pong.send(payload(v));
+                n += 1;
+            }
+            n
+        });
+        // One untimed round trip so the echo thread is up and running.
+        ping.send(payload(u64::MAX - 1));
+        assert_eq!(pong.recv(), Some(u64::MAX - 1));
+        let start = Instant::now();
+        for i in 0..iters {
+            ping.send(payload(i));
+            let r = pong.recv();
+            debug_assert_eq!(r, Some(i));
+            black_box(r);
+        }
+        let elapsed = start.elapsed();
+        ping.send(Vec::new());
+        assert_eq!(echo.join().expect("echo"), iters + 1, "round trips");
+        elapsed
+    })
+}
+
+fn ping_pong(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ping_pong");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+
+    g.bench_function("libqueue", |b| {
+        let broker = Broker::new();
+        let ping = LqAuto(broker.queue("ping").expect("queue"));
+        let pong = LqAuto(broker.queue("pong").expect("queue"));
+        b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
+    });
+    g.bench_function("libqueue_leased", |b| {
+        let broker = Broker::new();
+        let ping = LqLeased(broker.queue("ping").expect("queue"));
+        let pong = LqLeased(broker.queue("pong").expect("queue"));
+        b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
+    });
+    for cap in [1, 16] {
+        g.bench_function(format!("crossbeam_bounded{cap}"), |b| {
+            let (ping, pong) = (Crossbeam::bounded(cap), Crossbeam::bounded(cap));
+            b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
+        });
+    }
+    for cap in [1, 16] {
+        g.bench_function(format!("kanal_bounded{cap}"), |b| {
+            let (ping, pong) = (Kanal::bounded(cap), Kanal::bounded(cap));
+            b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
+        });
+    }
+    g.finish();
+}
+
+/// Runs one producer and one consumer (which stops after `N` messages) and
+/// returns the elapsed time; the consumer returns (count, sequence sum).
+fn run_spsc_counted(
+    produce: impl FnOnce() + Send,
+    consume: impl FnOnce() -> (usize, u64) + Send,
+) -> Duration {
+    let barrier = Barrier::new(3);
+    let (elapsed, (count, sum)) = thread::scope(|s| {
+        let cons = s.spawn(|| {
+            barrier.wait();
+            consume()
+        });
+        let prod = s.spawn(|| {
+            barrier.wait();
+            produce()
+        });
+        barrier.wait();
+        let start = Instant::now();
+        prod.join().expect("producer");
+        let r = cons.join().expect("consumer");
+        (start.elapsed(), r)
+    });
+    assert_eq!(count, N, "messages received");
+    assert_eq!(sum, (N as u64) * (N as u64 - 1) / 2, "sequence sum");
+    elapsed
+}
+
+fn batch_spsc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch_spsc");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(N as u64));
+
+    g.bench_function("libqueue_batch64", |b| {
+        let broker = Broker::new();
+        let q = broker.queue("bench").expect("queue");
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    run_spsc_counted(
+                        || {
+                            for start in (0..N).step_by(BATCH) {
+                                let end = (start + BATCH).min(N);
+                                q.send_batch((start..end).map(|i| Message::new(payload(i as u64))))
+                                    .expect("send_batch");
+                            }
+                        },
+                        || {
+                            let (mut count, mut sum) = (0usize, 0u64);
+                            while count < N {
+                                let ds = q
+                                    .receive_batch_auto_ack(BATCH, Wait::Forever)
+                                    .expect("receive_batch");
+                                for d in &ds {
+                                    sum = sum.wrapping_add(decode(d.body()).expect("payload"));
+                                }
+                                count += ds.len();
+                            }
+                            (count, sum)
+                        },
+                    )
+                })
+                .sum()
+        });
+    });
+    g.bench_function("libqueue_one_by_one", |b| {
+        let broker = Broker::new();
+        let q = LqAuto(broker.queue("bench").expect("queue"));
+        b.iter_custom(|iters| (0..iters).map(|_| run_spsc_counted_pipe(&q)).sum());
+    });
+    g.bench_function("crossbeam_bounded1024_one_by_one", |b| {
+        let ch = Crossbeam::bounded(CAP);
+        b.iter_custom(|iters| (0..iters).map(|_| run_spsc_counted_pipe(&ch)).sum());
+    });
+    g.bench_function("crossbeam_bounded16_vec64", |b| {
+        // 16 batches of 64 in flight: the same 1024 messages as bounded(1024).
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<u8>>>(CAP / BATCH);
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    run_spsc_counted(
+                        || {
+                            for start in (0..N).step_by(BATCH) {
+                                let end = (start + BATCH).min(N);
+                                tx.send((start..end).map(|i| payload(i as u64)).collect())
+                                    .expect("send");
+                            }
+                        },
+                        || {
+                            let (mut count, mut sum) = (0usize, 0u64);
+                            while count < N {
+                                let batch = rx.recv().expect("recv");
+                                for m in &batch {
+                                    sum = sum.wrapping_add(decode(m).expect("payload"));
+                                }
+                                count += batch.len();
+                            }
+                            (count, sum)
+                        },
+                    )
+                })
+                .sum()
+        });
+    });
+    g.finish();
+}
+
+/// One by one, the consumer stopping after exactly `N` messages (no sentinel).
+fn run_spsc_counted_pipe<P: Pipe>(pipe: &P) -> Duration {
+    run_spsc_counted(
+        || {
+            for i in 0..N {
+                pipe.send(payload(i as u64));
+            }
+        },
+        || {
+            let (mut count, mut sum) = (0usize, 0u64);
+            while count < N {
+                sum = sum.wrapping_add(pipe.recv().expect("payload"));
+                count += 1;
+            }
+            (count, sum)
+        },
+    )
+}
+
+criterion_group!(benches, spsc, mpsc_4x1, mpmc_4x4, mpmc_8x8, ping_pong, batch_spsc);
+criterion_main!(benches);

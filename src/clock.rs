@@ -4,7 +4,9 @@
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[cfg(not(target_os = "linux"))]
+use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Nanoseconds since the UNIX epoch, as read from a [`Clock`].
 pub type Nanos = u64;
@@ -20,6 +22,12 @@ pub trait Clock: Send + Sync + 'static {
     /// Current time in nanoseconds since the UNIX epoch. Must never go backwards.
     fn now(&self) -> Nanos;
 
+    /// A cheaper reading that may lag [`now`](Self::now) by a few milliseconds; the
+    /// engine uses it only for send times (statistics), never for deadlines.
+    fn now_coarse(&self) -> Nanos {
+        self.now()
+    }
+
     /// How long (real time) a waiter may sleep when `remaining` nanoseconds of this
     /// clock's time are left before its next deadline. The system clock answers the
     /// same span; a manual clock answers "until woken" (it wakes listeners on advance).
@@ -31,12 +39,36 @@ pub trait Clock: Send + Sync + 'static {
     fn add_listener(&self, _listener: Weak<dyn ClockListener>) {}
 }
 
-/// The real clock: monotonic (an [`Instant`] offset from the wall time read once at
-/// start), so a wall-clock step never expires leases early.
+/// The real clock: monotonic (`CLOCK_MONOTONIC`, offset by the wall time read
+/// once at start), so a wall-clock step never expires leases early.
 #[derive(Debug)]
 pub struct SystemClock {
     base_unix: Nanos,
-    base: Instant,
+    base_mono: Nanos,
+}
+
+#[cfg(target_os = "linux")]
+fn monotonic(coarse: bool) -> Nanos {
+    let id = if coarse {
+        libc::CLOCK_MONOTONIC_COARSE
+    } else {
+        libc::CLOCK_MONOTONIC
+    };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
+    // both clock ids exist on every Linux since 2.6.32; the call cannot fail then.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic(_coarse: bool) -> Nanos {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 impl SystemClock {
@@ -48,7 +80,7 @@ impl SystemClock {
             .unwrap_or(0);
         SystemClock {
             base_unix,
-            base: Instant::now(),
+            base_mono: monotonic(false),
         }
     }
 }
@@ -61,7 +93,12 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Nanos {
-        self.base_unix + self.base.elapsed().as_nanos() as u64
+        self.base_unix + monotonic(false).saturating_sub(self.base_mono)
+    }
+
+    /// `CLOCK_MONOTONIC_COARSE` (the same clock at tick resolution, a few ns to read).
+    fn now_coarse(&self) -> Nanos {
+        self.base_unix + monotonic(true).saturating_sub(self.base_mono)
     }
 }
 

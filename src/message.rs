@@ -137,11 +137,11 @@ pub trait MessageView {
     }
     /// All headers.
     fn headers(&self) -> &Headers {
-        &self.node().headers
+        self.node().headers()
     }
     /// One header's value.
     fn header(&self, key: &str) -> Option<&[u8]> {
-        self.node().headers.get(key).map(|v| v.as_slice())
+        self.node().headers().get(key).map(|v| v.as_slice())
     }
     /// One header as UTF-8 text (None if absent or not UTF-8).
     fn header_str(&self, key: &str) -> Option<&str> {
@@ -181,7 +181,7 @@ pub trait MessageView {
         let n = self.node();
         Message {
             body: n.body.to_vec(),
-            headers: n.headers.clone(),
+            headers: n.headers().clone(),
             name: n.name.as_ref().map(|s| s.to_string()),
             correlation_id: n.correlation_id.as_ref().map(|s| s.to_string()),
             priority: Some(n.priority),

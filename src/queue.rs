@@ -278,14 +278,14 @@ impl Queue {
     }
 
     fn one(&self, wait: Wait, auto_ack: bool) -> Result<Option<Delivery>> {
-        let mut out = Vec::new(); // does not allocate unless a message comes
-        self.core.receive(1, wait, auto_ack, &mut out)?;
-        Ok(out.pop())
+        let mut got = None;
+        self.core.receive(1, wait, auto_ack, |d| got = Some(d))?;
+        Ok(got)
     }
 
     fn many(&self, max: usize, wait: Wait, auto_ack: bool) -> Result<Vec<Delivery>> {
-        let mut out = Vec::with_capacity(max.min(1024));
-        self.core.receive(max, wait, auto_ack, &mut out)?;
+        let mut out = Vec::new();
+        self.core.receive(max, wait, auto_ack, |d| out.push(d))?;
         Ok(out)
     }
 

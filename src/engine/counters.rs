@@ -29,19 +29,26 @@ macro_rules! counters {
     };
 }
 
+// Event counts. The hot path bumps two per send (`sent`, `bytes_in`) and two
+// per receive (`taken_*`, plus `bytes_out` when auto-acked); every gauge and
+// total in `QueueStats` is derived from them in `QueueCore::stats`.
 counters!(
     sent,
-    received,
-    ready_in,
-    ready_out,
-    delayed_in,
-    delayed_out,
-    leased_in,
-    leased_out,
+    sent_delayed,
     bytes_in,
     bytes_out,
-    acked,
-    nacked,
+    promoted,
+    requeued,
+    requeued_delayed,
+    taken_auto,
+    taken_leased,
+    popped_expired,
+    removed_ready,
+    removed_delayed,
+    settled_ack,
+    settled_nack,
+    lease_expired,
+    lease_dropped,
     redelivered,
     expired,
     dead_lettered,

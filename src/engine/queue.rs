@@ -24,7 +24,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 
 const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
@@ -46,7 +46,8 @@ pub(crate) struct QueueCore {
     pub(crate) opts: QueueOptions,
     dlq: Option<Arc<QueueCore>>,
     serial: u64,
-    ids: AtomicU64,
+    /// Next id block; padded: it is written while the fields below are read by all.
+    ids: CachePadded<AtomicU64>,
     mask: usize,
     lanes: [OnceLock<Lane<Arc<Node>>>; PRIORITIES],
     used_prios: AtomicU16,
@@ -55,13 +56,16 @@ pub(crate) struct QueueCore {
     /// Earliest time at which a delayed message is due or a lease may expire.
     next_due: AtomicU64,
     maint: Mutex<()>,
-    /// Earliest expiry among ready messages (a lower bound).
+    /// Earliest expiry among ready and delayed messages (a lower bound).
     min_expiry: AtomicU64,
     counters: Box<[CachePadded<Counters>]>,
     cap_msgs: Budget,
     cap_bytes: Budget,
-    not_empty: Event,
-    not_full: Event,
+    /// Batch senders asleep on `not_full` (they need more than one slot).
+    batch_waiters: AtomicUsize,
+    /// Padded: their waiter counts are written whenever a thread parks.
+    not_empty: CachePadded<Event>,
+    not_full: CachePadded<Event>,
     closed: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
@@ -97,7 +101,7 @@ impl QueueCore {
             ns,
             dlq,
             serial: QUEUE_SERIAL.fetch_add(1, Relaxed),
-            ids: AtomicU64::new(1),
+            ids: CachePadded::new(AtomicU64::new(1)),
             mask: shards - 1,
             lanes: Default::default(),
             used_prios: AtomicU16::new(0),
@@ -109,8 +113,9 @@ impl QueueCore {
             counters: (0..shards).map(|_| Default::default()).collect(),
             cap_msgs: Budget::new(opts.max_messages),
             cap_bytes: Budget::new(opts.max_bytes),
-            not_empty: Event::new(),
-            not_full: Event::new(),
+            batch_waiters: AtomicUsize::new(0),
+            not_empty: CachePadded::new(Event::new()),
+            not_full: CachePadded::new(Event::new()),
             closed: AtomicBool::new(false),
             clock,
             storage,
@@ -166,7 +171,9 @@ impl QueueCore {
         })
     }
 
-    fn build(&self, msg: Message, now: u64) -> Result<(Node, Option<u64>)> {
+    /// Checks a message and makes its node. The send time comes from the coarse
+    /// clock (it only feeds `oldest_age`); TTL and delay deadlines from the precise one.
+    fn build(&self, msg: Message, now: &mut LazyNow<'_>) -> Result<(Node, Option<u64>)> {
         let priority = msg.priority.unwrap_or(self.opts.default_priority);
         if priority > MAX_PRIORITY {
             return Err(Error::InvalidArgument(format!(
@@ -184,24 +191,30 @@ impl QueueCore {
             }
         }
         let ttl = msg.ttl.or(self.opts.default_ttl);
-        let delay = msg.delay.or(self.opts.default_delay).map(nanos);
+        let delay = msg
+            .delay
+            .or(self.opts.default_delay)
+            .map(nanos)
+            .filter(|d| *d > 0);
+        let precise = if ttl.is_some() || delay.is_some() {
+            now.get()
+        } else {
+            0
+        };
         let node = Node {
             id: 0,
             priority,
             persistent: msg.persistent.unwrap_or(self.opts.persistent),
             body: msg.body.into_boxed_slice(),
-            headers: msg.headers,
+            headers: (!msg.headers.is_empty()).then(|| Box::new(msg.headers)),
             name: msg.name.map(String::into_boxed_str),
             correlation_id: msg.correlation_id.map(String::into_boxed_str),
-            enqueued_at: now,
-            expires_at: ttl.map_or(u64::MAX, |t| now.saturating_add(nanos(t))),
+            enqueued_at: if precise != 0 { precise } else { now.coarse() },
+            expires_at: ttl.map_or(u64::MAX, |t| precise.saturating_add(nanos(t))),
             size,
             deliveries: AtomicU32::new(0),
         };
-        Ok((
-            node,
-            delay.filter(|d| *d > 0).map(|d| now.saturating_add(d)),
-        ))
+        Ok((node, delay.map(|d| precise.saturating_add(d))))
     }
 
     /// Reserves room for `n` messages of `bytes` in all: queue capacity (waiting as
@@ -247,18 +260,29 @@ impl QueueCore {
                 if matches!(on_full, OnFull::Reject) {
                     return Err(Error::Full);
                 }
+                if n > 1 {
+                    self.batch_waiters.fetch_add(1, SeqCst);
+                }
                 let t = self.not_full.prepare();
+                let leave = |this: &Self| {
+                    if n > 1 {
+                        this.batch_waiters.fetch_sub(1, SeqCst);
+                    }
+                };
                 if take() {
+                    leave(self);
                     self.not_full.cancel(t);
                     break;
                 }
                 if self.is_closed() {
                     self.not_full.cancel(t);
+                    leave(self);
                     return Err(Error::Closed);
                 }
                 let now = self.clock.now();
                 if deadline.is_some_and(|dl| now >= dl) {
                     self.not_full.cancel(t);
+                    leave(self);
                     return Err(Error::Timeout);
                 }
                 // Wake at the deadline, or when a message may expire or a lease end.
@@ -271,7 +295,10 @@ impl QueueCore {
                 } else {
                     self.clock.park_limit(wake_at.saturating_sub(now).max(1))
                 };
+                // Woken for one freed slot: the loop retries at once; if another
+                // sender took the slot first, the room is used and nothing is lost.
                 self.not_full.wait(t, limit);
+                leave(self);
                 swept = false;
             }
         }
@@ -297,10 +324,16 @@ impl QueueCore {
     }
 
     fn unadmit(&self, n: u64, bytes: u64) {
-        self.cap_msgs.give(n);
-        self.cap_bytes.give(bytes);
         if self.cap_msgs.is_limited() || self.cap_bytes.is_limited() {
-            self.not_full.notify_all();
+            self.cap_msgs.give(n);
+            self.cap_bytes.give(bytes);
+            // One freed message makes room for one sender, unless a batch (or a
+            // byte-limited send, whose need is unknown here) waits: then all look.
+            if n == 1 && self.batch_waiters.load(SeqCst) == 0 && !self.cap_bytes.is_limited() {
+                self.not_full.notify_one();
+            } else {
+                self.not_full.notify_all();
+            }
         }
     }
 
@@ -332,7 +365,7 @@ impl QueueCore {
     /// Sends one message.
     pub(crate) fn send_one(&self, msg: Message, on_full: OnFull) -> Result<u64> {
         self.check_open()?;
-        let (node, due) = self.build(msg, self.clock.now())?;
+        let (node, due) = self.build(msg, &mut LazyNow::new(&*self.clock))?;
         self.admit(1, node.size, on_full)?;
         self.commit(node, due, home_shard(), true)
     }
@@ -340,10 +373,10 @@ impl QueueCore {
     /// Sends a batch: all are admitted together or none is.
     pub(crate) fn send(&self, msgs: Vec<Message>, on_full: OnFull) -> Result<Vec<u64>> {
         self.check_open()?;
-        let now = self.clock.now();
+        let mut now = LazyNow::new(&*self.clock);
         let built = msgs
             .into_iter()
-            .map(|m| self.build(m, now))
+            .map(|m| self.build(m, &mut now))
             .collect::<Result<Vec<_>>>()?;
         let n = built.len() as u64;
         if n == 0 {
@@ -402,13 +435,15 @@ impl QueueCore {
         bump(&c.sent, 1);
         bump(&c.bytes_in, node.size);
         match due {
-            Some(due) => self.delay(node, due, home),
+            Some(due) => {
+                bump(&c.sent_delayed, 1);
+                self.delay(node, due);
+            }
             None => self.push_ready(node, home, notify),
         }
     }
 
-    fn delay(&self, node: Arc<Node>, due: u64, home: usize) {
-        bump(&self.c(home).delayed_in, 1);
+    fn delay(&self, node: Arc<Node>, due: u64) {
         self.note_expiry(node.expires_at);
         self.delayed.lock().insert(due, node);
         self.note_due(due);
@@ -423,7 +458,6 @@ impl QueueCore {
             self.used_prios.fetch_or(bit, AcqRel);
         }
         self.note_expiry(node.expires_at);
-        bump(&self.c(home).ready_in, 1);
         lane.push(home, node);
         if notify {
             self.not_empty.notify_one();
@@ -477,7 +511,7 @@ impl QueueCore {
         let mut due = Vec::new();
         min = min.min(self.delayed.lock().due(now, &mut due));
         for node in due {
-            bump(&self.c(home).delayed_out, 1);
+            bump(&self.c(home).promoted, 1);
             self.push_ready(node, home, true);
         }
         let mut expired = Vec::new();
@@ -485,7 +519,7 @@ impl QueueCore {
             min = min.min(shard.lock().expire(now, &mut expired));
         }
         for node in expired {
-            bump(&self.c(home).leased_out, 1);
+            bump(&self.c(home).lease_expired, 1);
             self.requeue(node, None, "lease expired", home, now);
         }
         self.note_due(min);
@@ -510,8 +544,14 @@ impl QueueCore {
             });
         }
         match delay.filter(|d| *d > 0) {
-            Some(d) => self.delay(node, now.saturating_add(d), home),
-            None => self.push_ready(node, home, true),
+            Some(d) => {
+                bump(&self.c(home).requeued_delayed, 1);
+                self.delay(node, now.saturating_add(d));
+            }
+            None => {
+                bump(&self.c(home).requeued, 1);
+                self.push_ready(node, home, true);
+            }
         }
     }
 
@@ -530,7 +570,7 @@ impl QueueCore {
             deliveries: AtomicU32::new(shared.deliveries.load(Relaxed)),
             ..*shared
         });
-        let mut headers = node.headers;
+        let mut headers = node.headers.map(|h| *h).unwrap_or_default();
         headers.insert("x-dead-letter-reason".into(), reason.as_bytes().to_vec());
         headers.insert("x-dead-letter-queue".into(), self.name.as_bytes().to_vec());
         headers.insert("x-original-id".into(), node.id.to_string().into_bytes());
@@ -547,7 +587,7 @@ impl QueueCore {
                 node.name.as_deref(),
                 node.correlation_id.as_deref(),
             ),
-            headers,
+            headers: Some(Box::new(headers)),
             enqueued_at: now,
             expires_at: dlq
                 .opts
@@ -597,8 +637,8 @@ impl QueueCore {
                 continue;
             };
             while let Some(node) = lane.pop(home) {
-                bump(&self.c(home).ready_out, 1);
                 if node.expires_at != u64::MAX && node.expired(now.get()) {
+                    bump(&self.c(home).popped_expired, 1);
                     self.expire(&node, home);
                     continue;
                 }
@@ -618,13 +658,15 @@ impl QueueCore {
         now: &mut LazyNow<'_>,
     ) -> Delivery {
         let c = self.c(home);
-        bump(&c.received, 1);
-        let d = node.deliveries.fetch_add(1, Relaxed) + 1;
+        // Only the thread that popped the node writes its count (a stale delivery
+        // of the same message no longer can): a plain load and store suffice.
+        let d = node.deliveries.load(Relaxed) + 1;
+        node.deliveries.store(d, Relaxed);
         if d > 1 {
             bump(&c.redelivered, 1);
         }
         if auto_ack {
-            bump(&c.acked, 1);
+            bump(&c.taken_auto, 1);
             self.release(&node, home);
             self.record_removed(&node, RemoveReason::Acked);
             return Delivery::new(node, None, d);
@@ -637,7 +679,7 @@ impl QueueCore {
                 deliveries: d,
             });
         }
-        bump(&c.leased_in, 1);
+        bump(&c.taken_leased, 1);
         let shard = home & self.mask;
         let deadline = now.get().saturating_add(nanos(self.opts.lease_time));
         let token = self.leases[shard].lock().insert(node.clone(), deadline);
@@ -645,14 +687,14 @@ impl QueueCore {
         Delivery::new(node, Some((self.clone(), shard, token)), d)
     }
 
-    /// Receives up to `max` messages into `out` (at least one unless the wait ends
-    /// first). Returns how many it added.
-    pub(crate) fn receive(
+    /// Receives up to `max` messages, handing each to `out` (at least one unless
+    /// the wait ends first). Returns how many it handed over.
+    pub(crate) fn receive<F: FnMut(Delivery)>(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
         auto_ack: bool,
-        out: &mut Vec<Delivery>,
+        mut out: F,
     ) -> Result<usize> {
         if max == 0 {
             return Err(Error::InvalidArgument("max must be at least 1".into()));
@@ -669,13 +711,13 @@ impl QueueCore {
             let mut now = LazyNow::new(&*self.clock);
             self.maintain_lazy(&mut now);
             if let Some(first) = self.take_one(home, &mut now) {
-                out.push(self.deliver(first, auto_ack, home, &mut now));
+                out(self.deliver(first, auto_ack, home, &mut now));
                 let mut n = 1;
                 while n < max {
                     let Some(node) = self.take_one(home, &mut now) else {
                         break;
                     };
-                    out.push(self.deliver(node, auto_ack, home, &mut now));
+                    out(self.deliver(node, auto_ack, home, &mut now));
                     n += 1;
                 }
                 return Ok(n);
@@ -695,7 +737,7 @@ impl QueueCore {
             let t = self.not_empty.prepare();
             if let Some(node) = self.take_one(home, &mut now) {
                 self.not_empty.cancel(t);
-                out.push(self.deliver(node, auto_ack, home, &mut now));
+                out(self.deliver(node, auto_ack, home, &mut now));
                 return Ok(1);
             }
             if self.is_closed() {
@@ -735,13 +777,12 @@ impl QueueCore {
             .ok_or(Error::LeaseExpired { id })?;
         let home = home_shard();
         let c = self.c(home);
-        bump(&c.leased_out, 1);
         if ack {
-            bump(&c.acked, 1);
+            bump(&c.settled_ack, 1);
             self.release(&node, home);
             self.record_removed(&node, RemoveReason::Acked);
         } else {
-            bump(&c.nacked, 1);
+            bump(&c.settled_nack, 1);
             self.requeue(node, delay, "nacked", home, self.clock.now());
         }
         Ok(())
@@ -785,7 +826,7 @@ impl QueueCore {
                 .collect();
             for id in dead {
                 let node = st.remove(&id).expect("present");
-                bump(&self.c(home).ready_out, 1);
+                bump(&self.c(home).removed_ready, 1);
                 self.expire(&node, home);
             }
             min = st
@@ -798,7 +839,7 @@ impl QueueCore {
         let mut dead = Vec::new();
         min = min.min(self.delayed.lock().take_expired(now, &mut dead));
         for node in dead {
-            bump(&self.c(home).delayed_out, 1);
+            bump(&self.c(home).removed_delayed, 1);
             self.expire(&node, home);
         }
         if min < u64::MAX {
@@ -835,11 +876,11 @@ impl QueueCore {
             .delayed
             .lock()
             .remove(id)
-            .inspect(|_| bump(&c.delayed_out, 1));
+            .inspect(|_| bump(&c.removed_delayed, 1));
         if found.is_none() {
             for lane in self.lanes.iter().filter_map(|l| l.get()) {
                 if let Some(n) = lane.stash().remove(&id) {
-                    bump(&c.ready_out, 1);
+                    bump(&c.removed_ready, 1);
                     found = Some(n);
                     break;
                 }
@@ -870,7 +911,7 @@ impl QueueCore {
         let mut n = 0;
         for lane in self.lanes.iter().filter_map(|l| l.get()) {
             let all = std::mem::take(&mut *lane.stash());
-            bump(&c.ready_out, all.len() as u64);
+            bump(&c.removed_ready, all.len() as u64);
             for node in all.into_values() {
                 self.release(&node, home);
                 self.record_removed(&node, reason);
@@ -878,7 +919,7 @@ impl QueueCore {
             }
         }
         let delayed = self.delayed.lock().drain();
-        bump(&c.delayed_out, delayed.len() as u64);
+        bump(&c.removed_delayed, delayed.len() as u64);
         for node in delayed {
             self.release(&node, home);
             self.record_removed(&node, reason);
@@ -905,7 +946,7 @@ impl QueueCore {
         }
         let home = home_shard();
         for node in held {
-            bump(&self.c(home).leased_out, 1);
+            bump(&self.c(home).lease_dropped, 1);
             self.release(&node, home);
             self.record_removed(&node, RemoveReason::QueueDeleted);
         }
@@ -936,16 +977,25 @@ impl QueueCore {
         }
         let t = sum(&self.counters);
         QueueStats {
-            ready: gauge(t.ready_in, t.ready_out),
-            leased: gauge(t.leased_in, t.leased_out),
-            delayed: gauge(t.delayed_in, t.delayed_out),
+            ready: gauge(
+                t.sent + t.promoted + t.requeued,
+                t.sent_delayed + t.taken_auto + t.taken_leased + t.popped_expired + t.removed_ready,
+            ),
+            leased: gauge(
+                t.taken_leased,
+                t.settled_ack + t.settled_nack + t.lease_expired + t.lease_dropped,
+            ),
+            delayed: gauge(
+                t.sent_delayed + t.requeued_delayed,
+                t.promoted + t.removed_delayed,
+            ),
             bytes: gauge(t.bytes_in, t.bytes_out),
             oldest_age: (oldest != u64::MAX)
                 .then(|| std::time::Duration::from_nanos(now.saturating_sub(oldest))),
             sent: t.sent,
-            received: t.received,
-            acked: t.acked,
-            nacked: t.nacked,
+            received: t.taken_auto + t.taken_leased,
+            acked: t.taken_auto + t.settled_ack,
+            nacked: t.settled_nack,
             redelivered: t.redelivered,
             expired: t.expired,
             dead_lettered: t.dead_lettered,
@@ -963,16 +1013,30 @@ impl QueueCore {
 pub(crate) struct LazyNow<'a> {
     clock: &'a dyn Clock,
     now: Option<u64>,
+    coarse: Option<u64>,
 }
 
 impl<'a> LazyNow<'a> {
     fn new(clock: &'a dyn Clock) -> Self {
-        LazyNow { clock, now: None }
+        LazyNow {
+            clock,
+            now: None,
+            coarse: None,
+        }
     }
 
     #[inline]
     fn get(&mut self) -> u64 {
         *self.now.get_or_insert_with(|| self.clock.now())
+    }
+
+    /// The precise time if already read, else the coarse clock.
+    #[inline]
+    fn coarse(&mut self) -> u64 {
+        match self.now {
+            Some(n) => n,
+            None => *self.coarse.get_or_insert_with(|| self.clock.now_coarse()),
+        }
     }
 }
 
