@@ -4,11 +4,13 @@
 //! Protocol (Dekker style, fence against fence): a waiter announces itself
 //! (`waiters += 1`), issues a SeqCst fence, reads the epoch, then re-checks its
 //! condition before sleeping; a notifier makes its change, issues a SeqCst fence
-//! and reads `waiters`. Either the waiter's
-//! re-check sees the change, or the notifier sees the waiter and bumps the epoch
-//! under the mutex, which the waiter observes before or while it sleeps.
+//! and reads `waiters`. Either the waiter's re-check sees the change, or the
+//! notifier sees the waiter and bumps the epoch. The mutex is taken only to sleep
+//! (the waiter compares the epoch under it) and to notify (after the bump), so a
+//! bump can never fall between the waiter's comparison and its sleep; announcing
+//! and withdrawing take no lock.
 
-use super::{fence, lock, AtomicUsize, StdCondvar, StdMutex};
+use super::{fence, lock, AtomicU64, AtomicUsize, StdCondvar, StdMutex};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
@@ -16,7 +18,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Event {
     waiters: AtomicUsize,
-    epoch: StdMutex<u64>,
+    epoch: AtomicU64,
+    sleep: StdMutex<()>,
     cv: StdCondvar,
 }
 
@@ -37,7 +40,8 @@ impl Event {
     pub fn new() -> Self {
         Event {
             waiters: AtomicUsize::new(0),
-            epoch: StdMutex::new(0),
+            epoch: AtomicU64::new(0),
+            sleep: StdMutex::new(()),
             cv: StdCondvar::new(),
         }
     }
@@ -49,7 +53,7 @@ impl Event {
         // Pairs with the fence in `notify_*`: either the notifier's load sees this
         // waiter, or the caller's re-check (after this fence) sees the change.
         fence(SeqCst);
-        Ticket(*lock(&self.epoch))
+        Ticket(self.epoch.load(SeqCst))
     }
 
     /// Withdraws a waiter whose re-check succeeded.
@@ -60,9 +64,9 @@ impl Event {
     /// Sleeps until notified after `t` was taken, or until `limit` (None: no limit).
     /// Returns true if it was notified, false on timeout. Spurious wake-ups return true.
     pub fn wait(&self, t: Ticket, limit: Option<Duration>) -> bool {
-        let mut g = lock(&self.epoch);
+        let mut g = lock(&self.sleep);
         let notified = loop {
-            if *g != t.0 {
+            if self.epoch.load(SeqCst) != t.0 {
                 break true;
             }
             match limit {
@@ -79,7 +83,7 @@ impl Event {
                     };
                     g = g2;
                     if res.timed_out() {
-                        break *g != t.0;
+                        break self.epoch.load(SeqCst) != t.0;
                     }
                     // Woken (or spurious): report it; the caller re-checks anyway.
                     break true;
@@ -96,8 +100,8 @@ impl Event {
     pub fn notify_one(&self) {
         fence(SeqCst);
         if self.waiters.load(Relaxed) > 0 {
-            let mut g = lock(&self.epoch);
-            *g = g.wrapping_add(1);
+            self.epoch.fetch_add(1, SeqCst);
+            drop(lock(&self.sleep));
             self.cv.notify_one();
         }
     }
@@ -106,8 +110,8 @@ impl Event {
     pub fn notify_all(&self) {
         fence(SeqCst);
         if self.waiters.load(Relaxed) > 0 {
-            let mut g = lock(&self.epoch);
-            *g = g.wrapping_add(1);
+            self.epoch.fetch_add(1, SeqCst);
+            drop(lock(&self.sleep));
             self.cv.notify_all();
         }
     }
