@@ -59,8 +59,11 @@ lint:
 demo:
 	$(CARGO) run --release --example demo
 
+# Criterion: libqueue beside crossbeam-channel and kanal, same scenarios, one run;
+# then a table of medians and ratios to crossbeam-channel bounded(1024).
 bench:
 	$(CARGO) bench --bench ready_path
+	python3 benches/summary.py
 
 clean:
 	$(CARGO) clean

@@ -247,6 +247,7 @@ impl QueueCore {
                 false
             };
             let mut swept = false;
+            let mut backoff = Backoff::new();
             while !take() {
                 if !swept {
                     // Expired messages (and leases that dead-letter) may be holding
@@ -259,6 +260,12 @@ impl QueueCore {
                 }
                 if matches!(on_full, OnFull::Reject) {
                     return Err(Error::Full);
+                }
+                if !backoff.is_completed() {
+                    // Consumers free room continuously under load: spin briefly
+                    // before parking, so a full queue costs no syscall per message.
+                    backoff.snooze();
+                    continue;
                 }
                 if n > 1 {
                     self.batch_waiters.fetch_add(1, SeqCst);
@@ -300,6 +307,7 @@ impl QueueCore {
                 self.not_full.wait(t, limit);
                 leave(self);
                 swept = false;
+                backoff = Backoff::new();
             }
         }
         let ns = &self.ns;
