@@ -63,7 +63,12 @@ fn run(q: Queue, admin: bool, batch: bool) {
                     for d in ds {
                         let (p, i) = parse(d.body());
                         if let Some(l) = last[p as usize] {
-                            assert!(i > l, "producer {p}: {i} after {l}");
+                            assert!(
+                                i > l,
+                                "producer {p}: {i} after {l} (id {}, delivery {})",
+                                d.id(),
+                                d.delivery_count()
+                            );
                         }
                         last[p as usize] = Some(i);
                         assert!(seen.lock().unwrap().insert((p, i)), "duplicate {p}/{i}");

@@ -13,14 +13,25 @@ pub mod event;
 pub mod lane;
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{Condvar as StdCondvar, Mutex as StdMutex, MutexGuard as StdGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar as StdCondvar, Mutex as StdMutex, MutexGuard as StdGuard};
+
+/// Orders a SeqCst read-modify-write before a later SeqCst load of another
+/// location (the Dekker handshake). The C++20 / Rust memory model already
+/// guarantees this for SeqCst accesses, so normal builds emit nothing; loom
+/// models SeqCst only through fences, so under loom an explicit fence stands in
+/// and loom checks the equivalent fence protocol.
+#[inline(always)]
+pub(crate) fn dekker_fence() {
+    #[cfg(loom)]
+    fence(std::sync::atomic::Ordering::SeqCst);
+}
 
 /// Locks a std (or loom) mutex; the data it guards stays consistent across a panic
 /// in this crate's code (no invariant spans an unwinding point), so poisoning is ignored.
