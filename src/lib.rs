@@ -10,9 +10,12 @@
 //! ## Ordering
 //! Within one priority level, messages from one producer thread are delivered in
 //! the order it sent them (FIFO per producer, what Zaqar and moodycamel's
-//! ConcurrentQueue promise). Messages from different producers may interleave in
-//! any order. Higher priorities are delivered first. Redelivery (nack, lease
-//! expiry) and delay are the only other reorderings. With
+//! ConcurrentQueue promise), also while peek, stats, cancel or purge run
+//! concurrently. Messages from different producers may interleave in any order:
+//! a message sent last by one thread (a "stop" marker, say) can be delivered
+//! before messages another thread sent earlier. Higher priorities are delivered
+//! first. Redelivery (nack, lease expiry) and delay are the only other
+//! reorderings. With
 //! [`QueueOptions::strict_fifo`] a queue keeps one lane: messages are delivered
 //! in the order their sends completed, queue-wide, at the cost of scaling.
 //!
