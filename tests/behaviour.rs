@@ -1201,3 +1201,31 @@ fn chained_dead_letters_keep_exact_sizes() {
     assert_eq!(c.stats().bytes, d.size());
     assert_eq!(d.header_str("x-dead-letter-queue"), Some("b"));
 }
+
+#[test]
+fn dead_letter_is_recorded_in_the_dlq_before_it_leaves_the_source() {
+    let rec = Arc::new(Recording::default());
+    let b = Broker::open(BrokerOptions::new().storage(rec.clone())).unwrap();
+    let ns = b.namespace("n").unwrap();
+    let q = ns
+        .create_queue(
+            "q",
+            QueueOptions::default()
+                .max_deliveries(1)
+                .dead_letter_queue("dlq")
+                .persistent(true),
+        )
+        .unwrap();
+    let id = q.send(Message::new("p")).unwrap();
+    q.try_receive().unwrap().unwrap().nack().unwrap();
+    let log = rec.0.lock().clone();
+    let moved = log
+        .iter()
+        .position(|l| l == "enqueue dlq p")
+        .expect("enqueued in dlq");
+    let removed = log
+        .iter()
+        .position(|l| *l == format!("remove q {id} DeadLettered"))
+        .expect("removed from q");
+    assert!(moved < removed, "{log:?}");
+}

@@ -346,25 +346,57 @@ impl QueueCore {
     }
 
     /// A message left the queue for good: give its room back.
+    #[inline]
     fn release(&self, node: &Node, home: usize) {
-        bump(&self.c(home).bytes_out, node.size);
+        self.release_size(node.size, home);
+    }
+
+    #[inline]
+    fn release_size(&self, size: u64, home: usize) {
+        bump(&self.c(home).bytes_out, size);
         self.ns.msgs.give(1);
-        self.ns.bytes.give(node.size);
-        self.unadmit(1, node.size);
+        self.ns.bytes.give(size);
+        self.unadmit(1, size);
     }
 
     fn record(&self, r: Record<'_>) -> Result<()> {
         self.storage.append(&r)
     }
 
-    fn record_removed(&self, node: &Node, reason: RemoveReason) {
+    fn record_enqueued(&self, node: &Node, due: Option<u64>) -> Result<()> {
+        self.record(Record::Enqueued {
+            namespace: &self.ns.name,
+            queue: &self.name,
+            message: node,
+            deliver_at: due,
+        })
+    }
+
+    /// Records a persistent message's delivery count. A failure only means the
+    /// count may read lower after a restart.
+    fn record_delivered(&self, node: &Node, deliveries: u32) {
         if node.persistent {
+            let _ = self.record(Record::Delivered {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                id: node.id,
+                deliveries,
+            });
+        }
+    }
+
+    fn record_removed(&self, node: &Node, reason: RemoveReason) {
+        self.record_removed_id(node.id, node.persistent, reason);
+    }
+
+    fn record_removed_id(&self, id: u64, persistent: bool, reason: RemoveReason) {
+        if persistent {
             // The message is gone from memory whatever the backend says; a failure
             // here means it may come back after a restart (at-least-once).
             let _ = self.record(Record::Removed {
                 namespace: &self.ns.name,
                 queue: &self.name,
-                id: node.id,
+                id,
                 reason,
             });
         }
@@ -420,13 +452,7 @@ impl QueueCore {
     fn commit(&self, mut node: Node, due: Option<u64>, home: usize, notify: bool) -> Result<u64> {
         node.id = self.next_id();
         if node.persistent {
-            let r = self.record(Record::Enqueued {
-                namespace: &self.ns.name,
-                queue: &self.name,
-                message: &node,
-                deliver_at: due,
-            });
-            if let Err(e) = r {
+            if let Err(e) = self.record_enqueued(&node, due) {
                 self.ns.msgs.give(1);
                 self.ns.bytes.give(node.size);
                 self.unadmit(1, node.size);
@@ -543,14 +569,7 @@ impl QueueCore {
                 return self.dead_letter(node, &reason, home);
             }
         }
-        if node.persistent {
-            let _ = self.record(Record::Delivered {
-                namespace: &self.ns.name,
-                queue: &self.name,
-                id: node.id,
-                deliveries: d,
-            });
-        }
+        self.record_delivered(&node, d);
         match delay.filter(|d| *d > 0) {
             Some(d) => {
                 bump(&self.c(home).requeued_delayed, 1);
@@ -563,13 +582,20 @@ impl QueueCore {
         }
     }
 
+    /// Moves a message to the dead-letter queue (or drops it if there is none).
+    /// The copy is queued (and recorded) there before the original is removed
+    /// here, so a persisting backend never sees the message nowhere.
     fn dead_letter(&self, node: Arc<Node>, reason: &str, home: usize) {
         bump(&self.c(home).dead_lettered, 1);
-        self.release(&node, home);
-        self.record_removed(&node, RemoveReason::DeadLettered);
-        let Some(dlq) = self.dlq.as_ref().filter(|q| !q.is_closed()) else {
-            return;
-        };
+        let (id, size, persistent) = (node.id, node.size, node.persistent);
+        if let Some(dlq) = self.dlq.as_ref().filter(|q| !q.is_closed()) {
+            self.move_to(dlq, node, reason, home);
+        }
+        self.release_size(size, home);
+        self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
+    }
+
+    fn move_to(&self, dlq: &QueueCore, node: Arc<Node>, reason: &str, home: usize) {
         let node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
             body: shared.body.clone(),
             headers: shared.headers.clone(),
@@ -614,12 +640,8 @@ impl QueueCore {
         self.cap_msgs.force_take(1);
         self.cap_bytes.force_take(node.size);
         if node.persistent {
-            let _ = self.record(Record::Enqueued {
-                namespace: &self.ns.name,
-                queue: &self.name,
-                message: &node,
-                deliver_at: None,
-            });
+            // The message already left its source queue; at worst it is not durable here.
+            let _ = self.record_enqueued(&node, None);
         }
         self.enqueue(node, None, home, true);
     }
@@ -679,14 +701,7 @@ impl QueueCore {
             self.record_removed(&node, RemoveReason::Acked);
             return Delivery::new(node, None, d);
         }
-        if node.persistent {
-            let _ = self.record(Record::Delivered {
-                namespace: &self.ns.name,
-                queue: &self.name,
-                id: node.id,
-                deliveries: d,
-            });
-        }
+        self.record_delivered(&node, d);
         bump(&c.taken_leased, 1);
         let shard = home & self.mask;
         let deadline = now.get().saturating_add(nanos(self.opts.lease_time));
