@@ -2,10 +2,12 @@
 
 use crate::clock::{Clock, ClockListener, SystemClock};
 use crate::engine::namespace::{NamespaceCore, Quotas};
+use crate::engine::ticker::Ticker;
 use crate::error::{validate_name, Error, Result};
 use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
 use crate::store::{MemoryStorage, Storage};
+use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -77,15 +79,29 @@ struct BrokerInner {
     namespaces: RwLock<HashMap<String, Arc<NamespaceCore>>>,
     opts: BrokerOptions,
     closed: AtomicBool,
+    ticker: Arc<Ticker>,
 }
 
 impl ClockListener for BrokerInner {
     fn clock_advanced(&self) {
+        let now = self.opts.clock.now();
         for ns in self.namespaces.read().values() {
             for q in ns.all() {
+                // Watched queues run their timers now, so their descriptor is
+                // readable as soon as `advance` returns.
+                if q.is_watched() {
+                    q.maintain(now);
+                }
                 q.wake_all();
             }
         }
+        self.ticker.kick();
+    }
+}
+
+impl Drop for BrokerInner {
+    fn drop(&mut self) {
+        self.ticker.shutdown();
     }
 }
 
@@ -131,6 +147,7 @@ impl Broker {
     pub fn open(opts: BrokerOptions) -> Result<Self> {
         let inner = Arc::new(BrokerInner {
             namespaces: RwLock::new(HashMap::new()),
+            ticker: Ticker::new(opts.clock.clone()),
             opts,
             closed: AtomicBool::new(false),
         });
@@ -176,6 +193,7 @@ impl Broker {
             o.default_queue_options.clone(),
             o.clock.clone(),
             o.storage.clone(),
+            self.inner.ticker.clone(),
         ));
         map.insert(name.to_string(), core.clone());
         Ok(Namespace { core })
@@ -245,6 +263,7 @@ impl Broker {
                 q.close();
             }
         }
+        self.inner.ticker.shutdown();
         let _ = self.inner.opts.storage.flush();
     }
 
@@ -329,6 +348,30 @@ impl Namespace {
     /// Sends to a queue by name (created on first use).
     pub fn send(&self, queue: &str, msg: Message) -> Result<u64> {
         self.queue(queue)?.send(msg)
+    }
+
+    /// The topic of that name, created if missing. Topics share the namespace's
+    /// name space with nothing: a topic and a queue may have the same name.
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        validate_name(name)?;
+        let core = self
+            .core
+            .topics
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(TopicCore::new(name)))
+            .clone();
+        Ok(Topic {
+            core,
+            ns: self.core.clone(),
+        })
+    }
+
+    /// Names of its topics, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.core.topics.read().keys().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Exact statistics over all its queues.

@@ -51,6 +51,8 @@ pub enum Error {
     InvalidState(String),
     /// The storage backend failed.
     Storage(String),
+    /// An RPC handler on the other side failed; its error text.
+    Remote(String),
 }
 
 impl fmt::Display for Error {
@@ -86,6 +88,7 @@ impl fmt::Display for Error {
             ),
             Error::InvalidState(m) => write!(f, "invalid state: {m}"),
             Error::Storage(m) => write!(f, "storage error: {m}"),
+            Error::Remote(m) => write!(f, "remote handler failed: {m}"),
         }
     }
 }

@@ -9,6 +9,9 @@ pub const MAX_PRIORITY: u8 = 9;
 /// Priority of a message that names none (the JMS convention: 0–3 low, 5–9 high).
 pub const DEFAULT_PRIORITY: u8 = 4;
 
+/// The header that carries a workflow execution id (the TripleO convention).
+pub const EXECUTION_ID: &str = "execution_id";
+
 /// Message headers: string keys to byte values (UTF-8 text or not), sorted by key.
 pub type Headers = BTreeMap<String, Vec<u8>>;
 
@@ -44,6 +47,35 @@ impl Message {
             body: body.into(),
             ..Default::default()
         }
+    }
+
+    /// The message envelope convention (from the TripleO/Zaqar thread): `name` says
+    /// what happened (`"tripleo.deployment.v1.deploy_plan"`, `"create_member"`), the
+    /// `execution_id` header says which execution it belongs to, the body is the
+    /// data. Listeners pick out their own messages by execution id (see
+    /// [`crate::Filter::execution_id`]).
+    ///
+    /// ```
+    /// use libqueue::{Message, MessageView, Broker};
+    /// let q = Broker::new().default_queue()?;
+    /// q.send(Message::envelope("deploy_plan", "e-7", r#"{"status": "RUNNING"}"#))?;
+    /// let d = q.try_receive()?.unwrap();
+    /// assert_eq!((d.name(), d.execution_id()), (Some("deploy_plan"), Some("e-7")));
+    /// # Ok::<(), libqueue::Error>(())
+    /// ```
+    pub fn envelope(
+        name: impl Into<String>,
+        execution_id: impl Into<String>,
+        data: impl Into<Vec<u8>>,
+    ) -> Self {
+        Message::new(data)
+            .name(name)
+            .header(EXECUTION_ID, execution_id.into())
+    }
+
+    /// The name, if set.
+    pub fn get_name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Sets the name (what the message is about; used for routing and dispatch).
@@ -150,6 +182,10 @@ pub trait MessageView {
     /// The message name.
     fn name(&self) -> Option<&str> {
         self.node().name.as_deref()
+    }
+    /// The `execution_id` header (the envelope convention), if it is UTF-8.
+    fn execution_id(&self) -> Option<&str> {
+        self.header_str(EXECUTION_ID)
     }
     /// The correlation id.
     fn correlation_id(&self) -> Option<&str> {

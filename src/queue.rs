@@ -351,6 +351,16 @@ impl Queue {
         self.core.flush()
     }
 
+    /// A file descriptor that is readable exactly when a receive would find a
+    /// message: wait on it with epoll / poll / select / asyncio (`add_reader`),
+    /// then receive with [`Wait::Try`] until it returns `None` (which clears it).
+    /// Delayed messages and expired leases make it readable when they fall due.
+    /// Level-triggered; owned by the queue (do not close it); Linux only.
+    #[cfg(target_os = "linux")]
+    pub fn fd(&self) -> Result<std::os::fd::RawFd> {
+        self.core.pollable_fd()
+    }
+
     /// Whether the queue was closed (its broker closed or the queue was deleted).
     pub fn is_closed(&self) -> bool {
         self.core.is_closed()
@@ -401,6 +411,13 @@ impl Delivery {
         self.lease.as_ref().map(|l| l.0.name.as_str())
     }
 
+    /// The message id and lease (shard, token), for settling on its behalf.
+    pub(crate) fn lease_ref(&self) -> Option<(u64, (usize, u64))> {
+        self.lease
+            .as_ref()
+            .map(|(_, shard, token)| (self.node.id, (*shard, *token)))
+    }
+
     /// Whether it is leased (false when received with auto-ack).
     pub fn is_leased(&self) -> bool {
         self.lease.is_some()
@@ -426,20 +443,28 @@ impl Delivery {
     /// lease ran out first (the message went back to the queue).
     pub fn ack(self) -> Result<()> {
         let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, true, None)
+        q.settle(self.node.id, l, true, None, "")
     }
 
     /// Returns the message to the queue now (or to the dead-letter queue if it has
     /// been delivered `max_deliveries` times).
     pub fn nack(self) -> Result<()> {
         let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, false, None)
+        q.settle(self.node.id, l, false, None, "nacked")
+    }
+
+    /// Returns the message to the queue (after `delay`, if given), recording `reason`:
+    /// if this was its last allowed delivery it goes to the dead-letter queue with
+    /// `reason` in its `x-dead-letter-reason` header.
+    pub fn nack_with(self, delay: Option<Duration>, reason: &str) -> Result<()> {
+        let (q, l) = self.lease()?;
+        q.settle(self.node.id, l, false, delay.map(nanos), reason)
     }
 
     /// Returns the message to the queue after `delay`.
     pub fn nack_after(self, delay: Duration) -> Result<()> {
         let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, false, Some(nanos(delay)))
+        q.settle(self.node.id, l, false, Some(nanos(delay)), "nacked")
     }
 
     /// Renews the lease for the queue's lease time from now.

@@ -5,12 +5,14 @@
 //! - `leases`: in-flight (leased) and delayed messages, by deadline.
 //! - `counters`: per-shard statistics and capacity/quota budgets.
 //! - `namespace`: a tenant's queues and quotas.
+//! - `ticker`: runs due timers of queues watched through a pollable descriptor.
 
 mod counters;
 mod leases;
 pub(crate) mod namespace;
 mod node;
 pub(crate) mod queue;
+pub(crate) mod ticker;
 
 pub use node::Node;
 pub(crate) use queue::QueueCore;

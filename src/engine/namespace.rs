@@ -2,6 +2,7 @@
 
 use super::counters::Budget;
 use super::queue::QueueCore;
+use super::ticker::Ticker;
 use crate::clock::Clock;
 use crate::error::{validate_name, Error, Result};
 use crate::queue::QueueOptions;
@@ -76,8 +77,10 @@ pub(crate) struct NsShared {
 pub(crate) struct NamespaceCore {
     pub(crate) shared: Arc<NsShared>,
     queues: RwLock<HashMap<String, Arc<QueueCore>>>,
+    pub(crate) topics: RwLock<HashMap<String, Arc<crate::topic::TopicCore>>>,
     clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
+    ticker: Arc<Ticker>,
     pub(crate) default_queue_options: QueueOptions,
 }
 
@@ -88,6 +91,7 @@ impl NamespaceCore {
         default_queue_options: QueueOptions,
         clock: Arc<dyn Clock>,
         storage: Arc<dyn Storage>,
+        ticker: Arc<Ticker>,
     ) -> Self {
         NamespaceCore {
             shared: Arc::new(NsShared {
@@ -97,8 +101,10 @@ impl NamespaceCore {
                 quotas,
             }),
             queues: RwLock::new(HashMap::new()),
+            topics: RwLock::new(HashMap::new()),
             clock,
             storage,
+            ticker,
             default_queue_options,
         }
     }
@@ -161,6 +167,7 @@ impl NamespaceCore {
             dlq,
             self.clock.clone(),
             self.storage.clone(),
+            self.ticker.clone(),
         ));
         queues.insert(name.to_string(), q.clone());
         Ok(q)

@@ -12,6 +12,7 @@ use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
 use super::namespace::NsShared;
 use super::node::Node;
+use super::ticker::Ticker;
 use crate::clock::{nanos, Clock};
 use crate::error::{Error, Result};
 use crate::message::{Message, MAX_PRIORITY};
@@ -69,7 +70,20 @@ pub(crate) struct QueueCore {
     closed: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
+    ticker: Arc<Ticker>,
+    /// Set once the queue is watched through a pollable descriptor.
+    watched: AtomicBool,
+    watch: OnceLock<Watch>,
 }
+
+/// The pollable "something to receive" signal of a watched queue.
+#[cfg(target_os = "linux")]
+struct Watch {
+    efd: crate::sync::eventfd::EventFd,
+    raised: AtomicBool,
+}
+#[cfg(not(target_os = "linux"))]
+struct Watch;
 
 impl std::fmt::Debug for QueueCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +102,7 @@ impl QueueCore {
         dlq: Option<Arc<QueueCore>>,
         clock: Arc<dyn Clock>,
         storage: Arc<dyn Storage>,
+        ticker: Arc<Ticker>,
     ) -> Self {
         let shards = if opts.strict_fifo {
             1
@@ -119,6 +134,9 @@ impl QueueCore {
             closed: AtomicBool::new(false),
             clock,
             storage,
+            ticker,
+            watched: AtomicBool::new(false),
+            watch: OnceLock::new(),
             opts,
         }
     }
@@ -496,6 +514,9 @@ impl QueueCore {
         if notify {
             self.not_empty.notify_one();
         }
+        if self.watched.load(Relaxed) {
+            self.watch_raise();
+        }
     }
 
     #[inline]
@@ -511,6 +532,9 @@ impl QueueCore {
     fn note_due(&self, t: u64) {
         if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
             self.not_empty.notify_all();
+            if self.watched.load(Relaxed) {
+                self.ticker.kick();
+            }
         }
     }
 
@@ -717,6 +741,23 @@ impl QueueCore {
         max: usize,
         wait: Wait,
         auto_ack: bool,
+        out: F,
+    ) -> Result<usize> {
+        let r = self.receive_until(max, wait, auto_ack, None, out);
+        if self.watched.load(Relaxed) {
+            self.watch_refresh();
+        }
+        r
+    }
+
+    /// [`receive`](Self::receive) that also returns (with nothing) once `cancel`
+    /// is set and the queue's waiters are woken (see [`QueueCore::interrupt`]).
+    pub(crate) fn receive_until<F: FnMut(Delivery)>(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Wait,
+        auto_ack: bool,
+        cancel: Option<&AtomicBool>,
         mut out: F,
     ) -> Result<usize> {
         if max == 0 {
@@ -745,7 +786,8 @@ impl QueueCore {
                 }
                 return Ok(n);
             }
-            let timed_out = deadline.is_some_and(|dl| now.get() >= dl);
+            let timed_out = deadline.is_some_and(|dl| now.get() >= dl)
+                || cancel.is_some_and(|c| c.load(SeqCst));
             if matches!(wait, Wait::Try) || timed_out {
                 if notified {
                     // We consumed a wake-up meant for whoever takes a message: pass it on.
@@ -763,7 +805,7 @@ impl QueueCore {
                 out(self.deliver(node, auto_ack, home, &mut now));
                 return Ok(1);
             }
-            if self.is_closed() {
+            if self.is_closed() || cancel.is_some_and(|c| c.load(SeqCst)) {
                 self.not_empty.cancel(t);
                 continue;
             }
@@ -790,6 +832,7 @@ impl QueueCore {
         lease: (usize, u64),
         ack: bool,
         delay: Option<u64>,
+        why: &str,
     ) -> Result<()> {
         // Run due timers first, so a lease that has run out cannot be settled.
         self.maintain_lazy(&mut LazyNow::new(&*self.clock));
@@ -806,7 +849,7 @@ impl QueueCore {
             self.record_removed(&node, RemoveReason::Acked);
         } else {
             bump(&c.settled_nack, 1);
-            self.requeue(node, delay, "nacked", home, self.clock.now());
+            self.requeue(node, delay, why, home, self.clock.now());
         }
         Ok(())
     }
@@ -892,6 +935,14 @@ impl QueueCore {
 
     /// Cancels a ready or delayed message by id.
     pub(crate) fn cancel(&self, id: u64) -> Result<()> {
+        let r = self.cancel_inner(id);
+        if self.watched.load(Relaxed) {
+            self.watch_refresh();
+        }
+        r
+    }
+
+    fn cancel_inner(&self, id: u64) -> Result<()> {
         self.check_open()?;
         let home = home_shard();
         let c = self.c(home);
@@ -929,6 +980,14 @@ impl QueueCore {
     /// Removes every ready and delayed message (leased ones stay with their
     /// consumers). Returns how many were removed.
     pub(crate) fn purge(&self, reason: RemoveReason) -> u64 {
+        let n = self.purge_inner(reason);
+        if self.watched.load(Relaxed) {
+            self.watch_refresh();
+        }
+        n
+    }
+
+    fn purge_inner(&self, reason: RemoveReason) -> u64 {
         let home = home_shard();
         let c = self.c(home);
         let mut n = 0;
@@ -974,6 +1033,85 @@ impl QueueCore {
             self.record_removed(&node, RemoveReason::QueueDeleted);
         }
     }
+
+    /// Wakes every blocked receiver so it re-checks its cancel flag.
+    pub(crate) fn interrupt(&self) {
+        self.not_empty.notify_all();
+    }
+
+    /// The earliest pending timer (u64::MAX if none).
+    pub(crate) fn next_due(&self) -> u64 {
+        self.next_due.load(SeqCst)
+    }
+
+    /// Whether no ready message is waiting (exact when nothing runs concurrently).
+    pub(crate) fn ready_empty(&self) -> bool {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.get())
+            .all(|l| l.is_empty())
+    }
+
+    pub(crate) fn is_watched(&self) -> bool {
+        self.watched.load(Relaxed)
+    }
+
+    /// The queue's pollable descriptor: readable exactly when a receive would find
+    /// a message. Created on first use; from then on every push raises it and every
+    /// receive that leaves the queue empty clears it, and the broker's ticker runs
+    /// this queue's timers when they fall due.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn pollable_fd(self: &Arc<Self>) -> Result<std::os::fd::RawFd> {
+        self.check_open()?;
+        if let Some(w) = self.watch.get() {
+            return Ok(w.efd.raw());
+        }
+        let efd = crate::sync::eventfd::EventFd::new()
+            .map_err(|e| Error::Storage(format!("eventfd: {e}")))?;
+        let fresh = self
+            .watch
+            .set(Watch {
+                efd,
+                raised: AtomicBool::new(false),
+            })
+            .is_ok();
+        if fresh {
+            self.watched.store(true, SeqCst);
+            self.ticker.watch(self);
+            self.maintain(self.clock.now());
+            self.watch_refresh();
+        }
+        Ok(self.watch.get().expect("set above").efd.raw())
+    }
+
+    #[cfg(target_os = "linux")]
+    fn watch_raise(&self) {
+        if let Some(w) = self.watch.get() {
+            std::sync::atomic::fence(SeqCst);
+            if !w.raised.swap(true, SeqCst) {
+                w.efd.raise();
+            }
+        }
+    }
+
+    /// Clears the descriptor, then raises it again if a message is (still) there:
+    /// a push racing with the clear raises it itself.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn watch_refresh(&self) {
+        if let Some(w) = self.watch.get() {
+            w.raised.store(false, SeqCst);
+            w.efd.clear();
+            std::sync::atomic::fence(SeqCst);
+            if !self.ready_empty() {
+                self.watch_raise();
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn watch_raise(&self) {}
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn watch_refresh(&self) {}
 
     /// Wakes sleepers so they re-read the clock (a manual clock moved).
     pub(crate) fn wake_all(&self) {

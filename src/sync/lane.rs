@@ -49,6 +49,9 @@ impl<T> Fifo<T> {
     fn pop(&self) -> Option<T> {
         lock(&self.0).pop_front()
     }
+    fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
 }
 
 /// See the module documentation.
@@ -127,6 +130,14 @@ impl<T: Keyed> Lane<T> {
             busy.fetch_sub(1, SeqCst);
             return found;
         }
+    }
+
+    /// Whether the lane looked empty (exact when nothing runs concurrently).
+    pub fn is_empty(&self) -> bool {
+        if self.period.load(SeqCst) & 1 == 1 && !lock(&self.stash).is_empty() {
+            return false;
+        }
+        self.shards.iter().all(|s| s.is_empty())
     }
 
     /// Drains every shard into the stash and returns it locked (see module docs).

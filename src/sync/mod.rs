@@ -6,10 +6,14 @@
 //!   (producers push to their thread's home shard, consumers steal from all), plus
 //!   the id-ordered "stash" that admin operations (peek, cancel, sweeps) drain into.
 //!
+//! - [`eventfd`]: a Linux eventfd, the pollable "something to receive" signal.
+//!
 //! Under `RUSTFLAGS="--cfg loom"` both are built on loom's primitives and checked
 //! by the loom tests at the bottom of each file.
 
 pub mod event;
+#[cfg(target_os = "linux")]
+pub mod eventfd;
 pub mod lane;
 
 #[cfg(loom)]

@@ -1,0 +1,192 @@
+//! Topics: publish once, every subscription (a queue of its own) gets a copy.
+
+use crate::engine::namespace::NamespaceCore;
+use crate::engine::QueueCore;
+use crate::error::{validate_name, Error, Result};
+use crate::message::{Message, EXECUTION_ID};
+use crate::queue::Queue;
+use parking_lot::RwLock;
+use std::sync::Arc;
+
+/// Which messages a subscription takes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Filter {
+    /// Every message.
+    #[default]
+    All,
+    /// Messages with this name.
+    Name(String),
+    /// Messages carrying this header with this value.
+    Header {
+        /// Header key.
+        key: String,
+        /// Expected value.
+        value: Vec<u8>,
+    },
+}
+
+impl Filter {
+    /// Messages named `name`.
+    pub fn name(name: impl Into<String>) -> Self {
+        Filter::Name(name.into())
+    }
+
+    /// Messages whose header `key` equals `value`.
+    pub fn header(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Filter::Header {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Messages of one workflow execution (the `execution_id` envelope header).
+    pub fn execution_id(id: impl Into<String>) -> Self {
+        Self::header(EXECUTION_ID, id.into())
+    }
+
+    /// Whether `m` passes the filter.
+    pub fn matches(&self, m: &Message) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Name(n) => m.name.as_deref() == Some(n.as_str()),
+            Filter::Header { key, value } => m.headers.get(key) == Some(value),
+        }
+    }
+}
+
+struct Subscription {
+    queue: Arc<QueueCore>,
+    filter: Filter,
+}
+
+pub(crate) struct TopicCore {
+    name: String,
+    subs: RwLock<Vec<Subscription>>,
+}
+
+impl TopicCore {
+    pub(crate) fn new(name: &str) -> Self {
+        TopicCore {
+            name: name.to_string(),
+            subs: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+/// A topic of a namespace. Cheap to clone; `Send + Sync`.
+///
+/// ```
+/// use libqueue::{Broker, Filter, Message, MessageView};
+/// let ns = Broker::new().namespace("octavia")?;
+/// let topic = ns.topic("OCTAVIA_PROV")?;
+/// let all = topic.subscribe("audit", Filter::All)?;
+/// let lbs = topic.subscribe("lb-worker", Filter::name("create_load_balancer"))?;
+/// assert_eq!(topic.publish(Message::new("{}").name("create_load_balancer"))?, 2);
+/// assert_eq!(topic.publish(Message::new("{}").name("delete_member"))?, 1);
+/// assert_eq!(all.stats().ready, 2);
+/// assert_eq!(lbs.try_receive()?.unwrap().name(), Some("create_load_balancer"));
+/// # Ok::<(), libqueue::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Topic {
+    pub(crate) core: Arc<TopicCore>,
+    pub(crate) ns: Arc<NamespaceCore>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.core.name)
+            .field("subscriptions", &self.subscriptions())
+            .finish()
+    }
+}
+
+impl Topic {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Subscribes the queue `queue` (created with the namespace's defaults if it
+    /// does not exist) with `filter`. A subscription is an ordinary queue: it keeps
+    /// its messages while nobody listens, and competing consumers share them.
+    /// Subscribing a queue again replaces its filter.
+    pub fn subscribe(&self, queue: &str, filter: Filter) -> Result<Queue> {
+        validate_name(queue)?;
+        let q = self.ns.open(queue, None, false)?;
+        let mut subs = self.core.subs.write();
+        match subs.iter_mut().find(|s| s.queue.name == queue) {
+            Some(s) => {
+                s.queue = q.clone();
+                s.filter = filter;
+            }
+            None => subs.push(Subscription {
+                queue: q.clone(),
+                filter,
+            }),
+        }
+        Ok(Queue { core: q })
+    }
+
+    /// Removes a subscription (its queue stays, with what it holds).
+    pub fn unsubscribe(&self, queue: &str) -> Result<()> {
+        let mut subs = self.core.subs.write();
+        let before = subs.len();
+        subs.retain(|s| s.queue.name != queue);
+        if subs.len() == before {
+            return Err(Error::NotFound(format!(
+                "subscription {queue:?} of topic {:?}",
+                self.core.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Names of the subscribed queues, in subscription order.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.core
+            .subs
+            .read()
+            .iter()
+            .map(|s| s.queue.name.clone())
+            .collect()
+    }
+
+    /// Publishes `msg`: every subscription whose filter matches gets one copy
+    /// (sent as its queue's `on_full` option says). Returns how many got it. If a
+    /// subscription refuses it (full, quota, closed), the others still get their
+    /// copy and the first error is returned.
+    pub fn publish(&self, msg: Message) -> Result<usize> {
+        let targets: Vec<Arc<QueueCore>> = self
+            .core
+            .subs
+            .read()
+            .iter()
+            .filter(|s| s.filter.matches(&msg) && !s.queue.is_closed())
+            .map(|s| s.queue.clone())
+            .collect();
+        let mut first_err = None;
+        let mut sent = 0;
+        let last = targets.len().saturating_sub(1);
+        let mut msg = Some(msg);
+        for (i, q) in targets.iter().enumerate() {
+            let m = if i == last {
+                msg.take().expect("kept for the last")
+            } else {
+                msg.clone().expect("kept for the last")
+            };
+            match q.send_one(m, q.opts.on_full) {
+                Ok(_) => sent += 1,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(sent),
+        }
+    }
+}
