@@ -63,6 +63,7 @@ demo:
 # then a table of medians and ratios to crossbeam-channel bounded(1024).
 bench:
 	$(CARGO) bench --bench ready_path
+	$(CARGO) bench --bench dispatch
 	python3 benches/summary.py
 
 clean:
