@@ -772,6 +772,13 @@ impl QueueCore {
         let mut notified = false;
         loop {
             self.check_open()?;
+            if cancel.is_some_and(|c| c.load(SeqCst)) {
+                // Stopped: take nothing more (a pool's stop() means exactly that).
+                if notified {
+                    self.not_empty.notify_one();
+                }
+                return Ok(0);
+            }
             let mut now = LazyNow::new(&*self.clock);
             self.maintain_lazy(&mut now);
             if let Some(first) = self.take_one(home, &mut now) {
@@ -786,8 +793,7 @@ impl QueueCore {
                 }
                 return Ok(n);
             }
-            let timed_out = deadline.is_some_and(|dl| now.get() >= dl)
-                || cancel.is_some_and(|c| c.load(SeqCst));
+            let timed_out = deadline.is_some_and(|dl| now.get() >= dl);
             if matches!(wait, Wait::Try) || timed_out {
                 if notified {
                     // We consumed a wake-up meant for whoever takes a message: pass it on.
