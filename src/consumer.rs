@@ -155,6 +155,8 @@ pub struct StopReport {
     /// Handlers that were still running when the time was up; their messages went
     /// back to the queue (their late ack or nack is ignored).
     pub returned: usize,
+    /// The counters at the end (handlers still running counted in `active`).
+    pub stats: PoolStats,
 }
 
 struct Shared {
@@ -337,12 +339,14 @@ impl Pool {
         }
     }
 
-    /// Stops taking messages and waits for running handlers to finish.
-    pub fn stop(mut self) {
+    /// Stops taking messages, waits for running handlers to finish, and returns
+    /// the final counters (every handled message counted as succeeded or failed).
+    pub fn stop(mut self) -> PoolStats {
         self.halt();
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        self.stats()
     }
 
     /// Stops taking messages and waits at most `timeout` for running handlers;
@@ -384,7 +388,10 @@ impl Pool {
                 let _ = w.join();
             }
         }
-        StopReport { returned }
+        StopReport {
+            returned,
+            stats: self.stats(),
+        }
     }
 
     fn halt(&self) {
