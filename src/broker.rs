@@ -90,7 +90,7 @@ impl ClockListener for BrokerInner {
                 // Watched queues run their timers now, so their descriptor is
                 // readable as soon as `advance` returns.
                 if q.is_watched() {
-                    q.maintain(now);
+                    q.maintain_sync(now);
                 }
                 q.wake_all();
             }
@@ -335,9 +335,14 @@ impl Namespace {
         self.queue(DEFAULT_QUEUE)
     }
 
-    /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`].
+    /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`],
+    /// and it stops being a subscription of any topic.
     pub fn delete_queue(&self, name: &str) -> Result<()> {
-        self.core.delete(name)
+        self.core.delete(name)?;
+        for t in self.core.topics.read().values() {
+            t.drop_subscription(name);
+        }
+        Ok(())
     }
 
     /// Names of its queues, sorted.

@@ -370,13 +370,7 @@ impl Pool {
         let mut returned = 0;
         for slot in &self.shared.slots {
             if let Some(f) = slot.lock().take() {
-                if self
-                    .shared
-                    .queue
-                    .core
-                    .settle(f.id, f.lease, false, None, "pool stopped")
-                    .is_ok()
-                {
+                if self.shared.queue.core.give_back(f.id, f.lease).is_ok() {
                     returned += 1;
                 }
             }

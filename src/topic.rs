@@ -72,6 +72,11 @@ impl TopicCore {
             subs: RwLock::new(Vec::new()),
         }
     }
+
+    /// Forgets the subscription of a deleted queue.
+    pub(crate) fn drop_subscription(&self, queue: &str) {
+        self.subs.write().retain(|s| s.queue.name != queue);
+    }
 }
 
 /// A topic of a namespace. Cheap to clone; `Send + Sync`.
@@ -110,7 +115,9 @@ impl Topic {
     }
 
     /// Subscribes the queue `queue` (created with the namespace's defaults if it
-    /// does not exist) with `filter`. A subscription is an ordinary queue: it keeps
+    /// does not exist; create it first with
+    /// [`Namespace::create_queue`](crate::Namespace::create_queue) for other
+    /// options) with `filter`. A subscription is an ordinary queue: it keeps
     /// its messages while nobody listens, and competing consumers share them.
     /// Subscribing a queue again replaces its filter.
     pub fn subscribe(&self, queue: &str, filter: Filter) -> Result<Queue> {
@@ -130,7 +137,8 @@ impl Topic {
         Ok(Queue { core: q })
     }
 
-    /// Removes a subscription (its queue stays, with what it holds).
+    /// Removes a subscription (its queue stays, with what it holds). Deleting the
+    /// queue removes its subscriptions too.
     pub fn unsubscribe(&self, queue: &str) -> Result<()> {
         let mut subs = self.core.subs.write();
         let before = subs.len();
@@ -164,7 +172,7 @@ impl Topic {
             .subs
             .read()
             .iter()
-            .filter(|s| s.filter.matches(&msg) && !s.queue.is_closed())
+            .filter(|s| s.filter.matches(&msg))
             .map(|s| s.queue.clone())
             .collect();
         let mut first_err = None;

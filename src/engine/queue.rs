@@ -521,8 +521,11 @@ impl QueueCore {
 
     #[inline]
     fn note_expiry(&self, t: u64) {
-        if t < self.min_expiry.load(Relaxed) {
-            self.min_expiry.fetch_min(t, SeqCst);
+        if t < self.min_expiry.load(Relaxed) && t < self.min_expiry.fetch_min(t, SeqCst) {
+            // A watched queue's descriptor must clear when the message expires.
+            if self.watched.load(Relaxed) {
+                self.ticker.kick();
+            }
         }
     }
 
@@ -558,9 +561,24 @@ impl QueueCore {
 
     #[cold]
     fn maintain_slow(&self, now: u64) {
-        let Some(_g) = self.maint.try_lock() else {
-            return;
-        };
+        // Someone else runs them: they will be done shortly.
+        if let Some(_g) = self.maint.try_lock() {
+            self.run_timers(now);
+        }
+    }
+
+    /// Runs due timers, waiting for a concurrent run to finish first, then sweeps
+    /// expired messages: when this returns, everything due at `now` is done (a
+    /// manual clock's `advance` relies on it for watched queues).
+    pub(crate) fn maintain_sync(&self, now: u64) {
+        {
+            let _g = self.maint.lock();
+            self.run_timers(now);
+        }
+        self.sweep_expired(now);
+    }
+
+    fn run_timers(&self, now: u64) {
         // Reset first, then scan, then lower: a deadline added concurrently is
         // either seen by the scan or lowers `next_due` itself afterwards.
         self.next_due.store(u64::MAX, SeqCst);
@@ -860,6 +878,22 @@ impl QueueCore {
         Ok(())
     }
 
+    /// Returns a leased message unprocessed (its consumer is going away): the
+    /// delivery does not count, so it can never dead-letter this way.
+    pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
+        let node = self
+            .lease_shard(lease.0)
+            .lock()
+            .remove(id, lease.1)
+            .ok_or(Error::LeaseExpired { id })?;
+        let home = home_shard();
+        node.deliveries.fetch_sub(1, Relaxed);
+        bump(&self.c(home).settled_nack, 1);
+        bump(&self.c(home).requeued, 1);
+        self.push_ready(node, home, true);
+        Ok(())
+    }
+
     /// Renews a lease: it now ends `by` from now. Returns the new deadline.
     pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
         let now = self.clock.now();
@@ -881,8 +915,8 @@ impl QueueCore {
         self.lease_shard(lease.0).lock().deadline(id, lease.1)
     }
 
-    /// Removes expired ready messages if any may have expired.
-    fn sweep_expired(&self, now: u64) {
+    /// Removes expired ready and delayed messages if any may have expired.
+    pub(crate) fn sweep_expired(&self, now: u64) {
         if self.min_expiry.load(SeqCst) > now {
             return;
         }
@@ -916,6 +950,9 @@ impl QueueCore {
         }
         if min < u64::MAX {
             self.min_expiry.fetch_min(min, SeqCst);
+        }
+        if self.watched.load(Relaxed) {
+            self.watch_refresh();
         }
     }
 
@@ -1048,6 +1085,11 @@ impl QueueCore {
     /// The earliest pending timer (u64::MAX if none).
     pub(crate) fn next_due(&self) -> u64 {
         self.next_due.load(SeqCst)
+    }
+
+    /// A lower bound on the earliest expiry of a ready or delayed message.
+    pub(crate) fn min_expiry(&self) -> u64 {
+        self.min_expiry.load(SeqCst)
     }
 
     /// Whether no ready message is waiting (exact when nothing runs concurrently).

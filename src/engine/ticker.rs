@@ -1,7 +1,8 @@
 //! The broker's ticker: one thread, started only once a queue is watched through a
-//! pollable descriptor, that runs due timers (delays, lease expiry) of watched
-//! queues when they fall due, so their descriptor becomes readable on time even
-//! when nobody calls into the queue. It sleeps until the earliest deadline.
+//! pollable descriptor, that runs due timers (delays, lease expiry) and TTL
+//! sweeps of watched queues when they fall due, so their descriptor is readable
+//! exactly when a receive would succeed even when nobody calls into the queue.
+//! It sleeps until the earliest deadline.
 
 use super::queue::QueueCore;
 use crate::clock::Clock;
@@ -68,7 +69,8 @@ impl Ticker {
             };
             for q in &queues {
                 q.maintain(now);
-                next = next.min(q.next_due());
+                q.sweep_expired(now);
+                next = next.min(q.next_due()).min(q.min_expiry());
             }
             drop(queues);
             if self.stop.load(SeqCst) {
