@@ -6,10 +6,12 @@ use crate::engine::ticker::Ticker;
 use crate::error::{validate_name, Error, Result};
 use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
+use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Storage};
 use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 
@@ -25,6 +27,8 @@ pub struct BrokerOptions {
     storage: Arc<dyn Storage>,
     default_quotas: Quotas,
     default_queue_options: QueueOptions,
+    data_dir: Option<PathBuf>,
+    journal: JournalOptions,
 }
 
 impl std::fmt::Debug for BrokerOptions {
@@ -44,6 +48,8 @@ impl Default for BrokerOptions {
             storage: Arc::new(MemoryStorage),
             default_quotas: Quotas::default(),
             default_queue_options: QueueOptions::default(),
+            data_dir: None,
+            journal: JournalOptions::default(),
         }
     }
 }
@@ -73,6 +79,23 @@ impl BrokerOptions {
         self.default_queue_options = o;
         self
     }
+    /// Keeps persistent messages (and every queue definition) in a journal in
+    /// `dir`, recovered when the broker opens. Only one process may open a
+    /// directory ([`Error::Locked`]).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+    /// When journal records reach the disk (default [`SyncMode::None`]).
+    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
+        self.journal.sync = mode;
+        self
+    }
+    /// Size of each journal segment file (default 64 MiB).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.journal.segment_size = bytes;
+        self
+    }
 }
 
 struct BrokerInner {
@@ -80,6 +103,7 @@ struct BrokerInner {
     opts: BrokerOptions,
     closed: AtomicBool,
     ticker: Arc<Ticker>,
+    report: Option<RecoveryReport>,
 }
 
 impl ClockListener for BrokerInner {
@@ -102,6 +126,7 @@ impl ClockListener for BrokerInner {
 impl Drop for BrokerInner {
     fn drop(&mut self) {
         self.ticker.shutdown();
+        self.opts.storage.close();
     }
 }
 
@@ -143,11 +168,20 @@ impl Broker {
         Self::open(BrokerOptions::default()).expect("an in-memory broker always opens")
     }
 
-    /// Opens a broker.
-    pub fn open(opts: BrokerOptions) -> Result<Self> {
+    /// Opens a broker. With a data directory: locks it, replays the journal and
+    /// brings back every queue and unacked persistent message (see
+    /// [`recovery_report`](Self::recovery_report)).
+    pub fn open(mut opts: BrokerOptions) -> Result<Self> {
+        let mut recovered = None;
+        if let Some(dir) = opts.data_dir.clone() {
+            let (journal, rec) = Journal::open(&dir, opts.journal)?;
+            opts.storage = journal;
+            recovered = Some(rec);
+        }
         let inner = Arc::new(BrokerInner {
             namespaces: RwLock::new(HashMap::new()),
             ticker: Ticker::new(opts.clock.clone()),
+            report: recovered.as_ref().map(|r| r.report.clone()),
             opts,
             closed: AtomicBool::new(false),
         });
@@ -155,7 +189,26 @@ impl Broker {
         inner.opts.clock.add_listener(weak);
         let b = Broker { inner };
         b.namespace(DEFAULT_NAMESPACE)?;
+        if let Some(rec) = recovered {
+            for q in rec.queues {
+                b.namespace(&q.namespace)?
+                    .core
+                    .restore_queue(&q.queue, q.options)?;
+            }
+            for m in rec.messages {
+                let q = b
+                    .namespace(&m.namespace)?
+                    .core
+                    .restore_queue(&m.queue, b.inner.opts.default_queue_options.clone())?;
+                q.restore(m.node, m.deliver_at);
+            }
+        }
         Ok(b)
+    }
+
+    /// What opening the data directory found (None without one).
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.inner.report.as_ref()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -264,7 +317,7 @@ impl Broker {
             }
         }
         self.inner.ticker.shutdown();
-        let _ = self.inner.opts.storage.flush();
+        self.inner.opts.storage.close();
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -53,6 +53,8 @@ pub enum Error {
     Storage(String),
     /// An RPC handler on the other side failed; its error text.
     Remote(String),
+    /// Another process (or broker) has the data directory open for writing.
+    Locked(String),
 }
 
 impl fmt::Display for Error {
@@ -89,6 +91,10 @@ impl fmt::Display for Error {
             Error::InvalidState(m) => write!(f, "invalid state: {m}"),
             Error::Storage(m) => write!(f, "storage error: {m}"),
             Error::Remote(m) => write!(f, "remote handler failed: {m}"),
+            Error::Locked(d) => write!(
+                f,
+                "data directory {d} is locked by another writer (only one process may open it)"
+            ),
         }
     }
 }

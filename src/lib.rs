@@ -72,7 +72,7 @@ pub use error::{validate_name, Error, Result};
 pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY};
 pub use queue::{Delivery, OnFull, Peeked, Queue, QueueOptions, QueueStats, Wait};
 pub use rpc::RpcClient;
-pub use store::{MemoryStorage, Storage};
+pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};
 pub use topic::{Filter, Topic};
 
 /// The README's examples, compiled and run as doctests.

@@ -132,6 +132,85 @@ impl QueueOptions {
         self
     }
 
+    /// The options as `key=value` lines (the journal's queue definition record).
+    pub(crate) fn to_text(&self) -> String {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let mut out = Vec::new();
+        let mut kv = |k: &str, v: String| out.push(format!("{k}={v}"));
+        if let Some(v) = self.max_messages {
+            kv("max_messages", v.to_string());
+        }
+        if let Some(v) = self.max_bytes {
+            kv("max_bytes", v.to_string());
+        }
+        kv(
+            "on_full",
+            match self.on_full {
+                OnFull::Block => "block".into(),
+                OnFull::Reject => "reject".into(),
+                OnFull::Timeout(d) => format!("timeout:{}", ms(d)),
+            },
+        );
+        if let Some(v) = self.default_ttl {
+            kv("default_ttl_ms", ms(v));
+        }
+        if let Some(v) = self.default_delay {
+            kv("default_delay_ms", ms(v));
+        }
+        kv("default_priority", self.default_priority.to_string());
+        kv("lease_time_ms", ms(self.lease_time));
+        if let Some(v) = self.max_deliveries {
+            kv("max_deliveries", v.to_string());
+        }
+        if let Some(v) = &self.dead_letter_queue {
+            kv("dead_letter_queue", v.clone());
+        }
+        kv("persistent", self.persistent.to_string());
+        kv("strict_fifo", self.strict_fifo.to_string());
+        if let Some(v) = self.shards {
+            kv("shards", v.to_string());
+        }
+        out.join("\n")
+    }
+
+    /// Parses [`to_text`](Self::to_text); unknown keys are ignored (forward
+    /// compatibility), malformed values are an error.
+    pub(crate) fn from_text(text: &str) -> Result<Self> {
+        let bad = |l: &str| Error::InvalidArgument(format!("bad queue option {l:?}"));
+        let mut o = QueueOptions::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let (k, v) = line.split_once('=').ok_or_else(|| bad(line))?;
+            let n = || v.parse::<u64>().map_err(|_| bad(line));
+            let b = || v.parse::<bool>().map_err(|_| bad(line));
+            match k {
+                "max_messages" => o.max_messages = Some(n()?),
+                "max_bytes" => o.max_bytes = Some(n()?),
+                "on_full" => {
+                    o.on_full = match v {
+                        "block" => OnFull::Block,
+                        "reject" => OnFull::Reject,
+                        t => OnFull::Timeout(Duration::from_millis(
+                            t.strip_prefix("timeout:")
+                                .and_then(|x| x.parse().ok())
+                                .ok_or_else(|| bad(line))?,
+                        )),
+                    }
+                }
+                "default_ttl_ms" => o.default_ttl = Some(Duration::from_millis(n()?)),
+                "default_delay_ms" => o.default_delay = Some(Duration::from_millis(n()?)),
+                "default_priority" => o.default_priority = n()?.min(9) as u8,
+                "lease_time_ms" => o.lease_time = Duration::from_millis(n()?.max(1)),
+                "max_deliveries" => o.max_deliveries = Some(n()?.clamp(1, u32::MAX as u64) as u32),
+                "dead_letter_queue" => o.dead_letter_queue = Some(v.to_string()),
+                "persistent" => o.persistent = b()?,
+                "strict_fifo" => o.strict_fifo = b()?,
+                "shards" => o.shards = Some(n()?.max(1) as usize),
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
         if self.max_messages == Some(0) {

@@ -121,6 +121,21 @@ impl NamespaceCore {
         opts: Option<QueueOptions>,
         exclusive: bool,
     ) -> Result<Arc<QueueCore>> {
+        self.open_as(name, opts, exclusive, true)
+    }
+
+    /// Re-creates a queue found by recovery (its definition is in the journal already).
+    pub(crate) fn restore_queue(&self, name: &str, opts: QueueOptions) -> Result<Arc<QueueCore>> {
+        self.open_as(name, Some(opts), false, false)
+    }
+
+    fn open_as(
+        &self,
+        name: &str,
+        opts: Option<QueueOptions>,
+        exclusive: bool,
+        record: bool,
+    ) -> Result<Arc<QueueCore>> {
         validate_name(name)?;
         if let Some(q) = self.get(name) {
             if exclusive {
@@ -136,7 +151,7 @@ impl NamespaceCore {
                     "queue {name:?} cannot be its own dead-letter queue"
                 )))
             }
-            Some(d) => Some(self.open(d, None, false)?),
+            Some(d) => Some(self.open_as(d, None, false, record)?),
             None => None,
         };
         let mut queues = self.queues.write();
@@ -155,11 +170,13 @@ impl NamespaceCore {
                 });
             }
         }
-        self.storage.append(&Record::QueueDefined {
-            namespace: &self.shared.name,
-            queue: name,
-            options: &opts,
-        })?;
+        if record {
+            self.storage.append(&Record::QueueDefined {
+                namespace: &self.shared.name,
+                queue: name,
+                options: &opts,
+            })?;
+        }
         let q = Arc::new(QueueCore::new(
             name.to_string(),
             self.shared.clone(),

@@ -675,6 +675,18 @@ impl QueueCore {
         dlq.force_enqueue(Arc::new(moved), home);
     }
 
+    /// Puts back a message found by recovery (already in the journal): never
+    /// refused; later ids continue after its id.
+    pub(crate) fn restore(&self, node: Node, deliver_at: Option<u64>) {
+        self.ids.fetch_max(node.id + 1, Relaxed);
+        self.ns.msgs.force_take(1);
+        self.ns.bytes.force_take(node.size);
+        self.cap_msgs.force_take(1);
+        self.cap_bytes.force_take(node.size);
+        let due = deliver_at.filter(|d| *d > self.clock.now());
+        self.enqueue(Arc::new(node), due, home_shard(), true);
+    }
+
     /// Enqueues a message moved here (dead letters): never refused, never lost.
     fn force_enqueue(&self, node: Arc<Node>, home: usize) {
         self.ns.msgs.force_take(1);

@@ -7,6 +7,10 @@
 //! nothing, because in a purely in-memory broker the engine's own state is all
 //! there is. Non-persistent messages never reach the storage.
 
+pub mod journal;
+
+pub use journal::{JournalOptions, RecoveryReport, SyncMode};
+
 use crate::engine::Node;
 use crate::error::Result;
 use crate::queue::QueueOptions;
@@ -88,6 +92,9 @@ pub trait Storage: Send + Sync + 'static {
     fn append(&self, record: &Record<'_>) -> Result<()>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<()>;
+    /// Makes everything durable and lets go of the storage (a journal releases its
+    /// data directory); later appends fail with [`Error::Closed`](crate::Error::Closed).
+    fn close(&self) {}
 }
 
 /// The in-memory backend: keeps nothing beyond the engine's own memory.
