@@ -9,7 +9,7 @@
 
 pub mod journal;
 
-pub use journal::{JournalOptions, RecoveryReport, SyncMode};
+pub use journal::{Inspection, JournalOptions, RecoveryReport, SyncMode};
 
 use crate::engine::Node;
 use crate::error::Result;
