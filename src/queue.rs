@@ -134,7 +134,7 @@ impl QueueOptions {
 
     /// The options as `key=value` lines (the journal's queue definition record).
     pub(crate) fn to_text(&self) -> String {
-        let ms = |d: Duration| d.as_millis().to_string();
+        let ms = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).to_string();
         let mut out = Vec::new();
         let mut kv = |k: &str, v: String| out.push(format!("{k}={v}"));
         if let Some(v) = self.max_messages {
@@ -148,17 +148,17 @@ impl QueueOptions {
             match self.on_full {
                 OnFull::Block => "block".into(),
                 OnFull::Reject => "reject".into(),
-                OnFull::Timeout(d) => format!("timeout:{}", ms(d)),
+                OnFull::Timeout(d) => format!("timeout_ns:{}", ms(d)),
             },
         );
         if let Some(v) = self.default_ttl {
-            kv("default_ttl_ms", ms(v));
+            kv("default_ttl_ns", ms(v));
         }
         if let Some(v) = self.default_delay {
-            kv("default_delay_ms", ms(v));
+            kv("default_delay_ns", ms(v));
         }
         kv("default_priority", self.default_priority.to_string());
-        kv("lease_time_ms", ms(self.lease_time));
+        kv("lease_time_ns", ms(self.lease_time));
         if let Some(v) = self.max_deliveries {
             kv("max_deliveries", v.to_string());
         }
@@ -173,40 +173,50 @@ impl QueueOptions {
         out.join("\n")
     }
 
-    /// Parses [`to_text`](Self::to_text); unknown keys are ignored (forward
-    /// compatibility), malformed values are an error.
+    /// Parses [`to_text`](Self::to_text). Unknown keys and malformed values are
+    /// skipped (the default stays): a definition never makes a journal unreadable.
     pub(crate) fn from_text(text: &str) -> Result<Self> {
-        let bad = |l: &str| Error::InvalidArgument(format!("bad queue option {l:?}"));
         let mut o = QueueOptions::default();
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let (k, v) = line.split_once('=').ok_or_else(|| bad(line))?;
-            let n = || v.parse::<u64>().map_err(|_| bad(line));
-            let b = || v.parse::<bool>().map_err(|_| bad(line));
-            match k {
-                "max_messages" => o.max_messages = Some(n()?),
-                "max_bytes" => o.max_bytes = Some(n()?),
-                "on_full" => {
-                    o.on_full = match v {
-                        "block" => OnFull::Block,
-                        "reject" => OnFull::Reject,
-                        t => OnFull::Timeout(Duration::from_millis(
-                            t.strip_prefix("timeout:")
-                                .and_then(|x| x.parse().ok())
-                                .ok_or_else(|| bad(line))?,
-                        )),
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let r: Result<(), ()> = (|| {
+                let n = || v.parse::<u64>().map_err(|_| ());
+                let b = || v.parse::<bool>().map_err(|_| ());
+                let ns = || n().map(Duration::from_nanos);
+                match k {
+                    "max_messages" => o.max_messages = Some(n()?.max(1)),
+                    "max_bytes" => o.max_bytes = Some(n()?.max(1)),
+                    "on_full" => {
+                        o.on_full = match v {
+                            "block" => OnFull::Block,
+                            "reject" => OnFull::Reject,
+                            t => OnFull::Timeout(Duration::from_nanos(
+                                t.strip_prefix("timeout_ns:")
+                                    .and_then(|x| x.parse().ok())
+                                    .ok_or(())?,
+                            )),
+                        }
                     }
+                    "default_ttl_ns" => o.default_ttl = Some(ns()?),
+                    "default_delay_ns" => o.default_delay = Some(ns()?),
+                    "default_priority" => o.default_priority = n()?.min(9) as u8,
+                    "lease_time_ns" => o.lease_time = ns()?.max(Duration::from_nanos(1)),
+                    "max_deliveries" => {
+                        o.max_deliveries = Some(n()?.clamp(1, u32::MAX as u64) as u32)
+                    }
+                    "dead_letter_queue" if crate::validate_name(v).is_ok() => {
+                        o.dead_letter_queue = Some(v.to_string())
+                    }
+                    "persistent" => o.persistent = b()?,
+                    "strict_fifo" => o.strict_fifo = b()?,
+                    "shards" => o.shards = Some(n()?.max(1) as usize),
+                    _ => {}
                 }
-                "default_ttl_ms" => o.default_ttl = Some(Duration::from_millis(n()?)),
-                "default_delay_ms" => o.default_delay = Some(Duration::from_millis(n()?)),
-                "default_priority" => o.default_priority = n()?.min(9) as u8,
-                "lease_time_ms" => o.lease_time = Duration::from_millis(n()?.max(1)),
-                "max_deliveries" => o.max_deliveries = Some(n()?.clamp(1, u32::MAX as u64) as u32),
-                "dead_letter_queue" => o.dead_letter_queue = Some(v.to_string()),
-                "persistent" => o.persistent = b()?,
-                "strict_fifo" => o.strict_fifo = b()?,
-                "shards" => o.shards = Some(n()?.max(1) as usize),
-                _ => {}
-            }
+                Ok(())
+            })();
+            let _ = r; // a malformed value keeps the default
         }
         Ok(o)
     }

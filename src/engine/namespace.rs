@@ -191,11 +191,16 @@ impl NamespaceCore {
     }
 
     pub(crate) fn delete(&self, name: &str) -> Result<()> {
-        let q = self
-            .queues
-            .write()
-            .remove(name)
-            .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))?;
+        let mut queues = self.queues.write();
+        if !queues.contains_key(name) {
+            return Err(Error::NotFound(format!("queue {name:?}")));
+        }
+        self.storage.append(&Record::QueueDeleted {
+            namespace: &self.shared.name,
+            queue: name,
+        })?;
+        let q = queues.remove(name).expect("checked above");
+        drop(queues);
         q.destroy();
         Ok(())
     }

@@ -899,7 +899,8 @@ impl QueueCore {
             .remove(id, lease.1)
             .ok_or(Error::LeaseExpired { id })?;
         let home = home_shard();
-        node.deliveries.fetch_sub(1, Relaxed);
+        let d = node.deliveries.fetch_sub(1, Relaxed) - 1;
+        self.record_delivered(&node, d);
         bump(&self.c(home).settled_nack, 1);
         bump(&self.c(home).requeued, 1);
         self.push_ready(node, home, true);

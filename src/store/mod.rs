@@ -39,6 +39,13 @@ pub enum Record<'a> {
         /// When it becomes receivable (clock nanoseconds), if delayed.
         deliver_at: Option<u64>,
     },
+    /// A queue was deleted (with everything it held).
+    QueueDeleted {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+    },
     /// A persistent message left the queue for good.
     Removed {
         /// Namespace of the queue.

@@ -19,7 +19,15 @@ pub(crate) mod kind {
     pub(crate) const ENQUEUED: u8 = 2;
     pub(crate) const REMOVED: u8 = 3;
     pub(crate) const DELIVERED: u8 = 4;
+    /// Ends a checkpoint: everything live was written before it.
+    pub(crate) const CHECKPOINT: u8 = 5;
+    pub(crate) const QUEUE_DELETED: u8 = 6;
 }
+
+/// Segment header byte holding flags.
+pub(crate) const FLAGS_AT: usize = 28;
+/// Flag: the segment starts a checkpoint (the full live state follows).
+pub(crate) const FLAG_CHECKPOINT: u8 = 1;
 
 /// Records are 8-byte aligned.
 pub fn framed_len(payload: usize) -> usize {
@@ -79,7 +87,7 @@ pub fn scan(buf: &[u8], off: usize) -> Scan<'_> {
     if h[6] != 0 || h[7] != 0 {
         return Scan::Damaged("reserved header bytes are not zero");
     }
-    if !(kind::QUEUE_DEFINED..=kind::DELIVERED).contains(&kind) {
+    if !(kind::QUEUE_DEFINED..=kind::QUEUE_DELETED).contains(&kind) {
         return Scan::Damaged("unknown record type");
     }
     let crc = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
@@ -118,9 +126,7 @@ impl Enc {
         self
     }
     pub fn str(&mut self, s: &str) -> &mut Self {
-        self.0.extend_from_slice(&(s.len() as u16).to_le_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-        self
+        self.bytes(s.as_bytes())
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u32(b.len() as u32);
@@ -177,8 +183,7 @@ impl<'a> Dec<'a> {
         ))
     }
     pub fn str(&mut self) -> Result<String, Malformed> {
-        let n = u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| Malformed)?) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Malformed)
+        String::from_utf8(self.bytes()?).map_err(|_| Malformed)
     }
     pub fn bytes(&mut self) -> Result<Vec<u8>, Malformed> {
         let n = self.u32()? as usize;

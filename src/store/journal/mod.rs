@@ -197,7 +197,10 @@ impl Journal {
             lock: Mutex::new(Some(lock)),
             dir: dir.to_path_buf(),
         });
-        // Checkpoint: the live state into a fresh segment, on disk before the old go.
+        // Checkpoint: the live state into a fresh segment (flagged), closed by a
+        // CHECKPOINT record and synced before the old segments go. Recovery starts
+        // at the newest complete checkpoint, so leftovers never cut it.
+        journal.w.lock().roll(0, true)?;
         for q in &recovered.queues {
             journal.append(&Record::QueueDefined {
                 namespace: &q.namespace,
@@ -213,15 +216,28 @@ impl Journal {
                 deliver_at: m.deliver_at,
             })?;
         }
+        let mut end = Vec::new();
+        codec::frame(kind::CHECKPOINT, &[], &mut end);
+        journal.append_bytes(&end)?;
         journal.sync_all()?;
         for (path, damaged) in old {
             if damaged {
                 let d = dir.join("damaged");
                 let _ = fs::create_dir_all(&d);
-                let _ = fs::rename(&path, d.join(path.file_name().unwrap_or_default()));
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_nanos());
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("segment");
+                let _ = fs::rename(&path, d.join(format!("{stamp}-{name}")));
             } else {
                 let _ = fs::remove_file(&path);
             }
+        }
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all(); // the deletions and the new segment's name
         }
         if let SyncMode::Interval(every) = opts.sync {
             let j = Arc::downgrade(&journal);
@@ -258,7 +274,7 @@ impl Journal {
         let need = framed.len();
         let fits = w.seg.as_ref().is_some_and(|s| s.tail + need <= s.map.len());
         if !fits {
-            w.roll(need)?;
+            w.roll(need, false)?;
         }
         let seg = w.seg.as_mut().expect("rolled");
         let at = seg.tail;
@@ -299,33 +315,49 @@ impl Journal {
 
 impl Writer {
     /// Closes the current segment (synced) and starts the next, big enough for `need`.
-    fn roll(&mut self, need: usize) -> Result<()> {
+    fn roll(&mut self, need: usize, checkpoint: bool) -> Result<()> {
         if let Some(seg) = self.seg.take() {
             seg.map
                 .flush_range(0, seg.tail)
                 .map_err(|e| io("cannot sync", &self.dir, e))?;
         }
-        self.seq += 1;
+        // The number advances only once the file exists, sized and mapped: a
+        // failure leaves no gap for recovery to cut at.
+        let seq = self.seq + 1;
         let size = self.seg_size.max(codec::SEGMENT_HEADER + need);
-        let path = self.dir.join(seg_name(self.seq));
+        let path = self.dir.join(seg_name(seq));
         let file = OpenOptions::new()
             .create_new(true)
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| io("cannot create", &path, e))?;
-        file.set_len(size as u64)
-            .map_err(|e| io("cannot size", &path, e))?;
+        let sized = allocate(&file, size as u64);
+        if let Err(e) = sized {
+            let _ = fs::remove_file(&path);
+            return Err(io("cannot allocate", &path, e));
+        }
         // SAFETY: the file is ours (created just now, the directory is locked against
         // other writers) and stays open as long as the mapping, which is only
         // accessed through `Segment` under the writer mutex.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| io("cannot map", &path, e))?;
+        let mut map = match unsafe { MmapMut::map_mut(&file) } {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(io("cannot map", &path, e));
+            }
+        };
         let mut h = Vec::with_capacity(codec::SEGMENT_HEADER);
         h.extend_from_slice(codec::MAGIC);
         h.extend_from_slice(&codec::VERSION.to_le_bytes());
         h.extend_from_slice(&(codec::SEGMENT_HEADER as u32).to_le_bytes());
-        h.extend_from_slice(&self.seq.to_le_bytes());
+        h.extend_from_slice(&seq.to_le_bytes());
         h.resize(codec::SEGMENT_HEADER - 4, 0);
+        h[codec::FLAGS_AT] = if checkpoint {
+            codec::FLAG_CHECKPOINT
+        } else {
+            0
+        };
         let crc = crc32c::crc32c(&h);
         h.extend_from_slice(&crc.to_le_bytes());
         map[..codec::SEGMENT_HEADER].copy_from_slice(&h);
@@ -334,6 +366,7 @@ impl Writer {
             map,
             tail: codec::SEGMENT_HEADER,
         });
+        self.seq = seq;
         Ok(())
     }
 }
@@ -380,6 +413,10 @@ pub(crate) fn encode(r: &Record<'_>, e: &mut Enc) -> u8 {
                 .headers(n.headers())
                 .bytes(&n.body);
             kind::ENQUEUED
+        }
+        Record::QueueDeleted { namespace, queue } => {
+            e.str(namespace).str(queue);
+            kind::QUEUE_DELETED
         }
         Record::Removed {
             namespace,
@@ -533,11 +570,15 @@ pub fn dump(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
 }
 
 fn describe(k: u8, payload: &[u8]) -> String {
+    if k == kind::CHECKPOINT {
+        return "checkpoint complete (everything live is above)".into();
+    }
     let mut d = Dec::new(payload);
     let r: Result<String, Malformed> = (|| {
         let ns = d.str()?;
         let q = d.str()?;
         Ok(match k {
+            kind::QUEUE_DELETED => format!("delete queue {ns}/{q}"),
             kind::QUEUE_DEFINED => {
                 format!("define {ns}/{q} [{}]", d.str()?.replace('\n', ", "))
             }
@@ -583,6 +624,51 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
         })
         .collect();
     segs.sort();
+    let last_seq = segs.last().map_or(0, |s| s.0);
+    // Start at the newest checkpoint that is complete; older segments are superseded.
+    let flagged: Vec<usize> = (0..segs.len())
+        .filter(|&i| checkpoint_flag(&segs[i].1))
+        .collect();
+    for &i in flagged.iter().rev() {
+        let (rec, mut old, complete) = replay(&segs[i..])?;
+        if complete {
+            let mut superseded: OldSegments =
+                segs[..i].iter().map(|(_, p)| (p.clone(), false)).collect();
+            superseded.append(&mut old);
+            return Ok((rec, superseded, last_seq));
+        }
+    }
+    let (rec, old, _) = replay(&segs)?;
+    Ok((rec, old, last_seq))
+}
+
+/// Whether a segment's (valid) header says it starts a checkpoint.
+fn checkpoint_flag(path: &Path) -> bool {
+    use std::io::Read;
+    let mut h = [0u8; codec::SEGMENT_HEADER];
+    let ok = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .is_ok();
+    ok && header_valid(&h) && h[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT != 0
+}
+
+fn header_valid(buf: &[u8]) -> bool {
+    buf.len() >= codec::SEGMENT_HEADER
+        && &buf[..8] == codec::MAGIC
+        && u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) == codec::VERSION
+        && crc32c::crc32c(&buf[..codec::SEGMENT_HEADER - 4])
+            == u32::from_le_bytes(
+                buf[codec::SEGMENT_HEADER - 4..codec::SEGMENT_HEADER]
+                    .try_into()
+                    .expect("4 bytes"),
+            )
+}
+
+/// Replays `segs` in order from an empty state; the flag says whether a
+/// CHECKPOINT record was read before any damage.
+fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
+    let segs = segs.to_vec();
+    let mut complete = false;
     let mut report = RecoveryReport::default();
     let mut queues: BTreeMap<(String, String), (u64, QueueOptions)> = BTreeMap::new();
     let mut live: BTreeMap<Key, Live> = BTreeMap::new();
@@ -590,7 +676,6 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
     let mut old = Vec::new();
     let mut cut = false;
     let mut prev: Option<u64> = None;
-    let last_seq = segs.last().map_or(0, |s| s.0);
     for (seq, path) in segs {
         if cut {
             report.segments_damaged += 1;
@@ -613,15 +698,7 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
         prev = Some(seq);
         let buf = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
         let name = path.display().to_string();
-        let header_ok = buf.len() >= codec::SEGMENT_HEADER
-            && &buf[..8] == codec::MAGIC
-            && crc32c::crc32c(&buf[..codec::SEGMENT_HEADER - 4])
-                == u32::from_le_bytes(
-                    buf[codec::SEGMENT_HEADER - 4..codec::SEGMENT_HEADER]
-                        .try_into()
-                        .expect("4 bytes"),
-                );
-        if !header_ok {
+        if !header_valid(&buf) {
             report.damage.push(format!("{name}: bad segment header"));
             report.segments_damaged += 1;
             report.bytes_cut += buf.len() as u64;
@@ -645,6 +722,9 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
                     next,
                 } => {
                     order += 1;
+                    if k == kind::CHECKPOINT {
+                        complete = true;
+                    }
                     if apply(k, payload, order, &mut queues, &mut live).is_err() {
                         report
                             .damage
@@ -696,8 +776,21 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
             report,
         },
         old,
-        last_seq,
+        complete,
     ))
+}
+
+/// Reserves the file's blocks (so a full disk is an error now, not a SIGBUS on
+/// a later write to the mapping); falls back to a sparse size where the file
+/// system cannot preallocate.
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    // SAFETY: posix_fallocate takes a descriptor we own and plain integers.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    match r {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
 }
 
 fn apply(
@@ -707,13 +800,21 @@ fn apply(
     queues: &mut BTreeMap<(String, String), (u64, QueueOptions)>,
     live: &mut BTreeMap<Key, Live>,
 ) -> Result<(), Malformed> {
+    if k == kind::CHECKPOINT {
+        return Ok(());
+    }
     let mut d = Dec::new(payload);
     let ns = d.str()?;
     let q = d.str()?;
     match k {
         kind::QUEUE_DEFINED => {
             let opts = QueueOptions::from_text(&d.str()?).map_err(|_| Malformed)?;
-            queues.entry((ns, q)).or_insert((order, opts));
+            // The latest definition wins (a queue deleted and created again).
+            queues.insert((ns, q), (order, opts));
+        }
+        kind::QUEUE_DELETED => {
+            live.retain(|(n, qq, _), _| !(n == &ns && qq == &q));
+            queues.remove(&(ns, q));
         }
         kind::ENQUEUED => {
             let id = d.u64()?;
