@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib header test test-rust test-loom test-c test-header lint demo bench clean
+.PHONY: all build lib header test test-rust test-loom test-c test-header lint demo bench crash-long clean
 
 all: build
 
@@ -55,6 +55,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --release
+
+# The long crash run: hundreds of SIGKILLs of a child writing to the journal.
+crash-long:
+	LQ_CRASH_ROUNDS=$${LQ_CRASH_ROUNDS:-300} $(CARGO) test --release --test journal_crash sigkill -- --nocapture
 
 demo:
 	$(CARGO) run --release --example demo

@@ -26,6 +26,8 @@ pub(crate) mod kind {
 
 /// Segment header byte holding flags.
 pub(crate) const FLAGS_AT: usize = 28;
+/// Segment header u64: the size the segment file was created with.
+pub(crate) const SIZE_AT: usize = 32;
 /// Flag: the segment starts a checkpoint (the full live state follows).
 pub(crate) const FLAG_CHECKPOINT: u8 = 1;
 
@@ -74,10 +76,20 @@ pub enum Scan<'a> {
 /// Decodes the record at `off` of a segment's bytes. Never panics.
 pub fn scan(buf: &[u8], off: usize) -> Scan<'_> {
     let Some(h) = buf.get(off..off.saturating_add(RECORD_HEADER)) else {
-        return Scan::End;
+        // Fewer bytes than a header: the end only if they are all zero.
+        let rest = buf.get(off..).unwrap_or(&[]);
+        if rest.iter().all(|b| *b == 0) {
+            return Scan::End;
+        }
+        return Scan::Damaged("truncated record header");
     };
     if h.iter().all(|b| *b == 0) {
-        return Scan::End;
+        // The unwritten end of a segment is zeros to its last byte: zeros followed
+        // by data are a lost write (a page that never reached the disk).
+        if buf[off..].iter().all(|b| *b == 0) {
+            return Scan::End;
+        }
+        return Scan::Damaged("zeroed bytes followed by data (a lost write)");
     }
     let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
     let kind = h[4];

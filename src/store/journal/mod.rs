@@ -144,9 +144,11 @@ fn seg_name(seq: u64) -> String {
     format!("seg-{seq:016x}.lqj")
 }
 
+/// Only canonical names (exactly 16 lowercase hex digits) are segments.
 fn parse_seg_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?.strip_suffix(".lqj")?;
-    u64::from_str_radix(hex, 16).ok()
+    let seq = u64::from_str_radix(hex, 16).ok()?;
+    (seg_name(seq) == name).then_some(seq)
 }
 
 /// Takes the data directory's write lock (flock on `LOCK`).
@@ -159,16 +161,25 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&p)
         .map_err(|e| io("cannot open", &p, e))?;
-    // SAFETY: flock takes a descriptor we own (open for the duration) and flags.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
+    // A lock being released can stay held for a moment: a child process the host
+    // is spawning shares the descriptor until its exec closes it. Wait up to
+    // 200 ms before calling the directory locked.
+    let give_up = std::time::Instant::now() + Duration::from_millis(200);
+    loop {
+        // SAFETY: flock takes a descriptor we own (open for the duration) and flags.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(f);
+        }
         let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io("cannot lock", &p, e));
+        }
+        if std::time::Instant::now() >= give_up {
             return Err(Error::Locked(dir.display().to_string()));
         }
-        return Err(io("cannot lock", &p, e));
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(f)
 }
 
 impl Journal {
@@ -181,7 +192,16 @@ impl Journal {
         }
         fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let lock = lock_dir(dir)?;
-        let (recovered, old, last_seq) = recover(dir)?;
+        let (recovered, mut old, last_seq) = recover(dir)?;
+        // Files without a valid header hold nothing replayable: move them aside
+        // now, so the checkpoint's name is free even if one squats on it.
+        old.retain(|(path, _)| {
+            if read_header(path).is_some_and(|h| header_valid(&h)) {
+                return true;
+            }
+            move_damaged(dir, path);
+            false
+        });
         let journal = Arc::new(Journal {
             w: Mutex::new(Writer {
                 dir: dir.to_path_buf(),
@@ -222,16 +242,7 @@ impl Journal {
         journal.sync_all()?;
         for (path, damaged) in old {
             if damaged {
-                let d = dir.join("damaged");
-                let _ = fs::create_dir_all(&d);
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |t| t.as_nanos());
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("segment");
-                let _ = fs::rename(&path, d.join(format!("{stamp}-{name}")));
+                move_damaged(dir, &path);
             } else {
                 let _ = fs::remove_file(&path);
             }
@@ -278,10 +289,11 @@ impl Journal {
         }
         let seg = w.seg.as_mut().expect("rolled");
         let at = seg.tail;
-        // Copy with the commit mark clear, then set it: a torn copy never reads
-        // as committed.
-        seg.map[at..at + need].copy_from_slice(framed);
+        // Copy everything but the commit mark, then set it: a torn copy never
+        // reads as committed.
+        seg.map[at..at + 5].copy_from_slice(&framed[..5]);
         seg.map[at + 5] = 0;
+        seg.map[at + 6..at + need].copy_from_slice(&framed[6..]);
         std::sync::atomic::fence(SeqCst);
         seg.map[at + 5] = codec::COMMITTED;
         seg.tail += need;
@@ -323,7 +335,10 @@ impl Writer {
         }
         // The number advances only once the file exists, sized and mapped: a
         // failure leaves no gap for recovery to cut at.
-        let seq = self.seq + 1;
+        let seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("journal segment numbers exhausted".into()))?;
         let size = self.seg_size.max(codec::SEGMENT_HEADER + need);
         let path = self.dir.join(seg_name(seq));
         let file = OpenOptions::new()
@@ -358,6 +373,7 @@ impl Writer {
         } else {
             0
         };
+        h[codec::SIZE_AT..codec::SIZE_AT + 8].copy_from_slice(&(size as u64).to_le_bytes());
         let crc = crc32c::crc32c(&h);
         h.extend_from_slice(&crc.to_le_bytes());
         map[..codec::SEGMENT_HEADER].copy_from_slice(&h);
@@ -624,7 +640,13 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
         })
         .collect();
     segs.sort();
-    let last_seq = segs.last().map_or(0, |s| s.0);
+    // Numbering continues after the newest segment with a valid header (a garbage
+    // file with a huge number must not exhaust the numbers).
+    let last_seq = segs
+        .iter()
+        .rev()
+        .find(|(_, p)| read_header(p).is_some_and(|h| header_valid(&h)))
+        .map_or(0, |s| s.0);
     // Start at the newest checkpoint that is complete; older segments are superseded.
     let flagged: Vec<usize> = (0..segs.len())
         .filter(|&i| checkpoint_flag(&segs[i].1))
@@ -644,12 +666,31 @@ fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
 
 /// Whether a segment's (valid) header says it starts a checkpoint.
 fn checkpoint_flag(path: &Path) -> bool {
+    read_header(path)
+        .is_some_and(|h| header_valid(&h) && h[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT != 0)
+}
+
+/// Moves a damaged segment into `damaged/` (kept for inspection, never replayed).
+fn move_damaged(dir: &Path, path: &Path) {
+    let d = dir.join("damaged");
+    let _ = fs::create_dir_all(&d);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos());
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("segment");
+    let _ = fs::rename(path, d.join(format!("{stamp}-{name}")));
+}
+
+fn read_header(path: &Path) -> Option<[u8; codec::SEGMENT_HEADER]> {
     use std::io::Read;
     let mut h = [0u8; codec::SEGMENT_HEADER];
-    let ok = File::open(path)
+    File::open(path)
         .and_then(|mut f| f.read_exact(&mut h))
-        .is_ok();
-    ok && header_valid(&h) && h[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT != 0
+        .ok()?;
+    Some(h)
 }
 
 fn header_valid(buf: &[u8]) -> bool {
@@ -695,9 +736,17 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
                 continue;
             }
         }
+        let first = prev.is_none();
         prev = Some(seq);
         let buf = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
         let name = path.display().to_string();
+        if first && header_valid(&buf) && buf[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT == 0 {
+            // Every open starts the journal with a checkpoint: a first segment
+            // without one means the segments before it are gone.
+            report.damage.push(format!(
+                "{name}: no checkpoint before it (earlier segments are missing); replaying what is left"
+            ));
+        }
         if !header_valid(&buf) {
             report.damage.push(format!("{name}: bad segment header"));
             report.segments_damaged += 1;
@@ -708,8 +757,25 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
         }
         let mut off = codec::SEGMENT_HEADER;
         let mut damaged = false;
+        let declared = u64::from_le_bytes(
+            buf[codec::SIZE_AT..codec::SIZE_AT + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        // Bytes past the size the segment was created with are not part of it.
+        let buf = &buf[..buf
+            .len()
+            .min(declared.max(codec::SEGMENT_HEADER as u64) as usize)];
         loop {
-            match codec::scan(&buf, off) {
+            match codec::scan(buf, off) {
+                Scan::End if (buf.len() as u64) < declared => {
+                    report.damage.push(format!(
+                        "{name}: truncated to {} of {declared} bytes",
+                        buf.len()
+                    ));
+                    damaged = true;
+                    break;
+                }
                 Scan::End => break,
                 Scan::Damaged(why) => {
                     report.damage.push(format!("{name} at byte {off}: {why}"));
