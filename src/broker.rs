@@ -190,10 +190,22 @@ impl Broker {
         let b = Broker { inner };
         b.namespace(DEFAULT_NAMESPACE)?;
         if let Some(rec) = recovered {
-            for q in rec.queues {
-                b.namespace(&q.namespace)?
-                    .core
-                    .restore_queue(&q.queue, q.options)?;
+            // Each queue's dead-letter queue first, with its recorded options
+            // (creating a queue that names one would otherwise create it with
+            // defaults); `seen` guards against cycles.
+            let mut defs: HashMap<(String, String), QueueOptions> = HashMap::new();
+            let order: Vec<(String, String)> = rec
+                .queues
+                .into_iter()
+                .map(|q| {
+                    let k = (q.namespace, q.queue);
+                    defs.insert(k.clone(), q.options);
+                    k
+                })
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            for k in &order {
+                b.restore_queue(k, &defs, &mut seen)?;
             }
             for m in rec.messages {
                 let q = b
@@ -204,6 +216,27 @@ impl Broker {
             }
         }
         Ok(b)
+    }
+
+    fn restore_queue(
+        &self,
+        k: &(String, String),
+        defs: &HashMap<(String, String), QueueOptions>,
+        seen: &mut std::collections::HashSet<(String, String)>,
+    ) -> Result<()> {
+        if !seen.insert(k.clone()) {
+            return Ok(());
+        }
+        let Some(opts) = defs.get(k) else {
+            return Ok(());
+        };
+        if let Some(d) = &opts.dead_letter_queue {
+            self.restore_queue(&(k.0.clone(), d.clone()), defs, seen)?;
+        }
+        self.namespace(&k.0)?
+            .core
+            .restore_queue(&k.1, opts.clone())?;
+        Ok(())
     }
 
     /// What opening the data directory found (None without one).

@@ -400,3 +400,35 @@ fn a_damaged_leftover_older_than_the_checkpoint_cuts_nothing() {
     assert!(r.damage.is_empty(), "{r:?}");
     assert_eq!(b.queue("q").unwrap().stats().ready, 20);
 }
+
+#[test]
+fn a_recreated_dead_letter_queue_keeps_its_options() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        let ns = b.namespace("n").unwrap();
+        ns.create_queue(
+            "work",
+            QueueOptions::default()
+                .max_deliveries(2)
+                .dead_letter_queue("dead"),
+        )
+        .unwrap();
+        // The DLQ is deleted and created again later, with its own options: its
+        // definition now comes after the queue that names it.
+        ns.delete_queue("dead").unwrap();
+        ns.create_queue("dead", QueueOptions::default().default_priority(7))
+            .unwrap();
+    }
+    let b = open(dir.path());
+    let ns = b.namespace("n").unwrap();
+    assert_eq!(ns.get_queue("dead").unwrap().options().default_priority, 7);
+    assert_eq!(
+        ns.get_queue("work")
+            .unwrap()
+            .options()
+            .dead_letter_queue
+            .as_deref(),
+        Some("dead")
+    );
+}

@@ -1,7 +1,8 @@
 //! `libqueue`: look into a data directory without opening it for writing.
 //!
 //! ```text
-//! libqueue verify DIR    check every record's CRC; exit 1 on damage
+//! libqueue verify DIR    replay as an open would (CRCs, commit marks, gaps);
+//!                        exit 1 on damage
 //! libqueue stats DIR     queues and their unacked persistent messages
 //! libqueue inspect DIR   dump every record
 //! ```

@@ -94,8 +94,11 @@ pub enum RemoveReason {
 pub trait Storage: Send + Sync + 'static {
     /// Short name of the backend (`"memory"`, `"journal"`).
     fn name(&self) -> &'static str;
-    /// Records an event. An error refuses the operation that caused it (a send
-    /// fails and the message is not queued).
+    /// Records an event. For a queue definition, a queue deletion and a send's
+    /// `Enqueued`, an error refuses the operation (the send fails, the message is
+    /// not queued). Errors recording what already happened in memory (`Removed`,
+    /// `Delivered`, a dead letter's `Enqueued`) are ignored: at worst the message
+    /// comes back after a restart (at-least-once).
     fn append(&self, record: &Record<'_>) -> Result<()>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<()>;

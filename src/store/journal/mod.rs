@@ -5,12 +5,14 @@
 //! - this file: the data directory (lock, segments), appends with group commit,
 //!   sync modes, and recovery.
 //!
-//! Opening a directory replays every segment in order; the first damaged record
-//! (torn, uncommitted, bad checksum, missing segment) ends the replay — nothing
-//! after it is delivered — and is reported. Then the live state (queue
-//! definitions and unacked persistent messages) is written to a fresh segment,
-//! synced, and the old segments are deleted (damaged ones are moved to
-//! `damaged/` for inspection): disk use after an open is bounded by live data.
+//! Opening a directory replays the segments in order, starting at the newest
+//! complete checkpoint (older segments are superseded); the first damaged record
+//! (torn, uncommitted, bad checksum, lost write, truncation, missing segment)
+//! ends the replay — nothing after it is delivered — and is reported. Then the
+//! live state (queue definitions and unacked persistent messages) is written as a
+//! new checkpoint, synced, and the old segments are deleted (damaged ones are
+//! moved to `damaged/` for inspection): disk use after an open is bounded by
+//! live data.
 
 pub(crate) mod codec;
 
@@ -113,6 +115,8 @@ struct Writer {
     /// Bytes appended since open (all segments).
     written: u64,
     closed: bool,
+    /// Sync the directory when a segment is created (sync mode `Always`).
+    sync_dir: bool,
 }
 
 /// The journal storage backend.
@@ -210,6 +214,7 @@ impl Journal {
                 seg_size: opts.segment_size as usize,
                 written: 0,
                 closed: false,
+                sync_dir: opts.sync == SyncMode::Always,
             }),
             flushed: Mutex::new(0),
             sync: opts.sync,
@@ -383,6 +388,12 @@ impl Writer {
             tail: codec::SEGMENT_HEADER,
         });
         self.seq = seq;
+        if self.sync_dir {
+            // The new file's name must survive a machine crash too.
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
         Ok(())
     }
 }
@@ -505,8 +516,6 @@ struct Live {
     order: u64,
 }
 
-/// Replays every segment of `dir`. Returns the state, the segment files to remove
-/// (flagged when damaged) and the highest segment number seen.
 /// What a read-only look at a data directory finds (no lock taken, nothing
 /// written: safe while a broker has the directory open).
 #[derive(Debug, Clone, Default)]
@@ -538,8 +547,10 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     })
 }
 
-/// Writes one line per record of every segment of `dir` (read-only), stopping at
-/// damage like recovery does. Returns the number of records.
+/// Writes one line per record of every segment file of `dir` (read-only), in
+/// segment order, superseded ones included; stops at the first record that does
+/// not decode. A listing for people; [`inspect`] gives recovery's verdict.
+/// Returns the number of records.
 pub fn dump(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
     let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .map_err(|e| io("cannot list", dir, e))?
@@ -630,6 +641,9 @@ fn describe(k: u8, payload: &[u8]) -> String {
 /// Segment files replayed by recovery, each flagged when damaged.
 type OldSegments = Vec<(PathBuf, bool)>;
 
+/// Replays `dir` from its newest complete checkpoint. Returns the state, the
+/// segment files to remove (flagged when damaged) and the number after which new
+/// segments are numbered.
 fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
     let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .map_err(|e| io("cannot list", dir, e))?
