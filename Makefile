@@ -68,6 +68,7 @@ demo:
 bench:
 	$(CARGO) bench --bench ready_path
 	$(CARGO) bench --bench dispatch
+	$(CARGO) bench --bench persist
 	python3 benches/summary.py
 
 clean:
