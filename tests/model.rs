@@ -569,6 +569,8 @@ struct Runner {
     rng: SmallRng,
     clock: Arc<ManualClock>,
     _broker: Broker,
+    /// The data directory when running over the journal.
+    journal: Option<tempfile::TempDir>,
     q: Queue,
     dlq: Option<Queue>,
     m: Model,
@@ -598,6 +600,13 @@ impl Runner {
     /// A fresh broker and queue with a configuration drawn from the seed;
     /// `cap` forces a capacity.
     fn new(test: &'static str, seed: u64, cap: Option<u64>) -> Self {
+        Self::with_backend(test, seed, cap, false)
+    }
+
+    /// With `journal`, the broker keeps a data directory and the queue's
+    /// messages are persistent: the same model must hold (the conformance of
+    /// the journal backend), and the journal's live set must match it.
+    fn with_backend(test: &'static str, seed: u64, cap: Option<u64>, journal: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let max_deliveries = rng.gen_bool(0.8).then(|| rng.gen_range(1..=4));
         let cfg = Config {
@@ -617,8 +626,14 @@ impl Runner {
             stats_every_step: rng.gen_bool(0.3),
         };
         let clock = ManualClock::new(START);
-        let broker = Broker::open(BrokerOptions::new().clock(clock.clone())).expect("open broker");
+        let dir = journal.then(|| tempfile::tempdir().expect("tempdir"));
+        let mut bo = BrokerOptions::new().clock(clock.clone());
+        if let Some(d) = &dir {
+            bo = bo.data_dir(d.path()).segment_size(256 * 1024);
+        }
+        let broker = Broker::open(bo).expect("open broker");
         let mut o = QueueOptions::default()
+            .persistent(journal)
             .lease_time(Duration::from_millis(cfg.lease_ms))
             .on_full(OnFull::Reject)
             .strict_fifo(cfg.strict_fifo);
@@ -644,6 +659,7 @@ impl Runner {
             rng,
             clock,
             _broker: broker,
+            journal: dir,
             q,
             dlq,
             m: Model::new(cfg),
@@ -1168,11 +1184,32 @@ impl Runner {
         }
     }
 
+    /// Over the journal: a read-only replay of the data directory holds exactly
+    /// the messages the model says the queue holds.
+    fn check_journal(&self) {
+        let Some(dir) = &self.journal else { return };
+        let i = libqueue::store::journal::inspect(dir.path())
+            .unwrap_or_else(|e| panic!("inspect: {e}{}", self.ctx()));
+        assert!(i.report.damage.is_empty(), "{:?}{}", i.report, self.ctx());
+        let key = format!("{}/{QUEUE}", libqueue::DEFAULT_NAMESPACE);
+        let in_journal = i.queues.iter().find(|q| q.0 == key).map_or(0, |q| q.1);
+        assert_eq!(
+            in_journal,
+            self.m.msgs.len() as u64,
+            "journal's live messages vs the model{}",
+            self.ctx()
+        );
+    }
+
     fn run(mut self, steps: usize) -> Runner {
         for step in 0..steps {
             self.step = step;
             self.step();
+            if step % 500 == 499 {
+                self.check_journal();
+            }
         }
+        self.check_journal();
         // Settle everything at the end and check the books balance.
         self.step = steps;
         self.note("final: stats, ack all, drain".into());
@@ -1242,6 +1279,17 @@ fn model_random_sequences() {
         assert!(totals.nacked > 0, "{totals:?}");
     }
     println!("model totals over all seeds: {totals:?}");
+}
+
+/// The same model over the journal backend (persistent queue, data directory):
+/// every step must agree with the model as in memory, and the journal's live set
+/// must equal the model's at checkpoints.
+#[test]
+fn model_over_the_journal() {
+    let steps = steps_from_env(1500);
+    for seed in seeds(0x10a1_0000, 12) {
+        Runner::with_backend("model_over_the_journal", seed, None, true).run(steps);
+    }
 }
 
 /// Small capacities: Full / InvalidArgument exactly when the model says so.
