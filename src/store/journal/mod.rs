@@ -114,6 +114,8 @@ struct Writer {
     seg_size: usize,
     /// Bytes appended since open (all segments).
     written: u64,
+    /// Segments rolled or closed so far (a sync tells a concurrent unmap apart).
+    rolls: u64,
     closed: bool,
     /// Sync the directory when a segment is created (sync mode `Always`).
     sync_dir: bool,
@@ -213,6 +215,7 @@ impl Journal {
                 seq: last_seq,
                 seg_size: opts.segment_size as usize,
                 written: 0,
+                rolls: 0,
                 closed: false,
                 sync_dir: opts.sync == SyncMode::Always,
             }),
@@ -309,24 +312,51 @@ impl Journal {
     /// Flushes everything appended so far to disk (msync of the current segment;
     /// earlier segments were synced when they filled).
     fn sync_all(&self) -> Result<()> {
-        let mut flushed = self.flushed.lock();
-        let w = self.w.lock();
-        if let Some(seg) = &w.seg {
-            seg.map
-                .flush_range(0, seg.tail)
-                .map_err(|e| io("cannot sync", &w.dir, e))?;
-        }
-        *flushed = w.written;
-        Ok(())
+        self.sync_upto(None)
     }
 
-    /// Returns once everything up to `end` is on disk; concurrent callers share
-    /// one flush (group commit).
-    fn sync_to(&self, end: u64) -> Result<()> {
-        if *self.flushed.lock() >= end {
+    /// Returns once everything up to `end` (or everything, `None`) is on disk.
+    ///
+    /// Group commit: callers queue on the `flushed` mutex; the one holding it
+    /// notes how far the segment is written (under the writer lock, briefly) and
+    /// msyncs that range *without* the writer lock, so senders keep appending;
+    /// each waiter then finds its record covered or flushes everything written
+    /// meanwhile with a single msync.
+    fn sync_upto(&self, end: Option<u64>) -> Result<()> {
+        let mut flushed = self.flushed.lock();
+        if end.is_some_and(|e| *flushed >= e) {
             return Ok(());
         }
-        self.sync_all()
+        let (addr, len, written, rolls) = {
+            let w = self.w.lock();
+            match &w.seg {
+                Some(seg) => (seg.map.as_ptr() as usize, seg.tail, w.written, w.rolls),
+                None => {
+                    *flushed = w.written;
+                    return Ok(());
+                }
+            }
+        };
+        if *flushed >= written {
+            return Ok(());
+        }
+        // SAFETY: `addr` is the page-aligned start of the current segment's
+        // mapping and `len` its written length, read under the writer lock. msync
+        // only asks the kernel to write those pages back; it reads or writes no
+        // memory of ours. If a roll or close unmapped the segment meanwhile (after
+        // syncing it itself), the call fails with ENOMEM and we check for that
+        // below; if the range was mapped again by then, its pages are flushed,
+        // which is harmless.
+        let r = unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_SYNC) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            let w = self.w.lock();
+            if w.rolls == rolls {
+                return Err(io("cannot sync", &w.dir, e));
+            }
+        }
+        *flushed = written;
+        Ok(())
     }
 }
 
@@ -388,6 +418,7 @@ impl Writer {
             tail: codec::SEGMENT_HEADER,
         });
         self.seq = seq;
+        self.rolls += 1;
         if self.sync_dir {
             // The new file's name must survive a machine crash too.
             if let Ok(d) = File::open(&self.dir) {
@@ -480,8 +511,15 @@ impl Storage for Journal {
         let mut framed = Vec::with_capacity(codec::framed_len(e.0.len()));
         codec::frame(k, &e.0, &mut framed);
         let end = self.append_bytes(&framed)?;
-        if self.sync == SyncMode::Always {
-            self.sync_to(end)?;
+        // `Always` makes *sends* durable before they return. Acks, delivery
+        // counts and removals ride along with the next flush: losing one to a
+        // machine crash only redelivers a message (at-least-once).
+        let confirms_a_send = matches!(
+            record,
+            Record::Enqueued { .. } | Record::QueueDefined { .. } | Record::QueueDeleted { .. }
+        );
+        if self.sync == SyncMode::Always && confirms_a_send {
+            self.sync_upto(Some(end))?;
         }
         Ok(())
     }
@@ -497,6 +535,7 @@ impl Storage for Journal {
         // Hold the writer while releasing, so no append lands after the unlock.
         let mut w = self.w.lock();
         w.closed = true;
+        w.rolls += 1;
         w.seg = None;
         self.lock.lock().take();
     }
