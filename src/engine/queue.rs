@@ -872,11 +872,7 @@ impl QueueCore {
     ) -> Result<()> {
         // Run due timers first, so a lease that has run out cannot be settled.
         self.maintain_lazy(&mut LazyNow::new(&*self.clock));
-        let node = self
-            .lease_shard(lease.0)
-            .lock()
-            .remove(id, lease.1)
-            .ok_or(Error::LeaseExpired { id })?;
+        let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let c = self.c(home);
         if ack {
@@ -890,14 +886,18 @@ impl QueueCore {
         Ok(())
     }
 
+    /// Ends a lease held by `lease`, handing its message over.
+    fn take_lease(&self, id: u64, lease: (usize, u64)) -> Result<Arc<Node>> {
+        self.lease_shard(lease.0)
+            .lock()
+            .remove(id, lease.1)
+            .ok_or(Error::LeaseExpired { id })
+    }
+
     /// Returns a leased message unprocessed (its consumer is going away): the
     /// delivery does not count, so it can never dead-letter this way.
     pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
-        let node = self
-            .lease_shard(lease.0)
-            .lock()
-            .remove(id, lease.1)
-            .ok_or(Error::LeaseExpired { id })?;
+        let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let d = node.deliveries.fetch_sub(1, Relaxed) - 1;
         self.record_delivered(&node, d);
