@@ -200,9 +200,6 @@ impl Shared {
                 Ok(_) => {}
                 Err(_) => return, // closed
             }
-            if core.is_watched() {
-                core.watch_refresh();
-            }
             let Some(d) = got else { continue };
             self.run(w, d);
         }

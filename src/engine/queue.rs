@@ -72,7 +72,6 @@ pub(crate) struct QueueCore {
     storage: Arc<dyn Storage>,
     ticker: Arc<Ticker>,
     /// Set once the queue is watched through a pollable descriptor.
-    watched: AtomicBool,
     watch: OnceLock<Watch>,
 }
 
@@ -135,7 +134,6 @@ impl QueueCore {
             clock,
             storage,
             ticker,
-            watched: AtomicBool::new(false),
             watch: OnceLock::new(),
             opts,
         }
@@ -514,16 +512,14 @@ impl QueueCore {
         if notify {
             self.not_empty.notify_one();
         }
-        if self.watched.load(Relaxed) {
-            self.watch_raise();
-        }
+        self.watch_raise();
     }
 
     #[inline]
     fn note_expiry(&self, t: u64) {
         if t < self.min_expiry.load(Relaxed) && t < self.min_expiry.fetch_min(t, SeqCst) {
             // A watched queue's descriptor must clear when the message expires.
-            if self.watched.load(Relaxed) {
+            if self.is_watched() {
                 self.ticker.kick();
             }
         }
@@ -535,7 +531,7 @@ impl QueueCore {
     fn note_due(&self, t: u64) {
         if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
             self.not_empty.notify_all();
-            if self.watched.load(Relaxed) {
+            if self.is_watched() {
                 self.ticker.kick();
             }
         }
@@ -773,16 +769,26 @@ impl QueueCore {
         auto_ack: bool,
         out: F,
     ) -> Result<usize> {
-        let r = self.receive_until(max, wait, auto_ack, None, out);
-        if self.watched.load(Relaxed) {
-            self.watch_refresh();
-        }
-        r
+        self.receive_until(max, wait, auto_ack, None, out)
     }
 
     /// [`receive`](Self::receive) that also returns (with nothing) once `cancel`
     /// is set and the queue's waiters are woken (see [`QueueCore::interrupt`]).
+    /// A watched queue's descriptor is brought up to date before it returns.
     pub(crate) fn receive_until<F: FnMut(Delivery)>(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Wait,
+        auto_ack: bool,
+        cancel: Option<&AtomicBool>,
+        out: F,
+    ) -> Result<usize> {
+        let r = self.receive_loop(max, wait, auto_ack, cancel, out);
+        self.watch_refresh();
+        r
+    }
+
+    fn receive_loop<F: FnMut(Delivery)>(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
@@ -964,9 +970,7 @@ impl QueueCore {
         if min < u64::MAX {
             self.min_expiry.fetch_min(min, SeqCst);
         }
-        if self.watched.load(Relaxed) {
-            self.watch_refresh();
-        }
+        self.watch_refresh();
     }
 
     /// Ready messages in delivery order (highest priority first, then by id),
@@ -992,9 +996,7 @@ impl QueueCore {
     /// Cancels a ready or delayed message by id.
     pub(crate) fn cancel(&self, id: u64) -> Result<()> {
         let r = self.cancel_inner(id);
-        if self.watched.load(Relaxed) {
-            self.watch_refresh();
-        }
+        self.watch_refresh();
         r
     }
 
@@ -1037,9 +1039,7 @@ impl QueueCore {
     /// consumers). Returns how many were removed.
     pub(crate) fn purge(&self, reason: RemoveReason) -> u64 {
         let n = self.purge_inner(reason);
-        if self.watched.load(Relaxed) {
-            self.watch_refresh();
-        }
+        self.watch_refresh();
         n
     }
 
@@ -1114,7 +1114,7 @@ impl QueueCore {
     }
 
     pub(crate) fn is_watched(&self) -> bool {
-        self.watched.load(Relaxed)
+        self.watch.get().is_some()
     }
 
     /// The queue's pollable descriptor: readable exactly when a receive would find
@@ -1137,7 +1137,6 @@ impl QueueCore {
             })
             .is_ok();
         if fresh {
-            self.watched.store(true, SeqCst);
             self.ticker.watch(self);
             self.maintain(self.clock.now());
             self.watch_refresh();
@@ -1145,6 +1144,7 @@ impl QueueCore {
         Ok(self.watch.get().expect("set above").efd.raw())
     }
 
+    /// Makes a watched queue's descriptor readable (nothing if unwatched).
     #[cfg(target_os = "linux")]
     fn watch_raise(&self) {
         if let Some(w) = self.watch.get() {
@@ -1156,7 +1156,7 @@ impl QueueCore {
     }
 
     /// Clears the descriptor, then raises it again if a message is (still) there:
-    /// a push racing with the clear raises it itself.
+    /// a push racing with the clear raises it itself. Nothing for an unwatched queue.
     #[cfg(target_os = "linux")]
     pub(crate) fn watch_refresh(&self) {
         if let Some(w) = self.watch.get() {
