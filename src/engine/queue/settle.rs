@@ -1,0 +1,171 @@
+//! After delivery: ack / nack / give back / extend a lease, requeue (now or
+//! after a delay), dead-letter after `max_deliveries`.
+
+use super::*;
+
+impl QueueCore {
+    /// Puts a message that was leased back: ready now, later, or to the dead-letter
+    /// queue once it has been delivered `max_deliveries` times.
+    pub(super) fn requeue(
+        &self,
+        node: Arc<Node>,
+        delay: Option<u64>,
+        why: &str,
+        home: usize,
+        now: u64,
+    ) {
+        let d = node.deliveries.load(Relaxed);
+        if let Some(max) = self.opts.max_deliveries {
+            if d >= max {
+                let reason = format!("{why}; delivered {d} times (max_deliveries {max})");
+                return self.dead_letter(node, &reason, home);
+            }
+        }
+        self.record_delivered(&node, d);
+        match delay.filter(|d| *d > 0) {
+            Some(d) => {
+                bump(&self.c(home).requeued_delayed, 1);
+                self.delay(node, now.saturating_add(d));
+            }
+            None => {
+                bump(&self.c(home).requeued, 1);
+                self.push_ready(node, home, true);
+            }
+        }
+    }
+
+    /// Moves a message to the dead-letter queue (or drops it if there is none).
+    /// The copy is queued (and recorded) there before the original is removed
+    /// here, so a persisting backend never sees the message nowhere.
+    pub(super) fn dead_letter(&self, node: Arc<Node>, reason: &str, home: usize) {
+        bump(&self.c(home).dead_lettered, 1);
+        let (id, size, persistent) = (node.id, node.size, node.persistent);
+        if let Some(dlq) = self.dlq.as_ref().filter(|q| !q.is_closed()) {
+            self.move_to(dlq, node, reason, home);
+        }
+        self.release_size(size, home);
+        self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
+    }
+
+    pub(super) fn move_to(&self, dlq: &QueueCore, node: Arc<Node>, reason: &str, home: usize) {
+        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
+            body: shared.body.clone(),
+            headers: shared.headers.clone(),
+            name: shared.name.clone(),
+            correlation_id: shared.correlation_id.clone(),
+            deliveries: AtomicU32::new(shared.deliveries.load(Relaxed)),
+            ..*shared
+        });
+        let mut headers = node.headers.map(|h| *h).unwrap_or_default();
+        headers.insert("x-dead-letter-reason".into(), reason.as_bytes().to_vec());
+        headers.insert("x-dead-letter-queue".into(), self.name.as_bytes().to_vec());
+        headers.insert("x-original-id".into(), node.id.to_string().into_bytes());
+        headers.insert(
+            "x-delivery-count".into(),
+            node.deliveries.load(Relaxed).to_string().into_bytes(),
+        );
+        let now = dlq.clock.now();
+        let moved = Node {
+            id: dlq.next_id(),
+            size: crate::message::size_of(
+                &node.body,
+                &headers,
+                node.name.as_deref(),
+                node.correlation_id.as_deref(),
+            ),
+            headers: Some(Box::new(headers)),
+            enqueued_at: now,
+            expires_at: dlq
+                .opts
+                .default_ttl
+                .map_or(u64::MAX, |t| now.saturating_add(nanos(t))),
+            deliveries: AtomicU32::new(0),
+            ..node
+        };
+        dlq.force_enqueue(Arc::new(moved), home);
+    }
+
+    /// Enqueues a message moved here (dead letters): never refused, never lost.
+    pub(super) fn force_enqueue(&self, node: Arc<Node>, home: usize) {
+        self.ns.msgs.force_take(1);
+        self.ns.bytes.force_take(node.size);
+        self.cap_msgs.force_take(1);
+        self.cap_bytes.force_take(node.size);
+        if node.persistent {
+            // The message already left its source queue; at worst it is not durable here.
+            let _ = self.record_enqueued(&node, None);
+        }
+        self.enqueue(node, None, home, true);
+    }
+
+    pub(super) fn lease_shard(&self, shard: usize) -> &Mutex<LeaseTable> {
+        &self.leases[shard]
+    }
+
+    /// Acks (`delay` None and `ack` true), or nacks with an optional delay.
+    pub(crate) fn settle(
+        &self,
+        id: u64,
+        lease: (usize, u64),
+        ack: bool,
+        delay: Option<u64>,
+        why: &str,
+    ) -> Result<()> {
+        // Run due timers first, so a lease that has run out cannot be settled.
+        self.maintain_lazy(&mut LazyNow::new(&*self.clock));
+        let node = self.take_lease(id, lease)?;
+        let home = home_shard();
+        let c = self.c(home);
+        if ack {
+            bump(&c.settled_ack, 1);
+            self.release(&node, home);
+            self.record_removed(&node, RemoveReason::Acked);
+        } else {
+            bump(&c.settled_nack, 1);
+            self.requeue(node, delay, why, home, self.clock.now());
+        }
+        Ok(())
+    }
+
+    /// Ends a lease held by `lease`, handing its message over.
+    pub(super) fn take_lease(&self, id: u64, lease: (usize, u64)) -> Result<Arc<Node>> {
+        self.lease_shard(lease.0)
+            .lock()
+            .remove(id, lease.1)
+            .ok_or(Error::LeaseExpired { id })
+    }
+
+    /// Returns a leased message unprocessed (its consumer is going away): the
+    /// delivery does not count, so it can never dead-letter this way.
+    pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
+        let node = self.take_lease(id, lease)?;
+        let home = home_shard();
+        let d = node.deliveries.fetch_sub(1, Relaxed) - 1;
+        self.record_delivered(&node, d);
+        bump(&self.c(home).settled_nack, 1);
+        bump(&self.c(home).requeued, 1);
+        self.push_ready(node, home, true);
+        Ok(())
+    }
+
+    /// Renews a lease: it now ends `by` from now. Returns the new deadline.
+    pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
+        let now = self.clock.now();
+        self.maintain(now);
+        let deadline = now.saturating_add(by);
+        if self
+            .lease_shard(lease.0)
+            .lock()
+            .extend(id, lease.1, deadline)
+        {
+            self.note_due(deadline);
+            Ok(deadline)
+        } else {
+            Err(Error::LeaseExpired { id })
+        }
+    }
+
+    pub(crate) fn lease_deadline(&self, id: u64, lease: (usize, u64)) -> Option<u64> {
+        self.lease_shard(lease.0).lock().deadline(id, lease.1)
+    }
+}
