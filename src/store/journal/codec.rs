@@ -43,6 +43,19 @@ pub fn record_crc(len: u32, kind: u8, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(c, payload)
 }
 
+/// Frames, in place, a record whose payload was encoded into `buf` after
+/// [`RECORD_HEADER`] reserved bytes: fills the header (committed) and pads.
+pub fn finish_frame(kind: u8, buf: &mut Vec<u8>) {
+    let len = (buf.len() - RECORD_HEADER) as u32;
+    let crc = record_crc(len, kind, &buf[RECORD_HEADER..]);
+    buf[0..4].copy_from_slice(&len.to_le_bytes());
+    buf[4] = kind;
+    buf[5] = COMMITTED;
+    buf[6..8].copy_from_slice(&[0, 0]);
+    buf[8..12].copy_from_slice(&crc.to_le_bytes());
+    buf.resize(framed_len(len as usize), 0);
+}
+
 /// Writes a framed record (committed) into `out` (exactly `framed_len` bytes).
 pub fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     let len = payload.len() as u32;
@@ -243,6 +256,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(scan(&buf, 40), Scan::End);
+    }
+
+    #[test]
+    fn framing_in_place_matches_frame() {
+        for payload in [&b""[..], b"x", b"hello world!", &[7u8; 100]] {
+            let mut a = Vec::new();
+            frame(kind::DELIVERED, payload, &mut a);
+            let mut b = vec![0u8; RECORD_HEADER];
+            b.extend_from_slice(payload);
+            finish_frame(kind::DELIVERED, &mut b);
+            assert_eq!(a, b);
+        }
     }
 
     /// Every single-byte corruption of a record is detected, never decoded.

@@ -511,11 +511,17 @@ impl Storage for Journal {
     }
 
     fn append(&self, record: &Record<'_>) -> Result<()> {
-        let mut e = Enc::default();
+        // One buffer, sized up front: header space, then the payload encoded in
+        // place, then the header filled in (no second copy of the body).
+        let hint = match record {
+            Record::Enqueued { message, .. } => message.size as usize + 128,
+            _ => 128,
+        };
+        let mut e = Enc(Vec::with_capacity(codec::framed_len(hint)));
+        e.0.resize(codec::RECORD_HEADER, 0);
         let k = encode(record, &mut e);
-        let mut framed = Vec::with_capacity(codec::framed_len(e.0.len()));
-        codec::frame(k, &e.0, &mut framed);
-        let end = self.append_bytes(&framed)?;
+        codec::finish_frame(k, &mut e.0);
+        let end = self.append_bytes(&e.0)?;
         // `Always` makes *sends* durable before they return. Acks, delivery
         // counts and removals ride along with the next flush: losing one to a
         // machine crash only redelivers a message (at-least-once).
