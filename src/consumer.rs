@@ -124,7 +124,7 @@ impl PoolBuilder {
                 .map_err(|e| {
                     shared.stop.store(true, SeqCst);
                     shared.queue.core.interrupt();
-                    Error::InvalidState(format!("cannot start a pool worker: {e}"))
+                    Error::Io(format!("cannot start a pool worker: {e}"))
                 })?;
             workers.push(h);
         }

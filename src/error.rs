@@ -55,6 +55,9 @@ pub enum Error {
     Remote(String),
     /// Another process (or broker) has the data directory open for writing.
     Locked(String),
+    /// The operating system refused a resource the call needs (a thread, a file
+    /// descriptor); the detail says which.
+    Io(String),
 }
 
 impl fmt::Display for Error {
@@ -91,6 +94,7 @@ impl fmt::Display for Error {
             Error::InvalidState(m) => write!(f, "invalid state: {m}"),
             Error::Storage(m) => write!(f, "storage error: {m}"),
             Error::Remote(m) => write!(f, "remote handler failed: {m}"),
+            Error::Io(m) => write!(f, "I/O error: {m}"),
             Error::Locked(d) => write!(
                 f,
                 "data directory {d} is locked by another writer (only one process may open it)"

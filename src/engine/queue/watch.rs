@@ -51,7 +51,7 @@ impl QueueCore {
             return Ok(w.efd.raw());
         }
         let efd = crate::sync::eventfd::EventFd::new()
-            .map_err(|e| Error::Storage(format!("eventfd: {e}")))?;
+            .map_err(|e| Error::Io(format!("cannot create an eventfd: {e}")))?;
         let fresh = self
             .watch
             .set(Watch {

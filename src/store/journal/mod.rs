@@ -284,7 +284,7 @@ impl Journal {
                         None => return,
                     }
                 })
-                .map_err(|e| Error::Storage(format!("cannot start the sync thread: {e}")))?;
+                .map_err(|e| Error::Io(format!("cannot start the journal sync thread: {e}")))?;
         }
         Ok((journal, recovered))
     }
