@@ -60,7 +60,7 @@ pub fn dump(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
     segs.sort();
     let mut n = 0;
     let w = |out: &mut dyn std::io::Write, line: String| {
-        writeln!(out, "{line}").map_err(|e| Error::Storage(format!("write: {e}")))
+        writeln!(out, "{line}").map_err(|e| Error::Io(format!("write: {e}")))
     };
     for (seq, path) in segs {
         let buf = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
