@@ -193,13 +193,13 @@ impl Broker {
             // Each queue's dead-letter queue first, with its recorded options
             // (creating a queue that names one would otherwise create it with
             // defaults); `seen` guards against cycles.
-            let mut defs: HashMap<(String, String), QueueOptions> = HashMap::new();
+            let mut defs: HashMap<(String, String), (QueueOptions, u64)> = HashMap::new();
             let order: Vec<(String, String)> = rec
                 .queues
                 .into_iter()
                 .map(|q| {
                     let k = (q.namespace, q.queue);
-                    defs.insert(k.clone(), q.options);
+                    defs.insert(k.clone(), (q.options, q.next_id));
                     k
                 })
                 .collect();
@@ -221,13 +221,13 @@ impl Broker {
     fn restore_queue(
         &self,
         k: &(String, String),
-        defs: &HashMap<(String, String), QueueOptions>,
+        defs: &HashMap<(String, String), (QueueOptions, u64)>,
         seen: &mut std::collections::HashSet<(String, String)>,
     ) -> Result<()> {
         if !seen.insert(k.clone()) {
             return Ok(());
         }
-        let Some(opts) = defs.get(k) else {
+        let Some((opts, next_id)) = defs.get(k) else {
             return Ok(());
         };
         if let Some(d) = &opts.dead_letter_queue {
@@ -235,7 +235,8 @@ impl Broker {
         }
         self.namespace(&k.0)?
             .core
-            .restore_queue(&k.1, opts.clone())?;
+            .restore_queue(&k.1, opts.clone())?
+            .continue_ids(*next_id);
         Ok(())
     }
 

@@ -386,11 +386,11 @@ fn a_damaged_leftover_older_than_the_checkpoint_cuts_nothing() {
                 .unwrap();
         }
     }
-    drop(open(dir.path())); // reopen: checkpoint written, old segments removed
-                            // A crash between the checkpoint and the clean-up could leave an older,
-                            // damaged segment behind: it must not cut the newer checkpoint.
+    // A crash between a checkpoint and the clean-up can leave an older, damaged
+    // segment behind (numbered before the checkpoint, which is segment 1 here):
+    // it must not cut the newer checkpoint.
     std::fs::write(
-        dir.path().join("seg-0000000000000001.lqj"),
+        dir.path().join("seg-0000000000000000.lqj"),
         vec![0xEEu8; 8192],
     )
     .unwrap();

@@ -8,7 +8,7 @@
 //! - `ticker`: runs due timers of queues watched through a pollable descriptor.
 
 mod counters;
-mod leases;
+pub(crate) mod leases;
 pub(crate) mod namespace;
 mod node;
 pub(crate) mod queue;

@@ -596,6 +596,11 @@ impl QueueCore {
         self.note_due(min);
     }
 
+    /// Ids below `next` were used before a restart: never hand them out again.
+    pub(crate) fn continue_ids(&self, next: u64) {
+        self.ids.fetch_max(next, Relaxed);
+    }
+
     /// Puts back a message found by recovery (already in the journal): never
     /// refused; later ids continue after its id.
     pub(crate) fn restore(&self, node: Node, deliver_at: Option<u64>) {

@@ -210,6 +210,15 @@ impl<'a> Dec<'a> {
     pub fn str(&mut self) -> Result<String, Malformed> {
         String::from_utf8(self.bytes()?).map_err(|_| Malformed)
     }
+    /// A string borrowed from the payload (no allocation).
+    pub fn str_ref(&mut self) -> Result<&'a str, Malformed> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|_| Malformed)
+    }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     pub fn bytes(&mut self) -> Result<Vec<u8>, Malformed> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())

@@ -16,10 +16,12 @@
 //! live data.
 
 pub(crate) mod codec;
+mod index;
 mod recover;
 
+use index::{Index, SegStat};
 pub use recover::{dump, inspect, Inspection};
-use recover::{header_valid, move_damaged, read_header, recover};
+use recover::{header_valid, map_segment, move_damaged, read_header, recover, Replayed};
 
 use self::codec::{kind, Dec, Enc, Malformed, Scan};
 use crate::engine::Node;
@@ -28,7 +30,6 @@ use crate::queue::QueueOptions;
 use crate::store::{Record, RemoveReason, Storage};
 use memmap2::MmapMut;
 use parking_lot::{Condvar, Mutex};
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub(crate) struct RecoveredQueue {
     pub namespace: String,
     pub queue: String,
     pub options: QueueOptions,
+    /// Ids below this were used (and are never handed out again).
+    pub next_id: u64,
 }
 
 /// A message found by recovery.
@@ -124,6 +127,10 @@ struct Writer {
     closed: bool,
     /// Sync the directory when a segment is created (sync mode `Always`).
     sync_dir: bool,
+    /// What is live, and where.
+    index: Index,
+    /// A segment filled since the last look at whether to checkpoint.
+    rolled: bool,
 }
 
 /// The journal storage backend.
@@ -203,66 +210,74 @@ impl Journal {
         }
         fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let lock = lock_dir(dir)?;
-        let (recovered, mut old, last_seq) = recover(dir)?;
+        let r = recover(dir)?;
+        let damaged = r.damaged();
+        let Replayed {
+            recovered,
+            index,
+            superseded,
+            mut replayed,
+            complete,
+            last_seq,
+        } = r;
         // Files without a valid header hold nothing replayable: move them aside
         // now, so the checkpoint's name is free even if one squats on it.
-        old.retain(|(path, _)| {
+        replayed.retain(|(_, path, _)| {
             if read_header(path).is_some_and(|h| header_valid(&h)) {
                 return true;
             }
             move_damaged(dir, path);
             false
         });
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            seg: None,
+            seq: last_seq,
+            seg_size: opts.segment_size as usize,
+            written: 0,
+            rolls: 0,
+            closed: false,
+            sync_dir: opts.sync == SyncMode::Always,
+            index,
+            rolled: false,
+        };
+        // A clean journal is taken as it is: appends continue in its newest
+        // segment, nothing is rewritten (an open costs one replay). A damaged
+        // one, one without a complete checkpoint, or one that is mostly dead
+        // gets a checkpoint: the live records copied forward into a fresh
+        // segment (flagged), closed by a CHECKPOINT record and synced before the
+        // old segments go. Recovery starts at the newest complete checkpoint, so
+        // leftovers never cut it.
+        let continued = !damaged
+            && complete
+            && !w.index.wants_checkpoint()
+            && replayed
+                .last()
+                .is_some_and(|(seq, path, _)| w.continue_segment(*seq, path).is_ok());
+        if !continued {
+            w.checkpoint()?;
+            for (_, path, damaged) in replayed {
+                if damaged {
+                    move_damaged(dir, &path);
+                } else {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        for path in superseded {
+            let _ = fs::remove_file(&path);
+        }
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all(); // the deletions and the new segment's name
+        }
         let journal = Arc::new(Journal {
-            w: Mutex::new(Writer {
-                dir: dir.to_path_buf(),
-                seg: None,
-                seq: last_seq,
-                seg_size: opts.segment_size as usize,
-                written: 0,
-                rolls: 0,
-                closed: false,
-                sync_dir: opts.sync == SyncMode::Always,
-            }),
+            w: Mutex::new(w),
             flushed: Mutex::new(0),
             sync: opts.sync,
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             dir: dir.to_path_buf(),
         });
-        // Checkpoint: the live state into a fresh segment (flagged), closed by a
-        // CHECKPOINT record and synced before the old segments go. Recovery starts
-        // at the newest complete checkpoint, so leftovers never cut it.
-        journal.w.lock().roll(0, true)?;
-        for q in &recovered.queues {
-            journal.append(&Record::QueueDefined {
-                namespace: &q.namespace,
-                queue: &q.queue,
-                options: &q.options,
-            })?;
-        }
-        for m in &recovered.messages {
-            journal.append(&Record::Enqueued {
-                namespace: &m.namespace,
-                queue: &m.queue,
-                message: &m.node,
-                deliver_at: m.deliver_at,
-            })?;
-        }
-        let mut end = Vec::new();
-        codec::frame(kind::CHECKPOINT, &[], &mut end);
-        journal.append_bytes(&end)?;
-        journal.sync_all()?;
-        for (path, damaged) in old {
-            if damaged {
-                move_damaged(dir, &path);
-            } else {
-                let _ = fs::remove_file(&path);
-            }
-        }
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all(); // the deletions and the new segment's name
-        }
         if let SyncMode::Interval(every) = opts.sync {
             let j = Arc::downgrade(&journal);
             let stop = journal.stop.clone();
@@ -287,31 +302,6 @@ impl Journal {
                 .map_err(|e| Error::Io(format!("cannot start the journal sync thread: {e}")))?;
         }
         Ok((journal, recovered))
-    }
-
-    /// Appends one framed record; returns the byte position after it.
-    fn append_bytes(&self, framed: &[u8]) -> Result<u64> {
-        let mut w = self.w.lock();
-        if w.closed {
-            return Err(Error::Closed);
-        }
-        let need = framed.len();
-        let fits = w.seg.as_ref().is_some_and(|s| s.tail + need <= s.map.len());
-        if !fits {
-            w.roll(need, false)?;
-        }
-        let seg = w.seg.as_mut().expect("rolled");
-        let at = seg.tail;
-        // Copy everything but the commit mark, then set it: a torn copy never
-        // reads as committed.
-        seg.map[at..at + 5].copy_from_slice(&framed[..5]);
-        seg.map[at + 5] = 0;
-        seg.map[at + 6..at + need].copy_from_slice(&framed[6..]);
-        std::sync::atomic::fence(SeqCst);
-        seg.map[at + 5] = codec::COMMITTED;
-        seg.tail += need;
-        w.written += need as u64;
-        Ok(w.written)
     }
 
     /// Flushes everything appended so far to disk (msync of the current segment;
@@ -366,6 +356,168 @@ impl Journal {
 }
 
 impl Writer {
+    /// Appends one framed record; returns its segment and offset.
+    fn write_framed(&mut self, framed: &[u8]) -> Result<(u64, u64)> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let need = framed.len();
+        let fits = self
+            .seg
+            .as_ref()
+            .is_some_and(|s| s.tail + need <= s.map.len());
+        if !fits {
+            self.roll(need, false)?;
+        }
+        let seg = self.seg.as_mut().expect("rolled");
+        let at = seg.tail;
+        // Copy everything but the commit mark, then set it: a torn copy never
+        // reads as committed.
+        seg.map[at..at + 5].copy_from_slice(&framed[..5]);
+        seg.map[at + 5] = 0;
+        seg.map[at + 6..at + need].copy_from_slice(&framed[6..]);
+        std::sync::atomic::fence(SeqCst);
+        seg.map[at + 5] = codec::COMMITTED;
+        seg.tail += need;
+        self.written += need as u64;
+        let tail = seg.tail as u64;
+        if let Some(st) = self.index.segs.get_mut(&self.seq) {
+            st.used = tail;
+        }
+        Ok((self.seq, at as u64))
+    }
+
+    /// Takes up the newest segment of a clean journal again, appending after
+    /// its last record.
+    fn continue_segment(&mut self, seq: u64, path: &Path) -> Result<()> {
+        let used = self
+            .index
+            .segs
+            .get(&seq)
+            .map(|s| s.used)
+            .ok_or(Error::Closed)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io("cannot open", path, e))?;
+        let h = read_header(path).ok_or(Error::Closed)?;
+        let size = u64::from_le_bytes(
+            h[codec::SIZE_AT..codec::SIZE_AT + 8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let len = file
+            .metadata()
+            .map_err(|e| io("cannot stat", path, e))?
+            .len();
+        if len < size || used > size {
+            return Err(Error::Storage(format!("{}: size changed", path.display())));
+        }
+        // SAFETY: as in `roll`: the file is a segment of our locked directory,
+        // mapped for its declared size (which it has), and only accessed through
+        // `Segment` under the writer mutex.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(size as usize)
+                .map_mut(&file)
+        }
+        .map_err(|e| io("cannot map", path, e))?;
+        self.seg = Some(Segment {
+            _file: file,
+            map,
+            tail: used as usize,
+        });
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Writes a checkpoint: every queue definition (with its next id) and a copy
+    /// of every live `Enqueued` record (followed by its delivery count when it
+    /// changed), in their original order, into a fresh flagged segment, then a
+    /// CHECKPOINT record, synced. Returns the segments it supersedes (forgotten
+    /// by the index; the caller deletes them).
+    fn checkpoint(&mut self) -> Result<Vec<u64>> {
+        let old: Vec<u64> = self.index.segs.keys().copied().collect();
+        let mut maps = std::collections::HashMap::new();
+        for (&seq, st) in &self.index.segs {
+            if st.live > 0 {
+                let path = self.dir.join(seg_name(seq));
+                let map = map_segment(&path)?
+                    .ok_or_else(|| Error::Storage(format!("{}: empty", path.display())))?;
+                maps.insert(seq, map);
+            }
+        }
+        self.roll(0, true)?;
+        let mut e = Enc(Vec::new());
+        let mut defs: Vec<usize> = (0..self.index.queues.len())
+            .filter(|&i| self.index.queues[i].options.is_some())
+            .collect();
+        defs.sort_by_key(|&i| self.index.queues[i].def_order);
+        for i in defs {
+            let q = &self.index.queues[i];
+            e.0.clear();
+            e.0.resize(codec::RECORD_HEADER, 0);
+            e.str(&q.namespace)
+                .str(&q.queue)
+                .str(&q.options.as_ref().expect("defined").to_text())
+                .u64(q.next_id);
+            codec::finish_frame(kind::QUEUE_DEFINED, &mut e.0);
+            self.write_framed(&e.0)?;
+        }
+        let mut live: Vec<(u64, u64, u32, u64)> = Vec::with_capacity(self.index.live_msgs as usize);
+        for (qi, q) in self.index.queues.iter().enumerate() {
+            for (id, loc) in &q.msgs {
+                live.push((loc.seg, loc.off, qi as u32, *id));
+            }
+        }
+        live.sort_unstable();
+        for (seg, off, q, id) in live {
+            let loc = *self.index.get(q, id).expect("live");
+            let src = maps
+                .get(&seg)
+                .and_then(|m| m.get(off as usize..off as usize + loc.len as usize))
+                .ok_or_else(|| Error::Storage(format!("live record outside segment {seg}")))?;
+            let (nseg, noff) = self.write_framed(src)?;
+            self.index.relocate(q, id, nseg, noff);
+            if loc.delivered {
+                let qe = &self.index.queues[q as usize];
+                e.0.clear();
+                e.0.resize(codec::RECORD_HEADER, 0);
+                e.str(&qe.namespace)
+                    .str(&qe.queue)
+                    .u64(id)
+                    .u32(loc.deliveries);
+                codec::finish_frame(kind::DELIVERED, &mut e.0);
+                self.write_framed(&e.0)?;
+            }
+        }
+        e.0.clear();
+        codec::frame(kind::CHECKPOINT, &[], &mut e.0);
+        self.write_framed(&e.0)?;
+        if let Some(seg) = &self.seg {
+            seg.map
+                .flush_range(0, seg.tail)
+                .map_err(|e| io("cannot sync", &self.dir, e))?;
+        }
+        for s in &old {
+            self.index.segs.remove(s);
+        }
+        Ok(old)
+    }
+
+    /// Deletes superseded segment files.
+    fn remove_segments(&self, seqs: &[u64]) {
+        for &seq in seqs {
+            let _ = fs::remove_file(self.dir.join(seg_name(seq)));
+        }
+        if self.sync_dir {
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
+    }
+
     /// Closes the current segment (synced) and starts the next, big enough for `need`.
     fn roll(&mut self, need: usize, checkpoint: bool) -> Result<()> {
         if let Some(seg) = self.seg.take() {
@@ -424,6 +576,14 @@ impl Writer {
         });
         self.seq = seq;
         self.rolls += 1;
+        self.index.segs.insert(
+            seq,
+            SegStat {
+                used: codec::SEGMENT_HEADER as u64,
+                live: 0,
+            },
+        );
+        self.rolled |= !checkpoint;
         if self.sync_dir {
             // The new file's name must survive a machine crash too.
             if let Ok(d) = File::open(&self.dir) {
@@ -521,7 +681,21 @@ impl Storage for Journal {
         e.0.resize(codec::RECORD_HEADER, 0);
         let k = encode(record, &mut e);
         codec::finish_frame(k, &mut e.0);
-        let end = self.append_bytes(&e.0)?;
+        let end = {
+            let mut w = self.w.lock();
+            let (seg, off) = w.write_framed(&e.0)?;
+            w.index.note(record, seg, off, e.0.len() as u32);
+            let end = w.written;
+            // Space comes back while running: when a segment fills and most of
+            // the journal is dead, copy the live records forward and delete the
+            // rest (this append waits for it; the copy is bounded by live data).
+            if std::mem::take(&mut w.rolled) && w.index.wants_checkpoint() {
+                if let Ok(old) = w.checkpoint() {
+                    w.remove_segments(&old);
+                }
+            }
+            end
+        };
         // `Always` makes *sends* durable before they return. Acks, delivery
         // counts and removals ride along with the next flush: losing one to a
         // machine crash only redelivers a message (at-least-once).

@@ -3,13 +3,8 @@
 
 use super::*;
 
-type Key = (String, String, u64);
-
-struct Live {
-    node: Node,
-    deliver_at: Option<u64>,
-    order: u64,
-}
+use super::index::{Index, Loc, QueueEntry, SegStat};
+use std::collections::BTreeMap;
 
 /// What a read-only look at a data directory finds (no lock taken, nothing
 /// written: safe while a broker has the directory open).
@@ -23,7 +18,7 @@ pub struct Inspection {
 
 /// Replays `dir` read-only (see [`Inspection`]).
 pub fn inspect(dir: &Path) -> Result<Inspection> {
-    let (rec, _, _) = recover(dir)?;
+    let rec = recover(dir)?.recovered;
     let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for q in &rec.queues {
         per.entry(format!("{}/{}", q.namespace, q.queue))
@@ -133,13 +128,30 @@ fn describe(k: u8, payload: &[u8]) -> String {
     r.unwrap_or_else(|_| "undecodable payload".into())
 }
 
-/// Segment files replayed by recovery, each flagged when damaged.
-type OldSegments = Vec<(PathBuf, bool)>;
+/// What a replay of a data directory found.
+pub(crate) struct Replayed {
+    pub recovered: Recovered,
+    /// The live state's index (segments replayed, live records, queues).
+    pub index: Index,
+    /// Segments older than the checkpoint the replay started at: superseded.
+    pub superseded: Vec<PathBuf>,
+    /// Segments replayed (or skipped after damage), in order, flagged when damaged.
+    pub replayed: Vec<(u64, PathBuf, bool)>,
+    /// A CHECKPOINT record was read before any damage.
+    pub complete: bool,
+    /// The number after which new segments are numbered.
+    pub last_seq: u64,
+}
 
-/// Replays `dir` from its newest complete checkpoint. Returns the state, the
-/// segment files to remove (flagged when damaged) and the number after which new
-/// segments are numbered.
-pub(super) fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
+impl Replayed {
+    /// Whether anything was damaged (or missing).
+    pub fn damaged(&self) -> bool {
+        self.recovered.report.segments_damaged > 0 || !self.recovered.report.damage.is_empty()
+    }
+}
+
+/// Replays `dir` from its newest complete checkpoint.
+pub(crate) fn recover(dir: &Path) -> Result<Replayed> {
     let mut segs: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .map_err(|e| io("cannot list", dir, e))?
         .filter_map(|e| e.ok())
@@ -161,16 +173,16 @@ pub(super) fn recover(dir: &Path) -> Result<(Recovered, OldSegments, u64)> {
         .filter(|&i| checkpoint_flag(&segs[i].1))
         .collect();
     for &i in flagged.iter().rev() {
-        let (rec, mut old, complete) = replay(&segs[i..])?;
-        if complete {
-            let mut superseded: OldSegments =
-                segs[..i].iter().map(|(_, p)| (p.clone(), false)).collect();
-            superseded.append(&mut old);
-            return Ok((rec, superseded, last_seq));
+        let mut r = replay(&segs[i..])?;
+        if r.complete {
+            r.superseded = segs[..i].iter().map(|(_, p)| p.clone()).collect();
+            r.last_seq = last_seq;
+            return Ok(r);
         }
     }
-    let (rec, old, _) = replay(&segs)?;
-    Ok((rec, old, last_seq))
+    let mut r = replay(&segs)?;
+    r.last_seq = last_seq;
+    Ok(r)
 }
 
 /// Whether a segment's (valid) header says it starts a checkpoint.
@@ -214,23 +226,42 @@ pub(super) fn header_valid(buf: &[u8]) -> bool {
             )
 }
 
-/// Replays `segs` in order from an empty state; the flag says whether a
-/// CHECKPOINT record was read before any damage.
-fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
-    let segs = segs.to_vec();
+/// Maps a segment file read-only.
+pub(super) fn map_segment(path: &Path) -> Result<Option<memmap2::Mmap>> {
+    let f = File::open(path).map_err(|e| io("cannot open", path, e))?;
+    let len = f.metadata().map_err(|e| io("cannot stat", path, e))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: a read-only mapping of a segment file. The journal never truncates
+    // or rewrites a segment's written bytes (it only appends to the newest one
+    // and deletes whole files, which leaves existing mappings valid); we only
+    // read through the mapping for the duration of the replay.
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io("cannot map", path, e))?;
+    Ok(Some(map))
+}
+
+/// A recovered message, in its slot (`None` once gone).
+struct Slot {
+    q: u32,
+    node: Node,
+    deliver_at: Option<u64>,
+}
+
+/// Replays `segs` in order from an empty state.
+fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     let mut complete = false;
     let mut report = RecoveryReport::default();
-    let mut queues: BTreeMap<(String, String), (u64, QueueOptions)> = BTreeMap::new();
-    let mut live: BTreeMap<Key, Live> = BTreeMap::new();
-    let mut order = 0u64;
-    let mut old = Vec::new();
+    let mut index = Index::default();
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut replayed = Vec::new();
     let mut cut = false;
     let mut prev: Option<u64> = None;
-    for (seq, path) in segs {
+    for (seq, path) in segs.iter().cloned() {
         if cut {
             report.segments_damaged += 1;
             report.bytes_cut += fs::metadata(&path).map_or(0, |m| m.len());
-            old.push((path, true));
+            replayed.push((seq, path, true));
             continue;
         }
         if let Some(p) = prev {
@@ -241,27 +272,28 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
                 cut = true;
                 report.segments_damaged += 1;
                 report.bytes_cut += fs::metadata(&path).map_or(0, |m| m.len());
-                old.push((path, true));
+                replayed.push((seq, path, true));
                 continue;
             }
         }
         let first = prev.is_none();
         prev = Some(seq);
-        let buf = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+        let map = map_segment(&path)?;
+        let buf: &[u8] = map.as_deref().unwrap_or(&[]);
         let name = path.display().to_string();
-        if first && header_valid(&buf) && buf[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT == 0 {
-            // Every open starts the journal with a checkpoint: a first segment
-            // without one means the segments before it are gone.
+        if first && header_valid(buf) && buf[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT == 0 {
+            // Every journal starts with a checkpoint: a first segment without one
+            // means the segments before it are gone.
             report.damage.push(format!(
                 "{name}: no checkpoint before it (earlier segments are missing); replaying what is left"
             ));
         }
-        if !header_valid(&buf) {
+        if !header_valid(buf) {
             report.damage.push(format!("{name}: bad segment header"));
             report.segments_damaged += 1;
             report.bytes_cut += buf.len() as u64;
             cut = true;
-            old.push((path, true));
+            replayed.push((seq, path, true));
             continue;
         }
         let mut off = codec::SEGMENT_HEADER;
@@ -275,6 +307,7 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
         let buf = &buf[..buf
             .len()
             .min(declared.max(codec::SEGMENT_HEADER as u64) as usize)];
+        index.segs.insert(seq, SegStat::default());
         loop {
             match codec::scan(buf, off) {
                 Scan::End if (buf.len() as u64) < declared => {
@@ -296,11 +329,11 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
                     payload,
                     next,
                 } => {
-                    order += 1;
                     if k == kind::CHECKPOINT {
                         complete = true;
                     }
-                    if apply(k, payload, order, &mut queues, &mut live).is_err() {
+                    let at = (seq, off as u64, (next - off) as u32);
+                    if apply(k, payload, at, &mut index, &mut slots).is_err() {
                         report
                             .damage
                             .push(format!("{name} at byte {off}: undecodable payload"));
@@ -312,6 +345,9 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
                 }
             }
         }
+        if let Some(s) = index.segs.get_mut(&seq) {
+            s.used = off as u64;
+        }
         if damaged {
             // Count what follows the bad record up to the zeros at the end.
             let written = buf.iter().rposition(|b| *b != 0).map_or(off, |p| p + 1);
@@ -319,64 +355,77 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
             report.segments_damaged += 1;
             cut = true;
         }
-        old.push((path, damaged));
+        replayed.push((seq, path, damaged));
     }
-    let mut qs: Vec<_> = queues.into_iter().collect();
-    qs.sort_by_key(|(_, (o, _))| *o);
-    let queues: Vec<RecoveredQueue> = qs
+    let mut defined: Vec<&QueueEntry> = index
+        .queues
+        .iter()
+        .filter(|q| q.options.is_some())
+        .collect();
+    defined.sort_by_key(|q| q.def_order);
+    let queues: Vec<RecoveredQueue> = defined
         .into_iter()
-        .map(|((namespace, queue), (_, options))| RecoveredQueue {
-            namespace,
-            queue,
-            options,
+        .map(|q| RecoveredQueue {
+            namespace: q.namespace.to_string(),
+            queue: q.queue.to_string(),
+            options: q.options.clone().expect("defined"),
+            next_id: q.next_id,
         })
         .collect();
-    let mut ms: Vec<_> = live.into_iter().collect();
-    ms.sort_by_key(|(_, l)| l.order);
-    let messages: Vec<RecoveredMessage> = ms
+    let messages: Vec<RecoveredMessage> = slots
         .into_iter()
-        .map(|((namespace, queue, _), l)| RecoveredMessage {
-            namespace,
-            queue,
-            node: l.node,
-            deliver_at: l.deliver_at,
+        .flatten()
+        .map(|s| {
+            let q = &index.queues[s.q as usize];
+            RecoveredMessage {
+                namespace: q.namespace.to_string(),
+                queue: q.queue.to_string(),
+                node: s.node,
+                deliver_at: s.deliver_at,
+            }
         })
         .collect();
     report.queues = queues.len() as u64;
     report.messages_recovered = messages.len() as u64;
-    Ok((
-        Recovered {
+    Ok(Replayed {
+        recovered: Recovered {
             queues,
             messages,
             report,
         },
-        old,
+        index,
+        superseded: Vec::new(),
+        replayed,
         complete,
-    ))
+        last_seq: 0,
+    })
 }
 
+/// Applies one record (at segment, offset, framed length) to the replay state.
 fn apply(
     k: u8,
     payload: &[u8],
-    order: u64,
-    queues: &mut BTreeMap<(String, String), (u64, QueueOptions)>,
-    live: &mut BTreeMap<Key, Live>,
+    (seg, off, len): (u64, u64, u32),
+    index: &mut Index,
+    slots: &mut Vec<Option<Slot>>,
 ) -> Result<(), Malformed> {
     if k == kind::CHECKPOINT {
         return Ok(());
     }
     let mut d = Dec::new(payload);
-    let ns = d.str()?;
-    let q = d.str()?;
+    let ns = d.str_ref()?;
+    let qn = d.str_ref()?;
+    let q = index.qid(ns, qn);
     match k {
         kind::QUEUE_DEFINED => {
-            let opts = QueueOptions::from_text(&d.str()?).map_err(|_| Malformed)?;
+            let opts = QueueOptions::from_text(d.str_ref()?).map_err(|_| Malformed)?;
+            // Checkpoints add the next unused id (older records end here).
+            let next_id = if d.remaining() >= 8 { d.u64()? } else { 0 };
             // The latest definition wins (a queue deleted and created again).
-            queues.insert((ns, q), (order, opts));
+            index.define(q, opts, next_id);
         }
         kind::QUEUE_DELETED => {
-            live.retain(|(n, qq, _), _| !(n == &ns && qq == &q));
-            queues.remove(&(ns, q));
+            index.delete(q, |slot| slots[slot as usize] = None);
         }
         kind::ENQUEUED => {
             let id = d.u64()?;
@@ -404,27 +453,45 @@ fn apply(
                 size,
                 deliveries: AtomicU32::new(deliveries),
             };
-            live.insert(
-                (ns, q, id),
-                Live {
-                    node,
-                    deliver_at: (deliver_at != 0).then_some(deliver_at),
-                    order,
-                },
-            );
+            // The same message again (a checkpoint's copy): it keeps its place.
+            let slot = match index.get(q, id) {
+                Some(l) => l.slot,
+                None => {
+                    slots.push(None);
+                    (slots.len() - 1) as u32
+                }
+            };
+            slots[slot as usize] = Some(Slot {
+                q,
+                node,
+                deliver_at: (deliver_at != 0).then_some(deliver_at),
+            });
+            let loc = Loc {
+                seg,
+                off,
+                len,
+                deliveries,
+                delivered: false,
+                slot,
+            };
+            index.enqueue(q, id, loc);
         }
         kind::REMOVED => {
             let id = d.u64()?;
             let _reason = d.u8()?;
-            live.remove(&(ns, q, id));
+            if let Some(old) = index.remove(q, id) {
+                slots[old.slot as usize] = None;
+            }
         }
         kind::DELIVERED => {
             let id = d.u64()?;
             let n = d.u32()?;
-            if let Some(l) = live.get_mut(&(ns, q, id)) {
-                l.node.deliveries.store(n, SeqCst);
-                // Redelivered messages are ready, whatever their original delay.
-                l.deliver_at = None;
+            if let Some(loc) = index.delivered(q, id, n) {
+                if let Some(s) = slots[loc.slot as usize].as_mut() {
+                    s.node.deliveries.store(n, SeqCst);
+                    // Redelivered messages are ready, whatever their original delay.
+                    s.deliver_at = None;
+                }
             }
         }
         _ => return Err(Malformed),

@@ -1,0 +1,254 @@
+//! The journal's index of what is live: every queue it knows (with its latest
+//! definition and the next unused message id) and, for every unacked persistent
+//! message, where its `Enqueued` record lies (segment, offset, length) and its
+//! current delivery count. Plus, per segment, how many of its bytes are live.
+//!
+//! Replay builds it; every append keeps it current (under the writer lock).
+//! It is what lets a checkpoint copy the live records forward and delete the
+//! rest while the broker runs, and lets an open skip rewriting a clean journal.
+
+use crate::engine::leases::IdHasher;
+use crate::queue::QueueOptions;
+use crate::store::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::Ordering::Relaxed;
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Where a live message's `Enqueued` record is, and what has happened to it since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loc {
+    pub seg: u64,
+    pub off: u64,
+    /// Framed length of the record.
+    pub len: u32,
+    /// Current delivery count.
+    pub deliveries: u32,
+    /// A `Delivered` record followed the `Enqueued` one (count changed, delay
+    /// cleared): a copy of the record must be followed by one too.
+    pub delivered: bool,
+    /// Replay only: the message's slot in the recovered list.
+    pub slot: u32,
+}
+
+/// One queue, by interned id.
+#[derive(Debug)]
+pub(crate) struct QueueEntry {
+    pub namespace: Box<str>,
+    pub queue: Box<str>,
+    /// The latest definition; `None` once deleted (or never defined).
+    pub options: Option<QueueOptions>,
+    /// Order of the latest definition (queues are restored in this order).
+    pub def_order: u64,
+    /// One past the highest id ever enqueued (ids are never reused).
+    pub next_id: u64,
+    pub msgs: IdMap<Loc>,
+}
+
+/// Bytes in one segment.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SegStat {
+    /// Written (header included).
+    pub used: u64,
+    /// Framed bytes of live `Enqueued` records in it.
+    pub live: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    names: HashMap<Box<str>, HashMap<Box<str>, u32>>,
+    pub queues: Vec<QueueEntry>,
+    /// Segments of the journal (since its newest checkpoint), by number.
+    pub segs: BTreeMap<u64, SegStat>,
+    /// Live bytes in all segments.
+    pub live_bytes: u64,
+    /// Live messages in all segments.
+    pub live_msgs: u64,
+    last: Option<u32>,
+    order: u64,
+}
+
+impl Index {
+    /// The interned id of `namespace/queue`, created on first sight.
+    pub fn qid(&mut self, namespace: &str, queue: &str) -> u32 {
+        // Consecutive records mostly name the same queue.
+        if let Some(id) = self.last {
+            let e = &self.queues[id as usize];
+            if &*e.queue == queue && &*e.namespace == namespace {
+                return id;
+            }
+        }
+        let id = match self.names.get(namespace).and_then(|m| m.get(queue)) {
+            Some(id) => *id,
+            None => {
+                let id = self.queues.len() as u32;
+                self.queues.push(QueueEntry {
+                    namespace: namespace.into(),
+                    queue: queue.into(),
+                    options: None,
+                    def_order: 0,
+                    next_id: 1,
+                    msgs: IdMap::default(),
+                });
+                self.names
+                    .entry(namespace.into())
+                    .or_default()
+                    .insert(queue.into(), id);
+                id
+            }
+        };
+        self.last = Some(id);
+        id
+    }
+
+    pub fn define(&mut self, q: u32, options: QueueOptions, next_id: u64) {
+        self.order += 1;
+        let e = &mut self.queues[q as usize];
+        e.options = Some(options);
+        e.def_order = self.order;
+        e.next_id = e.next_id.max(next_id);
+    }
+
+    /// Drops a queue and its messages; calls `gone` with each message's slot.
+    pub fn delete(&mut self, q: u32, mut gone: impl FnMut(u32)) {
+        let e = &mut self.queues[q as usize];
+        e.options = None;
+        for (_, loc) in e.msgs.drain() {
+            if let Some(s) = self.segs.get_mut(&loc.seg) {
+                s.live -= u64::from(loc.len);
+            }
+            self.live_bytes -= u64::from(loc.len);
+            self.live_msgs -= 1;
+            gone(loc.slot);
+        }
+    }
+
+    /// Notes a live message; returns the location it replaces (same id again).
+    pub fn enqueue(&mut self, q: u32, id: u64, loc: Loc) -> Option<Loc> {
+        let e = &mut self.queues[q as usize];
+        e.next_id = e.next_id.max(id.saturating_add(1));
+        let old = e.msgs.insert(id, loc);
+        if let Some(s) = self.segs.get_mut(&loc.seg) {
+            s.live += u64::from(loc.len);
+        }
+        self.live_bytes += u64::from(loc.len);
+        self.live_msgs += 1;
+        if let Some(o) = old {
+            self.unlink(&o);
+        }
+        old
+    }
+
+    /// Where a live message is.
+    pub fn get(&self, q: u32, id: u64) -> Option<&Loc> {
+        self.queues[q as usize].msgs.get(&id)
+    }
+
+    /// Forgets a message (acked, expired, moved...); returns where it was.
+    pub fn remove(&mut self, q: u32, id: u64) -> Option<Loc> {
+        let old = self.queues[q as usize].msgs.remove(&id)?;
+        self.unlink(&old);
+        Some(old)
+    }
+
+    fn unlink(&mut self, loc: &Loc) {
+        if let Some(s) = self.segs.get_mut(&loc.seg) {
+            s.live -= u64::from(loc.len);
+        }
+        self.live_bytes -= u64::from(loc.len);
+        self.live_msgs -= 1;
+    }
+
+    /// Notes a new delivery count; returns the message's location if live.
+    pub fn delivered(&mut self, q: u32, id: u64, deliveries: u32) -> Option<&Loc> {
+        let loc = self.queues[q as usize].msgs.get_mut(&id)?;
+        loc.deliveries = deliveries;
+        loc.delivered = true;
+        Some(loc)
+    }
+
+    /// Bytes written in all segments.
+    pub fn used_bytes(&self) -> u64 {
+        self.segs.values().map(|s| s.used).sum()
+    }
+
+    /// Whether a checkpoint should copy the live records forward and delete the
+    /// rest: at least three segments, and more than half of what they hold is
+    /// dead. Disk use so stays under about twice the live data (or three
+    /// segments), and each live byte is copied at most once per halving.
+    pub fn wants_checkpoint(&self) -> bool {
+        self.segs.len() >= 3 && self.live_bytes.saturating_mul(2) < self.used_bytes()
+    }
+}
+
+impl Index {
+    /// Moves a live record to where a checkpoint copied it.
+    pub fn relocate(&mut self, q: u32, id: u64, seg: u64, off: u64) {
+        let Some(loc) = self.queues[q as usize].msgs.get_mut(&id) else {
+            return;
+        };
+        let len = u64::from(loc.len);
+        if let Some(s) = self.segs.get_mut(&loc.seg) {
+            s.live -= len;
+        }
+        loc.seg = seg;
+        loc.off = off;
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.live += len;
+        }
+    }
+
+    /// Keeps the index current with a record just appended at `seg`/`off`.
+    pub fn note(&mut self, r: &Record<'_>, seg: u64, off: u64, len: u32) {
+        match r {
+            Record::QueueDefined {
+                namespace,
+                queue,
+                options,
+            } => {
+                let q = self.qid(namespace, queue);
+                self.define(q, (*options).clone(), 0);
+            }
+            Record::QueueDeleted { namespace, queue } => {
+                let q = self.qid(namespace, queue);
+                self.delete(q, |_| {});
+            }
+            Record::Enqueued {
+                namespace,
+                queue,
+                message,
+                ..
+            } => {
+                let q = self.qid(namespace, queue);
+                let loc = Loc {
+                    seg,
+                    off,
+                    len,
+                    deliveries: message.deliveries.load(Relaxed),
+                    delivered: false,
+                    slot: u32::MAX,
+                };
+                self.enqueue(q, message.id, loc);
+            }
+            Record::Removed {
+                namespace,
+                queue,
+                id,
+                ..
+            } => {
+                let q = self.qid(namespace, queue);
+                self.remove(q, *id);
+            }
+            Record::Delivered {
+                namespace,
+                queue,
+                id,
+                deliveries,
+            } => {
+                let q = self.qid(namespace, queue);
+                self.delivered(q, *id, *deliveries);
+            }
+        }
+    }
+}
