@@ -207,11 +207,21 @@ impl Broker {
             for k in &order {
                 b.restore_queue(k, &defs, &mut seen)?;
             }
+            // Messages in send order; the queue looked up once per run of
+            // messages to the same queue.
+            let mut cur = None;
             for m in rec.messages {
-                let q = b
-                    .namespace(&m.namespace)?
-                    .core
-                    .restore_queue(&m.queue, b.inner.opts.default_queue_options.clone())?;
+                let q = match &cur {
+                    Some((i, q)) if *i == m.queue => q,
+                    _ => {
+                        let (ns, name) = &rec.names[m.queue as usize];
+                        let q = b
+                            .namespace(ns)?
+                            .core
+                            .restore_queue(name, b.inner.opts.default_queue_options.clone())?;
+                        &cur.insert((m.queue, q)).1
+                    }
+                };
                 q.restore(m.node, m.deliver_at);
             }
         }

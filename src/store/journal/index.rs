@@ -124,11 +124,21 @@ impl Index {
         }
     }
 
-    /// Notes a live message; returns the location it replaces (same id again).
-    pub fn enqueue(&mut self, q: u32, id: u64, loc: Loc) -> Option<Loc> {
+    /// Notes a live message; returns the location it replaces (same id again),
+    /// whose replay slot the message then keeps.
+    pub fn enqueue(&mut self, q: u32, id: u64, mut loc: Loc) -> Option<Loc> {
         let e = &mut self.queues[q as usize];
         e.next_id = e.next_id.max(id.saturating_add(1));
-        let old = e.msgs.insert(id, loc);
+        let old = match e.msgs.entry(id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(loc);
+                None
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                loc.slot = o.get().slot;
+                Some(o.insert(loc))
+            }
+        };
         if let Some(s) = self.segs.get_mut(&loc.seg) {
             s.live += u64::from(loc.len);
         }

@@ -97,14 +97,17 @@ pub(crate) struct RecoveredQueue {
 
 /// A message found by recovery.
 pub(crate) struct RecoveredMessage {
-    pub namespace: String,
-    pub queue: String,
+    /// Its queue: an index into [`Recovered::names`].
+    pub queue: u32,
     pub node: Node,
     pub deliver_at: Option<u64>,
 }
 
 pub(crate) struct Recovered {
     pub queues: Vec<RecoveredQueue>,
+    /// `(namespace, queue)` of every queue a message names.
+    pub names: Vec<(String, String)>,
+    /// In the order they were sent.
     pub messages: Vec<RecoveredMessage>,
     pub report: RecoveryReport,
 }

@@ -24,12 +24,18 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         per.entry(format!("{}/{}", q.namespace, q.queue))
             .or_default();
     }
+    let mut counts = vec![(0u64, 0u64); rec.names.len()];
     for m in &rec.messages {
-        let e = per
-            .entry(format!("{}/{}", m.namespace, m.queue))
-            .or_default();
-        e.0 += 1;
-        e.1 += m.node.size;
+        let c = &mut counts[m.queue as usize];
+        c.0 += 1;
+        c.1 += m.node.size;
+    }
+    for ((ns, q), (n, b)) in rec.names.iter().zip(counts) {
+        if n > 0 {
+            let e = per.entry(format!("{ns}/{q}")).or_default();
+            e.0 += n;
+            e.1 += b;
+        }
     }
     Ok(Inspection {
         report: rec.report,
@@ -237,7 +243,8 @@ pub(super) fn map_segment(path: &Path) -> Result<Option<memmap2::Mmap>> {
     // or rewrites a segment's written bytes (it only appends to the newest one
     // and deletes whole files, which leaves existing mappings valid); we only
     // read through the mapping for the duration of the replay.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| io("cannot map", path, e))?;
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&f) }
+        .map_err(|e| io("cannot map", path, e))?;
     Ok(Some(map))
 }
 
@@ -375,21 +382,23 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     let messages: Vec<RecoveredMessage> = slots
         .into_iter()
         .flatten()
-        .map(|s| {
-            let q = &index.queues[s.q as usize];
-            RecoveredMessage {
-                namespace: q.namespace.to_string(),
-                queue: q.queue.to_string(),
-                node: s.node,
-                deliver_at: s.deliver_at,
-            }
+        .map(|s| RecoveredMessage {
+            queue: s.q,
+            node: s.node,
+            deliver_at: s.deliver_at,
         })
+        .collect();
+    let names = index
+        .queues
+        .iter()
+        .map(|q| (q.namespace.to_string(), q.queue.to_string()))
         .collect();
     report.queues = queues.len() as u64;
     report.messages_recovered = messages.len() as u64;
     Ok(Replayed {
         recovered: Recovered {
             queues,
+            names,
             messages,
             report,
         },
@@ -453,28 +462,24 @@ fn apply(
                 size,
                 deliveries: AtomicU32::new(deliveries),
             };
-            // The same message again (a checkpoint's copy): it keeps its place.
-            let slot = match index.get(q, id) {
-                Some(l) => l.slot,
-                None => {
-                    slots.push(None);
-                    (slots.len() - 1) as u32
-                }
-            };
-            slots[slot as usize] = Some(Slot {
-                q,
-                node,
-                deliver_at: (deliver_at != 0).then_some(deliver_at),
-            });
             let loc = Loc {
                 seg,
                 off,
                 len,
                 deliveries,
                 delivered: false,
-                slot,
+                slot: slots.len() as u32,
             };
-            index.enqueue(q, id, loc);
+            let slot = Some(Slot {
+                q,
+                node,
+                deliver_at: (deliver_at != 0).then_some(deliver_at),
+            });
+            // The same message again (a checkpoint's copy) keeps its place.
+            match index.enqueue(q, id, loc) {
+                Some(old) => slots[old.slot as usize] = slot,
+                None => slots.push(slot),
+            }
         }
         kind::REMOVED => {
             let id = d.u64()?;
