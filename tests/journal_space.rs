@@ -282,3 +282,33 @@ fn an_open_compacts_a_dead_journal_and_ids_still_continue() {
         .unwrap();
     assert!(id > last, "id {id} reused (last was {last})");
 }
+
+#[test]
+fn a_queue_deleted_and_created_again_keeps_only_its_new_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        let ns = b.namespace("t").unwrap();
+        let q = ns.queue("again").unwrap();
+        for i in 0..5 {
+            q.send(Message::new(format!("old {i}")).persistent(true))
+                .unwrap();
+        }
+        let leased = q.try_receive().unwrap().unwrap();
+        ns.delete_queue("again").unwrap();
+        assert!(leased.ack().is_err());
+        let q = ns.queue("again").unwrap();
+        for i in 0..3 {
+            q.send(Message::new(format!("new {i}")).persistent(true))
+                .unwrap();
+        }
+    }
+    let b = open(dir.path());
+    let q = b.namespace("t").unwrap().queue("again").unwrap();
+    let mut got = Vec::new();
+    while let Some(d) = q.try_receive().unwrap() {
+        got.push(String::from_utf8(d.body().to_vec()).unwrap());
+        d.ack().unwrap();
+    }
+    assert_eq!(got, ["new 0", "new 1", "new 2"]);
+}

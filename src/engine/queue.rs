@@ -405,7 +405,10 @@ impl QueueCore {
     }
 
     fn record_removed_id(&self, id: u64, persistent: bool, reason: RemoveReason) {
-        if persistent {
+        // A deleted queue's messages are covered by its `QueueDeleted` record
+        // (written first); a record per message would be redundant, and could
+        // name a message of a queue created again under the same name.
+        if persistent && reason != RemoveReason::QueueDeleted {
             // The message is gone from memory whatever the backend says; a failure
             // here means it may come back after a restart (at-least-once).
             let _ = self.record(Record::Removed {

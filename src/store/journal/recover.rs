@@ -18,7 +18,16 @@ pub struct Inspection {
 
 /// Replays `dir` read-only (see [`Inspection`]).
 pub fn inspect(dir: &Path) -> Result<Inspection> {
-    let rec = recover(dir)?.recovered;
+    // A running broker's checkpoint may delete a segment between the listing
+    // and the read: look again.
+    let mut tries = 0;
+    let rec = loop {
+        match recover(dir) {
+            Ok(r) => break r.recovered,
+            Err(Error::Storage(_)) if tries < 3 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
     let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for q in &rec.queues {
         per.entry(format!("{}/{}", q.namespace, q.queue))
