@@ -312,3 +312,39 @@ fn a_queue_deleted_and_created_again_keeps_only_its_new_messages() {
     }
     assert_eq!(got, ["new 0", "new 1", "new 2"]);
 }
+
+#[test]
+fn a_segment_that_was_being_created_at_a_crash_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        let q = b.queue("q").unwrap();
+        for i in 0..10 {
+            q.send(Message::new(body(i)).persistent(true)).unwrap();
+        }
+    }
+    // A crash between creating the next segment file and writing its header:
+    // preallocated zeros (or an empty file), no record in it.
+    let newest = (0..1000u64)
+        .rev()
+        .find(|n| dir.path().join(format!("seg-{n:016x}.lqj")).exists())
+        .unwrap();
+    let unstarted = dir.path().join(format!("seg-{:016x}.lqj", newest + 1));
+    std::fs::write(&unstarted, vec![0u8; SEG as usize]).unwrap();
+    let b = open(dir.path());
+    let r = b.recovery_report().unwrap();
+    assert!(r.damage.is_empty(), "{r:?}");
+    assert_eq!(r.messages_recovered, 10);
+    assert!(!unstarted.exists());
+    let q = b.queue("q").unwrap();
+    q.send(Message::new("after").persistent(true)).unwrap();
+    drop(q);
+    drop(b);
+    assert_eq!(
+        open(dir.path())
+            .recovery_report()
+            .unwrap()
+            .messages_recovered,
+        11
+    );
+}

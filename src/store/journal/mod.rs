@@ -251,6 +251,11 @@ impl Journal {
         // segment (flagged), closed by a CHECKPOINT record and synced before the
         // old segments go. Recovery starts at the newest complete checkpoint, so
         // leftovers never cut it.
+        // Superseded (or never started) segments can go now: the newest complete
+        // checkpoint covers them. (Their names must be free for the next segment.)
+        for path in &superseded {
+            let _ = fs::remove_file(path);
+        }
         let continued = !damaged
             && complete
             && !w.index.wants_checkpoint()
@@ -266,9 +271,6 @@ impl Journal {
                     let _ = fs::remove_file(&path);
                 }
             }
-        }
-        for path in superseded {
-            let _ = fs::remove_file(&path);
         }
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all(); // the deletions and the new segment's name

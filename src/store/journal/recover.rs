@@ -176,6 +176,19 @@ pub(crate) fn recover(dir: &Path) -> Result<Replayed> {
         })
         .collect();
     segs.sort();
+    // A crash while a segment was being created leaves it all zeros (no header
+    // yet): it never held a record, so it is not damage; it goes with the
+    // superseded ones.
+    let mut unstarted = Vec::new();
+    while let Some((_, path)) = segs.last() {
+        let zeros = map_segment(path)
+            .ok()
+            .is_some_and(|m| m.as_deref().unwrap_or(&[]).iter().all(|b| *b == 0));
+        if !zeros {
+            break;
+        }
+        unstarted.push(segs.pop().expect("last").1);
+    }
     // Numbering continues after the newest segment with a valid header (a garbage
     // file with a huge number must not exhaust the numbers).
     let last_seq = segs
@@ -191,11 +204,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Replayed> {
         let mut r = replay(&segs[i..])?;
         if r.complete {
             r.superseded = segs[..i].iter().map(|(_, p)| p.clone()).collect();
+            r.superseded.append(&mut unstarted);
             r.last_seq = last_seq;
             return Ok(r);
         }
     }
     let mut r = replay(&segs)?;
+    r.superseded = unstarted;
     r.last_seq = last_seq;
     Ok(r)
 }
