@@ -356,9 +356,7 @@ impl Broker {
             return;
         }
         for ns in self.inner.namespaces.read().values() {
-            for q in ns.all() {
-                q.close();
-            }
+            ns.close();
         }
         self.inner.ticker.shutdown();
         self.inner.opts.storage.close();
@@ -456,6 +454,7 @@ impl Namespace {
     /// name space with nothing: a topic and a queue may have the same name.
     pub fn topic(&self, name: &str) -> Result<Topic> {
         validate_name(name)?;
+        self.core.check_open()?;
         let core = self
             .core
             .topics

@@ -82,6 +82,8 @@ pub(crate) struct NamespaceCore {
     storage: Arc<dyn Storage>,
     ticker: Arc<Ticker>,
     pub(crate) default_queue_options: QueueOptions,
+    /// Its broker closed: no queue or topic is created any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl NamespaceCore {
@@ -106,7 +108,25 @@ impl NamespaceCore {
             storage,
             ticker,
             default_queue_options,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Closes every queue; later creations fail with [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        let queues = self.queues.write();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for q in queues.values() {
+            q.close();
+        }
+    }
+
+    /// [`Error::Closed`] once its broker closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<QueueCore>> {
@@ -137,6 +157,7 @@ impl NamespaceCore {
         record: bool,
     ) -> Result<Arc<QueueCore>> {
         validate_name(name)?;
+        self.check_open()?;
         if let Some(q) = self.get(name) {
             if exclusive {
                 return Err(Error::AlreadyExists(format!("queue {name:?}")));
@@ -155,6 +176,7 @@ impl NamespaceCore {
             None => None,
         };
         let mut queues = self.queues.write();
+        self.check_open()?;
         if let Some(q) = queues.get(name) {
             if exclusive {
                 return Err(Error::AlreadyExists(format!("queue {name:?}")));
@@ -192,6 +214,7 @@ impl NamespaceCore {
 
     pub(crate) fn delete(&self, name: &str) -> Result<()> {
         let mut queues = self.queues.write();
+        self.check_open()?;
         if !queues.contains_key(name) {
             return Err(Error::NotFound(format!("queue {name:?}")));
         }
