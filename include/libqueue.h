@@ -15,9 +15,1560 @@
 #define LQ_VERSION_STRING "0.1.0"
 
 
+/**
+ * Wait forever (a `timeout_ms` argument).
+ */
+#define LQ_WAIT_FOREVER UINT64_MAX
+
+/**
+ * What a send does when the queue is full (`lq_queue_options_set_on_full`).
+ */
+typedef enum {
+  /**
+   * Wait until there is room (or the queue closes).
+   */
+  LQ_ON_FULL_BLOCK = 0,
+  /**
+   * Fail at once with `LQ_FULL`.
+   */
+  LQ_ON_FULL_REJECT = 1,
+  /**
+   * Wait at most `timeout_ms`, then fail with `LQ_TIMEOUT`.
+   */
+  LQ_ON_FULL_TIMEOUT = 2,
+} lq_on_full;
+
+/**
+ * The outcome of a call. The numbers are pinned: a number is never reused or
+ * renumbered. 0 is success; 1–49 are expected outcomes a program handles
+ * (nothing there, full, closed...); 100 and up are failures.
+ */
+typedef enum {
+  /**
+   * Success.
+   */
+  LQ_OK = 0,
+  /**
+   * Nothing was ready (a non-blocking receive).
+   */
+  LQ_EMPTY = 1,
+  /**
+   * A wait ran out (receive, a full queue's send, an RPC call).
+   */
+  LQ_TIMEOUT = 2,
+  /**
+   * The queue is at capacity and the send was not to wait.
+   */
+  LQ_FULL = 3,
+  /**
+   * The broker or queue was closed (or the queue deleted).
+   */
+  LQ_CLOSED = 4,
+  /**
+   * No such queue, namespace, message, header or subscription.
+   */
+  LQ_NOT_FOUND = 5,
+  /**
+   * A queue or namespace of that name exists already.
+   */
+  LQ_ALREADY_EXISTS = 6,
+  /**
+   * A namespace quota (queues, messages, bytes) would be exceeded.
+   */
+  LQ_QUOTA_EXCEEDED = 7,
+  /**
+   * The delivery's lease ran out (the message was redelivered or dead-lettered).
+   */
+  LQ_LEASE_EXPIRED = 8,
+  /**
+   * The call does not apply in the current state (a second ack, cancelling a
+   * leased message, acking a peeked or auto-acked message...).
+   */
+  LQ_INVALID_STATE = 9,
+  /**
+   * An RPC handler on the other side failed; the message has its text.
+   */
+  LQ_REMOTE = 10,
+  /**
+   * The message is larger than the namespace's `max_message_size` (or the
+   * queue's byte capacity).
+   */
+  LQ_MESSAGE_TOO_LARGE = 11,
+  /**
+   * An argument is out of range.
+   */
+  LQ_INVALID_ARGUMENT = 100,
+  /**
+   * A queue, namespace or topic name is empty, over 64 bytes, or uses a
+   * character outside `[A-Za-z0-9_.-]`.
+   */
+  LQ_INVALID_NAME = 101,
+  /**
+   * A string argument is not valid UTF-8.
+   */
+  LQ_INVALID_UTF8 = 102,
+  /**
+   * A required pointer was NULL.
+   */
+  LQ_NULL_POINTER = 103,
+  /**
+   * The storage backend (the journal) failed.
+   */
+  LQ_STORAGE = 104,
+  /**
+   * Stored data is damaged (reserved: opening a damaged journal succeeds and
+   * reports the damage in the recovery report instead).
+   */
+  LQ_CORRUPT = 105,
+  /**
+   * Another process has the data directory open for writing.
+   */
+  LQ_LOCKED = 106,
+  /**
+   * The operating system refused a resource (a thread, a file descriptor).
+   */
+  LQ_IO = 107,
+  /**
+   * A bug: the library panicked; the call had no effect that can be relied on.
+   */
+  LQ_PANIC = 108,
+  /**
+   * An error this version of the C ABI does not know (never returned by a
+   * library built from the same sources as the header).
+   */
+  LQ_UNKNOWN = 199,
+} lq_status;
+
+/**
+ * When journal records reach the disk (`lq_broker_options_set_sync_mode`).
+ */
+typedef enum {
+  /**
+   * The OS writes back when it likes: survives a process crash, not a power cut.
+   */
+  LQ_SYNC_NONE = 0,
+  /**
+   * A background flush every `interval_ms`.
+   */
+  LQ_SYNC_INTERVAL = 1,
+  /**
+   * Every send returns after its record is on disk (group commit).
+   */
+  LQ_SYNC_ALWAYS = 2,
+} lq_sync_mode;
+
+/**
+ * A broker: one engine instance. Shareable between threads.
+ */
+typedef struct lq_broker lq_broker;
+
+/**
+ * How to open a broker (`lq_broker_open`).
+ */
+typedef struct lq_broker_options lq_broker_options;
+
+/**
+ * A received message (leased, auto-acked or an RPC reply) or a peeked one.
+ */
+typedef struct lq_delivery lq_delivery;
+
+/**
+ * A message to send: body, headers, name, correlation id, priority, TTL,
+ * delay, persistence.
+ */
+typedef struct lq_message lq_message;
+
+/**
+ * A namespace (tenant) of a broker. Shareable between threads. It keeps
+ * working memory alive after `lq_broker_free`, but every call then returns
+ * `LQ_CLOSED`.
+ */
+typedef struct lq_namespace lq_namespace;
+
+/**
+ * A running consumer pool.
+ */
+typedef struct lq_pool lq_pool;
+
+/**
+ * Configures a pool (`lq_pool_builder_new`, setters, `lq_pool_builder_start`).
+ */
+typedef struct lq_pool_builder lq_pool_builder;
+
+/**
+ * A handle on one queue. Shareable between threads.
+ */
+typedef struct lq_queue lq_queue;
+
+/**
+ * Options of one queue (`lq_namespace_create_queue`,
+ * `lq_broker_options_set_default_queue_options`).
+ */
+typedef struct lq_queue_options lq_queue_options;
+
+/**
+ * Limits of a namespace (`lq_broker_create_namespace`,
+ * `lq_broker_options_set_default_quotas`).
+ */
+typedef struct lq_quotas lq_quotas;
+
+/**
+ * What a handler answers (`lq_reply_set_body`, `lq_reply_set_error`).
+ */
+typedef struct lq_reply lq_reply;
+
+/**
+ * An RPC client with a private reply queue. Shareable between threads.
+ */
+typedef struct lq_rpc_client lq_rpc_client;
+
+/**
+ * A list of names (queues, namespaces, topics, subscriptions): a snapshot.
+ */
+typedef struct lq_strings lq_strings;
+
+/**
+ * A topic of a namespace. Shareable between threads.
+ */
+typedef struct lq_topic lq_topic;
+
+/**
+ * What opening a data directory found (`lq_broker_recovery_report`).
+ */
+typedef struct {
+  /**
+   * Valid records replayed.
+   */
+  uint64_t records_read;
+  /**
+   * Queues defined.
+   */
+  uint64_t queues;
+  /**
+   * Unacked persistent messages brought back.
+   */
+  uint64_t messages_recovered;
+  /**
+   * Bytes not replayed because of damage.
+   */
+  uint64_t bytes_cut;
+  /**
+   * Segments with damage (or skipped because they follow it).
+   */
+  uint64_t segments_damaged;
+  /**
+   * Lines describing the damage (`lq_broker_recovery_damage`).
+   */
+  uint64_t damage_count;
+} lq_recovery_report;
+
+/**
+ * Exact statistics of a queue (`lq_queue_get_stats`). Gauges (`ready`, `leased`,
+ * `delayed`, `bytes`, `oldest_age_ms`) are what it holds now; the rest are
+ * totals since it was created.
+ */
+typedef struct {
+  /**
+   * Messages ready to be received.
+   */
+  uint64_t ready;
+  /**
+   * Messages leased to consumers.
+   */
+  uint64_t leased;
+  /**
+   * Messages waiting for their delay.
+   */
+  uint64_t delayed;
+  /**
+   * Bytes held.
+   */
+  uint64_t bytes;
+  /**
+   * Age of the oldest message held in milliseconds (0 when empty).
+   */
+  uint64_t oldest_age_ms;
+  /**
+   * Messages accepted by send.
+   */
+  uint64_t sent;
+  /**
+   * Deliveries handed to consumers (redeliveries included).
+   */
+  uint64_t received;
+  /**
+   * Messages acked.
+   */
+  uint64_t acked;
+  /**
+   * Nacks.
+   */
+  uint64_t nacked;
+  /**
+   * Deliveries of a message delivered before.
+   */
+  uint64_t redelivered;
+  /**
+   * Messages dropped because their TTL passed.
+   */
+  uint64_t expired;
+  /**
+   * Messages dead-lettered after max deliveries.
+   */
+  uint64_t dead_lettered;
+  /**
+   * Messages cancelled by id.
+   */
+  uint64_t cancelled;
+  /**
+   * Messages removed by purge.
+   */
+  uint64_t purged;
+} lq_queue_stats;
+
+/**
+ * Statistics of a namespace (`lq_namespace_get_stats`).
+ */
+typedef struct {
+  /**
+   * Number of queues.
+   */
+  uint64_t queues;
+  /**
+   * Its queues' statistics summed (`oldest_age_ms`: the oldest).
+   */
+  lq_queue_stats totals;
+} lq_namespace_stats;
+
+/**
+ * A message handler: called from a pool worker thread with the host's
+ * `userdata`, the message (borrowed for the call) and a reply to fill in.
+ * Returns 0 for success, anything else for failure.
+ */
+typedef int32_t (*lq_handler_fn)(void *userdata, const lq_delivery *d, lq_reply *reply);
+
+/**
+ * Counters of a pool (`lq_pool_get_stats`).
+ */
+typedef struct {
+  /**
+   * Messages handed to handlers.
+   */
+  uint64_t handled;
+  /**
+   * Handlers that succeeded.
+   */
+  uint64_t succeeded;
+  /**
+   * Handlers that failed (or had no handler).
+   */
+  uint64_t failed;
+  /**
+   * Of those, panics (Rust handlers only; C handlers cannot panic).
+   */
+  uint64_t panicked;
+  /**
+   * Handlers running now.
+   */
+  uint64_t active;
+  /**
+   * Most handlers that ever ran at once (never above the pool size).
+   */
+  uint64_t max_active;
+} lq_pool_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Closes the broker without freeing the handle: every queue closes, blocked
+ * calls in other threads return `LQ_CLOSED`, later calls on the broker and on
+ * every namespace, queue, topic and pool derived from it return `LQ_CLOSED`.
+ * Persistent data is flushed and the data directory released. Idempotent.
+ *
+ * # Safety
+ * `broker` must be NULL or a live handle.
+ */
+lq_status lq_broker_close(const lq_broker *broker);
+
+/**
+ * Creates the namespace `name` with `quotas` (copied; NULL: no limits but
+ * the 64 MiB largest message); `LQ_ALREADY_EXISTS` if it exists. `*out` is owned.
+ *
+ * # Safety
+ * As for `lq_broker_namespace`; `quotas` NULL or live.
+ */
+lq_status lq_broker_create_namespace(const lq_broker *broker,
+                                     const uint8_t *name,
+                                     size_t name_len,
+                                     const lq_quotas *quotas,
+                                     lq_namespace **out);
+
+/**
+ * Makes every persistent message sent so far durable (a barrier), whatever
+ * the sync mode.
+ *
+ * # Safety
+ * `broker` NULL or live.
+ */
+lq_status lq_broker_flush(const lq_broker *broker);
+
+/**
+ * Closes (as `lq_broker_close`) and frees the broker; NULL is a no-op. Handles
+ * derived from it stay valid to call (they return `LQ_CLOSED`) and must still
+ * be freed.
+ *
+ * # Safety
+ * `broker` must be NULL or a handle from `lq_broker_open`, not used again
+ * (no other thread may be using it).
+ */
+void lq_broker_free(lq_broker *broker);
+
+/**
+ * An existing namespace, or `LQ_NOT_FOUND`. `*out` is owned.
+ *
+ * # Safety
+ * As for `lq_broker_namespace`.
+ */
+lq_status lq_broker_get_namespace(const lq_broker *broker,
+                                  const uint8_t *name,
+                                  size_t name_len,
+                                  lq_namespace **out);
+
+/**
+ * Whether the broker was closed.
+ *
+ * # Safety
+ * `broker` must be NULL or live; `out` writable.
+ */
+lq_status lq_broker_is_closed(const lq_broker *broker, bool *out);
+
+/**
+ * Names of all namespaces, sorted. `*out` is owned: free with `lq_strings_free`.
+ *
+ * # Safety
+ * `broker` NULL or live; `out` writable.
+ */
+lq_status lq_broker_list_namespaces(const lq_broker *broker, lq_strings **out);
+
+/**
+ * The namespace `name` (UTF-8, `[A-Za-z0-9_.-]{1,64}`), created with the
+ * default quotas if missing. `*out` is owned: free with `lq_namespace_free`.
+ *
+ * # Safety
+ * `broker` NULL or live; `name` points to `name_len` bytes; `out` writable.
+ */
+lq_status lq_broker_namespace(const lq_broker *broker,
+                              const uint8_t *name,
+                              size_t name_len,
+                              lq_namespace **out);
+
+/**
+ * Opens a broker. `opts` may be NULL (in memory, defaults) and is only read:
+ * free it when convenient. With a data directory it locks it (`LQ_LOCKED` if
+ * another process holds it), replays the journal and brings back every queue
+ * and unacked persistent message. On success `*out` owns the broker: free it
+ * with `lq_broker_free`.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle; `out` must be writable.
+ */
+lq_status lq_broker_open(const lq_broker_options *opts, lq_broker **out);
+
+/**
+ * Frees broker options; NULL is a no-op.
+ *
+ * # Safety
+ * `opts` must be NULL or a handle from `lq_broker_options_new`, not used again.
+ */
+void lq_broker_options_free(lq_broker_options *opts);
+
+/**
+ * A new broker options handle: in memory, system clock, no quotas. Free it with
+ * `lq_broker_options_free` (opening a broker does not consume it).
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+lq_status lq_broker_options_new(lq_broker_options **out);
+
+/**
+ * Keeps persistent messages in a journal in the directory `dir` (UTF-8, not
+ * NUL-terminated), recovered when the broker opens.
+ *
+ * # Safety
+ * `opts` as for every setter (NULL or a live handle); `dir` must point to
+ * `dir_len` readable bytes.
+ */
+lq_status lq_broker_options_set_data_dir(lq_broker_options *opts,
+                                         const uint8_t *dir,
+                                         size_t dir_len);
+
+/**
+ * Options of queues created on first use. `qopts` is copied.
+ *
+ * # Safety
+ * `opts` and `qopts` must be NULL or live handles.
+ */
+lq_status lq_broker_options_set_default_queue_options(lq_broker_options *opts,
+                                                      const lq_queue_options *qopts);
+
+/**
+ * Quotas of namespaces created without explicit ones (the default namespace
+ * too). `quotas` is copied.
+ *
+ * # Safety
+ * `opts` and `quotas` must be NULL or live handles.
+ */
+lq_status lq_broker_options_set_default_quotas(lq_broker_options *opts, const lq_quotas *quotas);
+
+/**
+ * Size of each journal segment file in bytes (default 64 MiB; at least 4096).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle.
+ */
+lq_status lq_broker_options_set_segment_size(lq_broker_options *opts, uint64_t bytes);
+
+/**
+ * When journal records reach the disk: `mode` is an `lq_sync_mode`;
+ * `interval_ms` (at least 1) is used with `LQ_SYNC_INTERVAL` only.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle.
+ */
+lq_status lq_broker_options_set_sync_mode(lq_broker_options *opts,
+                                          uint32_t mode,
+                                          uint64_t interval_ms);
+
+/**
+ * A queue of the default namespace, created on first use. `*out` is owned:
+ * free with `lq_queue_free`.
+ *
+ * # Safety
+ * `broker` NULL or live; `name` points to `name_len` bytes; `out` writable.
+ */
+lq_status lq_broker_queue(const lq_broker *broker,
+                          const uint8_t *name,
+                          size_t name_len,
+                          lq_queue **out);
+
+/**
+ * Line `index` of the recovery report's damage findings, as UTF-8 bytes (not
+ * NUL-terminated) borrowed from the broker: valid until `lq_broker_free`.
+ * `LQ_NOT_FOUND` past the last line or without a data directory.
+ *
+ * # Safety
+ * `broker` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_broker_recovery_damage(const lq_broker *broker,
+                                    size_t index,
+                                    const uint8_t **ptr,
+                                    size_t *len);
+
+/**
+ * What opening the data directory found; `LQ_NOT_FOUND` for a broker without
+ * one.
+ *
+ * # Safety
+ * `broker` NULL or live; `out` writable.
+ */
+lq_status lq_broker_recovery_report(const lq_broker *broker, lq_recovery_report *out);
+
+/**
+ * Acknowledges: the message is done and removed. Afterwards the delivery is
+ * settled (its body pointer is invalid; a second ack is `LQ_INVALID_STATE`)
+ * but still needs `lq_delivery_free`. `LQ_LEASE_EXPIRED` if the lease ran out
+ * first (the message went back to the queue; the delivery is settled too).
+ *
+ * # Safety
+ * `d` NULL or an owned, live delivery used by no other thread.
+ */
+lq_status lq_delivery_ack(lq_delivery *d);
+
+/**
+ * The body, zero-copy: `*ptr` points into the engine's message, valid until
+ * the delivery is acked, nacked or freed. An empty body gives a non-NULL
+ * pointer and length 0.
+ *
+ * # Safety
+ * `d` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_delivery_body(const lq_delivery *d, const uint8_t **ptr, size_t *len);
+
+/**
+ * The correlation id (UTF-8, zero-copy); `LQ_NOT_FOUND` if it has none.
+ *
+ * # Safety
+ * `d` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_delivery_correlation_id(const lq_delivery *d, const uint8_t **ptr, size_t *len);
+
+/**
+ * Which delivery of the message this is (1 the first time; 0 for a peek).
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_count(const lq_delivery *d, uint32_t *out);
+
+/**
+ * When it expires (broker clock, nanoseconds); `LQ_NOT_FOUND` without a TTL.
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_expires_at(const lq_delivery *d, uint64_t *out);
+
+/**
+ * Renews the lease so it ends `ms_from_now` milliseconds from now (0: the
+ * queue's lease time).
+ *
+ * # Safety
+ * `d` NULL or live and unshared.
+ */
+lq_status lq_delivery_extend(lq_delivery *d, uint64_t ms_from_now);
+
+/**
+ * Frees a delivery (an unsettled leased one is redelivered when its lease
+ * runs out); NULL is a no-op. Pointers read from it become invalid.
+ *
+ * # Safety
+ * `d` must be NULL or an owned delivery, not used again (never the borrowed
+ * one a pool handler gets).
+ */
+void lq_delivery_free(lq_delivery *d);
+
+/**
+ * The value of header `key` (bytes, zero-copy); `LQ_NOT_FOUND` if absent.
+ *
+ * # Safety
+ * `d` NULL or live; `key` points to `key_len` bytes; `ptr` and `len` writable.
+ */
+lq_status lq_delivery_header(const lq_delivery *d,
+                             const uint8_t *key,
+                             size_t key_len,
+                             const uint8_t **ptr,
+                             size_t *len);
+
+/**
+ * Header number `index` (sorted by key): key and value, zero-copy.
+ * `LQ_NOT_FOUND` past the last.
+ *
+ * # Safety
+ * `d` NULL or live; the four out-pointers writable.
+ */
+lq_status lq_delivery_header_at(const lq_delivery *d,
+                                size_t index,
+                                const uint8_t **key,
+                                size_t *key_len,
+                                const uint8_t **value,
+                                size_t *value_len);
+
+/**
+ * How many headers it has.
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_header_count(const lq_delivery *d, size_t *out);
+
+/**
+ * The message id (unique within its queue). Works on a settled delivery too.
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_id(const lq_delivery *d, uint64_t *out);
+
+/**
+ * Whether the message is persistent.
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_is_persistent(const lq_delivery *d, bool *out);
+
+/**
+ * Returns the message to the queue now (or to the dead-letter queue after
+ * max deliveries). Settles the delivery as `lq_delivery_ack` does.
+ *
+ * # Safety
+ * As for `lq_delivery_ack`.
+ */
+lq_status lq_delivery_nack(lq_delivery *d);
+
+/**
+ * Returns the message to the queue after `delay_ms` (0: now), recording
+ * `reason` (UTF-8; NULL/0 for none) in `x-dead-letter-reason` if this was its
+ * last allowed delivery. Settles the delivery.
+ *
+ * # Safety
+ * As for `lq_delivery_ack`; `reason` points to `reason_len` bytes.
+ */
+lq_status lq_delivery_nack_with(lq_delivery *d,
+                                uint64_t delay_ms,
+                                const uint8_t *reason,
+                                size_t reason_len);
+
+/**
+ * The message name (UTF-8, not NUL-terminated, zero-copy as the body);
+ * `LQ_NOT_FOUND` if it has none.
+ *
+ * # Safety
+ * `d` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_delivery_name(const lq_delivery *d, const uint8_t **ptr, size_t *len);
+
+/**
+ * Priority 0–9.
+ *
+ * # Safety
+ * `d` NULL or live; `out` writable.
+ */
+lq_status lq_delivery_priority(const lq_delivery *d, uint8_t *out);
+
+/**
+ * The detail of the last failed call on this thread (NUL-terminated, e.g.
+ * `"quota max_messages of namespace \"t\" exceeded (limit 2)"`), or `""`.
+ * Successful calls leave it as it was. The pointer stays valid until the next
+ * failing call on this thread; copy it to keep it.
+ */
+const char *lq_last_error_message(void);
+
+/**
+ * Frees a message that was not sent; NULL is a no-op.
+ *
+ * # Safety
+ * `msg` must be NULL or an owned message, not used again.
+ */
+void lq_message_free(lq_message *msg);
+
+/**
+ * A new message with a copy of `body` (`body_len` bytes; NULL allowed when 0).
+ * `*out` is owned until a send consumes it or `lq_message_free`.
+ *
+ * # Safety
+ * `body` must point to `body_len` readable bytes; `out` must be writable.
+ */
+lq_status lq_message_new(const uint8_t *body, size_t body_len, lq_message **out);
+
+/**
+ * Sets the correlation id (RPC replies, execution ids). UTF-8.
+ *
+ * # Safety
+ * `msg` NULL or live; `id` points to `id_len` bytes.
+ */
+lq_status lq_message_set_correlation_id(lq_message *msg, const uint8_t *id, size_t id_len);
+
+/**
+ * Delay in milliseconds: receivable only this long after sending.
+ *
+ * # Safety
+ * `msg` NULL or live.
+ */
+lq_status lq_message_set_delay_ms(lq_message *msg, uint64_t delay_ms);
+
+/**
+ * Adds (or replaces) a header: `key` is UTF-8, `value` any bytes (copied).
+ *
+ * # Safety
+ * `msg` NULL or live; `key`/`value` point to their lengths in bytes.
+ */
+lq_status lq_message_set_header(lq_message *msg,
+                                const uint8_t *key,
+                                size_t key_len,
+                                const uint8_t *value,
+                                size_t value_len);
+
+/**
+ * Sets the name (what the message is about; pools dispatch on it). UTF-8.
+ *
+ * # Safety
+ * `msg` NULL or live; `name` points to `name_len` bytes.
+ */
+lq_status lq_message_set_name(lq_message *msg, const uint8_t *name, size_t name_len);
+
+/**
+ * Persistent (written to the journal of a broker with a data directory) or
+ * not, overriding the queue's default.
+ *
+ * # Safety
+ * `msg` NULL or live.
+ */
+lq_status lq_message_set_persistent(lq_message *msg, bool persistent);
+
+/**
+ * Sets the priority, 0 (lowest) to 9 (highest); `LQ_INVALID_ARGUMENT` above 9.
+ *
+ * # Safety
+ * `msg` NULL or live.
+ */
+lq_status lq_message_set_priority(lq_message *msg, uint8_t priority);
+
+/**
+ * Time to live in milliseconds from sending; an expired message is never
+ * delivered.
+ *
+ * # Safety
+ * `msg` NULL or live.
+ */
+lq_status lq_message_set_ttl_ms(lq_message *msg, uint64_t ttl_ms);
+
+/**
+ * Size as quotas count it: body + name + correlation id + headers, in bytes.
+ *
+ * # Safety
+ * `msg` NULL or live; `out` writable.
+ */
+lq_status lq_message_size(const lq_message *msg, uint64_t *out);
+
+/**
+ * Creates the queue `name` with `opts` (NULL: defaults; copied);
+ * `LQ_ALREADY_EXISTS` if it exists. `*out` is owned.
+ *
+ * # Safety
+ * As for `lq_namespace_queue`; `opts` NULL or live.
+ */
+lq_status lq_namespace_create_queue(const lq_namespace *ns,
+                                    const uint8_t *name,
+                                    size_t name_len,
+                                    const lq_queue_options *opts,
+                                    lq_queue **out);
+
+/**
+ * Deletes the queue `name`: its messages are dropped, its handles return
+ * `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none.
+ *
+ * # Safety
+ * `ns` NULL or live; `name` points to `name_len` bytes.
+ */
+lq_status lq_namespace_delete_queue(const lq_namespace *ns, const uint8_t *name, size_t name_len);
+
+/**
+ * Frees a namespace handle (the namespace itself stays in the broker); NULL is
+ * a no-op.
+ *
+ * # Safety
+ * `ns` must be NULL or an owned handle, not used again.
+ */
+void lq_namespace_free(lq_namespace *ns);
+
+/**
+ * An existing queue, or `LQ_NOT_FOUND`. `*out` is owned.
+ *
+ * # Safety
+ * As for `lq_namespace_queue`.
+ */
+lq_status lq_namespace_get_queue(const lq_namespace *ns,
+                                 const uint8_t *name,
+                                 size_t name_len,
+                                 lq_queue **out);
+
+/**
+ * Exact statistics over all its queues.
+ *
+ * # Safety
+ * `ns` NULL or live; `out` writable.
+ */
+lq_status lq_namespace_get_stats(const lq_namespace *ns, lq_namespace_stats *out);
+
+/**
+ * Names of its queues (sorted) or, with `topics` true, of its topics.
+ * `*out` is owned: free with `lq_strings_free`.
+ *
+ * # Safety
+ * `ns` NULL or live; `out` writable.
+ */
+lq_status lq_namespace_list(const lq_namespace *ns, bool topics, lq_strings **out);
+
+/**
+ * Its name, borrowed (UTF-8, not NUL-terminated; valid until the handle is
+ * freed).
+ *
+ * # Safety
+ * `ns` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_namespace_name(const lq_namespace *ns, const uint8_t **ptr, size_t *len);
+
+/**
+ * The queue `name`, created with the broker's default queue options if
+ * missing. `*out` is owned: free with `lq_queue_free`.
+ *
+ * # Safety
+ * `ns` NULL or live; `name` points to `name_len` bytes; `out` writable.
+ */
+lq_status lq_namespace_queue(const lq_namespace *ns,
+                             const uint8_t *name,
+                             size_t name_len,
+                             lq_queue **out);
+
+/**
+ * The topic `name`, created if missing. `*out` is owned: free with
+ * `lq_topic_free`.
+ *
+ * # Safety
+ * As for `lq_namespace_queue`.
+ */
+lq_status lq_namespace_topic(const lq_namespace *ns,
+                             const uint8_t *name,
+                             size_t name_len,
+                             lq_topic **out);
+
+/**
+ * Runs `handler(userdata, ...)` for messages named `name` (UTF-8). Registering
+ * a name again replaces its handler. `handler` is called from pool worker
+ * threads, possibly several at once: `userdata` must stay valid and be safe to
+ * use from them until the pool is stopped or freed.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared; `name` points to `name_len` bytes;
+ * `handler` and `userdata` as above.
+ */
+lq_status lq_pool_builder_add_handler(lq_pool_builder *builder,
+                                      const uint8_t *name,
+                                      size_t name_len,
+                                      lq_handler_fn handler,
+                                      void *userdata);
+
+/**
+ * Frees a builder that was not started; NULL is a no-op.
+ *
+ * # Safety
+ * `builder` must be NULL or an owned builder, not used again.
+ */
+void lq_pool_builder_free(lq_pool_builder *builder);
+
+/**
+ * A pool builder on the queue `queue` (created if missing) of `ns`: size 1, no
+ * handlers, backoff 100 ms to 30 s. `*out` is owned until
+ * `lq_pool_builder_start` consumes it, or `lq_pool_builder_free`.
+ *
+ * # Safety
+ * `ns` NULL or live; `queue` points to `queue_len` bytes; `out` writable.
+ */
+lq_status lq_pool_builder_new(const lq_namespace *ns,
+                              const uint8_t *queue,
+                              size_t queue_len,
+                              lq_pool_builder **out);
+
+/**
+ * Retry delay after a failure: `base_ms × 2^(delivery − 1)`, at most `max_ms`.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_pool_builder_set_backoff_ms(lq_pool_builder *builder,
+                                         uint64_t base_ms,
+                                         uint64_t max_ms);
+
+/**
+ * Runs `handler` for messages no named handler takes (without one, such a
+ * message fails with "no handler for ..."). Threads as for
+ * `lq_pool_builder_add_handler`.
+ *
+ * # Safety
+ * As for `lq_pool_builder_add_handler`.
+ */
+lq_status lq_pool_builder_set_default_handler(lq_pool_builder *builder,
+                                              lq_handler_fn handler,
+                                              void *userdata);
+
+/**
+ * Number of workers (1–1024): at most this many handlers run at once, and no
+ * message leaves the queue while all are busy.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_pool_builder_set_size(lq_pool_builder *builder, size_t size);
+
+/**
+ * Starts the workers, **consuming** `builder` (also on failure). `*out` is
+ * owned: stop it with `lq_pool_stop` (optional) and free it with
+ * `lq_pool_free`.
+ *
+ * # Safety
+ * `builder` NULL or an owned builder, not used again; `out` writable.
+ */
+lq_status lq_pool_builder_start(lq_pool_builder *builder, lq_pool **out);
+
+/**
+ * Stops the pool (waiting for running handlers) if it runs, and frees it;
+ * NULL is a no-op. After it returns no handler of this pool runs.
+ *
+ * # Safety
+ * `pool` must be NULL or an owned pool, not used again.
+ */
+void lq_pool_free(lq_pool *pool);
+
+/**
+ * The pool's counters (the final ones after `lq_pool_stop`).
+ *
+ * # Safety
+ * `pool` NULL or live; `out` writable.
+ */
+lq_status lq_pool_get_stats(const lq_pool *pool, lq_pool_stats *out);
+
+/**
+ * Stops taking messages and waits for running handlers: all of them with
+ * `LQ_WAIT_FOREVER`, else at most `timeout_ms`, after which the messages of
+ * handlers still running go back to the queue (`*returned`, if not NULL, says
+ * how many). The handle stays allocated (stats work) until `lq_pool_free`.
+ * A second stop is `LQ_INVALID_STATE`.
+ *
+ * # Safety
+ * `pool` NULL or live, used by no other thread during the call; `returned`
+ * NULL or writable.
+ */
+lq_status lq_pool_stop(lq_pool *pool, uint64_t timeout_ms, size_t *returned);
+
+/**
+ * Removes a ready or delayed message by id: `LQ_INVALID_STATE` if it is
+ * leased, `LQ_NOT_FOUND` if there is no such message.
+ *
+ * # Safety
+ * `queue` NULL or live.
+ */
+lq_status lq_queue_cancel(const lq_queue *queue, uint64_t id);
+
+/**
+ * A file descriptor that is readable exactly when a receive would find a
+ * message (level-triggered): add it to epoll/poll/select, and when readable
+ * call `lq_queue_try_receive` until `LQ_EMPTY` (which clears it). Owned by the
+ * queue: do not close it. Linux only (`LQ_IO` elsewhere).
+ *
+ * # Safety
+ * `queue` NULL or live; `fd` writable.
+ */
+lq_status lq_queue_fd(const lq_queue *queue, int32_t *fd);
+
+/**
+ * Makes every persistent message sent so far durable (a barrier).
+ *
+ * # Safety
+ * `queue` NULL or live.
+ */
+lq_status lq_queue_flush(const lq_queue *queue);
+
+/**
+ * Frees a queue handle (the queue stays in its namespace); NULL is a no-op.
+ *
+ * # Safety
+ * `queue` must be NULL or an owned handle, not used again.
+ */
+void lq_queue_free(lq_queue *queue);
+
+/**
+ * Exact statistics (also of a closed queue).
+ *
+ * # Safety
+ * `queue` NULL or live; `out` writable.
+ */
+lq_status lq_queue_get_stats(const lq_queue *queue, lq_queue_stats *out);
+
+/**
+ * Whether the queue was closed (its broker closed or the queue deleted).
+ *
+ * # Safety
+ * `queue` NULL or live; `out` writable.
+ */
+lq_status lq_queue_is_closed(const lq_queue *queue, bool *out);
+
+/**
+ * Its name, borrowed (UTF-8, not NUL-terminated; valid until the handle is freed).
+ *
+ * # Safety
+ * `queue` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_queue_name(const lq_queue *queue, const uint8_t **ptr, size_t *len);
+
+/**
+ * Frees queue options; NULL is a no-op.
+ *
+ * # Safety
+ * `opts` must be NULL or a handle from `lq_queue_options_new`, not used again.
+ */
+void lq_queue_options_free(lq_queue_options *opts);
+
+/**
+ * New queue options with the defaults (unbounded, block when full, priority 4,
+ * 30 s lease, redeliver forever, not persistent). Free with
+ * `lq_queue_options_free`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+lq_status lq_queue_options_new(lq_queue_options **out);
+
+/**
+ * The dead-letter queue (same namespace; created with the queue if missing).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle; `name` must point to `name_len` bytes.
+ */
+lq_status lq_queue_options_set_dead_letter_queue(lq_queue_options *opts,
+                                                 const uint8_t *name,
+                                                 size_t name_len);
+
+/**
+ * Delay in milliseconds of messages that set none.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_default_delay_ms(lq_queue_options *opts, uint64_t v);
+
+/**
+ * Priority (0–9) of messages that set none.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_default_priority(lq_queue_options *opts, uint8_t v);
+
+/**
+ * TTL in milliseconds of messages that set none.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_default_ttl_ms(lq_queue_options *opts, uint64_t v);
+
+/**
+ * How long a received message stays leased, in milliseconds (at least 1).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_lease_time_ms(lq_queue_options *opts, uint64_t v);
+
+/**
+ * Capacity in bytes (at least 1).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_max_bytes(lq_queue_options *opts, uint64_t v);
+
+/**
+ * Deliveries after which a failing message is dead-lettered (at least 1).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_max_deliveries(lq_queue_options *opts, uint32_t v);
+
+/**
+ * Capacity in messages (at least 1).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_max_messages(lq_queue_options *opts, uint64_t v);
+
+/**
+ * What a send does when the queue is full: `mode` is an `lq_on_full`;
+ * `timeout_ms` is used with `LQ_ON_FULL_TIMEOUT` only.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_on_full(lq_queue_options *opts, uint32_t mode, uint64_t timeout_ms);
+
+/**
+ * Whether messages that say nothing are persistent.
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_persistent(lq_queue_options *opts, bool v);
+
+/**
+ * Number of shards (lanes per priority; at least 1; default: CPUs).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_shards(lq_queue_options *opts, size_t v);
+
+/**
+ * Strict queue-wide FIFO (one lane; does not scale with cores).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_queue_options_set_strict_fifo(lq_queue_options *opts, bool v);
+
+/**
+ * Up to `max` ready messages in delivery order, without leasing them. On
+ * success `out[0..*n_out]` are owned peeked deliveries (readable, not
+ * settleable; free each with `lq_delivery_free`); `*n_out` may be 0.
+ *
+ * # Safety
+ * As for `lq_queue_receive_batch`.
+ */
+lq_status lq_queue_peek(const lq_queue *queue, size_t max, lq_delivery **out, size_t *n_out);
+
+/**
+ * Removes every ready and delayed message (leased ones stay); `*removed` (if
+ * not NULL) gets how many.
+ *
+ * # Safety
+ * `queue` NULL or live; `removed` NULL or writable.
+ */
+lq_status lq_queue_purge(const lq_queue *queue, uint64_t *removed);
+
+/**
+ * Waits for a message (leased); returns `LQ_CLOSED` if the queue closes first.
+ *
+ * # Safety
+ * As for `lq_queue_try_receive`.
+ */
+lq_status lq_queue_receive(const lq_queue *queue, lq_delivery **out);
+
+/**
+ * As `lq_queue_receive_timeout`, but the message is acked at once (at-most-once):
+ * the delivery needs no settling (`lq_delivery_ack` on it is `LQ_INVALID_STATE`)
+ * and is only freed.
+ *
+ * # Safety
+ * As for `lq_queue_try_receive`.
+ */
+lq_status lq_queue_receive_auto_ack(const lq_queue *queue, uint64_t timeout_ms, lq_delivery **out);
+
+/**
+ * Receives up to `max` messages (leased): waits as `timeout_ms` says for the
+ * first (0 tries, `LQ_WAIT_FOREVER` blocks), then takes what else is ready.
+ * On success `out[0..*n_out]` are owned deliveries (`*n_out` ≥ 1); with
+ * nothing, `LQ_EMPTY` / `LQ_TIMEOUT` and nothing written.
+ *
+ * # Safety
+ * `queue` NULL or live; `out` writable for `max` entries; `n_out` writable.
+ */
+lq_status lq_queue_receive_batch(const lq_queue *queue,
+                                 size_t max,
+                                 uint64_t timeout_ms,
+                                 lq_delivery **out,
+                                 size_t *n_out);
+
+/**
+ * Waits at most `timeout_ms` for a message (leased): `LQ_TIMEOUT` if none came
+ * (`LQ_EMPTY` when `timeout_ms` is 0; `LQ_WAIT_FOREVER` waits forever).
+ *
+ * # Safety
+ * As for `lq_queue_try_receive`.
+ */
+lq_status lq_queue_receive_timeout(const lq_queue *queue, uint64_t timeout_ms, lq_delivery **out);
+
+/**
+ * Sends `msg`, **consuming it** (also on failure). When the queue is full it
+ * does what the queue's `on_full` option says (`LQ_FULL`, `LQ_TIMEOUT`, or
+ * blocks). Other failures: `LQ_MESSAGE_TOO_LARGE`, `LQ_QUOTA_EXCEEDED`,
+ * `LQ_CLOSED`, `LQ_STORAGE`. On success `*id_out` (if not NULL) gets the id.
+ *
+ * # Safety
+ * `queue` NULL or live; `msg` NULL or an owned message not used again;
+ * `id_out` NULL or writable.
+ */
+lq_status lq_queue_send(const lq_queue *queue, lq_message *msg, uint64_t *id_out);
+
+/**
+ * Sends `n` messages: all are accepted or none is. **Consumes every message**
+ * in `msgs` (also on failure; the array itself stays the caller's). On success
+ * `ids_out` (if not NULL, `n` entries) gets their ids in order.
+ * `LQ_NULL_POINTER` if an entry is NULL (the others are still consumed).
+ *
+ * # Safety
+ * `queue` NULL or live; `msgs` points to `n` entries, each NULL or an owned
+ * message not used again; `ids_out` NULL or writable for `n` entries.
+ */
+lq_status lq_queue_send_batch(const lq_queue *queue,
+                              lq_message *const *msgs,
+                              size_t n,
+                              uint64_t *ids_out);
+
+/**
+ * Sends a plain message: a copy of `body` and nothing else set.
+ *
+ * # Safety
+ * `queue` NULL or live; `body` points to `body_len` bytes; `id_out` NULL or writable.
+ */
+lq_status lq_queue_send_bytes(const lq_queue *queue,
+                              const uint8_t *body,
+                              size_t body_len,
+                              uint64_t *id_out);
+
+/**
+ * As `lq_queue_send`, with an explicit full policy (`on_full` an `lq_on_full`,
+ * `timeout_ms` for `LQ_ON_FULL_TIMEOUT`).
+ *
+ * # Safety
+ * As for `lq_queue_send`.
+ */
+lq_status lq_queue_send_with(const lq_queue *queue,
+                             lq_message *msg,
+                             uint32_t on_full,
+                             uint64_t timeout_ms,
+                             uint64_t *id_out);
+
+/**
+ * Receives a message if one is ready now (leased), else `LQ_EMPTY`. `*out`
+ * is owned: settle it with `lq_delivery_ack`/`_nack` and free it with
+ * `lq_delivery_free` (an unsettled freed delivery is redelivered when its lease
+ * runs out).
+ *
+ * # Safety
+ * `queue` NULL or live; `out` writable.
+ */
+lq_status lq_queue_try_receive(const lq_queue *queue, lq_delivery **out);
+
+/**
+ * Frees quotas; NULL is a no-op.
+ *
+ * # Safety
+ * `quotas` must be NULL or a handle from `lq_quotas_new`, not used again.
+ */
+void lq_quotas_free(lq_quotas *quotas);
+
+/**
+ * New quotas: no limits but the largest message (64 MiB). Free with
+ * `lq_quotas_free`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+lq_status lq_quotas_new(lq_quotas **out);
+
+/**
+ * Most bytes it may hold (body + name + correlation id + headers).
+ *
+ * # Safety
+ * `quotas` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_quotas_set_max_bytes(lq_quotas *quotas, uint64_t value);
+
+/**
+ * Largest single message in bytes (`LQ_MESSAGE_TOO_LARGE` above it).
+ *
+ * # Safety
+ * `quotas` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_quotas_set_max_message_size(lq_quotas *quotas, uint64_t value);
+
+/**
+ * Most messages it may hold over all its queues.
+ *
+ * # Safety
+ * `quotas` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_quotas_set_max_messages(lq_quotas *quotas, uint64_t value);
+
+/**
+ * Most queues the namespace may hold.
+ *
+ * # Safety
+ * `quotas` must be NULL or a live handle used by no other thread.
+ */
+lq_status lq_quotas_set_max_queues(lq_quotas *quotas, uint64_t value);
+
+/**
+ * Sets the reply an RPC caller gets when the handler succeeds (copied).
+ *
+ * # Safety
+ * `reply` NULL or the handler's reply; `body` points to `len` bytes.
+ */
+lq_status lq_reply_set_body(lq_reply *reply, const uint8_t *body, size_t len);
+
+/**
+ * Sets the error text of a failing handler (copied; invalid UTF-8 is
+ * replaced): it goes into the dead letter's reason and an RPC caller's
+ * `LQ_REMOTE` message.
+ *
+ * # Safety
+ * `reply` NULL or the handler's reply; `text` points to `len` bytes.
+ */
+lq_status lq_reply_set_error(lq_reply *reply, const uint8_t *text, size_t len);
+
+/**
+ * Sends `msg` (**consumed**) to the queue `queue` and waits at most
+ * `timeout_ms` for the reply: on success `*reply` is an owned delivery holding
+ * the reply body (read it, then `lq_delivery_free`; it needs no ack).
+ * `LQ_TIMEOUT` if no reply came; `LQ_REMOTE` if the handler failed for good
+ * (its text in `lq_last_error_message`).
+ *
+ * # Safety
+ * `client` NULL or live; `queue` points to `queue_len` bytes; `msg` NULL or
+ * owned; `reply` writable.
+ */
+lq_status lq_rpc_call(const lq_rpc_client *client,
+                      const uint8_t *queue,
+                      size_t queue_len,
+                      lq_message *msg,
+                      uint64_t timeout_ms,
+                      lq_delivery **reply);
+
+/**
+ * Sends `msg` (**consumed**) to the queue `queue` for one consumer, no reply;
+ * `*id_out` (if not NULL) gets its id.
+ *
+ * # Safety
+ * As for `lq_rpc_call`; `id_out` NULL or writable.
+ */
+lq_status lq_rpc_cast(const lq_rpc_client *client,
+                      const uint8_t *queue,
+                      size_t queue_len,
+                      lq_message *msg,
+                      uint64_t *id_out);
+
+/**
+ * Frees a client and deletes its reply queue; NULL is a no-op.
+ *
+ * # Safety
+ * `client` must be NULL or an owned client, not used again (no call in flight).
+ */
+void lq_rpc_client_free(lq_rpc_client *client);
+
+/**
+ * A client with its own reply queue in `ns`. `*out` is owned: free it with
+ * `lq_rpc_client_free` (which deletes the reply queue).
+ *
+ * # Safety
+ * `ns` NULL or live; `out` writable.
+ */
+lq_status lq_rpc_client_new(const lq_namespace *ns, lq_rpc_client **out);
+
+/**
+ * Publishes `msg` (**consumed**) to every subscriber of the topic `topic`;
+ * `*count` (if not NULL) gets how many got it.
+ *
+ * # Safety
+ * As for `lq_rpc_call`; `count` NULL or writable.
+ */
+lq_status lq_rpc_fanout(const lq_rpc_client *client,
+                        const uint8_t *topic,
+                        size_t topic_len,
+                        lq_message *msg,
+                        size_t *count);
+
+/**
+ * Replies that arrived after their call had timed out (dropped).
+ *
+ * # Safety
+ * `client` NULL or live; `out` writable.
+ */
+lq_status lq_rpc_late_replies(const lq_rpc_client *client, uint64_t *out);
+
+/**
+ * The static name of a status (`"LQ_OK"`, `"LQ_EMPTY"`...), never NULL;
+ * `"LQ_UNKNOWN"` for a number that is not a status.
+ */
+const char *lq_status_str(int32_t status);
+
+/**
+ * Frees a list; NULL is a no-op.
+ *
+ * # Safety
+ * `list` must be NULL or an owned list, not used again.
+ */
+void lq_strings_free(lq_strings *list);
+
+/**
+ * Name `index`, borrowed from the list (UTF-8, not NUL-terminated; valid until
+ * `lq_strings_free`). `LQ_NOT_FOUND` past the end.
+ *
+ * # Safety
+ * `list` NULL or live; `ptr` and `len` writable.
+ */
+lq_status lq_strings_get(const lq_strings *list, size_t index, const uint8_t **ptr, size_t *len);
+
+/**
+ * How many names the list holds.
+ *
+ * # Safety
+ * `list` NULL or live; `out` writable.
+ */
+lq_status lq_strings_len(const lq_strings *list, size_t *out);
+
+/**
+ * Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+ *
+ * # Safety
+ * `topic` must be NULL or an owned handle, not used again.
+ */
+void lq_topic_free(lq_topic *topic);
+
+/**
+ * Publishes `msg`, **consuming it**: every subscription whose filter matches
+ * gets a copy. `*count` (if not NULL) gets how many did. If one refuses it
+ * (full, quota, closed) the others still get theirs and that first error is
+ * returned.
+ *
+ * # Safety
+ * `topic` NULL or live; `msg` NULL or owned (not used again); `count` NULL or
+ * writable.
+ */
+lq_status lq_topic_publish(const lq_topic *topic, lq_message *msg, size_t *count);
+
+/**
+ * Subscribes the queue `queue` (created with the defaults if missing) to every
+ * message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
+ * owned handle on the subscription queue (free with `lq_queue_free`).
+ *
+ * # Safety
+ * `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
+ */
+lq_status lq_topic_subscribe(const lq_topic *topic,
+                             const uint8_t *queue,
+                             size_t queue_len,
+                             lq_queue **out);
+
+/**
+ * Subscribes `queue` to messages whose header `key` (UTF-8) equals `value`.
+ *
+ * # Safety
+ * As for `lq_topic_subscribe`; `key`/`value` point to their lengths in bytes.
+ */
+lq_status lq_topic_subscribe_header(const lq_topic *topic,
+                                    const uint8_t *queue,
+                                    size_t queue_len,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    const uint8_t *value,
+                                    size_t value_len,
+                                    lq_queue **out);
+
+/**
+ * Subscribes `queue` to messages named `name`.
+ *
+ * # Safety
+ * As for `lq_topic_subscribe`; `name` points to `name_len` bytes.
+ */
+lq_status lq_topic_subscribe_name(const lq_topic *topic,
+                                  const uint8_t *queue,
+                                  size_t queue_len,
+                                  const uint8_t *name,
+                                  size_t name_len,
+                                  lq_queue **out);
+
+/**
+ * Names of the subscribed queues, in subscription order. `*out` is owned:
+ * free with `lq_strings_free`.
+ *
+ * # Safety
+ * `topic` NULL or live; `out` writable.
+ */
+lq_status lq_topic_subscriptions(const lq_topic *topic, lq_strings **out);
+
+/**
+ * Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
+ * there is none.
+ *
+ * # Safety
+ * `topic` NULL or live; `queue` points to `queue_len` bytes.
+ */
+lq_status lq_topic_unsubscribe(const lq_topic *topic, const uint8_t *queue, size_t queue_len);
 
 /**
  * The library version, `"MAJOR.MINOR.PATCH"`, as a static NUL-terminated string

@@ -1,0 +1,168 @@
+//! `lq_rpc_client`: `call` (request, reply by correlation id), `cast` (one
+//! consumer), `fanout` (every subscriber of a topic). The serving side is an
+//! `lq_pool` whose handler sets the reply with `lq_reply_set_body`.
+//!
+//! Threads: an `lq_rpc_client` may be shared; many threads may call through one
+//! client at once.
+
+use super::broker::{check_open, lq_namespace};
+use super::delivery::lq_delivery;
+use super::lq_status;
+use super::message::{lq_message, take};
+use super::{boxed, handle, ms, run, run_free, text, Fail, Out};
+use crate::{Broker, RpcClient};
+
+/// An RPC client with a private reply queue. Shareable between threads.
+pub struct lq_rpc_client {
+    c: RpcClient,
+    broker: Broker,
+}
+
+/// A client with its own reply queue in `ns`. `*out` is owned: free it with
+/// `lq_rpc_client_free` (which deletes the reply queue).
+///
+/// # Safety
+/// `ns` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_client_new(
+    ns: *const lq_namespace,
+    out: *mut *mut lq_rpc_client,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, out) = unsafe { (handle(ns, "ns")?, Out::new(out, "out")?) };
+        check_open(&h.broker)?;
+        out.set(boxed(lq_rpc_client {
+            c: RpcClient::new(&h.ns)?,
+            broker: h.broker.clone(),
+        }));
+        Ok(())
+    })
+}
+
+/// Frees a client and deletes its reply queue; NULL is a no-op.
+///
+/// # Safety
+/// `client` must be NULL or an owned client, not used again (no call in flight).
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_client_free(client: *mut lq_rpc_client) {
+    run_free(client)
+}
+
+/// # Safety
+/// `client` NULL or live; `target` points to `target_len` bytes; `msg` NULL or
+/// owned (consumed).
+unsafe fn prepare<'a>(
+    client: *const lq_rpc_client,
+    target: *const u8,
+    target_len: usize,
+    msg: *mut lq_message,
+) -> Result<(&'a lq_rpc_client, &'a str, crate::Message), Fail> {
+    // SAFETY: the caller hands `msg` over (consumed whatever happens).
+    let m = unsafe { take(msg, "msg") }?;
+    // SAFETY: the caller guarantees the pointers are NULL or valid.
+    let (h, t) = unsafe {
+        (
+            handle(client, "client")?,
+            text(target, target_len, "target")?,
+        )
+    };
+    check_open(&h.broker)?;
+    Ok((h, t, m))
+}
+
+/// Sends `msg` (**consumed**) to the queue `queue` and waits at most
+/// `timeout_ms` for the reply: on success `*reply` is an owned delivery holding
+/// the reply body (read it, then `lq_delivery_free`; it needs no ack).
+/// `LQ_TIMEOUT` if no reply came; `LQ_REMOTE` if the handler failed for good
+/// (its text in `lq_last_error_message`).
+///
+/// # Safety
+/// `client` NULL or live; `queue` points to `queue_len` bytes; `msg` NULL or
+/// owned; `reply` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_call(
+    client: *const lq_rpc_client,
+    queue: *const u8,
+    queue_len: usize,
+    msg: *mut lq_message,
+    timeout_ms: u64,
+    reply: *mut *mut lq_delivery,
+) -> lq_status {
+    run(|| {
+        // SAFETY: forwarded from the caller.
+        let (h, q, m) = unsafe { prepare(client, queue, queue_len, msg) }?;
+        // SAFETY: the caller guarantees `reply` is NULL or writable.
+        let reply = unsafe { Out::new(reply, "reply") }?;
+        let d = h.c.call(q, m, ms(timeout_ms))?;
+        reply.set(boxed(lq_delivery::owned(d)));
+        Ok(())
+    })
+}
+
+/// Sends `msg` (**consumed**) to the queue `queue` for one consumer, no reply;
+/// `*id_out` (if not NULL) gets its id.
+///
+/// # Safety
+/// As for `lq_rpc_call`; `id_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_cast(
+    client: *const lq_rpc_client,
+    queue: *const u8,
+    queue_len: usize,
+    msg: *mut lq_message,
+    id_out: *mut u64,
+) -> lq_status {
+    run(|| {
+        // SAFETY: forwarded from the caller.
+        let (h, q, m) = unsafe { prepare(client, queue, queue_len, msg) }?;
+        let id = h.c.cast(q, m)?;
+        if !id_out.is_null() {
+            // SAFETY: checked non-NULL; the caller guarantees it is writable.
+            unsafe { Out::new(id_out, "id_out") }?.set(id);
+        }
+        Ok(())
+    })
+}
+
+/// Publishes `msg` (**consumed**) to every subscriber of the topic `topic`;
+/// `*count` (if not NULL) gets how many got it.
+///
+/// # Safety
+/// As for `lq_rpc_call`; `count` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_fanout(
+    client: *const lq_rpc_client,
+    topic: *const u8,
+    topic_len: usize,
+    msg: *mut lq_message,
+    count: *mut usize,
+) -> lq_status {
+    run(|| {
+        // SAFETY: forwarded from the caller.
+        let (h, t, m) = unsafe { prepare(client, topic, topic_len, msg) }?;
+        let n = h.c.fanout(t, m)?;
+        if !count.is_null() {
+            // SAFETY: checked non-NULL; the caller guarantees it is writable.
+            unsafe { Out::new(count, "count") }?.set(n);
+        }
+        Ok(())
+    })
+}
+
+/// Replies that arrived after their call had timed out (dropped).
+///
+/// # Safety
+/// `client` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_late_replies(
+    client: *const lq_rpc_client,
+    out: *mut u64,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, out) = unsafe { (handle(client, "client")?, Out::new(out, "out")?) };
+        out.set(h.c.late_replies());
+        Ok(())
+    })
+}

@@ -1,0 +1,189 @@
+//! `lq_topic`: publish once, every subscription (a queue) gets a copy.
+//!
+//! Threads: an `lq_topic` may be shared between threads and used concurrently.
+
+use super::broker::{check_open, lq_strings, strings};
+use super::lq_status;
+use super::message::{lq_message, take};
+use super::queue::lq_queue;
+use super::{bytes, handle, run, run_free, text, Fail, Out};
+use crate::{Broker, Filter, Topic};
+
+/// A topic of a namespace. Shareable between threads.
+pub struct lq_topic {
+    pub(crate) t: Topic,
+    pub(crate) broker: Broker,
+}
+
+/// Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+///
+/// # Safety
+/// `topic` must be NULL or an owned handle, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_free(topic: *mut lq_topic) {
+    run_free(topic)
+}
+
+/// # Safety
+/// As for the `lq_topic_subscribe*` functions.
+unsafe fn subscribe(
+    topic: *const lq_topic,
+    queue: *const u8,
+    queue_len: usize,
+    filter: impl FnOnce() -> Result<Filter, Fail>,
+    out: *mut *mut lq_queue,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
+        let f = filter()?;
+        check_open(&h.broker)?;
+        let sub = h.t.subscribe(q, f)?;
+        if !out.is_null() {
+            // SAFETY: checked non-NULL; the caller guarantees it is writable.
+            unsafe { Out::new(out, "out") }?.set(lq_queue::boxed(sub, &h.broker));
+        }
+        Ok(())
+    })
+}
+
+/// Subscribes the queue `queue` (created with the defaults if missing) to every
+/// message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
+/// owned handle on the subscription queue (free with `lq_queue_free`).
+///
+/// # Safety
+/// `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_subscribe(
+    topic: *const lq_topic,
+    queue: *const u8,
+    queue_len: usize,
+    out: *mut *mut lq_queue,
+) -> lq_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { subscribe(topic, queue, queue_len, || Ok(Filter::All), out) }
+}
+
+/// Subscribes `queue` to messages named `name`.
+///
+/// # Safety
+/// As for `lq_topic_subscribe`; `name` points to `name_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_subscribe_name(
+    topic: *const lq_topic,
+    queue: *const u8,
+    queue_len: usize,
+    name: *const u8,
+    name_len: usize,
+    out: *mut *mut lq_queue,
+) -> lq_status {
+    // SAFETY: forwarded from the caller; `name` checked inside `run`.
+    unsafe {
+        subscribe(
+            topic,
+            queue,
+            queue_len,
+            || Ok(Filter::name(text(name, name_len, "name")?)),
+            out,
+        )
+    }
+}
+
+/// Subscribes `queue` to messages whose header `key` (UTF-8) equals `value`.
+///
+/// # Safety
+/// As for `lq_topic_subscribe`; `key`/`value` point to their lengths in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_subscribe_header(
+    topic: *const lq_topic,
+    queue: *const u8,
+    queue_len: usize,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    out: *mut *mut lq_queue,
+) -> lq_status {
+    // SAFETY: forwarded from the caller; `key`/`value` checked inside `run`.
+    unsafe {
+        subscribe(
+            topic,
+            queue,
+            queue_len,
+            || {
+                Ok(Filter::header(
+                    text(key, key_len, "key")?,
+                    bytes(value, value_len, "value")?,
+                ))
+            },
+            out,
+        )
+    }
+}
+
+/// Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
+/// there is none.
+///
+/// # Safety
+/// `topic` NULL or live; `queue` points to `queue_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_unsubscribe(
+    topic: *const lq_topic,
+    queue: *const u8,
+    queue_len: usize,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
+        check_open(&h.broker)?;
+        h.t.unsubscribe(q)?;
+        Ok(())
+    })
+}
+
+/// Names of the subscribed queues, in subscription order. `*out` is owned:
+/// free with `lq_strings_free`.
+///
+/// # Safety
+/// `topic` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_subscriptions(
+    topic: *const lq_topic,
+    out: *mut *mut lq_strings,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
+        out.set(strings(h.t.subscriptions()));
+        Ok(())
+    })
+}
+
+/// Publishes `msg`, **consuming it**: every subscription whose filter matches
+/// gets a copy. `*count` (if not NULL) gets how many did. If one refuses it
+/// (full, quota, closed) the others still get theirs and that first error is
+/// returned.
+///
+/// # Safety
+/// `topic` NULL or live; `msg` NULL or owned (not used again); `count` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_publish(
+    topic: *const lq_topic,
+    msg: *mut lq_message,
+    count: *mut usize,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller hands `msg` over (consumed whatever happens).
+        let m = unsafe { take(msg, "msg") }?;
+        // SAFETY: the caller guarantees `topic` is NULL or live.
+        let h = unsafe { handle(topic, "topic") }?;
+        check_open(&h.broker)?;
+        let n = h.t.publish(m)?;
+        if !count.is_null() {
+            // SAFETY: checked non-NULL; the caller guarantees it is writable.
+            unsafe { Out::new(count, "count") }?.set(n);
+        }
+        Ok(())
+    })
+}
