@@ -86,6 +86,19 @@ class _FifoBase(Generic[T]):
         data = pickle.dumps(item, _PROTO)
         h = self._h
         idp = ffi.new("uint64_t *")
+        self._added(1)  # before the item is visible: a get() + task_done() may follow at once
+        try:
+            st = self._put_data(h, data, block, timeout, idp)
+        except BaseException:
+            self._added(-1)
+            raise
+        if st:
+            self._added(-1)
+            if st in (2, 3):
+                raise Full("the queue is full", 3)
+            raise error_for(st)
+
+    def _put_data(self, h: Any, data: bytes, block: bool, timeout: Optional[float], idp: Any) -> int:
         if self.maxsize <= 0:
             st = lib.lq_queue_send_bytes(h, data, len(data), idp)
         elif not block:
@@ -100,11 +113,7 @@ class _FifoBase(Generic[T]):
                 st = self._send(h, data, 2, left, idp)
                 if st != 2 or (deadline is not None and time.monotonic() >= deadline):
                     break
-        if st:
-            if st in (2, 3):
-                raise Full("the queue is full", 3)
-            raise error_for(st)
-        self._added()
+        return st
 
     @staticmethod
     def _send(h: Any, data: bytes, mode: int, timeout_ms: int, idp: Any) -> int:
@@ -114,7 +123,7 @@ class _FifoBase(Generic[T]):
             return st
         return lib.lq_queue_send_with(h, out[0], mode, timeout_ms, idp)
 
-    def _added(self) -> None:
+    def _added(self, n: int) -> None:
         pass
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> T:
@@ -197,9 +206,9 @@ class Queue(_FifoBase[T]):
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
 
-    def _added(self) -> None:
+    def _added(self, n: int) -> None:
         with self.all_tasks_done:
-            self.unfinished_tasks += 1
+            self.unfinished_tasks += n
 
     def task_done(self) -> None:
         """Marks one item taken with ``get`` as processed (``ValueError`` if called
