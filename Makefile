@@ -142,6 +142,15 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --release
 
+# The C boundary's cost (same loop through Rust and the C ABI, one run), then
+# C ABI send/receive throughput beside moodycamel's ConcurrentQueue (1 and 4
+# producers, same run). Needs libconcurrentqueue-dev. Not part of `make test`.
+bench-c: lib
+	$(CARGO) bench --bench ffi_boundary
+	mkdir -p target/bench-c
+	c++ -std=c++17 -O2 -Wall -Wextra -Iinclude benches/c/throughput.cpp -Ltarget/release -lqueue -lpthread -o target/bench-c/throughput
+	LD_LIBRARY_PATH=target/release ./target/bench-c/throughput
+
 # The long crash run: hundreds of SIGKILLs of a child writing to the journal.
 crash-long:
 	LQ_CRASH_ROUNDS=$${LQ_CRASH_ROUNDS:-300} $(CARGO) test --release --test journal_crash sigkill -- --nocapture

@@ -29,6 +29,29 @@ mod queue;
 mod rpc;
 mod topic;
 
+// Every exported item, reachable from Rust too (benches/ffi_boundary.rs calls
+// the C ABI from Rust to measure what the boundary costs).
+pub use broker::{
+    lq_broker, lq_broker_close, lq_broker_create_namespace, lq_broker_flush, lq_broker_free,
+    lq_broker_get_namespace, lq_broker_is_closed, lq_broker_list_namespaces, lq_broker_namespace,
+    lq_broker_open, lq_broker_queue, lq_broker_recovery_damage, lq_broker_recovery_report,
+    lq_namespace, lq_namespace_create_queue, lq_namespace_delete_queue, lq_namespace_free,
+    lq_namespace_get_queue, lq_namespace_get_stats, lq_namespace_list, lq_namespace_name,
+    lq_namespace_queue, lq_namespace_stats, lq_namespace_topic, lq_recovery_report, lq_strings,
+    lq_strings_free, lq_strings_get, lq_strings_len,
+};
+pub use delivery::*;
+pub use message::{
+    lq_message, lq_message_free, lq_message_new, lq_message_set_correlation_id,
+    lq_message_set_delay_ms, lq_message_set_header, lq_message_set_name, lq_message_set_persistent,
+    lq_message_set_priority, lq_message_set_ttl_ms, lq_message_size,
+};
+pub use options::*;
+pub use pool::*;
+pub use queue::*;
+pub use rpc::*;
+pub use topic::*;
+
 use crate::error::Error;
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
