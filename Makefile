@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib header test test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long clean
 
 all: build
@@ -16,7 +16,7 @@ lib:
 	ln -sf liblibqueue.so target/release/libqueue.so
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install lint
+test: test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python lint
 
 test-rust:
 	$(CARGO) test --release --all-targets
@@ -169,3 +169,20 @@ bench:
 clean:
 	$(CARGO) clean
 	rm -rf $(LOOM_TARGET)
+
+# The Python package (bindings/python): pip-installed into a venv under target/
+# (its build runs cargo and bundles liblibqueue.so), then its pytest suite.
+PYENV := target/pyenv
+test-python: lib
+	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout
+	$(PYENV)/bin/pip install -q ./bindings/python
+	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
+
+# Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
+# benchmark only, in their own venv); prints a table, writes benches/results/python.json.
+bench-python: lib
+	test -x target/pybench/bin/python || python3 -m venv target/pybench
+	target/pybench/bin/pip install -q --upgrade pip persist-queue queuelib litequeue
+	target/pybench/bin/pip install -q ./bindings/python
+	target/pybench/bin/python benches/python/compare.py --json benches/results/python.json

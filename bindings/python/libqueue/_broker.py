@@ -1,0 +1,289 @@
+"""``Broker`` (one engine instance) and ``Namespace`` (a tenant)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from ._core import BytesLike, Handle, string_list, to_bytes
+from ._errors import check
+from ._ffi import NULL, ffi, lib
+from ._options import QueueOptions, Quotas
+from ._queue import Queue, QueueStats
+
+_SYNC = {"none": 0, "interval": 1, "always": 2}
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    """Statistics of a namespace: its number of queues and their stats summed."""
+
+    queues: int
+    totals: QueueStats
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What opening a data directory found: records replayed, queues and unacked
+    persistent messages brought back, and any damage (cut off, never delivered)."""
+
+    records_read: int
+    queues: int
+    messages_recovered: int
+    bytes_cut: int
+    segments_damaged: int
+    damage: list[str] = field(default_factory=list)
+
+
+def _named(fn: Any, h: Any, name: str, ctype: str, *extra: Any) -> Any:
+    b = to_bytes(name)
+    out = ffi.new(ctype)
+    check(fn(h, b, len(b), *extra, out))
+    return out[0]
+
+
+class Namespace(Handle):
+    """A namespace (tenant): queues and topics that no other namespace can see,
+    under its own :class:`Quotas`. Shareable between threads."""
+
+    __slots__ = ("_name",)
+    _free = lib.lq_namespace_free
+    _kind = "namespace"
+
+    def __init__(self, h: Any) -> None:
+        self._h = h
+        ptr = ffi.new("const uint8_t **")
+        ln = ffi.new("size_t *")
+        check(lib.lq_namespace_name(h, ptr, ln))
+        self._name = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
+
+    @property
+    def name(self) -> str:
+        """The namespace's name."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<libqueue.Namespace {self._name!r}>"
+
+    def queue(self, name: str = DEFAULT_QUEUE, options: Optional[QueueOptions] = None,
+              **kw: Any) -> Queue:
+        """The queue ``name``, created on first use (with ``options`` or keyword
+        :class:`QueueOptions` fields if given, else the broker's defaults)."""
+        if options is None and kw:
+            options = QueueOptions(**kw)
+        if options is None:
+            return Queue(_named(lib.lq_namespace_queue, self._p, name, "lq_queue **"))
+        try:
+            return self.create_queue(name, options)
+        except Exception as e:
+            from ._errors import AlreadyExists
+
+            if isinstance(e, AlreadyExists):
+                return self.get_queue(name)
+            raise
+
+    def create_queue(self, name: str, options: Optional[QueueOptions] = None, **kw: Any) -> Queue:
+        """Creates the queue ``name`` (:class:`AlreadyExists` if it exists)."""
+        opts = (options or QueueOptions(**kw))._to_c()
+        return Queue(_named(lib.lq_namespace_create_queue, self._p, name, "lq_queue **", opts))
+
+    def get_queue(self, name: str) -> Queue:
+        """An existing queue (:class:`NotFound` otherwise)."""
+        return Queue(_named(lib.lq_namespace_get_queue, self._p, name, "lq_queue **"))
+
+    def delete_queue(self, name: str) -> None:
+        """Deletes a queue and its messages; its handles then raise :class:`Closed`."""
+        b = to_bytes(name)
+        check(lib.lq_namespace_delete_queue(self._p, b, len(b)))
+        from ._aio import wake_all
+
+        wake_all()
+
+    def queues(self) -> list[str]:
+        """Names of its queues, sorted."""
+        out = ffi.new("lq_strings **")
+        check(lib.lq_namespace_list(self._p, False, out))
+        return string_list(out[0], lib.lq_strings_free, lib)
+
+    def topics(self) -> list[str]:
+        """Names of its topics, sorted."""
+        out = ffi.new("lq_strings **")
+        check(lib.lq_namespace_list(self._p, True, out))
+        return string_list(out[0], lib.lq_strings_free, lib)
+
+    def topic(self, name: str) -> "Topic":
+        """The topic ``name``, created on first use."""
+        from ._topic import Topic
+
+        return Topic(_named(lib.lq_namespace_topic, self._p, name, "lq_topic **"), name)
+
+    def stats(self) -> NamespaceStats:
+        """Statistics over all its queues."""
+        s = ffi.new("lq_namespace_stats *")
+        check(lib.lq_namespace_get_stats(self._p, s))
+        return NamespaceStats(s.queues, QueueStats._from_c(s.totals))
+
+    def pool(self, queue: str = DEFAULT_QUEUE, size: int = 4,
+             backoff: Optional[tuple[float, float]] = None) -> "Pool":
+        """A consumer pool on ``queue`` running at most ``size`` handlers at once;
+        register handlers with ``@pool.handler("name")``, then ``start()``."""
+        from ._pool import Pool
+
+        return Pool(self, queue, size, backoff)
+
+    def rpc(self) -> "RpcClient":
+        """An RPC client with its own reply queue in this namespace."""
+        from ._rpc import RpcClient
+
+        out = ffi.new("lq_rpc_client **")
+        check(lib.lq_rpc_client_new(self._p, out))
+        return RpcClient(out[0])
+
+
+class Broker(Handle):
+    """One engine instance: in memory, or with ``data_dir`` a journal on disk that
+    persistent messages survive a crash in (one process per directory:
+    :class:`Locked`).
+
+    ``sync``: ``"none"`` (survives a process crash), ``"interval"`` (flushed every
+    ``sync_interval`` seconds) or ``"always"`` (send returns once on disk).
+    ``quotas`` and ``queue_options`` are the defaults of namespaces and queues created
+    on first use. Use it as a context manager, or call :meth:`close`.
+    """
+
+    __slots__ = ("_default_ns", "_report")
+    _free = lib.lq_broker_free
+    _kind = "broker"
+
+    def __init__(
+        self,
+        data_dir: Union[str, os.PathLike[str], None] = None,
+        *,
+        sync: str = "none",
+        sync_interval: float = 0.1,
+        segment_size: Optional[int] = None,
+        quotas: Optional[Quotas] = None,
+        queue_options: Optional[QueueOptions] = None,
+    ) -> None:
+        self._h = None
+        self._default_ns: Optional[Namespace] = None
+        self._report: Optional[RecoveryReport] = None
+        if sync not in _SYNC:
+            raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
+        o = ffi.new("lq_broker_options **")
+        check(lib.lq_broker_options_new(o))
+        opts = ffi.gc(o[0], lib.lq_broker_options_free)
+        if data_dir is not None:
+            d = os.fsencode(data_dir)
+            check(lib.lq_broker_options_set_data_dir(opts, d, len(d)))
+        from ._core import ms
+
+        check(lib.lq_broker_options_set_sync_mode(opts, _SYNC[sync], ms(sync_interval)))
+        if segment_size is not None:
+            check(lib.lq_broker_options_set_segment_size(opts, segment_size))
+        if quotas is not None:
+            check(lib.lq_broker_options_set_default_quotas(opts, quotas._to_c()))
+        if queue_options is not None:
+            check(lib.lq_broker_options_set_default_queue_options(opts, queue_options._to_c()))
+        out = ffi.new("lq_broker **")
+        check(lib.lq_broker_open(opts, out))
+        self._h = out[0]
+
+    def close(self) -> None:
+        """Closes the broker: blocked receives in other threads raise :class:`Closed`,
+        persistent data is flushed, the data directory released, and the handle
+        freed. Idempotent."""
+        ns, self._default_ns = self._default_ns, None
+        if ns is not None:
+            ns.close()
+        h, self._h = self._h, None
+        if h is not None:
+            lib.lq_broker_free(h)
+            from ._aio import wake_all
+
+            wake_all()
+
+    def namespace(self, name: str = DEFAULT_NAMESPACE) -> Namespace:
+        """The namespace ``name``, created with the default quotas if missing."""
+        return Namespace(_named(lib.lq_broker_namespace, self._p, name, "lq_namespace **"))
+
+    def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
+        """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
+        q = quotas._to_c() if quotas is not None else NULL
+        return Namespace(_named(lib.lq_broker_create_namespace, self._p, name,
+                                "lq_namespace **", q))
+
+    def get_namespace(self, name: str) -> Namespace:
+        """An existing namespace (:class:`NotFound` otherwise)."""
+        return Namespace(_named(lib.lq_broker_get_namespace, self._p, name, "lq_namespace **"))
+
+    def namespaces(self) -> list[str]:
+        """Names of all namespaces, sorted."""
+        out = ffi.new("lq_strings **")
+        check(lib.lq_broker_list_namespaces(self._p, out))
+        return string_list(out[0], lib.lq_strings_free, lib)
+
+    @property
+    def default_namespace(self) -> Namespace:
+        """The ``default`` namespace (one handle, kept)."""
+        if self._default_ns is None:
+            self._default_ns = self.namespace(DEFAULT_NAMESPACE)
+        return self._default_ns
+
+    def queue(self, name: str = DEFAULT_QUEUE, options: Optional[QueueOptions] = None,
+              **kw: Any) -> Queue:
+        """A queue of the default namespace, created on first use."""
+        if options is None and not kw:
+            return Queue(_named(lib.lq_broker_queue, self._p, name, "lq_queue **"))
+        return self.default_namespace.queue(name, options, **kw)
+
+    def topic(self, name: str) -> "Topic":
+        """A topic of the default namespace."""
+        return self.default_namespace.topic(name)
+
+    def pool(self, queue: str = DEFAULT_QUEUE, size: int = 4,
+             backoff: Optional[tuple[float, float]] = None) -> "Pool":
+        """A consumer pool on a queue of the default namespace."""
+        return self.default_namespace.pool(queue, size, backoff)
+
+    def rpc(self) -> "RpcClient":
+        """An RPC client in the default namespace."""
+        return self.default_namespace.rpc()
+
+    def send(self, body: BytesLike, queue: str = DEFAULT_QUEUE, **kw: Any) -> int:
+        """Sends to a queue of the default namespace (see :meth:`Queue.send`)."""
+        with self.queue(queue) as q:
+            return q.send(body, **kw)
+
+    def flush(self) -> None:
+        """Makes every persistent message sent so far durable, whatever the sync mode."""
+        check(lib.lq_broker_flush(self._p))
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the broker was closed."""
+        return self._h is None
+
+    @property
+    def recovery_report(self) -> Optional[RecoveryReport]:
+        """What opening the data directory found (``None`` in memory)."""
+        if self._report is None:
+            h = self._p
+            r = ffi.new("lq_recovery_report *")
+            st = lib.lq_broker_recovery_report(h, r)
+            if st == 5:
+                return None
+            check(st)
+            damage = []
+            ptr = ffi.new("const uint8_t **")
+            ln = ffi.new("size_t *")
+            for i in range(r.damage_count):
+                if lib.lq_broker_recovery_damage(h, i, ptr, ln) == 0:
+                    damage.append(ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode("utf-8", "replace"))
+            self._report = RecoveryReport(r.records_read, r.queues, r.messages_recovered,
+                                          r.bytes_cut, r.segments_damaged, damage)
+        return self._report

@@ -1,0 +1,229 @@
+"""``Delivery``: a received (or peeked) message."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ._core import Handle, ms, to_bytes
+from ._errors import InvalidState, check, error_for
+from ._ffi import NULL, ffi, lib
+from ._message import EXECUTION_ID
+
+_u64 = "uint64_t *"
+
+
+class Delivery(Handle):
+    """A received message. A leased delivery must be settled: :meth:`ack` removes
+    the message, :meth:`nack` returns it (optionally after a delay); one left
+    unsettled comes back when its lease runs out.
+
+    The body, name and headers are read from the engine's memory on first use;
+    :attr:`body` copies the body once into ``bytes``, :meth:`body_view` gives a
+    zero-copy ``memoryview``. Both must be read **before** the delivery is
+    settled (acked/nacked) or closed: settling releases the message.
+
+    ``with queue.receive() as d:`` acks when the block succeeds and nacks when it
+    raises (a peeked delivery is only closed).
+    """
+
+    __slots__ = ("_body", "_id", "_settled", "_view", "_borrowed", "_peeked")
+    _free = lib.lq_delivery_free
+    _kind = "delivery"
+
+    def __init__(self, h: Any, borrowed: bool = False, peeked: bool = False) -> None:
+        self._h = h
+        self._body: Optional[bytes] = None
+        self._id: Optional[int] = None
+        self._settled = False
+        self._view: Optional[memoryview] = None
+        self._borrowed = borrowed
+        self._peeked = peeked
+
+    def close(self) -> None:
+        """Frees the delivery (an unsettled leased one comes back after its lease)."""
+        self._release_view()
+        h, self._h = self._h, None
+        if h is not None and not self._borrowed:
+            lib.lq_delivery_free(h)
+
+    def _live(self) -> Any:
+        h = self._p
+        if self._settled:
+            raise InvalidState("the delivery was settled (acked or nacked): its message "
+                               "is released; read the body before settling it")
+        return h
+
+    def _slice(self, fn: Any, *args: Any) -> Optional[bytes]:
+        h = self._live()
+        ptr = ffi.new("const uint8_t **")
+        ln = ffi.new("size_t *")
+        st = fn(h, *args, ptr, ln)
+        if st == 5:
+            return None
+        check(st)
+        return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+
+    @property
+    def body(self) -> bytes:
+        """The body as bytes (copied once from the engine, then cached)."""
+        b = self._body
+        if b is None:
+            h = self._live()
+            ptr = ffi.new("const uint8_t **")
+            ln = ffi.new("size_t *")
+            check(lib.lq_delivery_body(h, ptr, ln))
+            b = self._body = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+        return b
+
+    def body_view(self) -> memoryview:
+        """The body without a copy: a read-only ``memoryview`` of the engine's memory,
+        valid until the delivery is settled or closed (it is released then; do not
+        keep slices of it beyond that)."""
+        if self._view is None:
+            h = self._live()
+            ptr = ffi.new("const uint8_t **")
+            ln = ffi.new("size_t *")
+            check(lib.lq_delivery_body(h, ptr, ln))
+            self._view = memoryview(ffi.buffer(ptr[0], ln[0])).toreadonly()
+        return self._view
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode()
+
+    @property
+    def id(self) -> int:
+        """The message id (unique within its queue, increasing)."""
+        if self._id is None:
+            out = ffi.new(_u64)
+            check(lib.lq_delivery_id(self._p, out))
+            self._id = out[0]
+        return self._id
+
+    @property
+    def name(self) -> Optional[str]:
+        """The message name (what it is about), or ``None``."""
+        b = self._slice(lib.lq_delivery_name)
+        return None if b is None else b.decode()
+
+    @property
+    def correlation_id(self) -> Optional[str]:
+        """The correlation id, or ``None``."""
+        b = self._slice(lib.lq_delivery_correlation_id)
+        return None if b is None else b.decode()
+
+    def header(self, key: str, default: Optional[bytes] = None) -> Optional[bytes]:
+        """The value of header ``key`` (bytes), or ``default``."""
+        k = to_bytes(key)
+        b = self._slice(lib.lq_delivery_header, k, len(k))
+        return default if b is None else b
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """All headers, key → value bytes (a copy)."""
+        h = self._live()
+        n = ffi.new("size_t *")
+        check(lib.lq_delivery_header_count(h, n))
+        kp, kl = ffi.new("const uint8_t **"), ffi.new("size_t *")
+        vp, vl = ffi.new("const uint8_t **"), ffi.new("size_t *")
+        out = {}
+        for i in range(n[0]):
+            check(lib.lq_delivery_header_at(h, i, kp, kl, vp, vl))
+            key = ffi.unpack(ffi.cast("char *", kp[0]), kl[0]).decode()
+            out[key] = ffi.unpack(ffi.cast("char *", vp[0]), vl[0])
+        return out
+
+    @property
+    def execution_id(self) -> Optional[str]:
+        """The ``execution_id`` header (the workflow envelope), or ``None``."""
+        b = self.header(EXECUTION_ID)
+        return None if b is None else b.decode()
+
+    @property
+    def priority(self) -> int:
+        """Priority 0–9."""
+        out = ffi.new("uint8_t *")
+        check(lib.lq_delivery_priority(self._live(), out))
+        return out[0]
+
+    @property
+    def delivery_count(self) -> int:
+        """Which delivery of the message this is (1 the first time, 0 for a peek)."""
+        out = ffi.new("uint32_t *")
+        check(lib.lq_delivery_count(self._live(), out))
+        return out[0]
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the message is persistent."""
+        out = ffi.new("bool *")
+        check(lib.lq_delivery_is_persistent(self._live(), out))
+        return bool(out[0])
+
+    @property
+    def expires_at(self) -> Optional[int]:
+        """When the message expires (broker clock, nanoseconds), or ``None``."""
+        out = ffi.new(_u64)
+        st = lib.lq_delivery_expires_at(self._live(), out)
+        if st == 5:
+            return None
+        check(st)
+        return out[0]
+
+    @property
+    def settled(self) -> bool:
+        """Whether :meth:`ack` or :meth:`nack` was called."""
+        return self._settled
+
+    def _release_view(self) -> None:
+        v, self._view = self._view, None
+        if v is not None:
+            v.release()
+
+    def _settle(self, st: int) -> None:
+        # Settled whatever the outcome: the C delivery is settled by the call too
+        # (LQ_LEASE_EXPIRED included), except when the call was refused outright.
+        if st in (0, 8):
+            self._settled = True
+        check(st)
+
+    def ack(self) -> None:
+        """Acknowledges: the message is done and removed. :class:`LeaseExpired` if
+        the lease ran out first (the message went back to the queue)."""
+        h = self._live()
+        self._release_view()
+        self._settle(lib.lq_delivery_ack(h))
+
+    def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
+        """Returns the message to the queue, after ``delay`` seconds if given (or to
+        the dead-letter queue after max deliveries, with ``reason``)."""
+        h = self._live()
+        self._release_view()
+        if delay is None and reason is None:
+            self._settle(lib.lq_delivery_nack(h))
+        else:
+            r = to_bytes(reason or "")
+            self._settle(lib.lq_delivery_nack_with(h, ms(delay or 0), r if r else NULL, len(r)))
+
+    def extend(self, seconds: Optional[float] = None) -> None:
+        """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
+        check(lib.lq_delivery_extend(self._live(), 0 if seconds is None else ms(seconds)))
+
+    def __enter__(self) -> "Delivery":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if self._h is not None and not self._settled and not self._borrowed \
+                    and not self._peeked:
+                if exc_type is None:
+                    self.ack()
+                else:
+                    self.nack()
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._h is None else ("settled" if self._settled else "live")
+        return f"<libqueue.Delivery id={self._id if self._h is None else self.id} {state}>"

@@ -1,0 +1,169 @@
+"""``Pool``: the consumer pool, with Python handlers chosen by message name."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Optional, TypeVar
+
+from ._core import Handle, ms, to_bytes
+from ._delivery import Delivery
+from ._errors import InvalidState, check
+from ._ffi import WAIT_FOREVER, ffi, lib
+
+Handler = Callable[[Delivery], Any]
+F = TypeVar("F", bound=Handler)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters of a pool."""
+
+    handled: int
+    succeeded: int
+    failed: int
+    panicked: int
+    active: int
+    max_active: int
+
+
+@ffi.callback("lq_handler_fn")
+def _trampoline(userdata: Any, d: Any, reply: Any) -> int:
+    fn = ffi.from_handle(userdata)
+    delivery = Delivery(d, borrowed=True)
+    try:
+        result = fn(delivery)
+        if result is not None:
+            b = to_bytes(result)
+            lib.lq_reply_set_body(reply, b, len(b))
+        return 0
+    except BaseException as e:  # the handler failed: nack with backoff, error text
+        text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")
+        lib.lq_reply_set_error(reply, text, len(text))
+        return 1
+    finally:
+        delivery._h = None  # borrowed for the call only
+
+
+class Pool(Handle):
+    """A consumer pool on one queue: one handler per message name (and a default),
+    at most ``size`` running at once on the pool's threads (the GIL is taken for
+    each Python handler). A handler returns normally to ack (its return value,
+    bytes or str, is the RPC reply) or raises to nack with backoff (dead-lettered
+    after the queue's max deliveries). The delivery it gets is only valid during
+    the call and is settled by the pool::
+
+        pool = broker.pool("octavia", size=4)
+
+        @pool.handler("create_load_balancer")
+        def create_lb(d):
+            ...
+
+        with pool:          # start(); stop() on exit
+            ...
+    """
+
+    __slots__ = ("_ns", "_queue", "_size", "_backoff", "_handlers", "_default", "_keep", "_last")
+    _free = lib.lq_pool_free
+    _kind = "pool"
+
+    def __init__(self, ns: Any, queue: str, size: int = 4,
+                 backoff: Optional[tuple[float, float]] = None) -> None:
+        self._h = None
+        self._ns = ns
+        self._queue = queue
+        self._size = size
+        self._backoff = backoff
+        self._handlers: dict[str, Handler] = {}
+        self._default: Optional[Handler] = None
+        self._keep: list[Any] = []
+        self._last: Optional[PoolStats] = None
+
+    def handler(self, name: str) -> Callable[[F], F]:
+        """Decorator: ``fn`` handles messages named ``name``."""
+        def register(fn: F) -> F:
+            self.add_handler(name, fn)
+            return fn
+        return register
+
+    def add_handler(self, name: str, fn: Handler) -> None:
+        """Registers ``fn`` for messages named ``name`` (before :meth:`start`)."""
+        if self._h is not None:
+            raise InvalidState("the pool is running: register handlers before start()")
+        self._handlers[name] = fn
+
+    def default_handler(self, fn: F) -> F:
+        """Decorator: ``fn`` handles messages no named handler takes."""
+        self._default = fn
+        return fn
+
+    @property
+    def running(self) -> bool:
+        return self._h is not None
+
+    def start(self) -> "Pool":
+        """Starts the workers."""
+        if self._h is not None:
+            raise InvalidState("the pool is already running")
+        q = to_bytes(self._queue)
+        out = ffi.new("lq_pool_builder **")
+        check(lib.lq_pool_builder_new(self._ns._p, q, len(q), out))
+        b = out[0]
+        try:
+            check(lib.lq_pool_builder_set_size(b, self._size))
+            if self._backoff is not None:
+                check(lib.lq_pool_builder_set_backoff_ms(b, ms(self._backoff[0]), ms(self._backoff[1])))
+            keep = []
+            for name, fn in self._handlers.items():
+                hd = ffi.new_handle(fn)
+                keep.append(hd)
+                n = to_bytes(name)
+                check(lib.lq_pool_builder_add_handler(b, n, len(n), _trampoline, hd))
+            if self._default is not None:
+                hd = ffi.new_handle(self._default)
+                keep.append(hd)
+                check(lib.lq_pool_builder_set_default_handler(b, _trampoline, hd))
+        except BaseException:
+            lib.lq_pool_builder_free(b)
+            raise
+        p = ffi.new("lq_pool **")
+        check(lib.lq_pool_builder_start(b, p))  # consumes the builder
+        self._keep = keep  # the handles must outlive the workers
+        self._h = p[0]
+        return self
+
+    def stats(self) -> PoolStats:
+        """Counters now (after :meth:`stop`: the final ones)."""
+        if self._h is None and self._last is not None:
+            return self._last
+        s = ffi.new("lq_pool_stats *")
+        check(lib.lq_pool_get_stats(self._p, s))
+        return PoolStats(*(getattr(s, f.name) for f in fields(PoolStats)))
+
+    def stop(self, timeout: Optional[float] = None) -> int:
+        """Stops taking messages and waits for running handlers (at most ``timeout``
+        seconds; the messages of handlers still running then go back to the queue);
+        frees the pool. Returns how many messages went back."""
+        h, self._h = self._h, None
+        if h is None:
+            return 0
+        n = ffi.new("size_t *")
+        try:
+            st = lib.lq_pool_stop(h, WAIT_FOREVER if timeout is None else ms(timeout), n)
+            if st not in (0, 9):  # LQ_INVALID_STATE: already stopped
+                check(st)
+            self._h = h
+            self._last = self.stats()
+            return n[0]
+        finally:
+            self._h = None
+            lib.lq_pool_free(h)
+
+    def close(self) -> None:
+        """Stops (waiting for running handlers) and frees the pool. Idempotent."""
+        self.stop()
+
+    def __enter__(self) -> "Pool":
+        if self._h is None:
+            self.start()
+        return self

@@ -1,0 +1,74 @@
+"""``Topic``: publish once, every subscription (a queue) gets a copy."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ._core import BytesLike, Handle, string_list, to_bytes
+from ._errors import check
+from ._ffi import NULL, ffi, lib
+from ._message import EXECUTION_ID, Message, build, build_from
+from ._queue import Queue
+
+
+class Topic(Handle):
+    """A topic of a namespace. Shareable between threads."""
+
+    __slots__ = ("_name",)
+    _free = lib.lq_topic_free
+    _kind = "topic"
+
+    def __init__(self, h: Any, name: str) -> None:
+        self._h = h
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The topic's name."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"<libqueue.Topic {self._name!r}>"
+
+    def subscribe(self, queue: str, *, name: Optional[str] = None,
+                  header: Optional[tuple[str, BytesLike]] = None,
+                  execution_id: Optional[str] = None) -> Queue:
+        """Subscribes the queue ``queue`` (created if missing) and returns it. With a
+        filter it only gets messages named ``name``, or whose header ``header[0]``
+        equals ``header[1]``, or of one workflow ``execution_id``. Subscribing again
+        replaces the filter."""
+        h = self._p
+        q = to_bytes(queue)
+        out = ffi.new("lq_queue **")
+        if execution_id is not None:
+            header = (EXECUTION_ID, execution_id)
+        if name is not None and header is not None:
+            raise ValueError("one filter at a time: name, header or execution_id")
+        if name is not None:
+            n = to_bytes(name)
+            check(lib.lq_topic_subscribe_name(h, q, len(q), n, len(n), out))
+        elif header is not None:
+            k, v = to_bytes(header[0]), to_bytes(header[1])
+            check(lib.lq_topic_subscribe_header(h, q, len(q), k, len(k), v, len(v), out))
+        else:
+            check(lib.lq_topic_subscribe(h, q, len(q), out))
+        return Queue(out[0])
+
+    def unsubscribe(self, queue: str) -> None:
+        """Removes the subscription of ``queue`` (the queue stays)."""
+        q = to_bytes(queue)
+        check(lib.lq_topic_unsubscribe(self._p, q, len(q)))
+
+    def subscriptions(self) -> list[str]:
+        """Names of the subscribed queues, in subscription order."""
+        out = ffi.new("lq_strings **")
+        check(lib.lq_topic_subscriptions(self._p, out))
+        return string_list(out[0], lib.lq_strings_free, lib)
+
+    def publish(self, body: BytesLike | Message = b"", **kw: Any) -> int:
+        """Publishes a message (same keywords as :meth:`Queue.send`); returns how many
+        subscriptions got it."""
+        m = build_from(body) if isinstance(body, Message) else build(body, **kw)
+        n = ffi.new("size_t *")
+        check(lib.lq_topic_publish(self._p, m, n))  # consumes m
+        return n[0]

@@ -1,0 +1,299 @@
+"""A drop-in for the standard library's :mod:`queue` module, on libqueue.
+
+``Queue``, ``LifoQueue``, ``PriorityQueue`` and ``SimpleQueue`` behave as their
+:mod:`queue` namesakes (``put``/``get`` with ``block`` and ``timeout``,
+``put_nowait``/``get_nowait``, ``qsize``, ``empty``, ``full``, ``task_done``,
+``join``) and raise :class:`Empty` / :class:`Full`, which *are* ``queue.Empty`` /
+``queue.Full`` (subclasses), so existing ``except queue.Empty`` clauses keep working.
+Items are any picklable object.
+
+Given ``path=...`` a queue is **persistent**: its items live in a libqueue journal
+in that directory and survive the process being killed (even ``SIGKILL``) and
+restarted; reopening the same path brings back every item not yet taken. One process
+at a time may open a path (:class:`libqueue.Locked` otherwise). ``sync="always"``
+also survives a power cut, at the cost of an fsync per put (group commit).
+
+``Queue`` and ``SimpleQueue`` wait inside the engine (the GIL is released while they
+wait); ``PriorityQueue`` and ``LifoQueue`` order items in Python (a heap / a stack
+indexed by message id) and keep them in libqueue for persistence.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import queue as _stdqueue
+import threading
+import time
+from typing import Any, Generic, Optional, TypeVar, Union
+
+from . import _errors
+from ._broker import Broker
+from ._core import SLICE_MS, in_main_thread, ms
+from ._errors import error_for
+from ._ffi import WAIT_FOREVER, ffi, lib
+from ._options import QueueOptions
+
+__all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full"]
+
+#: Raised by ``get`` when no item is available; a subclass of ``queue.Empty``.
+Empty = _errors.Empty
+#: Raised by ``put`` when the queue is full; a subclass of ``queue.Full``.
+Full = _errors.Full
+
+T = TypeVar("T")
+_PROTO = pickle.HIGHEST_PROTOCOL
+PathLike = Union[str, "os.PathLike[str]", None]
+
+
+def _check_timeout(block: bool, timeout: Optional[float]) -> None:
+    if block and timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+class _Store:
+    """The broker and queue a compat queue keeps its items in."""
+
+    def __init__(self, path: PathLike, name: str, sync: str, maxsize: int, fifo: bool) -> None:
+        if path is not None:
+            os.makedirs(path, exist_ok=True)
+        self.broker = Broker(path, sync=sync)
+        opts = QueueOptions(persistent=path is not None, strict_fifo=True)
+        if fifo and maxsize > 0:
+            opts.max_messages = maxsize
+            opts.on_full = "block"
+        self.queue = self.broker.default_namespace.queue(name, opts)
+        self.h = self.queue._p
+
+    def ready(self) -> int:
+        s = self.queue.stats()
+        return s.ready + s.delayed
+
+
+class _FifoBase(Generic[T]):
+    def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
+                 sync: str = "none") -> None:
+        self.maxsize = maxsize
+        self.path = path
+        self._store = _Store(path, name, sync, maxsize, fifo=True)
+        self._h = self._store.h
+
+    def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Puts ``item``; when the queue is full, waits (``block``, at most
+        ``timeout`` seconds) or raises :class:`Full`."""
+        _check_timeout(block, timeout)
+        data = pickle.dumps(item, _PROTO)
+        h = self._h
+        idp = ffi.new("uint64_t *")
+        self._added(1)  # before the item is visible: a get() + task_done() may follow at once
+        try:
+            st = self._put_data(h, data, block, timeout, idp)
+        except BaseException:
+            self._added(-1)
+            raise
+        if st:
+            self._added(-1)
+            if st in (2, 3):
+                raise Full("the queue is full", 3)
+            raise error_for(st)
+
+    def _put_data(self, h: Any, data: bytes, block: bool, timeout: Optional[float], idp: Any) -> int:
+        if self.maxsize <= 0:
+            st = lib.lq_queue_send_bytes(h, data, len(data), idp)
+        elif not block:
+            st = self._send(h, data, 1, 0, idp)
+        elif timeout is None and not in_main_thread():
+            st = self._send(h, data, 0, 0, idp)
+        else:  # a bounded wait, in slices in the main thread so Ctrl-C gets through
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = SLICE_MS if deadline is None else max(
+                    0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
+                st = self._send(h, data, 2, left, idp)
+                if st != 2 or (deadline is not None and time.monotonic() >= deadline):
+                    break
+        return st
+
+    @staticmethod
+    def _send(h: Any, data: bytes, mode: int, timeout_ms: int, idp: Any) -> int:
+        out = ffi.new("lq_message **")
+        st = lib.lq_message_new(data, len(data), out)
+        if st:
+            return st
+        return lib.lq_queue_send_with(h, out[0], mode, timeout_ms, idp)
+
+    def _added(self, n: int) -> None:
+        pass
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> T:
+        """Removes and returns an item; when there is none, waits (``block``, at most
+        ``timeout`` seconds) or raises :class:`Empty`."""
+        _check_timeout(block, timeout)
+        h = self._h
+        out = ffi.new("lq_delivery **")
+        t = 0 if not block else ms(timeout)
+        if t > SLICE_MS and in_main_thread():
+            from ._queue import Queue as _Q
+
+            st = _Q._sliced(lib.lq_queue_receive_auto_ack, h, t, out)
+        else:
+            st = lib.lq_queue_receive_auto_ack(h, t, out)
+        if st:
+            if st in (1, 2):
+                raise Empty("the queue is empty", 1)
+            raise error_for(st)
+        d = out[0]
+        try:
+            ptr = ffi.new("const uint8_t **")
+            ln = ffi.new("size_t *")
+            lib.lq_delivery_body(d, ptr, ln)
+            return pickle.loads(ffi.buffer(ptr[0], ln[0]))
+        finally:
+            lib.lq_delivery_free(d)
+
+    def put_nowait(self, item: T) -> None:
+        """``put(item, block=False)``."""
+        self.put(item, False)
+
+    def get_nowait(self) -> T:
+        """``get(block=False)``."""
+        return self.get(False)
+
+    def qsize(self) -> int:
+        """Approximate number of items (exact when nobody else is using the queue)."""
+        return self._store.ready()
+
+    def empty(self) -> bool:
+        """Whether ``qsize() == 0``."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether the queue is at ``maxsize`` (never when ``maxsize <= 0``)."""
+        return 0 < self.maxsize <= self.qsize()
+
+    def flush(self) -> None:
+        """Makes every item put so far durable on disk (see ``sync``)."""
+        self._store.broker.flush()
+
+    def close(self) -> None:
+        """Closes the queue (and its journal); idempotent."""
+        self._store.queue.close()
+        self._store.broker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SimpleQueue(_FifoBase[T]):
+    """An unbounded FIFO queue, like :class:`queue.SimpleQueue` (no ``task_done``)."""
+
+    def __init__(self, path: PathLike = None, *, name: str = "compat", sync: str = "none") -> None:
+        super().__init__(0, path, name=name, sync=sync)
+
+
+class Queue(_FifoBase[T]):
+    """A FIFO queue, like :class:`queue.Queue`; ``maxsize <= 0`` is unbounded.
+    ``path``: a directory that makes it persistent."""
+
+    def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
+                 sync: str = "none") -> None:
+        super().__init__(maxsize, path, name=name, sync=sync)
+        self.all_tasks_done = threading.Condition(threading.Lock())
+        # Items recovered from a journal are unfinished tasks, as if just put.
+        self.unfinished_tasks = self.qsize()
+
+    def _added(self, n: int) -> None:
+        with self.all_tasks_done:
+            self.unfinished_tasks += n
+
+    def task_done(self) -> None:
+        """Marks one item taken with ``get`` as processed (``ValueError`` if called
+        more times than there were items)."""
+        with self.all_tasks_done:
+            unfinished = self.unfinished_tasks - 1
+            if unfinished <= 0:
+                if unfinished < 0:
+                    raise ValueError("task_done() called too many times")
+                self.all_tasks_done.notify_all()
+            self.unfinished_tasks = unfinished
+
+    def join(self) -> None:
+        """Blocks until every item put has been taken and marked with ``task_done``."""
+        with self.all_tasks_done:
+            while self.unfinished_tasks:
+                self.all_tasks_done.wait()
+
+
+class _Indexed(_stdqueue.Queue):
+    """The standard library's locking and waiting, with the items kept in libqueue
+    (for persistence) and ordered in Python by an index of (item, message id)."""
+
+    def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
+                 sync: str = "none") -> None:
+        self.path = path
+        self._store = _Store(path, name, sync, 0, fifo=False)
+        super().__init__(maxsize)
+        n = self._store.ready()
+        if n:
+            for d in self._store.queue.peek(n):
+                with d:
+                    self._index_add(pickle.loads(d.body), d.id)
+            self.unfinished_tasks = len(self.queue)
+
+    def _put(self, item: Any) -> None:
+        i = self._store.queue.send(pickle.dumps(item, _PROTO))
+        self._index_add(item, i)
+
+    def _get(self) -> Any:
+        item, i = self._index_pop()
+        self._store.queue.cancel(i)
+        return item
+
+    def _qsize(self) -> int:
+        return len(self.queue)
+
+    def flush(self) -> None:
+        """Makes every item put so far durable on disk."""
+        self._store.broker.flush()
+
+    def close(self) -> None:
+        """Closes the queue (and its journal); idempotent."""
+        self._store.queue.close()
+        self._store.broker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PriorityQueue(_Indexed):
+    """Lowest first, like :class:`queue.PriorityQueue` (entries such as
+    ``(priority, data)``); equal entries come out in insertion order."""
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: list = []
+
+    def _index_add(self, item: Any, i: int) -> None:
+        heapq.heappush(self.queue, (item, i))
+
+    def _index_pop(self) -> tuple:
+        return heapq.heappop(self.queue)
+
+
+class LifoQueue(_Indexed):
+    """Last in, first out, like :class:`queue.LifoQueue`."""
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: list = []
+
+    def _index_add(self, item: Any, i: int) -> None:
+        self.queue.append((item, i))
+
+    def _index_pop(self) -> tuple:
+        return self.queue.pop()

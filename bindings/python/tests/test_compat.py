@@ -1,0 +1,203 @@
+"""libqueue.compat against the documented behaviour of the standard library's queue."""
+
+import queue as stdqueue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from libqueue import compat
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+CLASSES = [compat.Queue, compat.LifoQueue, compat.PriorityQueue]
+
+
+def test_exceptions_are_the_stdlib_ones():
+    assert issubclass(compat.Empty, stdqueue.Empty) and issubclass(compat.Full, stdqueue.Full)
+
+
+def test_fifo_any_picklable():
+    q = compat.Queue()
+    items = [1, "two", b"three", (4, 5), {"six": [7]}, Point(8, 9), None, 3.5]
+    for it in items:
+        q.put(it)
+    assert q.qsize() == len(items) and not q.empty()
+    assert [q.get() for _ in items] == items
+    assert q.empty()
+
+
+def test_lifo_and_priority_order():
+    lq = compat.LifoQueue()
+    for i in range(5):
+        lq.put(i)
+    assert [lq.get() for _ in range(5)] == [4, 3, 2, 1, 0]
+    pq = compat.PriorityQueue()
+    for e in [(3, "c"), (1, "a"), (2, "b"), (1, "a2")]:
+        pq.put(e)
+    assert [pq.get() for _ in range(4)] == [(1, "a"), (1, "a2"), (2, "b"), (3, "c")]
+
+
+@pytest.mark.parametrize("cls", CLASSES + [compat.SimpleQueue])
+def test_empty_nowait_and_timeout(cls):
+    q = cls()
+    with pytest.raises(stdqueue.Empty):
+        q.get_nowait()
+    with pytest.raises(stdqueue.Empty):
+        q.get(block=False)
+    t = time.monotonic()
+    with pytest.raises(stdqueue.Empty):
+        q.get(timeout=0.05)
+    assert time.monotonic() - t >= 0.04
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    q.put_nowait(1)
+    assert q.get_nowait() == 1
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_maxsize_full(cls):
+    q = cls(maxsize=2)
+    assert q.maxsize == 2 and not q.full()
+    q.put(1)
+    q.put(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(stdqueue.Full):
+        q.put_nowait(3)
+    with pytest.raises(stdqueue.Full):
+        q.put(3, block=False)
+    t = time.monotonic()
+    with pytest.raises(stdqueue.Full):
+        q.put(3, timeout=0.05)
+    assert time.monotonic() - t >= 0.04
+    with pytest.raises(ValueError):
+        q.put(3, timeout=-1)
+    # a blocked put proceeds when a consumer makes room
+    threading.Timer(0.05, q.get).start()
+    q.put(3, timeout=5)
+    assert q.qsize() == 2
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_unbounded_never_full(cls):
+    q = cls(maxsize=0)
+    for i in range(1000):
+        q.put(i)
+    assert not q.full() and q.qsize() == 1000
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_task_done_join(cls):
+    q = cls()
+    with pytest.raises(ValueError):
+        q.task_done()
+    done = []
+
+    def worker():
+        while True:
+            item = q.get()
+            if item is None:
+                q.task_done()
+                return
+            time.sleep(0.001)
+            done.append(item)
+            q.task_done()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for i in range(50):
+        q.put(i)
+    q.join()
+    assert sorted(done) == list(range(50))
+    q.put(None)
+    q.join()
+    t.join(5)
+    assert not hasattr(compat.SimpleQueue(), "task_done")
+
+
+def test_blocking_get_wakes_on_put_from_thread():
+    q = compat.Queue()
+    threading.Timer(0.05, q.put, args=("late",)).start()
+    assert q.get(timeout=5) == "late"
+    threading.Timer(0.05, q.put, args=("forever",)).start()
+    assert q.get() == "forever"
+
+
+@pytest.mark.parametrize("cls", CLASSES + [compat.SimpleQueue])
+def test_producers_consumers(cls):
+    q = cls()
+    n, out, lock = 500, [], threading.Lock()
+
+    def prod(k):
+        for i in range(n):
+            q.put((k, i))
+
+    def cons():
+        for _ in range(n):
+            item = q.get(timeout=10)
+            with lock:
+                out.append(item)
+
+    ts = [threading.Thread(target=prod, args=(k,)) for k in range(2)]
+    ts += [threading.Thread(target=cons) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert sorted(out) == sorted((k, i) for k in range(2) for i in range(n))
+    if cls is compat.Queue:  # FIFO per producer
+        for k in range(2):
+            mine = [i for (kk, i) in out if kk == k]
+            assert len(mine) == n
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from libqueue import compat
+    kind, path = sys.argv[1], sys.argv[2]
+    q = getattr(compat, kind)(path=path)
+    for i in range(200):
+        q.put((i, {"n": i}))
+    q.get()                       # {"n": 0} (or the LIFO/priority first) is taken
+    print("ready", flush=True)
+    import time; time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue", "PriorityQueue", "LifoQueue"])
+def test_persistent_survives_sigkill(tmp_path, kind):
+    p = subprocess.Popen([sys.executable, "-c", CHILD, kind, str(tmp_path)], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    with getattr(compat, kind)(path=tmp_path) as q:
+        assert q.qsize() == 199
+        got = [q.get_nowait()[1]["n"] for _ in range(199)]
+        if kind == "LifoQueue":
+            assert got == list(range(198, -1, -1))
+        else:
+            assert got == list(range(1, 200))
+        if kind != "SimpleQueue":
+            assert q.unfinished_tasks == 199
+    with getattr(compat, kind)(path=tmp_path) as q:  # what was taken stays taken
+        assert q.empty()
+
+
+def test_persistent_reopen_in_process(tmp_path):
+    with compat.Queue(path=tmp_path / "q", sync="always") as q:
+        q.put("a")
+        q.put("b")
+        assert q.get() == "a"
+    with compat.Queue(path=tmp_path / "q") as q:
+        assert q.get_nowait() == "b"
