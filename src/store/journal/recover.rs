@@ -3,9 +3,9 @@
 
 use super::*;
 
-type Key = (String, String, u64);
+pub(super) type Key = (String, String, u64);
 
-struct Live {
+pub(super) struct Live {
     node: Node,
     deliver_at: Option<u64>,
     order: u64,
@@ -355,7 +355,7 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<(Recovered, OldSegments, bool)> {
     ))
 }
 
-fn apply(
+pub(super) fn apply(
     k: u8,
     payload: &[u8],
     order: u64,
