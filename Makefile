@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target-loom
 
 .PHONY: all build lib header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
-	test-valgrind test-install examples-c install lint demo bench bench-c crash-long clean
+	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
 
 all: build
 
@@ -154,6 +154,17 @@ bench-c: lib
 # The long crash run: hundreds of SIGKILLs of a child writing to the journal.
 crash-long:
 	LQ_CRASH_ROUNDS=$${LQ_CRASH_ROUNDS:-300} $(CARGO) test --release --test journal_crash sigkill -- --nocapture
+
+# libFuzzer on the journal's record decoder (tests/fuzz; nightly, cargo-fuzz
+# installed if missing), seeded with valid segments a real broker writes. Crashes
+# land in tests/fuzz/artifacts/. `make test` runs a short seeded version on
+# stable (tests/fuzz_decode.rs).
+FUZZ_TIME ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	FUZZ_CORPUS=$(CURDIR)/tests/fuzz/corpus/decode_record \
+		$(CARGO) test --release --test fuzz_decode -- --ignored --exact write_seed_corpus
+	$(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz decode_record -- -max_total_time=$(FUZZ_TIME)
 
 demo:
 	$(CARGO) run --release --example demo

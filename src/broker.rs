@@ -125,8 +125,10 @@ impl ClockListener for BrokerInner {
 
 impl Drop for BrokerInner {
     fn drop(&mut self) {
+        // The storage stays open while a namespace or queue handle holds it (a
+        // queue keeps working once every broker handle is gone, whatever the
+        // backend); a journal closes, releasing its directory, with the last.
         self.ticker.shutdown();
-        self.opts.storage.close();
     }
 }
 

@@ -1,16 +1,20 @@
 //! Behaviour tests: one per feature of the engine core, each error included.
 //! Time-dependent tests drive a ManualClock; none sleeps for correctness.
+//!
+//! The conformance suite of the storage backends: every test taking a
+//! `&Fixture` runs twice (see `conformance/mod.rs` and the `conformance!` list
+//! at the end): `memory::<test>` on the in-memory broker, `journal::<test>` on a
+//! data directory with persistent messages, where the `reopen_*` tests also
+//! close the broker and check what the reopened directory brings back. The few
+//! plain `#[test]`s say why they are not per backend.
 
+mod conformance;
+
+use conformance::{Backend, Fixture, START};
 use libqueue::*;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
-
-fn manual() -> (Arc<ManualClock>, Broker) {
-    let clock = ManualClock::new(1_000_000_000);
-    let b = Broker::open(BrokerOptions::new().clock(clock.clone())).unwrap();
-    (clock, b)
-}
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -24,9 +28,8 @@ fn ids(q: &Queue) -> Vec<u64> {
 
 // ---- names, namespaces, queues ------------------------------------------------
 
-#[test]
-fn queue_names_are_validated() {
-    let b = Broker::new();
+fn queue_names_are_validated(f: &Fixture) {
+    let b = f.broker();
     for bad in ["", "has space", "slash/x", "ü", &"x".repeat(65)] {
         assert_eq!(
             b.queue(bad).unwrap_err(),
@@ -46,17 +49,15 @@ fn queue_names_are_validated() {
         .contains("[A-Za-z0-9_.-]"));
 }
 
-#[test]
-fn queues_created_on_first_use_or_explicitly() {
-    let b = Broker::new();
+fn queues_created_on_first_use_or_explicitly(f: &Fixture) {
+    let b = f.broker();
     let ns = b.namespace("t1").unwrap();
     assert_eq!(ns.list_queues(), Vec::<String>::new());
     ns.queue("auto").unwrap();
-    ns.create_queue("explicit", QueueOptions::default().max_messages(5))
+    ns.create_queue("explicit", f.opts().max_messages(5))
         .unwrap();
     assert_eq!(
-        ns.create_queue("explicit", QueueOptions::default())
-            .unwrap_err(),
+        ns.create_queue("explicit", f.opts()).unwrap_err(),
         Error::AlreadyExists("queue \"explicit\"".into())
     );
     assert_eq!(ns.list_queues(), vec!["auto", "explicit"]);
@@ -73,17 +74,16 @@ fn queues_created_on_first_use_or_explicitly() {
     assert_eq!(b.namespaces(), vec!["default", "t1"]);
 }
 
-#[test]
-fn invalid_queue_options_are_rejected() {
-    let ns = Broker::new().namespace("n").unwrap();
+fn invalid_queue_options_are_rejected(f: &Fixture) {
+    let ns = f.broker().namespace("n").unwrap();
     for o in [
-        QueueOptions::default().max_messages(0),
-        QueueOptions::default().max_bytes(0),
-        QueueOptions::default().lease_time(Duration::ZERO),
-        QueueOptions::default().max_deliveries(0),
-        QueueOptions::default().default_priority(10),
-        QueueOptions::default().shards(0),
-        QueueOptions::default().dead_letter_queue("q"),
+        f.opts().max_messages(0),
+        f.opts().max_bytes(0),
+        f.opts().lease_time(Duration::ZERO),
+        f.opts().max_deliveries(0),
+        f.opts().default_priority(10),
+        f.opts().shards(0),
+        f.opts().dead_letter_queue("q"),
     ] {
         assert!(
             matches!(
@@ -94,14 +94,13 @@ fn invalid_queue_options_are_rejected() {
         );
     }
     assert!(matches!(
-        ns.create_queue("q", QueueOptions::default().dead_letter_queue("bad name")),
+        ns.create_queue("q", f.opts().dead_letter_queue("bad name")),
         Err(Error::InvalidName(_))
     ));
 }
 
-#[test]
-fn default_queue_needs_no_name() {
-    let b = Broker::new();
+fn default_queue_needs_no_name(f: &Fixture) {
+    let b = f.broker();
     let id = b.send(Message::new("simplest")).unwrap();
     let q = b.default_queue().unwrap();
     assert_eq!(q.name(), DEFAULT_QUEUE);
@@ -111,9 +110,8 @@ fn default_queue_needs_no_name() {
     d.ack().unwrap();
 }
 
-#[test]
-fn namespaces_are_isolated() {
-    let b = Broker::new();
+fn namespaces_are_isolated(f: &Fixture) {
+    let b = f.broker();
     let a = b.namespace("a").unwrap();
     let z = b.namespace("z").unwrap();
     a.send("jobs", Message::new("for a")).unwrap();
@@ -127,9 +125,8 @@ fn namespaces_are_isolated() {
 
 // ---- quotas ---------------------------------------------------------------------
 
-#[test]
-fn quota_max_queues() {
-    let b = Broker::new();
+fn quota_max_queues(f: &Fixture) {
+    let b = f.broker();
     let ns = b
         .create_namespace("t", Quotas::default().max_queues(2))
         .unwrap();
@@ -148,9 +145,8 @@ fn quota_max_queues() {
     ns.queue("c").unwrap();
 }
 
-#[test]
-fn quota_max_messages_is_exact_and_per_namespace() {
-    let b = Broker::new();
+fn quota_max_messages_is_exact_and_per_namespace(f: &Fixture) {
+    let b = f.broker();
     let ns = b
         .create_namespace("t", Quotas::default().max_messages(3))
         .unwrap();
@@ -188,9 +184,8 @@ fn quota_max_messages_is_exact_and_per_namespace() {
     q2.send(Message::new("yes")).unwrap();
 }
 
-#[test]
-fn quota_max_bytes_and_message_size() {
-    let b = Broker::new();
+fn quota_max_bytes_and_message_size(f: &Fixture) {
+    let b = f.broker();
     let ns = b
         .create_namespace("t", Quotas::default().max_bytes(100).max_message_size(60))
         .unwrap();
@@ -222,9 +217,8 @@ fn quota_max_bytes_and_message_size() {
     q.send(Message::new(vec![0u8; 60])).unwrap();
 }
 
-#[test]
-fn default_max_message_size_is_enforced() {
-    let q = Broker::new().queue("q").unwrap();
+fn default_max_message_size_is_enforced(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let big = vec![0u8; DEFAULT_MAX_MESSAGE_SIZE as usize + 1];
     assert!(matches!(
         q.send(Message::new(big)),
@@ -235,16 +229,10 @@ fn default_max_message_size_is_enforced() {
 
 // ---- capacity: block / timeout / reject ---------------------------------------------
 
-#[test]
-fn full_queue_reject() {
-    let ns = Broker::new().namespace("n").unwrap();
+fn full_queue_reject(f: &Fixture) {
+    let ns = f.broker().namespace("n").unwrap();
     let q = ns
-        .create_queue(
-            "q",
-            QueueOptions::default()
-                .max_messages(2)
-                .on_full(OnFull::Reject),
-        )
+        .create_queue("q", f.opts().max_messages(2).on_full(OnFull::Reject))
         .unwrap();
     q.send(Message::new("1")).unwrap();
     q.send(Message::new("2")).unwrap();
@@ -259,12 +247,9 @@ fn full_queue_reject() {
     q.send(Message::new("3")).unwrap();
 }
 
-#[test]
-fn full_queue_bytes_capacity() {
-    let ns = Broker::new().namespace("n").unwrap();
-    let q = ns
-        .create_queue("q", QueueOptions::default().max_bytes(10))
-        .unwrap();
+fn full_queue_bytes_capacity(f: &Fixture) {
+    let ns = f.broker().namespace("n").unwrap();
+    let q = ns.create_queue("q", f.opts().max_bytes(10)).unwrap();
     assert_eq!(
         q.send(Message::new(vec![1u8; 11])).unwrap_err(),
         Error::MessageTooLarge {
@@ -280,13 +265,12 @@ fn full_queue_bytes_capacity() {
     );
 }
 
-#[test]
-fn full_queue_timeout_on_the_clock() {
-    let (clock, b) = manual();
+fn full_queue_timeout_on_the_clock(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().max_messages(1))
+        .create_queue("q", f.opts().max_messages(1))
         .unwrap();
     q.send(Message::new("1")).unwrap();
     let q2 = q.clone();
@@ -297,13 +281,12 @@ fn full_queue_timeout_on_the_clock() {
     assert_eq!(q.stats().sent, 1);
 }
 
-#[test]
-fn full_queue_blocks_until_room() {
-    let b = Broker::new();
+fn full_queue_blocks_until_room(f: &Fixture) {
+    let b = f.broker();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().max_messages(1))
+        .create_queue("q", f.opts().max_messages(1))
         .unwrap();
     q.send(Message::new("1")).unwrap();
     let q2 = q.clone();
@@ -315,13 +298,12 @@ fn full_queue_blocks_until_room() {
     assert_eq!(q.receive_auto_ack(Wait::Try).unwrap().unwrap().body(), b"2");
 }
 
-#[test]
-fn blocked_sender_wakes_on_close() {
-    let b = Broker::new();
+fn blocked_sender_wakes_on_close(f: &Fixture) {
+    let b = f.broker();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().max_messages(1))
+        .create_queue("q", f.opts().max_messages(1))
         .unwrap();
     q.send(Message::new("1")).unwrap();
     let q2 = q.clone();
@@ -333,9 +315,8 @@ fn blocked_sender_wakes_on_close() {
 
 // ---- messages ---------------------------------------------------------------------------
 
-#[test]
-fn message_fields_round_trip() {
-    let q = Broker::new().queue("q").unwrap();
+fn message_fields_round_trip(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let id = q
         .send(
             Message::new(vec![0u8, 1, 2, 255])
@@ -364,9 +345,22 @@ fn message_fields_round_trip() {
     d.ack().unwrap();
 }
 
-#[test]
-fn ids_increase_per_queue() {
-    let b = Broker::new();
+/// Broker, namespace and queue are handles: a queue keeps working once every
+/// broker handle is gone (the broker is not closed until `close`).
+fn queue_outlives_its_broker(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    f.release();
+    drop(b);
+    assert!(!q.is_closed());
+    let id = q.send(Message::new("after")).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!((d.id(), d.body()), (id, &b"after"[..]));
+    d.ack().unwrap();
+}
+
+fn ids_increase_per_queue(f: &Fixture) {
+    let b = f.broker();
     let q1 = b.queue("q1").unwrap();
     let q2 = b.queue("q2").unwrap();
     let mut last1 = 0;
@@ -385,9 +379,8 @@ fn ids_increase_per_queue() {
     assert!(batch.windows(2).all(|w| w[0] < w[1]) && batch[0] > last1);
 }
 
-#[test]
-fn invalid_priority_is_rejected() {
-    let q = Broker::new().queue("q").unwrap();
+fn invalid_priority_is_rejected(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     assert!(matches!(
         q.send(Message::new("x").priority(10)),
         Err(Error::InvalidArgument(_))
@@ -401,9 +394,8 @@ fn invalid_priority_is_rejected() {
 
 // ---- ordering ---------------------------------------------------------------------------
 
-#[test]
-fn fifo_within_priority_higher_first() {
-    let q = Broker::new().queue("q").unwrap();
+fn fifo_within_priority_higher_first(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let mut expect = Vec::new();
     let mut sent = Vec::new();
     for i in 0..30u8 {
@@ -417,9 +409,8 @@ fn fifo_within_priority_higher_first() {
     assert_eq!(ids(&q), expect);
 }
 
-#[test]
-fn fifo_per_producer_across_threads() {
-    let q = Broker::new().queue("q").unwrap();
+fn fifo_per_producer_across_threads(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let producers: Vec<_> = (0..4u8)
         .map(|p| {
             let q = q.clone();
@@ -451,12 +442,9 @@ fn fifo_per_producer_across_threads() {
     }
 }
 
-#[test]
-fn strict_fifo_queue_wide() {
-    let ns = Broker::new().namespace("n").unwrap();
-    let q = ns
-        .create_queue("q", QueueOptions::default().strict_fifo(true))
-        .unwrap();
+fn strict_fifo_queue_wide(f: &Fixture) {
+    let ns = f.broker().namespace("n").unwrap();
+    let q = ns.create_queue("q", f.opts().strict_fifo(true)).unwrap();
     let a = q.clone();
     let sent: Vec<u64> = thread::spawn(move || {
         (0..100)
@@ -475,9 +463,8 @@ fn strict_fifo_queue_wide() {
 
 // ---- receive forms ----------------------------------------------------------------------------
 
-#[test]
-fn receive_try_blocking_timeout() {
-    let (clock, b) = manual();
+fn receive_try_blocking_timeout(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     assert!(q.try_receive().unwrap().is_none());
     // Timeout on the manual clock: returns None only once the clock passes it.
@@ -495,9 +482,8 @@ fn receive_try_blocking_timeout() {
     assert_eq!(h.join().unwrap(), b"wake");
 }
 
-#[test]
-fn blocked_receiver_wakes_on_close() {
-    let b = Broker::new();
+fn blocked_receiver_wakes_on_close(f: &Fixture) {
+    let b = f.broker();
     let q = b.queue("q").unwrap();
     let q2 = q.clone();
     let h = thread::spawn(move || q2.receive());
@@ -511,9 +497,8 @@ fn blocked_receiver_wakes_on_close() {
     b.close(); // idempotent
 }
 
-#[test]
-fn batches() {
-    let q = Broker::new().queue("q").unwrap();
+fn batches(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let sent = q
         .send_batch((0..10u8).map(|i| Message::new(vec![i])))
         .unwrap();
@@ -535,9 +520,8 @@ fn batches() {
     assert_eq!((s.acked, s.ready, s.leased), (10, 0, 0));
 }
 
-#[test]
-fn batch_receive_timeout_on_the_clock() {
-    let (clock, b) = manual();
+fn batch_receive_timeout_on_the_clock(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     let q2 = q.clone();
     let h = thread::spawn(move || q2.receive_batch(5, Wait::For(10 * MS)).unwrap().len());
@@ -548,9 +532,8 @@ fn batch_receive_timeout_on_the_clock() {
 
 // ---- leases -----------------------------------------------------------------------------------
 
-#[test]
-fn ack_removes_for_good() {
-    let (clock, b) = manual();
+fn ack_removes_for_good(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("x")).unwrap();
     q.try_receive().unwrap().unwrap().ack().unwrap();
@@ -563,13 +546,12 @@ fn ack_removes_for_good() {
     );
 }
 
-#[test]
-fn expired_lease_redelivers_and_stale_ack_fails() {
-    let (clock, b) = manual();
+fn expired_lease_redelivers_and_stale_ack_fails(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .create_queue("q", f.opts().lease_time(100 * MS))
         .unwrap();
     let id = q.send(Message::new("x")).unwrap();
     let d1 = q.try_receive().unwrap().unwrap();
@@ -587,13 +569,12 @@ fn expired_lease_redelivers_and_stale_ack_fails() {
     assert_eq!((s.received, s.redelivered, s.acked), (2, 1, 1));
 }
 
-#[test]
-fn blocked_receiver_gets_redelivery_when_clock_moves() {
-    let (clock, b) = manual();
+fn blocked_receiver_gets_redelivery_when_clock_moves(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .create_queue("q", f.opts().lease_time(100 * MS))
         .unwrap();
     q.send(Message::new("x")).unwrap();
     let held = q.try_receive().unwrap().unwrap();
@@ -605,13 +586,12 @@ fn blocked_receiver_gets_redelivery_when_clock_moves() {
     drop(held);
 }
 
-#[test]
-fn extend_renews_the_lease() {
-    let (clock, b) = manual();
+fn extend_renews_the_lease(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().lease_time(100 * MS))
+        .create_queue("q", f.opts().lease_time(100 * MS))
         .unwrap();
     q.send(Message::new("x")).unwrap();
     let d = q.try_receive().unwrap().unwrap();
@@ -634,9 +614,8 @@ fn extend_renews_the_lease() {
     assert!(matches!(d.extend(), Err(Error::LeaseExpired { .. })));
 }
 
-#[test]
-fn nack_now_and_later() {
-    let (clock, b) = manual();
+fn nack_now_and_later(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("a")).unwrap();
     q.try_receive().unwrap().unwrap().nack().unwrap();
@@ -653,9 +632,8 @@ fn nack_now_and_later() {
     assert_eq!((s.nacked, s.redelivered, s.acked, s.delayed), (2, 2, 1, 0));
 }
 
-#[test]
-fn auto_ack_is_at_most_once() {
-    let (clock, b) = manual();
+fn auto_ack_is_at_most_once(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("x")).unwrap();
     let d = q.receive_auto_ack(Wait::Try).unwrap().unwrap();
@@ -667,26 +645,24 @@ fn auto_ack_is_at_most_once() {
     assert_eq!(q.stats().acked, 1);
 }
 
-#[test]
-fn unsettled_delivery_dropped_is_redelivered_after_lease() {
-    let (clock, b) = manual();
+fn unsettled_delivery_dropped_is_redelivered_after_lease(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("x")).unwrap();
     drop(q.try_receive().unwrap().unwrap());
-    clock.advance(QueueOptions::default().lease_time);
+    clock.advance(f.opts().lease_time);
     assert_eq!(q.try_receive().unwrap().unwrap().delivery_count(), 2);
 }
 
 // ---- dead letters -------------------------------------------------------------------------------
 
-#[test]
-fn max_deliveries_moves_to_dead_letter_queue() {
-    let (clock, b) = manual();
+fn max_deliveries_moves_to_dead_letter_queue(f: &Fixture) {
+    let (clock, b) = f.manual();
     let ns = b.namespace("n").unwrap();
     let q = ns
         .create_queue(
             "work",
-            QueueOptions::default()
+            f.opts()
                 .lease_time(10 * MS)
                 .max_deliveries(3)
                 .dead_letter_queue("work.dlq"),
@@ -721,14 +697,13 @@ fn max_deliveries_moves_to_dead_letter_queue() {
     assert_eq!(dl.delivery_count(), 1);
 }
 
-#[test]
-fn lease_expiry_can_dead_letter() {
-    let (clock, b) = manual();
+fn lease_expiry_can_dead_letter(f: &Fixture) {
+    let (clock, b) = f.manual();
     let ns = b.namespace("n").unwrap();
     let q = ns
         .create_queue(
             "w",
-            QueueOptions::default()
+            f.opts()
                 .lease_time(10 * MS)
                 .max_deliveries(1)
                 .dead_letter_queue("dead"),
@@ -750,12 +725,12 @@ fn lease_expiry_can_dead_letter() {
         .starts_with("lease expired"));
 }
 
-#[test]
-fn max_deliveries_without_dlq_drops_and_counts() {
-    let q = Broker::new()
+fn max_deliveries_without_dlq_drops_and_counts(f: &Fixture) {
+    let q = f
+        .broker()
         .namespace("n")
         .unwrap()
-        .create_queue("w", QueueOptions::default().max_deliveries(1))
+        .create_queue("w", f.opts().max_deliveries(1))
         .unwrap();
     q.send(Message::new("x")).unwrap();
     q.try_receive().unwrap().unwrap().nack().unwrap();
@@ -763,19 +738,12 @@ fn max_deliveries_without_dlq_drops_and_counts() {
     assert_eq!(q.stats().dead_lettered, 1);
 }
 
-#[test]
-fn dead_letters_bypass_dlq_capacity() {
-    let b = Broker::new();
+fn dead_letters_bypass_dlq_capacity(f: &Fixture) {
+    let b = f.broker();
     let ns = b.namespace("n").unwrap();
-    ns.create_queue("dlq", QueueOptions::default().max_messages(1))
-        .unwrap();
+    ns.create_queue("dlq", f.opts().max_messages(1)).unwrap();
     let q = ns
-        .create_queue(
-            "w",
-            QueueOptions::default()
-                .max_deliveries(1)
-                .dead_letter_queue("dlq"),
-        )
+        .create_queue("w", f.opts().max_deliveries(1).dead_letter_queue("dlq"))
         .unwrap();
     for _ in 0..3 {
         q.send(Message::new("x")).unwrap();
@@ -786,9 +754,8 @@ fn dead_letters_bypass_dlq_capacity() {
 
 // ---- TTL and delay --------------------------------------------------------------------------------
 
-#[test]
-fn expired_messages_are_never_delivered() {
-    let (clock, b) = manual();
+fn expired_messages_are_never_delivered(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("short").ttl(10 * MS)).unwrap();
     q.send(Message::new("long").ttl(100 * MS)).unwrap();
@@ -804,18 +771,12 @@ fn expired_messages_are_never_delivered() {
     assert_eq!(q.stats().bytes, 7);
 }
 
-#[test]
-fn queue_default_ttl_and_delay() {
-    let (clock, b) = manual();
+fn queue_default_ttl_and_delay(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue(
-            "q",
-            QueueOptions::default()
-                .default_ttl(100 * MS)
-                .default_delay(10 * MS),
-        )
+        .create_queue("q", f.opts().default_ttl(100 * MS).default_delay(10 * MS))
         .unwrap();
     q.send(Message::new("x")).unwrap();
     q.send(Message::new("now").delay(Duration::ZERO)).unwrap();
@@ -827,9 +788,8 @@ fn queue_default_ttl_and_delay() {
     assert_eq!(q.try_receive().unwrap().unwrap().body(), b"x");
 }
 
-#[test]
-fn delayed_not_before_their_time() {
-    let (clock, b) = manual();
+fn delayed_not_before_their_time(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("late").delay(100 * MS)).unwrap();
     q.send(Message::new("early").delay(50 * MS)).unwrap();
@@ -844,9 +804,8 @@ fn delayed_not_before_their_time() {
     assert_eq!(q.try_receive().unwrap().unwrap().body(), b"late");
 }
 
-#[test]
-fn delayed_message_wakes_blocked_receiver() {
-    let (clock, b) = manual();
+fn delayed_message_wakes_blocked_receiver(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     let q2 = q.clone();
     let h = thread::spawn(move || q2.receive().unwrap().body().to_vec());
@@ -858,9 +817,8 @@ fn delayed_message_wakes_blocked_receiver() {
     assert_eq!(h.join().unwrap(), b"d");
 }
 
-#[test]
-fn delayed_message_wakes_blocked_receiver_on_system_clock() {
-    let q = Broker::new().queue("q").unwrap();
+fn delayed_message_wakes_blocked_receiver_on_system_clock(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let q2 = q.clone();
     let h = thread::spawn(move || q2.receive().unwrap().body().to_vec());
     thread::sleep(Duration::from_millis(10));
@@ -869,9 +827,8 @@ fn delayed_message_wakes_blocked_receiver_on_system_clock() {
     assert_eq!(h.join().unwrap(), b"d");
 }
 
-#[test]
-fn message_expiring_while_delayed_is_dropped() {
-    let (clock, b) = manual();
+fn message_expiring_while_delayed_is_dropped(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     q.send(Message::new("x").delay(50 * MS).ttl(20 * MS))
         .unwrap();
@@ -882,9 +839,8 @@ fn message_expiring_while_delayed_is_dropped() {
 
 // ---- peek, cancel, purge, stats -------------------------------------------------------------------
 
-#[test]
-fn peek_does_not_lease() {
-    let q = Broker::new().queue("q").unwrap();
+fn peek_does_not_lease(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     let a = q.send(Message::new("a").priority(1)).unwrap();
     let b_ = q.send(Message::new("b").priority(9)).unwrap();
     let c = q.send(Message::new("c").priority(1)).unwrap();
@@ -896,9 +852,8 @@ fn peek_does_not_lease() {
     assert!(q.peek(5).unwrap().is_empty());
 }
 
-#[test]
-fn cancel_pending_by_id() {
-    let (_clock, b) = manual();
+fn cancel_pending_by_id(f: &Fixture) {
+    let (_clock, b) = f.manual();
     let q = b.queue("q").unwrap();
     let a = q.send(Message::new("a")).unwrap();
     let d = q.send(Message::new("d").delay(50 * MS)).unwrap();
@@ -916,9 +871,8 @@ fn cancel_pending_by_id() {
     assert_eq!((s.cancelled, s.delayed, s.leased), (2, 0, 1));
 }
 
-#[test]
-fn purge_removes_ready_and_delayed() {
-    let q = Broker::new().queue("q").unwrap();
+fn purge_removes_ready_and_delayed(f: &Fixture) {
+    let q = f.broker().queue("q").unwrap();
     q.send_batch((0..5).map(|_| Message::new("x"))).unwrap();
     q.send(Message::new("later").delay(Duration::from_secs(60)))
         .unwrap();
@@ -930,9 +884,8 @@ fn purge_removes_ready_and_delayed() {
     assert_eq!(q.stats().bytes, 0);
 }
 
-#[test]
-fn stats_are_exact() {
-    let (clock, b) = manual();
+fn stats_are_exact(f: &Fixture) {
+    let (clock, b) = f.manual();
     let ns = b.namespace("n").unwrap();
     let q = ns.queue("q").unwrap();
     assert_eq!(q.stats(), QueueStats::default());
@@ -955,9 +908,8 @@ fn stats_are_exact() {
     assert_eq!(ns_stats.totals.bytes, 4);
 }
 
-#[test]
-fn delete_queue_frees_quota_and_closes_handles() {
-    let b = Broker::new();
+fn delete_queue_frees_quota_and_closes_handles(f: &Fixture) {
+    let b = f.broker();
     let ns = b
         .create_namespace("t", Quotas::default().max_messages(2))
         .unwrap();
@@ -973,6 +925,7 @@ fn delete_queue_frees_quota_and_closes_handles() {
     q2.send(Message::new("b")).unwrap();
 }
 
+/// No broker involved: the same for every backend.
 #[test]
 fn errors_display_for_c_users() {
     let cases = [
@@ -991,6 +944,8 @@ fn errors_display_for_c_users() {
 }
 
 // ---- storage trait -----------------------------------------------------------------------------------
+// Not per backend: these tests plug in storage backends of their own (a
+// recording one, a failing one) to check what the engine tells a backend.
 
 #[derive(Default)]
 struct Recording(parking_lot::Mutex<Vec<String>>);
@@ -1088,17 +1043,14 @@ fn storage_failure_refuses_the_send_and_loses_nothing() {
     assert_eq!(q.stats().sent, 1);
 }
 
-#[test]
-fn blocked_receiver_sees_lease_expiry_on_system_clock() {
+fn blocked_receiver_sees_lease_expiry_on_system_clock(f: &Fixture) {
     // The receiver parks before any timer exists; the lease taken afterwards
     // must still wake it when it expires (no manual clock to nudge it).
-    let q = Broker::new()
+    let q = f
+        .broker()
         .namespace("n")
         .unwrap()
-        .create_queue(
-            "q",
-            QueueOptions::default().lease_time(Duration::from_millis(30)),
-        )
+        .create_queue("q", f.opts().lease_time(Duration::from_millis(30)))
         .unwrap();
     let q2 = q.clone();
     let h = thread::spawn(move || {
@@ -1112,18 +1064,12 @@ fn blocked_receiver_sees_lease_expiry_on_system_clock() {
     assert_eq!((a, b, n), (id, id, 2));
 }
 
-#[test]
-fn expired_messages_do_not_hold_capacity() {
-    let (clock, b) = manual();
+fn expired_messages_do_not_hold_capacity(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue(
-            "q",
-            QueueOptions::default()
-                .max_messages(2)
-                .on_full(OnFull::Reject),
-        )
+        .create_queue("q", f.opts().max_messages(2).on_full(OnFull::Reject))
         .unwrap();
     q.send(Message::new("a").ttl(10 * MS)).unwrap();
     q.send(Message::new("b").ttl(10 * MS).delay(50 * MS))
@@ -1137,12 +1083,12 @@ fn expired_messages_do_not_hold_capacity() {
     assert_eq!((s.expired, s.ready, s.delayed), (2, 2, 0));
 }
 
-#[test]
-fn blocked_sender_wakes_when_a_message_expires() {
-    let q = Broker::new()
+fn blocked_sender_wakes_when_a_message_expires(f: &Fixture) {
+    let q = f
+        .broker()
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().max_messages(1))
+        .create_queue("q", f.opts().max_messages(1))
         .unwrap();
     q.send(Message::new("a").ttl(Duration::from_millis(30)))
         .unwrap();
@@ -1152,13 +1098,12 @@ fn blocked_sender_wakes_when_a_message_expires() {
     assert_eq!(q.stats().expired, 1);
 }
 
-#[test]
-fn late_ack_fails_even_if_nothing_else_ran() {
-    let (clock, b) = manual();
+fn late_ack_fails_even_if_nothing_else_ran(f: &Fixture) {
+    let (clock, b) = f.manual();
     let q = b
         .namespace("n")
         .unwrap()
-        .create_queue("q", QueueOptions::default().lease_time(10 * MS))
+        .create_queue("q", f.opts().lease_time(10 * MS))
         .unwrap();
     let id = q.send(Message::new("x")).unwrap();
     let d = q.try_receive().unwrap().unwrap();
@@ -1167,24 +1112,13 @@ fn late_ack_fails_even_if_nothing_else_ran() {
     assert_eq!(q.try_receive().unwrap().unwrap().delivery_count(), 2);
 }
 
-#[test]
-fn chained_dead_letters_keep_exact_sizes() {
-    let ns = Broker::new().namespace("n").unwrap();
+fn chained_dead_letters_keep_exact_sizes(f: &Fixture) {
+    let ns = f.broker().namespace("n").unwrap();
     let c = ns.queue("c").unwrap();
-    ns.create_queue(
-        "b",
-        QueueOptions::default()
-            .max_deliveries(1)
-            .dead_letter_queue("c"),
-    )
-    .unwrap();
+    ns.create_queue("b", f.opts().max_deliveries(1).dead_letter_queue("c"))
+        .unwrap();
     let a = ns
-        .create_queue(
-            "a",
-            QueueOptions::default()
-                .max_deliveries(1)
-                .dead_letter_queue("b"),
-        )
+        .create_queue("a", f.opts().max_deliveries(1).dead_letter_queue("b"))
         .unwrap();
     a.send(Message::new("body").header("x-original-id", "777"))
         .unwrap();
@@ -1202,6 +1136,7 @@ fn chained_dead_letters_keep_exact_sizes() {
     assert_eq!(d.header_str("x-dead-letter-queue"), Some("b"));
 }
 
+/// Not per backend: it records what the engine tells its storage (see above).
 #[test]
 fn dead_letter_is_recorded_in_the_dlq_before_it_leaves_the_source() {
     let rec = Arc::new(Recording::default());
@@ -1228,4 +1163,484 @@ fn dead_letter_is_recorded_in_the_dlq_before_it_leaves_the_source() {
         .position(|l| *l == format!("remove q {id} DeadLettered"))
         .expect("removed from q");
     assert!(moved < removed, "{log:?}");
+}
+
+// ---- persistence across a reopen --------------------------------------------------------------------
+// Each runs on both backends; the part after `f.reopen(..)` (closing the broker
+// and opening its data directory again) runs on the journal only.
+
+/// Receives everything ready (leased), returning (id, delivery count, body).
+fn drain(q: &Queue) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut v = Vec::new();
+    while let Some(d) = q.try_receive().unwrap() {
+        v.push((d.id(), d.delivery_count(), d.body().to_vec()));
+        d.ack().unwrap();
+    }
+    v
+}
+
+#[test]
+fn conformance_fixture_persists_only_over_the_journal() {
+    for backend in [Backend::Memory, Backend::Journal] {
+        let f = Fixture::new(backend);
+        let b = f.broker();
+        let id = b.queue("q").unwrap().send(Message::new("x")).unwrap();
+        let d = b.queue("q").unwrap().try_receive().unwrap().unwrap();
+        assert_eq!(d.id(), id);
+        assert_eq!(d.is_persistent(), f.is_journal(), "{backend:?}");
+        assert_eq!(
+            b.storage_name(),
+            if f.is_journal() { "journal" } else { "memory" }
+        );
+        assert_eq!(f.reopen(b).is_some(), f.is_journal());
+    }
+}
+
+fn reopen_after_ack_nack_and_extend(f: &Fixture) {
+    let (clock, b) = f.manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", f.opts().lease_time(100 * MS))
+        .unwrap();
+    let send = |body: &str| {
+        q.send(
+            Message::new(body)
+                .name(body)
+                .header("k", body)
+                .header("bin", vec![0u8, 0xff])
+                .correlation_id(format!("c-{body}")),
+        )
+        .unwrap()
+    };
+    let (acked, nacked, extended, untouched) = (send("a"), send("n"), send("e"), send("u"));
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.id(), acked);
+    d.ack().unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.id(), nacked);
+    d.nack().unwrap();
+    let e = q.try_receive().unwrap().unwrap();
+    assert_eq!(e.id(), extended);
+    clock.advance(80 * MS);
+    e.extend().unwrap();
+    let Some(b) = f.reopen(b) else { return };
+    // Leases are not kept: the extended message is ready again, its delivery counted.
+    let q = b.namespace("n").unwrap().get_queue("q").unwrap();
+    assert_eq!(q.options().lease_time, 100 * MS);
+    let s = q.stats();
+    assert_eq!((s.ready, s.leased, s.delayed), (3, 0, 0));
+    let mut got = Vec::new();
+    while let Some(d) = q.try_receive().unwrap() {
+        let body = String::from_utf8(d.body().to_vec()).unwrap();
+        assert_eq!(d.name(), Some(body.as_str()));
+        assert_eq!(d.header_str("k"), Some(body.as_str()));
+        assert_eq!(d.header("bin"), Some(&[0u8, 0xff][..]));
+        assert_eq!(d.correlation_id(), Some(format!("c-{body}").as_str()));
+        assert!(d.is_persistent());
+        got.push((d.id(), d.delivery_count()));
+        d.ack().unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec![(nacked, 2), (extended, 2), (untouched, 1)]);
+    let b = f.reopen(b).unwrap();
+    let q = b.namespace("n").unwrap().get_queue("q").unwrap();
+    assert_eq!(q.stats().depth(), 0, "acked after the first reopen: gone");
+}
+
+fn reopen_after_dead_letter_move(f: &Fixture) {
+    let (clock, b) = f.manual();
+    let ns = b.namespace("n").unwrap();
+    let q = ns
+        .create_queue(
+            "work",
+            f.opts()
+                .lease_time(10 * MS)
+                .max_deliveries(2)
+                .dead_letter_queue("work.dlq"),
+        )
+        .unwrap();
+    let poison = q
+        .send(Message::new("poison").name("p").header("k", "v"))
+        .unwrap();
+    let slow = q.send(Message::new("slow")).unwrap();
+    q.try_receive().unwrap().unwrap().nack().unwrap(); // poison: 1
+    drop(q.try_receive().unwrap().unwrap()); // slow: 1, its lease will expire
+    q.try_receive().unwrap().unwrap().nack().unwrap(); // poison: 2 → dead letter
+    assert_eq!(ns.get_queue("work.dlq").unwrap().stats().ready, 1);
+    let Some(b) = f.reopen(b) else { return };
+    let ns = b.namespace("n").unwrap();
+    let q = ns.get_queue("work").unwrap();
+    assert_eq!(q.options().max_deliveries, Some(2));
+    assert_eq!(q.options().dead_letter_queue.as_deref(), Some("work.dlq"));
+    let dlq = ns.get_queue("work.dlq").unwrap();
+    assert_eq!(dlq.stats().ready, 1);
+    let dl = dlq.try_receive().unwrap().unwrap();
+    assert_eq!((dl.body(), dl.name()), (&b"poison"[..], Some("p")));
+    assert_eq!(dl.header_str("k"), Some("v"));
+    assert_eq!(
+        dl.header_str("x-dead-letter-reason"),
+        Some("nacked; delivered 2 times (max_deliveries 2)")
+    );
+    assert_eq!(dl.header_str("x-dead-letter-queue"), Some("work"));
+    assert_eq!(
+        dl.header_str("x-original-id"),
+        Some(poison.to_string().as_str())
+    );
+    assert_eq!(dl.delivery_count(), 1);
+    dl.ack().unwrap();
+    // "slow" came back ready with its one delivery; the second one is its last.
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!((d.id(), d.delivery_count()), (slow, 2));
+    drop(d);
+    clock.advance(10 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    let dl = dlq.try_receive().unwrap().unwrap();
+    assert!(dl
+        .header_str("x-dead-letter-reason")
+        .unwrap()
+        .starts_with("lease expired"));
+    dl.ack().unwrap();
+    let b = f.reopen(b).unwrap();
+    let ns = b.namespace("n").unwrap();
+    assert_eq!(ns.stats().totals.depth(), 0);
+}
+
+fn reopen_ttl_expiry_on_the_clock(f: &Fixture) {
+    let (clock, b) = f.manual();
+    let q = b.queue("q").unwrap();
+    let short = q.send(Message::new("short").ttl(100 * MS)).unwrap();
+    let long = q.send(Message::new("long").ttl(300 * MS)).unwrap();
+    let forever = q.send(Message::new("forever")).unwrap();
+    let gone = q.send(Message::new("gone").ttl(10 * MS)).unwrap();
+    let held = q.send(Message::new("held").ttl(200 * MS)).unwrap();
+    let expires = START + 300_000_000;
+    clock.advance(50 * MS); // "gone" expired, not yet swept
+    let peek: Vec<u64> = q.peek(10).unwrap().iter().map(|m| m.id()).collect();
+    assert_eq!(peek, vec![short, long, forever, held]);
+    let _d = q.try_receive().unwrap().unwrap(); // short, leased
+    let _ = gone;
+    let Some(b) = f.reopen(b) else { return };
+    let q = b.queue("q").unwrap();
+    assert_eq!(q.stats().ready, 4);
+    clock.advance(60 * MS); // 110 ms: "short" expired meanwhile
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!((d.id(), d.expires_at()), (long, Some(expires)));
+    d.nack().unwrap();
+    clock.advance(100 * MS); // 210 ms: "held" expired too
+    assert_eq!(ids(&q), vec![forever, long]);
+    assert_eq!(q.stats().expired, 2);
+    let b = f.reopen(b).unwrap();
+    assert_eq!(b.queue("q").unwrap().stats().depth(), 0);
+}
+
+fn reopen_delay_on_the_clock(f: &Fixture) {
+    let (clock, b) = f.manual();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", f.opts().default_delay(200 * MS))
+        .unwrap();
+    let late = q.send(Message::new("late").delay(100 * MS)).unwrap();
+    let default = q.send(Message::new("default")).unwrap();
+    let now = q.send(Message::new("now").delay(Duration::ZERO)).unwrap();
+    let past = q.send(Message::new("past").delay(10 * MS)).unwrap();
+    assert_eq!(q.stats().delayed, 3);
+    clock.advance(50 * MS); // "past" is due (promoted by the next receive or stats)
+    let Some(b) = f.reopen(b) else { return };
+    let q = b.namespace("n").unwrap().get_queue("q").unwrap();
+    assert_eq!(q.options().default_delay, Some(200 * MS));
+    let s = q.stats();
+    assert_eq!((s.ready, s.delayed), (2, 2), "{s:?}");
+    assert_eq!(ids(&q), vec![now, past]);
+    clock.advance(49 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(MS);
+    assert_eq!(ids(&q), vec![late]);
+    clock.advance(99 * MS);
+    assert!(q.try_receive().unwrap().is_none());
+    clock.advance(MS);
+    assert_eq!(ids(&q), vec![default]);
+}
+
+fn reopen_after_purge_cancel_and_delete(f: &Fixture) {
+    let b = f.broker();
+    let ns = b.namespace("n").unwrap();
+    let p = ns.create_queue("purged", f.opts()).unwrap();
+    p.send_batch((0..5).map(|_| Message::new("x"))).unwrap();
+    p.send(Message::new("later").delay(Duration::from_secs(60)))
+        .unwrap();
+    p.send(Message::new("ready")).unwrap();
+    let held = p.try_receive().unwrap().unwrap(); // the first of the batch
+    let held_id = held.id();
+    // Purge takes ready and delayed messages; the leased one stays.
+    assert_eq!(p.purge().unwrap(), 6);
+    let c = ns.create_queue("cancelled", f.opts()).unwrap();
+    let a = c.send(Message::new("a")).unwrap();
+    let d = c
+        .send(Message::new("d").delay(Duration::from_secs(60)))
+        .unwrap();
+    let z = c.send(Message::new("z")).unwrap();
+    c.cancel(a).unwrap();
+    c.cancel(d).unwrap();
+    let gone = ns.create_queue("deleted", f.opts()).unwrap();
+    gone.send(Message::new("1")).unwrap();
+    let _leased = gone.try_receive().unwrap().unwrap();
+    gone.send(Message::new("2")).unwrap();
+    ns.delete_queue("deleted").unwrap();
+    let Some(b) = f.reopen(b) else { return };
+    let ns = b.namespace("n").unwrap();
+    assert_eq!(ns.list_queues(), vec!["cancelled", "purged"]);
+    let p = ns.get_queue("purged").unwrap();
+    assert_eq!(
+        drain(&p).iter().map(|m| (m.0, m.1)).collect::<Vec<_>>(),
+        vec![(held_id, 2)]
+    );
+    let c = ns.get_queue("cancelled").unwrap();
+    assert_eq!(ids(&c), vec![z]);
+    assert_eq!(c.stats().delayed, 0);
+    // A queue of the deleted one's name starts empty.
+    assert_eq!(ns.queue("deleted").unwrap().stats().depth(), 0);
+}
+
+fn reopen_keeps_priority_order(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    let mut sent = Vec::new();
+    for i in 0..40u8 {
+        let p = i * 7 % 10;
+        sent.push((p, q.send(Message::new(vec![i]).priority(p)).unwrap()));
+    }
+    let mut expect: Vec<(u8, u64)> = sent.clone();
+    expect.sort_by_key(|(p, id)| (std::cmp::Reverse(*p), *id));
+    let expect: Vec<u64> = expect.into_iter().map(|(_, id)| id).collect();
+    let peek: Vec<u64> = q.peek(100).unwrap().iter().map(|m| m.id()).collect();
+    assert_eq!(peek, expect);
+    let Some(b) = f.reopen(b) else {
+        assert_eq!(ids(&q), expect);
+        return;
+    };
+    let q = b.queue("q").unwrap();
+    for m in q.peek(100).unwrap() {
+        let p = sent.iter().find(|(_, id)| *id == m.id()).unwrap().0;
+        assert_eq!(m.priority(), p);
+    }
+    assert_eq!(ids(&q), expect);
+}
+
+fn reopen_ids_continue(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    let first = q.send_batch((0..10).map(|_| Message::new("x"))).unwrap();
+    let dlq_src = b
+        .default_namespace()
+        .unwrap()
+        .create_queue("src", f.opts().max_deliveries(1).dead_letter_queue("dl"))
+        .unwrap();
+    dlq_src.send(Message::new("d")).unwrap();
+    dlq_src.try_receive().unwrap().unwrap().nack().unwrap();
+    // Ack all but the highest id and one in the middle.
+    for d in q.receive_batch(10, Wait::Try).unwrap() {
+        if d.id() == first[9] || d.id() == first[4] {
+            drop(d);
+        } else {
+            d.ack().unwrap();
+        }
+    }
+    let Some(b) = f.reopen(b) else { return };
+    let q = b.queue("q").unwrap();
+    let next = q.send(Message::new("new")).unwrap();
+    assert!(next > first[9], "id {next} reused (ids up to {})", first[9]);
+    let all = ids(&q);
+    assert_eq!(all, vec![first[4], first[9], next]);
+    let dl = b.queue("dl").unwrap();
+    let moved = dl.peek(1).unwrap()[0].id();
+    assert!(dl.send(Message::new("y")).unwrap() > moved);
+}
+
+fn reopen_ids_not_reused_after_everything_was_acked(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    let sent = q.send_batch((0..3).map(|_| Message::new("x"))).unwrap();
+    assert_eq!(ids(&q), sent);
+    let Some(b) = f.reopen(b) else { return };
+    let next = b.queue("q").unwrap().send(Message::new("new")).unwrap();
+    assert!(next > sent[2], "id {next} reused (ids up to {})", sent[2]);
+}
+
+fn reopen_keeps_queue_options_and_volatile_messages_are_lost(f: &Fixture) {
+    let b = f.broker();
+    let ns = b.namespace("n").unwrap();
+    let opts = f
+        .opts()
+        .max_messages(7)
+        .max_bytes(1000)
+        .on_full(OnFull::Reject)
+        .default_ttl(Duration::from_secs(60))
+        .default_priority(3)
+        .lease_time(Duration::from_secs(9))
+        .max_deliveries(4)
+        .dead_letter_queue("dead")
+        .strict_fifo(true);
+    let q = ns.create_queue("q", opts.clone()).unwrap();
+    ns.create_queue("plain", QueueOptions::default()).unwrap();
+    let kept = q.send(Message::new("kept")).unwrap();
+    q.send(Message::new("volatile").persistent(false)).unwrap();
+    let Some(b) = f.reopen(b) else { return };
+    let ns = b.namespace("n").unwrap();
+    assert_eq!(ns.list_queues(), vec!["dead", "plain", "q"]);
+    let q = ns.get_queue("q").unwrap();
+    assert_eq!(q.options(), &opts);
+    assert!(!ns.get_queue("plain").unwrap().options().persistent);
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!((d.id(), d.priority()), (kept, 3));
+    assert!(q.try_receive().unwrap().is_none(), "non-persistent: gone");
+}
+
+fn reopen_stats_gauges_are_exact(f: &Fixture) {
+    let (clock, b) = f.manual();
+    let ns = b.namespace("n").unwrap();
+    let q = ns.queue("q").unwrap();
+    q.send(Message::new("12345").name("nm")).unwrap();
+    clock.advance(5 * MS);
+    q.send(Message::new("123").header("k", "v")).unwrap();
+    q.send(Message::new("1").delay(10 * MS)).unwrap();
+    let _leased = q.try_receive().unwrap().unwrap();
+    let before = q.stats();
+    let Some(b) = f.reopen(b) else { return };
+    let q = b.namespace("n").unwrap().get_queue("q").unwrap();
+    let s = q.stats();
+    // The leased message is ready again; counters restart (not journaled).
+    assert_eq!(
+        (s.ready, s.leased, s.delayed, s.bytes, s.oldest_age),
+        (2, 0, 1, before.bytes, before.oldest_age)
+    );
+    assert_eq!(s.depth(), before.depth());
+}
+
+fn reopen_repeatedly_keeps_delivery_counts(f: &Fixture) {
+    let b = f.broker();
+    let q = b
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", f.opts().max_deliveries(3).dead_letter_queue("q.dlq"))
+        .unwrap();
+    let id = q.send(Message::new("x")).unwrap();
+    q.send(Message::new("ok")).unwrap();
+    let mut b = b;
+    for round in 1..=3u32 {
+        let q = b.namespace("n").unwrap().get_queue("q").unwrap();
+        let d = q.try_receive().unwrap().unwrap();
+        assert_eq!((d.id(), d.delivery_count()), (id, round));
+        if round < 3 {
+            drop(d); // leased when the broker closes
+        } else {
+            d.nack().unwrap(); // the third delivery: dead-lettered
+        }
+        match f.reopen(b) {
+            Some(next) => b = next,
+            None => return,
+        }
+    }
+    let ns = b.namespace("n").unwrap();
+    let q = ns.get_queue("q").unwrap();
+    assert_eq!(drain(&q).len(), 1);
+    let dl = ns
+        .get_queue("q.dlq")
+        .unwrap()
+        .try_receive()
+        .unwrap()
+        .unwrap();
+    assert_eq!(dl.header_str("x-delivery-count"), Some("3"));
+}
+
+fn reopen_after_auto_ack_and_batches(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    let sent = q
+        .send_batch((0..10u8).map(|i| Message::new(vec![i])))
+        .unwrap();
+    assert_eq!(q.receive_batch_auto_ack(3, Wait::Try).unwrap().len(), 3);
+    q.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    let batch = q.receive_batch(3, Wait::Try).unwrap();
+    for d in batch.into_iter().skip(1) {
+        d.ack().unwrap();
+    }
+    let Some(b) = f.reopen(b) else { return };
+    let q = b.queue("q").unwrap();
+    let got = drain(&q);
+    let want: Vec<(u64, u32, Vec<u8>)> = [4usize, 7, 8, 9]
+        .iter()
+        .map(|&i| (sent[i], if i == 4 { 2 } else { 1 }, vec![i as u8]))
+        .collect();
+    assert_eq!(got, want);
+}
+
+// ---- the suite: every test above taking a `&Fixture`, once per backend -------------------------------
+
+conformance! {
+    queue_names_are_validated,
+    queues_created_on_first_use_or_explicitly,
+    invalid_queue_options_are_rejected,
+    default_queue_needs_no_name,
+    namespaces_are_isolated,
+    quota_max_queues,
+    quota_max_messages_is_exact_and_per_namespace,
+    quota_max_bytes_and_message_size,
+    default_max_message_size_is_enforced,
+    full_queue_reject,
+    full_queue_bytes_capacity,
+    full_queue_timeout_on_the_clock,
+    full_queue_blocks_until_room,
+    blocked_sender_wakes_on_close,
+    message_fields_round_trip,
+    ids_increase_per_queue,
+    invalid_priority_is_rejected,
+    fifo_within_priority_higher_first,
+    fifo_per_producer_across_threads,
+    strict_fifo_queue_wide,
+    receive_try_blocking_timeout,
+    blocked_receiver_wakes_on_close,
+    batches,
+    batch_receive_timeout_on_the_clock,
+    ack_removes_for_good,
+    expired_lease_redelivers_and_stale_ack_fails,
+    blocked_receiver_gets_redelivery_when_clock_moves,
+    extend_renews_the_lease,
+    nack_now_and_later,
+    auto_ack_is_at_most_once,
+    unsettled_delivery_dropped_is_redelivered_after_lease,
+    max_deliveries_moves_to_dead_letter_queue,
+    lease_expiry_can_dead_letter,
+    max_deliveries_without_dlq_drops_and_counts,
+    dead_letters_bypass_dlq_capacity,
+    expired_messages_are_never_delivered,
+    queue_default_ttl_and_delay,
+    delayed_not_before_their_time,
+    delayed_message_wakes_blocked_receiver,
+    delayed_message_wakes_blocked_receiver_on_system_clock,
+    message_expiring_while_delayed_is_dropped,
+    peek_does_not_lease,
+    cancel_pending_by_id,
+    purge_removes_ready_and_delayed,
+    stats_are_exact,
+    delete_queue_frees_quota_and_closes_handles,
+    blocked_receiver_sees_lease_expiry_on_system_clock,
+    expired_messages_do_not_hold_capacity,
+    blocked_sender_wakes_when_a_message_expires,
+    late_ack_fails_even_if_nothing_else_ran,
+    chained_dead_letters_keep_exact_sizes,
+    reopen_after_ack_nack_and_extend,
+    reopen_after_dead_letter_move,
+    reopen_ttl_expiry_on_the_clock,
+    reopen_delay_on_the_clock,
+    reopen_after_purge_cancel_and_delete,
+    reopen_keeps_priority_order,
+    reopen_ids_continue,
+    reopen_ids_not_reused_after_everything_was_acked,
+    queue_outlives_its_broker,
+    reopen_keeps_queue_options_and_volatile_messages_are_lost,
+    reopen_stats_gauges_are_exact,
+    reopen_repeatedly_keeps_delivery_counts,
+    reopen_after_auto_ack_and_batches,
 }

@@ -16,6 +16,8 @@
 //! live data.
 
 pub(crate) mod codec;
+#[doc(hidden)]
+pub mod fuzz;
 mod index;
 mod recover;
 

@@ -273,7 +273,7 @@ pub(super) fn map_segment(path: &Path) -> Result<Option<memmap2::Mmap>> {
 }
 
 /// A recovered message, in its slot (`None` once gone).
-struct Slot {
+pub(super) struct Slot {
     q: u32,
     node: Node,
     deliver_at: Option<u64>,
@@ -435,7 +435,7 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
 }
 
 /// Applies one record (at segment, offset, framed length) to the replay state.
-fn apply(
+pub(super) fn apply(
     k: u8,
     payload: &[u8],
     (seg, off, len): (u64, u64, u32),
