@@ -352,7 +352,9 @@ impl Broker {
     }
 
     /// Closes the broker: every queue closes, blocked calls return
-    /// [`Error::Closed`], later calls fail with it. Idempotent.
+    /// [`Error::Closed`], later calls fail with it; a journal is synced and its
+    /// data directory released. Idempotent. (Without it, a journal closes when
+    /// the last broker, namespace or queue handle is dropped.)
     pub fn close(&self) {
         if self.inner.closed.swap(true, SeqCst) {
             return;
