@@ -5,6 +5,7 @@ use super::*;
 
 use super::index::{Index, Loc, QueueEntry, SegStat};
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What a read-only look at a data directory finds (no lock taken, nothing
 /// written: safe while a broker has the directory open).
@@ -279,7 +280,100 @@ pub(super) struct Slot {
     deliver_at: Option<u64>,
 }
 
-/// Replays `segs` in order from an empty state.
+/// What decoding one segment found (names borrow from its mapping).
+struct Decoded<'a> {
+    /// Records up to the first damage: (record, offset, framed length).
+    ops: Vec<(Op<'a>, u64, u32)>,
+    /// Offset after the last good record.
+    end: usize,
+    /// The first damage, and the written bytes from there on.
+    damage: Option<(String, u64)>,
+}
+
+/// Scans and decodes one segment's records (CRCs, payloads, message nodes):
+/// the expensive part of a replay, independent per segment.
+fn decode_segment<'a>(name: &str, buf: &'a [u8]) -> Decoded<'a> {
+    let mut ops = Vec::new();
+    let mut off = codec::SEGMENT_HEADER;
+    let declared = u64::from_le_bytes(
+        buf[codec::SIZE_AT..codec::SIZE_AT + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    // Bytes past the size the segment was created with are not part of it.
+    let buf = &buf[..buf
+        .len()
+        .min(declared.max(codec::SEGMENT_HEADER as u64) as usize)];
+    let damage = loop {
+        match codec::scan(buf, off) {
+            Scan::End if (buf.len() as u64) < declared => {
+                break Some(format!(
+                    "{name}: truncated to {} of {declared} bytes",
+                    buf.len()
+                ));
+            }
+            Scan::End => break None,
+            Scan::Damaged(why) => break Some(format!("{name} at byte {off}: {why}")),
+            Scan::Record {
+                kind: k,
+                payload,
+                next,
+            } => match decode(k, payload) {
+                Ok(op) => {
+                    ops.push((op, off as u64, (next - off) as u32));
+                    off = next;
+                }
+                Err(Malformed) => break Some(format!("{name} at byte {off}: undecodable payload")),
+            },
+        }
+    };
+    let damage = damage.map(|why| {
+        // Count what follows the bad record up to the zeros at the end.
+        let written = buf.iter().rposition(|b| *b != 0).map_or(off, |p| p + 1);
+        (why, written.saturating_sub(off) as u64)
+    });
+    Decoded {
+        ops,
+        end: off,
+        damage,
+    }
+}
+
+/// Runs `f` over `items` on up to one thread per CPU; results in item order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("replay worker panicked"))
+            .collect()
+    });
+    out.sort_unstable_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Replays `segs` in order from an empty state: segments are mapped and
+/// decoded in parallel, then applied in order on this thread.
 fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     let mut complete = false;
     let mut report = RecoveryReport::default();
@@ -288,7 +382,22 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     let mut replayed = Vec::new();
     let mut cut = false;
     let mut prev: Option<u64> = None;
-    for (seq, path) in segs.iter().cloned() {
+    let maps = par_map(segs, |(_, path)| map_segment(path))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = segs.iter().map(|(_, p)| p.display().to_string()).collect();
+    let decoded = par_map(&(0..segs.len()).collect::<Vec<_>>(), |&i| {
+        let buf: &[u8] = maps[i].as_deref().unwrap_or(&[]);
+        header_valid(buf).then(|| decode_segment(&names[i], buf))
+    });
+    let enqueues = decoded
+        .iter()
+        .flatten()
+        .flat_map(|d| &d.ops)
+        .filter(|(op, _, _)| matches!(op, Op::Enqueue { .. }))
+        .count();
+    slots.reserve(enqueues);
+    for (((seq, path), decoded), map) in segs.iter().cloned().zip(decoded).zip(&maps) {
         if cut {
             report.segments_damaged += 1;
             report.bytes_cut += fs::metadata(&path).map_or(0, |m| m.len());
@@ -309,7 +418,6 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
         }
         let first = prev.is_none();
         prev = Some(seq);
-        let map = map_segment(&path)?;
         let buf: &[u8] = map.as_deref().unwrap_or(&[]);
         let name = path.display().to_string();
         if first && header_valid(buf) && buf[codec::FLAGS_AT] & codec::FLAG_CHECKPOINT == 0 {
@@ -319,70 +427,29 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
                 "{name}: no checkpoint before it (earlier segments are missing); replaying what is left"
             ));
         }
-        if !header_valid(buf) {
+        let Some(d) = decoded else {
             report.damage.push(format!("{name}: bad segment header"));
             report.segments_damaged += 1;
             report.bytes_cut += buf.len() as u64;
             cut = true;
             replayed.push((seq, path, true));
             continue;
-        }
-        let mut off = codec::SEGMENT_HEADER;
-        let mut damaged = false;
-        let declared = u64::from_le_bytes(
-            buf[codec::SIZE_AT..codec::SIZE_AT + 8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        // Bytes past the size the segment was created with are not part of it.
-        let buf = &buf[..buf
-            .len()
-            .min(declared.max(codec::SEGMENT_HEADER as u64) as usize)];
+        };
         index.segs.insert(seq, SegStat::default());
-        loop {
-            match codec::scan(buf, off) {
-                Scan::End if (buf.len() as u64) < declared => {
-                    report.damage.push(format!(
-                        "{name}: truncated to {} of {declared} bytes",
-                        buf.len()
-                    ));
-                    damaged = true;
-                    break;
-                }
-                Scan::End => break,
-                Scan::Damaged(why) => {
-                    report.damage.push(format!("{name} at byte {off}: {why}"));
-                    damaged = true;
-                    break;
-                }
-                Scan::Record {
-                    kind: k,
-                    payload,
-                    next,
-                } => {
-                    if k == kind::CHECKPOINT {
-                        complete = true;
-                    }
-                    let at = (seq, off as u64, (next - off) as u32);
-                    if apply(k, payload, at, &mut index, &mut slots).is_err() {
-                        report
-                            .damage
-                            .push(format!("{name} at byte {off}: undecodable payload"));
-                        damaged = true;
-                        break;
-                    }
-                    report.records_read += 1;
-                    off = next;
-                }
+        for (op, off, len) in d.ops {
+            if matches!(op, Op::Checkpoint) {
+                complete = true;
             }
+            apply_op(op, (seq, off, len), &mut index, &mut slots);
+            report.records_read += 1;
         }
         if let Some(s) = index.segs.get_mut(&seq) {
-            s.used = off as u64;
+            s.used = d.end as u64;
         }
-        if damaged {
-            // Count what follows the bad record up to the zeros at the end.
-            let written = buf.iter().rposition(|b| *b != 0).map_or(off, |p| p + 1);
-            report.bytes_cut += written.saturating_sub(off) as u64;
+        let damaged = d.damage.is_some();
+        if let Some((why, after)) = d.damage {
+            report.damage.push(why);
+            report.bytes_cut += after;
             report.segments_damaged += 1;
             cut = true;
         }
@@ -434,32 +501,59 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     })
 }
 
-/// Applies one record (at segment, offset, framed length) to the replay state.
-pub(super) fn apply(
-    k: u8,
-    payload: &[u8],
-    (seg, off, len): (u64, u64, u32),
-    index: &mut Index,
-    slots: &mut Vec<Option<Slot>>,
-) -> Result<(), Malformed> {
+/// One decoded record; names borrow from the segment's mapping.
+pub(super) enum Op<'a> {
+    Define {
+        ns: &'a str,
+        q: &'a str,
+        opts: QueueOptions,
+        next_id: u64,
+    },
+    Delete {
+        ns: &'a str,
+        q: &'a str,
+    },
+    Enqueue {
+        ns: &'a str,
+        q: &'a str,
+        node: Node,
+        deliver_at: u64,
+    },
+    Remove {
+        ns: &'a str,
+        q: &'a str,
+        id: u64,
+    },
+    Deliver {
+        ns: &'a str,
+        q: &'a str,
+        id: u64,
+        n: u32,
+    },
+    Checkpoint,
+}
+
+/// Decodes one record's payload (no shared state: runs on any thread).
+pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     if k == kind::CHECKPOINT {
-        return Ok(());
+        return Ok(Op::Checkpoint);
     }
     let mut d = Dec::new(payload);
     let ns = d.str_ref()?;
-    let qn = d.str_ref()?;
-    let q = index.qid(ns, qn);
-    match k {
+    let q = d.str_ref()?;
+    Ok(match k {
         kind::QUEUE_DEFINED => {
             let opts = QueueOptions::from_text(d.str_ref()?).map_err(|_| Malformed)?;
             // Checkpoints add the next unused id (older records end here).
             let next_id = if d.remaining() >= 8 { d.u64()? } else { 0 };
-            // The latest definition wins (a queue deleted and created again).
-            index.define(q, opts, next_id);
+            Op::Define {
+                ns,
+                q,
+                opts,
+                next_id,
+            }
         }
-        kind::QUEUE_DELETED => {
-            index.delete(q, |slot| slots[slot as usize] = None);
-        }
+        kind::QUEUE_DELETED => Op::Delete { ns, q },
         kind::ENQUEUED => {
             let id = d.u64()?;
             let priority = d.u8()?;
@@ -486,11 +580,75 @@ pub(super) fn apply(
                 size,
                 deliveries: AtomicU32::new(deliveries),
             };
+            Op::Enqueue {
+                ns,
+                q,
+                node,
+                deliver_at,
+            }
+        }
+        kind::REMOVED => {
+            let id = d.u64()?;
+            let _reason = d.u8()?;
+            Op::Remove { ns, q, id }
+        }
+        kind::DELIVERED => {
+            let id = d.u64()?;
+            let n = d.u32()?;
+            Op::Deliver { ns, q, id, n }
+        }
+        _ => return Err(Malformed),
+    })
+}
+
+/// Applies one record (at segment, offset, framed length) to the replay state.
+pub(super) fn apply(
+    k: u8,
+    payload: &[u8],
+    at: (u64, u64, u32),
+    index: &mut Index,
+    slots: &mut Vec<Option<Slot>>,
+) -> Result<(), Malformed> {
+    apply_op(decode(k, payload)?, at, index, slots);
+    Ok(())
+}
+
+/// Applies one decoded record, in journal order.
+fn apply_op(
+    op: Op<'_>,
+    (seg, off, len): (u64, u64, u32),
+    index: &mut Index,
+    slots: &mut Vec<Option<Slot>>,
+) {
+    match op {
+        Op::Checkpoint => {}
+        Op::Define {
+            ns,
+            q,
+            opts,
+            next_id,
+        } => {
+            let q = index.qid(ns, q);
+            // The latest definition wins (a queue deleted and created again).
+            index.define(q, opts, next_id);
+        }
+        Op::Delete { ns, q } => {
+            let q = index.qid(ns, q);
+            index.delete(q, |slot| slots[slot as usize] = None);
+        }
+        Op::Enqueue {
+            ns,
+            q,
+            node,
+            deliver_at,
+        } => {
+            let q = index.qid(ns, q);
+            let id = node.id;
             let loc = Loc {
                 seg,
                 off,
                 len,
-                deliveries,
+                deliveries: node.deliveries.load(Relaxed),
                 delivered: false,
                 slot: slots.len() as u32,
             };
@@ -505,16 +663,14 @@ pub(super) fn apply(
                 None => slots.push(slot),
             }
         }
-        kind::REMOVED => {
-            let id = d.u64()?;
-            let _reason = d.u8()?;
+        Op::Remove { ns, q, id } => {
+            let q = index.qid(ns, q);
             if let Some(old) = index.remove(q, id) {
                 slots[old.slot as usize] = None;
             }
         }
-        kind::DELIVERED => {
-            let id = d.u64()?;
-            let n = d.u32()?;
+        Op::Deliver { ns, q, id, n } => {
+            let q = index.qid(ns, q);
             if let Some(loc) = index.delivered(q, id, n) {
                 if let Some(s) = slots[loc.slot as usize].as_mut() {
                     s.node.deliveries.store(n, SeqCst);
@@ -523,7 +679,5 @@ pub(super) fn apply(
                 }
             }
         }
-        _ => return Err(Malformed),
     }
-    Ok(())
 }
