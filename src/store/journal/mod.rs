@@ -136,6 +136,8 @@ struct Writer {
     index: Index,
     /// A segment filled since the last look at whether to checkpoint.
     rolled: bool,
+    /// The next segment, being prepared by a helper thread.
+    next: Option<std::thread::JoinHandle<Result<Prepared>>>,
 }
 
 /// The journal storage backend.
@@ -245,6 +247,7 @@ impl Journal {
             sync_dir: opts.sync == SyncMode::Always,
             index,
             rolled: false,
+            next: None,
         };
         // A clean journal is taken as it is: appends continue in its newest
         // segment, nothing is rewritten (an open costs one replay). A damaged
@@ -539,26 +542,21 @@ impl Writer {
             .checked_add(1)
             .ok_or_else(|| Error::Storage("journal segment numbers exhausted".into()))?;
         let size = self.seg_size.max(codec::SEGMENT_HEADER + need);
-        let path = self.dir.join(seg_name(seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("cannot create", &path, e))?;
-        let sized = allocate(&file, size as u64);
-        if let Err(e) = sized {
-            let _ = fs::remove_file(&path);
-            return Err(io("cannot allocate", &path, e));
-        }
-        // SAFETY: the file is ours (created just now, the directory is locked against
-        // other writers) and stays open as long as the mapping, which is only
-        // accessed through `Segment` under the writer mutex.
-        let mut map = match unsafe { MmapMut::map_mut(&file) } {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                return Err(io("cannot map", &path, e));
+        // The next segment is usually ready: created, preallocated and its
+        // pages faulted in by a helper thread while this one filled.
+        let ready = self
+            .next
+            .take()
+            .and_then(|h| h.join().ok())
+            .and_then(|r| r.ok());
+        let (file, mut map) = match ready {
+            Some(p) if p.seq == seq && p.map.len() >= size => (p.file, p.map),
+            other => {
+                if let Some(p) = other {
+                    let _ = fs::remove_file(self.dir.join(seg_name(p.seq)));
+                }
+                let p = create_segment(&self.dir, seq, size)?;
+                (p.file, p.map)
             }
         };
         let mut h = Vec::with_capacity(codec::SEGMENT_HEADER);
@@ -597,7 +595,55 @@ impl Writer {
                 let _ = d.sync_all();
             }
         }
+        // Prepare the one after it. Until it gets its header it is all zeros:
+        // a crash leaves it as a segment that never started (deleted on open).
+        let (dir, size) = (self.dir.clone(), self.seg_size);
+        self.next = std::thread::Builder::new()
+            .name("libqueue-journal-prepare".into())
+            .spawn(move || create_segment(&dir, seq + 1, size))
+            .ok();
         Ok(())
+    }
+
+    /// Waits for a segment being prepared and deletes it (it holds nothing).
+    fn discard_prepared(&mut self) {
+        if let Some(Ok(Ok(p))) = self.next.take().map(|h| h.join()) {
+            drop(p.map);
+            let _ = fs::remove_file(self.dir.join(seg_name(p.seq)));
+        }
+    }
+}
+
+/// A created, preallocated and mapped segment file, without a header yet.
+struct Prepared {
+    seq: u64,
+    file: File,
+    map: MmapMut,
+}
+
+/// Creates segment `seq` of `size` bytes: preallocated, mapped, its pages
+/// faulted in (so the appends that fill it do not stop to zero pages).
+fn create_segment(dir: &Path, seq: u64, size: usize) -> Result<Prepared> {
+    let path = dir.join(seg_name(seq));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io("cannot create", &path, e))?;
+    if let Err(e) = allocate(&file, size as u64) {
+        let _ = fs::remove_file(&path);
+        return Err(io("cannot allocate", &path, e));
+    }
+    // SAFETY: the file is ours (created just now, the directory is locked against
+    // other writers) and stays open as long as the mapping, which is only
+    // accessed through `Segment` under the writer mutex once it is taken.
+    match unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) } {
+        Ok(map) => Ok(Prepared { seq, file, map }),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(io("cannot map", &path, e))
+        }
     }
 }
 
@@ -729,6 +775,7 @@ impl Storage for Journal {
         w.closed = true;
         w.rolls += 1;
         w.seg = None;
+        w.discard_prepared();
         self.lock.lock().take();
     }
 }
