@@ -1517,3 +1517,26 @@ fn deleting_a_subscription_queue_removes_the_subscription() {
     assert_eq!(topic.publish(Message::new("two")), Ok(2));
     assert_eq!(again.stats().ready, 1);
 }
+
+#[test]
+fn fd_becomes_readable_when_the_queue_closes() {
+    // Broker closed: a poller wakes, and its receive says why.
+    let b = Broker::new();
+    let q = b.queue("q").unwrap();
+    let fd = q.fd().unwrap();
+    assert!(!readable(fd, 0));
+    b.close();
+    assert!(readable(fd, SOON_MS));
+    assert!(matches!(q.try_receive(), Err(Error::Closed)));
+    assert!(readable(fd, 0), "stays readable after a failed receive");
+
+    // Queue deleted: the same.
+    let b = Broker::new();
+    let ns = b.namespace("t").unwrap();
+    let q = ns.queue("gone").unwrap();
+    let fd = q.fd().unwrap();
+    assert!(!readable(fd, 0));
+    ns.delete_queue("gone").unwrap();
+    assert!(readable(fd, SOON_MS));
+    assert!(matches!(q.try_receive(), Err(Error::Closed)));
+}

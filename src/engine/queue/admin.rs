@@ -142,6 +142,9 @@ impl QueueCore {
         self.closed.store(true, SeqCst);
         self.not_empty.notify_all();
         self.not_full.notify_all();
+        // A poller of the descriptor must learn it too (its receive then fails
+        // with Closed): the descriptor stays readable from now on.
+        self.watch_raise();
     }
 
     /// Closes the queue and gives back everything it holds (it was deleted).

@@ -41,7 +41,8 @@ impl QueueCore {
     }
 
     /// The queue's pollable descriptor: readable exactly when a receive would find
-    /// a message. Created on first use; from then on every push raises it and every
+    /// a message, or fail because the queue closed (broker closed, queue deleted:
+    /// then it stays readable). Created on first use; from then on every push raises it and every
     /// receive that leaves the queue empty clears it, and the broker's ticker runs
     /// this queue's timers when they fall due.
     #[cfg(target_os = "linux")]
@@ -82,6 +83,9 @@ impl QueueCore {
     /// a push racing with the clear raises it itself. Nothing for an unwatched queue.
     #[cfg(target_os = "linux")]
     pub(crate) fn watch_refresh(&self) {
+        if self.closed.load(SeqCst) {
+            return; // stays readable: receives fail with Closed
+        }
         if let Some(w) = self.watch.get() {
             w.raised.store(false, SeqCst);
             w.efd.clear();
