@@ -133,21 +133,55 @@ pub fn scan(buf: &[u8], off: usize) -> Scan<'_> {
     }
 }
 
+/// Where an [`Enc`] writes.
+pub trait Out {
+    fn put(&mut self, b: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+/// Counts the bytes an encoding would take (writes nothing).
+#[derive(Default)]
+pub struct Count(pub usize);
+
+impl Out for Count {
+    fn put(&mut self, b: &[u8]) {
+        self.0 += b.len();
+    }
+}
+
+/// Writes into a slice sized by a [`Count`] of the same encoding.
+pub struct Slice<'a> {
+    pub buf: &'a mut [u8],
+    pub pos: usize,
+}
+
+impl Out for Slice<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+}
+
 /// Little-endian payload writer.
 #[derive(Default)]
-pub struct Enc(pub Vec<u8>);
+pub struct Enc<W: Out = Vec<u8>>(pub W);
 
-impl Enc {
+impl<W: Out> Enc<W> {
     pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
+        self.0.put(&[v]);
         self
     }
     pub fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.put(&v.to_le_bytes());
         self
     }
     pub fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.put(&v.to_le_bytes());
         self
     }
     pub fn str(&mut self, s: &str) -> &mut Self {
@@ -155,7 +189,7 @@ impl Enc {
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u32(b.len() as u32);
-        self.0.extend_from_slice(b);
+        self.0.put(b);
         self
     }
     pub fn opt_str(&mut self, s: Option<&str>) -> &mut Self {

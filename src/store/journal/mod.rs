@@ -368,10 +368,46 @@ impl Journal {
 impl Writer {
     /// Appends one framed record; returns its segment and offset.
     fn write_framed(&mut self, framed: &[u8]) -> Result<(u64, u64)> {
+        self.write_with(framed.len(), |b| {
+            b[..5].copy_from_slice(&framed[..5]);
+            b[6..].copy_from_slice(&framed[6..]);
+        })
+    }
+
+    /// Encodes a record straight into the segment; returns its segment, offset
+    /// and framed length.
+    fn write_encoded(&mut self, record: &Record<'_>) -> Result<(u64, u64, u32)> {
+        let mut count = Enc(codec::Count(0));
+        let k = encode(record, &mut count);
+        let len = count.0 .0;
+        let framed = codec::framed_len(len);
+        let (seg, off) = self.write_with(framed, |b| {
+            let (h, rest) = b.split_at_mut(codec::RECORD_HEADER);
+            let (payload, pad) = rest.split_at_mut(len);
+            encode(
+                record,
+                &mut Enc(codec::Slice {
+                    buf: payload,
+                    pos: 0,
+                }),
+            );
+            pad.fill(0);
+            let crc = codec::record_crc(len as u32, k, payload);
+            h[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+            h[4] = k;
+            h[6..8].copy_from_slice(&[0, 0]);
+            h[8..12].copy_from_slice(&crc.to_le_bytes());
+        })?;
+        Ok((seg, off, framed as u32))
+    }
+
+    /// Reserves `need` bytes at the segment's tail, lets `fill` write the
+    /// record there (all but its commit mark, byte 5, which is 0 meanwhile), then
+    /// commits it: a torn write never reads as committed.
+    fn write_with(&mut self, need: usize, fill: impl FnOnce(&mut [u8])) -> Result<(u64, u64)> {
         if self.closed {
             return Err(Error::Closed);
         }
-        let need = framed.len();
         let fits = self
             .seg
             .as_ref()
@@ -381,11 +417,9 @@ impl Writer {
         }
         let seg = self.seg.as_mut().expect("rolled");
         let at = seg.tail;
-        // Copy everything but the commit mark, then set it: a torn copy never
-        // reads as committed.
-        seg.map[at..at + 5].copy_from_slice(&framed[..5]);
         seg.map[at + 5] = 0;
-        seg.map[at + 6..at + need].copy_from_slice(&framed[6..]);
+        fill(&mut seg.map[at..at + need]);
+        seg.map[at + 5] = 0;
         std::sync::atomic::fence(SeqCst);
         seg.map[at + 5] = codec::COMMITTED;
         seg.tail += need;
@@ -647,6 +681,9 @@ fn create_segment(dir: &Path, seq: u64, size: usize) -> Result<Prepared> {
     }
 }
 
+/// Bodies from this size on are encoded straight into the segment.
+const DIRECT_MIN: usize = 4096;
+
 fn reason_code(r: RemoveReason) -> u8 {
     match r {
         RemoveReason::Acked => 1,
@@ -659,7 +696,7 @@ fn reason_code(r: RemoveReason) -> u8 {
 }
 
 /// Encodes a record's payload; returns its type.
-pub(crate) fn encode(r: &Record<'_>, e: &mut Enc) -> u8 {
+pub(crate) fn encode<W: codec::Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
     match r {
         Record::QueueDefined {
             namespace,
@@ -724,20 +761,32 @@ impl Storage for Journal {
     }
 
     fn append(&self, record: &Record<'_>) -> Result<()> {
-        // One buffer, sized up front: header space, then the payload encoded in
-        // place, then the header filled in (no second copy of the body).
-        let hint = match record {
-            Record::Enqueued { message, .. } => message.size as usize + 128,
-            _ => 128,
-        };
-        let mut e = Enc(Vec::with_capacity(codec::framed_len(hint)));
-        e.0.resize(codec::RECORD_HEADER, 0);
-        let k = encode(record, &mut e);
-        codec::finish_frame(k, &mut e.0);
+        // Large messages are encoded straight into the segment (one copy of the
+        // body, under the writer lock); others into one pre-sized buffer first
+        // (header space, payload encoded in place, header filled in), so the
+        // lock is held only for the copy.
+        let direct =
+            matches!(record, Record::Enqueued { message, .. } if message.body.len() >= DIRECT_MIN);
+        let mut e = Enc(Vec::new());
+        if !direct {
+            let hint = match record {
+                Record::Enqueued { message, .. } => message.size as usize + 128,
+                _ => 128,
+            };
+            e.0.reserve(codec::framed_len(hint));
+            e.0.resize(codec::RECORD_HEADER, 0);
+            let k = encode(record, &mut e);
+            codec::finish_frame(k, &mut e.0);
+        }
         let end = {
             let mut w = self.w.lock();
-            let (seg, off) = w.write_framed(&e.0)?;
-            w.index.note(record, seg, off, e.0.len() as u32);
+            let (seg, off, len) = if direct {
+                w.write_encoded(record)?
+            } else {
+                let (seg, off) = w.write_framed(&e.0)?;
+                (seg, off, e.0.len() as u32)
+            };
+            w.index.note(record, seg, off, len);
             let end = w.written;
             // Space comes back while running: when a segment fills and most of
             // the journal is dead, copy the live records forward and delete the
