@@ -772,11 +772,18 @@ impl QueueCore {
                 continue;
             }
             let wake_at = deadline.unwrap_or(u64::MAX).min(self.next_due.load(SeqCst));
+            // The clock is read again after `prepare`: a clock moved (and its
+            // wake-up sent) since `now` was read would otherwise be missed, and a
+            // manual clock's waiter would sleep for good.
+            let fresh = self.clock.now();
+            if fresh >= wake_at {
+                self.not_empty.cancel(t);
+                continue;
+            }
             let limit = if wake_at == u64::MAX {
                 None
             } else {
-                let now = now.get();
-                self.clock.park_limit(wake_at.saturating_sub(now).max(1))
+                self.clock.park_limit(wake_at.saturating_sub(fresh).max(1))
             };
             notified = self.not_empty.wait(t, limit);
             backoff = Backoff::new();
