@@ -256,7 +256,7 @@ def main() -> int:
     def run_cpp() -> None:
         err = ffi.new("char[256]")
         t = time.monotonic()
-        sent = cpp.tour_cpp_produce(ffi.cast("void *", int(ffi_cast_broker(broker))),
+        sent = cpp.tour_cpp_produce(ffi.cast("void *", broker_address(broker)),
                                     b"octavia", b"provisioning", CPP_THREADS, CPP_PER_THREAD,
                                     POISON_EVERY, err, 256)
         results["cpp"] = (sent, time.monotonic() - t)
@@ -427,11 +427,11 @@ def main() -> int:
 
     header("summary")
     total_secs = time.monotonic() - T0
-    print(f"  {'phase':<52}{'messages':>10}{'seconds':>9}{'msg/s':>10}")
+    print(f"  {'phase':<52}{'messages':>10}{'seconds':>9}{'msg/s':>11}")
     for what, msgs, secs in rates:
-        print(f"  {what:<52}{n(msgs):>10}{secs:>9.2f}{n(msgs / secs if secs else 0):>10}")
+        print(f"  {what:<52}{n(msgs):>10}{secs:>9.2f}{n(msgs / secs if secs else 0):>11}")
     print(f"  {'recovery: reopen and replay the journal':<52}{n(r.records_read):>10}"
-          f"{recovery_secs:>9.3f}{n(r.records_read / recovery_secs):>10}  records")
+          f"{recovery_secs:>9.3f}{n(r.records_read / recovery_secs):>11}  records")
     print(f"\n  {'tenant':<10}{'queues':>7}{'sent':>9}{'acked':>9}{'nacked':>8}"
           f"{'dead-lettered':>15}{'held at the end':>17}")
     for name, s in ns_stats.items():
@@ -443,19 +443,19 @@ def main() -> int:
         by_producer[producer] += count
     print(f"\n  handled by producer (header 'producer'): "
           + ", ".join(f"{k} {n(v)}" for k, v in sorted(by_producer.items())))
-    print(f"  handled by name: " + ", ".join(f"{k} {n(v)}" for k, v in sorted(by_name.items())))
+    print("  handled by name: " + ", ".join(f"{k} {n(v)}" for k, v in sorted(by_name.items())))
     print(f"  dead letters: {poison} (3 deliveries each); quota push-backs: {quota_pushback[0]}; "
           f"crash: {n(len(sent_ids))} durable sends told, all recovered")
     print(f"  data directory kept for a look: cargo run --release --bin libqueue -- stats "
           f"{DATA.relative_to(ROOT)}")
     print(f"  total {total_secs:.1f} s; "
-          + (f"all checks passed" if not FAILURES else f"{len(FAILURES)} checks FAILED:"))
+          + ("all checks passed" if not FAILURES else f"{len(FAILURES)} checks FAILED:"))
     for f in FAILURES:
         print(f"    - {f}")
     return 1 if FAILURES else 0
 
 
-def ffi_cast_broker(broker: libqueue.Broker) -> int:
+def broker_address(broker: libqueue.Broker) -> int:
     """The address of the broker's C handle (``lq_broker *``), for the C++ side."""
     return int(libqueue._cffi.cast("uintptr_t", broker._p))
 
