@@ -57,6 +57,7 @@ test-cpp: lib test-header
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/two_tu
 	c++ $(CXXFLAGS_STRICT) -g tests/cpp/test_wrapper.cpp -Ltarget/release -lqueue -lpthread -o $(CTEST)/test_wrapper
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/test_wrapper
+	c++ $(CXXFLAGS_STRICT) -fPIC -shared examples/cpp/tour_producer.cpp -o $(CTEST)/libtour_producer.so  # make demo's
 
 # The examples (examples/c, examples/cpp), built against the shared library.
 EXAMPLES := target/examples
@@ -166,8 +167,15 @@ fuzz:
 		$(CARGO) test --release --test fuzz_decode -- --ignored --exact write_seed_corpus
 	$(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz decode_record -- -max_total_time=$(FUZZ_TIME)
 
-demo:
-	$(CARGO) run --release --example demo
+# The tour (examples/python/tour.py, about 15 s): one process embeds a persistent
+# broker; Python and a C++ shared object (examples/cpp/tour_producer.cpp) produce
+# into it, pools consume; then a child is SIGKILLed and the journal recovered.
+demo: lib
+	mkdir -p $(EXAMPLES)
+	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
+	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
+	$(PYENV)/bin/python -c 'import cffi' 2>/dev/null || $(PYENV)/bin/pip install -q cffi
+	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
 # Criterion: libqueue beside crossbeam-channel and kanal, same scenarios, one run;
 # then a table of medians and ratios to crossbeam-channel bounded(1024).
@@ -189,6 +197,7 @@ test-python: lib
 	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
+	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
 # benchmark only, in their own venv); prints a table, writes benches/results/python.json.

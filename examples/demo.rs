@@ -1,4 +1,6 @@
-//! `make demo`: a real in-memory workload through libqueue.
+//! A real in-memory workload through libqueue, all in Rust
+//! (`cargo run --release --example demo`; `make demo` runs the tour,
+//! examples/python/tour.py, which adds C++, Python, persistence and a crash).
 //!
 //! One broker, two tenants ("octavia" and "tripleo") with their own queues,
 //! producer threads sending named messages with headers and priorities, and a
