@@ -6,10 +6,12 @@ from typing import Any, Optional
 
 from ._core import Handle, ms, to_bytes
 from ._errors import InvalidState, check, error_for
-from ._ffi import NULL, ffi, lib
+from ._ffi import NULL, fast, ffi, lib
 from ._message import EXECUTION_ID
 
 _u64 = "uint64_t *"
+# The GIL-keeping calls (see _fast.c).
+_body, _id, _ack, _nack, _free = fast.body, fast.id, fast.ack, fast.nack, fast.free
 
 
 class Delivery(Handle):
@@ -31,7 +33,9 @@ class Delivery(Handle):
     _kind = "delivery"
 
     def __init__(self, h: Any, borrowed: bool = False, peeked: bool = False) -> None:
-        self._h = h
+        # ``_h`` is the address (an int): the fast calls take it as is, cffi calls
+        # get a pointer back from ``_c()``.
+        self._h = h if type(h) is int else int(ffi.cast("uintptr_t", h))
         self._body: Optional[bytes] = None
         self._id: Optional[int] = None
         self._settled = False
@@ -44,7 +48,11 @@ class Delivery(Handle):
         self._release_view()
         h, self._h = self._h, None
         if h is not None and not self._borrowed:
-            lib.lq_delivery_free(h)
+            _free(h)
+
+    def _c(self) -> Any:
+        """The live delivery as a cffi pointer (for the calls without a fast path)."""
+        return ffi.cast("lq_delivery *", self._live())
 
     def _live(self) -> Any:
         h = self._p
@@ -54,7 +62,7 @@ class Delivery(Handle):
         return h
 
     def _slice(self, fn: Any, *args: Any) -> Optional[bytes]:
-        h = self._live()
+        h = self._c()
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         st = fn(h, *args, ptr, ln)
@@ -68,11 +76,10 @@ class Delivery(Handle):
         """The body as bytes (copied once from the engine, then cached)."""
         b = self._body
         if b is None:
-            h = self._live()
-            ptr = ffi.new("const uint8_t **")
-            ln = ffi.new("size_t *")
-            check(lib.lq_delivery_body(h, ptr, ln))
-            b = self._body = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+            b = _body(self._live())
+            if type(b) is int:
+                raise error_for(b)
+            self._body = b
         return b
 
     def body_view(self) -> memoryview:
@@ -80,7 +87,7 @@ class Delivery(Handle):
         valid until the delivery is settled or closed (it is released then; do not
         keep slices of it beyond that)."""
         if self._view is None:
-            h = self._live()
+            h = self._c()
             ptr = ffi.new("const uint8_t **")
             ln = ffi.new("size_t *")
             check(lib.lq_delivery_body(h, ptr, ln))
@@ -95,11 +102,13 @@ class Delivery(Handle):
     @property
     def id(self) -> int:
         """The message id (unique within its queue, increasing)."""
-        if self._id is None:
-            out = ffi.new(_u64)
-            check(lib.lq_delivery_id(self._p, out))
-            self._id = out[0]
-        return self._id
+        i = self._id
+        if i is None:
+            i = _id(self._p)
+            if i < 0:
+                raise error_for(-i)
+            self._id = i
+        return i
 
     @property
     def name(self) -> Optional[str]:
@@ -122,7 +131,7 @@ class Delivery(Handle):
     @property
     def headers(self) -> dict[str, bytes]:
         """All headers, key → value bytes (a copy)."""
-        h = self._live()
+        h = self._c()
         n = ffi.new("size_t *")
         check(lib.lq_delivery_header_count(h, n))
         kp, kl = ffi.new("const uint8_t **"), ffi.new("size_t *")
@@ -144,28 +153,28 @@ class Delivery(Handle):
     def priority(self) -> int:
         """Priority 0–9."""
         out = ffi.new("uint8_t *")
-        check(lib.lq_delivery_priority(self._live(), out))
+        check(lib.lq_delivery_priority(self._c(), out))
         return out[0]
 
     @property
     def delivery_count(self) -> int:
         """Which delivery of the message this is (1 the first time, 0 for a peek)."""
         out = ffi.new("uint32_t *")
-        check(lib.lq_delivery_count(self._live(), out))
+        check(lib.lq_delivery_count(self._c(), out))
         return out[0]
 
     @property
     def persistent(self) -> bool:
         """Whether the message is persistent."""
         out = ffi.new("bool *")
-        check(lib.lq_delivery_is_persistent(self._live(), out))
+        check(lib.lq_delivery_is_persistent(self._c(), out))
         return bool(out[0])
 
     @property
     def expires_at(self) -> Optional[int]:
         """When the message expires (broker clock, nanoseconds), or ``None``."""
         out = ffi.new(_u64)
-        st = lib.lq_delivery_expires_at(self._live(), out)
+        st = lib.lq_delivery_expires_at(self._c(), out)
         if st == 5:
             return None
         check(st)
@@ -184,16 +193,19 @@ class Delivery(Handle):
     def _settle(self, st: int) -> None:
         # Settled whatever the outcome: the C delivery is settled by the call too
         # (LQ_LEASE_EXPIRED included), except when the call was refused outright.
-        if st in (0, 8):
+        if st == 0 or st == 8:
             self._settled = True
-        check(st)
+            if st == 0:
+                return
+        raise error_for(st)
 
     def ack(self) -> None:
         """Acknowledges: the message is done and removed. :class:`LeaseExpired` if
         the lease ran out first (the message went back to the queue)."""
         h = self._live()
-        self._release_view()
-        self._settle(lib.lq_delivery_ack(h))
+        if self._view is not None:
+            self._release_view()
+        self._settle(_ack(h))
 
     def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
         """Returns the message to the queue, after ``delay`` seconds if given (or to
@@ -201,14 +213,15 @@ class Delivery(Handle):
         h = self._live()
         self._release_view()
         if delay is None and reason is None:
-            self._settle(lib.lq_delivery_nack(h))
+            self._settle(_nack(h))
         else:
             r = to_bytes(reason or "")
-            self._settle(lib.lq_delivery_nack_with(h, ms(delay or 0), r if r else NULL, len(r)))
+            self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), ms(delay or 0),
+                                                   r if r else NULL, len(r)))
 
     def extend(self, seconds: Optional[float] = None) -> None:
         """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
-        check(lib.lq_delivery_extend(self._live(), 0 if seconds is None else ms(seconds)))
+        check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds)))
 
     def __enter__(self) -> "Delivery":
         return self

@@ -32,7 +32,7 @@ from . import _errors
 from ._broker import Broker
 from ._core import SLICE_MS, in_main_thread, ms
 from ._errors import error_for
-from ._ffi import WAIT_FOREVER, ffi, lib
+from ._ffi import fast
 from ._options import QueueOptions
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full"]
@@ -44,6 +44,7 @@ Full = _errors.Full
 
 T = TypeVar("T")
 _PROTO = pickle.HIGHEST_PROTOCOL
+_send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
 PathLike = Union[str, "os.PathLike[str]", None]
 
 
@@ -64,7 +65,8 @@ class _Store:
             opts.max_messages = maxsize
             opts.on_full = "block"
         self.queue = self.broker.default_namespace.queue(name, opts)
-        self.h = self.queue._p
+        self.a = self.queue._a  # the queue's address, for the fast calls (see _fast.c)
+        self.release = self.queue._release
 
     def ready(self) -> int:
         s = self.queue.stats()
@@ -77,51 +79,42 @@ class _FifoBase(Generic[T]):
         self.maxsize = maxsize
         self.path = path
         self._store = _Store(path, name, sync, maxsize, fifo=True)
-        self._h = self._store.h
+        self._a = self._store.a
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``item``; when the queue is full, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Full`."""
         _check_timeout(block, timeout)
         data = pickle.dumps(item, _PROTO)
-        h = self._h
-        idp = ffi.new("uint64_t *")
         self._added(1)  # before the item is visible: a get() + task_done() may follow at once
         try:
-            st = self._put_data(h, data, block, timeout, idp)
+            r = self._put_data(data, block, timeout)
         except BaseException:
             self._added(-1)
             raise
-        if st:
+        if r < 0:
             self._added(-1)
-            if st in (2, 3):
+            if r in (-2, -3):
                 raise Full("the queue is full", 3)
-            raise error_for(st)
+            raise error_for(-r)
 
-    def _put_data(self, h: Any, data: bytes, block: bool, timeout: Optional[float], idp: Any) -> int:
+    def _put_data(self, data: bytes, block: bool, timeout: Optional[float]) -> int:
+        """The message id, or -status. The send keeps the GIL unless it must wait."""
+        a, release = self._a, self._store.release
         if self.maxsize <= 0:
-            st = lib.lq_queue_send_bytes(h, data, len(data), idp)
-        elif not block:
-            st = self._send(h, data, 1, 0, idp)
-        elif timeout is None and not in_main_thread():
-            st = self._send(h, data, 0, 0, idp)
-        else:  # a bounded wait, in slices in the main thread so Ctrl-C gets through
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = SLICE_MS if deadline is None else max(
-                    0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
-                st = self._send(h, data, 2, left, idp)
-                if st != 2 or (deadline is not None and time.monotonic() >= deadline):
-                    break
-        return st
-
-    @staticmethod
-    def _send(h: Any, data: bytes, mode: int, timeout_ms: int, idp: Any) -> int:
-        out = ffi.new("lq_message **")
-        st = lib.lq_message_new(data, len(data), out)
-        if st:
-            return st
-        return lib.lq_queue_send_with(h, out[0], mode, timeout_ms, idp)
+            return _send(a, data, release, -1, 0)
+        if not block:
+            return _send(a, data, release, 1, 0)  # LQ_ON_FULL_REJECT
+        if timeout is None and not in_main_thread():
+            return _send(a, data, release, 0, 0)  # LQ_ON_FULL_BLOCK
+        # A bounded wait, in slices in the main thread so Ctrl-C gets through.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = SLICE_MS if deadline is None else max(
+                0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
+            r = _send(a, data, release, 2, left)  # LQ_ON_FULL_TIMEOUT
+            if r != -2 or (deadline is not None and time.monotonic() >= deadline):
+                return r
 
     def _added(self, n: int) -> None:
         pass
@@ -130,27 +123,20 @@ class _FifoBase(Generic[T]):
         """Removes and returns an item; when there is none, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Empty`."""
         _check_timeout(block, timeout)
-        h = self._h
-        out = ffi.new("lq_delivery **")
         t = 0 if not block else ms(timeout)
         if t > SLICE_MS and in_main_thread():
             from ._queue import Queue as _Q
 
-            st = _Q._sliced(lib.lq_queue_receive_auto_ack, h, t, out)
+            r = _Q._sliced(lambda a, tt, _: _take(a, tt), self._a, t, None, lambda r: r == 2)
         else:
-            st = lib.lq_queue_receive_auto_ack(h, t, out)
-        if st:
-            if st in (1, 2):
+            # One call: an auto-acked receive (ready: GIL held; waiting: released),
+            # the body copied out, the delivery freed.
+            r = _take(self._a, t)
+        if type(r) is int:
+            if r in (1, 2):
                 raise Empty("the queue is empty", 1)
-            raise error_for(st)
-        d = out[0]
-        try:
-            ptr = ffi.new("const uint8_t **")
-            ln = ffi.new("size_t *")
-            lib.lq_delivery_body(d, ptr, ln)
-            return pickle.loads(ffi.buffer(ptr[0], ln[0]))
-        finally:
-            lib.lq_delivery_free(d)
+            raise error_for(r)
+        return pickle.loads(r)
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
