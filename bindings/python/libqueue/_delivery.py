@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core import Handle, ms, to_bytes
-from ._errors import InvalidState, check, error_for
+from ._core import ms, to_bytes
+from ._errors import Closed, InvalidState, check, error_for
 from ._ffi import NULL, fast, ffi, lib
 from ._message import EXECUTION_ID
 
 _u64 = "uint64_t *"
-# The GIL-keeping calls (see _fast.c).
-_body, _id, _ack, _nack, _free = fast.body, fast.id, fast.ack, fast.nack, fast.free
 
 
-class Delivery(Handle):
+class Delivery(fast.Delivery):
     """A received message. A leased delivery must be settled: :meth:`ack` removes
     the message, :meth:`nack` returns it (optionally after a delay); one left
     unsettled comes back when its lease runs out.
@@ -26,29 +24,30 @@ class Delivery(Handle):
 
     ``with queue.receive() as d:`` acks when the block succeeds and nacks when it
     raises (a peeked delivery is only closed).
+
+    The hot half is in C (``libqueue._fast.Delivery``: the handle, ``body``, ``id``,
+    ``ack``, ``close``, the free when collected), made with the GIL held; the rest
+    goes through cffi. ``Delivery(h, borrowed=False, peeked=False)`` takes the
+    address of an owned ``lq_delivery *`` (an int) or a cffi pointer to one.
     """
 
-    __slots__ = ("_body", "_id", "_settled", "_view", "_borrowed", "_peeked")
-    _free = lib.lq_delivery_free
+    __slots__ = ()
     _kind = "delivery"
 
     def __init__(self, h: Any, borrowed: bool = False, peeked: bool = False) -> None:
-        # ``_h`` is the address (an int): the fast calls take it as is, cffi calls
-        # get a pointer back from ``_c()``.
-        self._h = h if type(h) is int else int(ffi.cast("uintptr_t", h))
-        self._body: Optional[bytes] = None
-        self._id: Optional[int] = None
-        self._settled = False
-        self._view: Optional[memoryview] = None
-        self._borrowed = borrowed
-        self._peeked = peeked
+        if type(h) is not int:
+            h = int(ffi.cast("uintptr_t", h))
+        super().__init__(h, borrowed, peeked)
 
-    def close(self) -> None:
-        """Frees the delivery (an unsettled leased one comes back after its lease)."""
-        self._release_view()
-        h, self._h = self._h, None
-        if h is not None and not self._borrowed:
-            _free(h)
+    @property
+    def _p(self) -> Any:
+        h = self._h
+        if h is None:
+            raise Closed(f"this {self._kind} was closed")
+        return h
+
+    def __enter__(self) -> "Delivery":
+        return self
 
     def _c(self) -> Any:
         """The live delivery as a cffi pointer (for the calls without a fast path)."""
@@ -71,17 +70,6 @@ class Delivery(Handle):
         check(st)
         return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
 
-    @property
-    def body(self) -> bytes:
-        """The body as bytes (copied once from the engine, then cached)."""
-        b = self._body
-        if b is None:
-            b = _body(self._live())
-            if type(b) is int:
-                raise error_for(b)
-            self._body = b
-        return b
-
     def body_view(self) -> memoryview:
         """The body without a copy: a read-only ``memoryview`` of the engine's memory,
         valid until the delivery is settled or closed (it is released then; do not
@@ -98,17 +86,6 @@ class Delivery(Handle):
     def text(self) -> str:
         """The body decoded as UTF-8."""
         return self.body.decode()
-
-    @property
-    def id(self) -> int:
-        """The message id (unique within its queue, increasing)."""
-        i = self._id
-        if i is None:
-            i = _id(self._p)
-            if i < 0:
-                raise error_for(-i)
-            self._id = i
-        return i
 
     @property
     def name(self) -> Optional[str]:
@@ -199,21 +176,13 @@ class Delivery(Handle):
                 return
         raise error_for(st)
 
-    def ack(self) -> None:
-        """Acknowledges: the message is done and removed. :class:`LeaseExpired` if
-        the lease ran out first (the message went back to the queue)."""
-        h = self._live()
-        if self._view is not None:
-            self._release_view()
-        self._settle(_ack(h))
-
     def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
         """Returns the message to the queue, after ``delay`` seconds if given (or to
         the dead-letter queue after max deliveries, with ``reason``)."""
         h = self._live()
         self._release_view()
         if delay is None and reason is None:
-            self._settle(_nack(h))
+            self._nack()
         else:
             r = to_bytes(reason or "")
             self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), ms(delay or 0),
@@ -222,9 +191,6 @@ class Delivery(Handle):
     def extend(self, seconds: Optional[float] = None) -> None:
         """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
         check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds)))
-
-    def __enter__(self) -> "Delivery":
-        return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         try:
@@ -240,3 +206,6 @@ class Delivery(Handle):
     def __repr__(self) -> str:
         state = "closed" if self._h is None else ("settled" if self._settled else "live")
         return f"<libqueue.Delivery id={self._id if self._h is None else self.id} {state}>"
+
+
+fast.setup(Delivery, error_for)

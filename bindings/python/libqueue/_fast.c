@@ -22,6 +22,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
+#include <structmember.h>
+
 #include "libqueue.h"
 
 typedef lq_status (*recv_fn)(const lq_queue *, uint64_t, lq_delivery **);
@@ -142,6 +145,8 @@ done:
     return PyLong_FromUnsignedLongLong(id);
 }
 
+static PyObject *make_delivery(lq_delivery *h);
+
 /* One receive: a try with the GIL held, then (nothing ready, timeout_ms > 0) the
  * wait with the GIL released. */
 static lq_status receive(recv_fn fn, lq_queue *q, uint64_t timeout_ms, lq_delivery **d) {
@@ -165,7 +170,7 @@ static int recv_args(PyObject *a, Py_ssize_t n, PyObject **v, lq_queue **q, uint
     return 0;
 }
 
-/* receive(queue, timeout_ms, auto_ack: bool) -> delivery address, or -status
+/* receive(queue, timeout_ms, auto_ack: bool) -> a Delivery, or -status
  * (LQ_EMPTY when timeout_ms is 0 and nothing is ready, LQ_TIMEOUT, ...). */
 static PyObject *fast_receive(PyObject *self, PyObject *a) {
     (void)self;
@@ -181,7 +186,7 @@ static PyObject *fast_receive(PyObject *self, PyObject *a) {
     lq_status st = receive(auto_ack ? L.receive_auto_ack : L.receive_timeout, q, t, &d);
     if (st != LQ_OK)
         return fail(st);
-    return PyLong_FromVoidPtr(d);
+    return make_delivery(d);
 }
 
 /* A delivery's body as bytes, or the status as an int. */
@@ -262,10 +267,351 @@ static PyObject *fast_free(PyObject *self, PyObject *o) {
     Py_RETURN_NONE;
 }
 
+/* ---- Delivery: the hot half of libqueue.Delivery, in C --------------------------
+ * The Python class libqueue.Delivery subclasses it (names, headers, nack with a
+ * delay, body_view, with-blocks). Here: the handle (`_h`, an int address or None),
+ * the cached body and id, the settled/borrowed/peeked flags, `body`, `id`, `ack`,
+ * `close` and the free on deallocation; `receive` returns instances directly. */
+
+typedef struct {
+    PyObject_HEAD
+    lq_delivery *h;      /* NULL once closed */
+    PyObject *body;      /* cached bytes or NULL */
+    PyObject *view;      /* the body_view memoryview or NULL (set by the Python side) */
+    uint64_t id;
+    char has_id, settled, borrowed, peeked;
+    PyObject *weakrefs;
+} Dlv;
+
+static PyTypeObject *DeliveryType;  /* the C base */
+static PyTypeObject *DeliveryClass; /* libqueue.Delivery, what receive() makes */
+static PyObject *error_for;         /* libqueue._errors.error_for */
+
+/* Raises the libqueue exception for status `st`; returns NULL. */
+static PyObject *raise_status(lq_status st) {
+    if (error_for == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "libqueue: status %d", (int)st);
+        return NULL;
+    }
+    PyObject *e = PyObject_CallFunction(error_for, "i", (int)st);
+    if (e != NULL) {
+        PyObject *t = PyObject_Type(e);
+        PyErr_SetObject(t, e);
+        Py_DECREF(t);
+        Py_DECREF(e);
+    }
+    return NULL;
+}
+
+/* Closed or settled: let the Python side's _live() raise the right error. */
+static int check_live(Dlv *d) {
+    if (d->h != NULL && !d->settled)
+        return 0;
+    PyObject *r = PyObject_CallMethod((PyObject *)d, "_live", NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    PyErr_SetString(PyExc_RuntimeError, "libqueue: delivery not live");
+    return -1;
+}
+
+static int release_view(Dlv *d) {
+    PyObject *v = d->view;
+    if (v == NULL)
+        return 0;
+    d->view = NULL;
+    int rc = 0;
+    if (v != Py_None) {
+        PyObject *r = PyObject_CallMethod(v, "release", NULL);
+        if (r == NULL)
+            rc = -1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *make_delivery(lq_delivery *h) {
+    PyTypeObject *tp = DeliveryClass ? DeliveryClass : DeliveryType;
+    allocfunc alloc = (allocfunc)PyType_GetSlot(tp, Py_tp_alloc);
+    Dlv *d = (Dlv *)alloc(tp, 0);
+    if (d == NULL) {
+        L.free(h);
+        return NULL;
+    }
+    d->h = h;
+    return (PyObject *)d;
+}
+
+static int dlv_init(PyObject *self, PyObject *a, PyObject *kw) {
+    static char *kwlist[] = {"h", "borrowed", "peeked", NULL};
+    PyObject *h;
+    int borrowed = 0, peeked = 0;
+    if (!PyArg_ParseTupleAndKeywords(a, kw, "O|pp", kwlist, &h, &borrowed, &peeked))
+        return -1;
+    Dlv *d = (Dlv *)self;
+    d->h = addr(h);
+    if (d->h == NULL)
+        return -1;
+    d->borrowed = (char)borrowed;
+    d->peeked = (char)peeked;
+    return 0;
+}
+
+static void dlv_dealloc(PyObject *self) {
+    Dlv *d = (Dlv *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (d->weakrefs != NULL)
+        PyObject_ClearWeakRefs(self);
+    if (d->view != NULL) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (release_view(d) < 0)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+    }
+    if (d->h != NULL && !d->borrowed)
+        L.free(d->h);
+    d->h = NULL;
+    Py_CLEAR(d->body);
+    freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    f(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *dlv_get_h(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    if (d->h == NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromVoidPtr(d->h);
+}
+
+static int dlv_set_h(PyObject *self, PyObject *v, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    if (v == NULL || v == Py_None) {
+        d->h = NULL;
+        return 0;
+    }
+    void *p = addr(v);
+    if (p == NULL)
+        return -1;
+    d->h = p;
+    return 0;
+}
+
+static PyObject *dlv_body(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    if (d->body != NULL) {
+        Py_INCREF(d->body);
+        return d->body;
+    }
+    if (check_live(d))
+        return NULL;
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    lq_status st = L.body(d->h, &p, &n);
+    if (st != LQ_OK)
+        return raise_status(st);
+    d->body = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
+    Py_XINCREF(d->body);
+    return d->body;
+}
+
+static PyObject *dlv_get_cached_body(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    PyObject *b = d->body ? d->body : Py_None;
+    Py_INCREF(b);
+    return b;
+}
+
+static int dlv_set_cached_body(PyObject *self, PyObject *v, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    Py_XINCREF(v == Py_None ? NULL : v);
+    Py_CLEAR(d->body);
+    d->body = (v == Py_None) ? NULL : v;
+    return 0;
+}
+
+static PyObject *dlv_get_view(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    PyObject *v = d->view ? d->view : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int dlv_set_view(PyObject *self, PyObject *v, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    PyObject *old = d->view;
+    d->view = (v == NULL || v == Py_None) ? NULL : v;
+    Py_XINCREF(d->view);
+    Py_XDECREF(old);
+    return 0;
+}
+
+static PyObject *dlv_id(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    if (!d->has_id) {
+        if (d->h == NULL) {
+            check_live(d); /* raises Closed */
+            return NULL;
+        }
+        uint64_t id = 0;
+        lq_status st = L.id(d->h, &id);
+        if (st != LQ_OK)
+            return raise_status(st);
+        d->id = id;
+        d->has_id = 1;
+    }
+    return PyLong_FromUnsignedLongLong(d->id);
+}
+
+static PyObject *dlv_cached_id(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    if (!d->has_id)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(d->id);
+}
+
+#define FLAG_GETSET(name)                                                    \
+    static PyObject *dlv_get_##name(PyObject *self, void *c) {               \
+        (void)c;                                                             \
+        return PyBool_FromLong(((Dlv *)self)->name);                         \
+    }                                                                        \
+    static int dlv_set_##name(PyObject *self, PyObject *v, void *c) {        \
+        (void)c;                                                             \
+        int t = v ? PyObject_IsTrue(v) : 0;                                  \
+        if (t < 0)                                                           \
+            return -1;                                                       \
+        ((Dlv *)self)->name = (char)t;                                       \
+        return 0;                                                            \
+    }
+FLAG_GETSET(settled)
+FLAG_GETSET(borrowed)
+FLAG_GETSET(peeked)
+
+/* Settling: settled whatever the outcome, except when refused outright. */
+static PyObject *settle(Dlv *d, lq_status st) {
+    if (st == LQ_OK || st == LQ_LEASE_EXPIRED)
+        d->settled = 1;
+    if (st != LQ_OK)
+        return raise_status(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dlv_ack(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (check_live(d))
+        return NULL;
+    if (release_view(d) < 0)
+        return NULL;
+    return settle(d, L.ack(d->h));
+}
+
+static PyObject *dlv_nack_plain(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (check_live(d))
+        return NULL;
+    if (release_view(d) < 0)
+        return NULL;
+    return settle(d, L.nack(d->h));
+}
+
+static PyObject *dlv_close(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (release_view(d) < 0)
+        return NULL;
+    lq_delivery *h = d->h;
+    d->h = NULL;
+    if (h != NULL && !d->borrowed)
+        L.free(h);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dlv_closed(PyObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(((Dlv *)self)->h == NULL);
+}
+
+static PyGetSetDef dlv_getset[] = {
+    {"_h", dlv_get_h, dlv_set_h, "the address of the C delivery, None once closed", NULL},
+    {"body", dlv_body, NULL, "The body as bytes (copied once from the engine, then cached).", NULL},
+    {"_body", dlv_get_cached_body, dlv_set_cached_body, NULL, NULL},
+    {"_view", dlv_get_view, dlv_set_view, NULL, NULL},
+    {"id", dlv_id, NULL, "The message id (unique within its queue, increasing).", NULL},
+    {"_id", dlv_cached_id, NULL, NULL, NULL},
+    {"_settled", dlv_get_settled, dlv_set_settled, NULL, NULL},
+    {"_borrowed", dlv_get_borrowed, dlv_set_borrowed, NULL, NULL},
+    {"_peeked", dlv_get_peeked, dlv_set_peeked, NULL, NULL},
+    {"closed", dlv_closed, NULL, "Whether this delivery was closed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef dlv_methods[] = {
+    {"ack", dlv_ack, METH_NOARGS,
+     "Acknowledges: the message is done and removed. LeaseExpired if the lease ran out "
+     "first (the message went back to the queue)."},
+    {"_nack", dlv_nack_plain, METH_NOARGS, NULL},
+    {"close", dlv_close, METH_NOARGS,
+     "Frees the delivery (an unsettled leased one comes back after its lease)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef dlv_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Dlv, weakrefs), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot dlv_slots[] = {
+    {Py_tp_init, dlv_init},
+    {Py_tp_dealloc, dlv_dealloc},
+    {Py_tp_getset, dlv_getset},
+    {Py_tp_methods, dlv_methods},
+    {Py_tp_members, dlv_members},
+    {Py_tp_doc, "The C half of libqueue.Delivery."},
+    {0, NULL},
+};
+
+static PyType_Spec dlv_spec = {
+    "libqueue._fast.Delivery", sizeof(Dlv), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    dlv_slots,
+};
+
+/* setup(delivery_class, error_for): what receive() makes, and how errors are raised. */
+static PyObject *fast_setup(PyObject *self, PyObject *a) {
+    (void)self;
+    PyObject *cls, *ef;
+    if (!PyArg_ParseTuple(a, "OO", &cls, &ef))
+        return NULL;
+    if (!PyType_Check(cls) || !PyObject_IsSubclass(cls, (PyObject *)DeliveryType)) {
+        PyErr_SetString(PyExc_TypeError, "setup: a subclass of _fast.Delivery");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_INCREF(ef);
+    Py_XDECREF(DeliveryClass);
+    Py_XDECREF(error_for);
+    DeliveryClass = (PyTypeObject *)cls;
+    error_for = ef;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_O, "init(addresses): the C functions, in the order of FUNCS"},
     {"send", fast_send, METH_VARARGS, "send(queue, body, release, on_full, timeout_ms) -> id or -status"},
-    {"receive", fast_receive, METH_VARARGS, "receive(queue, timeout_ms, auto_ack) -> address or -status"},
+    {"receive", fast_receive, METH_VARARGS, "receive(queue, timeout_ms, auto_ack) -> Delivery or -status"},
+    {"setup", fast_setup, METH_VARARGS, "setup(delivery_class, error_for)"},
     {"take", fast_take, METH_VARARGS, "take(queue, timeout_ms) -> body or status"},
     {"body", fast_body, METH_O, "body(delivery) -> bytes or status"},
     {"id", fast_id, METH_O, "id(delivery) -> id or -status"},
@@ -289,6 +635,13 @@ PyMODINIT_FUNC PyInit__fast(void) {
         "lq_message_new lq_queue_send_with lq_queue_send_bytes lq_queue_receive_timeout "
         "lq_queue_receive_auto_ack lq_delivery_body lq_delivery_id lq_delivery_ack "
         "lq_delivery_nack lq_delivery_free";
+    DeliveryType = (PyTypeObject *)PyType_FromSpec(&dlv_spec);
+    if (DeliveryType == NULL || PyModule_AddObject(m, "Delivery", (PyObject *)DeliveryType) < 0) {
+        Py_XDECREF(DeliveryType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(DeliveryType); /* the module's reference was stolen; keep ours */
     if (PyModule_AddStringConstant(m, "FUNCS", names) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -14,7 +14,7 @@ from ._message import Message, build, build_from
 
 _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 
-# The GIL-keeping calls (see _fast.c): ids/addresses, or -status on failure.
+# The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
 _receive = fast.receive
 
@@ -161,9 +161,9 @@ class Queue(Handle):
         else:
             # Takes a ready message with the GIL held; waits with it released.
             r = _receive(self._a, t, auto_ack)
-        if r < 0:
+        if type(r) is int:
             raise error_for(-r)
-        return Delivery(r)
+        return r
 
     @staticmethod
     def _sliced(fn: Any, h: Any, t: int, out: Any, timed_out: Any = None) -> Any:
@@ -187,11 +187,11 @@ class Queue(Handle):
         if self._h is None:
             raise Closed("this queue was closed")
         r = _receive(self._a, 0, False)
-        if r < 0:
+        if type(r) is int:
             if r == -1:
                 return None
             raise error_for(-r)
-        return Delivery(r)
+        return r
 
     def receive_batch(self, max: int = 64, timeout: Optional[float] = None, *,
                       auto_ack: bool = False) -> list[Delivery]:
