@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, _get_ident, _main_ident, in_main_thread, ms, to_bytes
 from ._delivery import Delivery
 from ._errors import Closed, Empty, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
@@ -17,6 +17,10 @@ _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
 _receive = fast.receive
+
+
+def _timed_out(r: Any) -> bool:
+    return type(r) is int and r == -2
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,12 @@ class Queue(Handle):
         :class:`Message`; ``ttl``/``delay`` in seconds. When the queue is full, the
         queue's policy applies unless ``on_full`` is ``"block"``, ``"reject"``
         (:class:`Full`) or ``"timeout"`` (wait ``timeout`` seconds, then :class:`Timeout`)."""
-        h = self._p
         if (headers is None and name is None and priority is None and ttl is None
                 and delay is None and persistent is None and correlation_id is None
                 and execution_id is None and not isinstance(body, Message)):
             # A plain body: one call, with the GIL held unless the send must wait.
+            if self._h is None:
+                raise Closed("this queue was closed")
             b = body if type(body) is bytes else to_bytes(body)
             if on_full is None:
                 r = _send(self._a, b, self._release, -1, 0)
@@ -113,6 +118,7 @@ class Queue(Handle):
             if r < 0:
                 raise error_for(-r)
             return r
+        h = self._p
         idp = ffi.new("uint64_t *")
         if isinstance(body, Message):
             m = build_from(body)
@@ -155,9 +161,11 @@ class Queue(Handle):
         In the main thread the wait is cut in slices so Ctrl-C interrupts it."""
         if self._h is None:
             raise Closed("this queue was closed")
-        t = ms(timeout)
-        if t > SLICE_MS and in_main_thread():
-            r = self._sliced(_receive, self._a, t, auto_ack, lambda r: r == -2)
+        t = WAIT_FOREVER if timeout is None else ms(timeout)
+        if t > SLICE_MS and _get_ident() == _main_ident:
+            r = _receive(self._a, 0, auto_ack)  # one ready: no wait to slice
+            if r == -1:
+                r = self._sliced(_receive, self._a, t, auto_ack, _timed_out)
         else:
             # Takes a ready message with the GIL held; waits with it released.
             r = _receive(self._a, t, auto_ack)

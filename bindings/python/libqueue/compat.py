@@ -30,7 +30,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 
 from . import _errors
 from ._broker import Broker
-from ._core import SLICE_MS, in_main_thread, ms
+from ._core import SLICE_MS, WAIT_FOREVER, _get_ident, _main_ident, in_main_thread, ms
 from ._errors import error_for
 from ._ffi import fast
 from ._options import QueueOptions
@@ -45,12 +45,8 @@ Full = _errors.Full
 T = TypeVar("T")
 _PROTO = pickle.HIGHEST_PROTOCOL
 _send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
+_dumps, _loads = pickle.dumps, pickle.loads
 PathLike = Union[str, "os.PathLike[str]", None]
-
-
-def _check_timeout(block: bool, timeout: Optional[float]) -> None:
-    if block and timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
 
 
 class _Store:
@@ -80,15 +76,23 @@ class _FifoBase(Generic[T]):
         self.path = path
         self._store = _Store(path, name, sync, maxsize, fifo=True)
         self._a = self._store.a
+        self._release = self._store.release
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``item``; when the queue is full, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Full`."""
-        _check_timeout(block, timeout)
-        data = pickle.dumps(item, _PROTO)
-        self._added(1)  # before the item is visible: a get() + task_done() may follow at once
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        data = _dumps(item, _PROTO)
+        lock = self._tasks_lock  # Queue only: count the task
+        if lock is not None:  # before the item is visible: a get() + task_done() may follow
+            with lock:
+                self.unfinished_tasks += 1
         try:
-            r = self._put_data(data, block, timeout)
+            if self.maxsize <= 0:  # unbounded: one call, the GIL held unless it must wait
+                r = _send(self._a, data, self._release, -1, 0)
+            else:
+                r = self._put_data(data, block, timeout)
         except BaseException:
             self._added(-1)
             raise
@@ -100,9 +104,7 @@ class _FifoBase(Generic[T]):
 
     def _put_data(self, data: bytes, block: bool, timeout: Optional[float]) -> int:
         """The message id, or -status. The send keeps the GIL unless it must wait."""
-        a, release = self._a, self._store.release
-        if self.maxsize <= 0:
-            return _send(a, data, release, -1, 0)
+        a, release = self._a, self._release
         if not block:
             return _send(a, data, release, 1, 0)  # LQ_ON_FULL_REJECT
         if timeout is None and not in_main_thread():
@@ -116,18 +118,23 @@ class _FifoBase(Generic[T]):
             if r != -2 or (deadline is not None and time.monotonic() >= deadline):
                 return r
 
+    _tasks_lock: Optional[Any] = None
+
     def _added(self, n: int) -> None:
         pass
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> T:
         """Removes and returns an item; when there is none, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Empty`."""
-        _check_timeout(block, timeout)
-        t = 0 if not block else ms(timeout)
-        if t > SLICE_MS and in_main_thread():
-            from ._queue import Queue as _Q
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        t = 0 if not block else (WAIT_FOREVER if timeout is None else ms(timeout))
+        if t > SLICE_MS and _get_ident() == _main_ident:
+            r = _take(self._a, 0)  # one ready: no wait to slice
+            if r == 1:
+                from ._queue import Queue as _Q
 
-            r = _Q._sliced(lambda a, tt, _: _take(a, tt), self._a, t, None, lambda r: r == 2)
+                r = _Q._sliced(lambda a, tt, _: _take(a, tt), self._a, t, None, lambda r: r == 2)
         else:
             # One call: an auto-acked receive (ready: GIL held; waiting: released),
             # the body copied out, the delivery freed.
@@ -136,7 +143,7 @@ class _FifoBase(Generic[T]):
             if r in (1, 2):
                 raise Empty("the queue is empty", 1)
             raise error_for(r)
-        return pickle.loads(r)
+        return _loads(r)
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
@@ -188,12 +195,13 @@ class Queue(_FifoBase[T]):
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
         super().__init__(maxsize, path, name=name, sync=sync)
-        self.all_tasks_done = threading.Condition(threading.Lock())
+        self._tasks_lock = threading.Lock()
+        self.all_tasks_done = threading.Condition(self._tasks_lock)
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
 
     def _added(self, n: int) -> None:
-        with self.all_tasks_done:
+        with self._tasks_lock:  # the condition's lock, without its Python-level wrapper
             self.unfinished_tasks += n
 
     def task_done(self) -> None:
