@@ -5,7 +5,9 @@
 ``put_nowait``/``get_nowait``, ``qsize``, ``empty``, ``full``, ``task_done``,
 ``join``) and raise :class:`Empty` / :class:`Full`, which *are* ``queue.Empty`` /
 ``queue.Full`` (subclasses), so existing ``except queue.Empty`` clauses keep working.
-Items are any picklable object.
+In memory, ``Queue`` and ``SimpleQueue`` hand items over by reference, as
+:mod:`queue` does (any object; the message carries a key); persistent queues and
+``PriorityQueue`` / ``LifoQueue`` pickle them (any picklable object).
 
 Given ``path=...`` a queue is **persistent**: its items live in a libqueue journal
 in that directory and survive the process being killed (even ``SIGKILL``) and
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import heapq
 import os
+import itertools
 import pickle
 import queue as _stdqueue
+import struct
 import threading
 import time
 from typing import Any, Generic, Optional, TypeVar, Union
@@ -46,6 +50,7 @@ T = TypeVar("T")
 _PROTO = pickle.HIGHEST_PROTOCOL
 _send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
 _dumps, _loads = pickle.dumps, pickle.loads
+_pack, _unpack = struct.Struct("<Q").pack, struct.Struct("<Q").unpack
 PathLike = Union[str, "os.PathLike[str]", None]
 
 
@@ -77,13 +82,24 @@ class _FifoBase(Generic[T]):
         self._store = _Store(path, name, sync, maxsize, fifo=True)
         self._a = self._store.a
         self._release = self._store.release
+        # In memory, items are not pickled: they wait in this dict (by reference, as in
+        # queue.Queue) and the message carries their key; the engine does the ordering,
+        # the counting and the waiting. With a path, the message carries the pickle.
+        self._items: Optional[dict] = None if path is not None else {}
+        self._keys = itertools.count()
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``item``; when the queue is full, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Full`."""
         if timeout is not None and block and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        data = _dumps(item, _PROTO)
+        items = self._items
+        if items is None:
+            data = _dumps(item, _PROTO)
+        else:
+            key = next(self._keys)  # atomic under the GIL
+            items[key] = item
+            data = _pack(key)
         lock = self._tasks_lock  # Queue only: count the task
         if lock is not None:  # before the item is visible: a get() + task_done() may follow
             with lock:
@@ -93,11 +109,13 @@ class _FifoBase(Generic[T]):
                 r = _send(self._a, data, self._release, -1, 0)
             else:
                 r = self._put_data(data, block, timeout)
-        except BaseException:
+        except BaseException:  # interrupted in a wait (the item may be in: keep it)
             self._added(-1)
             raise
         if r < 0:
             self._added(-1)
+            if items is not None:
+                items.pop(key, None)
             if r in (-2, -3):
                 raise Full("the queue is full", 3)
             raise error_for(-r)
@@ -143,7 +161,10 @@ class _FifoBase(Generic[T]):
             if r in (1, 2):
                 raise Empty("the queue is empty", 1)
             raise error_for(r)
-        return _loads(r)
+        items = self._items
+        if items is None:
+            return _loads(r)
+        return items.pop(_unpack(r)[0])
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
