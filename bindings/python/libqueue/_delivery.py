@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 from ._core import ms, to_bytes
@@ -208,4 +209,4 @@ class Delivery(fast.Delivery):
         return f"<libqueue.Delivery id={self._id if self._h is None else self.id} {state}>"
 
 
-fast.setup(Delivery, error_for)
+fast.setup(Delivery, error_for, threading.main_thread().ident)

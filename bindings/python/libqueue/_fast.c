@@ -23,6 +23,7 @@
 #include <Python.h>
 
 #include <stddef.h>
+#include <time.h>
 #include <structmember.h>
 
 #include "libqueue.h"
@@ -147,16 +148,50 @@ done:
 
 static PyObject *make_delivery(lq_delivery *h);
 
-/* One receive: a try with the GIL held, then (nothing ready, timeout_ms > 0) the
- * wait with the GIL released. */
+/* The main thread waits in slices of this many milliseconds, running Python's
+ * signal handlers between two (Ctrl-C raises KeyboardInterrupt within a slice). */
+#define SLICE_MS 100
+static unsigned long main_ident; /* set by setup() */
+#define INTERRUPTED ((lq_status)-1)
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One receive: a try with the GIL held; then, nothing ready and timeout_ms > 0, the
+ * wait with the GIL released (in the main thread, in slices with the signal handlers
+ * run between them). INTERRUPTED when a handler raised (the exception is set). */
 static lq_status receive(recv_fn fn, lq_queue *q, uint64_t timeout_ms, lq_delivery **d) {
     lq_status st = fn(q, 0, d);
-    if (st == LQ_EMPTY && timeout_ms > 0) {
+    if (st != LQ_EMPTY || timeout_ms == 0)
+        return st;
+    if (timeout_ms <= SLICE_MS || PyThread_get_thread_ident() != main_ident) {
         Py_BEGIN_ALLOW_THREADS
         st = fn(q, timeout_ms, d);
         Py_END_ALLOW_THREADS
+        return st;
     }
-    return st;
+    int forever = timeout_ms == LQ_WAIT_FOREVER;
+    uint64_t deadline = forever ? 0 : now_ms() + timeout_ms;
+    for (;;) {
+        uint64_t slice = SLICE_MS;
+        if (!forever) {
+            uint64_t now = now_ms();
+            if (now >= deadline)
+                return LQ_TIMEOUT;
+            if (deadline - now < slice)
+                slice = deadline - now;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        st = fn(q, slice, d);
+        Py_END_ALLOW_THREADS
+        if (st != LQ_TIMEOUT)
+            return st;
+        if (PyErr_CheckSignals() < 0)
+            return INTERRUPTED;
+    }
 }
 
 static int recv_args(PyObject *a, Py_ssize_t n, PyObject **v, lq_queue **q, uint64_t *t) {
@@ -184,6 +219,8 @@ static PyObject *fast_receive(PyObject *self, PyObject *a) {
         return NULL;
     lq_delivery *d = NULL;
     lq_status st = receive(auto_ack ? L.receive_auto_ack : L.receive_timeout, q, t, &d);
+    if (st == INTERRUPTED)
+        return NULL;
     if (st != LQ_OK)
         return fail(st);
     return make_delivery(d);
@@ -211,6 +248,8 @@ static PyObject *fast_take(PyObject *self, PyObject *a) {
         return NULL;
     lq_delivery *d = NULL;
     lq_status st = receive(L.receive_auto_ack, q, t, &d);
+    if (st == INTERRUPTED)
+        return NULL;
     if (st != LQ_OK)
         return PyLong_FromLong((long)st);
     PyObject *b = body_of(d);
@@ -588,12 +627,15 @@ static PyType_Spec dlv_spec = {
     dlv_slots,
 };
 
-/* setup(delivery_class, error_for): what receive() makes, and how errors are raised. */
+/* setup(delivery_class, error_for, main_thread_ident): what receive() makes, how
+ * errors are raised, which thread waits in slices. */
 static PyObject *fast_setup(PyObject *self, PyObject *a) {
     (void)self;
     PyObject *cls, *ef;
-    if (!PyArg_ParseTuple(a, "OO", &cls, &ef))
+    unsigned long ident;
+    if (!PyArg_ParseTuple(a, "OOk", &cls, &ef, &ident))
         return NULL;
+    main_ident = ident;
     if (!PyType_Check(cls) || !PyObject_IsSubclass(cls, (PyObject *)DeliveryType)) {
         PyErr_SetString(PyExc_TypeError, "setup: a subclass of _fast.Delivery");
         return NULL;
@@ -611,7 +653,7 @@ static PyMethodDef methods[] = {
     {"init", fast_init, METH_O, "init(addresses): the C functions, in the order of FUNCS"},
     {"send", fast_send, METH_VARARGS, "send(queue, body, release, on_full, timeout_ms) -> id or -status"},
     {"receive", fast_receive, METH_VARARGS, "receive(queue, timeout_ms, auto_ack) -> Delivery or -status"},
-    {"setup", fast_setup, METH_VARARGS, "setup(delivery_class, error_for)"},
+    {"setup", fast_setup, METH_VARARGS, "setup(delivery_class, error_for, main_thread_ident)"},
     {"take", fast_take, METH_VARARGS, "take(queue, timeout_ms) -> body or status"},
     {"body", fast_body, METH_O, "body(delivery) -> bytes or status"},
     {"id", fast_id, METH_O, "id(delivery) -> id or -status"},

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, _get_ident, _main_ident, in_main_thread, ms, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, to_bytes
 from ._delivery import Delivery
 from ._errors import Closed, Empty, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
@@ -17,10 +17,6 @@ _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
 _receive = fast.receive
-
-
-def _timed_out(r: Any) -> bool:
-    return type(r) is int and r == -2
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,27 @@ class Queue(Handle):
 
     # -- sending -----------------------------------------------------------------
 
-    def send(
+    def send(self, body: BytesLike | Message = b"", **options: Any) -> int:
+        """Sends one message and returns its id. ``body`` is bytes or str (UTF-8) or a
+        :class:`Message`. Keyword options: ``headers`` (a mapping), ``name``,
+        ``priority`` (0–9), ``ttl`` and ``delay`` (seconds), ``persistent``,
+        ``correlation_id``, ``execution_id``, ``on_full`` and ``timeout``. When the
+        queue is full, the queue's policy applies unless ``on_full`` is ``"block"``,
+        ``"reject"`` (:class:`Full`) or ``"timeout"`` (wait ``timeout`` seconds, then
+        :class:`Timeout`).
+
+        A plain body goes in one call that keeps the GIL unless it must wait (a full
+        queue whose policy blocks, or a broker with ``sync="always"``)."""
+        if not options and type(body) is bytes:  # the hot path: no options to sort out
+            if self._h is None:
+                raise Closed("this queue was closed")
+            r = _send(self._a, body, self._release, -1, 0)
+            if r < 0:
+                raise error_for(-r)
+            return r
+        return self._send_options(body, **options)
+
+    def _send_options(
         self,
         body: BytesLike | Message = b"",
         *,
@@ -100,10 +116,6 @@ class Queue(Handle):
         on_full: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> int:
-        """Sends one message and returns its id. ``body`` is bytes or str (UTF-8) or a
-        :class:`Message`; ``ttl``/``delay`` in seconds. When the queue is full, the
-        queue's policy applies unless ``on_full`` is ``"block"``, ``"reject"``
-        (:class:`Full`) or ``"timeout"`` (wait ``timeout`` seconds, then :class:`Timeout`)."""
         if (headers is None and name is None and priority is None and ttl is None
                 and delay is None and persistent is None and correlation_id is None
                 and execution_id is None and not isinstance(body, Message)):
@@ -161,20 +173,15 @@ class Queue(Handle):
         In the main thread the wait is cut in slices so Ctrl-C interrupts it."""
         if self._h is None:
             raise Closed("this queue was closed")
-        t = WAIT_FOREVER if timeout is None else ms(timeout)
-        if t > SLICE_MS and _get_ident() == _main_ident:
-            r = _receive(self._a, 0, auto_ack)  # one ready: no wait to slice
-            if r == -1:
-                r = self._sliced(_receive, self._a, t, auto_ack, _timed_out)
-        else:
-            # Takes a ready message with the GIL held; waits with it released.
-            r = _receive(self._a, t, auto_ack)
+        # Takes a ready message with the GIL held; waits with it released (in the main
+        # thread in slices, so Ctrl-C gets through).
+        r = _receive(self._a, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
         if type(r) is int:
             raise error_for(-r)
         return r
 
     @staticmethod
-    def _sliced(fn: Any, h: Any, t: int, out: Any, timed_out: Any = None) -> Any:
+    def _sliced(fn: Any, h: Any, t: int, out: Any) -> int:
         """``fn(h, slice_ms, out)`` until it does not time out or ``t`` ms passed:
         a wait in the main thread cut in slices so Ctrl-C gets through."""
         import time
@@ -184,7 +191,7 @@ class Queue(Handle):
         while True:
             left = SLICE_MS if forever else min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
             st = fn(h, max(left, 1), out)
-            if not (st == 2 if timed_out is None else timed_out(st)):  # not LQ_TIMEOUT
+            if st != 2:  # anything but LQ_TIMEOUT
                 return st
             if not forever and time.monotonic() >= deadline:
                 return st

@@ -34,7 +34,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 
 from . import _errors
 from ._broker import Broker
-from ._core import SLICE_MS, WAIT_FOREVER, _get_ident, _main_ident, in_main_thread, ms
+from ._core import SLICE_MS, WAIT_FOREVER, in_main_thread, ms
 from ._errors import error_for
 from ._ffi import fast
 from ._options import QueueOptions
@@ -146,17 +146,9 @@ class _FifoBase(Generic[T]):
         ``timeout`` seconds) or raises :class:`Empty`."""
         if timeout is not None and block and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        t = 0 if not block else (WAIT_FOREVER if timeout is None else ms(timeout))
-        if t > SLICE_MS and _get_ident() == _main_ident:
-            r = _take(self._a, 0)  # one ready: no wait to slice
-            if r == 1:
-                from ._queue import Queue as _Q
-
-                r = _Q._sliced(lambda a, tt, _: _take(a, tt), self._a, t, None, lambda r: r == 2)
-        else:
-            # One call: an auto-acked receive (ready: GIL held; waiting: released),
-            # the body copied out, the delivery freed.
-            r = _take(self._a, t)
+        # One call: an auto-acked receive (ready: GIL held; waiting: released, in the
+        # main thread in slices so Ctrl-C gets through), the body copied, the delivery freed.
+        r = _take(self._a, 0 if not block else (WAIT_FOREVER if timeout is None else ms(timeout)))
         if type(r) is int:
             if r in (1, 2):
                 raise Empty("the queue is empty", 1)
