@@ -94,7 +94,8 @@ static PyObject *fail(lq_status st) { return PyLong_FromLong(-(long)st); }
 
 /* send(queue, body: bytes, release: bool, on_full: int, timeout_ms) -> id, or -status.
  * A plain message. `on_full` -1 follows the queue's policy, else an lq_on_full
- * (with `timeout_ms` for LQ_ON_FULL_TIMEOUT). Without `release`, first a send that
+ * (with `timeout_ms` for LQ_ON_FULL_TIMEOUT); -2 says the queue has no capacity
+ * limit (the caller made it so), so the queue's own send cannot wait. Without `release`, first a send that
  * never waits (reject when full) with the GIL held; only when the queue is full
  * (and the policy may wait) the send is made again with the GIL released. With
  * `release` (a broker whose sends wait for the disk) it runs with the GIL released. */
@@ -123,6 +124,10 @@ static PyObject *fast_send(PyObject *self, PyObject *a) {
     uint64_t id = 0;
     lq_status st;
     lq_message *m = NULL;
+    if (on_full == -2 && !release) { /* a queue that is never full: one call, no wait */
+        st = L.send_bytes(q, body, (size_t)len, &id);
+        goto done;
+    }
     if (!release) {
         st = L.message_new(body, (size_t)len, &m);
         if (st != LQ_OK)
@@ -132,7 +137,7 @@ static PyObject *fast_send(PyObject *self, PyObject *a) {
             goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (on_full < 0) {
+    if (on_full < 0) { /* -1, or -2 with release */
         st = L.send_bytes(q, body, (size_t)len, &id);
     } else {
         st = L.message_new(body, (size_t)len, &m);

@@ -100,13 +100,12 @@ class _FifoBase(Generic[T]):
             key = next(self._keys)  # atomic under the GIL
             items[key] = item
             data = _pack(key)
-        lock = self._tasks_lock  # Queue only: count the task
-        if lock is not None:  # before the item is visible: a get() + task_done() may follow
-            with lock:
-                self.unfinished_tasks += 1
+        pending = self._pending  # Queue only: count the task before the item is
+        if pending is not None:  # visible (a get() + task_done() may follow at once)
+            pending.append(None)
         try:
-            if self.maxsize <= 0:  # unbounded: one call, the GIL held unless it must wait
-                r = _send(self._a, data, self._release, -1, 0)
+            if self.maxsize <= 0:  # unbounded (never full): one call, the GIL held
+                r = _send(self._a, data, self._release, -2, 0)
             else:
                 r = self._put_data(data, block, timeout)
         except BaseException:  # interrupted in a wait (the item may be in: keep it)
@@ -136,7 +135,7 @@ class _FifoBase(Generic[T]):
             if r != -2 or (deadline is not None and time.monotonic() >= deadline):
                 return r
 
-    _tasks_lock: Optional[Any] = None
+    _pending: Optional[list] = None
 
     def _added(self, n: int) -> None:
         pass
@@ -208,30 +207,50 @@ class Queue(_FifoBase[T]):
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
         super().__init__(maxsize, path, name=name, sync=sync)
-        self._tasks_lock = threading.Lock()
-        self.all_tasks_done = threading.Condition(self._tasks_lock)
+        self.all_tasks_done = threading.Condition(threading.Lock())
+        # One entry per unfinished task: put appends without a lock (list.append is
+        # atomic), task_done pops under the condition (only it and a failed put take
+        # the count down, so only they can make it reach 0 and wake join()).
+        self._pending: list = []
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
 
-    def _added(self, n: int) -> None:
-        with self._tasks_lock:  # the condition's lock, without its Python-level wrapper
-            self.unfinished_tasks += n
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked with ``task_done``."""
+        return len(self._pending)
+
+    @unfinished_tasks.setter
+    def unfinished_tasks(self, n: int) -> None:
+        with self.all_tasks_done:
+            self._pending[:] = [None] * max(n, 0)
+            if n <= 0:
+                self.all_tasks_done.notify_all()
+
+    def _added(self, n: int) -> None:  # a put that failed: -1
+        with self.all_tasks_done:
+            pending = self._pending
+            for _ in range(-n):
+                if pending:
+                    pending.pop()
+            if not pending:
+                self.all_tasks_done.notify_all()
 
     def task_done(self) -> None:
         """Marks one item taken with ``get`` as processed (``ValueError`` if called
         more times than there were items)."""
         with self.all_tasks_done:
-            unfinished = self.unfinished_tasks - 1
-            if unfinished <= 0:
-                if unfinished < 0:
-                    raise ValueError("task_done() called too many times")
+            pending = self._pending
+            if not pending:
+                raise ValueError("task_done() called too many times")
+            pending.pop()
+            if not pending:
                 self.all_tasks_done.notify_all()
-            self.unfinished_tasks = unfinished
 
     def join(self) -> None:
         """Blocks until every item put has been taken and marked with ``task_done``."""
         with self.all_tasks_done:
-            while self.unfinished_tasks:
+            while self._pending:
                 self.all_tasks_done.wait()
 
 
