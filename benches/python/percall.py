@@ -1,4 +1,6 @@
-"""Per-call cost of the two ways Python can call libqueue: cffi (ABI mode) and ctypes.
+"""Per-call cost of the ways Python can call libqueue: cffi (ABI mode), ctypes (CDLL,
+which releases the GIL, and PyDLL, which keeps it) and the package's own extension
+``libqueue._fast`` (keeps the GIL; used for the hot non-blocking calls).
 
 Measures ``lq_version()`` (no arguments) and ``lq_queue_try_receive`` on an empty
 queue (two pointer arguments, a status back), the shape of most hot calls.
@@ -50,18 +52,37 @@ def measure() -> dict:
     ct_try = per_call_ns(lambda: ct_fn(cq, cref))
     assert ct_fn(cq, cref) == 1  # LQ_EMPTY: the call really ran
 
+    # ctypes.PyDLL: the same, keeping the GIL.
+    pl = ctypes.PyDLL(_ffi._library_path())
+    pl.lq_version.restype = ctypes.c_char_p
+    pl.lq_version.argtypes = []
+    pl.lq_queue_try_receive.restype = ctypes.c_int
+    pl.lq_queue_try_receive.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    py_version = per_call_ns(pl.lq_version)
+    py_fn = pl.lq_queue_try_receive
+    py_try = per_call_ns(lambda: py_fn(cq, cref))
+
+    # libqueue._fast: receive with timeout 0 (a try, GIL held) on the same queue.
+    fast = _ffi.fast
+    qa = int(ffi.cast("uintptr_t", q))
+    fast_recv = fast.receive
+    assert fast_recv(qa, 0, False) == -1  # -LQ_EMPTY
+    fast_try = per_call_ns(lambda: fast_recv(qa, 0, False))
+
     lib.lq_queue_free(q)
     lib.lq_broker_free(broker)
     return {
         "cffi_abi": {"lq_version_ns": round(cffi_version, 1), "try_receive_empty_ns": round(cffi_try, 1)},
         "ctypes": {"lq_version_ns": round(ct_version, 1), "try_receive_empty_ns": round(ct_try, 1)},
+        "ctypes_pydll": {"lq_version_ns": round(py_version, 1), "try_receive_empty_ns": round(py_try, 1)},
+        "libqueue_fast": {"lq_version_ns": float("nan"), "try_receive_empty_ns": round(fast_try, 1)},
     }
 
 
 if __name__ == "__main__":
     r = measure()
-    print(f"{'':10} {'lq_version':>12} {'try_receive (empty)':>20}")
+    print(f"{'':14} {'lq_version':>12} {'try_receive (empty)':>20}")
     for k, v in r.items():
-        print(f"{k:10} {v['lq_version_ns']:>10.0f}ns {v['try_receive_empty_ns']:>18.0f}ns")
+        print(f"{k:14} {v['lq_version_ns']:>10.0f}ns {v['try_receive_empty_ns']:>18.0f}ns")
     if "--json" in sys.argv:
         print(json.dumps(r))

@@ -4,8 +4,12 @@
 this directory belongs to (two levels up), then copies ``liblibqueue.so`` and
 ``include/libqueue.h`` next to the Python modules. Set ``LIBQUEUE_LIBRARY`` (and
 optionally ``LIBQUEUE_HEADER``) to bundle a library built elsewhere instead, and
-``CARGO`` to pick the cargo binary. The wheel is platform-specific (it holds a
-shared library) but not tied to a Python version (cffi ABI mode: no C extension).
+``CARGO`` to pick the cargo binary.
+
+It also compiles ``libqueue/_fast.c`` with the system C compiler: a small CPython
+extension (stable ABI, no link to the library) that makes the hot non-blocking calls
+with the GIL held. The wheel is platform-specific and ``abi3``: one build serves
+every CPython >= 3.9.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
@@ -52,6 +56,21 @@ class BuildWithCargo(build_py):
         shutil.copy2(header, dest / "libqueue.h")
 
 
+def header_dir() -> str:
+    header = os.environ.get("LIBQUEUE_HEADER")
+    return str(Path(header).parent if header else crate_root() / "include")
+
+
+FAST = Extension(
+    "libqueue._fast",
+    sources=["libqueue/_fast.c"],
+    include_dirs=[header_dir()],
+    define_macros=[("Py_LIMITED_API", "0x03090000")],
+    extra_compile_args=["-O2"],
+    py_limited_api=True,
+)
+
+
 class BinaryDistribution(Distribution):
     def has_ext_modules(self) -> bool:  # a platform wheel: it carries a .so
         return True
@@ -63,10 +82,10 @@ try:
     class PlatformWheel(bdist_wheel):
         def get_tag(self):
             _, _, plat = super().get_tag()
-            return "py3", "none", plat
+            return "cp39", "abi3", plat
 
     cmdclass = {"build_py": BuildWithCargo, "bdist_wheel": PlatformWheel}
 except ImportError:  # pragma: no cover
     cmdclass = {"build_py": BuildWithCargo}
 
-setup(cmdclass=cmdclass, distclass=BinaryDistribution)
+setup(cmdclass=cmdclass, distclass=BinaryDistribution, ext_modules=[FAST])

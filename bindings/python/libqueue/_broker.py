@@ -50,12 +50,13 @@ class Namespace(Handle):
     """A namespace (tenant): queues and topics that no other namespace can see,
     under its own :class:`Quotas`. Shareable between threads."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_sync_always")
     _free = lib.lq_namespace_free
     _kind = "namespace"
 
-    def __init__(self, h: Any) -> None:
+    def __init__(self, h: Any, sync_always: bool = False) -> None:
         self._h = h
+        self._sync_always = sync_always  # sends wait for the disk: release the GIL
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         check(lib.lq_namespace_name(h, ptr, ln))
@@ -76,7 +77,7 @@ class Namespace(Handle):
         if options is None and kw:
             options = QueueOptions(**kw)
         if options is None:
-            return Queue(_named(lib.lq_namespace_queue, self._p, name, "lq_queue **"))
+            return Queue(_named(lib.lq_namespace_queue, self._p, name, "lq_queue **"), self._sync_always)
         try:
             return self.create_queue(name, options)
         except Exception as e:
@@ -89,11 +90,11 @@ class Namespace(Handle):
     def create_queue(self, name: str, options: Optional[QueueOptions] = None, **kw: Any) -> Queue:
         """Creates the queue ``name`` (:class:`AlreadyExists` if it exists)."""
         opts = (options or QueueOptions(**kw))._to_c()
-        return Queue(_named(lib.lq_namespace_create_queue, self._p, name, "lq_queue **", opts))
+        return Queue(_named(lib.lq_namespace_create_queue, self._p, name, "lq_queue **", opts), self._sync_always)
 
     def get_queue(self, name: str) -> Queue:
         """An existing queue (:class:`NotFound` otherwise)."""
-        return Queue(_named(lib.lq_namespace_get_queue, self._p, name, "lq_queue **"))
+        return Queue(_named(lib.lq_namespace_get_queue, self._p, name, "lq_queue **"), self._sync_always)
 
     def delete_queue(self, name: str) -> None:
         """Deletes a queue and its messages; its handles then raise :class:`Closed`."""
@@ -119,7 +120,7 @@ class Namespace(Handle):
         """The topic ``name``, created on first use."""
         from ._topic import Topic
 
-        return Topic(_named(lib.lq_namespace_topic, self._p, name, "lq_topic **"), name)
+        return Topic(_named(lib.lq_namespace_topic, self._p, name, "lq_topic **"), name, self._sync_always)
 
     def stats(self) -> NamespaceStats:
         """Statistics over all its queues."""
@@ -155,7 +156,7 @@ class Broker(Handle):
     on first use. Use it as a context manager, or call :meth:`close`.
     """
 
-    __slots__ = ("_default_ns", "_report")
+    __slots__ = ("_default_ns", "_report", "_sync_always")
     _free = lib.lq_broker_free
     _kind = "broker"
 
@@ -171,6 +172,7 @@ class Broker(Handle):
     ) -> None:
         self._h = None
         self._default_ns: Optional[Namespace] = None
+        self._sync_always = sync == "always"
         self._report: Optional[RecoveryReport] = None
         if sync not in _SYNC:
             raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
@@ -209,17 +211,17 @@ class Broker(Handle):
 
     def namespace(self, name: str = DEFAULT_NAMESPACE) -> Namespace:
         """The namespace ``name``, created with the default quotas if missing."""
-        return Namespace(_named(lib.lq_broker_namespace, self._p, name, "lq_namespace **"))
+        return Namespace(_named(lib.lq_broker_namespace, self._p, name, "lq_namespace **"), self._sync_always)
 
     def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
         """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
         q = quotas._to_c() if quotas is not None else NULL
         return Namespace(_named(lib.lq_broker_create_namespace, self._p, name,
-                                "lq_namespace **", q))
+                                "lq_namespace **", q), self._sync_always)
 
     def get_namespace(self, name: str) -> Namespace:
         """An existing namespace (:class:`NotFound` otherwise)."""
-        return Namespace(_named(lib.lq_broker_get_namespace, self._p, name, "lq_namespace **"))
+        return Namespace(_named(lib.lq_broker_get_namespace, self._p, name, "lq_namespace **"), self._sync_always)
 
     def namespaces(self) -> list[str]:
         """Names of all namespaces, sorted."""
@@ -238,7 +240,7 @@ class Broker(Handle):
               **kw: Any) -> Queue:
         """A queue of the default namespace, created on first use."""
         if options is None and not kw:
-            return Queue(_named(lib.lq_broker_queue, self._p, name, "lq_queue **"))
+            return Queue(_named(lib.lq_broker_queue, self._p, name, "lq_queue **"), self._sync_always)
         return self.default_namespace.queue(name, options, **kw)
 
     def topic(self, name: str) -> "Topic":

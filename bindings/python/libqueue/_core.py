@@ -78,8 +78,12 @@ def ms(seconds: float | None) -> int:
     return max(1, int(seconds * 1000 + 0.5))
 
 
+_get_ident = threading.get_ident
+_main_ident = _main_thread.ident
+
+
 def in_main_thread() -> bool:
-    return threading.current_thread() is _main_thread
+    return _get_ident() == _main_ident
 
 
 def string_list(lst: Any, free: Callable[[Any], None], lib: Any) -> list[str]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
-from ._core import Handle, ms, to_bytes
-from ._errors import InvalidState, check, error_for
-from ._ffi import NULL, ffi, lib
+from ._core import ms, to_bytes
+from ._errors import Closed, InvalidState, check, error_for
+from ._ffi import NULL, fast, ffi, lib
 from ._message import EXECUTION_ID
 
 _u64 = "uint64_t *"
 
 
-class Delivery(Handle):
+class Delivery(fast.Delivery):
     """A received message. A leased delivery must be settled: :meth:`ack` removes
     the message, :meth:`nack` returns it (optionally after a delay); one left
     unsettled comes back when its lease runs out.
@@ -24,27 +25,34 @@ class Delivery(Handle):
 
     ``with queue.receive() as d:`` acks when the block succeeds and nacks when it
     raises (a peeked delivery is only closed).
+
+    The hot half is in C (``libqueue._fast.Delivery``: the handle, ``body``, ``id``,
+    ``ack``, ``close``, the free when collected), made with the GIL held; the rest
+    goes through cffi. ``Delivery(h, borrowed=False, peeked=False)`` takes the
+    address of an owned ``lq_delivery *`` (an int) or a cffi pointer to one.
     """
 
-    __slots__ = ("_body", "_id", "_settled", "_view", "_borrowed", "_peeked")
-    _free = lib.lq_delivery_free
+    __slots__ = ()
     _kind = "delivery"
 
     def __init__(self, h: Any, borrowed: bool = False, peeked: bool = False) -> None:
-        self._h = h
-        self._body: Optional[bytes] = None
-        self._id: Optional[int] = None
-        self._settled = False
-        self._view: Optional[memoryview] = None
-        self._borrowed = borrowed
-        self._peeked = peeked
+        if type(h) is not int:
+            h = int(ffi.cast("uintptr_t", h))
+        super().__init__(h, borrowed, peeked)
 
-    def close(self) -> None:
-        """Frees the delivery (an unsettled leased one comes back after its lease)."""
-        self._release_view()
-        h, self._h = self._h, None
-        if h is not None and not self._borrowed:
-            lib.lq_delivery_free(h)
+    @property
+    def _p(self) -> Any:
+        h = self._h
+        if h is None:
+            raise Closed(f"this {self._kind} was closed")
+        return h
+
+    def __enter__(self) -> "Delivery":
+        return self
+
+    def _c(self) -> Any:
+        """The live delivery as a cffi pointer (for the calls without a fast path)."""
+        return ffi.cast("lq_delivery *", self._live())
 
     def _live(self) -> Any:
         h = self._p
@@ -54,7 +62,7 @@ class Delivery(Handle):
         return h
 
     def _slice(self, fn: Any, *args: Any) -> Optional[bytes]:
-        h = self._live()
+        h = self._c()
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         st = fn(h, *args, ptr, ln)
@@ -63,24 +71,12 @@ class Delivery(Handle):
         check(st)
         return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
 
-    @property
-    def body(self) -> bytes:
-        """The body as bytes (copied once from the engine, then cached)."""
-        b = self._body
-        if b is None:
-            h = self._live()
-            ptr = ffi.new("const uint8_t **")
-            ln = ffi.new("size_t *")
-            check(lib.lq_delivery_body(h, ptr, ln))
-            b = self._body = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
-        return b
-
     def body_view(self) -> memoryview:
         """The body without a copy: a read-only ``memoryview`` of the engine's memory,
         valid until the delivery is settled or closed (it is released then; do not
         keep slices of it beyond that)."""
         if self._view is None:
-            h = self._live()
+            h = self._c()
             ptr = ffi.new("const uint8_t **")
             ln = ffi.new("size_t *")
             check(lib.lq_delivery_body(h, ptr, ln))
@@ -91,15 +87,6 @@ class Delivery(Handle):
     def text(self) -> str:
         """The body decoded as UTF-8."""
         return self.body.decode()
-
-    @property
-    def id(self) -> int:
-        """The message id (unique within its queue, increasing)."""
-        if self._id is None:
-            out = ffi.new(_u64)
-            check(lib.lq_delivery_id(self._p, out))
-            self._id = out[0]
-        return self._id
 
     @property
     def name(self) -> Optional[str]:
@@ -122,7 +109,7 @@ class Delivery(Handle):
     @property
     def headers(self) -> dict[str, bytes]:
         """All headers, key → value bytes (a copy)."""
-        h = self._live()
+        h = self._c()
         n = ffi.new("size_t *")
         check(lib.lq_delivery_header_count(h, n))
         kp, kl = ffi.new("const uint8_t **"), ffi.new("size_t *")
@@ -144,28 +131,28 @@ class Delivery(Handle):
     def priority(self) -> int:
         """Priority 0–9."""
         out = ffi.new("uint8_t *")
-        check(lib.lq_delivery_priority(self._live(), out))
+        check(lib.lq_delivery_priority(self._c(), out))
         return out[0]
 
     @property
     def delivery_count(self) -> int:
         """Which delivery of the message this is (1 the first time, 0 for a peek)."""
         out = ffi.new("uint32_t *")
-        check(lib.lq_delivery_count(self._live(), out))
+        check(lib.lq_delivery_count(self._c(), out))
         return out[0]
 
     @property
     def persistent(self) -> bool:
         """Whether the message is persistent."""
         out = ffi.new("bool *")
-        check(lib.lq_delivery_is_persistent(self._live(), out))
+        check(lib.lq_delivery_is_persistent(self._c(), out))
         return bool(out[0])
 
     @property
     def expires_at(self) -> Optional[int]:
         """When the message expires (broker clock, nanoseconds), or ``None``."""
         out = ffi.new(_u64)
-        st = lib.lq_delivery_expires_at(self._live(), out)
+        st = lib.lq_delivery_expires_at(self._c(), out)
         if st == 5:
             return None
         check(st)
@@ -184,16 +171,11 @@ class Delivery(Handle):
     def _settle(self, st: int) -> None:
         # Settled whatever the outcome: the C delivery is settled by the call too
         # (LQ_LEASE_EXPIRED included), except when the call was refused outright.
-        if st in (0, 8):
+        if st == 0 or st == 8:
             self._settled = True
-        check(st)
-
-    def ack(self) -> None:
-        """Acknowledges: the message is done and removed. :class:`LeaseExpired` if
-        the lease ran out first (the message went back to the queue)."""
-        h = self._live()
-        self._release_view()
-        self._settle(lib.lq_delivery_ack(h))
+            if st == 0:
+                return
+        raise error_for(st)
 
     def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
         """Returns the message to the queue, after ``delay`` seconds if given (or to
@@ -201,17 +183,15 @@ class Delivery(Handle):
         h = self._live()
         self._release_view()
         if delay is None and reason is None:
-            self._settle(lib.lq_delivery_nack(h))
+            self._nack()
         else:
             r = to_bytes(reason or "")
-            self._settle(lib.lq_delivery_nack_with(h, ms(delay or 0), r if r else NULL, len(r)))
+            self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), ms(delay or 0),
+                                                   r if r else NULL, len(r)))
 
     def extend(self, seconds: Optional[float] = None) -> None:
         """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
-        check(lib.lq_delivery_extend(self._live(), 0 if seconds is None else ms(seconds)))
-
-    def __enter__(self) -> "Delivery":
-        return self
+        check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds)))
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         try:
@@ -227,3 +207,6 @@ class Delivery(Handle):
     def __repr__(self) -> str:
         state = "closed" if self._h is None else ("settled" if self._settled else "live")
         return f"<libqueue.Delivery id={self._id if self._h is None else self.id} {state}>"
+
+
+fast.setup(Delivery, error_for, threading.main_thread().ident)

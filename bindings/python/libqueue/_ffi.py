@@ -3,7 +3,9 @@
 The declarations are the generated header itself (``include/libqueue.h``, copied into
 the package at build time), fed to cffi in ABI mode with the preprocessor lines and
 ``#define`` constants removed; nothing is retyped by hand, so the Python side cannot
-drift from the C ABI. cffi releases the GIL around every call into the library.
+drift from the C ABI. cffi releases the GIL around every call into the library; the
+hot calls that never wait go through ``fast`` instead (``_fast.c``, a small CPython
+extension given the addresses of the same loaded functions), which keeps the GIL.
 
 The library is found, in order, at ``$LIBQUEUE_LIBRARY``, next to this file
 (``liblibqueue.so``, bundled by the build), or through the dynamic loader
@@ -69,3 +71,7 @@ except OSError as e:  # pragma: no cover - depends on the installation
     ) from e
 
 NULL = ffi.NULL
+
+from . import _fast as fast  # noqa: E402  (the C extension built with the package)
+
+fast.init(tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, n))) for n in fast.FUNCS.split()))

@@ -9,10 +9,14 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, to_bytes
 from ._delivery import Delivery
 from ._errors import Closed, Empty, Timeout, check, error_for
-from ._ffi import NULL, WAIT_FOREVER, ffi, lib
+from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
 from ._message import Message, build, build_from
 
 _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
+
+# The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
+_send = fast.send
+_receive = fast.receive
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,15 @@ class Queue(Handle):
     ``async for d in queue:`` does the same on an asyncio loop without a thread.
     """
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_a", "_release")
     _free = lib.lq_queue_free
     _kind = "queue"
 
-    def __init__(self, h: Any) -> None:
+    def __init__(self, h: Any, sync_always: bool = False) -> None:
         self._h = h
+        self._a = int(ffi.cast("uintptr_t", h))  # the address, for the fast calls
+        # A broker with sync="always" makes sends wait for the disk: they release the GIL.
+        self._release = sync_always
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         check(lib.lq_queue_name(h, ptr, ln))
@@ -74,7 +81,27 @@ class Queue(Handle):
 
     # -- sending -----------------------------------------------------------------
 
-    def send(
+    def send(self, body: BytesLike | Message = b"", **options: Any) -> int:
+        """Sends one message and returns its id. ``body`` is bytes or str (UTF-8) or a
+        :class:`Message`. Keyword options: ``headers`` (a mapping), ``name``,
+        ``priority`` (0–9), ``ttl`` and ``delay`` (seconds), ``persistent``,
+        ``correlation_id``, ``execution_id``, ``on_full`` and ``timeout``. When the
+        queue is full, the queue's policy applies unless ``on_full`` is ``"block"``,
+        ``"reject"`` (:class:`Full`) or ``"timeout"`` (wait ``timeout`` seconds, then
+        :class:`Timeout`).
+
+        A plain body goes in one call that keeps the GIL unless it must wait (a full
+        queue whose policy blocks, or a broker with ``sync="always"``)."""
+        if not options and type(body) is bytes:  # the hot path: no options to sort out
+            if self._h is None:
+                raise Closed("this queue was closed")
+            r = _send(self._a, body, self._release, -1, 0)
+            if r < 0:
+                raise error_for(-r)
+            return r
+        return self._send_options(body, **options)
+
+    def _send_options(
         self,
         body: BytesLike | Message = b"",
         *,
@@ -89,22 +116,24 @@ class Queue(Handle):
         on_full: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> int:
-        """Sends one message and returns its id. ``body`` is bytes or str (UTF-8) or a
-        :class:`Message`; ``ttl``/``delay`` in seconds. When the queue is full, the
-        queue's policy applies unless ``on_full`` is ``"block"``, ``"reject"``
-        (:class:`Full`) or ``"timeout"`` (wait ``timeout`` seconds, then :class:`Timeout`)."""
+        if (headers is None and name is None and priority is None and ttl is None
+                and delay is None and persistent is None and correlation_id is None
+                and execution_id is None and not isinstance(body, Message)):
+            # A plain body: one call, with the GIL held unless the send must wait.
+            if self._h is None:
+                raise Closed("this queue was closed")
+            b = body if type(body) is bytes else to_bytes(body)
+            if on_full is None:
+                r = _send(self._a, b, self._release, -1, 0)
+            else:
+                r = _send(self._a, b, self._release, _ON_FULL[on_full], ms(timeout))
+            if r < 0:
+                raise error_for(-r)
+            return r
         h = self._p
         idp = ffi.new("uint64_t *")
         if isinstance(body, Message):
             m = build_from(body)
-        elif (headers is None and name is None and priority is None and ttl is None
-              and delay is None and persistent is None and correlation_id is None
-              and execution_id is None and on_full is None):
-            b = body if type(body) is bytes else to_bytes(body)
-            st = lib.lq_queue_send_bytes(h, b, len(b), idp)
-            if st:
-                raise error_for(st)
-            return idp[0]
         else:
             m = build(body, headers, name, priority, ttl, delay, persistent, correlation_id,
                       execution_id)
@@ -142,20 +171,19 @@ class Queue(Handle):
         ``None`` waits forever, ``0`` only tries (:class:`Empty` if nothing is ready),
         else seconds (:class:`Timeout`). ``auto_ack`` acks it at once (at-most-once).
         In the main thread the wait is cut in slices so Ctrl-C interrupts it."""
-        h = self._p
-        out = ffi.new("lq_delivery **")
-        fn = lib.lq_queue_receive_auto_ack if auto_ack else lib.lq_queue_receive_timeout
-        t = ms(timeout)
-        if t > SLICE_MS and in_main_thread():
-            st = self._sliced(fn, h, t, out)
-        else:
-            st = fn(h, t, out)
-        if st:
-            raise error_for(st)
-        return Delivery(out[0])
+        if self._h is None:
+            raise Closed("this queue was closed")
+        # Takes a ready message with the GIL held; waits with it released (in the main
+        # thread in slices, so Ctrl-C gets through).
+        r = _receive(self._a, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
+        if type(r) is int:
+            raise error_for(-r)
+        return r
 
     @staticmethod
     def _sliced(fn: Any, h: Any, t: int, out: Any) -> int:
+        """``fn(h, slice_ms, out)`` until it does not time out or ``t`` ms passed:
+        a wait in the main thread cut in slices so Ctrl-C gets through."""
         import time
 
         forever = t == WAIT_FOREVER
@@ -171,13 +199,14 @@ class Queue(Handle):
 
     def try_receive(self) -> Optional[Delivery]:
         """A ready message (leased), or ``None``."""
-        out = ffi.new("lq_delivery **")
-        st = lib.lq_queue_try_receive(self._p, out)
-        if st == 1:
-            return None
-        if st:
-            raise error_for(st)
-        return Delivery(out[0])
+        if self._h is None:
+            raise Closed("this queue was closed")
+        r = _receive(self._a, 0, False)
+        if type(r) is int:
+            if r == -1:
+                return None
+            raise error_for(-r)
+        return r
 
     def receive_batch(self, max: int = 64, timeout: Optional[float] = None, *,
                       auto_ack: bool = False) -> list[Delivery]:

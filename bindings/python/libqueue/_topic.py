@@ -14,13 +14,14 @@ from ._queue import Queue
 class Topic(Handle):
     """A topic of a namespace. Shareable between threads."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_sync_always")
     _free = lib.lq_topic_free
     _kind = "topic"
 
-    def __init__(self, h: Any, name: str) -> None:
+    def __init__(self, h: Any, name: str, sync_always: bool = False) -> None:
         self._h = h
         self._name = name
+        self._sync_always = sync_always
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ class Topic(Handle):
             check(lib.lq_topic_subscribe_header(h, q, len(q), k, len(k), v, len(v), out))
         else:
             check(lib.lq_topic_subscribe(h, q, len(q), out))
-        return Queue(out[0])
+        return Queue(out[0], self._sync_always)
 
     def unsubscribe(self, queue: str) -> None:
         """Removes the subscription of ``queue`` (the queue stays)."""

@@ -5,7 +5,9 @@
 ``put_nowait``/``get_nowait``, ``qsize``, ``empty``, ``full``, ``task_done``,
 ``join``) and raise :class:`Empty` / :class:`Full`, which *are* ``queue.Empty`` /
 ``queue.Full`` (subclasses), so existing ``except queue.Empty`` clauses keep working.
-Items are any picklable object.
+In memory, ``Queue`` and ``SimpleQueue`` hand items over by reference, as
+:mod:`queue` does (any object; the message carries a key); persistent queues and
+``PriorityQueue`` / ``LifoQueue`` pickle them (any picklable object).
 
 Given ``path=...`` a queue is **persistent**: its items live in a libqueue journal
 in that directory and survive the process being killed (even ``SIGKILL``) and
@@ -22,17 +24,19 @@ from __future__ import annotations
 
 import heapq
 import os
+import itertools
 import pickle
 import queue as _stdqueue
+import struct
 import threading
 import time
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from . import _errors
 from ._broker import Broker
-from ._core import SLICE_MS, in_main_thread, ms
+from ._core import SLICE_MS, WAIT_FOREVER, in_main_thread, ms
 from ._errors import error_for
-from ._ffi import WAIT_FOREVER, ffi, lib
+from ._ffi import fast
 from ._options import QueueOptions
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full"]
@@ -44,12 +48,10 @@ Full = _errors.Full
 
 T = TypeVar("T")
 _PROTO = pickle.HIGHEST_PROTOCOL
+_send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
+_dumps, _loads = pickle.dumps, pickle.loads
+_pack, _unpack = struct.Struct("<Q").pack, struct.Struct("<Q").unpack
 PathLike = Union[str, "os.PathLike[str]", None]
-
-
-def _check_timeout(block: bool, timeout: Optional[float]) -> None:
-    if block and timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
 
 
 class _Store:
@@ -64,7 +66,8 @@ class _Store:
             opts.max_messages = maxsize
             opts.on_full = "block"
         self.queue = self.broker.default_namespace.queue(name, opts)
-        self.h = self.queue._p
+        self.a = self.queue._a  # the queue's address, for the fast calls (see _fast.c)
+        self.release = self.queue._release
 
     def ready(self) -> int:
         s = self.queue.stats()
@@ -77,51 +80,62 @@ class _FifoBase(Generic[T]):
         self.maxsize = maxsize
         self.path = path
         self._store = _Store(path, name, sync, maxsize, fifo=True)
-        self._h = self._store.h
+        self._a = self._store.a
+        self._release = self._store.release
+        # In memory, items are not pickled: they wait in this dict (by reference, as in
+        # queue.Queue) and the message carries their key; the engine does the ordering,
+        # the counting and the waiting. With a path, the message carries the pickle.
+        self._items: Optional[dict] = None if path is not None else {}
+        self._keys = itertools.count()
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``item``; when the queue is full, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Full`."""
-        _check_timeout(block, timeout)
-        data = pickle.dumps(item, _PROTO)
-        h = self._h
-        idp = ffi.new("uint64_t *")
-        self._added(1)  # before the item is visible: a get() + task_done() may follow at once
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        items = self._items
+        if items is None:
+            data = _dumps(item, _PROTO)
+        else:
+            key = next(self._keys)  # atomic under the GIL
+            items[key] = item
+            data = _pack(key)
+        pending = self._pending  # Queue only: count the task before the item is
+        if pending is not None:  # visible (a get() + task_done() may follow at once)
+            pending.append(None)
         try:
-            st = self._put_data(h, data, block, timeout, idp)
-        except BaseException:
+            if self.maxsize <= 0:  # unbounded (never full): one call, the GIL held
+                r = _send(self._a, data, self._release, -2, 0)
+            else:
+                r = self._put_data(data, block, timeout)
+        except BaseException:  # interrupted in a wait (the item may be in: keep it)
             self._added(-1)
             raise
-        if st:
+        if r < 0:
             self._added(-1)
-            if st in (2, 3):
+            if items is not None:
+                items.pop(key, None)
+            if r in (-2, -3):
                 raise Full("the queue is full", 3)
-            raise error_for(st)
+            raise error_for(-r)
 
-    def _put_data(self, h: Any, data: bytes, block: bool, timeout: Optional[float], idp: Any) -> int:
-        if self.maxsize <= 0:
-            st = lib.lq_queue_send_bytes(h, data, len(data), idp)
-        elif not block:
-            st = self._send(h, data, 1, 0, idp)
-        elif timeout is None and not in_main_thread():
-            st = self._send(h, data, 0, 0, idp)
-        else:  # a bounded wait, in slices in the main thread so Ctrl-C gets through
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = SLICE_MS if deadline is None else max(
-                    0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
-                st = self._send(h, data, 2, left, idp)
-                if st != 2 or (deadline is not None and time.monotonic() >= deadline):
-                    break
-        return st
+    def _put_data(self, data: bytes, block: bool, timeout: Optional[float]) -> int:
+        """The message id, or -status. The send keeps the GIL unless it must wait."""
+        a, release = self._a, self._release
+        if not block:
+            return _send(a, data, release, 1, 0)  # LQ_ON_FULL_REJECT
+        if timeout is None and not in_main_thread():
+            return _send(a, data, release, 0, 0)  # LQ_ON_FULL_BLOCK
+        # A bounded wait, in slices in the main thread so Ctrl-C gets through.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = SLICE_MS if deadline is None else max(
+                0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
+            r = _send(a, data, release, 2, left)  # LQ_ON_FULL_TIMEOUT
+            if r != -2 or (deadline is not None and time.monotonic() >= deadline):
+                return r
 
-    @staticmethod
-    def _send(h: Any, data: bytes, mode: int, timeout_ms: int, idp: Any) -> int:
-        out = ffi.new("lq_message **")
-        st = lib.lq_message_new(data, len(data), out)
-        if st:
-            return st
-        return lib.lq_queue_send_with(h, out[0], mode, timeout_ms, idp)
+    _pending: Optional[list] = None
 
     def _added(self, n: int) -> None:
         pass
@@ -129,28 +143,19 @@ class _FifoBase(Generic[T]):
     def get(self, block: bool = True, timeout: Optional[float] = None) -> T:
         """Removes and returns an item; when there is none, waits (``block``, at most
         ``timeout`` seconds) or raises :class:`Empty`."""
-        _check_timeout(block, timeout)
-        h = self._h
-        out = ffi.new("lq_delivery **")
-        t = 0 if not block else ms(timeout)
-        if t > SLICE_MS and in_main_thread():
-            from ._queue import Queue as _Q
-
-            st = _Q._sliced(lib.lq_queue_receive_auto_ack, h, t, out)
-        else:
-            st = lib.lq_queue_receive_auto_ack(h, t, out)
-        if st:
-            if st in (1, 2):
+        if timeout is not None and block and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        # One call: an auto-acked receive (ready: GIL held; waiting: released, in the
+        # main thread in slices so Ctrl-C gets through), the body copied, the delivery freed.
+        r = _take(self._a, 0 if not block else (WAIT_FOREVER if timeout is None else ms(timeout)))
+        if type(r) is int:
+            if r in (1, 2):
                 raise Empty("the queue is empty", 1)
-            raise error_for(st)
-        d = out[0]
-        try:
-            ptr = ffi.new("const uint8_t **")
-            ln = ffi.new("size_t *")
-            lib.lq_delivery_body(d, ptr, ln)
-            return pickle.loads(ffi.buffer(ptr[0], ln[0]))
-        finally:
-            lib.lq_delivery_free(d)
+            raise error_for(r)
+        items = self._items
+        if items is None:
+            return _loads(r)
+        return items.pop(_unpack(r)[0])
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
@@ -203,28 +208,49 @@ class Queue(_FifoBase[T]):
                  sync: str = "none") -> None:
         super().__init__(maxsize, path, name=name, sync=sync)
         self.all_tasks_done = threading.Condition(threading.Lock())
+        # One entry per unfinished task: put appends without a lock (list.append is
+        # atomic), task_done pops under the condition (only it and a failed put take
+        # the count down, so only they can make it reach 0 and wake join()).
+        self._pending: list = []
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
 
-    def _added(self, n: int) -> None:
+    @property
+    def unfinished_tasks(self) -> int:
+        """Items put and not yet marked with ``task_done``."""
+        return len(self._pending)
+
+    @unfinished_tasks.setter
+    def unfinished_tasks(self, n: int) -> None:
         with self.all_tasks_done:
-            self.unfinished_tasks += n
+            self._pending[:] = [None] * max(n, 0)
+            if n <= 0:
+                self.all_tasks_done.notify_all()
+
+    def _added(self, n: int) -> None:  # a put that failed: -1
+        with self.all_tasks_done:
+            pending = self._pending
+            for _ in range(-n):
+                if pending:
+                    pending.pop()
+            if not pending:
+                self.all_tasks_done.notify_all()
 
     def task_done(self) -> None:
         """Marks one item taken with ``get`` as processed (``ValueError`` if called
         more times than there were items)."""
         with self.all_tasks_done:
-            unfinished = self.unfinished_tasks - 1
-            if unfinished <= 0:
-                if unfinished < 0:
-                    raise ValueError("task_done() called too many times")
+            pending = self._pending
+            if not pending:
+                raise ValueError("task_done() called too many times")
+            pending.pop()
+            if not pending:
                 self.all_tasks_done.notify_all()
-            self.unfinished_tasks = unfinished
 
     def join(self) -> None:
         """Blocks until every item put has been taken and marked with ``task_done``."""
         with self.all_tasks_done:
-            while self.unfinished_tasks:
+            while self._pending:
                 self.all_tasks_done.wait()
 
 

@@ -201,3 +201,26 @@ def test_persistent_reopen_in_process(tmp_path):
         assert q.get() == "a"
     with compat.Queue(path=tmp_path / "q") as q:
         assert q.get_nowait() == "b"
+
+
+def test_in_memory_items_by_reference():
+    # As queue.Queue: the same object comes out, picklable or not.
+    q = compat.Queue()
+    obj, fn = [1, 2], lambda: 3
+    q.put(obj)
+    q.put(fn)
+    assert q.get() is obj and q.get() is fn
+    s = compat.SimpleQueue()
+    s.put(obj)
+    assert s.get() is obj
+    q.close()
+    s.close()
+
+
+def test_full_put_nowait_forgets_the_item():
+    q = compat.Queue(maxsize=1)
+    q.put(1)
+    with pytest.raises(compat.Full):
+        q.put_nowait(2)
+    assert q.qsize() == 1 and q.get() == 1 and q.empty() and not q._items
+    q.close()

@@ -94,3 +94,73 @@ def test_async_for_ends_on_close():
         return [d async for d in q]
 
     assert asyncio.run(main()) == []
+
+
+def test_ctrl_c_interrupts_blocking_compat_get_in_main_thread():
+    from libqueue import compat
+
+    q = compat.Queue()
+    threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        q.get()
+    assert time.monotonic() - t < 2
+    q.close()
+
+
+def test_send_blocked_on_a_full_queue_releases_the_gil(broker):
+    # The fast send keeps the GIL only while it cannot wait: on a full queue with
+    # on_full="block" it waits with the GIL released.
+    q = broker.queue("full", max_messages=1, on_full="block")
+    q.send(b"first")
+    done = threading.Event()
+
+    def produce():
+        q.send(b"second")  # blocks until a receive makes room
+        done.set()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(0.1)
+    n = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.05:
+        n += 1
+    assert n > 1000 and not done.is_set()
+    q.receive(timeout=1).ack()
+    t.join(5)
+    assert done.is_set()
+    assert q.receive(timeout=1).body == b"second"
+
+
+def test_non_blocking_calls_keep_the_gil(broker):
+    # try_receive / send / body / ack do not hand the GIL over: a thread spinning in
+    # Python sees them as one step, not as a chance to run (the hot path's point).
+    import sys
+
+    q = broker.queue("nogil")
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # a thread only runs when the GIL is released
+    try:
+        ticks = [0]
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                ticks[0] += 1
+
+        t = threading.Thread(target=spin)
+        t.start()
+        time.sleep(0.01)
+        before = ticks[0]
+        for _ in range(1000):
+            q.send(b"x")
+            d = q.try_receive()
+            d.body
+            d.ack()
+        after = ticks[0]
+        stop.set()
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert after == before
