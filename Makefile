@@ -174,7 +174,7 @@ demo: lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
-	$(PYENV)/bin/python -c 'import cffi' 2>/dev/null || $(PYENV)/bin/pip install -q cffi
+	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
 # Criterion: libqueue beside crossbeam-channel and kanal, same scenarios, one run;

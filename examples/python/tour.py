@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The package from this source tree over the library `make lib` built.
-sys.path.insert(0, str(ROOT / "bindings" / "python"))
+# The package installed from this source tree (`make demo` does it), over the
+# library `make lib` built.
 _built = ROOT / "target" / "release" / "liblibqueue.so"
 if "LIBQUEUE_LIBRARY" not in os.environ and _built.exists():
     os.environ["LIBQUEUE_LIBRARY"] = str(_built)
