@@ -181,7 +181,7 @@ bench bench-c bench-python: export LQ_BENCH_OUT := $(CURDIR)/$(BENCH_RUN)
 bench: export CRITERION_HOME := $(CURDIR)/$(BENCH_RUN)/criterion
 bench: lib
 	rm -rf $(BENCH_RUN) && mkdir -p $(BENCH_RUN)
-	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; } > $(BENCH_RUN)/started
+	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; git describe --always --dirty; } > $(BENCH_RUN)/started
 	$(CARGO) bench --bench ready_path --bench dispatch --bench persist --bench latency --bench memory --bench recovery
 	$(MAKE) --no-print-directory bench-c bench-python
 	target/pybench/bin/pip install -q matplotlib || echo "warning: matplotlib did not install: no plots" >&2

@@ -149,6 +149,11 @@ for size in (64, 4096):
         base="persist-queue file Queue")
 
 
+# Which plain program's `meta` describes a scenario's run (sizes, rounds).
+META_OF = {"ping_pong_latency": "latency", "idle_wait_cpu": "latency", "memory_per_message": "memory",
+           "recovery": "recovery", "ffi_boundary": "ffi_boundary", "cpp_": "cpp", "python_": "python"}
+
+
 def is_lq(peer: str) -> bool:
     return peer.lower().startswith("libqueue")
 
@@ -220,9 +225,9 @@ def fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "–"
     if unit == "msg/s":
-        return f"{v / 1e6:.3f} M" if v >= 1e5 else f"{v:,.0f}"
+        return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v:,.0f}"
     if unit == "s":
-        return f"{v:.3f}" if v < 100 else f"{v:.0f}"
+        return f"{v:.3g}"
     if abs(v) >= 100:
         return f"{v:,.0f}"
     return f"{v:#.3g}"
@@ -310,15 +315,15 @@ def python_versions() -> dict:
 
 def metadata(metas: dict) -> dict:
     started = (RUN / "started").read_text().split("\n") if (RUN / "started").exists() else []
-    commit = sh("git", "rev-parse", "HEAD")
-    dirty = bool(sh("git", "status", "--porcelain", "--untracked-files=no"))
+    # The commit the run measured (recorded by `make bench` at its start), else HEAD now.
+    commit = started[2] if len(started) > 2 and started[2] else sh("git", "describe", "--always", "--dirty")
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         run_started=started[0] if started else None,
         loadavg_at_start=started[1].split()[:3] if len(started) > 1 and started[1] else None,
         mode="quick (LQ_BENCH_QUICK=1: smaller sizes, short measurements; a smoke run, noisy)" if QUICK
         else "full",
-        git_commit=commit + (" (with uncommitted changes)" if dirty else ""),
+        git_commit=commit,
         rustc=sh("rustc", "-V"), cargo=sh("cargo", "-V"),
         cxx=(sh("c++", "--version").splitlines() or [""])[0],
         crates=lock_versions({"libqueue", "crossbeam-channel", "kanal", "flume", "yaque", "rusqlite",
@@ -352,6 +357,8 @@ def render(recs: list[dict], meta: dict, verdict: dict, missing: list[str]) -> s
                                    [f"{k} {v} (PyPI)" for k, v in meta["python_packages"].items()
                                     if k not in ("python", "libqueue", "matplotlib")]) + ".",
           "",
+          "Criterion groups (in-memory, ping_pong, batch, dispatch, rpc, persist): 10 samples of "
+          f"{'1 s' if QUICK else '3 s'} after {'0.2 s' if QUICK else '0.5 s'} of warm-up, medians. "
           "Every table: one scenario, each row a peer; *ratio* is the value divided by the baseline peer's "
           "(named under the table); whether higher or lower is better is given per metric. Raw data: "
           "[benches/results/latest.json](benches/results/latest.json). Reproduce with `make bench` "
@@ -362,13 +369,21 @@ def render(recs: list[dict], meta: dict, verdict: dict, missing: list[str]) -> s
     losses = [(s, v) for s, vs in verdict.items() for v in vs if v["lq_loses"]]
     L += ["## Where libqueue loses", ""]
     if losses:
-        L += ["Every comparison in this run where a peer beat the best libqueue variant of its class:", ""]
+        L += ["Per scenario and metric, the best libqueue variant (of the peer's class) and every peer that beat it "
+              "by more than 10%, with the factor:", ""]
+        grouped: dict[tuple, list[dict]] = {}
         for s, v in losses:
-            L.append(f"- **{s}** ({v['metric']}): `{v['peer']}` {fmt(v['peer_value'], v['unit'])} {v['unit']} vs "
-                     f"`{v['lq']}` {fmt(v['lq_value'], v['unit'])} {v['unit']} — libqueue is "
-                     f"**{v['factor']:.2f}× worse**.")
+            grouped.setdefault((s, v["metric"]), []).append(v)
+        for (s, mt), vs in grouped.items():
+            vs.sort(key=lambda v: -v["factor"])
+            lqs = ", ".join(dict.fromkeys(f"`{v['lq']}` {fmt(v['lq_value'], v['unit'])}" for v in vs))
+            L.append(f"- **{s}** {mt} ({vs[0]['unit']}): libqueue ({lqs}) **loses** to " + ", ".join(
+                f"`{v['peer']}` {fmt(v['peer_value'], v['unit'])} (**{v['factor']:.2f}×**)" for v in vs) + ".")
     else:
         L.append("Nowhere in this run.")
+    won = [s for s, vs in verdict.items() if vs and not any(v["lq_loses"] or v["tie"] for v in vs)]
+    if won:
+        L += ["", "libqueue beats every peer in: " + ", ".join(f"**{s}**" for s in won) + "."]
     ties = [(s, v) for s, vs in verdict.items() for v in vs if v["tie"]]
     if ties:
         L += ["", f"Too close to call (within {TIE - 1:.0%}, or under the scenario's noise floor): " + "; ".join(
@@ -391,6 +406,10 @@ def render(recs: list[dict], meta: dict, verdict: dict, missing: list[str]) -> s
         first = {m: next(r for r in rows if r["metric"] == m) for m in metrics}
         classes = any(klass(scn, p) for p in peers)
         L += [f"## {s}: {scn['title']}", "", scn["desc"], ""]
+        src = next((k for pre, k in META_OF.items() if s.startswith(pre)), None)
+        params = meta["benches"].get(src) if src else None
+        if params:
+            L += ["Run parameters: " + ", ".join(f"{k} {v}" for k, v in params.items()) + ".", ""]
         head = ["peer"] + (["class"] if classes else [])
         for mt in metrics:
             u, b = first[mt]["unit"], first[mt]["better"]
