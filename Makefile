@@ -145,12 +145,14 @@ lint:
 
 # The C boundary's cost (same loop through Rust and the C ABI, one run), then
 # C ABI send/receive throughput beside moodycamel's ConcurrentQueue (1 and 4
-# producers, same run). Needs libconcurrentqueue-dev. Not part of `make test`.
+# producers, same run). Installs libconcurrentqueue-dev if missing. Not part of
+# `make test`. Both write JSON into $(BENCH_RUN) for `make bench`'s report.
 bench-c: lib
+	dpkg -s libconcurrentqueue-dev >/dev/null 2>&1 || { $(APT_GET) update && $(APT_GET) install -y libconcurrentqueue-dev; }
 	$(CARGO) bench --bench ffi_boundary
-	mkdir -p target/bench-c
+	mkdir -p target/bench-c $(BENCH_RUN)
 	c++ -std=c++17 -O2 -Wall -Wextra -Iinclude benches/c/throughput.cpp -Ltarget/release -lqueue -lpthread -o target/bench-c/throughput
-	LD_LIBRARY_PATH=target/release ./target/bench-c/throughput
+	LD_LIBRARY_PATH=target/release ./target/bench-c/throughput $(BENCH_RUN)/cpp.json
 
 # The long crash run: hundreds of SIGKILLs of a child writing to the journal.
 crash-long:
@@ -177,13 +179,21 @@ demo: lib
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
-# Criterion: libqueue beside crossbeam-channel and kanal, same scenarios, one run;
-# then a table of medians and ratios to crossbeam-channel bounded(1024).
-bench:
-	$(CARGO) bench --bench ready_path
-	$(CARGO) bench --bench dispatch
-	$(CARGO) bench --bench persist
-	python3 benches/summary.py
+# The comparison harness (issue 7), one run: the Rust benches (criterion groups
+# and plain programs), the C/C++ and the Python comparisons, each writing into
+# $(BENCH_RUN); then benches/report.py merges them into benches/results/latest.json
+# and renders BENCHMARKS.md and the plots. LQ_BENCH_QUICK=1: a short smoke run.
+BENCH_RUN := target/bench-run
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+bench bench-c bench-python: export LQ_BENCH_OUT := $(CURDIR)/$(BENCH_RUN)
+bench: export CRITERION_HOME := $(CURDIR)/$(BENCH_RUN)/criterion
+bench: lib
+	rm -rf $(BENCH_RUN) && mkdir -p $(BENCH_RUN)
+	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; git describe --always --dirty; } > $(BENCH_RUN)/started
+	$(CARGO) bench --bench ready_path --bench dispatch --bench persist --bench latency --bench memory --bench recovery
+	$(MAKE) --no-print-directory bench-c bench-python
+	target/pybench/bin/pip install -q matplotlib || echo "warning: matplotlib did not install: no plots" >&2
+	target/pybench/bin/python benches/report.py $(BENCH_RUN)
 
 clean:
 	$(CARGO) clean
@@ -200,9 +210,11 @@ test-python: lib
 	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
-# benchmark only, in their own venv); prints a table, writes benches/results/python.json.
+# benchmark only, in their own venv); prints a table, writes $(BENCH_RUN)/python.json.
 bench-python: lib
+	python3 -c "import venv, ensurepip" 2>/dev/null || { $(APT_GET) update && $(APT_GET) install -y python3-venv python3-pip; }
 	test -x target/pybench/bin/python || python3 -m venv target/pybench
 	target/pybench/bin/pip install -q --upgrade pip persist-queue queuelib litequeue
 	target/pybench/bin/pip install -q ./bindings/python
-	target/pybench/bin/python benches/python/compare.py --json benches/results/python.json
+	target/pybench/bin/python benches/python/compare.py --json $(BENCH_RUN)/python.json \
+		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 20000 --n-disk 2000)

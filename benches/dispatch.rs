@@ -58,10 +58,13 @@ fn payload(seq: u64) -> Vec<u8> {
     v
 }
 
+/// `LQ_BENCH_QUICK=1`: shorter warm-up and measurement (smoke runs only).
 fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
+    let quick = std::env::var_os("LQ_BENCH_QUICK").is_some_and(|v| v != "0");
+    let (measure, warm_up) = if quick { (1000, 200) } else { (3000, 500) };
     g.sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+        .measurement_time(Duration::from_millis(measure))
+        .warm_up_time(Duration::from_millis(warm_up));
 }
 
 /// Counts handled messages; the handler that completes a multiple of `N`

@@ -4,6 +4,10 @@
 //! in one run; prints ns/op of each and the ratio (`make bench-c`).
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a few iterations only.
+//! Writes `$LQ_BENCH_OUT/ffi_boundary.json` (`LQ_BENCH_QUICK=1`: 50,000 x 3).
+
+#[path = "common/out.rs"]
+mod out;
 
 use libqueue::ffi::*;
 use libqueue::{Broker, Message, MessageView};
@@ -90,8 +94,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let (n, rounds) = if bench { (200_000, 7) } else { (1_000, 1) };
+    let (n, rounds) = out::size((200_000, 7), (50_000, 3), (1_000, 1));
     let (mut r, mut c, mut rn, mut cn) = (vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         r.push(rust_loop(n));
@@ -108,5 +111,20 @@ fn main() {
     println!(
         "  named, priority, name:  Rust API {rn:7.1} ns/op   C ABI {cn:7.1} ns/op   C/Rust {:.2}",
         cn / rn
+    );
+    let ns = |peer: &str, v: f64| out::Record::new("ffi_boundary", peer, "per_op", v).unit("ns");
+    out::write(
+        "ffi_boundary",
+        &[
+            ("messages", n.to_string()),
+            ("rounds", rounds.to_string()),
+            ("payload_bytes", BODY.len().to_string()),
+        ],
+        &[
+            ns("libqueue_rust_api", r),
+            ns("libqueue_c_abi", c),
+            ns("libqueue_rust_api_named", rn),
+            ns("libqueue_c_abi_named", cn),
+        ],
     );
 }

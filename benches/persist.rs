@@ -279,10 +279,13 @@ fn run_always_senders(threads: usize, n: usize) -> Duration {
     elapsed
 }
 
+/// `LQ_BENCH_QUICK=1`: shorter warm-up and measurement (smoke runs only).
 fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
+    let quick = std::env::var_os("LQ_BENCH_QUICK").is_some_and(|v| v != "0");
+    let (measure, warm_up) = if quick { (1000, 200) } else { (3000, 500) };
     g.sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+        .measurement_time(Duration::from_millis(measure))
+        .warm_up_time(Duration::from_millis(warm_up));
 }
 
 /// Benchmarks `run(n)` (which times one iteration of `n` messages itself).

@@ -8,13 +8,21 @@
 //! nothing is counted that was not actually delivered.
 //!
 //! Groups:
-//! - `spsc`, `mpsc_4x1`, `mpmc_4x4`, `mpmc_8x8`: libqueue (auto-ack, leased
-//!   receive + ack, bounded to 1024 messages) vs crossbeam-channel bounded(1024)
-//!   and unbounded vs kanal bounded(1024). Throughput is in messages per second.
+//! - `spsc`, `mpsc_4x1`, `mpmc_4x4`, `mpmc_8x8`, `mpsc_cores`: libqueue
+//!   (auto-ack, leased receive + ack, bounded to 1024 messages) vs
+//!   crossbeam-channel bounded(1024) and unbounded vs kanal bounded(1024) vs
+//!   flume bounded(1024). Throughput is in messages per second. `mpsc_cores`
+//!   has `available_parallelism() - 1` producers (at least 2, so it stays a
+//!   multi-producer scenario on a 2-core machine) and one consumer: the
+//!   machine's cores all busy, one of them draining.
 //! - `ping_pong`: one round trip per element (request on one queue/channel,
-//!   reply on another), so the time per element is the round-trip latency.
+//!   reply on another), so the time per element is the round-trip latency
+//!   (mean; `benches/latency.rs` gives p50/p99 of the same loop).
 //! - `batch_spsc`: libqueue `send_batch` of 64 + `receive_batch_auto_ack(64)`
-//!   vs libqueue one by one vs crossbeam (one by one, and `Vec`s of 64).
+//!   vs libqueue one by one vs crossbeam, kanal and flume bounded(1024) one by
+//!   one vs crossbeam carrying `Vec`s of 64.
+//!
+//! `LQ_BENCH_QUICK=1` shortens warm-up and measurement (smoke runs only).
 //!
 //! Stopping many consumers: after all producers are joined, one sentinel (an
 //! empty payload) per consumer is sent. A libqueue queue is FIFO per producer
@@ -131,6 +139,26 @@ impl Pipe for Crossbeam {
     }
 }
 
+struct Flume(flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>);
+
+impl Flume {
+    fn bounded(cap: usize) -> Self {
+        let (s, r) = flume::bounded(cap);
+        Flume(s, r)
+    }
+}
+
+impl Pipe for Flume {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(body).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        decode(&self.1.recv().expect("recv"))
+    }
+}
+
 struct Kanal(kanal::Sender<Vec<u8>>, kanal::Receiver<Vec<u8>>);
 
 impl Kanal {
@@ -154,8 +182,8 @@ impl Pipe for Kanal {
 /// Moves `N` messages from `producers` threads to `consumers` threads through
 /// `pipe`; returns the time from the start barrier to the last consumer done.
 fn run_mpmc<P: Pipe>(pipe: &P, producers: usize, consumers: usize) -> Duration {
-    assert_eq!(N % producers, 0);
-    let per = N / producers;
+    // Producer `p` sends sequence numbers `N * p / producers .. N * (p + 1) / producers`.
+    let range = |p: usize| N * p / producers..N * (p + 1) / producers;
     let barrier = Barrier::new(producers + consumers + 1);
     let received = AtomicUsize::new(0);
     let stopped = AtomicUsize::new(0);
@@ -190,8 +218,8 @@ fn run_mpmc<P: Pipe>(pipe: &P, producers: usize, consumers: usize) -> Duration {
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    for i in 0..per {
-                        pipe.send(payload((p * per + i) as u64));
+                    for i in range(p) {
+                        pipe.send(payload(i as u64));
                     }
                 })
             })
@@ -218,9 +246,11 @@ fn run_mpmc<P: Pipe>(pipe: &P, producers: usize, consumers: usize) -> Duration {
 }
 
 fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
+    let quick = std::env::var_os("LQ_BENCH_QUICK").is_some_and(|v| v != "0");
+    let (measure, warm_up) = if quick { (1000, 200) } else { (3000, 500) };
     g.sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+        .measurement_time(Duration::from_millis(measure))
+        .warm_up_time(Duration::from_millis(warm_up));
 }
 
 fn bench_topology(c: &mut Criterion, name: &str, producers: usize, consumers: usize) {
@@ -259,6 +289,10 @@ fn bench_topology(c: &mut Criterion, name: &str, producers: usize, consumers: us
         let ch = Kanal::bounded(CAP);
         b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
     });
+    g.bench_function("flume_bounded1024", |b| {
+        let ch = Flume::bounded(CAP);
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+    });
     g.finish();
 }
 
@@ -276,6 +310,11 @@ fn mpmc_4x4(c: &mut Criterion) {
 
 fn mpmc_8x8(c: &mut Criterion) {
     bench_topology(c, "mpmc_8x8", 8, 8);
+}
+
+fn mpsc_cores(c: &mut Criterion) {
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    bench_topology(c, "mpsc_cores", (cores - 1).max(2), 1);
 }
 
 /// `iters` round trips: this thread sends on `ping` and waits for the reply on
@@ -333,6 +372,12 @@ fn ping_pong(c: &mut Criterion) {
     for cap in [1, 16] {
         g.bench_function(format!("kanal_bounded{cap}"), |b| {
             let (ping, pong) = (Kanal::bounded(cap), Kanal::bounded(cap));
+            b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
+        });
+    }
+    for cap in [1, 16] {
+        g.bench_function(format!("flume_bounded{cap}"), |b| {
+            let (ping, pong) = (Flume::bounded(cap), Flume::bounded(cap));
             b.iter_custom(|iters| run_ping_pong(&ping, &pong, iters));
         });
     }
@@ -412,6 +457,14 @@ fn batch_spsc(c: &mut Criterion) {
         let ch = Crossbeam::bounded(CAP);
         b.iter_custom(|iters| (0..iters).map(|_| run_spsc_counted_pipe(&ch)).sum());
     });
+    g.bench_function("kanal_bounded1024_one_by_one", |b| {
+        let ch = Kanal::bounded(CAP);
+        b.iter_custom(|iters| (0..iters).map(|_| run_spsc_counted_pipe(&ch)).sum());
+    });
+    g.bench_function("flume_bounded1024_one_by_one", |b| {
+        let ch = Flume::bounded(CAP);
+        b.iter_custom(|iters| (0..iters).map(|_| run_spsc_counted_pipe(&ch)).sum());
+    });
     g.bench_function("crossbeam_bounded16_vec64", |b| {
         // 16 batches of 64 in flight: the same 1024 messages as bounded(1024).
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<u8>>>(CAP / BATCH);
@@ -464,5 +517,5 @@ fn run_spsc_counted_pipe<P: Pipe>(pipe: &P) -> Duration {
     )
 }
 
-criterion_group!(benches, spsc, mpsc_4x1, mpmc_4x4, mpmc_8x8, ping_pong, batch_spsc);
+criterion_group!(benches, spsc, mpsc_4x1, mpmc_4x4, mpmc_8x8, mpsc_cores, ping_pong, batch_spsc);
 criterion_main!(benches);

@@ -5,6 +5,8 @@
 // std::vector<uint8_t> per message, the same copy), one consumer takes them in
 // batches of up to 64 and touches every body. libqueue runs twice: auto-ack
 // (at-most-once, moodycamel's semantics) and leased + ack per message.
+// With a path argument, also writes the medians there as JSON (`make bench`);
+// LQ_BENCH_QUICK=1 runs 100,000 messages x 3 rounds instead of 400,000 x 5.
 #include "libqueue.h"
 
 #include <algorithm>
@@ -25,7 +27,7 @@
 #include <concurrentqueue.h>
 #endif
 
-static const size_t N = 400000;
+static size_t N = 400000;
 static const uint8_t BODY[64] = {7};
 
 static void ok(lq_status s) {
@@ -107,19 +109,49 @@ static double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-int main() {
-    std::printf("throughput, %zu messages of 64 bytes, 1 consumer, median of 5 rounds (M msg/s)\n", N);
+int main(int argc, char **argv) {
+    const char *quick = std::getenv("LQ_BENCH_QUICK");
+    int rounds = 5;
+    if (quick && std::strcmp(quick, "0") != 0) {
+        N = 100000;
+        rounds = 3;
+    }
+    FILE *json = argc > 1 ? std::fopen(argv[1], "w") : nullptr;
+    if (argc > 1 && !json) {
+        std::perror(argv[1]);
+        return 1;
+    }
+    if (json)
+        std::fprintf(json,
+                     "{\n \"meta\": {\"messages\": \"%zu\", \"rounds\": \"%d\", \"payload_bytes\": \"64\", "
+                     "\"capacities\": \"all unbounded\", \"consumers\": \"1, batches of up to 64\"},\n"
+                     " \"records\": [\n",
+                     N, rounds);
+    std::printf("throughput, %zu messages of 64 bytes, 1 consumer, median of %d rounds (M msg/s)\n", N, rounds);
     std::printf("  %-10s %14s %14s %14s %12s\n", "producers", "moodycamel", "lq auto-ack", "lq lease+ack",
                 "auto/moody");
     for (int p : {1, 4}) {
         std::vector<double> m, a, l;
-        for (int r = 0; r < 5; r++) {
+        for (int r = 0; r < rounds; r++) {
             m.push_back(moodycamel_run(p));
             a.push_back(libqueue_run(p, false));
             l.push_back(libqueue_run(p, true));
         }
         double mm = median(m), aa = median(a), ll = median(l);
         std::printf("  %-10d %14.2f %14.2f %14.2f %12.2f\n", p, mm / 1e6, aa / 1e6, ll / 1e6, aa / mm);
+        if (json) {
+            const char *peers[] = {"moodycamel_concurrentqueue", "libqueue_c_auto_ack", "libqueue_c_lease_ack"};
+            double vals[] = {mm, aa, ll};
+            for (int i = 0; i < 3; i++)
+                std::fprintf(json,
+                             "  {\"scenario\": \"cpp_mpsc_%dx1\", \"peer\": \"%s\", \"metric\": \"throughput\", "
+                             "\"value\": %.0f, \"unit\": \"msg/s\", \"better\": \"higher\"}%s\n",
+                             p, peers[i], vals[i], (p == 4 && i == 2) ? "" : ",");
+        }
+    }
+    if (json) {
+        std::fprintf(json, " ]\n}\n");
+        std::fclose(json);
     }
     return 0;
 }
