@@ -107,12 +107,15 @@ fn fill<H>(n: usize, setup: impl FnOnce() -> H, send: impl Fn(&H, Vec<u8>)) -> (
 
 /// In the child: fills one peer with `n` messages, prints "heap rss" bytes per message.
 fn child(peer: &str, n: usize) {
+    // Kept alive to the end of the child (the closures below only borrow it).
     let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
     let lq = |persistent: bool| {
+        let path = path.clone();
         move || {
             let b = if persistent {
                 let opts = BrokerOptions::new()
-                    .data_dir(dir.path())
+                    .data_dir(&path)
                     .sync_mode(SyncMode::None);
                 Broker::open(opts).expect("open")
             } else {
@@ -141,6 +144,7 @@ fn child(peer: &str, n: usize) {
         _ => unreachable!("peer {peer}"),
     };
     println!("{} {}", heap as f64 / n as f64, rss as f64 / n as f64);
+    drop(dir);
 }
 
 fn main() {
