@@ -31,6 +31,21 @@ pub(crate) const SIZE_AT: usize = 32;
 /// Flag: the segment starts a checkpoint (the full live state follows).
 pub(crate) const FLAG_CHECKPOINT: u8 = 1;
 
+/// A segment file's header: magic, version, header size, number, flags, the
+/// size the file is created with, CRC-32C of the rest.
+pub fn segment_header(seq: u64, size: u64, checkpoint: bool) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(SEGMENT_HEADER as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&seq.to_le_bytes());
+    h[FLAGS_AT] = if checkpoint { FLAG_CHECKPOINT } else { 0 };
+    h[SIZE_AT..SIZE_AT + 8].copy_from_slice(&size.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..SEGMENT_HEADER - 4]);
+    h[SEGMENT_HEADER - 4..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// Records are 8-byte aligned.
 pub fn framed_len(payload: usize) -> usize {
     (RECORD_HEADER + payload + 7) & !7

@@ -1,11 +1,11 @@
 //! Entry points for fuzzing the record decoder (`tests/fuzz/`, a cargo-fuzz
 //! target, and `tests/fuzz_decode.rs`, a seeded run on stable): recovery's own
-//! frame scanning (`codec::scan`) and payload decoding (`recover::apply`) over
+//! segment decoding (`recover::decode_segment`, `decode_from`) and replay (`apply_op`) over
 //! bytes in memory, no directory involved. Not part of the API.
 
 use super::codec::{self, Scan};
 use super::index::Index;
-use super::recover::{apply, Slot};
+use super::recover;
 
 /// Replays one segment file's bytes as recovery does: the header must be valid,
 /// bytes past the size it declares are ignored, then records are scanned and
@@ -15,43 +15,25 @@ pub fn decode_segment(buf: &[u8]) -> usize {
     if !super::header_valid(buf) {
         return 0;
     }
-    let declared = u64::from_le_bytes(
-        buf[codec::SIZE_AT..codec::SIZE_AT + 8]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    let end = (buf.len() as u64).min(declared.max(codec::SEGMENT_HEADER as u64)) as usize;
-    decode_from(&buf[..end], codec::SEGMENT_HEADER)
+    apply_all(recover::decode_segment("fuzz", buf))
 }
 
 /// Scans and decodes records from the start of `buf`, as if they followed a
 /// segment header (a fuzzer reaches the record framing without having to forge
 /// the header's checksum). Returns the number of records decoded. Never panics.
 pub fn decode_records(buf: &[u8]) -> usize {
-    decode_from(buf, 0)
+    apply_all(recover::decode_from("fuzz", buf, 0))
 }
 
-fn decode_from(buf: &[u8], mut off: usize) -> usize {
+/// Applies decoded records to a fresh replay state, as recovery does.
+fn apply_all(d: recover::Decoded<'_>) -> usize {
     let mut index = Index::default();
-    let mut slots: Vec<Option<Slot>> = Vec::new();
-    let mut n = 0;
-    loop {
-        match codec::scan(buf, off) {
-            Scan::End | Scan::Damaged(_) => return n,
-            Scan::Record {
-                kind,
-                payload,
-                next,
-            } => {
-                let at = (1, off as u64, (next - off) as u32);
-                if apply(kind, payload, at, &mut index, &mut slots).is_err() {
-                    return n;
-                }
-                n += 1;
-                off = next;
-            }
-        }
+    let mut slots: Vec<Option<recover::Slot>> = Vec::new();
+    let n = d.ops.len();
+    for (op, off, len) in d.ops {
+        recover::apply_op(op, (1, off, len), &mut index, &mut slots);
     }
+    n
 }
 
 /// A segment file's bytes holding `records` (type, payload), each framed with
@@ -64,20 +46,7 @@ pub fn segment(records: &[(u8, &[u8])], checkpoint: bool) -> Vec<u8> {
         codec::frame(*kind, payload, &mut body);
     }
     let size = (codec::SEGMENT_HEADER + body.len()) as u64;
-    let mut h = Vec::with_capacity(size as usize);
-    h.extend_from_slice(codec::MAGIC);
-    h.extend_from_slice(&codec::VERSION.to_le_bytes());
-    h.extend_from_slice(&(codec::SEGMENT_HEADER as u32).to_le_bytes());
-    h.extend_from_slice(&1u64.to_le_bytes());
-    h.resize(codec::SEGMENT_HEADER - 4, 0);
-    h[codec::FLAGS_AT] = if checkpoint {
-        codec::FLAG_CHECKPOINT
-    } else {
-        0
-    };
-    h[codec::SIZE_AT..codec::SIZE_AT + 8].copy_from_slice(&size.to_le_bytes());
-    let crc = crc32c::crc32c(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
+    let mut h = codec::segment_header(1, size, checkpoint).to_vec();
     h.extend_from_slice(&body);
     h
 }

@@ -114,12 +114,8 @@ impl Index {
     pub fn delete(&mut self, q: u32, mut gone: impl FnMut(u32)) {
         let e = &mut self.queues[q as usize];
         e.options = None;
-        for (_, loc) in e.msgs.drain() {
-            if let Some(s) = self.segs.get_mut(&loc.seg) {
-                s.live -= u64::from(loc.len);
-            }
-            self.live_bytes -= u64::from(loc.len);
-            self.live_msgs -= 1;
+        for loc in std::mem::take(&mut e.msgs).into_values() {
+            self.unlink(&loc);
             gone(loc.slot);
         }
     }

@@ -417,9 +417,8 @@ impl Writer {
         }
         let seg = self.seg.as_mut().expect("rolled");
         let at = seg.tail;
-        seg.map[at + 5] = 0;
         fill(&mut seg.map[at..at + need]);
-        seg.map[at + 5] = 0;
+        seg.map[at + 5] = 0; // uncommitted until the fence below
         std::sync::atomic::fence(SeqCst);
         seg.map[at + 5] = codec::COMMITTED;
         seg.tail += need;
@@ -502,11 +501,15 @@ impl Writer {
             let q = &self.index.queues[i];
             e.0.clear();
             e.0.resize(codec::RECORD_HEADER, 0);
-            e.str(&q.namespace)
-                .str(&q.queue)
-                .str(&q.options.as_ref().expect("defined").to_text())
-                .u64(q.next_id);
-            codec::finish_frame(kind::QUEUE_DEFINED, &mut e.0);
+            let record = Record::QueueDefined {
+                namespace: &q.namespace,
+                queue: &q.queue,
+                options: q.options.as_ref().expect("defined"),
+            };
+            // A checkpoint's definition ends with the queue's next id.
+            let k = encode(&record, &mut e);
+            e.u64(q.next_id);
+            codec::finish_frame(k, &mut e.0);
             self.write_framed(&e.0)?;
         }
         let mut live: Vec<(u64, u64, u32, u64)> = Vec::with_capacity(self.index.live_msgs as usize);
@@ -528,11 +531,14 @@ impl Writer {
                 let qe = &self.index.queues[q as usize];
                 e.0.clear();
                 e.0.resize(codec::RECORD_HEADER, 0);
-                e.str(&qe.namespace)
-                    .str(&qe.queue)
-                    .u64(id)
-                    .u32(loc.deliveries);
-                codec::finish_frame(kind::DELIVERED, &mut e.0);
+                let record = Record::Delivered {
+                    namespace: &qe.namespace,
+                    queue: &qe.queue,
+                    id,
+                    deliveries: loc.deliveries,
+                };
+                let k = encode(&record, &mut e);
+                codec::finish_frame(k, &mut e.0);
                 self.write_framed(&e.0)?;
             }
         }
@@ -593,21 +599,11 @@ impl Writer {
                 (p.file, p.map)
             }
         };
-        let mut h = Vec::with_capacity(codec::SEGMENT_HEADER);
-        h.extend_from_slice(codec::MAGIC);
-        h.extend_from_slice(&codec::VERSION.to_le_bytes());
-        h.extend_from_slice(&(codec::SEGMENT_HEADER as u32).to_le_bytes());
-        h.extend_from_slice(&seq.to_le_bytes());
-        h.resize(codec::SEGMENT_HEADER - 4, 0);
-        h[codec::FLAGS_AT] = if checkpoint {
-            codec::FLAG_CHECKPOINT
-        } else {
-            0
-        };
-        h[codec::SIZE_AT..codec::SIZE_AT + 8].copy_from_slice(&(size as u64).to_le_bytes());
-        let crc = crc32c::crc32c(&h);
-        h.extend_from_slice(&crc.to_le_bytes());
-        map[..codec::SEGMENT_HEADER].copy_from_slice(&h);
+        map[..codec::SEGMENT_HEADER].copy_from_slice(&codec::segment_header(
+            seq,
+            size as u64,
+            checkpoint,
+        ));
         self.seg = Some(Segment {
             _file: file,
             map,

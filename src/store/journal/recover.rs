@@ -103,45 +103,53 @@ pub fn dump(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64> {
 }
 
 fn describe(k: u8, payload: &[u8]) -> String {
-    if k == kind::CHECKPOINT {
-        return "checkpoint complete (everything live is above)".into();
+    let Ok(op) = decode(k, payload) else {
+        return "undecodable payload".into();
+    };
+    match op {
+        Op::Checkpoint => "checkpoint complete (everything live is above)".into(),
+        Op::Define {
+            ns,
+            q,
+            opts,
+            next_id,
+        } => format!(
+            "define {ns}/{q} [{}]{}",
+            opts.to_text().replace('\n', ", "),
+            if next_id != 0 {
+                format!(" next id {next_id}")
+            } else {
+                String::new()
+            }
+        ),
+        Op::Delete { ns, q } => format!("delete queue {ns}/{q}"),
+        Op::Enqueue {
+            ns,
+            q,
+            node: n,
+            deliver_at,
+        } => format!(
+            "enqueue {ns}/{q} id {} prio {} name {} deliveries {}{}{} headers {} body {} bytes",
+            n.id,
+            n.priority,
+            n.name.as_deref().unwrap_or("-"),
+            n.deliveries.load(Relaxed),
+            if n.expires_at != u64::MAX {
+                format!(" expires {}", n.expires_at)
+            } else {
+                String::new()
+            },
+            if deliver_at != 0 {
+                format!(" due {deliver_at}")
+            } else {
+                String::new()
+            },
+            n.headers().len(),
+            n.body.len()
+        ),
+        Op::Remove { ns, q, id, reason } => format!("remove {ns}/{q} id {id} reason {reason}"),
+        Op::Deliver { ns, q, id, n } => format!("delivered {ns}/{q} id {id} count {n}"),
     }
-    let mut d = Dec::new(payload);
-    let r: Result<String, Malformed> = (|| {
-        let ns = d.str()?;
-        let q = d.str()?;
-        Ok(match k {
-            kind::QUEUE_DELETED => format!("delete queue {ns}/{q}"),
-            kind::QUEUE_DEFINED => {
-                format!("define {ns}/{q} [{}]", d.str()?.replace('\n', ", "))
-            }
-            kind::ENQUEUED => {
-                let id = d.u64()?;
-                let prio = d.u8()?;
-                let _flags = d.u8()?;
-                let _enq = d.u64()?;
-                let exp = d.u64()?;
-                let due = d.u64()?;
-                let deliveries = d.u32()?;
-                let name = d.opt_str()?;
-                let _corr = d.opt_str()?;
-                let headers = d.headers()?;
-                let body = d.bytes()?;
-                format!(
-                    "enqueue {ns}/{q} id {id} prio {prio} name {} deliveries {deliveries}{}{} headers {} body {} bytes",
-                    name.as_deref().unwrap_or("-"),
-                    if exp != u64::MAX { format!(" expires {exp}") } else { String::new() },
-                    if due != 0 { format!(" due {due}") } else { String::new() },
-                    headers.len(),
-                    body.len()
-                )
-            }
-            kind::REMOVED => format!("remove {ns}/{q} id {} reason {}", d.u64()?, d.u8()?),
-            kind::DELIVERED => format!("delivered {ns}/{q} id {} count {}", d.u64()?, d.u32()?),
-            _ => "unknown".into(),
-        })
-    })();
-    r.unwrap_or_else(|_| "undecodable payload".into())
 }
 
 /// What a replay of a data directory found.
@@ -281,9 +289,9 @@ pub(super) struct Slot {
 }
 
 /// What decoding one segment found (names borrow from its mapping).
-struct Decoded<'a> {
+pub(super) struct Decoded<'a> {
     /// Records up to the first damage: (record, offset, framed length).
-    ops: Vec<(Op<'a>, u64, u32)>,
+    pub ops: Vec<(Op<'a>, u64, u32)>,
     /// Offset after the last good record.
     end: usize,
     /// The first damage, and the written bytes from there on.
@@ -292,9 +300,7 @@ struct Decoded<'a> {
 
 /// Scans and decodes one segment's records (CRCs, payloads, message nodes):
 /// the expensive part of a replay, independent per segment.
-fn decode_segment<'a>(name: &str, buf: &'a [u8]) -> Decoded<'a> {
-    let mut ops = Vec::new();
-    let mut off = codec::SEGMENT_HEADER;
+pub(super) fn decode_segment<'a>(name: &str, buf: &'a [u8]) -> Decoded<'a> {
     let declared = u64::from_le_bytes(
         buf[codec::SIZE_AT..codec::SIZE_AT + 8]
             .try_into()
@@ -304,14 +310,20 @@ fn decode_segment<'a>(name: &str, buf: &'a [u8]) -> Decoded<'a> {
     let buf = &buf[..buf
         .len()
         .min(declared.max(codec::SEGMENT_HEADER as u64) as usize)];
+    let mut d = decode_from(name, buf, codec::SEGMENT_HEADER);
+    if d.damage.is_none() && (buf.len() as u64) < declared {
+        let why = format!("{name}: truncated to {} of {declared} bytes", buf.len());
+        d.damage = Some((why, 0));
+    }
+    d
+}
+
+/// Scans and decodes records from `off` to the end of the data or the first
+/// damaged or undecodable record.
+pub(super) fn decode_from<'a>(name: &str, buf: &'a [u8], mut off: usize) -> Decoded<'a> {
+    let mut ops = Vec::new();
     let damage = loop {
         match codec::scan(buf, off) {
-            Scan::End if (buf.len() as u64) < declared => {
-                break Some(format!(
-                    "{name}: truncated to {} of {declared} bytes",
-                    buf.len()
-                ));
-            }
             Scan::End => break None,
             Scan::Damaged(why) => break Some(format!("{name} at byte {off}: {why}")),
             Scan::Record {
@@ -523,6 +535,7 @@ pub(super) enum Op<'a> {
         ns: &'a str,
         q: &'a str,
         id: u64,
+        reason: u8,
     },
     Deliver {
         ns: &'a str,
@@ -589,8 +602,8 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
         }
         kind::REMOVED => {
             let id = d.u64()?;
-            let _reason = d.u8()?;
-            Op::Remove { ns, q, id }
+            let reason = d.u8()?;
+            Op::Remove { ns, q, id, reason }
         }
         kind::DELIVERED => {
             let id = d.u64()?;
@@ -601,20 +614,8 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     })
 }
 
-/// Applies one record (at segment, offset, framed length) to the replay state.
-pub(super) fn apply(
-    k: u8,
-    payload: &[u8],
-    at: (u64, u64, u32),
-    index: &mut Index,
-    slots: &mut Vec<Option<Slot>>,
-) -> Result<(), Malformed> {
-    apply_op(decode(k, payload)?, at, index, slots);
-    Ok(())
-}
-
 /// Applies one decoded record, in journal order.
-fn apply_op(
+pub(super) fn apply_op(
     op: Op<'_>,
     (seg, off, len): (u64, u64, u32),
     index: &mut Index,
@@ -663,7 +664,7 @@ fn apply_op(
                 None => slots.push(slot),
             }
         }
-        Op::Remove { ns, q, id } => {
+        Op::Remove { ns, q, id, .. } => {
             let q = index.qid(ns, q);
             if let Some(old) = index.remove(q, id) {
                 slots[old.slot as usize] = None;
