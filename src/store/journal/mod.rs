@@ -677,6 +677,24 @@ fn create_segment(dir: &Path, seq: u64, size: usize) -> Result<Prepared> {
     }
 }
 
+thread_local! {
+    /// Each appending thread's encode buffer (small records; kept up to 64 KiB).
+    static ENCODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives an encode buffer back to its thread when the append is done (also on
+/// an error return).
+struct ReturnBuf(Vec<u8>);
+
+impl Drop for ReturnBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() <= 64 << 10 {
+            let v = std::mem::take(&mut self.0);
+            let _ = ENCODE_BUF.try_with(|b| *b.borrow_mut() = v);
+        }
+    }
+}
+
 /// Bodies from this size on are encoded straight into the segment.
 const DIRECT_MIN: usize = 4096;
 
@@ -763,17 +781,20 @@ impl Storage for Journal {
         // lock is held only for the copy.
         let direct =
             matches!(record, Record::Enqueued { message, .. } if message.body.len() >= DIRECT_MIN);
-        let mut e = Enc(Vec::new());
+        // The buffer is the thread's own, reused: no allocation per record.
+        let mut e = Enc(ENCODE_BUF.with(|b| std::mem::take(&mut *b.borrow_mut())));
         if !direct {
             let hint = match record {
                 Record::Enqueued { message, .. } => message.size as usize + 128,
                 _ => 128,
             };
+            e.0.clear();
             e.0.reserve(codec::framed_len(hint));
             e.0.resize(codec::RECORD_HEADER, 0);
             let k = encode(record, &mut e);
             codec::finish_frame(k, &mut e.0);
         }
+        let e = ReturnBuf(e.0);
         let end = {
             let mut w = self.w.lock();
             let (seg, off, len) = if direct {
