@@ -432,9 +432,10 @@ pub unsafe extern "C" fn lq_namespace_create_queue(
     out: *mut *mut lq_queue,
 ) -> lq_status {
     // SAFETY: the caller guarantees `opts` is NULL or live; the rest forwarded.
+    // The options are read inside the boundary (where a panic is caught).
     unsafe {
-        let o = opts.as_ref().map(|o| o.o.clone()).unwrap_or_default();
         ns_named(ns, name, name_len, out, move |h, n| {
+            let o = opts.as_ref().map(|o| o.o.clone()).unwrap_or_default();
             Ok(lq_queue::boxed(h.ns.create_queue(n, o)?, &h.broker))
         })
     }
