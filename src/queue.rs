@@ -4,6 +4,7 @@ use crate::clock::nanos;
 use crate::engine::{Node, QueueCore};
 use crate::error::{validate_name, Error, Result};
 use crate::message::{Message, MessageView, DEFAULT_PRIORITY, MAX_PRIORITY};
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -463,7 +464,8 @@ impl Queue {
 /// message is redelivered. Auto-acked deliveries need nothing.
 #[derive(Debug)]
 pub struct Delivery {
-    node: Arc<Node>,
+    /// Taken only by `drop`, which hands it to the node recycler.
+    node: ManuallyDrop<Arc<Node>>,
     /// The queue (to settle with), the lease shard and token; None when auto-acked,
     /// so an auto-ack receive touches no shared reference count.
     lease: Option<(Arc<QueueCore>, usize, u64)>,
@@ -483,7 +485,7 @@ impl Delivery {
         delivery_count: u32,
     ) -> Self {
         Delivery {
-            node,
+            node: ManuallyDrop::new(node),
             lease,
             delivery_count,
         }
@@ -571,6 +573,15 @@ impl Delivery {
         }
         let (q, l) = self.lease()?;
         q.extend(self.node.id, l, nanos(by)).map(|_| ())
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        // SAFETY: `node` is not used after this (we are in `drop`), and this is
+        // the only place that takes it out of its `ManuallyDrop`.
+        let node = unsafe { ManuallyDrop::take(&mut self.node) };
+        crate::engine::node::pool::recycle(node);
     }
 }
 

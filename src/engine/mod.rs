@@ -10,7 +10,7 @@
 mod counters;
 pub(crate) mod leases;
 pub(crate) mod namespace;
-mod node;
+pub(crate) mod node;
 pub(crate) mod queue;
 pub(crate) mod ticker;
 

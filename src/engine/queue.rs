@@ -14,7 +14,7 @@
 use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
 use super::namespace::NsShared;
-use super::node::Node;
+use super::node::{pool, Node};
 use super::ticker::Ticker;
 use crate::clock::{nanos, Clock};
 use crate::error::{Error, Result};
@@ -478,7 +478,7 @@ impl QueueCore {
             }
         }
         let id = node.id;
-        self.enqueue(Arc::new(node), due, home, notify);
+        self.enqueue(pool::make(node, None), due, home, notify);
         Ok(id)
     }
 
@@ -640,6 +640,7 @@ impl QueueCore {
                 if node.expires_at != u64::MAX && node.expired(now.get()) {
                     bump(&self.c(home).popped_expired, 1);
                     self.expire(&node, home);
+                    pool::recycle(node);
                     continue;
                 }
                 return Some(node);

@@ -120,6 +120,7 @@ impl QueueCore {
             bump(&c.settled_ack, 1);
             self.release(&node, home);
             self.record_removed(&node, RemoveReason::Acked);
+            pool::recycle(node);
         } else {
             bump(&c.settled_nack, 1);
             self.requeue(node, delay, why, home, self.clock.now());
