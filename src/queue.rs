@@ -346,6 +346,22 @@ impl Queue {
         self.core.send_one(msg, on_full)
     }
 
+    /// Sends a copy of `body` as a plain message (nothing else set), with the
+    /// queue's full policy. Cheaper than `send(Message::new(body.to_vec()))`
+    /// for a steady stream of same-sized bodies: the bytes are copied into the
+    /// buffer of a message already consumed (up to 4 KiB) instead of a new one.
+    ///
+    /// ```
+    /// use libqueue::{Broker, MessageView};
+    /// let q = Broker::new().default_queue()?;
+    /// q.send_bytes(b"reading 42")?;
+    /// assert_eq!(q.try_receive()?.unwrap().body(), b"reading 42");
+    /// # Ok::<(), libqueue::Error>(())
+    /// ```
+    pub fn send_bytes(&self, body: &[u8]) -> Result<u64> {
+        self.core.send_copy(body, self.core.opts.on_full)
+    }
+
     /// Sends several messages: all are accepted or none is (capacity and quotas are
     /// reserved for the whole batch). Returns their ids in order.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = Message>) -> Result<Vec<u64>> {
@@ -374,7 +390,7 @@ impl Queue {
     }
 
     fn many(&self, max: usize, wait: Wait, auto_ack: bool) -> Result<Vec<Delivery>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(256));
         self.core.receive(max, wait, auto_ack, |d| out.push(d))?;
         Ok(out)
     }

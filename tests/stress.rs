@@ -19,16 +19,43 @@ fn body(p: u64, i: u64) -> Vec<u8> {
     v
 }
 
+/// `body` plus 0–36 bytes of padding that depend on the message, so that bodies
+/// of many lengths go through (and are recycled by) `send_bytes`.
+fn padded_body(p: u64, i: u64) -> Vec<u8> {
+    let mut v = body(p, i);
+    v.resize(16 + (i % 37) as usize, pad(p, i));
+    v
+}
+
+fn pad(p: u64, i: u64) -> u8 {
+    (p * 31 + i) as u8
+}
+
+/// The producer and sequence number; checks any padding is intact.
 fn parse(b: &[u8]) -> (u64, u64) {
-    (
+    let (p, i) = (
         u64::from_le_bytes(b[..8].try_into().unwrap()),
         u64::from_le_bytes(b[8..16].try_into().unwrap()),
-    )
+    );
+    assert!(
+        b[16..].iter().all(|&x| x == pad(p, i)),
+        "body of {p}/{i} damaged: {b:?}"
+    );
+    (p, i)
+}
+
+/// How producers send.
+#[derive(Clone, Copy, PartialEq)]
+enum Sends {
+    One,
+    Batch,
+    /// `send_bytes` of padded bodies (copied into recycled buffers).
+    Bytes,
 }
 
 /// Runs producers and consumers; consumers ack every message. With `admin`, a
 /// thread keeps calling peek/stats on the queue meanwhile.
-fn run(q: Queue, admin: bool, batch: bool) {
+fn run(q: Queue, admin: bool, sends: Sends) {
     let total = PRODUCERS * PER_PRODUCER;
     let seen = Arc::new(Mutex::new(HashSet::with_capacity(total as usize)));
     let acked = Arc::new(AtomicU64::new(0));
@@ -37,7 +64,11 @@ fn run(q: Queue, admin: bool, batch: bool) {
         .map(|p| {
             let q = q.clone();
             thread::spawn(move || {
-                if batch {
+                if sends == Sends::Bytes {
+                    for i in 0..PER_PRODUCER {
+                        q.send_bytes(&padded_body(p, i)).unwrap();
+                    }
+                } else if sends == Sends::Batch {
                     for chunk in (0..PER_PRODUCER).collect::<Vec<_>>().chunks(50) {
                         q.send_batch(chunk.iter().map(|&i| Message::new(body(p, i))))
                             .unwrap();
@@ -121,17 +152,30 @@ fn run(q: Queue, admin: bool, batch: bool) {
 
 #[test]
 fn producers_consumers_exactly_once() {
-    run(Broker::new().queue("q").unwrap(), false, false);
+    run(Broker::new().queue("q").unwrap(), false, Sends::One);
 }
 
 #[test]
 fn exactly_once_with_batches() {
-    run(Broker::new().queue("q").unwrap(), false, true);
+    run(Broker::new().queue("q").unwrap(), false, Sends::Batch);
 }
 
 #[test]
 fn exactly_once_while_admin_peeks_and_counts() {
-    run(Broker::new().queue("q").unwrap(), true, false);
+    run(Broker::new().queue("q").unwrap(), true, Sends::One);
+}
+
+/// Bodies copied in by `send_bytes` (into recycled buffers when the length
+/// matches) arrive intact and exactly once, through a bounded queue so that
+/// nodes circulate between producers and consumers many times.
+#[test]
+fn exactly_once_with_send_bytes_and_recycled_nodes() {
+    let q = Broker::new()
+        .namespace("n")
+        .unwrap()
+        .create_queue("q", QueueOptions::default().max_messages(256))
+        .unwrap();
+    run(q, true, Sends::Bytes);
 }
 
 #[test]
@@ -141,7 +185,7 @@ fn exactly_once_through_a_bounded_queue() {
         .unwrap()
         .create_queue("q", QueueOptions::default().max_messages(64))
         .unwrap();
-    run(q, false, false);
+    run(q, false, Sends::One);
 }
 
 #[test]
@@ -151,7 +195,7 @@ fn exactly_once_with_more_shards_than_threads() {
         .unwrap()
         .create_queue("q", QueueOptions::default().shards(16))
         .unwrap();
-    run(q, true, false);
+    run(q, true, Sends::One);
 }
 
 /// Consumers that nack or drop (lease expiry) some deliveries: every message is

@@ -162,4 +162,68 @@ pub(crate) mod pool {
             c.push(a);
         });
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::atomic::AtomicU32;
+
+        fn node(body: &[u8]) -> Node {
+            Node {
+                id: 1,
+                priority: 4,
+                persistent: false,
+                body: body.into(),
+                headers: None,
+                name: Some("n".into()),
+                correlation_id: None,
+                enqueued_at: 0,
+                expires_at: u64::MAX,
+                size: body.len() as u64,
+                deliveries: AtomicU32::new(3),
+            }
+        }
+
+        fn cached() -> usize {
+            CACHE.with(|c| c.borrow().len())
+        }
+
+        #[test]
+        fn reuses_only_unique_nodes() {
+            let a = make(node(b"a"), None);
+            let (p, held) = (Arc::as_ptr(&a), a.clone());
+            recycle(a); // still referenced: not kept
+            let b = make(node(b"b"), None);
+            assert_ne!(Arc::as_ptr(&b), p);
+            drop(held);
+            let pb = Arc::as_ptr(&b);
+            recycle(b);
+            CACHE.with(|c| {
+                let c = c.borrow();
+                let kept = c.last().unwrap();
+                assert_eq!(
+                    (kept.name.as_deref(), kept.deliveries.load(Relaxed)),
+                    (None, 0)
+                );
+                assert_eq!(&*kept.body, b"b", "a small body is kept for reuse");
+            });
+            // Same length: the kept buffer takes the copy.
+            let c = make(node(b""), Some(b"c"));
+            assert_eq!(Arc::as_ptr(&c), pb, "last recycled, first reused");
+            assert_eq!((&*c.body, c.name.as_deref()), (&b"c"[..], Some("n")));
+        }
+
+        #[test]
+        fn large_bodies_are_not_kept_and_the_cache_is_bounded() {
+            let big = make(node(&vec![1; KEEP_BODY + 1]), None);
+            recycle(big);
+            CACHE.with(|c| assert!(c.borrow().last().unwrap().body.is_empty()));
+            let all: Vec<_> = (0..10 * CACHED).map(|_| make(node(b"x"), None)).collect();
+            for a in all {
+                recycle(a);
+                assert!(cached() <= CACHED);
+            }
+            assert!(global().len() <= GLOBAL);
+        }
+    }
 }

@@ -188,14 +188,23 @@ impl QueueCore {
 
     /// Checks a message and makes its node. The send time comes from the coarse
     /// clock (it only feeds `oldest_age`); TTL and delay deadlines from the precise one.
-    fn build(&self, msg: Message, now: &mut LazyNow<'_>) -> Result<(Node, Option<u64>)> {
+    ///
+    /// With `copy`, the body is `copy` (copied when the node is made, see
+    /// [`pool::make`]) and `msg`'s own body must be empty.
+    fn build(
+        &self,
+        msg: Message,
+        copy: Option<&[u8]>,
+        now: &mut LazyNow<'_>,
+    ) -> Result<(Node, Option<u64>)> {
         let priority = msg.priority.unwrap_or(self.opts.default_priority);
         if priority > MAX_PRIORITY {
             return Err(Error::InvalidArgument(format!(
                 "priority {priority} is outside 0..={MAX_PRIORITY}"
             )));
         }
-        let size = msg.size();
+        debug_assert!(copy.is_none() || msg.body.is_empty());
+        let size = msg.size() + copy.map_or(0, |b| b.len() as u64);
         let limit = self.ns.quotas.max_message_size;
         if size > limit {
             return Err(Error::MessageTooLarge { size, limit });
@@ -422,10 +431,22 @@ impl QueueCore {
 
     /// Sends one message.
     pub(crate) fn send_one(&self, msg: Message, on_full: OnFull) -> Result<u64> {
+        self.send_built(msg, None, on_full)
+    }
+
+    /// Sends a message with nothing set but a body copied from `body`. The copy
+    /// goes into a recycled node's buffer when one of that length is at hand,
+    /// so fixed-size messages from C or Python cost no allocation.
+    pub(crate) fn send_copy(&self, body: &[u8], on_full: OnFull) -> Result<u64> {
+        self.send_built(Message::default(), Some(body), on_full)
+    }
+
+    #[inline]
+    fn send_built(&self, msg: Message, copy: Option<&[u8]>, on_full: OnFull) -> Result<u64> {
         self.check_open()?;
-        let (node, due) = self.build(msg, &mut LazyNow::new(&*self.clock))?;
+        let (node, due) = self.build(msg, copy, &mut LazyNow::new(&*self.clock))?;
         self.admit(1, node.size, on_full)?;
-        self.commit(node, due, home_shard(), true)
+        self.commit(node, copy, due, home_shard(), true, true)
     }
 
     /// Sends a batch: all are admitted together or none is.
@@ -434,7 +455,7 @@ impl QueueCore {
         let mut now = LazyNow::new(&*self.clock);
         let built = msgs
             .into_iter()
-            .map(|m| self.build(m, &mut now))
+            .map(|m| self.build(m, None, &mut now))
             .collect::<Result<Vec<_>>>()?;
         let n = built.len() as u64;
         if n == 0 {
@@ -444,11 +465,23 @@ impl QueueCore {
         self.admit(n, bytes, on_full)?;
         let home = home_shard();
         let mut ids = Vec::with_capacity(built.len());
+        let mut sent_bytes = 0;
+        // Counted once for the batch (two counter bumps instead of two per message).
+        let count = |ids: &[u64], sent_bytes| {
+            let c = self.c(home);
+            bump(&c.sent, ids.len() as u64);
+            bump(&c.bytes_in, sent_bytes);
+        };
         for (i, (node, due)) in built.into_iter().enumerate() {
-            bytes -= node.size;
-            match self.commit(node, due, home, n == 1) {
-                Ok(id) => ids.push(id),
+            let size = node.size;
+            bytes -= size;
+            match self.commit(node, None, due, home, n == 1, false) {
+                Ok(id) => {
+                    ids.push(id);
+                    sent_bytes += size;
+                }
                 Err(e) => {
+                    count(&ids, sent_bytes);
                     // The rest of the batch is refused too: give its room back.
                     let rest = n - i as u64 - 1;
                     self.ns.msgs.give(rest);
@@ -458,27 +491,42 @@ impl QueueCore {
                 }
             }
         }
+        count(&ids, sent_bytes);
         if n > 1 {
             self.not_empty.notify_all();
         }
         Ok(ids)
     }
 
-    /// Gives an admitted message its id, records it if persistent, and queues it.
-    /// On a storage error its room is given back.
+    /// Gives an admitted message its id, records it if persistent, and queues it
+    /// (counting it as sent if `count`). On a storage error its room is given back.
     #[inline]
-    fn commit(&self, mut node: Node, due: Option<u64>, home: usize, notify: bool) -> Result<u64> {
+    fn commit(
+        &self,
+        mut node: Node,
+        copy: Option<&[u8]>,
+        due: Option<u64>,
+        home: usize,
+        notify: bool,
+        count: bool,
+    ) -> Result<u64> {
         node.id = self.next_id();
+        let node = pool::make(node, copy);
         if node.persistent {
             if let Err(e) = self.record_enqueued(&node, due) {
                 self.ns.msgs.give(1);
                 self.ns.bytes.give(node.size);
                 self.unadmit(1, node.size);
+                pool::recycle(node);
                 return Err(e);
             }
         }
         let id = node.id;
-        self.enqueue(pool::make(node, None), due, home, notify);
+        if count {
+            self.enqueue(node, due, home, notify);
+        } else {
+            self.place(node, due, home, notify);
+        }
         Ok(id)
     }
 
@@ -486,9 +534,14 @@ impl QueueCore {
         let c = self.c(home);
         bump(&c.sent, 1);
         bump(&c.bytes_in, node.size);
+        self.place(node, due, home, notify);
+    }
+
+    /// [`enqueue`](Self::enqueue) without counting it as sent.
+    fn place(&self, node: Arc<Node>, due: Option<u64>, home: usize, notify: bool) {
         match due {
             Some(due) => {
-                bump(&c.sent_delayed, 1);
+                bump(&self.c(home).sent_delayed, 1);
                 self.delay(node, due);
             }
             None => self.push_ready(node, home, notify),
@@ -649,7 +702,8 @@ impl QueueCore {
         None
     }
 
-    /// Hands a taken message out, as a lease or auto-acked.
+    /// Hands a taken message out, as a lease or auto-acked. It is counted (and
+    /// an auto-acked one's room given back) in `taken`, for [`Self::count_taken`].
     #[inline]
     fn deliver(
         self: &Arc<Self>,
@@ -657,8 +711,10 @@ impl QueueCore {
         auto_ack: bool,
         home: usize,
         now: &mut LazyNow<'_>,
+        taken: &mut Taken,
     ) -> Delivery {
         let c = self.c(home);
+        taken.n += 1;
         // Only the thread that popped the node writes its count (a stale delivery
         // of the same message no longer can): a plain load and store suffice.
         let d = node.deliveries.load(Relaxed) + 1;
@@ -667,18 +723,31 @@ impl QueueCore {
             bump(&c.redelivered, 1);
         }
         if auto_ack {
-            bump(&c.taken_auto, 1);
-            self.release(&node, home);
+            taken.bytes += node.size;
             self.record_removed(&node, RemoveReason::Acked);
             return Delivery::new(node, None, d);
         }
         self.record_delivered(&node, d);
-        bump(&c.taken_leased, 1);
         let shard = home & self.mask;
         let deadline = now.get().saturating_add(nanos(self.opts.lease_time));
         let token = self.leases[shard].lock().insert(node.clone(), deadline);
         self.note_due(deadline);
         Delivery::new(node, Some((self.clone(), shard, token)), d)
+    }
+
+    /// Counts what [`Self::deliver`] handed out, once per receive call: two
+    /// counter bumps for a whole batch; auto-acked messages' room is given back.
+    fn count_taken(&self, auto_ack: bool, home: usize, taken: Taken) {
+        let c = self.c(home);
+        if auto_ack {
+            bump(&c.taken_auto, taken.n);
+            bump(&c.bytes_out, taken.bytes);
+            self.ns.msgs.give(taken.n);
+            self.ns.bytes.give(taken.bytes);
+            self.unadmit(taken.n, taken.bytes);
+        } else {
+            bump(&c.taken_leased, taken.n);
+        }
     }
 
     /// Receives up to `max` messages, handing each to `out` (at least one unless
@@ -739,15 +808,16 @@ impl QueueCore {
             let mut now = LazyNow::new(&*self.clock);
             self.maintain_lazy(&mut now);
             if let Some(first) = self.take_one(home, &mut now) {
-                out(self.deliver(first, auto_ack, home, &mut now));
-                let mut n = 1;
-                while n < max {
+                let mut taken = Taken::default();
+                out(self.deliver(first, auto_ack, home, &mut now, &mut taken));
+                while (taken.n as usize) < max {
                     let Some(node) = self.take_one(home, &mut now) else {
                         break;
                     };
-                    out(self.deliver(node, auto_ack, home, &mut now));
-                    n += 1;
+                    out(self.deliver(node, auto_ack, home, &mut now, &mut taken));
                 }
+                let n = taken.n as usize;
+                self.count_taken(auto_ack, home, taken);
                 return Ok(n);
             }
             let timed_out = deadline.is_some_and(|dl| now.get() >= dl);
@@ -765,7 +835,9 @@ impl QueueCore {
             let t = self.not_empty.prepare();
             if let Some(node) = self.take_one(home, &mut now) {
                 self.not_empty.cancel(t);
-                out(self.deliver(node, auto_ack, home, &mut now));
+                let mut taken = Taken::default();
+                out(self.deliver(node, auto_ack, home, &mut now, &mut taken));
+                self.count_taken(auto_ack, home, taken);
                 return Ok(1);
             }
             if self.is_closed() || cancel.is_some_and(|c| c.load(SeqCst)) {
@@ -794,6 +866,14 @@ impl QueueCore {
     pub(crate) fn flush(&self) -> Result<()> {
         self.storage.flush()
     }
+}
+
+/// Messages one receive call handed out, counted at its end.
+#[derive(Default)]
+struct Taken {
+    n: u64,
+    /// Their size, when auto-acked.
+    bytes: u64,
 }
 
 /// Reads the clock at most once, and only if asked.

@@ -9,7 +9,7 @@ use super::message::{lq_message, take};
 use super::options::on_full_of;
 use super::{boxed, bytes, handle, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out};
 use super::{lq_status, lq_status::*};
-use crate::{Broker, Message, Queue, QueueStats, Wait};
+use crate::{Broker, Queue, QueueStats, Wait};
 
 /// A handle on one queue. Shareable between threads.
 pub struct lq_queue {
@@ -196,7 +196,7 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, b) = unsafe { (handle(queue, "queue")?, bytes(body, body_len, "body")?) };
-        let id = open(h)?.send(Message::new(b))?;
+        let id = open(h)?.send_bytes(b)?;
         if !id_out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(id_out, "id_out") }?.set(id);
