@@ -181,7 +181,7 @@ pub trait MessageView {
     }
     /// The message name.
     fn name(&self) -> Option<&str> {
-        self.node().name.as_deref()
+        self.node().name()
     }
     /// The `execution_id` header (the envelope convention), if it is UTF-8.
     fn execution_id(&self) -> Option<&str> {
@@ -189,7 +189,7 @@ pub trait MessageView {
     }
     /// The correlation id.
     fn correlation_id(&self) -> Option<&str> {
-        self.node().correlation_id.as_deref()
+        self.node().correlation_id()
     }
     /// Priority 0–9.
     fn priority(&self) -> u8 {
@@ -218,8 +218,8 @@ pub trait MessageView {
         Message {
             body: n.body.to_vec(),
             headers: n.headers().clone(),
-            name: n.name.as_ref().map(|s| s.to_string()),
-            correlation_id: n.correlation_id.as_ref().map(|s| s.to_string()),
+            name: n.name().map(str::to_string),
+            correlation_id: n.correlation_id().map(str::to_string),
             priority: Some(n.priority),
             ttl: None,
             delay: None,

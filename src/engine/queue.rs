@@ -14,7 +14,7 @@
 use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
 use super::namespace::NsShared;
-use super::node::{pool, Node};
+use super::node::{pool, Extra, Node};
 use super::ticker::Ticker;
 use crate::clock::{nanos, Clock};
 use crate::error::{Error, Result};
@@ -230,9 +230,7 @@ impl QueueCore {
             priority,
             persistent: msg.persistent.unwrap_or(self.opts.persistent),
             body: msg.body.into_boxed_slice(),
-            headers: (!msg.headers.is_empty()).then(|| Box::new(msg.headers)),
-            name: msg.name.map(String::into_boxed_str),
-            correlation_id: msg.correlation_id.map(String::into_boxed_str),
+            extra: Extra::new(msg.headers, msg.name, msg.correlation_id),
             enqueued_at: if precise != 0 { precise } else { now.coarse() },
             expires_at: ttl.map_or(u64::MAX, |t| precise.saturating_add(nanos(t))),
             size,

@@ -48,15 +48,14 @@ impl QueueCore {
     }
 
     pub(super) fn move_to(&self, dlq: &QueueCore, node: Arc<Node>, reason: &str, home: usize) {
-        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
+        let mut node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
             body: shared.body.clone(),
-            headers: shared.headers.clone(),
-            name: shared.name.clone(),
-            correlation_id: shared.correlation_id.clone(),
+            extra: shared.extra.clone(),
             deliveries: AtomicU32::new(shared.deliveries.load(Relaxed)),
             ..*shared
         });
-        let mut headers = node.headers.map(|h| *h).unwrap_or_default();
+        let mut extra = node.extra.take().map(|e| *e).unwrap_or_default();
+        let headers = &mut extra.headers;
         headers.insert("x-dead-letter-reason".into(), reason.as_bytes().to_vec());
         headers.insert("x-dead-letter-queue".into(), self.name.as_bytes().to_vec());
         headers.insert("x-original-id".into(), node.id.to_string().into_bytes());
@@ -69,11 +68,11 @@ impl QueueCore {
             id: dlq.next_id(),
             size: crate::message::size_of(
                 &node.body,
-                &headers,
-                node.name.as_deref(),
-                node.correlation_id.as_deref(),
+                headers,
+                extra.name.as_deref(),
+                extra.correlation_id.as_deref(),
             ),
-            headers: Some(Box::new(headers)),
+            extra: Some(Box::new(extra)),
             enqueued_at: now,
             expires_at: dlq
                 .opts

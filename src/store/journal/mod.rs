@@ -735,8 +735,8 @@ pub(crate) fn encode<W: codec::Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
                 .u64(n.expires_at)
                 .u64(deliver_at.unwrap_or(0))
                 .u32(n.deliveries.load(SeqCst))
-                .opt_str(n.name.as_deref())
-                .opt_str(n.correlation_id.as_deref())
+                .opt_str(n.name())
+                .opt_str(n.correlation_id())
                 .headers(n.headers())
                 .bytes(&n.body);
             kind::ENQUEUED

@@ -132,7 +132,7 @@ fn describe(k: u8, payload: &[u8]) -> String {
             "enqueue {ns}/{q} id {} prio {} name {} deliveries {}{}{} headers {} body {} bytes",
             n.id,
             n.priority,
-            n.name.as_deref().unwrap_or("-"),
+            n.name().unwrap_or("-"),
             n.deliveries.load(Relaxed),
             if n.expires_at != u64::MAX {
                 format!(" expires {}", n.expires_at)
@@ -585,9 +585,7 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
                 priority: priority.min(crate::MAX_PRIORITY),
                 persistent,
                 body: body.into_boxed_slice(),
-                headers: (!headers.is_empty()).then(|| Box::new(headers)),
-                name: name.map(String::into_boxed_str),
-                correlation_id: corr.map(String::into_boxed_str),
+                extra: crate::engine::node::Extra::new(headers, name, corr),
                 enqueued_at,
                 expires_at,
                 size,
