@@ -14,7 +14,7 @@ use std::sync::Arc;
 ///
 /// 64 bytes (80 with the `Arc` counts; 112 before headers, name and
 /// correlation id moved out): the fields most messages leave unset are one
-/// pointer to an [`Extra`].
+/// pointer to an `Extra`.
 #[derive(Debug)]
 pub struct Node {
     pub(crate) id: u64,
