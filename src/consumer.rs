@@ -211,7 +211,9 @@ impl Shared {
         };
         *self.slots[w].lock() = Some(InFlight { id, lease });
         let now_active = self.active.fetch_add(1, SeqCst) + 1;
-        self.max_active.fetch_max(now_active, SeqCst);
+        if now_active > self.max_active.load(SeqCst) {
+            self.max_active.fetch_max(now_active, SeqCst);
+        }
         self.handled.fetch_add(1, SeqCst);
 
         let handler = d

@@ -93,16 +93,17 @@ impl Keyed for Arc<Node> {
 /// the consumer; the producer's allocator cache never refills (its blocks are
 /// freed elsewhere), so each `malloc` takes the allocator's slow path (perf:
 /// ~11 % of an spsc run in `_int_malloc` for the node alone). Here a node whose
-/// last reference goes away on the hot path is kept, with its body buffer when
-/// small, in the freeing thread's cache; full batches move to a bounded global
-/// stack that threads making nodes take from. A body kept that way is dropped
-/// (freed) by the thread that reuses the node — the producer — which refills that
-/// thread's allocator cache for its own next allocation, or is reused in place
-/// for a body of the same length copied in ([`make`]'s `copy`).
+/// last reference goes away on the hot path is kept, with its body, headers
+/// and names when small, in the freeing thread's cache; full batches move to a
+/// bounded global stack that threads making nodes take from. What a node keeps
+/// is dropped (freed) by the thread that reuses it — the producer — which
+/// refills that thread's allocator cache for its own next allocation; a body
+/// is reused in place for a body of the same length copied in ([`make`]'s
+/// `copy`).
 ///
 /// Memory held is bounded: at most [`CACHED`] nodes per thread and
-/// [`GLOBAL`] batches of [`BATCH`] globally, each with a body of at most
-/// [`KEEP_BODY`] bytes.
+/// [`GLOBAL`] batches of [`BATCH`] globally, each keeping at most
+/// [`KEEP_BODY`] bytes of message.
 pub(crate) mod pool {
     use super::Node;
     use crossbeam_queue::ArrayQueue;
@@ -116,7 +117,8 @@ pub(crate) mod pool {
     pub(crate) const CACHED: usize = 2 * BATCH;
     /// Batches the global stack holds; beyond that, nodes are freed.
     pub(crate) const GLOBAL: usize = 32;
-    /// Largest body kept with a recycled node.
+    /// Largest message (body, headers, name, correlation id) whose parts are
+    /// kept with a recycled node.
     pub(crate) const KEEP_BODY: usize = 4096;
 
     fn global() -> &'static ArrayQueue<Vec<Arc<Node>>> {
@@ -171,18 +173,17 @@ pub(crate) mod pool {
     }
 
     /// Drops a reference to a node; if it was the last, keeps the node for
-    /// [`make`] (its headers, name and correlation id are freed now, a body
-    /// over [`KEEP_BODY`] too).
+    /// [`make`]. Its body, headers, name and correlation id stay with it (and
+    /// are freed by the thread that reuses it) when they add up to at most
+    /// [`KEEP_BODY`] bytes; a bigger message's are freed now.
     #[inline]
     pub(crate) fn recycle(mut a: Arc<Node>) {
         let Some(n) = Arc::get_mut(&mut a) else {
             return;
         };
-        if n.extra.is_some() {
-            n.extra = None;
-        }
-        if n.body.len() > KEEP_BODY {
+        if n.size > KEEP_BODY as u64 {
             n.body = Box::default();
+            n.extra = None;
         }
         n.deliveries.store(0, Relaxed);
         let _ = CACHE.try_with(|c| {
@@ -241,8 +242,9 @@ pub(crate) mod pool {
             CACHE.with(|c| {
                 let c = c.borrow();
                 let kept = c.last().unwrap();
-                assert_eq!((kept.name(), kept.deliveries.load(Relaxed)), (None, 0));
-                assert_eq!(&*kept.body, b"b", "a small body is kept for reuse");
+                assert_eq!(kept.deliveries.load(Relaxed), 0);
+                // A small message's parts stay, to be freed by the reusing thread.
+                assert_eq!((&*kept.body, kept.name()), (&b"b"[..], Some("n")));
             });
             // Same length: the kept buffer takes the copy.
             let c = make(node(b""), Some(b"c"));
@@ -254,7 +256,11 @@ pub(crate) mod pool {
         fn large_bodies_are_not_kept_and_the_cache_is_bounded() {
             let big = make(node(&vec![1; KEEP_BODY + 1]), None);
             recycle(big);
-            CACHE.with(|c| assert!(c.borrow().last().unwrap().body.is_empty()));
+            CACHE.with(|c| {
+                let c = c.borrow();
+                let kept = c.last().unwrap();
+                assert!(kept.body.is_empty() && kept.extra.is_none());
+            });
             let all: Vec<_> = (0..10 * CACHED).map(|_| make(node(b"x"), None)).collect();
             for a in all {
                 recycle(a);

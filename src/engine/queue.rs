@@ -608,6 +608,17 @@ impl QueueCore {
         }
     }
 
+    /// [`maintain`](Self::maintain), looking at the coarse clock first (cheaper;
+    /// it lags the precise one by up to a tick, so due timers may run that much
+    /// later, never earlier).
+    #[inline]
+    fn maintain_coarse(&self) {
+        let due = self.next_due.load(SeqCst);
+        if due != u64::MAX && self.clock.now_coarse() >= due {
+            self.maintain_slow(self.clock.now());
+        }
+    }
+
     #[cold]
     fn maintain_slow(&self, now: u64) {
         // Someone else runs them: they will be done shortly.

@@ -111,7 +111,11 @@ impl QueueCore {
         why: &str,
     ) -> Result<()> {
         // Run due timers first, so a lease that has run out cannot be settled.
-        self.maintain_lazy(&mut LazyNow::new(&*self.clock));
+        // The coarse clock decides whether to look (it never runs ahead of the
+        // precise one): a settle less than a clock tick after its deadline may
+        // still be taken, as if it came first — never a settle of a message
+        // already handed to someone else, since the lease table decides.
+        self.maintain_coarse();
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let c = self.c(home);
