@@ -5,11 +5,11 @@
 //! the reply; its failure on the last allowed delivery comes back as
 //! [`Error::Remote`].
 //!
-//! Replies come back on the client's private reply queue. There is no router
-//! thread: the caller that holds the *leader* lock receives from the reply queue
-//! itself and hands replies meant for other callers to them (a condvar), so a
-//! lone caller gets its reply with no extra thread hop. When the leader's own
-//! reply arrives it returns and another waiting caller takes over.
+//! Replies come back on the client's private reply queue, which the caller
+//! receives from itself: no router thread, no hand-over between threads. A
+//! call made while another is waiting on that queue takes a reply queue of its
+//! own (`<reply queue>.<n>`, created on first need, then kept for later
+//! concurrent calls), so every caller is woken directly by its own reply.
 
 use crate::broker::Namespace;
 use crate::clock::nanos;
@@ -17,8 +17,7 @@ use crate::consumer::{REPLY_TO, RPC_ERROR};
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageView};
 use crate::queue::{Delivery, Queue, QueueOptions, Wait};
-use parking_lot::{Condvar, Mutex};
-use std::collections::HashMap;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
@@ -45,11 +44,12 @@ static CLIENTS: AtomicU64 = AtomicU64::new(0);
 pub struct RpcClient {
     ns: Namespace,
     reply: Queue,
-    /// Calls in flight by correlation id, with their reply once it came.
-    pending: Mutex<HashMap<String, Option<Delivery>>>,
-    arrived: Condvar,
-    /// Held by the caller that receives from the reply queue.
-    leader: Mutex<()>,
+    /// Held by the call waiting on `reply`.
+    reply_busy: Mutex<()>,
+    /// Extra reply queues for concurrent calls, not in use right now.
+    idle: Mutex<Vec<Queue>>,
+    /// Names of the extra reply queues (deleted with the client).
+    extra: Mutex<Vec<String>>,
     late: AtomicU64,
     next: AtomicU64,
 }
@@ -75,9 +75,9 @@ impl RpcClient {
         Ok(RpcClient {
             ns: ns.clone(),
             reply,
-            pending: Mutex::new(HashMap::new()),
-            arrived: Condvar::new(),
-            leader: Mutex::new(()),
+            reply_busy: Mutex::new(()),
+            idle: Mutex::new(Vec::new()),
+            extra: Mutex::new(Vec::new()),
             late: AtomicU64::new(0),
             next: AtomicU64::new(0),
         })
@@ -93,82 +93,68 @@ impl RpcClient {
     /// dropped and counted in [`late_replies`](Self::late_replies));
     /// [`Error::Remote`] if the handler failed for good.
     pub fn call(&self, queue: &str, msg: Message, timeout: Duration) -> Result<Delivery> {
-        let corr = format!("{}#{}", self.reply.name(), self.next.fetch_add(1, SeqCst));
-        self.pending.lock().insert(corr.clone(), None);
+        if let Some(_busy) = self.reply_busy.try_lock() {
+            return self.call_on(&self.reply, queue, msg, timeout);
+        }
+        // Another call waits on the reply queue: wait on one of our own.
+        let own = self.idle.lock().pop();
+        let own = match own {
+            Some(q) => q,
+            None => match self.new_reply_queue() {
+                Ok(q) => q,
+                Err(_) => {
+                    // No room for another queue (a namespace quota): take turns.
+                    let _busy = self.reply_busy.lock();
+                    return self.call_on(&self.reply, queue, msg, timeout);
+                }
+            },
+        };
+        let r = self.call_on(&own, queue, msg, timeout);
+        self.idle.lock().push(own);
+        r
+    }
+
+    fn new_reply_queue(&self) -> Result<Queue> {
+        let mut extra = self.extra.lock();
+        let name = format!("{}.{}", self.reply.name(), extra.len() + 1);
+        let q = self.ns.create_queue(&name, QueueOptions::default())?;
+        extra.push(name);
+        Ok(q)
+    }
+
+    /// One call, its reply expected on `reply` (used by this call alone).
+    fn call_on(
+        &self,
+        reply: &Queue,
+        queue: &str,
+        msg: Message,
+        timeout: Duration,
+    ) -> Result<Delivery> {
+        let corr = format!("{}#{}", reply.name(), self.next.fetch_add(1, SeqCst));
         let msg = msg
             .correlation_id(corr.clone())
-            .header(REPLY_TO, self.reply.name());
-        if let Err(e) = self.ns.send(queue, msg) {
-            self.pending.lock().remove(&corr);
-            return Err(e);
-        }
-        let clock = self.reply.core.clock.clone();
+            .header(REPLY_TO, reply.name());
+        self.ns.send(queue, msg)?;
+        let clock = reply.core.clock.clone();
         let deadline = clock.now().saturating_add(nanos(timeout));
-        let outcome = loop {
-            if let Some(d) = self.take_arrived(&corr) {
-                break Ok(d);
-            }
+        let d = loop {
             let now = clock.now();
             if now >= deadline {
-                break Err(Error::Timeout);
+                return Err(Error::Timeout);
             }
             let remaining = Duration::from_nanos(deadline - now);
-            if let Some(_lead) = self.leader.try_lock() {
-                // Our reply may have been handed over just before we led.
-                if let Some(d) = self.take_arrived(&corr) {
-                    break Ok(d);
+            match reply.receive_auto_ack(Wait::For(remaining))? {
+                Some(d) if d.correlation_id() == Some(corr.as_str()) => break d,
+                // The reply to an earlier call of this queue that timed out.
+                Some(_) => {
+                    self.late.fetch_add(1, SeqCst);
                 }
-                match self.reply.receive_auto_ack(Wait::For(remaining)) {
-                    Ok(Some(d)) if d.correlation_id() == Some(corr.as_str()) => break Ok(d),
-                    Ok(Some(d)) => self.hand_over(d),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                }
-            } else {
-                let mut p = self.pending.lock();
-                if !matches!(p.get(&corr), Some(Some(_))) {
-                    // Woken by a hand-over or when the leader leaves; the limit
-                    // guards against a leader that was itself waiting for time.
-                    let limit = clock.park_limit(deadline - now).unwrap_or(remaining);
-                    self.arrived
-                        .wait_for(&mut p, limit.min(Duration::from_millis(50)));
-                }
+                None => {}
             }
-        };
-        // Let another caller lead (or find the reply we may have handed over).
-        self.arrived.notify_all();
-        let leftover = self.pending.lock().remove(&corr);
-        let d = match (outcome, leftover) {
-            (Ok(d), _) => d,
-            (Err(Error::Timeout), Some(Some(d))) => d, // arrived at the last moment
-            (Err(e), _) => return Err(e),
         };
         match d.header_str(RPC_ERROR) {
             Some(e) => Err(Error::Remote(e.to_string())),
             None => Ok(d),
-        }
-    }
-
-    fn take_arrived(&self, corr: &str) -> Option<Delivery> {
-        let mut p = self.pending.lock();
-        match p.get_mut(corr) {
-            Some(slot @ Some(_)) => slot.take(),
-            _ => None,
-        }
-    }
-
-    /// A reply for another caller: give it to them, or count it late.
-    fn hand_over(&self, d: Delivery) {
-        let mut p = self.pending.lock();
-        match d.correlation_id().and_then(|c| p.get_mut(c)) {
-            Some(slot) => {
-                *slot = Some(d);
-                drop(p);
-                self.arrived.notify_all();
-            }
-            None => {
-                self.late.fetch_add(1, SeqCst);
-            }
         }
     }
 
@@ -183,13 +169,20 @@ impl RpcClient {
     }
 
     /// Replies that arrived after their call had timed out (dropped). Replies
-    /// still waiting in the reply queue are examined first.
+    /// waiting in reply queues that no call is waiting on are examined first.
     pub fn late_replies(&self) -> u64 {
-        if let Some(_lead) = self.leader.try_lock() {
-            while let Ok(Some(d)) = self.reply.receive_auto_ack(Wait::Try) {
-                self.hand_over(d);
+        let drain = |q: &Queue| {
+            while let Ok(Some(_)) = q.receive_auto_ack(Wait::Try) {
+                self.late.fetch_add(1, SeqCst);
             }
+        };
+        if let Some(_busy) = self.reply_busy.try_lock() {
+            drain(&self.reply);
         }
+        // Held while draining: no call can take one of these meanwhile.
+        let idle = self.idle.lock();
+        idle.iter().for_each(drain);
+        drop(idle);
         self.late.load(SeqCst)
     }
 }
@@ -197,5 +190,8 @@ impl RpcClient {
 impl Drop for RpcClient {
     fn drop(&mut self) {
         let _ = self.ns.delete_queue(self.reply.name());
+        for name in self.extra.lock().iter() {
+            let _ = self.ns.delete_queue(name);
+        }
     }
 }

@@ -1252,6 +1252,73 @@ fn rpc_late_reply_is_dropped_and_counted() {
     assert_eq!(rpc.late_replies(), 1);
 }
 
+/// A call made while another waits on the client's reply queue gets a reply
+/// queue of its own (`<reply queue>.1`), reused by later concurrent calls; a late
+/// reply landing there is counted; dropping the client deletes them all.
+#[test]
+fn rpc_concurrent_call_waits_on_a_reply_queue_of_its_own() {
+    let b = Broker::new();
+    let ns = b.namespace("rpc").unwrap();
+    let release = Arc::new(Permits::default());
+    let started = Arc::new(AtomicUsize::new(0));
+    let (r, s) = (release.clone(), started.clone());
+    let _server = Pool::builder(&ns, "svc")
+        .unwrap()
+        .size(2)
+        .handler("slow", move |_| {
+            s.fetch_add(1, SeqCst);
+            assert!(r.acquire());
+            Ok(Some(b"slow".to_vec()))
+        })
+        .handler("fast", |d| {
+            Ok(Some(d.correlation_id().unwrap().as_bytes().to_vec()))
+        })
+        .start()
+        .unwrap();
+    let rpc = Arc::new(RpcClient::new(&ns).unwrap());
+    let primary = rpc.reply_queue().to_string();
+    let own = format!("{primary}.1");
+    let waiting = {
+        let rpc = rpc.clone();
+        thread::spawn(move || rpc.call("svc", Message::new("").name("slow"), LONG))
+    };
+    wait_until("the slow call to be handled", || started.load(SeqCst) == 1);
+    // The reply queue is taken by the slow call: this one waits on its own.
+    let r = rpc
+        .call("svc", Message::new("").name("fast"), LONG)
+        .unwrap();
+    assert!(
+        body_str(&r).starts_with(&format!("{own}#")),
+        "{}",
+        body_str(&r)
+    );
+    assert!(ns.list_queues().contains(&own));
+    // Again on the same extra queue, timing out; its reply comes late.
+    let err = rpc
+        .call("svc", Message::new("").name("slow"), 50 * MS)
+        .unwrap_err();
+    assert_eq!(err, Error::Timeout);
+    wait_until("the second slow call to be handled", || {
+        started.load(SeqCst) == 2
+    });
+    release.release(2);
+    let first = waiting.join().unwrap().unwrap();
+    assert_eq!(first.body(), b"slow");
+    assert!(first
+        .correlation_id()
+        .unwrap()
+        .starts_with(&format!("{primary}#")));
+    wait_until("the late reply", || rpc.late_replies() == 1);
+    let queues = ns.list_queues();
+    assert_eq!(
+        queues.iter().filter(|q| q.starts_with(&primary)).count(),
+        2,
+        "{queues:?}"
+    );
+    drop(rpc);
+    assert!(!ns.list_queues().iter().any(|q| q.starts_with(&primary)));
+}
+
 #[test]
 fn rpc_handler_failing_on_its_last_delivery_is_a_remote_error() {
     let b = Broker::new();
