@@ -393,3 +393,36 @@ fn large_messages_written_straight_into_segments_come_back_intact() {
     }
     assert!(q.try_receive().unwrap().is_none());
 }
+
+/// The next segment is prepared (created, preallocated, faulted in) by a
+/// helper thread only once the current one is half full: a broker that
+/// appends little keeps one segment file. A prepared segment that was never
+/// used is deleted on close.
+#[test]
+fn next_segment_is_prepared_only_past_half_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let q = b.queue("q").unwrap();
+    // 500-byte bodies: ~550 bytes per record, so 40 stay under half of 64 KiB.
+    for i in 0..40 {
+        q.send(Message::new(body(i)).persistent(true)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(disk(dir.path()).0, 1, "nothing prepared below half full");
+    for i in 40..70 {
+        q.send(Message::new(body(i)).persistent(true)).unwrap();
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while disk(dir.path()).0 < 2 {
+        assert!(std::time::Instant::now() < end, "no segment prepared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    b.close();
+    assert_eq!(
+        disk(dir.path()).0,
+        1,
+        "the unused prepared segment is deleted"
+    );
+    let b = open(dir.path());
+    assert_eq!(b.queue("q").unwrap().stats().ready, 70);
+}

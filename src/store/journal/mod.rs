@@ -423,9 +423,13 @@ impl Writer {
         seg.map[at + 5] = codec::COMMITTED;
         seg.tail += need;
         self.written += need as u64;
+        let half_full = seg.tail * 2 > seg.map.len();
         let tail = seg.tail as u64;
         if let Some(st) = self.index.segs.get_mut(&self.seq) {
             st.used = tail;
+        }
+        if half_full && self.next.is_none() {
+            self.prepare_next();
         }
         Ok((self.seq, at as u64))
     }
@@ -625,14 +629,19 @@ impl Writer {
                 let _ = d.sync_all();
             }
         }
-        // Prepare the one after it. Until it gets its header it is all zeros:
-        // a crash leaves it as a segment that never started (deleted on open).
-        let (dir, size) = (self.dir.clone(), self.seg_size);
+        Ok(())
+    }
+
+    /// Starts preparing the segment after the current one on a helper thread,
+    /// once the current one is half full (a broker that appends little never
+    /// prepares one). Until it gets its header it is all zeros: a crash leaves
+    /// it as a segment that never started (deleted on open).
+    fn prepare_next(&mut self) {
+        let (dir, size, seq) = (self.dir.clone(), self.seg_size, self.seq + 1);
         self.next = std::thread::Builder::new()
             .name("libqueue-journal-prepare".into())
-            .spawn(move || create_segment(&dir, seq + 1, size))
+            .spawn(move || create_segment(&dir, seq, size))
             .ok();
-        Ok(())
     }
 
     /// Waits for a segment being prepared and deletes it (it holds nothing).
