@@ -179,8 +179,7 @@ demo: lib
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
-# The comparison harness (issue 7), one run (the commit it records is "-dirty" only
-# when files other than its own outputs differ from it): the Rust benches (criterion groups
+# The comparison harness (issue 7), one run: the Rust benches (criterion groups
 # and plain programs), the C/C++ and the Python comparisons, each writing into
 # $(BENCH_RUN); then benches/report.py merges them into benches/results/latest.json
 # and renders BENCHMARKS.md and the plots. LQ_BENCH_QUICK=1: a short smoke run.
@@ -190,9 +189,7 @@ bench bench-c bench-python: export LQ_BENCH_OUT := $(CURDIR)/$(BENCH_RUN)
 bench: export CRITERION_HOME := $(CURDIR)/$(BENCH_RUN)/criterion
 bench: lib
 	rm -rf $(BENCH_RUN) && mkdir -p $(BENCH_RUN)
-	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; \
-	  echo "$$(git describe --always)$$(git status --porcelain -- . ':!BENCHMARKS.md' ':!benches/results' | grep -q . && echo -dirty)"; \
-	} > $(BENCH_RUN)/started
+	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; python3 benches/report.py --commit; } > $(BENCH_RUN)/started
 	$(CARGO) bench --bench ready_path --bench dispatch --bench persist --bench latency --bench memory --bench recovery
 	$(MAKE) --no-print-directory bench-c bench-python
 	target/pybench/bin/pip install -q matplotlib || echo "warning: matplotlib did not install: no plots" >&2

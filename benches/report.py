@@ -274,6 +274,16 @@ def sh(*cmd: str) -> str:
         return ""
 
 
+def commit_label() -> str:
+    """HEAD, with "-dirty" only when files other than this report's own outputs
+    (BENCHMARKS.md, benches/results) differ from it: a run that follows an
+    uncommitted run still measures the committed code. `make bench` records it
+    at the start of a run (`report.py --commit`)."""
+    head = sh("git", "describe", "--always")
+    changed = sh("git", "status", "--porcelain", "--", ".", ":!BENCHMARKS.md", ":!benches/results")
+    return head + ("-dirty" if changed else "")
+
+
 def lock_versions(names) -> dict:
     text = (ROOT / "Cargo.lock").read_text()
     found = {}
@@ -316,7 +326,7 @@ def python_versions() -> dict:
 def metadata(metas: dict) -> dict:
     started = (RUN / "started").read_text().split("\n") if (RUN / "started").exists() else []
     # The commit the run measured (recorded by `make bench` at its start), else HEAD now.
-    commit = started[2] if len(started) > 2 and started[2] else sh("git", "describe", "--always", "--dirty")
+    commit = started[2] if len(started) > 2 and started[2] else commit_label()
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         run_started=started[0] if started else None,
@@ -555,4 +565,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--commit"]:
+        print(commit_label())
+    else:
+        main()
