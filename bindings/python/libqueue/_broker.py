@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ._core import BytesLike, Handle, string_list, to_bytes
+from ._core import BytesLike, Handle, count, ms, string_list, to_text
 from ._errors import check
 from ._ffi import NULL, ffi, lib
 from ._options import QueueOptions, Quotas
@@ -40,7 +40,7 @@ class RecoveryReport:
 
 
 def _named(fn: Any, h: Any, name: str, ctype: str, *extra: Any) -> Any:
-    b = to_bytes(name)
+    b = to_text(name, "name")
     out = ffi.new(ctype)
     check(fn(h, b, len(b), *extra, out))
     return out[0]
@@ -89,6 +89,8 @@ class Namespace(Handle):
 
     def create_queue(self, name: str, options: Optional[QueueOptions] = None, **kw: Any) -> Queue:
         """Creates the queue ``name`` (:class:`AlreadyExists` if it exists)."""
+        if options is not None and not isinstance(options, QueueOptions):
+            raise TypeError(f"options must be a QueueOptions, not {type(options).__name__}")
         opts = (options or QueueOptions(**kw))._to_c()
         return Queue(_named(lib.lq_namespace_create_queue, self._p, name, "lq_queue **", opts), self._sync_always)
 
@@ -98,7 +100,7 @@ class Namespace(Handle):
 
     def delete_queue(self, name: str) -> None:
         """Deletes a queue and its messages; its handles then raise :class:`Closed`."""
-        b = to_bytes(name)
+        b = to_text(name, "name")
         check(lib.lq_namespace_delete_queue(self._p, b, len(b)))
         from ._aio import wake_all
 
@@ -174,7 +176,7 @@ class Broker(Handle):
         self._default_ns: Optional[Namespace] = None
         self._sync_always = sync == "always"
         self._report: Optional[RecoveryReport] = None
-        if sync not in _SYNC:
+        if not isinstance(sync, str) or sync not in _SYNC:
             raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
         o = ffi.new("lq_broker_options **")
         check(lib.lq_broker_options_new(o))
@@ -182,11 +184,13 @@ class Broker(Handle):
         if data_dir is not None:
             d = os.fsencode(data_dir)
             check(lib.lq_broker_options_set_data_dir(opts, d, len(d)))
-        from ._core import ms
-
-        check(lib.lq_broker_options_set_sync_mode(opts, _SYNC[sync], ms(sync_interval)))
+        check(lib.lq_broker_options_set_sync_mode(opts, _SYNC[sync], ms(sync_interval, "sync_interval")))
         if segment_size is not None:
-            check(lib.lq_broker_options_set_segment_size(opts, segment_size))
+            check(lib.lq_broker_options_set_segment_size(opts, count(segment_size, "segment_size")))
+        if quotas is not None and not isinstance(quotas, Quotas):
+            raise TypeError(f"quotas must be a Quotas, not {type(quotas).__name__}")
+        if queue_options is not None and not isinstance(queue_options, QueueOptions):
+            raise TypeError(f"queue_options must be a QueueOptions, not {type(queue_options).__name__}")
         if quotas is not None:
             check(lib.lq_broker_options_set_default_quotas(opts, quotas._to_c()))
         if queue_options is not None:
@@ -215,6 +219,8 @@ class Broker(Handle):
 
     def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
         """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
+        if quotas is not None and not isinstance(quotas, Quotas):
+            raise TypeError(f"quotas must be a Quotas, not {type(quotas).__name__}")
         q = quotas._to_c() if quotas is not None else NULL
         return Namespace(_named(lib.lq_broker_create_namespace, self._p, name,
                                 "lq_namespace **", q), self._sync_always)

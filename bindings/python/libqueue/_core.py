@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Union
 
-from ._errors import Closed
+from ._errors import Closed, InvalidArgument
 from ._ffi import NULL, WAIT_FOREVER, ffi
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
@@ -60,22 +60,103 @@ class Handle:
             pass
 
 
-def to_bytes(v: BytesLike) -> bytes:
-    """A body, header value or key as bytes (``str`` is encoded as UTF-8)."""
-    if isinstance(v, bytes):
+def to_bytes(v: object, what: str = "body") -> bytes:
+    """A body or header value as bytes: ``bytes``-like (any buffer) as is, ``str``
+    encoded as UTF-8. Anything else (an int, a list...) is a :class:`TypeError`
+    naming the argument ``what``: nothing is coerced (``bytes(123)`` is not a body)."""
+    if type(v) is bytes:
         return v
     if isinstance(v, str):
         return v.encode()
-    return bytes(v)
+    try:
+        view = memoryview(v)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be bytes-like or str, not {type(v).__name__}") from None
+    with view:
+        return view.tobytes()
 
 
-def ms(seconds: float | None) -> int:
-    """Seconds (``None``: forever) as the C API's milliseconds."""
+def to_text(v: object, what: str) -> bytes:
+    """A name-like argument (a queue, namespace, topic, message or header name, an id)
+    as UTF-8 bytes: it must be a ``str`` (:class:`TypeError` naming ``what`` otherwise)."""
+    if isinstance(v, str):
+        return v.encode()
+    raise TypeError(f"{what} must be a str, not {type(v).__name__}")
+
+
+def _number(v: object, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(v).__name__}")
+    if v != v:  # NaN
+        raise ValueError(f"{what} must be a number of seconds, not NaN")
+    if v < 0:
+        raise ValueError(f"{what} must not be negative (got {v!r})")
+    return v
+
+
+def ms(seconds: float | None, what: str = "timeout") -> int:
+    """Seconds as the C API's milliseconds: ``None`` or infinity wait forever,
+    ``0`` does not wait, anything else at least 1 ms. A negative number (or NaN) is
+    a :class:`ValueError`, a non-number a :class:`TypeError`, naming ``what``."""
     if seconds is None:
         return WAIT_FOREVER
-    if seconds <= 0:
+    s = _number(seconds, what)
+    if s == 0:
         return 0
-    return max(1, int(seconds * 1000 + 0.5))
+    t = s * 1000 + 0.5
+    if t >= WAIT_FOREVER:  # infinity, or beyond what 64 bits of ms can say
+        return WAIT_FOREVER
+    return max(1, int(t))
+
+
+def count(v: object, what: str, bits: int = 64) -> int:
+    """A non-negative integer argument (a capacity, a size) that fits the C type:
+    :class:`TypeError` if it is not an ``int``, :class:`ValueError` if it is negative
+    or too large."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"{what} must not be negative (got {v})")
+    if v >= 1 << bits:
+        raise ValueError(f"{what} is too large (got {v}, at most {(1 << bits) - 1})")
+    return v
+
+
+def flag(v: object, what: str) -> bool:
+    """A ``bool`` argument (:class:`TypeError` naming ``what`` for anything else)."""
+    if not isinstance(v, bool):
+        raise TypeError(f"{what} must be a bool, not {type(v).__name__}")
+    return v
+
+
+#: What a full queue does with a send: ``on_full=`` names → the C ``lq_on_full``.
+ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
+
+
+def on_full(v: object, what: str = "on_full") -> int:
+    """An ``on_full`` policy name as its C number: :class:`ValueError` listing the
+    choices for an unknown name, :class:`TypeError` for a non-``str``."""
+    if not isinstance(v, str):
+        raise TypeError(f"{what} must be a str, not {type(v).__name__}")
+    mode = ON_FULL.get(v)
+    if mode is None:
+        choices = ", ".join(repr(k) for k in ON_FULL)
+        raise ValueError(f"{what} must be one of {choices}, not {v!r}")
+    return mode
+
+
+#: The highest message priority (``MAX_PRIORITY`` in the C library).
+MAX_PRIORITY = 9
+
+
+def priority(v: object, what: str = "priority") -> int:
+    """A priority 0–9: :class:`TypeError` if not an ``int``; :class:`InvalidArgument`
+    (a ``ValueError``) below 0 or above 9 — the same at both ends."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    if not 0 <= v <= MAX_PRIORITY:
+        raise InvalidArgument(f"{what} {v} is outside 0-{MAX_PRIORITY}", 100)
+    return v
 
 
 _get_ident = threading.get_ident
@@ -116,4 +197,5 @@ def read_slice(fn: Callable[..., int], h: Any, *args: Any) -> bytes | None:
     return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
 
 
-__all__ = ["Handle", "to_bytes", "ms", "NULL", "WAIT_FOREVER", "SLICE_MS"]
+__all__ = ["Handle", "to_bytes", "to_text", "ms", "count", "flag", "priority", "on_full",
+           "NULL", "WAIT_FOREVER", "SLICE_MS"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
-from ._core import ms, to_bytes
+from ._core import ms, to_text
 from ._errors import Closed, InvalidState, check, error_for
 from ._ffi import NULL, fast, ffi, lib
 from ._message import EXECUTION_ID
@@ -102,7 +102,7 @@ class Delivery(fast.Delivery):
 
     def header(self, key: str, default: Optional[bytes] = None) -> Optional[bytes]:
         """The value of header ``key`` (bytes), or ``default``."""
-        k = to_bytes(key)
+        k = to_text(key, "key")
         b = self._slice(lib.lq_delivery_header, k, len(k))
         return default if b is None else b
 
@@ -180,18 +180,19 @@ class Delivery(fast.Delivery):
     def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
         """Returns the message to the queue, after ``delay`` seconds if given (or to
         the dead-letter queue after max deliveries, with ``reason``)."""
+        wait = 0 if delay is None else ms(delay, "delay")
+        r = b"" if reason is None else to_text(reason, "reason")
         h = self._live()
         self._release_view()
         if delay is None and reason is None:
             self._nack()
         else:
-            r = to_bytes(reason or "")
-            self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), ms(delay or 0),
+            self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), wait,
                                                    r if r else NULL, len(r)))
 
     def extend(self, seconds: Optional[float] = None) -> None:
         """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
-        check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds)))
+        check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds, "seconds")))
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping as _Mapping
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ._core import BytesLike, ms, to_bytes
+from ._core import BytesLike, flag, ms, to_bytes, to_text
+from ._core import priority as check_priority
 from ._errors import check, error_for
 from ._ffi import NULL, ffi, lib
 
@@ -31,7 +33,7 @@ class Message:
 
 
 def build(
-    body: BytesLike,
+    body: object,
     headers: Optional[Mapping[str, BytesLike]] = None,
     name: Optional[str] = None,
     priority: Optional[int] = None,
@@ -42,42 +44,50 @@ def build(
     execution_id: Optional[str] = None,
 ) -> Any:
     """An owned ``lq_message *`` (the caller passes it to a consuming call or frees it)."""
-    b = to_bytes(body)
+    # Every argument is checked before anything is allocated (a wrong type is a
+    # TypeError naming it, an out-of-range value a ValueError), then the message built.
+    b = to_bytes(body, "body")
+    hdrs: list[tuple[bytes, bytes]] = []
+    if headers is not None:
+        if not isinstance(headers, _Mapping):
+            raise TypeError(f"headers must be a mapping of str to bytes-like or str, "
+                            f"not {type(headers).__name__}")
+        for k, v in headers.items():
+            hdrs.append((to_text(k, "header key"), to_bytes(v, f"header {k!r}")))
+    if execution_id is not None:
+        hdrs.append((EXECUTION_ID.encode(), to_text(execution_id, "execution_id")))
+    nb = None if name is None else to_text(name, "name")
+    cb = None if correlation_id is None else to_text(correlation_id, "correlation_id")
+    pr = None if priority is None else check_priority(priority)
+    ttl_ms = None if ttl is None else ms(ttl, "ttl")
+    delay_ms = None if delay is None else ms(delay, "delay")
+    pers = None if persistent is None else flag(persistent, "persistent")
     out = ffi.new("lq_message **")
     check(lib.lq_message_new(b, len(b), out))
     m = out[0]
     try:
-        if headers:
-            for k, v in headers.items():
-                kb, vb = to_bytes(k), to_bytes(v)
-                _ok(lib.lq_message_set_header(m, kb, len(kb), vb, len(vb)))
-        if execution_id is not None:
-            kb, vb = EXECUTION_ID.encode(), to_bytes(execution_id)
+        for kb, vb in hdrs:
             _ok(lib.lq_message_set_header(m, kb, len(kb), vb, len(vb)))
-        if name is not None:
-            nb = to_bytes(name)
+        if nb is not None:
             _ok(lib.lq_message_set_name(m, nb, len(nb)))
-        if correlation_id is not None:
-            cb = to_bytes(correlation_id)
+        if cb is not None:
             _ok(lib.lq_message_set_correlation_id(m, cb, len(cb)))
-        if priority is not None:
-            if not 0 <= priority <= 255:
-                raise ValueError(f"priority {priority} is out of range 0-9")
-            _ok(lib.lq_message_set_priority(m, priority))
-        if ttl is not None:
-            _ok(lib.lq_message_set_ttl_ms(m, ms(ttl)))
-        if delay is not None:
-            _ok(lib.lq_message_set_delay_ms(m, ms(delay)))
-        if persistent is not None:
-            _ok(lib.lq_message_set_persistent(m, bool(persistent)))
+        if pr is not None:
+            _ok(lib.lq_message_set_priority(m, pr))
+        if ttl_ms is not None:
+            _ok(lib.lq_message_set_ttl_ms(m, ttl_ms))
+        if delay_ms is not None:
+            _ok(lib.lq_message_set_delay_ms(m, delay_ms))
+        if pers is not None:
+            _ok(lib.lq_message_set_persistent(m, pers))
     except BaseException:
         lib.lq_message_free(m)
         raise
     return m
 
 
-def build_from(msg: Any) -> Any:
-    """An owned ``lq_message *`` from a :class:`Message`, bytes or str."""
+def build_from(msg: object) -> Any:
+    """An owned ``lq_message *`` from a :class:`Message`, bytes-like or str."""
     if isinstance(msg, Message):
         return build(msg.body, msg.headers, msg.name, msg.priority, msg.ttl, msg.delay,
                      msg.persistent, msg.correlation_id, msg.execution_id)

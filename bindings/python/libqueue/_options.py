@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ._core import ms, to_bytes
+from ._core import count, flag, ms, on_full, priority, to_text
 from ._errors import check
 from ._ffi import ffi, lib
 
@@ -30,7 +30,7 @@ class Quotas:
                           ("max_message_size", lib.lq_quotas_set_max_message_size)):
             v = getattr(self, field)
             if v is not None:
-                check(fn(q, v))
+                check(fn(q, count(v, field)))
         return q
 
 
@@ -60,29 +60,36 @@ class QueueOptions:
         check(lib.lq_queue_options_new(out))
         o = ffi.gc(out[0], lib.lq_queue_options_free)
         if self.max_messages is not None:
-            check(lib.lq_queue_options_set_max_messages(o, self.max_messages))
+            check(lib.lq_queue_options_set_max_messages(o, count(self.max_messages, "max_messages")))
         if self.max_bytes is not None:
-            check(lib.lq_queue_options_set_max_bytes(o, self.max_bytes))
+            check(lib.lq_queue_options_set_max_bytes(o, count(self.max_bytes, "max_bytes")))
         if self.on_full is not None:
-            mode = {"block": 0, "reject": 1, "timeout": 2}[self.on_full]
-            check(lib.lq_queue_options_set_on_full(o, mode, ms(self.full_timeout or 0)))
+            mode = on_full(self.on_full)
+            wait = ms(0 if self.full_timeout is None else self.full_timeout, "full_timeout")
+            check(lib.lq_queue_options_set_on_full(o, mode, wait))
+        elif self.full_timeout is not None:
+            ms(self.full_timeout, "full_timeout")
+            raise ValueError('full_timeout applies to on_full="timeout": set on_full too')
         if self.default_ttl is not None:
-            check(lib.lq_queue_options_set_default_ttl_ms(o, ms(self.default_ttl)))
+            check(lib.lq_queue_options_set_default_ttl_ms(o, ms(self.default_ttl, "default_ttl")))
         if self.default_delay is not None:
-            check(lib.lq_queue_options_set_default_delay_ms(o, ms(self.default_delay)))
+            check(lib.lq_queue_options_set_default_delay_ms(
+                o, ms(self.default_delay, "default_delay")))
         if self.default_priority is not None:
-            check(lib.lq_queue_options_set_default_priority(o, self.default_priority))
+            check(lib.lq_queue_options_set_default_priority(
+                o, priority(self.default_priority, "default_priority")))
         if self.lease_time is not None:
-            check(lib.lq_queue_options_set_lease_time_ms(o, ms(self.lease_time)))
+            check(lib.lq_queue_options_set_lease_time_ms(o, ms(self.lease_time, "lease_time")))
         if self.max_deliveries is not None:
-            check(lib.lq_queue_options_set_max_deliveries(o, self.max_deliveries))
+            check(lib.lq_queue_options_set_max_deliveries(
+                o, count(self.max_deliveries, "max_deliveries", 32)))
         if self.dead_letter_queue is not None:
-            b = to_bytes(self.dead_letter_queue)
+            b = to_text(self.dead_letter_queue, "dead_letter_queue")
             check(lib.lq_queue_options_set_dead_letter_queue(o, b, len(b)))
         if self.persistent is not None:
-            check(lib.lq_queue_options_set_persistent(o, self.persistent))
+            check(lib.lq_queue_options_set_persistent(o, flag(self.persistent, "persistent")))
         if self.strict_fifo is not None:
-            check(lib.lq_queue_options_set_strict_fifo(o, self.strict_fifo))
+            check(lib.lq_queue_options_set_strict_fifo(o, flag(self.strict_fifo, "strict_fifo")))
         if self.shards is not None:
-            check(lib.lq_queue_options_set_shards(o, self.shards))
+            check(lib.lq_queue_options_set_shards(o, count(self.shards, "shards")))
         return o

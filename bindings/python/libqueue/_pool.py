@@ -6,7 +6,7 @@ import traceback
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, TypeVar
 
-from ._core import Handle, ms, to_bytes
+from ._core import Handle, count, ms, to_bytes, to_text
 from ._delivery import Delivery
 from ._errors import InvalidState, check
 from ._ffi import WAIT_FOREVER, ffi, lib
@@ -34,7 +34,7 @@ def _trampoline(userdata: Any, d: Any, reply: Any) -> int:
     try:
         result = fn(delivery)
         if result is not None:
-            b = to_bytes(result)
+            b = to_bytes(result, "a handler's return value")
             lib.lq_reply_set_body(reply, b, len(b))
         return 0
     except BaseException as e:  # the handler failed: nack with backoff, error text
@@ -70,6 +70,14 @@ class Pool(Handle):
     def __init__(self, ns: Any, queue: str, size: int = 4,
                  backoff: Optional[tuple[float, float]] = None) -> None:
         self._h = None
+        to_text(queue, "queue")
+        if count(size, "size", 32) == 0:
+            raise ValueError("size must be at least 1")
+        if backoff is not None:
+            if not isinstance(backoff, tuple) or len(backoff) != 2:
+                raise TypeError("backoff must be a (first, most) tuple of seconds")
+            ms(backoff[0], "backoff[0]")
+            ms(backoff[1], "backoff[1]")
         self._ns = ns
         self._queue = queue
         self._size = size
@@ -90,10 +98,15 @@ class Pool(Handle):
         """Registers ``fn`` for messages named ``name`` (before :meth:`start`)."""
         if self._h is not None:
             raise InvalidState("the pool is running: register handlers before start()")
+        to_text(name, "name")
+        if not callable(fn):
+            raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
         self._handlers[name] = fn
 
     def default_handler(self, fn: F) -> F:
         """Decorator: ``fn`` handles messages no named handler takes."""
+        if not callable(fn):
+            raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
         self._default = fn
         return fn
 
@@ -105,7 +118,7 @@ class Pool(Handle):
         """Starts the workers."""
         if self._h is not None:
             raise InvalidState("the pool is already running")
-        q = to_bytes(self._queue)
+        q = to_text(self._queue, "queue")
         out = ffi.new("lq_pool_builder **")
         check(lib.lq_pool_builder_new(self._ns._p, q, len(q), out))
         b = out[0]
@@ -117,7 +130,7 @@ class Pool(Handle):
             for name, fn in self._handlers.items():
                 hd = ffi.new_handle(fn)
                 keep.append(hd)
-                n = to_bytes(name)
+                n = to_text(name, "name")
                 check(lib.lq_pool_builder_add_handler(b, n, len(n), _trampoline, hd))
             if self._default is not None:
                 hd = ffi.new_handle(self._default)

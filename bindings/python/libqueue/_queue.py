@@ -6,13 +6,12 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, count, in_main_thread, ms, to_bytes
+from ._core import on_full as on_full_mode
 from ._delivery import Delivery
 from ._errors import Closed, Empty, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
 from ._message import Message, build, build_from
-
-_ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
@@ -122,25 +121,33 @@ class Queue(Handle):
             # A plain body: one call, with the GIL held unless the send must wait.
             if self._h is None:
                 raise Closed("this queue was closed")
-            b = body if type(body) is bytes else to_bytes(body)
+            b = body if type(body) is bytes else to_bytes(body, "body")
             if on_full is None:
                 r = _send(self._a, b, self._release, -1, 0)
             else:
-                r = _send(self._a, b, self._release, _ON_FULL[on_full], ms(timeout))
+                r = _send(self._a, b, self._release, on_full_mode(on_full), ms(timeout))
             if r < 0:
                 raise error_for(-r)
             return r
         h = self._p
+        if isinstance(body, Message) and not (
+                headers is None and name is None and priority is None and ttl is None
+                and delay is None and persistent is None and correlation_id is None
+                and execution_id is None):
+            raise TypeError("a Message carries its own headers, name, priority, ttl, delay, "
+                            "persistent, correlation_id and execution_id: set them on it")
+        mode = None if on_full is None else on_full_mode(on_full)
+        wait = None if mode is None else ms(timeout)
         idp = ffi.new("uint64_t *")
         if isinstance(body, Message):
             m = build_from(body)
         else:
             m = build(body, headers, name, priority, ttl, delay, persistent, correlation_id,
                       execution_id)
-        if on_full is None:
+        if mode is None or wait is None:
             st = lib.lq_queue_send(h, m, idp)  # consumes m
         else:
-            st = lib.lq_queue_send_with(h, m, _ON_FULL[on_full], ms(timeout), idp)
+            st = lib.lq_queue_send_with(h, m, mode, wait, idp)
         if st:
             raise error_for(st)
         return idp[0]
@@ -175,7 +182,7 @@ class Queue(Handle):
             raise Closed("this queue was closed")
         # Takes a ready message with the GIL held; waits with it released (in the main
         # thread in slices, so Ctrl-C gets through).
-        r = _receive(self._a, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
+        r = _receive(self._a, ms(timeout), bool(auto_ack))
         if type(r) is int:
             raise error_for(-r)
         return r
@@ -213,7 +220,8 @@ class Queue(Handle):
         """Up to ``max`` messages: waits as ``timeout`` says for the first, then takes
         what else is ready. An empty list if nothing came."""
         h = self._p
-        if max <= 0:
+        t = ms(timeout)
+        if count(max, "max") == 0:
             return []
         if auto_ack:  # the C ABI has no batch auto-ack: ack them here
             ds = self.receive_batch(max, timeout)
@@ -223,7 +231,6 @@ class Queue(Handle):
             return ds
         arr = ffi.new("lq_delivery *[]", max)
         n = ffi.new("size_t *")
-        t = ms(timeout)
         if t > SLICE_MS and in_main_thread():
             st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), h, t, arr)
         else:
@@ -247,6 +254,7 @@ class Queue(Handle):
         """Awaits a message on the running asyncio loop, woken by the queue's pollable
         file descriptor (``loop.add_reader``): no polling, no thread. ``timeout`` in
         seconds (:class:`Timeout`), ``None`` waits forever."""
+        ms(timeout)  # the argument check: a negative timeout is a ValueError
         d = self.try_receive()
         if d is not None:
             return d
@@ -281,7 +289,7 @@ class Queue(Handle):
 
     def peek(self, max: int = 1) -> list[Delivery]:
         """Up to ``max`` ready messages in delivery order, without leasing them."""
-        if max <= 0:
+        if count(max, "max") == 0:
             return []
         arr = ffi.new("lq_delivery *[]", max)
         n = ffi.new("size_t *")
@@ -297,7 +305,7 @@ class Queue(Handle):
     def cancel(self, id: int) -> None:
         """Removes a ready or delayed message by id (:class:`NotFound`,
         :class:`InvalidState` if it is leased)."""
-        check(lib.lq_queue_cancel(self._p, id))
+        check(lib.lq_queue_cancel(self._p, count(id, "id")))
 
     def stats(self) -> QueueStats:
         """Exact statistics now."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core import BytesLike, Handle, ms, to_bytes
+from ._core import BytesLike, Handle, ms, to_text
 from ._errors import check
 from ._ffi import ffi, lib
 from ._message import build
@@ -26,10 +26,11 @@ class RpcClient(Handle):
         (with the handler's text) if the handler failed for good. ``kw``: as
         :meth:`Queue.send` (``name=`` picks the handler)."""
         h = self._p
-        q = to_bytes(queue)
+        q = to_text(queue, "queue")
+        t = ms(timeout)
         m = build(body, **kw)
         out = ffi.new("lq_delivery **")
-        check(lib.lq_rpc_call(h, q, len(q), m, ms(timeout), out))  # consumes m
+        check(lib.lq_rpc_call(h, q, len(q), m, t, out))  # consumes m
         d = out[0]
         try:
             ptr = ffi.new("const uint8_t **")
@@ -41,14 +42,14 @@ class RpcClient(Handle):
 
     def cast(self, queue: str, body: BytesLike = b"", **kw: Any) -> int:
         """Sends a request to ``queue`` for one consumer, no reply; returns its id."""
-        q = to_bytes(queue)
+        q = to_text(queue, "queue")
         idp = ffi.new("uint64_t *")
         check(lib.lq_rpc_cast(self._p, q, len(q), build(body, **kw), idp))
         return idp[0]
 
     def fanout(self, topic: str, body: BytesLike = b"", **kw: Any) -> int:
         """Publishes a request to every subscriber of ``topic``; returns how many."""
-        t = to_bytes(topic)
+        t = to_text(topic, "topic")
         n = ffi.new("size_t *")
         check(lib.lq_rpc_fanout(self._p, t, len(t), build(body, **kw), n))
         return n[0]

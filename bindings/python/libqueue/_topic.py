@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from ._core import BytesLike, Handle, string_list, to_bytes
+from ._core import BytesLike, Handle, string_list, to_bytes, to_text
 from ._errors import check
 from ._ffi import NULL, ffi, lib
 from ._message import EXECUTION_ID, Message, build, build_from
@@ -39,17 +39,19 @@ class Topic(Handle):
         equals ``header[1]``, or of one workflow ``execution_id``. Subscribing again
         replaces the filter."""
         h = self._p
-        q = to_bytes(queue)
+        q = to_text(queue, "queue")
         out = ffi.new("lq_queue **")
         if execution_id is not None:
             header = (EXECUTION_ID, execution_id)
         if name is not None and header is not None:
             raise ValueError("one filter at a time: name, header or execution_id")
         if name is not None:
-            n = to_bytes(name)
+            n = to_text(name, "name")
             check(lib.lq_topic_subscribe_name(h, q, len(q), n, len(n), out))
         elif header is not None:
-            k, v = to_bytes(header[0]), to_bytes(header[1])
+            if not isinstance(header, tuple) or len(header) != 2:
+                raise TypeError("header must be a (key, value) tuple")
+            k, v = to_text(header[0], "header key"), to_bytes(header[1], "header value")
             check(lib.lq_topic_subscribe_header(h, q, len(q), k, len(k), v, len(v), out))
         else:
             check(lib.lq_topic_subscribe(h, q, len(q), out))
@@ -57,7 +59,7 @@ class Topic(Handle):
 
     def unsubscribe(self, queue: str) -> None:
         """Removes the subscription of ``queue`` (the queue stays)."""
-        q = to_bytes(queue)
+        q = to_text(queue, "queue")
         check(lib.lq_topic_unsubscribe(self._p, q, len(q)))
 
     def subscriptions(self) -> list[str]:
@@ -69,6 +71,8 @@ class Topic(Handle):
     def publish(self, body: BytesLike | Message = b"", **kw: Any) -> int:
         """Publishes a message (same keywords as :meth:`Queue.send`); returns how many
         subscriptions got it."""
+        if isinstance(body, Message) and kw:
+            raise TypeError("a Message carries its own options: set them on it, not as keywords")
         m = build_from(body) if isinstance(body, Message) else build(body, **kw)
         n = ffi.new("size_t *")
         check(lib.lq_topic_publish(self._p, m, n))  # consumes m
