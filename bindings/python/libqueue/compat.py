@@ -3,8 +3,11 @@
 ``Queue``, ``LifoQueue``, ``PriorityQueue`` and ``SimpleQueue`` behave as their
 :mod:`queue` namesakes (``put``/``get`` with ``block`` and ``timeout``,
 ``put_nowait``/``get_nowait``, ``qsize``, ``empty``, ``full``, ``task_done``,
-``join``) and raise :class:`Empty` / :class:`Full`, which *are* ``queue.Empty`` /
-``queue.Full`` (subclasses), so existing ``except queue.Empty`` clauses keep working.
+``join``, and on ``Queue``/``LifoQueue``/``PriorityQueue`` ``shutdown()`` and
+``is_shutdown`` with Python 3.13's semantics, on every Python version) and raise
+:class:`Empty`, :class:`Full` and :class:`ShutDown`, which *are* ``queue.Empty``,
+``queue.Full`` (and, on 3.13+, ``queue.ShutDown``): ``except queue.Empty`` and
+``except compat.Empty`` catch the same thing.
 In memory, ``Queue`` and ``SimpleQueue`` hand items over by reference, as
 :mod:`queue` does (any object; the message carries a key); persistent queues and
 ``PriorityQueue`` / ``LifoQueue`` pickle them (any picklable object).
@@ -28,23 +31,33 @@ import itertools
 import pickle
 import queue as _stdqueue
 import struct
+import sys
 import threading
 import time
 from typing import Any, Generic, Optional, TypeVar, Union
 
-from . import _errors
 from ._broker import Broker
-from ._core import SLICE_MS, WAIT_FOREVER, in_main_thread, ms
-from ._errors import error_for
+from ._core import SLICE_MS, ms
+from ._errors import InvalidState, NotFound, error_for
 from ._ffi import fast
 from ._options import QueueOptions
 
-__all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full"]
+__all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full", "ShutDown"]
 
-#: Raised by ``get`` when no item is available; a subclass of ``queue.Empty``.
-Empty = _errors.Empty
-#: Raised by ``put`` when the queue is full; a subclass of ``queue.Full``.
-Full = _errors.Full
+#: Raised by ``get`` when no item is available: the standard library's ``queue.Empty``.
+Empty = _stdqueue.Empty
+#: Raised by ``put`` when the queue is full: the standard library's ``queue.Full``.
+Full = _stdqueue.Full
+
+if sys.version_info >= (3, 13):
+    #: Raised by ``put``/``get`` on a queue that was shut down: ``queue.ShutDown``.
+    ShutDown = _stdqueue.ShutDown
+else:
+
+    class ShutDown(Exception):
+        """Raised by ``put``/``get`` on a queue that was shut down (``queue.ShutDown``
+        of Python 3.13, which older versions lack)."""
+
 
 T = TypeVar("T")
 _PROTO = pickle.HIGHEST_PROTOCOL
@@ -74,7 +87,13 @@ class _Store:
         return s.ready + s.delayed
 
 
+_SHUT = -1000  # what _put_data returns when the queue was shut down during its wait
+
+
 class _FifoBase(Generic[T]):
+    #: Whether ``shutdown()`` was called (``SimpleQueue`` never shuts down).
+    is_shutdown: bool = False
+
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
         self.maxsize = maxsize
@@ -93,6 +112,8 @@ class _FifoBase(Generic[T]):
         ``timeout`` seconds) or raises :class:`Full`."""
         if timeout is not None and block and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
+        if self.is_shutdown:
+            raise ShutDown
         items = self._items
         if items is None:
             data = _dumps(item, _PROTO)
@@ -115,18 +136,34 @@ class _FifoBase(Generic[T]):
             self._added(-1)
             if items is not None:
                 items.pop(key, None)
+            if r == _SHUT:
+                raise ShutDown
             if r in (-2, -3):
-                raise Full("the queue is full", 3)
+                raise Full
             raise error_for(-r)
+        if self.is_shutdown:  # shut down while this put was under way: take it back
+            self._retract(r, None if items is None else key)
+
+    def _retract(self, id: int, key: Optional[int]) -> None:
+        """A put that raced with ``shutdown()``: remove its message and raise
+        :class:`ShutDown`, unless a ``get`` took it already (then the put happened
+        before the shutdown, and stands)."""
+        try:
+            self._store.queue.cancel(id)
+        except (NotFound, InvalidState):
+            return
+        self._added(-1)
+        if key is not None and self._items is not None:
+            self._items.pop(key, None)
+        raise ShutDown
 
     def _put_data(self, data: bytes, block: bool, timeout: Optional[float]) -> int:
         """The message id, or -status. The send keeps the GIL unless it must wait."""
         a, release = self._a, self._release
         if not block:
             return _send(a, data, release, 1, 0)  # LQ_ON_FULL_REJECT
-        if timeout is None and not in_main_thread():
-            return _send(a, data, release, 0, 0)  # LQ_ON_FULL_BLOCK
-        # A bounded wait, in slices in the main thread so Ctrl-C gets through.
+        # The wait, in slices: Ctrl-C gets through in the main thread, and a
+        # shutdown() is seen within a slice in every thread.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = SLICE_MS if deadline is None else max(
@@ -134,6 +171,8 @@ class _FifoBase(Generic[T]):
             r = _send(a, data, release, 2, left)  # LQ_ON_FULL_TIMEOUT
             if r != -2 or (deadline is not None and time.monotonic() >= deadline):
                 return r
+            if self.is_shutdown:
+                return _SHUT
 
     _pending: Optional[list] = None
 
@@ -145,17 +184,39 @@ class _FifoBase(Generic[T]):
         ``timeout`` seconds) or raises :class:`Empty`."""
         if timeout is not None and block and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        # One call: an auto-acked receive (ready: GIL held; waiting: released, in the
-        # main thread in slices so Ctrl-C gets through), the body copied, the delivery freed.
-        r = _take(self._a, 0 if not block else (WAIT_FOREVER if timeout is None else ms(timeout)))
+        # One call when an item is ready: an auto-acked receive with the GIL held, the
+        # body copied, the delivery freed. Waits release the GIL, in slices (Ctrl-C
+        # gets through in the main thread, a shutdown() is seen in every thread).
+        r = _take(self._a, 0) if not block else self._wait_take(timeout)
         if type(r) is int:
             if r in (1, 2):
-                raise Empty("the queue is empty", 1)
+                if self.is_shutdown:
+                    raise ShutDown
+                raise Empty
             raise error_for(r)
         items = self._items
         if items is None:
             return _loads(r)
         return items.pop(_unpack(r)[0])
+
+    def _wait_take(self, timeout: Optional[float]) -> Any:
+        """``_take`` waiting at most ``timeout`` seconds (``None``: until an item comes or
+        the queue is shut down), in slices of ``SLICE_MS``."""
+        a = self._a
+        if timeout is None:
+            while True:
+                r = _take(a, SLICE_MS)
+                if r != 2 or self.is_shutdown:  # anything but LQ_TIMEOUT
+                    return r
+        t = ms(timeout)
+        if t <= SLICE_MS:
+            return _take(a, t)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
+            r = _take(a, max(left, 1))
+            if r != 2 or self.is_shutdown or time.monotonic() >= deadline:
+                return r
 
     def put_nowait(self, item: T) -> None:
         """``put(item, block=False)``."""
@@ -214,6 +275,30 @@ class Queue(_FifoBase[T]):
         self._pending: list = []
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
+        self.is_shutdown = False
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shuts the queue down, as :meth:`queue.Queue.shutdown` of Python 3.13 (on
+        every version): later ``put`` calls raise :class:`ShutDown`, and so do those
+        waiting for room (within ``SLICE_MS``). Without ``immediate``, ``get`` goes on
+        returning the items left and raises :class:`ShutDown` once the queue is empty
+        (waiting ``get`` calls too). With ``immediate``, the items left are removed
+        (from the journal too) and their tasks counted as done, so ``get`` raises
+        :class:`ShutDown` at once and ``join()`` returns. It cannot be undone."""
+        self.is_shutdown = True
+        if immediate:
+            items = self._items
+            while True:
+                r = _take(self._a, 0)
+                if type(r) is int:
+                    if r == 1:  # LQ_EMPTY: drained
+                        break
+                    raise error_for(r)
+                if items is not None:
+                    items.pop(_unpack(r)[0], None)
+                self._added(-1)
+            with self.all_tasks_done:
+                self.all_tasks_done.notify_all()
 
     @property
     def unfinished_tasks(self) -> int:
@@ -263,12 +348,91 @@ class _Indexed(_stdqueue.Queue):
         self.path = path
         self._store = _Store(path, name, sync, 0, fifo=False)
         super().__init__(maxsize)
+        self.is_shutdown = False
         n = self._store.ready()
         if n:
             for d in self._store.queue.peek(n):
                 with d:
                     self._index_add(pickle.loads(d.body), d.id)
             self.unfinished_tasks = len(self.queue)
+
+    # put, get and shutdown as in Python 3.13's queue.Queue (ShutDown included), so
+    # they behave the same on every version.
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Puts ``item``; when the queue is full, waits (``block``, at most ``timeout``
+        seconds) or raises :class:`Full`; :class:`ShutDown` after :meth:`shutdown`."""
+        with self.not_full:
+            if self.is_shutdown:
+                raise ShutDown
+            if self.maxsize > 0:
+                if not block:
+                    if self._qsize() >= self.maxsize:
+                        raise Full
+                elif timeout is None:
+                    while self._qsize() >= self.maxsize:
+                        self.not_full.wait()
+                        if self.is_shutdown:
+                            raise ShutDown
+                elif timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                else:
+                    endtime = time.monotonic() + timeout
+                    while self._qsize() >= self.maxsize:
+                        remaining = endtime - time.monotonic()
+                        if remaining <= 0.0:
+                            raise Full
+                        self.not_full.wait(remaining)
+                        if self.is_shutdown:
+                            raise ShutDown
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Removes and returns an item; when there is none, waits (``block``, at most
+        ``timeout`` seconds) or raises :class:`Empty`; :class:`ShutDown` once the
+        queue was shut down and is empty."""
+        with self.not_empty:
+            if self.is_shutdown and not self._qsize():
+                raise ShutDown
+            if not block:
+                if not self._qsize():
+                    raise Empty
+            elif timeout is None:
+                while not self._qsize():
+                    self.not_empty.wait()
+                    if self.is_shutdown and not self._qsize():
+                        raise ShutDown
+            elif timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            else:
+                endtime = time.monotonic() + timeout
+                while not self._qsize():
+                    remaining = endtime - time.monotonic()
+                    if remaining <= 0.0:
+                        raise Empty
+                    self.not_empty.wait(remaining)
+                    if self.is_shutdown and not self._qsize():
+                        raise ShutDown
+            item = self._get()
+            self.not_full.notify()
+            return item
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """As :meth:`Queue.shutdown`: ``put`` raises :class:`ShutDown` from now on,
+        ``get`` once the queue is empty; ``immediate`` removes the items left first
+        (and counts their tasks as done)."""
+        with self.mutex:
+            self.is_shutdown = True
+            if immediate:
+                while self._qsize():
+                    self._get()
+                    if self.unfinished_tasks > 0:
+                        self.unfinished_tasks -= 1
+                self.all_tasks_done.notify_all()
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
 
     def _put(self, item: Any) -> None:
         i = self._store.queue.send(pickle.dumps(item, _PROTO))

@@ -24,7 +24,29 @@ CLASSES = [compat.Queue, compat.LifoQueue, compat.PriorityQueue]
 
 
 def test_exceptions_are_the_stdlib_ones():
-    assert issubclass(compat.Empty, stdqueue.Empty) and issubclass(compat.Full, stdqueue.Full)
+    assert compat.Empty is stdqueue.Empty and compat.Full is stdqueue.Full
+    if sys.version_info >= (3, 13):
+        assert compat.ShutDown is stdqueue.ShutDown
+    else:
+        assert issubclass(compat.ShutDown, Exception)
+
+
+@pytest.mark.parametrize("cls", CLASSES + [compat.SimpleQueue])
+def test_except_compat_catches_what_every_class_raises(cls):
+    # LifoQueue/PriorityQueue wait in the standard library's code, which raises the
+    # stdlib exceptions: `except compat.Full` / `except compat.Empty` must catch them.
+    q = cls() if cls is compat.SimpleQueue else cls(maxsize=1)
+    try:
+        q.get_nowait()
+    except compat.Empty:
+        pass
+    if cls is not compat.SimpleQueue:
+        q.put(1)
+        try:
+            q.put_nowait(2)
+        except compat.Full:
+            pass
+    q.close()
 
 
 def test_fifo_any_picklable():
@@ -224,3 +246,107 @@ def test_full_put_nowait_forgets_the_item():
         q.put_nowait(2)
     assert q.qsize() == 1 and q.get() == 1 and q.empty() and not q._items
     q.close()
+
+
+# -- shutdown(): Python 3.13's semantics, on every version --------------------------
+
+def _make(cls, tmp_path, persistent, maxsize=0):
+    return cls(maxsize, path=tmp_path / "q") if persistent else cls(maxsize)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_shutdown_drains_then_raises(cls, tmp_path, persistent):
+    q = _make(cls, tmp_path, persistent, 2)
+    assert q.is_shutdown is False
+    q.put("a")
+    q.put("b")
+    q.shutdown()
+    assert q.is_shutdown is True
+    with pytest.raises(compat.ShutDown):
+        q.put("c")
+    with pytest.raises(compat.ShutDown):
+        q.put_nowait("c")
+    assert sorted([q.get(), q.get_nowait()]) == ["a", "b"]
+    q.task_done()
+    q.task_done()
+    q.join()
+    for call in (q.get, q.get_nowait, lambda: q.get(True, 1.0)):
+        with pytest.raises(compat.ShutDown):
+            call()
+    q.shutdown(immediate=True)  # allowed after a plain shutdown
+    assert q.is_shutdown and q.qsize() == 0
+    q.close()
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_shutdown_immediate_discards_and_releases_join(cls, tmp_path, persistent):
+    q = _make(cls, tmp_path, persistent)
+    for i in range(3):
+        q.put(i)
+    assert q.unfinished_tasks == 3
+    q.shutdown(immediate=True)
+    assert q.qsize() == 0 and q.empty() and q.unfinished_tasks == 0
+    with pytest.raises(compat.ShutDown):
+        q.get()
+    with pytest.raises(compat.ShutDown):
+        q.get_nowait()
+    with pytest.raises(ValueError):
+        q.task_done()
+    q.join()  # returns: no unfinished task left
+    q.close()
+    if persistent:  # the items are gone from the journal too
+        with cls(path=tmp_path / "q") as again:
+            assert again.qsize() == 0 and not again.is_shutdown
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_shutdown_wakes_blocked_get_and_put(cls, tmp_path, persistent):
+    # An empty queue: a get waiting (no timeout) in another thread raises ShutDown.
+    q = _make(cls, tmp_path, persistent, 1)
+    results = []
+
+    def get():
+        try:
+            results.append(q.get())
+        except Exception as e:  # noqa: BLE001 - the test looks at what it was
+            results.append(e)
+
+    t = threading.Thread(target=get)
+    t.start()
+    time.sleep(0.05)
+    q.shutdown()
+    t.join(10)
+    assert not t.is_alive() and len(results) == 1
+    assert isinstance(results[0], compat.ShutDown)
+    q.close()
+    # A full queue: a put waiting for room in another thread raises ShutDown, and
+    # its item is not in the queue.
+    q = _make(cls, tmp_path / "2", persistent, 1)
+    q.put("first")
+    results.clear()
+
+    def put():
+        try:
+            q.put("late")
+            results.append("put")
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+
+    t = threading.Thread(target=put)
+    t.start()
+    time.sleep(0.05)
+    q.shutdown()
+    t.join(10)
+    assert not t.is_alive() and isinstance(results[0], compat.ShutDown)
+    assert q.get() == "first" and q.qsize() == 0 and q.unfinished_tasks == 1
+    with pytest.raises(compat.ShutDown):
+        q.get()
+    q.close()
+
+
+def test_simple_queue_has_no_shutdown():
+    # As queue.SimpleQueue in 3.13.
+    assert not hasattr(compat.SimpleQueue, "shutdown")
