@@ -204,9 +204,13 @@ clean:
 PYENV := target/pyenv
 test-python: lib
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout
+	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout mypy
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
+	# Typing: the package's own code, then a user script against the installed package
+	# (its stubs included) with no Any in any expression.
+	cd bindings/python && $(CURDIR)/$(PYENV)/bin/python -m mypy --strict --cache-dir $(CURDIR)/target/mypy-cache libqueue
+	$(PYENV)/bin/python -m mypy --strict --disallow-any-expr --cache-dir $(CURDIR)/target/mypy-cache bindings/python/tests/typing_user.py
 	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the

@@ -23,7 +23,7 @@ class _Waiters:
         self.queue = queue
         self.loop = loop
         self.fd = fd
-        self.futures: collections.deque[asyncio.Future] = collections.deque()
+        self.futures: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.reading = False
 
     def wait(self) -> "asyncio.Future[Any]":

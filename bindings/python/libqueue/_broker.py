@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._core import BytesLike, Handle, count, ms, string_list, to_text
 from ._errors import check
 from ._ffi import NULL, ffi, lib
-from ._options import QueueOptions, Quotas
+from ._message import Message, SendOptions
+from ._options import QueueOptions, QueueOptionsFields, Quotas
 from ._queue import Queue, QueueStats
+
+if TYPE_CHECKING:  # imported when used (they import this module)
+    from typing_extensions import Unpack
+
+    from ._pool import Pool
+    from ._rpc import RpcClient
+    from ._topic import Topic
 
 _SYNC = {"none": 0, "interval": 1, "always": 2}
 
@@ -60,7 +68,7 @@ class Namespace(Handle):
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         check(lib.lq_namespace_name(h, ptr, ln))
-        self._name = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
+        self._name: str = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
 
     @property
     def name(self) -> str:
@@ -71,7 +79,7 @@ class Namespace(Handle):
         return f"<libqueue.Namespace {self._name!r}>"
 
     def queue(self, name: str = DEFAULT_QUEUE, options: Optional[QueueOptions] = None,
-              **kw: Any) -> Queue:
+              **kw: Unpack[QueueOptionsFields]) -> Queue:
         """The queue ``name``, created on first use (with ``options`` or keyword
         :class:`QueueOptions` fields if given, else the broker's defaults)."""
         if options is None and kw:
@@ -87,7 +95,8 @@ class Namespace(Handle):
                 return self.get_queue(name)
             raise
 
-    def create_queue(self, name: str, options: Optional[QueueOptions] = None, **kw: Any) -> Queue:
+    def create_queue(self, name: str, options: Optional[QueueOptions] = None,
+                     **kw: Unpack[QueueOptionsFields]) -> Queue:
         """Creates the queue ``name`` (:class:`AlreadyExists` if it exists)."""
         if options is not None and not isinstance(options, QueueOptions):
             raise TypeError(f"options must be a QueueOptions, not {type(options).__name__}")
@@ -243,7 +252,7 @@ class Broker(Handle):
         return self._default_ns
 
     def queue(self, name: str = DEFAULT_QUEUE, options: Optional[QueueOptions] = None,
-              **kw: Any) -> Queue:
+              **kw: Unpack[QueueOptionsFields]) -> Queue:
         """A queue of the default namespace, created on first use."""
         if options is None and not kw:
             return Queue(_named(lib.lq_broker_queue, self._p, name, "lq_queue **"), self._sync_always)
@@ -262,7 +271,8 @@ class Broker(Handle):
         """An RPC client in the default namespace."""
         return self.default_namespace.rpc()
 
-    def send(self, body: BytesLike, queue: str = DEFAULT_QUEUE, **kw: Any) -> int:
+    def send(self, body: BytesLike | Message, queue: str = DEFAULT_QUEUE,
+             **kw: Unpack[SendOptions]) -> int:
         """Sends to a queue of the default namespace (see :meth:`Queue.send`)."""
         with self.queue(queue) as q:
             return q.send(body, **kw)

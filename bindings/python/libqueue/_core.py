@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union
 
 from ._errors import Closed, InvalidArgument
 from ._ffi import NULL, WAIT_FOREVER, ffi
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
+_H = TypeVar("_H", bound="Handle")
 
 #: Blocking calls in the main thread wait in slices of this many milliseconds so a
 #: Ctrl-C (SIGINT) is seen between two slices; other threads wait in one call.
@@ -47,7 +48,7 @@ class Handle:
         if h is not None:
             type(self)._free(h)
 
-    def __enter__(self):
+    def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,7 +195,8 @@ def read_slice(fn: Callable[..., int], h: Any, *args: Any) -> bytes | None:
         from ._errors import error_for
 
         raise error_for(st)
-    return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+    b: bytes = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+    return b
 
 
 __all__ = ["Handle", "to_bytes", "to_text", "ms", "count", "flag", "priority", "on_full",

@@ -69,7 +69,8 @@ class Delivery(fast.Delivery):
         if st == 5:
             return None
         check(st)
-        return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+        b: bytes = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+        return b
 
     def body_view(self) -> memoryview:
         """The body without a copy: a read-only ``memoryview`` of the engine's memory,
@@ -132,14 +133,14 @@ class Delivery(fast.Delivery):
         """Priority 0–9."""
         out = ffi.new("uint8_t *")
         check(lib.lq_delivery_priority(self._c(), out))
-        return out[0]
+        return int(out[0])
 
     @property
     def delivery_count(self) -> int:
         """Which delivery of the message this is (1 the first time, 0 for a peek)."""
         out = ffi.new("uint32_t *")
         check(lib.lq_delivery_count(self._c(), out))
-        return out[0]
+        return int(out[0])
 
     @property
     def persistent(self) -> bool:
@@ -156,7 +157,7 @@ class Delivery(fast.Delivery):
         if st == 5:
             return None
         check(st)
-        return out[0]
+        return int(out[0])
 
     @property
     def settled(self) -> bool:

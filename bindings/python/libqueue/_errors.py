@@ -28,7 +28,8 @@ class LibqueueError(Exception):
     @property
     def code(self) -> str:
         """The status name, e.g. ``"LQ_QUOTA_EXCEEDED"``."""
-        return ffi.string(lib.lq_status_str(self.status)).decode()
+        name: str = ffi.string(lib.lq_status_str(self.status)).decode()
+        return name
 
 
 class Empty(LibqueueError, _stdqueue.Empty):

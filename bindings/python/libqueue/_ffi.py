@@ -18,8 +18,9 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped,unused-ignore]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -61,17 +62,20 @@ def _library_path() -> str:
     return "libqueue" + suffix
 
 
-ffi = FFI()
+#: The cffi FFI and the loaded library (untyped: cffi describes them at run time).
+ffi: Any = FFI()
 ffi.cdef(_cdef_source(_header_text()))
 try:
-    lib = ffi.dlopen(_library_path())
+    lib: Any = ffi.dlopen(_library_path())
 except OSError as e:  # pragma: no cover - depends on the installation
     raise ImportError(
         f"libqueue: cannot load the C library ({e}); set LIBQUEUE_LIBRARY to liblibqueue.so"
     ) from e
 
-NULL = ffi.NULL
+NULL: Any = ffi.NULL
 
 from . import _fast as fast  # noqa: E402  (the C extension built with the package)
 
 fast.init(tuple(int(ffi.cast("uintptr_t", ffi.addressof(lib, n))) for n in fast.FUNCS.split()))
+
+__all__ = ["ffi", "lib", "NULL", "WAIT_FOREVER", "fast"]

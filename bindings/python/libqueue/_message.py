@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as _Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TypedDict
 
 from ._core import BytesLike, flag, ms, to_bytes, to_text
 from ._core import priority as check_priority
@@ -13,6 +13,27 @@ from ._ffi import NULL, ffi, lib
 
 #: The header the workflow envelope puts the execution id in.
 EXECUTION_ID = "execution_id"
+
+
+class MessageOptions(TypedDict, total=False):
+    """The keyword options of a message (``send``, ``publish``, ``call``...), for type
+    checkers (``**kw: Unpack[MessageOptions]``)."""
+
+    headers: Optional[Mapping[str, BytesLike]]
+    name: Optional[str]
+    priority: Optional[int]
+    ttl: Optional[float]
+    delay: Optional[float]
+    persistent: Optional[bool]
+    correlation_id: Optional[str]
+    execution_id: Optional[str]
+
+
+class SendOptions(MessageOptions, total=False):
+    """:meth:`Queue.send`'s keyword options: a message's, and what to do when full."""
+
+    on_full: Optional[str]
+    timeout: Optional[float]
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 from ._core import count, flag, ms, on_full, priority, to_text
 from ._errors import check
@@ -32,6 +32,25 @@ class Quotas:
             if v is not None:
                 check(fn(q, count(v, field)))
         return q
+
+
+class QueueOptionsFields(TypedDict, total=False):
+    """:class:`QueueOptions`' fields as keyword arguments (``broker.queue(name, **kw)``),
+    for type checkers."""
+
+    max_messages: Optional[int]
+    max_bytes: Optional[int]
+    on_full: Optional[str]
+    full_timeout: Optional[float]
+    default_ttl: Optional[float]
+    default_delay: Optional[float]
+    default_priority: Optional[int]
+    lease_time: Optional[float]
+    max_deliveries: Optional[int]
+    dead_letter_queue: Optional[str]
+    persistent: Optional[bool]
+    strict_fifo: Optional[bool]
+    shards: Optional[int]
 
 
 @dataclass

@@ -27,8 +27,7 @@ class PoolStats:
     max_active: int
 
 
-@ffi.callback("lq_handler_fn")
-def _trampoline(userdata: Any, d: Any, reply: Any) -> int:
+def _handle(userdata: Any, d: Any, reply: Any) -> int:
     fn = ffi.from_handle(userdata)
     delivery = Delivery(d, borrowed=True)
     try:
@@ -43,6 +42,10 @@ def _trampoline(userdata: Any, d: Any, reply: Any) -> int:
         return 1
     finally:
         delivery._h = None  # borrowed for the call only
+
+
+#: The C handler every Python handler is called through.
+_trampoline = ffi.callback("lq_handler_fn")(_handle)
 
 
 class Pool(Handle):
@@ -167,7 +170,7 @@ class Pool(Handle):
                 check(st)
             self._h = h
             self._last = self.stats()
-            return n[0]
+            return int(n[0])
         finally:
             self._h = None
             lib.lq_pool_free(h)

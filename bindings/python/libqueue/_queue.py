@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, fields
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
 from ._core import SLICE_MS, BytesLike, Handle, count, in_main_thread, ms, to_bytes
 from ._core import on_full as on_full_mode
 from ._delivery import Delivery
 from ._errors import Closed, Empty, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
-from ._message import Message, build, build_from
+from ._message import Message, SendOptions, build, build_from
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
@@ -68,7 +71,7 @@ class Queue(Handle):
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
         check(lib.lq_queue_name(h, ptr, ln))
-        self._name = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
+        self._name: str = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
 
     @property
     def name(self) -> str:
@@ -80,7 +83,7 @@ class Queue(Handle):
 
     # -- sending -----------------------------------------------------------------
 
-    def send(self, body: BytesLike | Message = b"", **options: Any) -> int:
+    def send(self, body: BytesLike | Message = b"", **options: Unpack[SendOptions]) -> int:
         """Sends one message and returns its id. ``body`` is bytes or str (UTF-8) or a
         :class:`Message`. Keyword options: ``headers`` (a mapping), ``name``,
         ``priority`` (0–9), ``ttl`` and ``delay`` (seconds), ``persistent``,
@@ -150,7 +153,7 @@ class Queue(Handle):
             st = lib.lq_queue_send_with(h, m, mode, wait, idp)
         if st:
             raise error_for(st)
-        return idp[0]
+        return int(idp[0])
 
     def send_batch(self, messages: Iterable[BytesLike | Message]) -> list[int]:
         """Sends several messages atomically (all or none); returns their ids in order."""
@@ -185,7 +188,7 @@ class Queue(Handle):
         r = _receive(self._a, ms(timeout), bool(auto_ack))
         if type(r) is int:
             raise error_for(-r)
-        return r
+        return r  # type: ignore[return-value]  # _fast makes Delivery instances (setup())
 
     @staticmethod
     def _sliced(fn: Any, h: Any, t: int, out: Any) -> int:
@@ -197,7 +200,7 @@ class Queue(Handle):
         deadline = time.monotonic() + t / 1000
         while True:
             left = SLICE_MS if forever else min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
-            st = fn(h, max(left, 1), out)
+            st: int = fn(h, max(left, 1), out)
             if st != 2:  # anything but LQ_TIMEOUT
                 return st
             if not forever and time.monotonic() >= deadline:
@@ -213,7 +216,7 @@ class Queue(Handle):
             if r == -1:
                 return None
             raise error_for(-r)
-        return r
+        return r  # type: ignore[return-value]  # _fast makes Delivery instances (setup())
 
     def receive_batch(self, max: int = 64, timeout: Optional[float] = None, *,
                       auto_ack: bool = False) -> list[Delivery]:
@@ -255,16 +258,19 @@ class Queue(Handle):
         file descriptor (``loop.add_reader``): no polling, no thread. ``timeout`` in
         seconds (:class:`Timeout`), ``None`` waits forever."""
         ms(timeout)  # the argument check: a negative timeout is a ValueError
-        d = self.try_receive()
-        if d is not None:
-            return d
+        ready = self.try_receive()
+        if ready is not None:
+            return ready
         from ._aio import waiter_for
 
         fut = waiter_for(self, asyncio.get_running_loop()).wait()
+        d: Delivery
         if timeout is None:
-            return await fut
+            d = await fut
+            return d
         try:
-            return await asyncio.wait_for(fut, timeout)
+            d = await asyncio.wait_for(fut, timeout)
+            return d
         except asyncio.TimeoutError:
             raise Timeout("no message within the timeout", 2) from None
 
@@ -283,7 +289,7 @@ class Queue(Handle):
         (level-triggered; owned by the queue, do not close it). Linux only."""
         fd = ffi.new("int32_t *")
         check(lib.lq_queue_fd(self._p, fd))
-        return fd[0]
+        return int(fd[0])
 
     # -- inspection ----------------------------------------------------------------
 
@@ -300,7 +306,7 @@ class Queue(Handle):
         """Removes every ready and delayed message; returns how many."""
         out = ffi.new("uint64_t *")
         check(lib.lq_queue_purge(self._p, out))
-        return out[0]
+        return int(out[0])
 
     def cancel(self, id: int) -> None:
         """Removes a ready or delayed message by id (:class:`NotFound`,

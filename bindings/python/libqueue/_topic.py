@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ._core import BytesLike, Handle, string_list, to_bytes, to_text
 from ._errors import check
 from ._ffi import NULL, ffi, lib
-from ._message import EXECUTION_ID, Message, build, build_from
+from ._message import EXECUTION_ID, Message, MessageOptions, build, build_from
 from ._queue import Queue
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Topic(Handle):
@@ -68,7 +71,7 @@ class Topic(Handle):
         check(lib.lq_topic_subscriptions(self._p, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
-    def publish(self, body: BytesLike | Message = b"", **kw: Any) -> int:
+    def publish(self, body: BytesLike | Message = b"", **kw: Unpack[MessageOptions]) -> int:
         """Publishes a message (same keywords as :meth:`Queue.send`); returns how many
         subscriptions got it."""
         if isinstance(body, Message) and kw:
@@ -76,4 +79,4 @@ class Topic(Handle):
         m = build_from(body) if isinstance(body, Message) else build(body, **kw)
         n = ffi.new("size_t *")
         check(lib.lq_topic_publish(self._p, m, n))  # consumes m
-        return n[0]
+        return int(n[0])

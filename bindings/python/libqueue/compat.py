@@ -60,6 +60,8 @@ else:
 
 
 T = TypeVar("T")
+_Q = TypeVar("_Q", bound="_FifoBase[Any]")
+_I = TypeVar("_I", bound="_Indexed[Any]")
 _PROTO = pickle.HIGHEST_PROTOCOL
 _send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
 _dumps, _loads = pickle.dumps, pickle.loads
@@ -104,7 +106,7 @@ class _FifoBase(Generic[T]):
         # In memory, items are not pickled: they wait in this dict (by reference, as in
         # queue.Queue) and the message carries their key; the engine does the ordering,
         # the counting and the waiting. With a path, the message carries the pickle.
-        self._items: Optional[dict] = None if path is not None else {}
+        self._items: Optional[dict[int, T]] = None if path is not None else {}
         self._keys = itertools.count()
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
@@ -174,7 +176,7 @@ class _FifoBase(Generic[T]):
             if self.is_shutdown:
                 return _SHUT
 
-    _pending: Optional[list] = None
+    _pending: Optional[list[None]] = None
 
     def _added(self, n: int) -> None:
         pass
@@ -188,7 +190,7 @@ class _FifoBase(Generic[T]):
         # body copied, the delivery freed. Waits release the GIL, in slices (Ctrl-C
         # gets through in the main thread, a shutdown() is seen in every thread).
         r = _take(self._a, 0) if not block else self._wait_take(timeout)
-        if type(r) is int:
+        if isinstance(r, int):
             if r in (1, 2):
                 if self.is_shutdown:
                     raise ShutDown
@@ -196,10 +198,11 @@ class _FifoBase(Generic[T]):
             raise error_for(r)
         items = self._items
         if items is None:
-            return _loads(r)
+            item: T = _loads(r)
+            return item
         return items.pop(_unpack(r)[0])
 
-    def _wait_take(self, timeout: Optional[float]) -> Any:
+    def _wait_take(self, timeout: Optional[float]) -> Union[bytes, int]:
         """``_take`` waiting at most ``timeout`` seconds (``None``: until an item comes or
         the queue is shut down), in slices of ``SLICE_MS``."""
         a = self._a
@@ -247,7 +250,7 @@ class _FifoBase(Generic[T]):
         self._store.queue.close()
         self._store.broker.close()
 
-    def __enter__(self):
+    def __enter__(self: _Q) -> _Q:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,7 +275,7 @@ class Queue(_FifoBase[T]):
         # One entry per unfinished task: put appends without a lock (list.append is
         # atomic), task_done pops under the condition (only it and a failed put take
         # the count down, so only they can make it reach 0 and wake join()).
-        self._pending: list = []
+        self._pending: list[None] = []
         # Items recovered from a journal are unfinished tasks, as if just put.
         self.unfinished_tasks = self.qsize()
         self.is_shutdown = False
@@ -290,7 +293,7 @@ class Queue(_FifoBase[T]):
             items = self._items
             while True:
                 r = _take(self._a, 0)
-                if type(r) is int:
+                if isinstance(r, int):
                     if r == 1:  # LQ_EMPTY: drained
                         break
                     raise error_for(r)
@@ -339,7 +342,7 @@ class Queue(_FifoBase[T]):
                 self.all_tasks_done.wait()
 
 
-class _Indexed(_stdqueue.Queue):
+class _Indexed(_stdqueue.Queue[T], Generic[T]):
     """The standard library's locking and waiting, with the items kept in libqueue
     (for persistence) and ordered in Python by an index of (item, message id)."""
 
@@ -455,35 +458,41 @@ class _Indexed(_stdqueue.Queue):
         self._store.queue.close()
         self._store.broker.close()
 
-    def __enter__(self):
+    def __enter__(self: _I) -> _I:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _index_add(self, item: T, i: int) -> None:
+        raise NotImplementedError
 
-class PriorityQueue(_Indexed):
+    def _index_pop(self) -> tuple[T, int]:
+        raise NotImplementedError
+
+
+class PriorityQueue(_Indexed[T]):
     """Lowest first, like :class:`queue.PriorityQueue` (entries such as
     ``(priority, data)``); equal entries come out in insertion order."""
 
     def _init(self, maxsize: int) -> None:
-        self.queue: list = []
+        self.queue: list[tuple[T, int]] = []
 
-    def _index_add(self, item: Any, i: int) -> None:
+    def _index_add(self, item: T, i: int) -> None:
         heapq.heappush(self.queue, (item, i))
 
-    def _index_pop(self) -> tuple:
+    def _index_pop(self) -> tuple[T, int]:
         return heapq.heappop(self.queue)
 
 
-class LifoQueue(_Indexed):
+class LifoQueue(_Indexed[T]):
     """Last in, first out, like :class:`queue.LifoQueue`."""
 
     def _init(self, maxsize: int) -> None:
-        self.queue: list = []
+        self.queue: list[tuple[T, int]] = []
 
-    def _index_add(self, item: Any, i: int) -> None:
+    def _index_add(self, item: T, i: int) -> None:
         self.queue.append((item, i))
 
-    def _index_pop(self) -> tuple:
+    def _index_pop(self) -> tuple[T, int]:
         return self.queue.pop()
