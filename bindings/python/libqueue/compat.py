@@ -189,28 +189,38 @@ class _FifoBase(Generic[T]):
         # One call when an item is ready: an auto-acked receive with the GIL held, the
         # body copied, the delivery freed. Waits release the GIL, in slices (Ctrl-C
         # gets through in the main thread, a shutdown() is seen in every thread).
-        r = _take(self._a, 0) if not block else self._wait_take(timeout)
-        if isinstance(r, int):
-            if r in (1, 2):
-                if self.is_shutdown:
-                    raise ShutDown
-                raise Empty
-            raise error_for(r)
+        if timeout is None or not block:
+            r = _take(self._a, SLICE_MS if block else 0)
+        else:
+            r = self._wait_take(timeout)
+        if isinstance(r, int):  # nothing yet (a slice passed), or a failure
+            r = self._get_slow(r, block and timeout is None)
         items = self._items
         if items is None:
             item: T = _loads(r)
             return item
         return items.pop(_unpack(r)[0])
 
-    def _wait_take(self, timeout: Optional[float]) -> Union[bytes, int]:
-        """``_take`` waiting at most ``timeout`` seconds (``None``: until an item comes or
-        the queue is shut down), in slices of ``SLICE_MS``."""
+    def _get_slow(self, r: int, forever: bool) -> bytes:
+        """After a ``_take`` that got no item (status ``r``): waits on in slices if
+        ``forever`` until an item comes or the queue is shut down; raises
+        :class:`ShutDown`, :class:`Empty` or the failure."""
         a = self._a
-        if timeout is None:
-            while True:
-                r = _take(a, SLICE_MS)
-                if r != 2 or self.is_shutdown:  # anything but LQ_TIMEOUT
-                    return r
+        while r == 2 and forever and not self.is_shutdown:  # LQ_TIMEOUT: a slice passed
+            got = _take(a, SLICE_MS)
+            if not isinstance(got, int):
+                return got
+            r = got
+        if r in (1, 2):  # LQ_EMPTY, LQ_TIMEOUT
+            if self.is_shutdown:
+                raise ShutDown
+            raise Empty
+        raise error_for(r)
+
+    def _wait_take(self, timeout: float) -> Union[bytes, int]:
+        """``_take`` waiting at most ``timeout`` seconds (less if the queue is shut
+        down), in slices of ``SLICE_MS``."""
+        a = self._a
         t = ms(timeout)
         if t <= SLICE_MS:
             return _take(a, t)
