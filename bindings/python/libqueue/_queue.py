@@ -118,6 +118,8 @@ class Queue(Handle):
         on_full: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> int:
+        if timeout is not None and on_full is None:
+            ms(timeout)  # checked (a negative timeout is a ValueError), used with on_full
         if (headers is None and name is None and priority is None and ttl is None
                 and delay is None and persistent is None and correlation_id is None
                 and execution_id is None and not isinstance(body, Message)):
@@ -185,7 +187,7 @@ class Queue(Handle):
             raise Closed("this queue was closed")
         # Takes a ready message with the GIL held; waits with it released (in the main
         # thread in slices, so Ctrl-C gets through).
-        r = _receive(self._a, ms(timeout), bool(auto_ack))
+        r = _receive(self._a, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
         if type(r) is int:
             raise error_for(-r)
         return r  # type: ignore[return-value]  # _fast makes Delivery instances (setup())

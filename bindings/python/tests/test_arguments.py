@@ -78,7 +78,7 @@ def test_bad_option_types_are_type_errors(queue, kw, what):
 
 @pytest.mark.parametrize("kw, what", [
     ({"ttl": -1}, "ttl"), ({"delay": -0.5}, "delay"), ({"ttl": float("nan")}, "ttl"),
-    ({"on_full": "timeout", "timeout": -1}, "timeout"),
+    ({"on_full": "timeout", "timeout": -1}, "timeout"), ({"timeout": -1}, "timeout"),
 ])
 def test_negative_durations_are_value_errors(queue, kw, what):
     with pytest.raises(ValueError, match=what):
