@@ -101,13 +101,16 @@ def ms(seconds: float | None, what: str = "timeout") -> int:
     a :class:`ValueError`, a non-number a :class:`TypeError`, naming ``what``."""
     if seconds is None:
         return WAIT_FOREVER
-    s = _number(seconds, what)
-    if s == 0:
-        return 0
-    t = s * 1000 + 0.5
-    if t >= WAIT_FOREVER:  # infinity, or beyond what 64 bits of ms can say
+    t = type(seconds)
+    if t is not int and t is not float or not seconds > 0:  # 0, or the checks
+        if seconds == 0 and (t is int or t is float):
+            return 0
+        if _number(seconds, what) == 0:  # raises for a non-number, negative or NaN
+            return 0
+    t_ms = seconds * 1000 + 0.5
+    if t_ms >= WAIT_FOREVER:  # infinity, or beyond what 64 bits of ms can say
         return WAIT_FOREVER
-    return max(1, int(t))
+    return max(1, int(t_ms))
 
 
 def count(v: object, what: str, bits: int = 64) -> int:

@@ -67,14 +67,21 @@ def build(
     """An owned ``lq_message *`` (the caller passes it to a consuming call or frees it)."""
     # Every argument is checked before anything is allocated (a wrong type is a
     # TypeError naming it, an out-of-range value a ValueError), then the message built.
-    b = to_bytes(body, "body")
+    b = body if type(body) is bytes else to_bytes(body, "body")
     hdrs: list[tuple[bytes, bytes]] = []
     if headers is not None:
-        if not isinstance(headers, _Mapping):
+        if type(headers) is not dict and not isinstance(headers, _Mapping):
             raise TypeError(f"headers must be a mapping of str to bytes-like or str, "
                             f"not {type(headers).__name__}")
         for k, v in headers.items():
-            hdrs.append((to_text(k, "header key"), to_bytes(v, f"header {k!r}")))
+            kb = k.encode() if type(k) is str else to_text(k, "header key")
+            if type(v) is bytes:
+                vb = v
+            elif type(v) is str:
+                vb = v.encode()
+            else:
+                vb = to_bytes(v, f"header {k!r}")
+            hdrs.append((kb, vb))
     if execution_id is not None:
         hdrs.append((EXECUTION_ID.encode(), to_text(execution_id, "execution_id")))
     nb = None if name is None else to_text(name, "name")
