@@ -19,7 +19,8 @@ at a time may open a path (:class:`libqueue.Locked` otherwise). ``sync="always"`
 also survives a power cut, at the cost of an fsync per put (group commit).
 
 ``Queue`` and ``SimpleQueue`` wait inside the engine (the GIL is released while they
-wait); ``PriorityQueue`` and ``LifoQueue`` order items in Python (a heap / a stack
+wait), in 100 ms slices so that Ctrl-C (main thread) and ``shutdown()`` (any thread)
+get through; ``PriorityQueue`` and ``LifoQueue`` order items in Python (a heap / a stack
 indexed by message id) and keep them in libqueue for persistence.
 """
 
