@@ -185,7 +185,7 @@ impl Topic {
             } else {
                 msg.clone().expect("kept for the last")
             };
-            match q.send_one(m, q.opts.on_full) {
+            match q.send_one(m, q.opts.on_full, None) {
                 Ok(_) => sent += 1,
                 Err(e) => {
                     first_err.get_or_insert(e);
