@@ -1079,6 +1079,16 @@ lq_status lq_queue_flush(const lq_queue *queue);
 void lq_queue_free(lq_queue *queue);
 
 /**
+ * The queue's full policy: `*on_full` an `lq_on_full`, `*timeout_ms` its
+ * wait for `LQ_ON_FULL_TIMEOUT` (else 0). A binding that waits in slices (to
+ * stay interruptible) uses it to wait as the queue's own send would.
+ *
+ * # Safety
+ * `queue` NULL or live; `on_full` and `timeout_ms` writable.
+ */
+lq_status lq_queue_get_on_full(const lq_queue *queue, uint32_t *on_full, uint64_t *timeout_ms);
+
+/**
  * Exact statistics (also of a closed queue).
  *
  * # Safety

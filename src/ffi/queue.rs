@@ -578,6 +578,39 @@ pub unsafe extern "C" fn lq_queue_fd(queue: *const lq_queue, fd: *mut i32) -> lq
     })
 }
 
+/// The queue's full policy: `*on_full` an `lq_on_full`, `*timeout_ms` its
+/// wait for `LQ_ON_FULL_TIMEOUT` (else 0). A binding that waits in slices (to
+/// stay interruptible) uses it to wait as the queue's own send would.
+///
+/// # Safety
+/// `queue` NULL or live; `on_full` and `timeout_ms` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_get_on_full(
+    queue: *const lq_queue,
+    on_full: *mut u32,
+    timeout_ms: *mut u64,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, mode, t) = unsafe {
+            (
+                handle(queue, "queue")?,
+                Out::new(on_full, "on_full")?,
+                Out::new(timeout_ms, "timeout_ms")?,
+            )
+        };
+        use super::options::lq_on_full::*;
+        let (m, ms) = match h.q.options().on_full {
+            crate::OnFull::Block => (LQ_ON_FULL_BLOCK, 0),
+            crate::OnFull::Reject => (LQ_ON_FULL_REJECT, 0),
+            crate::OnFull::Timeout(d) => (LQ_ON_FULL_TIMEOUT, to_ms(d)),
+        };
+        mode.set(m as u32);
+        t.set(ms);
+        Ok(())
+    })
+}
+
 /// Whether the queue was closed (its broker closed or the queue deleted) or
 /// this handle was (`lq_queue_close`).
 ///

@@ -6,7 +6,7 @@ import threading
 from typing import Any, Callable, Union
 
 from ._errors import Closed
-from ._ffi import NULL, WAIT_FOREVER, ffi
+from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
 
@@ -17,35 +17,77 @@ SLICE_MS = 100
 _main_thread = threading.main_thread()
 
 
-class Handle:
-    """Owns one C handle. ``close()`` frees it (idempotent); ``with`` closes it;
-    any use after ``close()`` raises :class:`Closed`; ``__del__`` is a safety net
-    for handles nobody closed."""
+_Pin = fast.Pin
+_addresses: dict[str, int] = {}
 
-    __slots__ = ("_h", "__weakref__")
-    _free: Callable[[Any], None]  # the C ``_free`` of the handle type
+
+def _address(name: str) -> int:
+    """The address of the C function ``name`` (for a :class:`_fast.Pin`)."""
+    a = _addresses.get(name)
+    if a is None:
+        a = _addresses[name] = int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+    return a
+
+
+class Handle:
+    """Owns one C handle through a :class:`_fast.Pin`, which every call goes through:
+    it counts the calls inside the handle, so ``close()`` from any thread marks the
+    handle closed, wakes the calls waiting in it (they raise :class:`Closed`; through
+    the handle's C close, where it has one) and frees the C handle only once the last
+    call has returned. ``close()`` is idempotent; ``with`` closes; any use after
+    ``close()`` raises :class:`Closed`; ``__del__`` is a safety net for handles
+    nobody closed. A handle keeps its parent alive (a queue its broker)."""
+
+    __slots__ = ("_h", "_pin", "__weakref__")
+    _free_fn = ""  # the name of the C ``_free`` of the handle type
+    _close_fn: Union[str, None] = None  # its C close that wakes waiters, if any
     _kind = "handle"
 
-    def __init__(self, h: Any) -> None:
+    def __init__(self, h: Any, parent: Any = None) -> None:
+        self._own(h, parent)
+
+    def _own(self, h: Any, parent: Any = None) -> None:
+        """Takes ownership of the C handle ``h``, keeping ``parent`` alive with it."""
+        close = self._close_fn
         self._h = h
+        self._pin = _Pin(int(ffi.cast("uintptr_t", h)), _address(self._free_fn),
+                         _address(close) if close else None, parent)
+
+    def _closed_error(self) -> Closed:
+        return Closed(f"this {self._kind} was closed")
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(handle, *args)`` with the call counted in (:class:`Closed` if closed)."""
+        pin = self._pin
+        if pin is None or not pin.enter():
+            raise self._closed_error()
+        try:
+            return fn(self._h, *args)
+        finally:
+            pin.leave()
 
     @property
     def _p(self) -> Any:
-        h = self._h
-        if h is None:
-            raise Closed(f"this {self._kind} was closed")
-        return h
+        """The C handle after a closed check, for a call that cannot race with
+        ``close()``; calls that may (most) go through :meth:`_call`."""
+        pin = self._pin
+        if pin is None or pin.closed:
+            raise self._closed_error()
+        return self._h
 
     @property
     def closed(self) -> bool:
         """Whether this handle was closed."""
-        return self._h is None
+        pin = self._pin
+        return pin is None or pin.closed
 
     def close(self) -> None:
-        """Frees the C handle. Calling it again does nothing."""
-        h, self._h = self._h, None
-        if h is not None:
-            type(self)._free(h)
+        """Closes the handle: calls waiting in it in other threads raise
+        :class:`Closed`, later calls too; the C handle is freed once no call is
+        inside. Calling it again does nothing."""
+        pin = self._pin
+        if pin is not None:
+            pin.close()
 
     def __enter__(self):
         return self
@@ -58,6 +100,36 @@ class Handle:
             self.close()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+
+def interruptible(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, a call that may wait long in C. In the main thread it runs on a
+    helper thread while the main thread waits in slices of ``SLICE_MS``, so Ctrl-C
+    raises ``KeyboardInterrupt`` at once (the call then finishes on its own; a
+    handle it uses stays allocated until it returns). Elsewhere it runs here."""
+    if not in_main_thread():
+        return fn(*args)
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn(*args)))
+        except BaseException as e:  # handed to the caller
+            box.append((False, e))
+
+    t = threading.Thread(target=run, name="libqueue-wait", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(SLICE_MS / 1000)  # Python runs pending signal handlers here
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+def seconds(timeout: Union[float, None]) -> str:
+    """A caller's timeout as an error message names it."""
+    return "ever" if timeout is None else f"{timeout:g} s"
 
 
 def to_bytes(v: BytesLike) -> bytes:
@@ -116,4 +188,4 @@ def read_slice(fn: Callable[..., int], h: Any, *args: Any) -> bytes | None:
     return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
 
 
-__all__ = ["Handle", "to_bytes", "ms", "NULL", "WAIT_FOREVER", "SLICE_MS"]
+__all__ = ["Handle", "interruptible", "to_bytes", "ms", "NULL", "WAIT_FOREVER", "SLICE_MS"]
