@@ -581,7 +581,20 @@ typedef struct {
     char has_id, settled, borrowed, peeked;
     PyObject *weakrefs;
     PyObject *parent;    /* what it keeps alive: its queue's pin (and so the broker) */
+    Py_ssize_t busy;     /* cffi calls inside (they release the GIL): see _enter */
+    char closing;        /* closed while a call was inside: freed when it leaves */
 } Dlv;
+
+/* The C delivery if it is open (not closed, not closing), else NULL. */
+static lq_delivery *dlv_open(Dlv *d) { return d->closing ? NULL : d->h; }
+
+/* Frees the C delivery (unless borrowed); the view must be released already. */
+static void dlv_free(Dlv *d) {
+    lq_delivery *h = d->h;
+    d->h = NULL;
+    if (h != NULL && !d->borrowed)
+        L.free(h);
+}
 
 static PyTypeObject *DeliveryType;  /* the C base */
 static PyTypeObject *DeliveryClass; /* libqueue.Delivery, what receive() makes */
@@ -605,7 +618,7 @@ static PyObject *raise_status(lq_status st) {
 
 /* Closed or settled: let the Python side's _live() raise the right error. */
 static int check_live(Dlv *d) {
-    if (d->h != NULL && !d->settled)
+    if (dlv_open(d) != NULL && !d->settled)
         return 0;
     PyObject *r = PyObject_CallMethod((PyObject *)d, "_live", NULL);
     if (r == NULL)
@@ -685,9 +698,35 @@ static void dlv_dealloc(PyObject *self) {
 static PyObject *dlv_get_h(PyObject *self, void *c) {
     (void)c;
     Dlv *d = (Dlv *)self;
-    if (d->h == NULL)
+    if (dlv_open(d) == NULL)
         Py_RETURN_NONE;
     return PyLong_FromVoidPtr(d->h);
+}
+
+/* _enter() -> bool: counts a cffi call in (True), or False once closed. A close()
+ * meanwhile (another thread) only marks the delivery; _leave() of the last call
+ * frees it. Both run with the GIL held. */
+static PyObject *dlv_enter(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (dlv_open(d) == NULL)
+        Py_RETURN_FALSE;
+    d->busy++;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *dlv_leave(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (d->busy > 0)
+        d->busy--;
+    if (d->closing && d->busy == 0) {
+        if (release_view(d) < 0)
+            return NULL;
+        dlv_free(d);
+        d->closing = 0;
+    }
+    Py_RETURN_NONE;
 }
 
 static int dlv_set_h(PyObject *self, PyObject *v, void *c) {
@@ -780,7 +819,7 @@ static PyObject *dlv_id(PyObject *self, void *c) {
     (void)c;
     Dlv *d = (Dlv *)self;
     if (!d->has_id) {
-        if (d->h == NULL) {
+        if (dlv_open(d) == NULL) {
             check_live(d); /* raises Closed */
             return NULL;
         }
@@ -851,18 +890,19 @@ static PyObject *dlv_nack_plain(PyObject *self, PyObject *unused) {
 static PyObject *dlv_close(PyObject *self, PyObject *unused) {
     (void)unused;
     Dlv *d = (Dlv *)self;
+    if (d->busy > 0) { /* a call in another thread is inside: the last one frees it */
+        d->closing = 1;
+        Py_RETURN_NONE;
+    }
     if (release_view(d) < 0)
         return NULL;
-    lq_delivery *h = d->h;
-    d->h = NULL;
-    if (h != NULL && !d->borrowed)
-        L.free(h);
+    dlv_free(d);
     Py_RETURN_NONE;
 }
 
 static PyObject *dlv_closed(PyObject *self, void *c) {
     (void)c;
-    return PyBool_FromLong(((Dlv *)self)->h == NULL);
+    return PyBool_FromLong(dlv_open((Dlv *)self) == NULL);
 }
 
 static PyGetSetDef dlv_getset[] = {
@@ -886,7 +926,10 @@ static PyMethodDef dlv_methods[] = {
      "first (the message went back to the queue)."},
     {"_nack", dlv_nack_plain, METH_NOARGS, NULL},
     {"close", dlv_close, METH_NOARGS,
-     "Frees the delivery (an unsettled leased one comes back after its lease)."},
+     "Frees the delivery (an unsettled leased one comes back after its lease); "
+     "with a call inside from another thread, once that call returns."},
+    {"_enter", dlv_enter, METH_NOARGS, "Counts a call in: True, or False once closed."},
+    {"_leave", dlv_leave, METH_NOARGS, "Counts a call out (frees a closed delivery's last)."},
     {NULL, NULL, 0, NULL},
 };
 
