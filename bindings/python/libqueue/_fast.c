@@ -166,9 +166,24 @@ static int pin_init(PyObject *self, PyObject *a, PyObject *kw) {
     return 0;
 }
 
+/* The parent is visited: a parent that refers back to its child's owner (a broker
+ * keeps its default namespace, whose pin keeps the broker) makes a cycle the
+ * collector must see to free. */
+static int pin_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(((Pin *)self)->parent);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int pin_clear(PyObject *self) {
+    Py_CLEAR(((Pin *)self)->parent);
+    return 0;
+}
+
 static void pin_dealloc(PyObject *self) {
     Pin *p = (Pin *)self;
     PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     /* The safety net: nobody closed it (no call can be inside: each holds the pin). */
     p->closed = 1;
     p->busy = 0;
@@ -260,6 +275,8 @@ static PyMethodDef pin_methods[] = {
 static PyType_Slot pin_slots[] = {
     {Py_tp_init, pin_init},
     {Py_tp_dealloc, pin_dealloc},
+    {Py_tp_traverse, pin_traverse},
+    {Py_tp_clear, pin_clear},
     {Py_tp_getset, pin_getset},
     {Py_tp_methods, pin_methods},
     {Py_tp_doc, "Pin(h, free, close, parent=None): owns one C handle (addresses as ints)."},
@@ -267,7 +284,7 @@ static PyType_Slot pin_slots[] = {
 };
 
 static PyType_Spec pin_spec = {
-    "libqueue._fast.Pin", sizeof(Pin), 0, Py_TPFLAGS_DEFAULT, pin_slots,
+    "libqueue._fast.Pin", sizeof(Pin), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, pin_slots,
 };
 
 static PyObject *make_delivery(lq_delivery *h, PyObject *parent);
