@@ -1537,6 +1537,19 @@ lq_status lq_strings_get(const lq_strings *list, size_t index, const uint8_t **p
 lq_status lq_strings_len(const lq_strings *list, size_t *out);
 
 /**
+ * Closes this handle (not the topic: its subscriptions go on): a publish
+ * waiting in it in another thread for room in a full subscription queue
+ * returns `LQ_CLOSED` at once (subscriptions with room still get their copy),
+ * and every later call on it but `lq_topic_free` returns `LQ_CLOSED`.
+ * Idempotent; safe from any thread while others use the handle. It must still
+ * be freed with `lq_topic_free` once no call is in it.
+ *
+ * # Safety
+ * `topic` NULL or live (not freed).
+ */
+lq_status lq_topic_close(const lq_topic *topic);
+
+/**
  * Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
  *
  * # Safety

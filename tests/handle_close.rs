@@ -144,6 +144,58 @@ fn closing_an_rpc_client_wakes_its_call() {
     ));
 }
 
+#[test]
+fn lq_topic_close_wakes_a_publish_waiting_for_room() {
+    /// A raw topic handle shared with another thread (the C ABI allows it).
+    struct SharedTopic(*mut lq_topic);
+    // SAFETY: an lq_topic may be used from several threads at once (c-api.md).
+    unsafe impl Send for SharedTopic {}
+    // SAFETY: the handles are live until freed at the end, after the thread
+    // that uses them has been joined.
+    unsafe {
+        let mut o = ptr::null_mut();
+        assert_eq!(lq_broker_options_new(&mut o), lq_status::LQ_OK);
+        let mut cb = ptr::null_mut();
+        assert_eq!(lq_broker_open(o, &mut cb), lq_status::LQ_OK);
+        lq_broker_options_free(o);
+        let mut cns = ptr::null_mut();
+        assert_eq!(lq_broker_namespace(cb, b"t".as_ptr(), 1, &mut cns), lq_status::LQ_OK);
+        let mut cfull = ptr::null_mut();
+        let mut qo = ptr::null_mut();
+        assert_eq!(lq_queue_options_new(&mut qo), lq_status::LQ_OK);
+        assert_eq!(lq_queue_options_set_max_messages(qo, 1), lq_status::LQ_OK);
+        assert_eq!(
+            lq_namespace_create_queue(cns, b"sub".as_ptr(), 3, qo, &mut cfull),
+            lq_status::LQ_OK
+        );
+        lq_queue_options_free(qo);
+        assert_eq!(lq_queue_send_bytes(cfull, b"x".as_ptr(), 1, ptr::null_mut()), lq_status::LQ_OK);
+        let mut topic = ptr::null_mut();
+        assert_eq!(lq_namespace_topic(cns, b"news".as_ptr(), 4, &mut topic), lq_status::LQ_OK);
+        assert_eq!(
+            lq_topic_subscribe(topic, b"sub".as_ptr(), 3, ptr::null_mut()),
+            lq_status::LQ_OK
+        );
+        let t = SharedTopic(topic);
+        let publisher = thread::spawn(move || {
+            let t = t;
+            let mut m = ptr::null_mut();
+            lq_message_new(b"news".as_ptr(), 4, &mut m);
+            lq_topic_publish(t.0, m, ptr::null_mut())
+        });
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(lq_topic_close(topic), lq_status::LQ_OK);
+        assert_eq!(publisher.join().unwrap(), lq_status::LQ_CLOSED);
+        let mut m = ptr::null_mut();
+        lq_message_new(b"late".as_ptr(), 4, &mut m);
+        assert_eq!(lq_topic_publish(topic, m, ptr::null_mut()), lq_status::LQ_CLOSED);
+        lq_topic_free(topic);
+        lq_queue_free(cfull);
+        lq_namespace_free(cns);
+        lq_broker_free(cb);
+    }
+}
+
 /// A raw queue handle shared with other threads (the C ABI allows it).
 #[derive(Clone, Copy)]
 struct Shared(*mut lq_queue);

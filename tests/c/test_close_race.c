@@ -1,6 +1,6 @@
 /* lq_queue_close and lq_rpc_client_close racing the calls that wait in the
  * handle (a receive with and without a timeout, a batch receive, a send to a full
- * queue that blocks, an RPC call) from other threads: every waiter returns
+ * queue that blocks, an RPC call, a publish to a full subscription) from other threads: every waiter returns
  * LQ_CLOSED, nothing is freed while a call is inside (the handle is freed after
  * the threads are joined, as docs/c-api.md says), and under ASan / valgrind
  * nothing is read after it was freed. Run by make test-c, test-sanitize and
@@ -11,12 +11,13 @@
 #include <time.h>
 
 #define ROUNDS 40
-#define WAITERS 5
+#define WAITERS 6
 
 typedef struct {
     lq_queue *full;  /* capacity 1, holding one message: sends block */
     lq_queue *empty; /* receives wait */
     lq_rpc_client *rpc;
+    lq_topic *topic; /* its subscription is `full` */
     int which;
     lq_status got;
 } waiter;
@@ -40,12 +41,19 @@ static void *wait_in(void *arg) {
     case 3:
         w->got = lq_queue_send_bytes(w->full, S("blocked"), NULL);
         break;
-    default:
+    case 4:
         if (lq_message_new(S("request"), &m) != LQ_OK) {
             w->got = LQ_PANIC;
             break;
         }
         w->got = lq_rpc_call(w->rpc, S("nobody-serves"), m, 30000, &d);
+        break;
+    default:
+        if (lq_message_new(S("news"), &m) != LQ_OK) {
+            w->got = LQ_PANIC;
+            break;
+        }
+        w->got = lq_topic_publish(w->topic, m, &n);
         break;
     }
     if (w->got == LQ_OK) /* nothing should come; free what did so the test can say so */
@@ -85,11 +93,17 @@ int main(void) {
         snprintf(name, sizeof name, "empty%d", round);
         OK(lq_namespace_queue(ns, S(name), &empty));
         OK(lq_rpc_client_new(ns, &rpc));
+        lq_topic *topic = NULL;
+        snprintf(name, sizeof name, "news%d", round);
+        OK(lq_namespace_topic(ns, S(name), &topic));
+        snprintf(name, sizeof name, "full%d", round);
+        OK(lq_topic_subscribe(topic, S(name), NULL));
         pthread_t t[WAITERS];
         for (int i = 0; i < WAITERS; i++) {
             w[i].full = full;
             w[i].empty = empty;
             w[i].rpc = rpc;
+            w[i].topic = topic;
             w[i].which = i;
             CHECK(pthread_create(&t[i], NULL, wait_in, &w[i]) == 0);
         }
@@ -98,6 +112,7 @@ int main(void) {
         OK(lq_queue_close(full));
         OK(lq_queue_close(empty));
         OK(lq_rpc_client_close(rpc));
+        OK(lq_topic_close(topic));
         OK(lq_queue_close(empty)); /* idempotent */
         for (int i = 0; i < WAITERS; i++) {
             CHECK(pthread_join(t[i], NULL) == 0);
@@ -117,6 +132,8 @@ int main(void) {
         lq_message *m = NULL;
         OK(lq_message_new(S("late"), &m));
         EXPECT(LQ_CLOSED, lq_rpc_cast(rpc, S("nobody-serves"), m, NULL));
+        OK(lq_message_new(S("late"), &m));
+        EXPECT(LQ_CLOSED, lq_topic_publish(topic, m, NULL));
         lq_queue *again = NULL;
         snprintf(name, sizeof name, "full%d", round);
         OK(lq_namespace_get_queue(ns, S(name), &again));
@@ -128,6 +145,7 @@ int main(void) {
         lq_queue_free(full);
         lq_queue_free(empty);
         lq_rpc_client_free(rpc);
+        lq_topic_free(topic);
     }
     /* The requests of the RPC calls are still waiting there. */
     uint64_t purged = 0;

@@ -16,6 +16,7 @@ class Topic(Handle):
 
     __slots__ = ("_name", "_sync_always")
     _free_fn = "lq_topic_free"
+    _close_fn = "lq_topic_close"  # wakes a publish waiting for room in a subscription
     _kind = "topic"
 
     def __init__(self, h: Any, name: str, sync_always: bool = False, parent: Any = None) -> None:

@@ -50,6 +50,8 @@ def blocking_calls(i):
     cq = compat.Queue(maxsize=1)
     cq.put(1)
     ce = compat.SimpleQueue()
+    topic = ns.topic(f"news{i}")
+    topic.subscribe(f"full{i}").close()
     calls = {
         "receive": (empty, lambda: empty.receive()),
         "receive(timeout)": (empty, lambda: empty.receive(timeout=20)),
@@ -59,6 +61,7 @@ def blocking_calls(i):
         "send(timeout)": (full, lambda: full.send(b"y", on_full="timeout", timeout=20)),
         "send(headers)": (full, lambda: full.send(b"y", headers={"k": "v"}, on_full="block")),
         "rpc.call": (rpc, lambda: rpc.call("nobody-serves", b"?", timeout=20)),
+        "topic.publish": (topic, lambda: topic.publish(b"news")),
         "compat.get": (ce, lambda: ce.get()),
         "compat.put": (cq, lambda: cq.put(2)),
     }
