@@ -63,7 +63,10 @@ fn a_c_ack_after_the_broker_closed_is_lq_closed_and_the_body_unreadable() {
         assert_eq!(lq_broker_open(o, &mut b), lq_status::LQ_OK);
         lq_broker_options_free(o);
         let mut q = ptr::null_mut();
-        assert_eq!(lq_broker_queue(b, b"jobs".as_ptr(), 4, &mut q), lq_status::LQ_OK);
+        assert_eq!(
+            lq_broker_queue(b, b"jobs".as_ptr(), 4, &mut q),
+            lq_status::LQ_OK
+        );
         let mut m = ptr::null_mut();
         assert_eq!(lq_message_new(b"x".as_ptr(), 1, &mut m), lq_status::LQ_OK);
         assert_eq!(lq_message_set_persistent(m, true), lq_status::LQ_OK);
@@ -159,7 +162,10 @@ fn lq_topic_close_wakes_a_publish_waiting_for_room() {
         assert_eq!(lq_broker_open(o, &mut cb), lq_status::LQ_OK);
         lq_broker_options_free(o);
         let mut cns = ptr::null_mut();
-        assert_eq!(lq_broker_namespace(cb, b"t".as_ptr(), 1, &mut cns), lq_status::LQ_OK);
+        assert_eq!(
+            lq_broker_namespace(cb, b"t".as_ptr(), 1, &mut cns),
+            lq_status::LQ_OK
+        );
         let mut cfull = ptr::null_mut();
         let mut qo = ptr::null_mut();
         assert_eq!(lq_queue_options_new(&mut qo), lq_status::LQ_OK);
@@ -169,9 +175,15 @@ fn lq_topic_close_wakes_a_publish_waiting_for_room() {
             lq_status::LQ_OK
         );
         lq_queue_options_free(qo);
-        assert_eq!(lq_queue_send_bytes(cfull, b"x".as_ptr(), 1, ptr::null_mut()), lq_status::LQ_OK);
+        assert_eq!(
+            lq_queue_send_bytes(cfull, b"x".as_ptr(), 1, ptr::null_mut()),
+            lq_status::LQ_OK
+        );
         let mut topic = ptr::null_mut();
-        assert_eq!(lq_namespace_topic(cns, b"news".as_ptr(), 4, &mut topic), lq_status::LQ_OK);
+        assert_eq!(
+            lq_namespace_topic(cns, b"news".as_ptr(), 4, &mut topic),
+            lq_status::LQ_OK
+        );
         assert_eq!(
             lq_topic_subscribe(topic, b"sub".as_ptr(), 3, ptr::null_mut()),
             lq_status::LQ_OK
@@ -188,7 +200,10 @@ fn lq_topic_close_wakes_a_publish_waiting_for_room() {
         assert_eq!(publisher.join().unwrap(), lq_status::LQ_CLOSED);
         let mut m = ptr::null_mut();
         lq_message_new(b"late".as_ptr(), 4, &mut m);
-        assert_eq!(lq_topic_publish(topic, m, ptr::null_mut()), lq_status::LQ_CLOSED);
+        assert_eq!(
+            lq_topic_publish(topic, m, ptr::null_mut()),
+            lq_status::LQ_CLOSED
+        );
         lq_topic_free(topic);
         lq_queue_free(cfull);
         lq_namespace_free(cns);
@@ -217,7 +232,10 @@ fn lq_queue_close_wakes_every_blocking_call_on_the_handle() {
         assert_eq!(lq_queue_options_set_max_messages(qo, 1), lq_status::LQ_OK);
         assert_eq!(lq_queue_options_set_on_full(qo, 0, 0), lq_status::LQ_OK);
         let mut ns = ptr::null_mut();
-        assert_eq!(lq_broker_namespace(b, b"t".as_ptr(), 1, &mut ns), lq_status::LQ_OK);
+        assert_eq!(
+            lq_broker_namespace(b, b"t".as_ptr(), 1, &mut ns),
+            lq_status::LQ_OK
+        );
         for round in 0..20 {
             let name = format!("full{round}");
             let mut full = ptr::null_mut();
@@ -225,7 +243,10 @@ fn lq_queue_close_wakes_every_blocking_call_on_the_handle() {
                 lq_namespace_create_queue(ns, name.as_ptr(), name.len(), qo, &mut full),
                 lq_status::LQ_OK
             );
-            assert_eq!(lq_queue_send_bytes(full, b"x".as_ptr(), 1, ptr::null_mut()), lq_status::LQ_OK);
+            assert_eq!(
+                lq_queue_send_bytes(full, b"x".as_ptr(), 1, ptr::null_mut()),
+                lq_status::LQ_OK
+            );
             let mut empty = ptr::null_mut();
             let ename = format!("empty{round}");
             assert_eq!(
@@ -251,11 +272,17 @@ fn lq_queue_close_wakes_every_blocking_call_on_the_handle() {
                 lq_queue_send_bytes({ f }.0, b"y".as_ptr(), 1, ptr::null_mut())
             }));
             waiters.push(thread::spawn(move || {
-                lq_queue_send_with({ f }.0, {
-                    let mut m = ptr::null_mut();
-                    lq_message_new(b"z".as_ptr(), 1, &mut m);
-                    m
-                }, 2, 30_000, ptr::null_mut())
+                lq_queue_send_with(
+                    { f }.0,
+                    {
+                        let mut m = ptr::null_mut();
+                        lq_message_new(b"z".as_ptr(), 1, &mut m);
+                        m
+                    },
+                    2,
+                    30_000,
+                    ptr::null_mut(),
+                )
             }));
             // Some rounds close before the waiters sleep, some after.
             thread::sleep(Duration::from_millis(round % 4 * 5));

@@ -425,12 +425,7 @@ impl QueueCore {
     /// Records that a persistent message is gone. The message is gone from memory
     /// whatever the backend says; an error means it may come back after a restart,
     /// and a caller that reports success (an ack) must return it instead.
-    fn record_removed_id(
-        &self,
-        id: u64,
-        persistent: bool,
-        reason: RemoveReason,
-    ) -> Result<()> {
+    fn record_removed_id(&self, id: u64, persistent: bool, reason: RemoveReason) -> Result<()> {
         // A deleted queue's messages are covered by its `QueueDeleted` record
         // (written first); a record per message would be redundant, and could
         // name a message of a queue created again under the same name.
