@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import queue as _stdqueue
 import threading
 from typing import Any, Callable, Union
 
@@ -102,25 +104,59 @@ class Handle:
             pass
 
 
+class _Helpers:
+    """Daemon threads that run the waits of :func:`interruptible` for the main
+    thread: kept between calls (a thread per call would cost more than an RPC
+    round trip), one more started when none is idle, none left after a fork."""
+
+    def __init__(self) -> None:
+        self._jobs: _stdqueue.SimpleQueue = _stdqueue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, fn: Callable[..., Any], args: tuple) -> tuple[threading.Event, list]:
+        done, box = threading.Event(), []
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((fn, args, box, done))
+        if spawn:
+            threading.Thread(target=self._run, name="libqueue-wait", daemon=True).start()
+        return done, box
+
+    def _run(self) -> None:
+        while True:
+            fn, args, box, done = self._jobs.get()
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as e:  # handed to the caller
+                box.append((False, e))
+            del fn, args
+            with self._lock:  # idle before the caller learns it is done: its next
+                self._idle += 1  # call then finds this thread instead of starting one
+            done.set()
+
+
+_helpers = _Helpers()
+if hasattr(os, "register_at_fork"):
+    def _after_fork() -> None:
+        global _helpers
+        _helpers = _Helpers()
+
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def interruptible(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``, a call that may wait long in C. In the main thread it runs on a
-    helper thread while the main thread waits in slices of ``SLICE_MS``, so Ctrl-C
-    raises ``KeyboardInterrupt`` at once (the call then finishes on its own; a
-    handle it uses stays allocated until it returns). Elsewhere it runs here."""
+    helper thread while the main thread waits for it in slices of ``SLICE_MS``, so
+    Ctrl-C raises ``KeyboardInterrupt`` at once (the call then finishes on its own;
+    a handle it uses stays allocated until it returns). Elsewhere it runs here."""
     if not in_main_thread():
         return fn(*args)
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append((True, fn(*args)))
-        except BaseException as e:  # handed to the caller
-            box.append((False, e))
-
-    t = threading.Thread(target=run, name="libqueue-wait", daemon=True)
-    t.start()
-    while t.is_alive():
-        t.join(SLICE_MS / 1000)  # Python runs pending signal handlers here
+    done, box = _helpers.submit(fn, args)
+    while not done.wait(SLICE_MS / 1000):
+        pass  # Python runs pending signal handlers here (KeyboardInterrupt)
     ok, value = box[0]
     if ok:
         return value

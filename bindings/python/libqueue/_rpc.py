@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core import BytesLike, Handle, interruptible, ms, seconds, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, interruptible, ms, seconds, to_bytes
 from ._errors import Timeout, check, error_for
 from ._ffi import ffi, lib
 from ._message import build
@@ -32,6 +32,8 @@ class RpcClient(Handle):
             raise self._closed_error()
         q = to_bytes(queue)
         m = build(body, **kw)
+        if timeout is not None and timeout * 1000 <= SLICE_MS:  # too short to interrupt
+            return self._call(self._call_on, q, m, timeout)
         return interruptible(self._call, self._call_on, q, m, timeout)
 
     def _call_on(self, h: Any, q: bytes, m: Any, timeout: Optional[float]) -> bytes:
