@@ -68,6 +68,27 @@ class Handle:
         finally:
             pin.leave()
 
+    def _consume(self, msgs: Any, fn: Callable[..., Any], *args: Any, wait: bool = False) -> Any:
+        """``fn(handle, *args)`` for a C call that consumes the messages ``msgs`` (one
+        ``lq_message *`` or a list): freed here instead when the handle is closed. With
+        ``wait``, a call that may wait long: :func:`interruptible` (the call is counted
+        out by the thread that runs it, so an interrupted call keeps the handle)."""
+        pin = self._pin
+        if pin is None or not pin.enter():
+            for m in msgs if isinstance(msgs, list) else (msgs,):
+                lib.lq_message_free(m)
+            raise self._closed_error()
+
+        def run() -> Any:
+            try:
+                return fn(self._h, *args)
+            finally:
+                pin.leave()
+
+        if not wait:
+            return run()
+        return interruptible(run)
+
     @property
     def _p(self) -> Any:
         """The C handle after a closed check, for a call that cannot race with

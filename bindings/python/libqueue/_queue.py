@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, interruptible, ms, seconds, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, seconds, to_bytes
 from ._delivery import Delivery
 from ._errors import Closed, Empty, LibqueueError, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
@@ -147,7 +147,8 @@ class Queue(Handle):
         idp = ffi.new("uint64_t *")
         # First a send that never waits for room; a wait (the queue full, a policy
         # that waits) runs interruptibly (Ctrl-C in the main thread).
-        st = self._call(lib.lq_queue_send_with, make(), 1, 0, idp)  # consumes the message
+        m = make()
+        st = self._consume(m, lib.lq_queue_send_with, m, 1, 0, idp)
         if st == 3 and on_full != "reject":
             if on_full is None:
                 mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
@@ -156,7 +157,8 @@ class Queue(Handle):
             else:
                 policy, wait = _ON_FULL[on_full], ms(timeout)
             if policy != 1:
-                st = interruptible(self._call, lib.lq_queue_send_with, make(), policy, wait, idp)
+                m = make()
+                st = self._consume(m, lib.lq_queue_send_with, m, policy, wait, idp, wait=True)
         if st:
             raise self._error(st, timeout, "the queue stayed full")
         return idp[0]
@@ -178,7 +180,7 @@ class Queue(Handle):
             return []
         arr = ffi.new("lq_message *[]", built)
         ids = ffi.new("uint64_t[]", n)
-        st = self._call(lib.lq_queue_send_batch, arr, n, ids)  # consumes every message
+        st = self._consume(built, lib.lq_queue_send_batch, arr, n, ids)
         if st:
             raise self._error(st)
         return list(ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, interruptible, ms, seconds, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, ms, seconds, to_bytes
 from ._errors import Timeout, check, error_for
 from ._ffi import ffi, lib
 from ._message import build
@@ -32,9 +32,9 @@ class RpcClient(Handle):
             raise self._closed_error()
         q = to_bytes(queue)
         m = build(body, **kw)
-        if timeout is not None and timeout * 1000 <= SLICE_MS:  # too short to interrupt
-            return self._call(self._call_on, q, m, timeout)
-        return interruptible(self._call, self._call_on, q, m, timeout)
+        # Too short to need interrupting: here; else interruptibly (Ctrl-C).
+        short = timeout is not None and timeout * 1000 <= SLICE_MS
+        return self._consume(m, self._call_on, q, m, timeout, wait=not short)
 
     def _call_on(self, h: Any, q: bytes, m: Any, timeout: Optional[float]) -> bytes:
         out = ffi.new("lq_delivery **")
@@ -58,14 +58,16 @@ class RpcClient(Handle):
         """Sends a request to ``queue`` for one consumer, no reply; returns its id."""
         q = to_bytes(queue)
         idp = ffi.new("uint64_t *")
-        check(self._call(lib.lq_rpc_cast, q, len(q), build(body, **kw), idp))
+        m = build(body, **kw)
+        check(self._consume(m, lib.lq_rpc_cast, q, len(q), m, idp))
         return idp[0]
 
     def fanout(self, topic: str, body: BytesLike = b"", **kw: Any) -> int:
         """Publishes a request to every subscriber of ``topic``; returns how many."""
         t = to_bytes(topic)
         n = ffi.new("size_t *")
-        check(self._call(lib.lq_rpc_fanout, t, len(t), build(body, **kw), n))
+        m = build(body, **kw)
+        check(self._consume(m, lib.lq_rpc_fanout, t, len(t), m, n))
         return n[0]
 
     @property

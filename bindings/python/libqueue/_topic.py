@@ -71,5 +71,5 @@ class Topic(Handle):
         subscriptions got it."""
         m = build_from(body) if isinstance(body, Message) else build(body, **kw)
         n = ffi.new("size_t *")
-        check(self._call(lib.lq_topic_publish, m, n))  # consumes m
+        check(self._consume(m, lib.lq_topic_publish, m, n))
         return n[0]

@@ -6,7 +6,6 @@ process, so a segfault fails the test instead of killing pytest."""
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import time
 import pytest
 
 import libqueue
-from libqueue import compat
 
 
 def run_child(code: str, timeout: float = 50, **popen: object) -> subprocess.CompletedProcess:
@@ -34,7 +32,6 @@ def check_child(code: str, timeout: float = 50) -> str:
 RACE = """
 import random, sys, threading, time
 import libqueue
-from libqueue import compat
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 25
 rng = random.Random(13)
