@@ -87,6 +87,16 @@ class Queue(Handle):
         """The queue's name."""
         return self._name
 
+    def close(self) -> None:
+        """Closes this handle (not the queue): calls waiting in it in other threads
+        (``receive``, ``receive_batch``, a ``send`` waiting for room, ``async``
+        receives) raise :class:`Closed`, later calls too; the C handle is freed
+        once no call is inside. Idempotent."""
+        if self._pin.close():
+            from ._aio import wake_all
+
+            wake_all()  # asyncio waiters look again: their receive raises Closed
+
     def __repr__(self) -> str:
         return f"<libqueue.Queue {self._name!r}{' closed' if self.closed else ''}>"
 

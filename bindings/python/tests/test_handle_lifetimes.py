@@ -32,6 +32,7 @@ def check_child(code: str, timeout: float = 50) -> str:
 RACE = """
 import random, sys, threading, time
 import libqueue
+from libqueue import compat
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 25
 rng = random.Random(13)
@@ -326,6 +327,20 @@ def test_ctrl_c_interrupts_every_wait_in_the_main_thread(what):
     assert out.startswith("interrupted"), (out, err)
     took = float(out.split()[1])
     assert took < 2.0, f"{what}: Ctrl-C took {took} s"
+
+
+def test_close_wakes_an_asyncio_receiver():
+    import asyncio
+
+    async def main():
+        q = libqueue.Broker().queue("aio")
+        waiter = asyncio.ensure_future(q.receive_async())
+        await asyncio.sleep(0.05)
+        threading.Timer(0.05, q.close).start()
+        with pytest.raises(libqueue.Closed):
+            await asyncio.wait_for(waiter, 5)
+
+    asyncio.run(main())
 
 
 def test_closing_a_handle_frees_it_only_after_the_call_inside_returns():
