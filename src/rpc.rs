@@ -166,6 +166,7 @@ impl RpcClient {
         msg: Message,
         timeout: Duration,
     ) -> Result<Delivery> {
+        self.check_open()?; // closed while this call waited for a reply queue
         let corr = format!("{}#{}", reply.name(), self.next.fetch_add(1, SeqCst));
         let msg = msg
             .correlation_id(corr.clone())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue as _stdqueue
+import sys
 import threading
 from typing import Any, Callable, Union
 
@@ -141,9 +142,9 @@ class _Helpers:
             spawn = self._idle == 0
             if not spawn:
                 self._idle -= 1
-        self._jobs.put((fn, args, box, done))
-        if spawn:
+        if spawn:  # started first: if it cannot start, the job is not queued
             threading.Thread(target=self._run, name="libqueue-wait", daemon=True).start()
+        self._jobs.put((fn, args, box, done))
         return done, box
 
     def _run(self) -> None:
@@ -173,9 +174,12 @@ def interruptible(fn: Callable[..., Any], *args: Any) -> Any:
     helper thread while the main thread waits for it in slices of ``SLICE_MS``, so
     Ctrl-C raises ``KeyboardInterrupt`` at once (the call then finishes on its own;
     a handle it uses stays allocated until it returns). Elsewhere it runs here."""
-    if not in_main_thread():
+    if not in_main_thread() or sys.is_finalizing():
         return fn(*args)
-    done, box = _helpers.submit(fn, args)
+    try:
+        done, box = _helpers.submit(fn, args)
+    except RuntimeError:  # no thread can start (interpreter shutdown): wait here
+        return fn(*args)
     while not done.wait(SLICE_MS / 1000):
         pass  # Python runs pending signal handlers here (KeyboardInterrupt)
     ok, value = box[0]
