@@ -1072,9 +1072,12 @@ lq_status lq_queue_flush(const lq_queue *queue);
 
 /**
  * Frees a queue handle (the queue stays in its namespace); NULL is a no-op.
+ * To stop threads waiting in the handle, `lq_queue_close` it first and free it
+ * once they have returned.
  *
  * # Safety
- * `queue` must be NULL or an owned handle, not used again.
+ * `queue` must be NULL or an owned handle, not used again, with no call in it
+ * (in any thread).
  */
 void lq_queue_free(lq_queue *queue);
 
@@ -1468,7 +1471,9 @@ lq_status lq_rpc_cast(const lq_rpc_client *client,
 lq_status lq_rpc_client_close(const lq_rpc_client *client);
 
 /**
- * Frees a client and deletes its reply queue; NULL is a no-op.
+ * Frees a client and deletes its reply queue; NULL is a no-op. To stop calls
+ * waiting in it, `lq_rpc_client_close` it first and free it once they have
+ * returned.
  *
  * # Safety
  * `client` must be NULL or an owned client, not used again (no call in flight).
@@ -1551,9 +1556,12 @@ lq_status lq_topic_close(const lq_topic *topic);
 
 /**
  * Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+ * To stop a publish waiting in the handle, `lq_topic_close` it first and free
+ * it once the publish has returned.
  *
  * # Safety
- * `topic` must be NULL or an owned handle, not used again.
+ * `topic` must be NULL or an owned handle, not used again, with no call in it
+ * (in any thread).
  */
 void lq_topic_free(lq_topic *topic);
 

@@ -95,9 +95,12 @@ impl From<&QueueStats> for lq_queue_stats {
 }
 
 /// Frees a queue handle (the queue stays in its namespace); NULL is a no-op.
+/// To stop threads waiting in the handle, `lq_queue_close` it first and free it
+/// once they have returned.
 ///
 /// # Safety
-/// `queue` must be NULL or an owned handle, not used again.
+/// `queue` must be NULL or an owned handle, not used again, with no call in it
+/// (in any thread).
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_free(queue: *mut lq_queue) {
     run_free(queue)

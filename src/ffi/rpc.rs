@@ -58,7 +58,9 @@ pub unsafe extern "C" fn lq_rpc_client_close(client: *const lq_rpc_client) -> lq
     })
 }
 
-/// Frees a client and deletes its reply queue; NULL is a no-op.
+/// Frees a client and deletes its reply queue; NULL is a no-op. To stop calls
+/// waiting in it, `lq_rpc_client_close` it first and free it once they have
+/// returned.
 ///
 /// # Safety
 /// `client` must be NULL or an owned client, not used again (no call in flight).

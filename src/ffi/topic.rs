@@ -64,9 +64,12 @@ pub unsafe extern "C" fn lq_topic_close(topic: *const lq_topic) -> lq_status {
 }
 
 /// Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+/// To stop a publish waiting in the handle, `lq_topic_close` it first and free
+/// it once the publish has returned.
 ///
 /// # Safety
-/// `topic` must be NULL or an owned handle, not used again.
+/// `topic` must be NULL or an owned handle, not used again, with no call in it
+/// (in any thread).
 #[no_mangle]
 pub unsafe extern "C" fn lq_topic_free(topic: *mut lq_topic) {
     run_free(topic)
