@@ -80,14 +80,18 @@ class Handle:
                 lib.lq_message_free(m)
             raise self._closed_error()
 
+        if not wait:
+            try:
+                return fn(self._h, *args)
+            finally:
+                pin.leave()
+
         def run() -> Any:
             try:
                 return fn(self._h, *args)
             finally:
                 pin.leave()
 
-        if not wait:
-            return run()
         return interruptible(run)
 
     @property

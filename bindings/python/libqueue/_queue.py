@@ -17,6 +17,7 @@ _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
 _receive = fast.receive
+_send_with = lib.lq_queue_send_with
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,15 @@ class Queue(Handle):
         # First a send that never waits for room; a wait (the queue full, a policy
         # that waits) runs interruptibly (Ctrl-C in the main thread).
         m = make()
-        st = self._consume(m, lib.lq_queue_send_with, m, 1, 0, idp)
+        pin = self._pin
+        if pin.enter():  # _consume inlined: this is a hot path
+            try:
+                st = _send_with(self._h, m, 1, 0, idp)
+            finally:
+                pin.leave()
+        else:
+            lib.lq_message_free(m)
+            raise self._closed_error()
         if st == 3 and on_full != "reject":
             if on_full is None:
                 mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
