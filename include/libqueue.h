@@ -1323,6 +1323,20 @@ lq_status lq_queue_send_batch(const lq_queue *queue,
                               uint64_t *ids_out);
 
 /**
+ * As `lq_queue_send_batch`, with an explicit full policy (`on_full` an
+ * `lq_on_full`, `timeout_ms` for `LQ_ON_FULL_TIMEOUT`) for the whole batch.
+ *
+ * # Safety
+ * As for `lq_queue_send_batch`.
+ */
+lq_status lq_queue_send_batch_with(const lq_queue *queue,
+                                   lq_message *const *msgs,
+                                   size_t n,
+                                   uint32_t on_full,
+                                   uint64_t timeout_ms,
+                                   uint64_t *ids_out);
+
+/**
  * Sends a plain message: a copy of `body` and nothing else set. In a steady
  * stream of same-length bodies the copy goes into the buffer of a message
  * already consumed (bodies up to 4 KiB), so the send allocates nothing.

@@ -284,6 +284,28 @@ fn lq_queue_close_wakes_every_blocking_call_on_the_handle() {
                     ptr::null_mut(),
                 )
             }));
+            waiters.push(thread::spawn(move || {
+                let mut m = ptr::null_mut();
+                lq_message_new(b"b".as_ptr(), 1, &mut m);
+                let batch = [m];
+                lq_queue_send_batch({ f }.0, batch.as_ptr(), 1, ptr::null_mut())
+            }));
+            waiters.push(thread::spawn(move || {
+                let mut m = ptr::null_mut();
+                lq_message_new(b"b".as_ptr(), 1, &mut m);
+                let batch = [m];
+                lq_queue_send_batch_with({ f }.0, batch.as_ptr(), 1, 2, 30_000, ptr::null_mut())
+            }));
+            if round == 0 {
+                // The explicit policy applies to the whole batch: reject → LQ_FULL.
+                let mut m = ptr::null_mut();
+                lq_message_new(b"r".as_ptr(), 1, &mut m);
+                let batch = [m];
+                assert_eq!(
+                    lq_queue_send_batch_with(full, batch.as_ptr(), 1, 1, 0, ptr::null_mut()),
+                    lq_status::LQ_FULL
+                );
+            }
             // Some rounds close before the waiters sleep, some after.
             thread::sleep(Duration::from_millis(round % 4 * 5));
             let started = Instant::now();

@@ -267,19 +267,13 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
     })
 }
 
-/// Sends `n` messages: all are accepted or none is. **Consumes every message**
-/// in `msgs` (also on failure; the array itself stays the caller's). On success
-/// `ids_out` (if not NULL, `n` entries) gets their ids in order.
-/// `LQ_NULL_POINTER` if an entry is NULL (the others are still consumed).
-///
 /// # Safety
-/// `queue` NULL or live; `msgs` points to `n` entries, each NULL or an owned
-/// message not used again; `ids_out` NULL or writable for `n` entries.
-#[no_mangle]
-pub unsafe extern "C" fn lq_queue_send_batch(
+/// As for `lq_queue_send_batch`.
+unsafe fn send_batch(
     queue: *const lq_queue,
     msgs: *const *mut lq_message,
     n: usize,
+    on_full: Option<(u32, u64)>,
     ids_out: *mut u64,
 ) -> lq_status {
     run(|| {
@@ -306,13 +300,54 @@ pub unsafe extern "C" fn lq_queue_send_batch(
         // SAFETY: the caller guarantees `queue` is NULL or live.
         let h = unsafe { handle(queue, "queue") }?;
         let q = open(h)?;
-        let ids = q.core.send(batch, q.options().on_full, Some(&h.closed))?;
+        let policy = match on_full {
+            None => q.options().on_full,
+            Some((mode, t)) => on_full_of(mode, t)?,
+        };
+        let ids = q.core.send(batch, policy, Some(&h.closed))?;
         if !ids_out.is_null() {
             // SAFETY: the caller guarantees `n` writable entries at `ids_out`.
             unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
         }
         Ok(())
     })
+}
+
+/// Sends `n` messages: all are accepted or none is. **Consumes every message**
+/// in `msgs` (also on failure; the array itself stays the caller's). On success
+/// `ids_out` (if not NULL, `n` entries) gets their ids in order.
+/// `LQ_NULL_POINTER` if an entry is NULL (the others are still consumed).
+///
+/// # Safety
+/// `queue` NULL or live; `msgs` points to `n` entries, each NULL or an owned
+/// message not used again; `ids_out` NULL or writable for `n` entries.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_send_batch(
+    queue: *const lq_queue,
+    msgs: *const *mut lq_message,
+    n: usize,
+    ids_out: *mut u64,
+) -> lq_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { send_batch(queue, msgs, n, None, ids_out) }
+}
+
+/// As `lq_queue_send_batch`, with an explicit full policy (`on_full` an
+/// `lq_on_full`, `timeout_ms` for `LQ_ON_FULL_TIMEOUT`) for the whole batch.
+///
+/// # Safety
+/// As for `lq_queue_send_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_send_batch_with(
+    queue: *const lq_queue,
+    msgs: *const *mut lq_message,
+    n: usize,
+    on_full: u32,
+    timeout_ms: u64,
+    ids_out: *mut u64,
+) -> lq_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { send_batch(queue, msgs, n, Some((on_full, timeout_ms)), ids_out) }
 }
 
 /// One receive: `timeout_ms` 0 tries, `LQ_WAIT_FOREVER` blocks.

@@ -186,20 +186,36 @@ class Queue(Handle):
         """Sends several messages atomically (all or none); returns their ids in order."""
         if self.closed:
             raise self._closed_error()
-        built = []
-        try:
-            for m in messages:
-                built.append(build_from(m))
-        except BaseException:
-            for m in built:
-                lib.lq_message_free(m)
-            raise
+        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+
+        def build_all() -> list[Any]:
+            built: list[Any] = []
+            try:
+                for m in items:
+                    built.append(build_from(m))
+            except BaseException:
+                for m in built:
+                    lib.lq_message_free(m)
+                raise
+            return built
+
+        built = build_all()
         n = len(built)
         if n == 0:
             return []
-        arr = ffi.new("lq_message *[]", built)
         ids = ffi.new("uint64_t[]", n)
-        st = self._consume(built, lib.lq_queue_send_batch, arr, n, ids)
+        # First a send that never waits for room; a wait (the queue full, a policy
+        # that waits) runs interruptibly (Ctrl-C in the main thread).
+        arr = ffi.new("lq_message *[]", built)
+        st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, 1, 0, ids)
+        if st == 3:
+            mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+            check(self._call(lib.lq_queue_get_on_full, mode, t))
+            if mode[0] != 1:
+                built = build_all()
+                arr = ffi.new("lq_message *[]", built)
+                st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, mode[0], t[0],
+                                   ids, wait=True)
         if st:
             raise self._error(st)
         return list(ids)

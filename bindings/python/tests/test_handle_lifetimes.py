@@ -58,6 +58,7 @@ def blocking_calls(i):
         "send(block)": (full, lambda: full.send(b"y", on_full="block")),
         "send(timeout)": (full, lambda: full.send(b"y", on_full="timeout", timeout=20)),
         "send(headers)": (full, lambda: full.send(b"y", headers={"k": "v"}, on_full="block")),
+        "send_batch": (full, lambda: full.send_batch([b"y"])),
         "rpc.call": (rpc, lambda: rpc.call("nobody-serves", b"?", timeout=20)),
         "topic.publish": (topic, lambda: topic.publish(b"news")),
         "compat.get": (ce, lambda: ce.get()),
@@ -277,6 +278,10 @@ elif what == "send_headers":
     q = ns.queue("full", max_messages=1, on_full="block")
     q.send(b"x")
     wait = lambda: q.send(b"y", headers={"a": "b"})
+elif what == "send_batch":
+    q = ns.queue("full", max_messages=2, on_full="block")
+    q.send(b"x")
+    wait = lambda: q.send_batch([b"y", b"z"])
 elif what == "receive":
     q = ns.queue("empty")
     wait = lambda: q.receive()
@@ -311,8 +316,8 @@ print("not interrupted", flush=True)
 """
 
 
-@pytest.mark.parametrize("what", ["send", "send_headers", "receive", "receive_batch", "rpc",
-                                  "pool_stop"])
+@pytest.mark.parametrize("what", ["send", "send_headers", "send_batch", "receive",
+                                  "receive_batch", "rpc", "pool_stop"])
 def test_ctrl_c_interrupts_every_wait_in_the_main_thread(what):
     p = subprocess.Popen([sys.executable, "-c", CTRL_C, what], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
