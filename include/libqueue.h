@@ -61,7 +61,8 @@ typedef enum {
    */
   LQ_FULL = 3,
   /**
-   * The broker or queue was closed (or the queue deleted).
+   * The broker or queue was closed (or the queue deleted), or the handle
+   * itself (`lq_queue_close`, `lq_topic_close`, `lq_rpc_client_close`).
    */
   LQ_CLOSED = 4,
   /**
