@@ -39,7 +39,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 
 from ._broker import Broker
 from ._core import SLICE_MS, ms
-from ._errors import InvalidState, NotFound, error_for
+from ._errors import Closed, InvalidState, NotFound, error_for
 from ._ffi import fast
 from ._options import QueueOptions
 
@@ -82,7 +82,9 @@ class _Store:
             opts.max_messages = maxsize
             opts.on_full = "block"
         self.queue = self.broker.default_namespace.queue(name, opts)
-        self.a = self.queue._a  # the queue's address, for the fast calls (see _fast.c)
+        # The queue's owner (never a raw address): the fast calls go through it, so a
+        # closed queue raises Closed (see _fast.c).
+        self.a = self.queue._pin
         self.release = self.queue._release
 
     def ready(self) -> int:
@@ -143,6 +145,8 @@ class _FifoBase(Generic[T]):
                 raise ShutDown
             if r in (-2, -3):
                 raise Full
+            if r == -4 and self._a.closed:
+                raise Closed("this queue was closed", 4)
             raise error_for(-r)
         if self.is_shutdown:  # shut down while this put was under way: take it back
             self._retract(r, None if items is None else key)
@@ -216,6 +220,8 @@ class _FifoBase(Generic[T]):
             if self.is_shutdown:
                 raise ShutDown
             raise Empty
+        if r == 4 and self._a.closed:
+            raise Closed("this queue was closed", 4)
         raise error_for(r)
 
     def _wait_take(self, timeout: float) -> Union[bytes, int]:
