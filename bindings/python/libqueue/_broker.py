@@ -187,7 +187,12 @@ class Broker(Handle):
         self._default_ns: Optional[Namespace] = None
         self._sync_always = sync == "always"
         self._report: Optional[RecoveryReport] = None
-        if not isinstance(sync, str) or sync not in _SYNC:
+        if not isinstance(sync, str):
+            raise TypeError(f"sync must be a str, not {type(sync).__name__}")
+        if data_dir is not None and not isinstance(data_dir, (str, bytes, os.PathLike)):
+            raise TypeError(f"data_dir must be a path (str or os.PathLike), "
+                            f"not {type(data_dir).__name__}")
+        if sync not in _SYNC:
             raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
         o = ffi.new("lq_broker_options **")
         check(lib.lq_broker_options_new(o))

@@ -185,6 +185,10 @@ def test_broker_arguments():
         libqueue.Broker(sync="interval", sync_interval=-1)
     with pytest.raises(ValueError, match="sync"):
         libqueue.Broker(sync="sometimes")
+    with pytest.raises(TypeError, match="sync"):
+        libqueue.Broker(sync=2)
+    with pytest.raises(TypeError, match="data_dir"):
+        libqueue.Broker(5)
     with pytest.raises(TypeError, match="queue_options"):
         libqueue.Broker(queue_options={"max_messages": 1})
 
