@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib setup header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib setup pkgtool wheel sdist test-packaging header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
 
 all: build
@@ -234,6 +234,32 @@ test-python: setup lib
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
 	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
+
+# The Python package's distributions, built in their own tool venv: `make wheel`,
+# the abi3 wheel (libqueue-<version>-cp39-abi3-<platform>.whl, one for every
+# CPython >= 3.9; the bundled library stripped) into target/wheels; `make sdist`, the
+# self-contained source tarball (the crate inside) into target/dist. test-packaging
+# installs each into a fresh venv, the wheel with no cargo on PATH, and runs
+# tests/packaging/smoke.py (tests/packaging/check.sh).
+PKGTOOL := target/pkgtool
+WHEELS := target/wheels
+DISTS := target/dist
+pkgtool: setup
+	test -x $(PKGTOOL)/bin/python || python3 -m venv $(PKGTOOL)
+	$(PKGTOOL)/bin/python -c "import build" 2>/dev/null || $(PKGTOOL)/bin/pip install -q --upgrade pip build
+
+wheel: pkgtool lib
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
+	@ls -l $(WHEELS)
+
+sdist: pkgtool
+	rm -rf $(DISTS)
+	$(PKGTOOL)/bin/python -m build -q --sdist --outdir $(DISTS) bindings/python
+	@ls -l $(DISTS)
+
+test-packaging: wheel sdist
+	sh tests/packaging/check.sh $(WHEELS) $(DISTS) $(CURDIR)/target/sdist-target
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
 # benchmark only, in their own venv); prints a table, writes $(BENCH_RUN)/python.json.
