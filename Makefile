@@ -22,11 +22,12 @@ lib:
 test: setup test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-packaging lint
 
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
-# python3, installed only when missing: g++, valgrind, pkg-config, binutils
+# python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
 # (readelf, strip), python3-venv (Debian ships venv/ensurepip apart), rustfmt and
 # clippy. Uses apt-get (through sudo when not root); elsewhere it names what is missing.
 setup:
 	@missing=""; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
 	command -v c++ >/dev/null || missing="$$missing g++"; \
 	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
