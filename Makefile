@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib setup pkgtool wheel sdist test-packaging header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
 
 all: build
@@ -19,7 +19,7 @@ lib:
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: setup test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-packaging lint
+test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-packaging lint
 
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
 # python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
@@ -164,6 +164,10 @@ header:
 
 test-header:
 	$(CARGO) test --release --test header
+
+# ... and needs no cbindgen binary: test-header with none on PATH (tests/setup/).
+test-no-cbindgen:
+	MAKE=$(MAKE) sh tests/setup/no_cbindgen.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
