@@ -160,7 +160,7 @@ test-install: setup
 # cbindgen's library (pinned =0.27.0 in Cargo.toml, a dev-dependency: no cbindgen
 # binary needed) and fails when the header is stale; `make header` rewrites it.
 header:
-	LQ_WRITE_HEADER=1 $(CARGO) test --release --test header
+	LQ_WRITE_HEADER=1 $(CARGO) test --release --test header -- --nocapture
 
 test-header:
 	$(CARGO) test --release --test header
