@@ -426,7 +426,8 @@ lq_status lq_broker_flush(const lq_broker *broker);
 void lq_broker_free(lq_broker *broker);
 
 /**
- * An existing namespace, or `LQ_NOT_FOUND`. `*out` is owned.
+ * An existing namespace, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no
+ * namespace could have (as the create calls). `*out` is owned.
  *
  * # Safety
  * As for `lq_broker_namespace`.
@@ -839,7 +840,8 @@ lq_status lq_namespace_create_queue(const lq_namespace *ns,
 
 /**
  * Deletes the queue `name`: its messages are dropped, its handles return
- * `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none.
+ * `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none,
+ * `LQ_INVALID_NAME` for a name no queue could have.
  *
  * # Safety
  * `ns` NULL or live; `name` points to `name_len` bytes.
@@ -856,7 +858,8 @@ lq_status lq_namespace_delete_queue(const lq_namespace *ns, const uint8_t *name,
 void lq_namespace_free(lq_namespace *ns);
 
 /**
- * An existing queue, or `LQ_NOT_FOUND`. `*out` is owned.
+ * An existing queue, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no queue
+ * could have (as the create calls). `*out` is owned.
  *
  * # Safety
  * As for `lq_namespace_queue`.

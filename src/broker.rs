@@ -308,9 +308,11 @@ impl Broker {
         self.ns(name, Some(quotas), true)
     }
 
-    /// An existing namespace, or [`Error::NotFound`].
+    /// An existing namespace, or [`Error::NotFound`] ([`Error::InvalidName`] for
+    /// a name no namespace could have).
     pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
         self.check_open()?;
+        validate_name(name)?;
         self.inner
             .namespaces
             .read()
@@ -421,8 +423,10 @@ impl Namespace {
             .map(|core| Queue { core })
     }
 
-    /// An existing queue, or [`Error::NotFound`].
+    /// An existing queue, or [`Error::NotFound`] ([`Error::InvalidName`] for a
+    /// name no queue could have).
     pub fn get_queue(&self, name: &str) -> Result<Queue> {
+        validate_name(name)?;
         self.core
             .get(name)
             .map(|core| Queue { core })
@@ -435,8 +439,10 @@ impl Namespace {
     }
 
     /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`],
-    /// and it stops being a subscription of any topic.
+    /// and it stops being a subscription of any topic. [`Error::NotFound`] if there
+    /// is none, [`Error::InvalidName`] for a name no queue could have.
     pub fn delete_queue(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
         self.core.delete(name)?;
         for t in self.core.topics.read().values() {
             t.drop_subscription(name);

@@ -225,7 +225,8 @@ pub unsafe extern "C" fn lq_broker_create_namespace(
     }
 }
 
-/// An existing namespace, or `LQ_NOT_FOUND`. `*out` is owned.
+/// An existing namespace, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no
+/// namespace could have (as the create calls). `*out` is owned.
 ///
 /// # Safety
 /// As for `lq_broker_namespace`.
@@ -441,7 +442,8 @@ pub unsafe extern "C" fn lq_namespace_create_queue(
     }
 }
 
-/// An existing queue, or `LQ_NOT_FOUND`. `*out` is owned.
+/// An existing queue, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no queue
+/// could have (as the create calls). `*out` is owned.
 ///
 /// # Safety
 /// As for `lq_namespace_queue`.
@@ -484,7 +486,8 @@ pub unsafe extern "C" fn lq_namespace_topic(
 }
 
 /// Deletes the queue `name`: its messages are dropped, its handles return
-/// `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none.
+/// `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none,
+/// `LQ_INVALID_NAME` for a name no queue could have.
 ///
 /// # Safety
 /// `ns` NULL or live; `name` points to `name_len` bytes.
