@@ -111,9 +111,11 @@ impl ClockListener for BrokerInner {
         let now = self.opts.clock.now();
         for ns in self.namespaces.read().values() {
             for q in ns.all() {
-                // Watched queues run their timers now, so their descriptor is
-                // readable as soon as `advance` returns.
-                if q.is_watched() {
+                // Whatever fell due runs now, so when `advance` returns every
+                // expired lease is requeued or dead-lettered (waking receivers
+                // of the dead-letter queue), delayed messages are ready, and a
+                // watched queue's descriptor is up to date.
+                if q.is_watched() || q.next_due().min(q.min_expiry()) <= now {
                     q.maintain_sync(now);
                 }
                 q.wake_all();
@@ -128,7 +130,8 @@ impl Drop for BrokerInner {
         // The storage stays open while a namespace or queue handle holds it (a
         // queue keeps working once every broker handle is gone, whatever the
         // backend); a journal closes, releasing its directory, with the last.
-        self.ticker.shutdown();
+        // Their timers keep running: the ticker ends once none is pending.
+        self.ticker.orphan();
     }
 }
 

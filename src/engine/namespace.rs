@@ -208,6 +208,7 @@ impl NamespaceCore {
             self.storage.clone(),
             self.ticker.clone(),
         ));
+        self.ticker.register(&q);
         queues.insert(name.to_string(), q.clone());
         Ok(q)
     }

@@ -9,7 +9,9 @@
 //! fence plus one load to see whether a consumer sleeps. Leases take the
 //! consumer's home lease-table mutex (uncontended); delays, TTL sweeps and lease
 //! expiry run in [`QueueCore::maintain`], which does nothing until the clock
-//! reaches `next_due`.
+//! reaches `next_due`, called by every operation and, when the earliest deadline
+//! arrives, by the broker's ticker thread (see `ticker.rs`), which is told only
+//! when a queue's earliest deadline moves earlier.
 
 use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
@@ -571,10 +573,9 @@ impl QueueCore {
     #[inline]
     fn note_expiry(&self, t: u64) {
         if t < self.min_expiry.load(Relaxed) && t < self.min_expiry.fetch_min(t, SeqCst) {
-            // A watched queue's descriptor must clear when the message expires.
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker sweeps it when it expires (a watched queue's
+            // descriptor must clear then, and its room be given back).
+            self.ticker.schedule(t);
         }
     }
 
@@ -584,9 +585,8 @@ impl QueueCore {
     fn note_due(&self, t: u64) {
         if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
             self.not_empty.notify_all();
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker runs it on time even if nobody calls in.
+            self.ticker.schedule(t);
         }
     }
 
