@@ -21,9 +21,18 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 
+/// Least clock time between two TTL sweeps of an unwatched queue by the ticker.
+const SWEEP_GAP: u64 = 10_000_000;
+
+/// A registered queue and when the ticker may sweep it again.
+struct Entry {
+    q: Weak<QueueCore>,
+    sweep_after: AtomicU64,
+}
+
 pub(crate) struct Ticker {
     clock: Arc<dyn Clock>,
-    queues: Mutex<Vec<Weak<QueueCore>>>,
+    queues: Mutex<Vec<Arc<Entry>>>,
     ev: Event,
     /// A thread runs (or is being started).
     running: AtomicBool,
@@ -53,9 +62,12 @@ impl Ticker {
     pub(crate) fn register(&self, q: &Arc<QueueCore>) {
         let mut l = self.queues.lock();
         if l.len() >= 64 && l.len().is_power_of_two() {
-            l.retain(|w| w.strong_count() > 0);
+            l.retain(|e| e.q.strong_count() > 0);
         }
-        l.push(Arc::downgrade(q));
+        l.push(Arc::new(Entry {
+            q: Arc::downgrade(q),
+            sweep_after: AtomicU64::new(0),
+        }));
     }
 
     /// A queue's earliest deadline moved earlier, to `t`: wakes (or starts) the
@@ -104,22 +116,43 @@ impl Ticker {
         self.ev.notify_all();
     }
 
-    fn live_queues(&self) -> Vec<Arc<QueueCore>> {
+    fn live_queues(&self) -> Vec<(Arc<QueueCore>, Arc<Entry>)> {
         let mut l = self.queues.lock();
-        l.retain(|w| w.strong_count() > 0);
-        l.iter().filter_map(Weak::upgrade).collect()
+        l.retain(|e| e.q.strong_count() > 0);
+        l.iter()
+            .filter_map(|e| Some((e.q.upgrade()?, e.clone())))
+            .collect()
     }
 
     /// Runs what is due at `now` in every queue; returns the earliest next deadline.
+    ///
+    /// A TTL sweep drains the queue's ready lanes into its id-ordered stash, so
+    /// an unwatched queue is swept at most every [`SWEEP_GAP`] (and at least four
+    /// times the last sweep's own duration apart): a backlog whose messages expire
+    /// one after another costs a bounded share of one thread, and an expired
+    /// message gives its room back that much later at most. It is never
+    /// delivered meanwhile (a receive skips it). A watched queue is swept at the
+    /// expiry itself, so its descriptor is exact.
     fn tick(&self, now: u64) -> u64 {
         let mut next = u64::MAX;
-        for q in self.live_queues() {
+        for (q, e) in self.live_queues() {
             if q.is_closed() {
                 continue;
             }
             q.maintain(now);
-            q.sweep_expired(now);
-            next = next.min(q.next_due()).min(q.min_expiry());
+            let after = e.sweep_after.load(SeqCst);
+            if q.min_expiry() <= now && (now >= after || q.is_watched()) {
+                let t = std::time::Instant::now();
+                q.sweep_expired(now);
+                let took = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let gap = SWEEP_GAP.max(took.saturating_mul(4));
+                e.sweep_after.store(now.saturating_add(gap), SeqCst);
+            }
+            let mut expiry = q.min_expiry();
+            if expiry != u64::MAX && !q.is_watched() {
+                expiry = expiry.max(e.sweep_after.load(SeqCst));
+            }
+            next = next.min(q.next_due()).min(expiry);
         }
         next
     }
@@ -147,7 +180,7 @@ impl Ticker {
                 let pending = self
                     .live_queues()
                     .iter()
-                    .any(|q| !q.is_closed() && q.next_due().min(q.min_expiry()) != u64::MAX);
+                    .any(|(q, _)| !q.is_closed() && q.next_due().min(q.min_expiry()) != u64::MAX);
                 if pending && !self.stop.load(SeqCst) && !self.running.swap(true, SeqCst) {
                     continue;
                 }
