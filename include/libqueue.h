@@ -133,6 +133,11 @@ typedef enum {
    */
   LQ_PANIC = 108,
   /**
+   * The handle was inherited through `fork()`: a child process cannot use its
+   * parent's broker (nor anything taken from it); it may open its own.
+   */
+  LQ_FORKED = 109,
+  /**
    * An error this version of the C ABI does not know (never returned by a
    * library built from the same sources as the header).
    */

@@ -444,6 +444,7 @@ impl Queue {
         if self.core.is_closed() {
             return Err(Error::Closed);
         }
+        self.core.check_fork()?;
         Ok(self.core.purge(crate::store::RemoveReason::Purged))
     }
 

@@ -83,6 +83,8 @@ pub(crate) struct QueueCore {
     ticker: Arc<Ticker>,
     /// Set once the queue is watched through a pollable descriptor.
     watch: OnceLock<Watch>,
+    /// The process that made it: a forked child gets [`Error::Forked`].
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for QueueCore {
@@ -136,6 +138,7 @@ impl QueueCore {
             storage,
             ticker,
             watch: OnceLock::new(),
+            origin: crate::sync::fork::Origin::here(),
             opts,
         }
     }
@@ -153,9 +156,23 @@ impl QueueCore {
         self.closed.load(Acquire)
     }
 
+    /// [`Error::Closed`] once closed; [`Error::Forked`] in a forked child (one
+    /// relaxed load of a line written only by `fork`).
+    #[inline]
     fn check_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::Closed)
+        } else {
+            self.check_fork()
+        }
+    }
+
+    /// [`Error::Forked`] in a forked child: nothing of the parent's queue (its
+    /// locks, its journal) may be touched there.
+    #[inline]
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.origin.inherited() {
+            Err(Error::Forked)
         } else {
             Ok(())
         }
@@ -873,6 +890,7 @@ impl QueueCore {
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
+        self.check_fork()?;
         self.storage.flush()
     }
 }

@@ -11,6 +11,10 @@
 //! is due and sleeps until the earliest next deadline. With no timer pending it
 //! sleeps without a limit: an idle broker costs no CPU.
 //!
+//! With a clock that moves by hand ([`Clock::moves_by_hand`], a `ManualClock`)
+//! no thread runs: the broker runs every due timer inside `advance`, so tests
+//! see them happen exactly there, deterministically.
+//!
 //! Once the broker is dropped (queue handles may live on) the thread exits when
 //! nothing is pending, and starts again if a live queue notes a deadline.
 
@@ -43,18 +47,21 @@ pub(crate) struct Ticker {
     /// The clock time the thread sleeps until; `u64::MAX` while it scans, sleeps
     /// without a limit or does not run (then any new deadline must kick it).
     wake_at: AtomicU64,
+    /// The clock moves by hand and runs the timers itself ([`Clock::moves_by_hand`]).
+    by_hand: bool,
 }
 
 impl Ticker {
     pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Ticker {
-            clock,
             queues: Mutex::new(Vec::new()),
             ev: Event::new(),
             running: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             wake_at: AtomicU64::new(u64::MAX),
+            by_hand: clock.moves_by_hand(),
+            clock,
         })
     }
 
@@ -82,6 +89,9 @@ impl Ticker {
     /// Makes the thread look again (a deadline moved earlier, the clock jumped),
     /// starting it if none runs.
     pub(crate) fn kick(self: &Arc<Self>) {
+        if self.by_hand {
+            return; // the clock's `advance` runs the timers
+        }
         if !self.running.load(SeqCst) && !self.stop.load(SeqCst) {
             self.start();
         }
