@@ -16,7 +16,9 @@ const BOUND: Duration = Duration::from_secs(10);
 /// `work` (lease 100 ms, max_deliveries 1, dead-letter queue `work.dlq`).
 fn work_and_dlq(b: &Broker) -> (Queue, Queue) {
     let ns = b.default_namespace().unwrap();
-    let dlq = ns.create_queue("work.dlq", QueueOptions::default()).unwrap();
+    let dlq = ns
+        .create_queue("work.dlq", QueueOptions::default())
+        .unwrap();
     let work = ns
         .create_queue(
             "work",
@@ -55,7 +57,9 @@ fn expired_lease_dead_letters_to_a_blocked_receiver_manual_clock() {
     let d = work.try_receive().unwrap().expect("the job");
     drop(d); // the consumer goes away holding the lease
     clock.advance(150 * MS); // past the lease, far from the receiver's 2 s
-    let got = rx.recv_timeout(BOUND).expect("the DLQ receiver got the dead letter");
+    let got = rx
+        .recv_timeout(BOUND)
+        .expect("the DLQ receiver got the dead letter");
     assert_eq!(got.as_deref(), Some(&b"job"[..]));
     assert_eq!(work.stats().dead_lettered, 1);
     b.close();
@@ -127,9 +131,7 @@ fn expired_message_gives_its_quota_back_untouched_system_clock() {
     loop {
         match other.send(Message::new("x")) {
             Ok(_) => break,
-            Err(Error::QuotaExceeded { .. }) if start.elapsed() < BOUND => {
-                thread::sleep(10 * MS)
-            }
+            Err(Error::QuotaExceeded { .. }) if start.elapsed() < BOUND => thread::sleep(10 * MS),
             Err(e) => panic!("the expired message still holds the quota: {e}"),
         }
     }
