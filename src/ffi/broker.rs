@@ -109,6 +109,9 @@ pub unsafe extern "C" fn lq_broker_open(
 /// calls in other threads return `LQ_CLOSED`, later calls on the broker and on
 /// every namespace, queue, topic and pool derived from it return `LQ_CLOSED`.
 /// Persistent data is flushed and the data directory released. Idempotent.
+/// In a child made by `fork()`, closing a broker inherited from the parent only
+/// marks the child's copy closed: the parent's journal and threads are not
+/// touched (every other call on it returns `LQ_FORKED`).
 ///
 /// # Safety
 /// `broker` must be NULL or a live handle.
