@@ -268,6 +268,15 @@ impl Broker {
         self.inner.report.as_ref()
     }
 
+    /// [`Error::Forked`] if this handle was inherited through `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.inner.origin.inherited() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.origin.inherited() {
             Err(Error::Forked)

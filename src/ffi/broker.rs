@@ -64,6 +64,7 @@ impl Drop for lq_broker {
 }
 
 pub(crate) fn check_open(b: &Broker) -> Result<(), Fail> {
+    b.check_fork()?;
     if b.is_closed() {
         Err(Fail::new(LQ_CLOSED, "the broker is closed"))
     } else {

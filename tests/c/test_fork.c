@@ -59,6 +59,8 @@ static int child(lq_broker *b, lq_queue *q, lq_delivery *held, const char *own) 
     CHILD(7, lq_queue_get_stats(q, &st) == LQ_FORKED);
     CHILD(8, lq_delivery_ack(held) == LQ_FORKED);
     CHILD(9, strcmp(lq_status_str(LQ_FORKED), "LQ_FORKED") == 0);
+    lq_strings *names = NULL;
+    CHILD(19, lq_broker_list_namespaces(b, &names) == LQ_FORKED && names == NULL);
     /* Closing and freeing the inherited handles touches nothing of the parent's. */
     lq_delivery_free(held);
     lq_queue_free(q);
