@@ -61,7 +61,8 @@ typedef enum {
    */
   LQ_FULL = 3,
   /**
-   * The broker or queue was closed (or the queue deleted).
+   * The broker or queue was closed (or the queue deleted), or the handle
+   * itself (`lq_queue_close`, `lq_topic_close`, `lq_rpc_client_close`).
    */
   LQ_CLOSED = 4,
   /**
@@ -590,6 +591,10 @@ lq_status lq_broker_recovery_report(const lq_broker *broker, lq_recovery_report 
  * settled (its body pointer is invalid; a second ack is `LQ_INVALID_STATE`)
  * but still needs `lq_delivery_free`. `LQ_LEASE_EXPIRED` if the lease ran out
  * first (the message went back to the queue; the delivery is settled too).
+ * `LQ_CLOSED` if its queue was closed (broker closed, queue deleted): nothing
+ * is settled and a persistent message is back after a reopen. `LQ_STORAGE`
+ * if the journal could not record the ack (the message may come back after
+ * a restart; the delivery is settled).
  *
  * # Safety
  * `d` NULL or an owned, live delivery used by no other thread.
@@ -1045,6 +1050,20 @@ lq_status lq_pool_stop(lq_pool *pool, uint64_t timeout_ms, size_t *returned);
 lq_status lq_queue_cancel(const lq_queue *queue, uint64_t id);
 
 /**
+ * Closes this handle (not the queue: other handles of it go on): every call
+ * waiting in it in other threads (a receive, a send waiting for room) returns
+ * `LQ_CLOSED` at once, and every later call on it but `lq_queue_name`,
+ * `lq_queue_get_stats`, `lq_queue_is_closed` and `lq_queue_free` returns
+ * `LQ_CLOSED`. Idempotent; safe to call from any thread while others use the
+ * handle. Deliveries received through it stay valid. The handle must still be
+ * freed with `lq_queue_free`, once no call is in it.
+ *
+ * # Safety
+ * `queue` NULL or live (not freed).
+ */
+lq_status lq_queue_close(const lq_queue *queue);
+
+/**
  * A file descriptor that is readable exactly when a receive would find a
  * message (level-triggered): add it to epoll/poll/select, and when readable
  * call `lq_queue_try_receive` until `LQ_EMPTY` (which clears it). Owned by the
@@ -1065,11 +1084,24 @@ lq_status lq_queue_flush(const lq_queue *queue);
 
 /**
  * Frees a queue handle (the queue stays in its namespace); NULL is a no-op.
+ * To stop threads waiting in the handle, `lq_queue_close` it first and free it
+ * once they have returned.
  *
  * # Safety
- * `queue` must be NULL or an owned handle, not used again.
+ * `queue` must be NULL or an owned handle, not used again, with no call in it
+ * (in any thread).
  */
 void lq_queue_free(lq_queue *queue);
+
+/**
+ * The queue's full policy: `*on_full` an `lq_on_full`, `*timeout_ms` its
+ * wait for `LQ_ON_FULL_TIMEOUT` (else 0). A binding that waits in slices (to
+ * stay interruptible) uses it to wait as the queue's own send would.
+ *
+ * # Safety
+ * `queue` NULL or live; `on_full` and `timeout_ms` writable.
+ */
+lq_status lq_queue_get_on_full(const lq_queue *queue, uint32_t *on_full, uint64_t *timeout_ms);
 
 /**
  * Exact statistics (also of a closed queue).
@@ -1080,7 +1112,8 @@ void lq_queue_free(lq_queue *queue);
 lq_status lq_queue_get_stats(const lq_queue *queue, lq_queue_stats *out);
 
 /**
- * Whether the queue was closed (its broker closed or the queue deleted).
+ * Whether the queue was closed (its broker closed or the queue deleted) or
+ * this handle was (`lq_queue_close`).
  *
  * # Safety
  * `queue` NULL or live; `out` writable.
@@ -1232,7 +1265,8 @@ lq_status lq_queue_peek(const lq_queue *queue, size_t max, lq_delivery **out, si
 lq_status lq_queue_purge(const lq_queue *queue, uint64_t *removed);
 
 /**
- * Waits for a message (leased); returns `LQ_CLOSED` if the queue closes first.
+ * Waits for a message (leased); returns `LQ_CLOSED` if the queue, its broker
+ * or this handle (`lq_queue_close`) closes first.
  *
  * # Safety
  * As for `lq_queue_try_receive`.
@@ -1299,6 +1333,20 @@ lq_status lq_queue_send_batch(const lq_queue *queue,
                               lq_message *const *msgs,
                               size_t n,
                               uint64_t *ids_out);
+
+/**
+ * As `lq_queue_send_batch`, with an explicit full policy (`on_full` an
+ * `lq_on_full`, `timeout_ms` for `LQ_ON_FULL_TIMEOUT`) for the whole batch.
+ *
+ * # Safety
+ * As for `lq_queue_send_batch`.
+ */
+lq_status lq_queue_send_batch_with(const lq_queue *queue,
+                                   lq_message *const *msgs,
+                                   size_t n,
+                                   uint32_t on_full,
+                                   uint64_t timeout_ms,
+                                   uint64_t *ids_out);
 
 /**
  * Sends a plain message: a copy of `body` and nothing else set. In a steady
@@ -1409,7 +1457,8 @@ lq_status lq_reply_set_error(lq_reply *reply, const uint8_t *text, size_t len);
  * `timeout_ms` for the reply: on success `*reply` is an owned delivery holding
  * the reply body (read it, then `lq_delivery_free`; it needs no ack).
  * `LQ_TIMEOUT` if no reply came; `LQ_REMOTE` if the handler failed for good
- * (its text in `lq_last_error_message`).
+ * (its text in `lq_last_error_message`); `LQ_CLOSED` if the client (or the
+ * broker) was closed, also while the call waited.
  *
  * # Safety
  * `client` NULL or live; `queue` points to `queue_len` bytes; `msg` NULL or
@@ -1436,7 +1485,21 @@ lq_status lq_rpc_cast(const lq_rpc_client *client,
                       uint64_t *id_out);
 
 /**
- * Frees a client and deletes its reply queue; NULL is a no-op.
+ * Closes the client (not its namespace): calls waiting for a reply in other
+ * threads return `LQ_CLOSED` at once, and every later call, cast or fanout
+ * through it returns `LQ_CLOSED`. Idempotent; safe from any thread while
+ * others use the client. It must still be freed with `lq_rpc_client_free`
+ * once no call is in it.
+ *
+ * # Safety
+ * `client` NULL or live (not freed).
+ */
+lq_status lq_rpc_client_close(const lq_rpc_client *client);
+
+/**
+ * Frees a client and deletes its reply queue; NULL is a no-op. To stop calls
+ * waiting in it, `lq_rpc_client_close` it first and free it once they have
+ * returned.
  *
  * # Safety
  * `client` must be NULL or an owned client, not used again (no call in flight).
@@ -1505,10 +1568,26 @@ lq_status lq_strings_get(const lq_strings *list, size_t index, const uint8_t **p
 lq_status lq_strings_len(const lq_strings *list, size_t *out);
 
 /**
- * Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+ * Closes this handle (not the topic: its subscriptions go on): a publish
+ * waiting in it in another thread for room in a full subscription queue
+ * returns `LQ_CLOSED` at once (subscriptions with room still get their copy),
+ * and every later call on it but `lq_topic_free` returns `LQ_CLOSED`.
+ * Idempotent; safe from any thread while others use the handle. It must still
+ * be freed with `lq_topic_free` once no call is in it.
  *
  * # Safety
- * `topic` must be NULL or an owned handle, not used again.
+ * `topic` NULL or live (not freed).
+ */
+lq_status lq_topic_close(const lq_topic *topic);
+
+/**
+ * Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+ * To stop a publish waiting in the handle, `lq_topic_close` it first and free
+ * it once the publish has returned.
+ *
+ * # Safety
+ * `topic` must be NULL or an owned handle, not used again, with no call in it
+ * (in any thread).
  */
 void lq_topic_free(lq_topic *topic);
 

@@ -343,7 +343,7 @@ impl Queue {
 
     /// Sends a message with an explicit full policy.
     pub fn send_with(&self, msg: Message, on_full: OnFull) -> Result<u64> {
-        self.core.send_one(msg, on_full)
+        self.core.send_one(msg, on_full, None)
     }
 
     /// Sends a copy of `body` as a plain message (nothing else set), with the
@@ -359,14 +359,14 @@ impl Queue {
     /// # Ok::<(), libqueue::Error>(())
     /// ```
     pub fn send_bytes(&self, body: &[u8]) -> Result<u64> {
-        self.core.send_copy(body, self.core.opts.on_full)
+        self.core.send_copy(body, self.core.opts.on_full, None)
     }
 
     /// Sends several messages: all are accepted or none is (capacity and quotas are
     /// reserved for the whole batch). Returns their ids in order.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = Message>) -> Result<Vec<u64>> {
         self.core
-            .send(msgs.into_iter().collect(), self.core.opts.on_full)
+            .send(msgs.into_iter().collect(), self.core.opts.on_full, None)
     }
 
     /// Sends several messages with an explicit full policy.
@@ -375,7 +375,7 @@ impl Queue {
         msgs: impl IntoIterator<Item = Message>,
         on_full: OnFull,
     ) -> Result<Vec<u64>> {
-        self.core.send(msgs.into_iter().collect(), on_full)
+        self.core.send(msgs.into_iter().collect(), on_full, None)
     }
 
     /// Receives one message, leased: `Ok(None)` if none came within `wait`.
@@ -525,6 +525,12 @@ impl Delivery {
         self.lease.as_ref().map(|l| l.0.name.as_str())
     }
 
+    /// Whether the queue of a leased delivery was closed (its broker closed or
+    /// the queue deleted); false for an auto-acked one, which keeps no queue.
+    pub(crate) fn queue_closed(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.0.is_closed())
+    }
+
     /// The message id and lease (shard, token), for settling on its behalf.
     pub(crate) fn lease_ref(&self) -> Option<(u64, (usize, u64))> {
         self.lease
@@ -554,7 +560,14 @@ impl Delivery {
     }
 
     /// Acknowledges: the message is done and removed. [`Error::LeaseExpired`] if the
-    /// lease ran out first (the message went back to the queue).
+    /// lease ran out first (the message went back to the queue);
+    /// [`Error::Closed`] if its queue was closed (broker closed, queue deleted):
+    /// nothing is settled and, persistent, the message is back after a reopen;
+    /// [`Error::Storage`] if the journal could not record the ack (the message
+    /// may come back after a restart).
+    ///
+    /// The same holds for every way of settling or extending: after the broker
+    /// is closed each returns [`Error::Closed`].
     pub fn ack(self) -> Result<()> {
         let (q, l) = self.lease()?;
         q.settle(self.node.id, l, true, None, "")

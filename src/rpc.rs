@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::message::{Message, MessageView};
 use crate::queue::{Delivery, Queue, QueueOptions, Wait};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 static CLIENTS: AtomicU64 = AtomicU64::new(0);
@@ -52,6 +52,8 @@ pub struct RpcClient {
     extra: Mutex<Vec<String>>,
     late: AtomicU64,
     next: AtomicU64,
+    /// Set by [`RpcClient::close`]: calls waiting for a reply return Closed.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -80,7 +82,39 @@ impl RpcClient {
             extra: Mutex::new(Vec::new()),
             late: AtomicU64::new(0),
             next: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Closes this client (not its namespace): calls waiting for a reply in
+    /// other threads return [`Error::Closed`] at once, and later calls, casts
+    /// and fanouts fail with it. Idempotent. Its reply queues are deleted when
+    /// it is dropped.
+    pub fn close(&self) {
+        if self.closed.swap(true, SeqCst) {
+            return;
+        }
+        // Every waiter re-checks the flag: the main reply queue and the extra
+        // ones (a call in flight holds its extra queue outside `idle`).
+        self.reply.core.interrupt();
+        for name in self.extra.lock().iter() {
+            if let Ok(q) = self.ns.get_queue(name) {
+                q.core.interrupt();
+            }
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     /// The private reply queue's name.
@@ -92,7 +126,9 @@ impl RpcClient {
     /// for the reply. [`Error::Timeout`] if none came (a reply arriving later is
     /// dropped and counted in [`late_replies`](Self::late_replies));
     /// [`Error::Remote`] if the handler failed for good.
+    /// [`Error::Closed`] if the client is (or gets) closed meanwhile.
     pub fn call(&self, queue: &str, msg: Message, timeout: Duration) -> Result<Delivery> {
+        self.check_open()?;
         if let Some(_busy) = self.reply_busy.try_lock() {
             return self.call_on(&self.reply, queue, msg, timeout);
         }
@@ -130,6 +166,7 @@ impl RpcClient {
         msg: Message,
         timeout: Duration,
     ) -> Result<Delivery> {
+        self.check_open()?; // closed while this call waited for a reply queue
         let corr = format!("{}#{}", reply.name(), self.next.fetch_add(1, SeqCst));
         let msg = msg
             .correlation_id(corr.clone())
@@ -143,7 +180,16 @@ impl RpcClient {
                 return Err(Error::Timeout);
             }
             let remaining = Duration::from_nanos(deadline - now);
-            match reply.receive_auto_ack(Wait::For(remaining))? {
+            let mut got = None;
+            reply
+                .core
+                .receive_until(1, Wait::For(remaining), true, Some(&self.closed), |d| {
+                    got = Some(d)
+                })?;
+            if got.is_none() {
+                self.check_open()?;
+            }
+            match got {
                 Some(d) if d.correlation_id() == Some(corr.as_str()) => break d,
                 // The reply to an earlier call of this queue that timed out.
                 Some(_) => {
@@ -160,11 +206,13 @@ impl RpcClient {
 
     /// Sends `msg` to `queue` for one consumer; no reply.
     pub fn cast(&self, queue: &str, msg: Message) -> Result<u64> {
+        self.check_open()?;
         self.ns.send(queue, msg)
     }
 
     /// Publishes `msg` to every subscriber of `topic`; returns how many got it.
     pub fn fanout(&self, topic: &str, msg: Message) -> Result<usize> {
+        self.check_open()?;
         self.ns.topic(topic)?.publish(msg)
     }
 

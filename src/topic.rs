@@ -162,11 +162,30 @@ impl Topic {
             .collect()
     }
 
+    /// Wakes every publish waiting for room in a subscription queue, so it
+    /// re-checks its cancel flag (see [`publish_until`](Self::publish_until)).
+    pub(crate) fn wake_publishers(&self) {
+        for s in self.core.subs.read().iter() {
+            s.queue.wake_all();
+        }
+    }
+
     /// Publishes `msg`: every subscription whose filter matches gets one copy
     /// (sent as its queue's `on_full` option says). Returns how many got it. If a
     /// subscription refuses it (full, quota, closed), the others still get their
     /// copy and the first error is returned.
     pub fn publish(&self, msg: Message) -> Result<usize> {
+        self.publish_until(msg, None)
+    }
+
+    /// [`publish`](Self::publish) whose waits for room (a full subscription
+    /// queue whose `on_full` blocks) end with [`Error::Closed`] once `cancel` is
+    /// set and [`wake_publishers`](Self::wake_publishers) called.
+    pub(crate) fn publish_until(
+        &self,
+        msg: Message,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<usize> {
         let targets: Vec<Arc<QueueCore>> = self
             .core
             .subs
@@ -185,7 +204,7 @@ impl Topic {
             } else {
                 msg.clone().expect("kept for the last")
             };
-            match q.send_one(m, q.opts.on_full) {
+            match q.send_one(m, q.opts.on_full, cancel) {
                 Ok(_) => sent += 1,
                 Err(e) => {
                     first_err.get_or_insert(e);

@@ -63,13 +63,15 @@ def measure() -> dict:
     py_try = per_call_ns(lambda: py_fn(cq, cref))
 
     # libqueue._fast: receive with timeout 0 (a try, GIL held) on the same queue.
+    # The fast calls take the handle's owner (a Pin), which frees it on close().
     fast = _ffi.fast
-    qa = int(ffi.cast("uintptr_t", q))
+    free = int(ffi.cast("uintptr_t", ffi.addressof(lib, "lq_queue_free")))
+    qa = fast.Pin(int(ffi.cast("uintptr_t", q)), free, None)
     fast_recv = fast.receive
     assert fast_recv(qa, 0, False) == -1  # -LQ_EMPTY
     fast_try = per_call_ns(lambda: fast_recv(qa, 0, False))
 
-    lib.lq_queue_free(q)
+    qa.close()  # frees q
     lib.lq_broker_free(broker)
     return {
         "cffi_abi": {"lq_version_ns": round(cffi_version, 1), "try_receive_empty_ns": round(cffi_try, 1)},

@@ -259,8 +259,16 @@ impl QueueCore {
     }
 
     /// Reserves room for `n` messages of `bytes` in all: queue capacity (waiting as
-    /// `on_full` says), then the namespace quotas (never waiting).
-    fn admit(&self, n: u64, bytes: u64, on_full: OnFull) -> Result<()> {
+    /// `on_full` says), then the namespace quotas (never waiting). A wait ends
+    /// with [`Error::Closed`] when the queue closes or `cancel` is set (and the
+    /// waiters woken, see [`QueueCore::wake_all`]).
+    fn admit(
+        &self,
+        n: u64,
+        bytes: u64,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<()> {
         if self.cap_msgs.is_limited() || self.cap_bytes.is_limited() {
             if n > self.cap_msgs.limit().unwrap_or(u64::MAX) {
                 return Err(Error::InvalidArgument(format!(
@@ -322,7 +330,7 @@ impl QueueCore {
                     self.not_full.cancel(t);
                     break;
                 }
-                if self.is_closed() {
+                if self.is_closed() || cancel.is_some_and(|c| c.load(SeqCst)) {
                     self.not_full.cancel(t);
                     leave(self);
                     return Err(Error::Closed);
@@ -426,48 +434,75 @@ impl QueueCore {
         }
     }
 
+    /// Records a removal where nobody can be told of a failure (expiry, purge,
+    /// cancel, deletion): at worst the message comes back after a restart
+    /// (at-least-once).
     fn record_removed(&self, node: &Node, reason: RemoveReason) {
-        self.record_removed_id(node.id, node.persistent, reason);
+        let _ = self.record_removed_id(node.id, node.persistent, reason);
     }
 
-    fn record_removed_id(&self, id: u64, persistent: bool, reason: RemoveReason) {
+    /// Records that a persistent message is gone. The message is gone from memory
+    /// whatever the backend says; an error means it may come back after a restart,
+    /// and a caller that reports success (an ack) must return it instead.
+    fn record_removed_id(&self, id: u64, persistent: bool, reason: RemoveReason) -> Result<()> {
         // A deleted queue's messages are covered by its `QueueDeleted` record
         // (written first); a record per message would be redundant, and could
         // name a message of a queue created again under the same name.
         if persistent && reason != RemoveReason::QueueDeleted {
-            // The message is gone from memory whatever the backend says; a failure
-            // here means it may come back after a restart (at-least-once).
-            let _ = self.record(Record::Removed {
+            self.record(Record::Removed {
                 namespace: &self.ns.name,
                 queue: &self.name,
                 id,
                 reason,
-            });
+            })?;
         }
+        Ok(())
     }
 
-    /// Sends one message.
-    pub(crate) fn send_one(&self, msg: Message, on_full: OnFull) -> Result<u64> {
-        self.send_built(msg, None, on_full)
+    /// Sends one message. A wait for room ends with [`Error::Closed`] once
+    /// `cancel` is set and the waiters woken.
+    pub(crate) fn send_one(
+        &self,
+        msg: Message,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<u64> {
+        self.send_built(msg, None, on_full, cancel)
     }
 
     /// Sends a message with nothing set but a body copied from `body`. The copy
     /// goes into a recycled node's buffer when one of that length is at hand,
     /// so fixed-size messages from C or Python cost no allocation.
-    pub(crate) fn send_copy(&self, body: &[u8], on_full: OnFull) -> Result<u64> {
-        self.send_built(Message::default(), Some(body), on_full)
+    pub(crate) fn send_copy(
+        &self,
+        body: &[u8],
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<u64> {
+        self.send_built(Message::default(), Some(body), on_full, cancel)
     }
 
     #[inline]
-    fn send_built(&self, msg: Message, copy: Option<&[u8]>, on_full: OnFull) -> Result<u64> {
+    fn send_built(
+        &self,
+        msg: Message,
+        copy: Option<&[u8]>,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<u64> {
         self.check_open()?;
         let (node, due) = self.build(msg, copy, &mut LazyNow::new(&*self.clock))?;
-        self.admit(1, node.size, on_full)?;
+        self.admit(1, node.size, on_full, cancel)?;
         self.commit(node, copy, due, home_shard(), true, true)
     }
 
     /// Sends a batch: all are admitted together or none is.
-    pub(crate) fn send(&self, msgs: Vec<Message>, on_full: OnFull) -> Result<Vec<u64>> {
+    pub(crate) fn send(
+        &self,
+        msgs: Vec<Message>,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<u64>> {
         self.check_open()?;
         let mut now = LazyNow::new(&*self.clock);
         let built = msgs
@@ -479,7 +514,7 @@ impl QueueCore {
             return Ok(Vec::new());
         }
         let mut bytes: u64 = built.iter().map(|(node, _)| node.size).sum();
-        self.admit(n, bytes, on_full)?;
+        self.admit(n, bytes, on_full, cancel)?;
         let home = home_shard();
         let mut ids = Vec::with_capacity(built.len());
         let mut sent_bytes = 0;

@@ -481,10 +481,7 @@ pub unsafe extern "C" fn lq_namespace_topic(
     // SAFETY: forwarded from the caller.
     unsafe {
         ns_named(ns, name, name_len, out, |h, n| {
-            Ok(boxed(lq_topic {
-                t: h.ns.topic(n)?,
-                broker: h.broker.clone(),
-            }))
+            Ok(boxed(lq_topic::new(h.ns.topic(n)?, &h.broker)))
         })
     }
 }

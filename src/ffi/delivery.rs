@@ -10,6 +10,13 @@
 //! (a second ack included). A leased delivery freed unsettled is redelivered
 //! when its lease runs out.
 //!
+//! A leased delivery whose queue closed (its broker closed or the queue was
+//! deleted) can no longer be read or settled: every call on it but
+//! `lq_delivery_free` and `lq_delivery_id` returns `LQ_CLOSED` and settles
+//! nothing (a persistent message is back after a reopen). Auto-acked
+//! deliveries, RPC replies and peeked ones are copies the queue no longer
+//! holds: they stay readable.
+//!
 //! The `const lq_delivery *` a pool handler gets is borrowed for the call:
 //! readable, not settleable (the pool acks or nacks by the handler's result),
 //! never freed by the handler.
@@ -59,6 +66,7 @@ impl lq_delivery {
 
     fn view(&self) -> Result<&dyn MessageView, Fail> {
         match &self.state {
+            State::Owned(d) if d.queue_closed() => Err(queue_closed(d.id())),
             State::Owned(d) => Ok(d),
             State::Peeked(p) => Ok(p),
             // SAFETY: a borrowed delivery lives only inside the pool handler call,
@@ -72,9 +80,11 @@ impl lq_delivery {
     }
 
     /// The leased delivery, taken out for settling (the state becomes `Settled`).
+    /// `LQ_CLOSED` (and the delivery left as it is) if its queue was closed.
     fn take_leased(&mut self, how: &'static str) -> Result<Delivery, Fail> {
         let id = self.view().map(|v| v.id()).unwrap_or(0);
         match &self.state {
+            State::Owned(d) if d.queue_closed() => return Err(queue_closed(d.id())),
             State::Owned(d) if d.is_leased() => {}
             State::Owned(_) => {
                 return Err(Fail::new(
@@ -101,6 +111,14 @@ impl lq_delivery {
             _ => unreachable!("checked above"),
         }
     }
+}
+
+/// What a leased delivery whose queue closed answers.
+fn queue_closed(id: u64) -> Fail {
+    Fail::new(
+        LQ_CLOSED,
+        format!("the queue of message {id} was closed (its broker closed or the queue deleted): the delivery can no longer be read or settled"),
+    )
 }
 
 /// Frees a delivery (an unsettled leased one is redelivered when its lease
@@ -133,6 +151,10 @@ unsafe fn settle(
 /// settled (its body pointer is invalid; a second ack is `LQ_INVALID_STATE`)
 /// but still needs `lq_delivery_free`. `LQ_LEASE_EXPIRED` if the lease ran out
 /// first (the message went back to the queue; the delivery is settled too).
+/// `LQ_CLOSED` if its queue was closed (broker closed, queue deleted): nothing
+/// is settled and a persistent message is back after a reopen. `LQ_STORAGE`
+/// if the journal could not record the ack (the message may come back after
+/// a restart; the delivery is settled).
 ///
 /// # Safety
 /// `d` NULL or an owned, live delivery used by no other thread.
@@ -226,6 +248,7 @@ pub unsafe extern "C" fn lq_delivery_id(d: *const lq_delivery, out: *mut u64) ->
         let (h, out) = unsafe { (handle(d, "d")?, Out::new(out, "out")?) };
         out.set(match &h.state {
             State::Settled { id, .. } => *id,
+            State::Owned(d) => d.id(),
             _ => h.view()?.id(),
         });
         Ok(())

@@ -10,7 +10,7 @@
 //! - `options.rs`: `lq_broker_options`, `lq_queue_options`, `lq_quotas`
 //! - `broker.rs`: `lq_broker`, `lq_namespace`, `lq_strings`, the recovery report
 //! - `message.rs`: `lq_message` (what a producer sends)
-//! - `queue.rs`: `lq_queue` (send, receive, peek, stats, the pollable fd)
+//! - `queue.rs`: `lq_queue` (send, receive, peek, stats, the pollable fd, close)
 //! - `delivery.rs`: `lq_delivery` (a received or peeked message)
 //! - `topic.rs`: `lq_topic`
 //! - `pool.rs`: `lq_pool_builder`, `lq_pool`, `lq_reply` (C callbacks)
@@ -72,7 +72,8 @@ pub enum lq_status {
     LQ_TIMEOUT = 2,
     /// The queue is at capacity and the send was not to wait.
     LQ_FULL = 3,
-    /// The broker or queue was closed (or the queue deleted).
+    /// The broker or queue was closed (or the queue deleted), or the handle
+    /// itself (`lq_queue_close`, `lq_topic_close`, `lq_rpc_client_close`).
     LQ_CLOSED = 4,
     /// No such queue, namespace, message, header or subscription.
     LQ_NOT_FOUND = 5,

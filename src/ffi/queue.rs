@@ -3,18 +3,28 @@
 //! Threads: an `lq_queue` may be shared between threads and used concurrently
 //! (producers and consumers on one handle). Every receive returns an owned
 //! `lq_delivery` per message.
+//!
+//! Lifetime: `lq_queue_close` may be called from any thread at any time, also
+//! while other threads wait in the handle: it wakes them (`LQ_CLOSED`) and
+//! every later call on the handle returns `LQ_CLOSED`. `lq_queue_free` frees
+//! the memory and must come after every call on the handle has returned
+//! (close, join the threads that use it, then free).
 
 use super::delivery::lq_delivery;
 use super::message::{lq_message, take};
 use super::options::on_full_of;
 use super::{boxed, bytes, handle, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out};
 use super::{lq_status, lq_status::*};
-use crate::{Broker, Queue, QueueStats, Wait};
+use crate::{Broker, Queue, QueueStats};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 /// A handle on one queue. Shareable between threads.
 pub struct lq_queue {
     pub(crate) q: Queue,
     broker: Broker,
+    /// Set by `lq_queue_close`: the calls waiting in this handle return, and
+    /// later ones fail, with `LQ_CLOSED` (other handles of the queue go on).
+    closed: AtomicBool,
 }
 
 impl lq_queue {
@@ -22,6 +32,7 @@ impl lq_queue {
         boxed(lq_queue {
             q,
             broker: broker.clone(),
+            closed: AtomicBool::new(false),
         })
     }
 }
@@ -84,9 +95,12 @@ impl From<&QueueStats> for lq_queue_stats {
 }
 
 /// Frees a queue handle (the queue stays in its namespace); NULL is a no-op.
+/// To stop threads waiting in the handle, `lq_queue_close` it first and free it
+/// once they have returned.
 ///
 /// # Safety
-/// `queue` must be NULL or an owned handle, not used again.
+/// `queue` must be NULL or an owned handle, not used again, with no call in it
+/// (in any thread).
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_free(queue: *mut lq_queue) {
     run_free(queue)
@@ -116,10 +130,53 @@ pub unsafe extern "C" fn lq_queue_name(
     })
 }
 
-/// The queue, if the broker it came from is still open.
+/// The queue, if neither this handle nor the broker it came from was closed.
 fn open(h: &lq_queue) -> Result<&Queue, Fail> {
+    if h.closed.load(SeqCst) {
+        return Err(handle_closed());
+    }
     super::broker::check_open(&h.broker)?;
     Ok(&h.q)
+}
+
+fn handle_closed() -> Fail {
+    Fail::new(LQ_CLOSED, "this queue handle was closed (lq_queue_close)")
+}
+
+/// What a wait that ended with nothing says: `LQ_CLOSED` if the handle, the
+/// queue or its broker closed meanwhile, else what `nothing` says.
+fn ended(h: &lq_queue, timeout_ms: u64) -> Fail {
+    if h.closed.load(SeqCst) {
+        handle_closed()
+    } else if timeout_ms == super::LQ_WAIT_FOREVER || h.q.is_closed() || h.broker.is_closed() {
+        Fail::new(LQ_CLOSED, "the queue was closed")
+    } else {
+        nothing(timeout_ms)
+    }
+}
+
+/// Closes this handle (not the queue: other handles of it go on): every call
+/// waiting in it in other threads (a receive, a send waiting for room) returns
+/// `LQ_CLOSED` at once, and every later call on it but `lq_queue_name`,
+/// `lq_queue_get_stats`, `lq_queue_is_closed` and `lq_queue_free` returns
+/// `LQ_CLOSED`. Idempotent; safe to call from any thread while others use the
+/// handle. Deliveries received through it stay valid. The handle must still be
+/// freed with `lq_queue_free`, once no call is in it.
+///
+/// # Safety
+/// `queue` NULL or live (not freed).
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_close(queue: *const lq_queue) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees `queue` is NULL or live.
+        let h = unsafe { handle(queue, "queue") }?;
+        if !h.closed.swap(true, SeqCst) {
+            // Wakes every waiter of the queue; those of other handles go back
+            // to sleep, ours see the flag.
+            h.q.core.wake_all();
+        }
+        Ok(())
+    })
 }
 
 /// # Safety
@@ -134,11 +191,13 @@ unsafe fn send(
         // SAFETY: the caller hands over `msg` (consumed whatever happens).
         let m = unsafe { take(msg, "msg") }?;
         // SAFETY: the caller guarantees `queue` is NULL or live.
-        let q = open(unsafe { handle(queue, "queue") }?)?;
-        let id = match on_full {
-            None => q.send(m)?,
-            Some((mode, t)) => q.send_with(m, on_full_of(mode, t)?)?,
+        let h = unsafe { handle(queue, "queue") }?;
+        let q = open(h)?;
+        let policy = match on_full {
+            None => q.options().on_full,
+            Some((mode, t)) => on_full_of(mode, t)?,
         };
+        let id = q.core.send_one(m, policy, Some(&h.closed))?;
         if !id_out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(id_out, "id_out") }?.set(id);
@@ -198,7 +257,8 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, b) = unsafe { (handle(queue, "queue")?, bytes(body, body_len, "body")?) };
-        let id = open(h)?.send_bytes(b)?;
+        let q = open(h)?;
+        let id = q.core.send_copy(b, q.options().on_full, Some(&h.closed))?;
         if !id_out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(id_out, "id_out") }?.set(id);
@@ -207,19 +267,13 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
     })
 }
 
-/// Sends `n` messages: all are accepted or none is. **Consumes every message**
-/// in `msgs` (also on failure; the array itself stays the caller's). On success
-/// `ids_out` (if not NULL, `n` entries) gets their ids in order.
-/// `LQ_NULL_POINTER` if an entry is NULL (the others are still consumed).
-///
 /// # Safety
-/// `queue` NULL or live; `msgs` points to `n` entries, each NULL or an owned
-/// message not used again; `ids_out` NULL or writable for `n` entries.
-#[no_mangle]
-pub unsafe extern "C" fn lq_queue_send_batch(
+/// As for `lq_queue_send_batch`.
+unsafe fn send_batch(
     queue: *const lq_queue,
     msgs: *const *mut lq_message,
     n: usize,
+    on_full: Option<(u32, u64)>,
     ids_out: *mut u64,
 ) -> lq_status {
     run(|| {
@@ -244,14 +298,56 @@ pub unsafe extern "C" fn lq_queue_send_batch(
             return Err(super::null(&format!("msgs[{i}]")));
         }
         // SAFETY: the caller guarantees `queue` is NULL or live.
-        let q = open(unsafe { handle(queue, "queue") }?)?;
-        let ids = q.send_batch(batch)?;
+        let h = unsafe { handle(queue, "queue") }?;
+        let q = open(h)?;
+        let policy = match on_full {
+            None => q.options().on_full,
+            Some((mode, t)) => on_full_of(mode, t)?,
+        };
+        let ids = q.core.send(batch, policy, Some(&h.closed))?;
         if !ids_out.is_null() {
             // SAFETY: the caller guarantees `n` writable entries at `ids_out`.
             unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
         }
         Ok(())
     })
+}
+
+/// Sends `n` messages: all are accepted or none is. **Consumes every message**
+/// in `msgs` (also on failure; the array itself stays the caller's). On success
+/// `ids_out` (if not NULL, `n` entries) gets their ids in order.
+/// `LQ_NULL_POINTER` if an entry is NULL (the others are still consumed).
+///
+/// # Safety
+/// `queue` NULL or live; `msgs` points to `n` entries, each NULL or an owned
+/// message not used again; `ids_out` NULL or writable for `n` entries.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_send_batch(
+    queue: *const lq_queue,
+    msgs: *const *mut lq_message,
+    n: usize,
+    ids_out: *mut u64,
+) -> lq_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { send_batch(queue, msgs, n, None, ids_out) }
+}
+
+/// As `lq_queue_send_batch`, with an explicit full policy (`on_full` an
+/// `lq_on_full`, `timeout_ms` for `LQ_ON_FULL_TIMEOUT`) for the whole batch.
+///
+/// # Safety
+/// As for `lq_queue_send_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_send_batch_with(
+    queue: *const lq_queue,
+    msgs: *const *mut lq_message,
+    n: usize,
+    on_full: u32,
+    timeout_ms: u64,
+    ids_out: *mut u64,
+) -> lq_status {
+    // SAFETY: forwarded from the caller.
+    unsafe { send_batch(queue, msgs, n, Some((on_full, timeout_ms)), ids_out) }
 }
 
 /// One receive: `timeout_ms` 0 tries, `LQ_WAIT_FOREVER` blocks.
@@ -268,19 +364,17 @@ unsafe fn receive_one(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
         let q = open(h)?;
-        let wait = wait_of(timeout_ms);
-        let got = if auto_ack {
-            q.receive_auto_ack(wait)?
-        } else {
-            q.receive_with(wait)?
-        };
+        let mut got = None;
+        q.core
+            .receive_until(1, wait_of(timeout_ms), auto_ack, Some(&h.closed), |d| {
+                got = Some(d)
+            })?;
         match got {
             Some(d) => {
                 out.set(boxed(lq_delivery::owned(d)));
                 Ok(())
             }
-            None if wait == Wait::Forever => Err(Fail::new(LQ_CLOSED, "the queue was closed")),
-            None => Err(nothing(timeout_ms)),
+            None => Err(ended(h, timeout_ms)),
         }
     })
 }
@@ -301,7 +395,8 @@ pub unsafe extern "C" fn lq_queue_try_receive(
     unsafe { receive_one(queue, 0, false, out) }
 }
 
-/// Waits for a message (leased); returns `LQ_CLOSED` if the queue closes first.
+/// Waits for a message (leased); returns `LQ_CLOSED` if the queue, its broker
+/// or this handle (`lq_queue_close`) closes first.
 ///
 /// # Safety
 /// As for `lq_queue_try_receive`.
@@ -389,13 +484,14 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
         if max == 0 {
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
         }
-        let got = open(h)?.receive_batch(max, wait_of(timeout_ms))?;
+        let mut got = Vec::with_capacity(max.min(256));
+        open(h)?
+            .core
+            .receive_until(max, wait_of(timeout_ms), false, Some(&h.closed), |d| {
+                got.push(d)
+            })?;
         if got.is_empty() {
-            return Err(if timeout_ms == super::LQ_WAIT_FOREVER {
-                Fail::new(LQ_CLOSED, "the queue was closed")
-            } else {
-                nothing(timeout_ms)
-            });
+            return Err(ended(h, timeout_ms));
         }
         let items = got.into_iter().map(lq_delivery::owned).collect();
         // SAFETY: the caller guarantees `max` writable entries at `out`.
@@ -521,7 +617,41 @@ pub unsafe extern "C" fn lq_queue_fd(queue: *const lq_queue, fd: *mut i32) -> lq
     })
 }
 
-/// Whether the queue was closed (its broker closed or the queue deleted).
+/// The queue's full policy: `*on_full` an `lq_on_full`, `*timeout_ms` its
+/// wait for `LQ_ON_FULL_TIMEOUT` (else 0). A binding that waits in slices (to
+/// stay interruptible) uses it to wait as the queue's own send would.
+///
+/// # Safety
+/// `queue` NULL or live; `on_full` and `timeout_ms` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_get_on_full(
+    queue: *const lq_queue,
+    on_full: *mut u32,
+    timeout_ms: *mut u64,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, mode, t) = unsafe {
+            (
+                handle(queue, "queue")?,
+                Out::new(on_full, "on_full")?,
+                Out::new(timeout_ms, "timeout_ms")?,
+            )
+        };
+        use super::options::lq_on_full::*;
+        let (m, ms) = match h.q.options().on_full {
+            crate::OnFull::Block => (LQ_ON_FULL_BLOCK, 0),
+            crate::OnFull::Reject => (LQ_ON_FULL_REJECT, 0),
+            crate::OnFull::Timeout(d) => (LQ_ON_FULL_TIMEOUT, to_ms(d)),
+        };
+        mode.set(m as u32);
+        t.set(ms);
+        Ok(())
+    })
+}
+
+/// Whether the queue was closed (its broker closed or the queue deleted) or
+/// this handle was (`lq_queue_close`).
 ///
 /// # Safety
 /// `queue` NULL or live; `out` writable.
@@ -530,7 +660,7 @@ pub unsafe extern "C" fn lq_queue_is_closed(queue: *const lq_queue, out: *mut bo
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
-        out.set(h.q.is_closed() || h.broker.is_closed());
+        out.set(h.closed.load(SeqCst) || h.q.is_closed() || h.broker.is_closed());
         Ok(())
     })
 }

@@ -3,7 +3,8 @@
 //! `lq_pool` whose handler sets the reply with `lq_reply_set_body`.
 //!
 //! Threads: an `lq_rpc_client` may be shared; many threads may call through one
-//! client at once.
+//! client at once. `lq_rpc_client_close` may be called from any thread, also
+//! while calls wait in the client: they return `LQ_CLOSED` at once.
 
 use super::broker::{check_open, lq_namespace};
 use super::delivery::lq_delivery;
@@ -40,7 +41,26 @@ pub unsafe extern "C" fn lq_rpc_client_new(
     })
 }
 
-/// Frees a client and deletes its reply queue; NULL is a no-op.
+/// Closes the client (not its namespace): calls waiting for a reply in other
+/// threads return `LQ_CLOSED` at once, and every later call, cast or fanout
+/// through it returns `LQ_CLOSED`. Idempotent; safe from any thread while
+/// others use the client. It must still be freed with `lq_rpc_client_free`
+/// once no call is in it.
+///
+/// # Safety
+/// `client` NULL or live (not freed).
+#[no_mangle]
+pub unsafe extern "C" fn lq_rpc_client_close(client: *const lq_rpc_client) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees `client` is NULL or live.
+        unsafe { handle(client, "client") }?.c.close();
+        Ok(())
+    })
+}
+
+/// Frees a client and deletes its reply queue; NULL is a no-op. To stop calls
+/// waiting in it, `lq_rpc_client_close` it first and free it once they have
+/// returned.
 ///
 /// # Safety
 /// `client` must be NULL or an owned client, not used again (no call in flight).
@@ -68,6 +88,12 @@ unsafe fn prepare<'a>(
         )
     };
     check_open(&h.broker)?;
+    if h.c.is_closed() {
+        return Err(Fail::new(
+            lq_status::LQ_CLOSED,
+            "this RPC client was closed (lq_rpc_client_close)",
+        ));
+    }
     Ok((h, t, m))
 }
 
@@ -75,7 +101,8 @@ unsafe fn prepare<'a>(
 /// `timeout_ms` for the reply: on success `*reply` is an owned delivery holding
 /// the reply body (read it, then `lq_delivery_free`; it needs no ack).
 /// `LQ_TIMEOUT` if no reply came; `LQ_REMOTE` if the handler failed for good
-/// (its text in `lq_last_error_message`).
+/// (its text in `lq_last_error_message`); `LQ_CLOSED` if the client (or the
+/// broker) was closed, also while the call waited.
 ///
 /// # Safety
 /// `client` NULL or live; `queue` points to `queue_len` bytes; `msg` NULL or

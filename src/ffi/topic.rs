@@ -1,6 +1,8 @@
 //! `lq_topic`: publish once, every subscription (a queue) gets a copy.
 //!
 //! Threads: an `lq_topic` may be shared between threads and used concurrently.
+//! `lq_topic_close` may be called from any thread, also while a publish waits
+//! in the handle for room in a full subscription queue: it returns `LQ_CLOSED`.
 
 use super::broker::{check_open, lq_strings, strings};
 use super::lq_status;
@@ -8,17 +10,66 @@ use super::message::{lq_message, take};
 use super::queue::lq_queue;
 use super::{bytes, handle, run, run_free, text, Fail, Out};
 use crate::{Broker, Filter, Topic};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 /// A topic of a namespace. Shareable between threads.
 pub struct lq_topic {
     pub(crate) t: Topic,
     pub(crate) broker: Broker,
+    /// Set by `lq_topic_close`.
+    closed: AtomicBool,
+}
+
+impl lq_topic {
+    pub(crate) fn new(t: Topic, broker: &Broker) -> Self {
+        lq_topic {
+            t,
+            broker: broker.clone(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The topic, if neither this handle nor its broker was closed.
+    fn open(&self) -> Result<&Topic, Fail> {
+        if self.closed.load(SeqCst) {
+            return Err(Fail::new(
+                lq_status::LQ_CLOSED,
+                "this topic handle was closed (lq_topic_close)",
+            ));
+        }
+        check_open(&self.broker)?;
+        Ok(&self.t)
+    }
+}
+
+/// Closes this handle (not the topic: its subscriptions go on): a publish
+/// waiting in it in another thread for room in a full subscription queue
+/// returns `LQ_CLOSED` at once (subscriptions with room still get their copy),
+/// and every later call on it but `lq_topic_free` returns `LQ_CLOSED`.
+/// Idempotent; safe from any thread while others use the handle. It must still
+/// be freed with `lq_topic_free` once no call is in it.
+///
+/// # Safety
+/// `topic` NULL or live (not freed).
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_close(topic: *const lq_topic) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees `topic` is NULL or live.
+        let h = unsafe { handle(topic, "topic") }?;
+        if !h.closed.swap(true, SeqCst) {
+            h.t.wake_publishers();
+        }
+        Ok(())
+    })
 }
 
 /// Frees a topic handle (the topic and its subscriptions stay); NULL is a no-op.
+/// To stop a publish waiting in the handle, `lq_topic_close` it first and free
+/// it once the publish has returned.
 ///
 /// # Safety
-/// `topic` must be NULL or an owned handle, not used again.
+/// `topic` must be NULL or an owned handle, not used again, with no call in it
+/// (in any thread).
 #[no_mangle]
 pub unsafe extern "C" fn lq_topic_free(topic: *mut lq_topic) {
     run_free(topic)
@@ -37,8 +88,7 @@ unsafe fn subscribe(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
         let f = filter()?;
-        check_open(&h.broker)?;
-        let sub = h.t.subscribe(q, f)?;
+        let sub = h.open()?.subscribe(q, f)?;
         if !out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(out, "out") }?.set(lq_queue::boxed(sub, &h.broker));
@@ -135,8 +185,7 @@ pub unsafe extern "C" fn lq_topic_unsubscribe(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
-        check_open(&h.broker)?;
-        h.t.unsubscribe(q)?;
+        h.open()?.unsubscribe(q)?;
         Ok(())
     })
 }
@@ -154,7 +203,7 @@ pub unsafe extern "C" fn lq_topic_subscriptions(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
-        out.set(strings(h.t.subscriptions()));
+        out.set(strings(h.open()?.subscriptions()));
         Ok(())
     })
 }
@@ -178,8 +227,7 @@ pub unsafe extern "C" fn lq_topic_publish(
         let m = unsafe { take(msg, "msg") }?;
         // SAFETY: the caller guarantees `topic` is NULL or live.
         let h = unsafe { handle(topic, "topic") }?;
-        check_open(&h.broker)?;
-        let n = h.t.publish(m)?;
+        let n = h.open()?.publish_until(m, Some(&h.closed))?;
         if !count.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(count, "count") }?.set(n);

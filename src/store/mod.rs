@@ -96,9 +96,11 @@ pub trait Storage: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Records an event. For a queue definition, a queue deletion and a send's
     /// `Enqueued`, an error refuses the operation (the send fails, the message is
-    /// not queued). Errors recording what already happened in memory (`Removed`,
-    /// `Delivered`, a dead letter's `Enqueued`) are ignored: at worst the message
-    /// comes back after a restart (at-least-once).
+    /// not queued). An ack whose `Removed` fails returns the error (the message
+    /// is gone from memory but may come back after a restart). Other errors
+    /// recording what already happened in memory (`Removed` of an expiry, purge or
+    /// cancel, `Delivered`, a dead letter's `Enqueued`) are ignored: at worst the
+    /// message comes back after a restart (at-least-once).
     fn append(&self, record: &Record<'_>) -> Result<()>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<()>;

@@ -192,8 +192,25 @@ static void persistence() {
     CHECK(std::system((std::string("rm -rf ") + dir).c_str()) == 0);
 }
 
+// close() from another thread wakes the receive waiting in the handle.
+static void close_wakes_a_waiter() {
+    libqueue::Broker broker;
+    auto q = broker.queue("waiting");
+    std::atomic<int> got{-1};
+    std::thread waiter([&] { got = status_of([&] { q.receive(); }); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    q.close();
+    waiter.join();
+    CHECK(got == LQ_CLOSED);
+    CHECK(q.closed());
+    CHECK(status_of([&] { q.send("late"); }) == LQ_CLOSED);
+    auto other = broker.queue("waiting");  // the queue itself goes on
+    other.send("still open");
+}
+
 int main() {
     basics();
+    close_wakes_a_waiter();
     options_quotas_topics();
     pool_and_rpc();
     persistence();

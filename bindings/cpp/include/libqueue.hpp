@@ -506,6 +506,10 @@ public:
         detail::check(lq_queue_is_closed(h_.get(), &c));
         return c;
     }
+    /// Closes this handle (lq_queue_close), from any thread: a receive or a send
+    /// waiting in it in another thread throws Error(LQ_CLOSED) at once, later calls
+    /// too. Destroy the Queue only once those calls have returned.
+    void close() { detail::check(lq_queue_close(h_.get())); }
     const lq_queue *raw() const noexcept { return h_.get(); }
 
 private:
@@ -521,6 +525,10 @@ private:
 class Topic {
 public:
     explicit Topic(lq_topic *t) : h_(t) {}
+    /// Closes this handle (lq_topic_close), from any thread: a publish waiting
+    /// for room in a full subscription throws Error(LQ_CLOSED) at once, later
+    /// calls too. Destroy the Topic only once those calls have returned.
+    void close() { detail::check(lq_topic_close(h_.get())); }
     Queue subscribe(std::string_view queue) {
         lq_queue *q = nullptr;
         detail::check(lq_topic_subscribe(h_.get(), detail::bytes(queue), queue.size(), &q));
@@ -834,6 +842,10 @@ public:
         detail::check(s);
         return Delivery(d);
     }
+    /// Closes the client (lq_rpc_client_close), from any thread: a call waiting
+    /// for its reply throws Error(LQ_CLOSED) at once, later calls too. Destroy the
+    /// client only once those calls have returned.
+    void close() { detail::check(lq_rpc_client_close(h_.get())); }
     uint64_t cast(std::string_view queue, Message &&msg) { return cast(queue, msg); }
     uint64_t cast(std::string_view queue, Message &msg) {
         uint64_t id = 0;

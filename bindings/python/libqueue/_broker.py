@@ -39,7 +39,7 @@ class RecoveryReport:
     damage: list[str] = field(default_factory=list)
 
 
-def _named(fn: Any, h: Any, name: str, ctype: str, *extra: Any) -> Any:
+def _named(h: Any, fn: Any, name: str, ctype: str, *extra: Any) -> Any:
     b = to_bytes(name)
     out = ffi.new(ctype)
     check(fn(h, b, len(b), *extra, out))
@@ -51,11 +51,11 @@ class Namespace(Handle):
     under its own :class:`Quotas`. Shareable between threads."""
 
     __slots__ = ("_name", "_sync_always")
-    _free = lib.lq_namespace_free
+    _free_fn = "lq_namespace_free"
     _kind = "namespace"
 
-    def __init__(self, h: Any, sync_always: bool = False) -> None:
-        self._h = h
+    def __init__(self, h: Any, sync_always: bool = False, parent: Any = None) -> None:
+        self._own(h, parent)  # ``parent``: the broker, kept alive by the namespace
         self._sync_always = sync_always  # sends wait for the disk: release the GIL
         ptr = ffi.new("const uint8_t **")
         ln = ffi.new("size_t *")
@@ -77,7 +77,7 @@ class Namespace(Handle):
         if options is None and kw:
             options = QueueOptions(**kw)
         if options is None:
-            return Queue(_named(lib.lq_namespace_queue, self._p, name, "lq_queue **"), self._sync_always)
+            return Queue(self._call(_named, lib.lq_namespace_queue, name, "lq_queue **"), self._sync_always, self)
         try:
             return self.create_queue(name, options)
         except Exception as e:
@@ -90,16 +90,16 @@ class Namespace(Handle):
     def create_queue(self, name: str, options: Optional[QueueOptions] = None, **kw: Any) -> Queue:
         """Creates the queue ``name`` (:class:`AlreadyExists` if it exists)."""
         opts = (options or QueueOptions(**kw))._to_c()
-        return Queue(_named(lib.lq_namespace_create_queue, self._p, name, "lq_queue **", opts), self._sync_always)
+        return Queue(self._call(_named, lib.lq_namespace_create_queue, name, "lq_queue **", opts), self._sync_always, self)
 
     def get_queue(self, name: str) -> Queue:
         """An existing queue (:class:`NotFound` otherwise)."""
-        return Queue(_named(lib.lq_namespace_get_queue, self._p, name, "lq_queue **"), self._sync_always)
+        return Queue(self._call(_named, lib.lq_namespace_get_queue, name, "lq_queue **"), self._sync_always, self)
 
     def delete_queue(self, name: str) -> None:
         """Deletes a queue and its messages; its handles then raise :class:`Closed`."""
         b = to_bytes(name)
-        check(lib.lq_namespace_delete_queue(self._p, b, len(b)))
+        check(self._call(lib.lq_namespace_delete_queue, b, len(b)))
         from ._aio import wake_all
 
         wake_all()
@@ -107,25 +107,25 @@ class Namespace(Handle):
     def queues(self) -> list[str]:
         """Names of its queues, sorted."""
         out = ffi.new("lq_strings **")
-        check(lib.lq_namespace_list(self._p, False, out))
+        check(self._call(lib.lq_namespace_list, False, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
     def topics(self) -> list[str]:
         """Names of its topics, sorted."""
         out = ffi.new("lq_strings **")
-        check(lib.lq_namespace_list(self._p, True, out))
+        check(self._call(lib.lq_namespace_list, True, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
     def topic(self, name: str) -> "Topic":
         """The topic ``name``, created on first use."""
         from ._topic import Topic
 
-        return Topic(_named(lib.lq_namespace_topic, self._p, name, "lq_topic **"), name, self._sync_always)
+        return Topic(self._call(_named, lib.lq_namespace_topic, name, "lq_topic **"), name, self._sync_always, self)
 
     def stats(self) -> NamespaceStats:
         """Statistics over all its queues."""
         s = ffi.new("lq_namespace_stats *")
-        check(lib.lq_namespace_get_stats(self._p, s))
+        check(self._call(lib.lq_namespace_get_stats, s))
         return NamespaceStats(s.queues, QueueStats._from_c(s.totals))
 
     def pool(self, queue: str = DEFAULT_QUEUE, size: int = 4,
@@ -141,8 +141,8 @@ class Namespace(Handle):
         from ._rpc import RpcClient
 
         out = ffi.new("lq_rpc_client **")
-        check(lib.lq_rpc_client_new(self._p, out))
-        return RpcClient(out[0])
+        check(self._call(lib.lq_rpc_client_new, out))
+        return RpcClient(out[0], self)
 
 
 class Broker(Handle):
@@ -157,7 +157,8 @@ class Broker(Handle):
     """
 
     __slots__ = ("_default_ns", "_report", "_sync_always")
-    _free = lib.lq_broker_free
+    _free_fn = "lq_broker_free"
+    _close_fn = "lq_broker_close"  # closes every queue: wakes every waiter
     _kind = "broker"
 
     def __init__(
@@ -171,6 +172,7 @@ class Broker(Handle):
         queue_options: Optional[QueueOptions] = None,
     ) -> None:
         self._h = None
+        self._pin = None
         self._default_ns: Optional[Namespace] = None
         self._sync_always = sync == "always"
         self._report: Optional[RecoveryReport] = None
@@ -193,7 +195,7 @@ class Broker(Handle):
             check(lib.lq_broker_options_set_default_queue_options(opts, queue_options._to_c()))
         out = ffi.new("lq_broker **")
         check(lib.lq_broker_open(opts, out))
-        self._h = out[0]
+        self._own(out[0])
 
     def close(self) -> None:
         """Closes the broker: blocked receives in other threads raise :class:`Closed`,
@@ -202,31 +204,30 @@ class Broker(Handle):
         ns, self._default_ns = self._default_ns, None
         if ns is not None:
             ns.close()
-        h, self._h = self._h, None
-        if h is not None:
-            lib.lq_broker_free(h)
+        pin = self._pin
+        if pin is not None and pin.close():  # wakes every waiter; frees once none is inside
             from ._aio import wake_all
 
             wake_all()
 
     def namespace(self, name: str = DEFAULT_NAMESPACE) -> Namespace:
         """The namespace ``name``, created with the default quotas if missing."""
-        return Namespace(_named(lib.lq_broker_namespace, self._p, name, "lq_namespace **"), self._sync_always)
+        return Namespace(self._call(_named, lib.lq_broker_namespace, name, "lq_namespace **"), self._sync_always, self)
 
     def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
         """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
         q = quotas._to_c() if quotas is not None else NULL
-        return Namespace(_named(lib.lq_broker_create_namespace, self._p, name,
-                                "lq_namespace **", q), self._sync_always)
+        return Namespace(self._call(_named, lib.lq_broker_create_namespace, name,
+                                "lq_namespace **", q), self._sync_always, self)
 
     def get_namespace(self, name: str) -> Namespace:
         """An existing namespace (:class:`NotFound` otherwise)."""
-        return Namespace(_named(lib.lq_broker_get_namespace, self._p, name, "lq_namespace **"), self._sync_always)
+        return Namespace(self._call(_named, lib.lq_broker_get_namespace, name, "lq_namespace **"), self._sync_always, self)
 
     def namespaces(self) -> list[str]:
         """Names of all namespaces, sorted."""
         out = ffi.new("lq_strings **")
-        check(lib.lq_broker_list_namespaces(self._p, out))
+        check(self._call(lib.lq_broker_list_namespaces, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
     @property
@@ -240,7 +241,7 @@ class Broker(Handle):
               **kw: Any) -> Queue:
         """A queue of the default namespace, created on first use."""
         if options is None and not kw:
-            return Queue(_named(lib.lq_broker_queue, self._p, name, "lq_queue **"), self._sync_always)
+            return Queue(self._call(_named, lib.lq_broker_queue, name, "lq_queue **"), self._sync_always, self)
         return self.default_namespace.queue(name, options, **kw)
 
     def topic(self, name: str) -> "Topic":
@@ -263,29 +264,32 @@ class Broker(Handle):
 
     def flush(self) -> None:
         """Makes every persistent message sent so far durable, whatever the sync mode."""
-        check(lib.lq_broker_flush(self._p))
+        check(self._call(lib.lq_broker_flush))
 
     @property
     def is_closed(self) -> bool:
         """Whether the broker was closed."""
-        return self._h is None
+        return self.closed
 
     @property
     def recovery_report(self) -> Optional[RecoveryReport]:
         """What opening the data directory found (``None`` in memory)."""
         if self._report is None:
-            h = self._p
-            r = ffi.new("lq_recovery_report *")
-            st = lib.lq_broker_recovery_report(h, r)
-            if st == 5:
-                return None
-            check(st)
-            damage = []
-            ptr = ffi.new("const uint8_t **")
-            ln = ffi.new("size_t *")
-            for i in range(r.damage_count):
-                if lib.lq_broker_recovery_damage(h, i, ptr, ln) == 0:
-                    damage.append(ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode("utf-8", "replace"))
-            self._report = RecoveryReport(r.records_read, r.queues, r.messages_recovered,
-                                          r.bytes_cut, r.segments_damaged, damage)
+            self._report = self._call(self._read_report)
         return self._report
+
+    @staticmethod
+    def _read_report(h: Any) -> Optional[RecoveryReport]:
+        r = ffi.new("lq_recovery_report *")
+        st = lib.lq_broker_recovery_report(h, r)
+        if st == 5:
+            return None
+        check(st)
+        damage = []
+        ptr = ffi.new("const uint8_t **")
+        ln = ffi.new("size_t *")
+        for i in range(r.damage_count):
+            if lib.lq_broker_recovery_damage(h, i, ptr, ln) == 0:
+                damage.append(ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode("utf-8", "replace"))
+        return RecoveryReport(r.records_read, r.queues, r.messages_recovered,
+                              r.bytes_cut, r.segments_damaged, damage)

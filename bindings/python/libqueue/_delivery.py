@@ -61,25 +61,38 @@ class Delivery(fast.Delivery):
                                "is released; read the body before settling it")
         return h
 
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """``fn(delivery, *args)`` counted into the delivery: a ``close()`` from
+        another thread meanwhile frees it only once this call has returned."""
+        if not self._enter():
+            self._p  # raises Closed
+        try:
+            if self._settled:
+                self._live()  # raises InvalidState
+            return fn(ffi.cast("lq_delivery *", self._h), *args)
+        finally:
+            self._leave()
+
     def _slice(self, fn: Any, *args: Any) -> Optional[bytes]:
-        h = self._c()
-        ptr = ffi.new("const uint8_t **")
-        ln = ffi.new("size_t *")
-        st = fn(h, *args, ptr, ln)
-        if st == 5:
-            return None
-        check(st)
-        return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+        def read(h: Any) -> Optional[bytes]:
+            ptr = ffi.new("const uint8_t **")
+            ln = ffi.new("size_t *")
+            st = fn(h, *args, ptr, ln)
+            if st == 5:
+                return None
+            check(st)
+            return ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
+
+        return self._call(read)
 
     def body_view(self) -> memoryview:
         """The body without a copy: a read-only ``memoryview`` of the engine's memory,
         valid until the delivery is settled or closed (it is released then; do not
         keep slices of it beyond that)."""
         if self._view is None:
-            h = self._c()
             ptr = ffi.new("const uint8_t **")
             ln = ffi.new("size_t *")
-            check(lib.lq_delivery_body(h, ptr, ln))
+            check(self._call(lib.lq_delivery_body, ptr, ln))
             self._view = memoryview(ffi.buffer(ptr[0], ln[0])).toreadonly()
         return self._view
 
@@ -109,7 +122,10 @@ class Delivery(fast.Delivery):
     @property
     def headers(self) -> dict[str, bytes]:
         """All headers, key → value bytes (a copy)."""
-        h = self._c()
+        return self._call(self._headers)
+
+    @staticmethod
+    def _headers(h: Any) -> dict[str, bytes]:
         n = ffi.new("size_t *")
         check(lib.lq_delivery_header_count(h, n))
         kp, kl = ffi.new("const uint8_t **"), ffi.new("size_t *")
@@ -131,28 +147,28 @@ class Delivery(fast.Delivery):
     def priority(self) -> int:
         """Priority 0–9."""
         out = ffi.new("uint8_t *")
-        check(lib.lq_delivery_priority(self._c(), out))
+        check(self._call(lib.lq_delivery_priority, out))
         return out[0]
 
     @property
     def delivery_count(self) -> int:
         """Which delivery of the message this is (1 the first time, 0 for a peek)."""
         out = ffi.new("uint32_t *")
-        check(lib.lq_delivery_count(self._c(), out))
+        check(self._call(lib.lq_delivery_count, out))
         return out[0]
 
     @property
     def persistent(self) -> bool:
         """Whether the message is persistent."""
         out = ffi.new("bool *")
-        check(lib.lq_delivery_is_persistent(self._c(), out))
+        check(self._call(lib.lq_delivery_is_persistent, out))
         return bool(out[0])
 
     @property
     def expires_at(self) -> Optional[int]:
         """When the message expires (broker clock, nanoseconds), or ``None``."""
         out = ffi.new(_u64)
-        st = lib.lq_delivery_expires_at(self._c(), out)
+        st = self._call(lib.lq_delivery_expires_at, out)
         if st == 5:
             return None
         check(st)
@@ -180,18 +196,18 @@ class Delivery(fast.Delivery):
     def nack(self, delay: Optional[float] = None, reason: Optional[str] = None) -> None:
         """Returns the message to the queue, after ``delay`` seconds if given (or to
         the dead-letter queue after max deliveries, with ``reason``)."""
-        h = self._live()
+        self._live()
         self._release_view()
         if delay is None and reason is None:
             self._nack()
         else:
             r = to_bytes(reason or "")
-            self._settle(lib.lq_delivery_nack_with(ffi.cast("lq_delivery *", h), ms(delay or 0),
-                                                   r if r else NULL, len(r)))
+            self._settle(self._call(lib.lq_delivery_nack_with, ms(delay or 0),
+                                    r if r else NULL, len(r)))
 
     def extend(self, seconds: Optional[float] = None) -> None:
         """Renews the lease: it ends ``seconds`` from now (default: the queue's lease time)."""
-        check(lib.lq_delivery_extend(self._c(), 0 if seconds is None else ms(seconds)))
+        check(self._call(lib.lq_delivery_extend, 0 if seconds is None else ms(seconds)))
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         try:

@@ -10,7 +10,8 @@
  *
  * The library is not linked: `init` gets the addresses of the C functions from
  * the cffi-loaded library (`ffi.addressof(lib, name)`), so both layers use the
- * same copy of liblibqueue.so. Handles travel as integers (their addresses).
+ * same copy of liblibqueue.so. Queue handles travel as their `Pin` (below), the
+ * owner every call goes through; deliveries as the `Delivery` type here.
  * Failures are returned, not raised: a negative number `-status` (or, where the
  * success value is bytes, the status as an int); the Python layer raises.
  *
@@ -41,9 +42,10 @@ static struct {
     lq_status (*ack)(lq_delivery *);
     lq_status (*nack)(lq_delivery *);
     void (*free)(lq_delivery *);
+    lq_status (*get_on_full)(const lq_queue *, uint32_t *, uint64_t *);
 } L;
 
-#define N_FUNCS 10
+#define N_FUNCS 11
 
 static int ready = 0;
 
@@ -92,20 +94,271 @@ static int args(PyObject *a, Py_ssize_t n, PyObject **out) {
 
 static PyObject *fail(lq_status st) { return PyLong_FromLong(-(long)st); }
 
-/* send(queue, body: bytes, release: bool, on_full: int, timeout_ms) -> id, or -status.
+/* ---- Pin: the owner of one C handle ----------------------------------------------
+ * Every Python handle (Broker, Namespace, Queue, Topic, Pool, RpcClient) keeps its C
+ * handle in a Pin, and every call goes through it: the Python layer brackets each
+ * cffi call (which releases the GIL) with `enter()` / `leave()`, and the fast calls
+ * here count themselves from start to end. `close()` marks the handle closed (later
+ * calls fail with Closed), calls the handle's C close if it has one (which wakes the
+ * calls waiting in it: `lq_queue_close`, `lq_rpc_client_close`, `lq_broker_close`)
+ * and frees the C handle once no call is inside: at once, or when the last call
+ * leaves. The count changes only with the GIL held, so it needs no atomics; the C
+ * close and free run with the GIL released (they may wait for the disk or for
+ * threads that need the GIL), counted as a call themselves. */
+typedef void (*free_fn)(void *);
+typedef lq_status (*close_fn)(const void *);
+
+typedef struct {
+    PyObject_HEAD
+    void *h;          /* NULL once freed */
+    Py_ssize_t busy;  /* calls inside */
+    char closed;
+    free_fn free;
+    close_fn close;   /* NULL: the handle has no close of its own */
+    PyObject *parent; /* kept alive as long as this pin (a queue keeps its broker) */
+} Pin;
+
+static PyTypeObject *PinType;
+
+/* Frees the C handle if it is closed and no call is inside. */
+static void pin_release(Pin *p) {
+    if (p->closed && p->busy == 0 && p->h != NULL) {
+        void *h = p->h;
+        p->h = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        p->free(h);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static Pin *pin_arg(PyObject *o) {
+    if (Py_TYPE(o) != PinType) {
+        PyErr_SetString(PyExc_TypeError, "libqueue._fast: a Pin");
+        return NULL;
+    }
+    return (Pin *)o;
+}
+
+static int pin_init(PyObject *self, PyObject *a, PyObject *kw) {
+    static char *kwlist[] = {"h", "free", "close", "parent", NULL};
+    PyObject *h, *f, *c, *parent = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(a, kw, "OOO|O", kwlist, &h, &f, &c, &parent))
+        return -1;
+    Pin *p = (Pin *)self;
+    if (p->h != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Pin: initialized already");
+        return -1;
+    }
+    void *hp = PyLong_AsVoidPtr(h), *fp = PyLong_AsVoidPtr(f);
+    void *cp = c == Py_None ? NULL : PyLong_AsVoidPtr(c);
+    if (PyErr_Occurred())
+        return -1;
+    if (hp == NULL || fp == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Pin: a NULL handle or free function");
+        return -1;
+    }
+    p->h = hp;
+    /* Function pointers from data pointers: fine on every platform CPython runs on. */
+    memcpy(&p->free, &fp, sizeof fp);
+    memcpy(&p->close, &cp, sizeof cp);
+    Py_INCREF(parent);
+    p->parent = parent;
+    return 0;
+}
+
+/* The parent is visited: a parent that refers back to its child's owner (a broker
+ * keeps its default namespace, whose pin keeps the broker) makes a cycle the
+ * collector must see to free. */
+static int pin_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(((Pin *)self)->parent);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int pin_clear(PyObject *self) {
+    Py_CLEAR(((Pin *)self)->parent);
+    return 0;
+}
+
+static void pin_dealloc(PyObject *self) {
+    Pin *p = (Pin *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    /* The safety net: nobody closed it (no call can be inside: each holds the pin). */
+    p->closed = 1;
+    p->busy = 0;
+    pin_release(p);
+    Py_CLEAR(p->parent);
+    freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    f(self);
+    Py_DECREF(tp);
+}
+
+/* enter() -> bool: counts a call in (True), or False if the handle was closed. */
+static PyObject *pin_enter(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Pin *p = (Pin *)self;
+    if (p->closed)
+        Py_RETURN_FALSE;
+    p->busy++;
+    Py_RETURN_TRUE;
+}
+
+/* leave(): counts a call out; frees the handle if it was the last of a closed one. */
+static PyObject *pin_leave(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Pin *p = (Pin *)self;
+    if (p->busy > 0)
+        p->busy--;
+    pin_release(p);
+    Py_RETURN_NONE;
+}
+
+/* close() -> bool: closes (wakes the waiters; frees once none is inside); False if
+ * it was closed already. */
+static PyObject *pin_close(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Pin *p = (Pin *)self;
+    if (p->closed)
+        Py_RETURN_FALSE;
+    p->closed = 1;
+    if (p->close != NULL && p->h != NULL) {
+        void *h = p->h;
+        p->busy++; /* the close is inside the handle too: nobody frees it meanwhile */
+        Py_BEGIN_ALLOW_THREADS
+        p->close(h);
+        Py_END_ALLOW_THREADS
+        p->busy--;
+    }
+    pin_release(p);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *pin_closed(PyObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(((Pin *)self)->closed);
+}
+
+static PyObject *pin_busy(PyObject *self, void *c) {
+    (void)c;
+    return PyLong_FromSsize_t(((Pin *)self)->busy);
+}
+
+static PyObject *pin_freed(PyObject *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(((Pin *)self)->h == NULL);
+}
+
+static PyObject *pin_get_parent(PyObject *self, void *c) {
+    (void)c;
+    PyObject *v = ((Pin *)self)->parent;
+    Py_INCREF(v);
+    return v;
+}
+
+static PyGetSetDef pin_getset[] = {
+    {"closed", pin_closed, NULL, "Whether close() was called.", NULL},
+    {"busy", pin_busy, NULL, "Calls inside the handle now.", NULL},
+    {"freed", pin_freed, NULL, "Whether the C handle was freed.", NULL},
+    {"parent", pin_get_parent, NULL, "What this handle keeps alive.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef pin_methods[] = {
+    {"enter", pin_enter, METH_NOARGS, "Counts a call in: True, or False once closed."},
+    {"leave", pin_leave, METH_NOARGS, "Counts a call out (frees a closed handle's last)."},
+    {"close", pin_close, METH_NOARGS,
+     "Closes: wakes the calls inside, frees the C handle once none is left."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot pin_slots[] = {
+    {Py_tp_init, pin_init},
+    {Py_tp_dealloc, pin_dealloc},
+    {Py_tp_traverse, pin_traverse},
+    {Py_tp_clear, pin_clear},
+    {Py_tp_getset, pin_getset},
+    {Py_tp_methods, pin_methods},
+    {Py_tp_doc, "Pin(h, free, close, parent=None): owns one C handle (addresses as ints)."},
+    {0, NULL},
+};
+
+static PyType_Spec pin_spec = {
+    "libqueue._fast.Pin", sizeof(Pin), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, pin_slots,
+};
+
+static PyObject *make_delivery(lq_delivery *h, PyObject *parent);
+
+/* The main thread waits in slices of this many milliseconds, running Python's
+ * signal handlers between two (Ctrl-C raises KeyboardInterrupt within a slice). */
+#define SLICE_MS 100
+static unsigned long main_ident; /* set by setup() */
+#define INTERRUPTED ((lq_status)-1)
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int in_main_thread(void) { return PyThread_get_thread_ident() == main_ident; }
+
+/* A send that waits for room as `mode` (an lq_on_full that waits) and `t` say, with
+ * the GIL released; in the main thread in slices, running the signal handlers
+ * between two (INTERRUPTED when one raised) and stopping at once when the pin is
+ * closed. The caller has counted itself into `p`. */
+static lq_status send_wait(Pin *p, const uint8_t *body, size_t len, uint32_t mode, uint64_t t,
+                           uint64_t *id) {
+    lq_queue *q = p->h;
+    lq_message *m = NULL;
+    lq_status st;
+    if (!in_main_thread() || (mode == LQ_ON_FULL_TIMEOUT && t <= SLICE_MS)) {
+        Py_BEGIN_ALLOW_THREADS
+        st = L.message_new(body, len, &m);
+        if (st == LQ_OK)
+            st = L.send_with(q, m, mode, t, id);
+        Py_END_ALLOW_THREADS
+        return st;
+    }
+    int forever = mode != LQ_ON_FULL_TIMEOUT;
+    uint64_t deadline = forever ? 0 : now_ms() + t;
+    for (;;) {
+        uint64_t slice = SLICE_MS;
+        if (!forever) {
+            uint64_t now = now_ms();
+            if (now >= deadline)
+                return LQ_TIMEOUT;
+            if (deadline - now < slice)
+                slice = deadline - now;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        st = L.message_new(body, len, &m);
+        if (st == LQ_OK)
+            st = L.send_with(q, m, LQ_ON_FULL_TIMEOUT, slice, id);
+        Py_END_ALLOW_THREADS
+        if (st != LQ_TIMEOUT)
+            return st;
+        if (p->closed)
+            return LQ_CLOSED;
+        if (PyErr_CheckSignals() < 0)
+            return INTERRUPTED;
+    }
+}
+
+/* send(pin, body: bytes, release: bool, on_full: int, timeout_ms) -> id, or -status.
  * A plain message. `on_full` -1 follows the queue's policy, else an lq_on_full
  * (with `timeout_ms` for LQ_ON_FULL_TIMEOUT); -2 says the queue has no capacity
- * limit (the caller made it so), so the queue's own send cannot wait. Without `release`, first a send that
- * never waits (reject when full) with the GIL held; only when the queue is full
- * (and the policy may wait) the send is made again with the GIL released. With
- * `release` (a broker whose sends wait for the disk) it runs with the GIL released. */
+ * limit (the caller made it so), so the queue's own send cannot wait. First a send
+ * that never waits for room (reject when full), with the GIL held unless `release`
+ * (a broker whose sends wait for the disk); only when the queue is full and the
+ * policy waits, the wait (send_wait: interruptible in the main thread). */
 static PyObject *fast_send(PyObject *self, PyObject *a) {
     (void)self;
     PyObject *v[5];
     if (args(a, 5, v))
         return NULL;
-    lq_queue *q = addr(v[0]);
-    if (q == NULL)
+    Pin *p = pin_arg(v[0]);
+    if (p == NULL)
         return NULL;
     char *buf;
     Py_ssize_t len;
@@ -120,59 +373,65 @@ static PyObject *fast_send(PyObject *self, PyObject *a) {
     uint64_t timeout_ms = PyLong_AsUnsignedLongLong(v[4]);
     if (timeout_ms == (uint64_t)-1 && PyErr_Occurred())
         return NULL;
+    if (p->closed)
+        return fail(LQ_CLOSED);
+    lq_queue *q = p->h;
     const uint8_t *body = (const uint8_t *)buf;
     uint64_t id = 0;
     lq_status st;
     lq_message *m = NULL;
-    if (on_full == -2 && !release) { /* a queue that is never full: one call, no wait */
-        st = L.send_bytes(q, body, (size_t)len, &id);
+    p->busy++; /* from here to the end: inside the handle */
+    if (on_full == -2) { /* a queue that is never full: one call, no wait for room */
+        if (release) {
+            Py_BEGIN_ALLOW_THREADS
+            st = L.send_bytes(q, body, (size_t)len, &id);
+            Py_END_ALLOW_THREADS
+        } else {
+            st = L.send_bytes(q, body, (size_t)len, &id);
+        }
         goto done;
     }
-    if (!release) {
-        st = L.message_new(body, (size_t)len, &m);
-        if (st != LQ_OK)
-            return fail(st);
+    st = L.message_new(body, (size_t)len, &m);
+    if (st != LQ_OK)
+        goto done;
+    if (release) {
+        Py_BEGIN_ALLOW_THREADS
         st = L.send_with(q, m, LQ_ON_FULL_REJECT, 0, &id); /* consumes m */
-        if (st != LQ_FULL || on_full == LQ_ON_FULL_REJECT)
-            goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    if (on_full < 0) { /* -1, or -2 with release */
-        st = L.send_bytes(q, body, (size_t)len, &id);
+        Py_END_ALLOW_THREADS
     } else {
-        st = L.message_new(body, (size_t)len, &m);
-        if (st == LQ_OK)
-            st = L.send_with(q, m, (uint32_t)on_full, timeout_ms, &id);
+        st = L.send_with(q, m, LQ_ON_FULL_REJECT, 0, &id); /* consumes m */
     }
-    Py_END_ALLOW_THREADS
+    if (st != LQ_FULL || on_full == LQ_ON_FULL_REJECT)
+        goto done;
+    uint32_t mode = (uint32_t)on_full;
+    uint64_t t = timeout_ms;
+    if (on_full < 0 && (st = L.get_on_full(q, &mode, &t)) != LQ_OK)
+        goto done;
+    if (mode == LQ_ON_FULL_REJECT) {
+        st = LQ_FULL;
+        goto done;
+    }
+    st = send_wait(p, body, (size_t)len, mode, t, &id);
 done:
+    p->busy--;
+    pin_release(p);
+    if (st == INTERRUPTED)
+        return NULL;
     if (st != LQ_OK)
         return fail(st);
     return PyLong_FromUnsignedLongLong(id);
 }
 
-static PyObject *make_delivery(lq_delivery *h);
-
-/* The main thread waits in slices of this many milliseconds, running Python's
- * signal handlers between two (Ctrl-C raises KeyboardInterrupt within a slice). */
-#define SLICE_MS 100
-static unsigned long main_ident; /* set by setup() */
-#define INTERRUPTED ((lq_status)-1)
-
-static uint64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* One receive: a try with the GIL held; then, nothing ready and timeout_ms > 0, the
  * wait with the GIL released (in the main thread, in slices with the signal handlers
- * run between them). INTERRUPTED when a handler raised (the exception is set). */
-static lq_status receive(recv_fn fn, lq_queue *q, uint64_t timeout_ms, lq_delivery **d) {
+ * run between them, stopping at once when the pin is closed). INTERRUPTED when a
+ * handler raised (the exception is set). The caller has counted itself into `p`. */
+static lq_status receive(recv_fn fn, Pin *p, uint64_t timeout_ms, lq_delivery **d) {
+    lq_queue *q = p->h;
     lq_status st = fn(q, 0, d);
     if (st != LQ_EMPTY || timeout_ms == 0)
         return st;
-    if (timeout_ms <= SLICE_MS || PyThread_get_thread_ident() != main_ident) {
+    if (timeout_ms <= SLICE_MS || !in_main_thread()) {
         Py_BEGIN_ALLOW_THREADS
         st = fn(q, timeout_ms, d);
         Py_END_ALLOW_THREADS
@@ -194,15 +453,17 @@ static lq_status receive(recv_fn fn, lq_queue *q, uint64_t timeout_ms, lq_delive
         Py_END_ALLOW_THREADS
         if (st != LQ_TIMEOUT)
             return st;
+        if (p->closed)
+            return LQ_CLOSED;
         if (PyErr_CheckSignals() < 0)
             return INTERRUPTED;
     }
 }
 
-static int recv_args(PyObject *a, Py_ssize_t n, PyObject **v, lq_queue **q, uint64_t *t) {
+static int recv_args(PyObject *a, Py_ssize_t n, PyObject **v, Pin **p, uint64_t *t) {
     if (args(a, n, v))
         return -1;
-    if ((*q = addr(v[0])) == NULL)
+    if ((*p = pin_arg(v[0])) == NULL)
         return -1;
     *t = PyLong_AsUnsignedLongLong(v[1]);
     if (*t == (uint64_t)-1 && PyErr_Occurred())
@@ -210,25 +471,31 @@ static int recv_args(PyObject *a, Py_ssize_t n, PyObject **v, lq_queue **q, uint
     return 0;
 }
 
-/* receive(queue, timeout_ms, auto_ack: bool) -> a Delivery, or -status
- * (LQ_EMPTY when timeout_ms is 0 and nothing is ready, LQ_TIMEOUT, ...). */
+/* receive(pin, timeout_ms, auto_ack: bool) -> a Delivery, or -status
+ * (LQ_EMPTY when timeout_ms is 0 and nothing is ready, LQ_TIMEOUT, LQ_CLOSED...).
+ * The delivery keeps the pin (and so the broker) alive. */
 static PyObject *fast_receive(PyObject *self, PyObject *a) {
     (void)self;
     PyObject *v[3];
-    lq_queue *q;
+    Pin *p;
     uint64_t t;
-    if (recv_args(a, 3, v, &q, &t))
+    if (recv_args(a, 3, v, &p, &t))
         return NULL;
     int auto_ack = PyObject_IsTrue(v[2]);
     if (auto_ack < 0)
         return NULL;
+    if (p->closed)
+        return fail(LQ_CLOSED);
     lq_delivery *d = NULL;
-    lq_status st = receive(auto_ack ? L.receive_auto_ack : L.receive_timeout, q, t, &d);
+    p->busy++;
+    lq_status st = receive(auto_ack ? L.receive_auto_ack : L.receive_timeout, p, t, &d);
+    p->busy--;
+    pin_release(p);
     if (st == INTERRUPTED)
         return NULL;
     if (st != LQ_OK)
         return fail(st);
-    return make_delivery(d);
+    return make_delivery(d, (PyObject *)p);
 }
 
 /* A delivery's body as bytes, or the status as an int. */
@@ -241,18 +508,23 @@ static PyObject *body_of(lq_delivery *d) {
     return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
 }
 
-/* take(queue, timeout_ms) -> body bytes, or the status as an int.
+/* take(pin, timeout_ms) -> body bytes, or the status as an int.
  * An auto-acked receive whose body is copied out and whose delivery is freed:
  * one call per message for `get`-style consumers. */
 static PyObject *fast_take(PyObject *self, PyObject *a) {
     (void)self;
     PyObject *v[2];
-    lq_queue *q;
+    Pin *p;
     uint64_t t;
-    if (recv_args(a, 2, v, &q, &t))
+    if (recv_args(a, 2, v, &p, &t))
         return NULL;
+    if (p->closed)
+        return PyLong_FromLong((long)LQ_CLOSED);
     lq_delivery *d = NULL;
-    lq_status st = receive(L.receive_auto_ack, q, t, &d);
+    p->busy++;
+    lq_status st = receive(L.receive_auto_ack, p, t, &d);
+    p->busy--;
+    pin_release(p);
     if (st == INTERRUPTED)
         return NULL;
     if (st != LQ_OK)
@@ -325,7 +597,21 @@ typedef struct {
     uint64_t id;
     char has_id, settled, borrowed, peeked;
     PyObject *weakrefs;
+    PyObject *parent;    /* what it keeps alive: its queue's pin (and so the broker) */
+    Py_ssize_t busy;     /* cffi calls inside (they release the GIL): see _enter */
+    char closing;        /* closed while a call was inside: freed when it leaves */
 } Dlv;
+
+/* The C delivery if it is open (not closed, not closing), else NULL. */
+static lq_delivery *dlv_open(Dlv *d) { return d->closing ? NULL : d->h; }
+
+/* Frees the C delivery (unless borrowed); the view must be released already. */
+static void dlv_free(Dlv *d) {
+    lq_delivery *h = d->h;
+    d->h = NULL;
+    if (h != NULL && !d->borrowed)
+        L.free(h);
+}
 
 static PyTypeObject *DeliveryType;  /* the C base */
 static PyTypeObject *DeliveryClass; /* libqueue.Delivery, what receive() makes */
@@ -349,7 +635,7 @@ static PyObject *raise_status(lq_status st) {
 
 /* Closed or settled: let the Python side's _live() raise the right error. */
 static int check_live(Dlv *d) {
-    if (d->h != NULL && !d->settled)
+    if (dlv_open(d) != NULL && !d->settled)
         return 0;
     PyObject *r = PyObject_CallMethod((PyObject *)d, "_live", NULL);
     if (r == NULL)
@@ -375,7 +661,7 @@ static int release_view(Dlv *d) {
     return rc;
 }
 
-static PyObject *make_delivery(lq_delivery *h) {
+static PyObject *make_delivery(lq_delivery *h, PyObject *parent) {
     PyTypeObject *tp = DeliveryClass ? DeliveryClass : DeliveryType;
     allocfunc alloc = (allocfunc)PyType_GetSlot(tp, Py_tp_alloc);
     Dlv *d = (Dlv *)alloc(tp, 0);
@@ -384,6 +670,8 @@ static PyObject *make_delivery(lq_delivery *h) {
         return NULL;
     }
     d->h = h;
+    Py_XINCREF(parent);
+    d->parent = parent;
     return (PyObject *)d;
 }
 
@@ -418,6 +706,7 @@ static void dlv_dealloc(PyObject *self) {
         L.free(d->h);
     d->h = NULL;
     Py_CLEAR(d->body);
+    Py_CLEAR(d->parent); /* after the free: the broker outlives its deliveries */
     freefunc f = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     f(self);
     Py_DECREF(tp);
@@ -426,9 +715,35 @@ static void dlv_dealloc(PyObject *self) {
 static PyObject *dlv_get_h(PyObject *self, void *c) {
     (void)c;
     Dlv *d = (Dlv *)self;
-    if (d->h == NULL)
+    if (dlv_open(d) == NULL)
         Py_RETURN_NONE;
     return PyLong_FromVoidPtr(d->h);
+}
+
+/* _enter() -> bool: counts a cffi call in (True), or False once closed. A close()
+ * meanwhile (another thread) only marks the delivery; _leave() of the last call
+ * frees it. Both run with the GIL held. */
+static PyObject *dlv_enter(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (dlv_open(d) == NULL)
+        Py_RETURN_FALSE;
+    d->busy++;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *dlv_leave(PyObject *self, PyObject *unused) {
+    (void)unused;
+    Dlv *d = (Dlv *)self;
+    if (d->busy > 0)
+        d->busy--;
+    if (d->closing && d->busy == 0) {
+        if (release_view(d) < 0)
+            return NULL;
+        dlv_free(d);
+        d->closing = 0;
+    }
+    Py_RETURN_NONE;
 }
 
 static int dlv_set_h(PyObject *self, PyObject *v, void *c) {
@@ -481,6 +796,24 @@ static int dlv_set_cached_body(PyObject *self, PyObject *v, void *c) {
     return 0;
 }
 
+static PyObject *dlv_get_parent(PyObject *self, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    PyObject *v = d->parent ? d->parent : Py_None;
+    Py_INCREF(v);
+    return v;
+}
+
+static int dlv_set_parent(PyObject *self, PyObject *v, void *c) {
+    (void)c;
+    Dlv *d = (Dlv *)self;
+    PyObject *old = d->parent;
+    d->parent = (v == NULL || v == Py_None) ? NULL : v;
+    Py_XINCREF(d->parent);
+    Py_XDECREF(old);
+    return 0;
+}
+
 static PyObject *dlv_get_view(PyObject *self, void *c) {
     (void)c;
     Dlv *d = (Dlv *)self;
@@ -503,7 +836,7 @@ static PyObject *dlv_id(PyObject *self, void *c) {
     (void)c;
     Dlv *d = (Dlv *)self;
     if (!d->has_id) {
-        if (d->h == NULL) {
+        if (dlv_open(d) == NULL) {
             check_live(d); /* raises Closed */
             return NULL;
         }
@@ -574,18 +907,19 @@ static PyObject *dlv_nack_plain(PyObject *self, PyObject *unused) {
 static PyObject *dlv_close(PyObject *self, PyObject *unused) {
     (void)unused;
     Dlv *d = (Dlv *)self;
+    if (d->busy > 0) { /* a call in another thread is inside: the last one frees it */
+        d->closing = 1;
+        Py_RETURN_NONE;
+    }
     if (release_view(d) < 0)
         return NULL;
-    lq_delivery *h = d->h;
-    d->h = NULL;
-    if (h != NULL && !d->borrowed)
-        L.free(h);
+    dlv_free(d);
     Py_RETURN_NONE;
 }
 
 static PyObject *dlv_closed(PyObject *self, void *c) {
     (void)c;
-    return PyBool_FromLong(((Dlv *)self)->h == NULL);
+    return PyBool_FromLong(dlv_open((Dlv *)self) == NULL);
 }
 
 static PyGetSetDef dlv_getset[] = {
@@ -593,6 +927,7 @@ static PyGetSetDef dlv_getset[] = {
     {"body", dlv_body, NULL, "The body as bytes (copied once from the engine, then cached).", NULL},
     {"_body", dlv_get_cached_body, dlv_set_cached_body, NULL, NULL},
     {"_view", dlv_get_view, dlv_set_view, NULL, NULL},
+    {"_parent", dlv_get_parent, dlv_set_parent, "what the delivery keeps alive", NULL},
     {"id", dlv_id, NULL, "The message id (unique within its queue, increasing).", NULL},
     {"_id", dlv_cached_id, NULL, NULL, NULL},
     {"_settled", dlv_get_settled, dlv_set_settled, NULL, NULL},
@@ -608,7 +943,10 @@ static PyMethodDef dlv_methods[] = {
      "first (the message went back to the queue)."},
     {"_nack", dlv_nack_plain, METH_NOARGS, NULL},
     {"close", dlv_close, METH_NOARGS,
-     "Frees the delivery (an unsettled leased one comes back after its lease)."},
+     "Frees the delivery (an unsettled leased one comes back after its lease); "
+     "with a call inside from another thread, once that call returns."},
+    {"_enter", dlv_enter, METH_NOARGS, "Counts a call in: True, or False once closed."},
+    {"_leave", dlv_leave, METH_NOARGS, "Counts a call out (frees a closed delivery's last)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -656,10 +994,10 @@ static PyObject *fast_setup(PyObject *self, PyObject *a) {
 
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_O, "init(addresses): the C functions, in the order of FUNCS"},
-    {"send", fast_send, METH_VARARGS, "send(queue, body, release, on_full, timeout_ms) -> id or -status"},
-    {"receive", fast_receive, METH_VARARGS, "receive(queue, timeout_ms, auto_ack) -> Delivery or -status"},
+    {"send", fast_send, METH_VARARGS, "send(pin, body, release, on_full, timeout_ms) -> id or -status"},
+    {"receive", fast_receive, METH_VARARGS, "receive(pin, timeout_ms, auto_ack) -> Delivery or -status"},
     {"setup", fast_setup, METH_VARARGS, "setup(delivery_class, error_for, main_thread_ident)"},
-    {"take", fast_take, METH_VARARGS, "take(queue, timeout_ms) -> body or status"},
+    {"take", fast_take, METH_VARARGS, "take(pin, timeout_ms) -> body or status"},
     {"body", fast_body, METH_O, "body(delivery) -> bytes or status"},
     {"id", fast_id, METH_O, "id(delivery) -> id or -status"},
     {"ack", fast_ack, METH_O, "ack(delivery) -> status"},
@@ -681,7 +1019,7 @@ PyMODINIT_FUNC PyInit__fast(void) {
     static const char *names =
         "lq_message_new lq_queue_send_with lq_queue_send_bytes lq_queue_receive_timeout "
         "lq_queue_receive_auto_ack lq_delivery_body lq_delivery_id lq_delivery_ack "
-        "lq_delivery_nack lq_delivery_free";
+        "lq_delivery_nack lq_delivery_free lq_queue_get_on_full";
     DeliveryType = (PyTypeObject *)PyType_FromSpec(&dlv_spec);
     if (DeliveryType == NULL || PyModule_AddObject(m, "Delivery", (PyObject *)DeliveryType) < 0) {
         Py_XDECREF(DeliveryType);
@@ -689,6 +1027,13 @@ PyMODINIT_FUNC PyInit__fast(void) {
         return NULL;
     }
     Py_INCREF(DeliveryType); /* the module's reference was stolen; keep ours */
+    PinType = (PyTypeObject *)PyType_FromSpec(&pin_spec);
+    if (PinType == NULL || PyModule_AddObject(m, "Pin", (PyObject *)PinType) < 0) {
+        Py_XDECREF(PinType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(PinType);
     if (PyModule_AddStringConstant(m, "FUNCS", names) < 0) {
         Py_DECREF(m);
         return NULL;

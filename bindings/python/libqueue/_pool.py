@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, TypeVar
 
-from ._core import Handle, ms, to_bytes
+from ._core import Handle, interruptible, ms, to_bytes
 from ._delivery import Delivery
 from ._errors import InvalidState, check
 from ._ffi import WAIT_FOREVER, ffi, lib
@@ -63,14 +64,17 @@ class Pool(Handle):
             ...
     """
 
-    __slots__ = ("_ns", "_queue", "_size", "_backoff", "_handlers", "_default", "_keep", "_last")
-    _free = lib.lq_pool_free
+    __slots__ = ("_ns", "_queue", "_size", "_backoff", "_handlers", "_default", "_keep", "_last",
+                 "_stopping")
+    _free_fn = "lq_pool_free"
     _kind = "pool"
 
     def __init__(self, ns: Any, queue: str, size: int = 4,
                  backoff: Optional[tuple[float, float]] = None) -> None:
         self._h = None
-        self._ns = ns
+        self._pin = None  # set by start()
+        self._stopping = threading.Lock()  # taken by the one stop() that stops it
+        self._ns = ns  # the namespace, kept alive by the pool
         self._queue = queue
         self._size = size
         self._backoff = backoff
@@ -88,7 +92,7 @@ class Pool(Handle):
 
     def add_handler(self, name: str, fn: Handler) -> None:
         """Registers ``fn`` for messages named ``name`` (before :meth:`start`)."""
-        if self._h is not None:
+        if self._pin is not None:
             raise InvalidState("the pool is running: register handlers before start()")
         self._handlers[name] = fn
 
@@ -99,15 +103,16 @@ class Pool(Handle):
 
     @property
     def running(self) -> bool:
-        return self._h is not None
+        return self._pin is not None and not self._pin.closed
 
     def start(self) -> "Pool":
         """Starts the workers."""
-        if self._h is not None:
-            raise InvalidState("the pool is already running")
+        if self._pin is not None:
+            raise InvalidState("the pool is already running" if self.running
+                               else "the pool was stopped: make a new one")
         q = to_bytes(self._queue)
         out = ffi.new("lq_pool_builder **")
-        check(lib.lq_pool_builder_new(self._ns._p, q, len(q), out))
+        check(self._ns._call(lib.lq_pool_builder_new, q, len(q), out))
         b = out[0]
         try:
             check(lib.lq_pool_builder_set_size(b, self._size))
@@ -129,41 +134,44 @@ class Pool(Handle):
         p = ffi.new("lq_pool **")
         check(lib.lq_pool_builder_start(b, p))  # consumes the builder
         self._keep = keep  # the handles must outlive the workers
-        self._h = p[0]
+        self._own(p[0], self._ns)
         return self
 
     def stats(self) -> PoolStats:
         """Counters now (after :meth:`stop`: the final ones)."""
-        if self._h is None and self._last is not None:
+        if self._last is not None and not self.running:
             return self._last
         s = ffi.new("lq_pool_stats *")
-        check(lib.lq_pool_get_stats(self._p, s))
+        check(self._call(lib.lq_pool_get_stats, s))
         return PoolStats(*(getattr(s, f.name) for f in fields(PoolStats)))
 
     def stop(self, timeout: Optional[float] = None) -> int:
         """Stops taking messages and waits for running handlers (at most ``timeout``
         seconds; the messages of handlers still running then go back to the queue);
-        frees the pool. Returns how many messages went back."""
-        h, self._h = self._h, None
-        if h is None:
+        frees the pool. Returns how many messages went back. In the main thread
+        Ctrl-C interrupts the wait (the pool then finishes stopping on its own and
+        is freed once it has). A second stop, or one while another runs, returns 0."""
+        pin = self._pin
+        if pin is None or not self._stopping.acquire(blocking=False):
             return 0
         n = ffi.new("size_t *")
         try:
-            st = lib.lq_pool_stop(h, WAIT_FOREVER if timeout is None else ms(timeout), n)
+            t = WAIT_FOREVER if timeout is None else ms(timeout)
+            st = interruptible(self._call, lib.lq_pool_stop, t, n)
             if st not in (0, 9):  # LQ_INVALID_STATE: already stopped
                 check(st)
-            self._h = h
-            self._last = self.stats()
+            s = ffi.new("lq_pool_stats *")
+            check(self._call(lib.lq_pool_get_stats, s))
+            self._last = PoolStats(*(getattr(s, f.name) for f in fields(PoolStats)))
             return n[0]
         finally:
-            self._h = None
-            lib.lq_pool_free(h)
+            pin.close()  # freed once no call is inside (an interrupted stop first ends)
 
     def close(self) -> None:
         """Stops (waiting for running handlers) and frees the pool. Idempotent."""
         self.stop()
 
     def __enter__(self) -> "Pool":
-        if self._h is None:
+        if self._pin is None:
             self.start()
         return self

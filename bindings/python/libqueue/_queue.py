@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass, fields
 from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
-from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, to_bytes
+from ._core import SLICE_MS, BytesLike, Handle, in_main_thread, ms, seconds, to_bytes
 from ._delivery import Delivery
-from ._errors import Closed, Empty, Timeout, check, error_for
+from ._errors import Closed, Empty, LibqueueError, Timeout, check, error_for
 from ._ffi import NULL, WAIT_FOREVER, fast, ffi, lib
 from ._message import Message, build, build_from
 
@@ -17,6 +17,7 @@ _ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
 # The GIL-keeping calls (see _fast.c): an id or a Delivery, or -status on failure.
 _send = fast.send
 _receive = fast.receive
+_send_with = lib.lq_queue_send_with
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,14 @@ class Queue(Handle):
     ``async for d in queue:`` does the same on an asyncio loop without a thread.
     """
 
-    __slots__ = ("_name", "_a", "_release")
-    _free = lib.lq_queue_free
+    __slots__ = ("_name", "_release")
+    _free_fn = "lq_queue_free"
+    _close_fn = "lq_queue_close"  # wakes the calls waiting in this handle
     _kind = "queue"
 
-    def __init__(self, h: Any, sync_always: bool = False) -> None:
-        self._h = h
-        self._a = int(ffi.cast("uintptr_t", h))  # the address, for the fast calls
+    def __init__(self, h: Any, sync_always: bool = False, parent: Any = None) -> None:
+        # ``parent``: the broker, namespace or topic it came from, kept alive by it.
+        self._own(h, parent)
         # A broker with sync="always" makes sends wait for the disk: they release the GIL.
         self._release = sync_always
         ptr = ffi.new("const uint8_t **")
@@ -71,13 +73,33 @@ class Queue(Handle):
         check(lib.lq_queue_name(h, ptr, ln))
         self._name = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0]).decode()
 
+    def _error(self, st: int, timeout: Optional[float] = None, what: str = "") -> LibqueueError:
+        """The exception for status ``st``: ``Closed`` naming this handle once it is
+        closed, a ``Timeout`` naming the caller's ``timeout`` (a wait in slices ends
+        with the last slice's status, which names the slice)."""
+        if st == 4 and self._pin.closed:
+            return self._closed_error()
+        if st == 2 and timeout is not None and what:
+            return Timeout(f"{what} within {seconds(timeout)}", 2)
+        return error_for(st)
+
     @property
     def name(self) -> str:
         """The queue's name."""
         return self._name
 
+    def close(self) -> None:
+        """Closes this handle (not the queue): calls waiting in it in other threads
+        (``receive``, ``receive_batch``, a ``send`` waiting for room, ``async``
+        receives) raise :class:`Closed`, later calls too; the C handle is freed
+        once no call is inside. Idempotent."""
+        if self._pin.close():
+            from ._aio import wake_all
+
+            wake_all()  # asyncio waiters look again: their receive raises Closed
+
     def __repr__(self) -> str:
-        return f"<libqueue.Queue {self._name!r}{' closed' if self._h is None else ''}>"
+        return f"<libqueue.Queue {self._name!r}{' closed' if self.closed else ''}>"
 
     # -- sending -----------------------------------------------------------------
 
@@ -93,11 +115,9 @@ class Queue(Handle):
         A plain body goes in one call that keeps the GIL unless it must wait (a full
         queue whose policy blocks, or a broker with ``sync="always"``)."""
         if not options and type(body) is bytes:  # the hot path: no options to sort out
-            if self._h is None:
-                raise Closed("this queue was closed")
-            r = _send(self._a, body, self._release, -1, 0)
+            r = _send(self._pin, body, self._release, -1, 0)
             if r < 0:
-                raise error_for(-r)
+                raise self._error(-r)
             return r
         return self._send_options(body, **options)
 
@@ -120,48 +140,84 @@ class Queue(Handle):
                 and delay is None and persistent is None and correlation_id is None
                 and execution_id is None and not isinstance(body, Message)):
             # A plain body: one call, with the GIL held unless the send must wait.
-            if self._h is None:
-                raise Closed("this queue was closed")
             b = body if type(body) is bytes else to_bytes(body)
             if on_full is None:
-                r = _send(self._a, b, self._release, -1, 0)
+                r = _send(self._pin, b, self._release, -1, 0)
             else:
-                r = _send(self._a, b, self._release, _ON_FULL[on_full], ms(timeout))
+                r = _send(self._pin, b, self._release, _ON_FULL[on_full], ms(timeout))
             if r < 0:
-                raise error_for(-r)
+                raise self._error(-r, timeout, "the queue stayed full")
             return r
-        h = self._p
+
+        def make() -> Any:
+            if isinstance(body, Message):
+                return build_from(body)
+            return build(body, headers, name, priority, ttl, delay, persistent, correlation_id,
+                         execution_id)
+
         idp = ffi.new("uint64_t *")
-        if isinstance(body, Message):
-            m = build_from(body)
+        # First a send that never waits for room; a wait (the queue full, a policy
+        # that waits) runs interruptibly (Ctrl-C in the main thread).
+        m = make()
+        pin = self._pin
+        if pin.enter():  # _consume inlined: this is a hot path
+            try:
+                st = _send_with(self._h, m, 1, 0, idp)
+            finally:
+                pin.leave()
         else:
-            m = build(body, headers, name, priority, ttl, delay, persistent, correlation_id,
-                      execution_id)
-        if on_full is None:
-            st = lib.lq_queue_send(h, m, idp)  # consumes m
-        else:
-            st = lib.lq_queue_send_with(h, m, _ON_FULL[on_full], ms(timeout), idp)
+            lib.lq_message_free(m)
+            raise self._closed_error()
+        if st == 3 and on_full != "reject":
+            if on_full is None:
+                mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+                check(self._call(lib.lq_queue_get_on_full, mode, t))
+                policy, wait = mode[0], t[0]
+            else:
+                policy, wait = _ON_FULL[on_full], ms(timeout)
+            if policy != 1:
+                m = make()
+                st = self._consume(m, lib.lq_queue_send_with, m, policy, wait, idp, wait=True)
         if st:
-            raise error_for(st)
+            raise self._error(st, timeout, "the queue stayed full")
         return idp[0]
 
     def send_batch(self, messages: Iterable[BytesLike | Message]) -> list[int]:
         """Sends several messages atomically (all or none); returns their ids in order."""
-        h = self._p
-        built = []
-        try:
-            for m in messages:
-                built.append(build_from(m))
-        except BaseException:
-            for m in built:
-                lib.lq_message_free(m)
-            raise
+        if self.closed:
+            raise self._closed_error()
+        items = messages if isinstance(messages, (list, tuple)) else list(messages)
+
+        def build_all() -> list[Any]:
+            built: list[Any] = []
+            try:
+                for m in items:
+                    built.append(build_from(m))
+            except BaseException:
+                for m in built:
+                    lib.lq_message_free(m)
+                raise
+            return built
+
+        built = build_all()
         n = len(built)
         if n == 0:
             return []
-        arr = ffi.new("lq_message *[]", built)
         ids = ffi.new("uint64_t[]", n)
-        check(lib.lq_queue_send_batch(h, arr, n, ids))  # consumes every message
+        # First a send that never waits for room; a wait (the queue full, a policy
+        # that waits) runs interruptibly (Ctrl-C in the main thread).
+        arr = ffi.new("lq_message *[]", built)
+        st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, 1, 0, ids)
+        if st == 3:
+            mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
+            check(self._call(lib.lq_queue_get_on_full, mode, t))
+            if mode[0] != 1:
+                built = build_all()
+                arr = ffi.new("lq_message *[]", built)
+                st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, mode[0], t[0],
+                                   ids, wait=True)
+        if st:
+            raise self._error(st)
         return list(ids)
 
     # -- receiving ---------------------------------------------------------------
@@ -171,26 +227,25 @@ class Queue(Handle):
         ``None`` waits forever, ``0`` only tries (:class:`Empty` if nothing is ready),
         else seconds (:class:`Timeout`). ``auto_ack`` acks it at once (at-most-once).
         In the main thread the wait is cut in slices so Ctrl-C interrupts it."""
-        if self._h is None:
-            raise Closed("this queue was closed")
         # Takes a ready message with the GIL held; waits with it released (in the main
-        # thread in slices, so Ctrl-C gets through).
-        r = _receive(self._a, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
+        # thread in slices, so Ctrl-C gets through); close() from another thread
+        # ends the wait with Closed.
+        r = _receive(self._pin, WAIT_FOREVER if timeout is None else ms(timeout), auto_ack)
         if type(r) is int:
-            raise error_for(-r)
+            raise self._error(-r, timeout, "no message came")
         return r
 
-    @staticmethod
-    def _sliced(fn: Any, h: Any, t: int, out: Any) -> int:
-        """``fn(h, slice_ms, out)`` until it does not time out or ``t`` ms passed:
-        a wait in the main thread cut in slices so Ctrl-C gets through."""
+    def _sliced(self, fn: Any, t: int, *args: Any) -> int:
+        """``fn(h, slice_ms, *args)`` until it does not time out or ``t`` ms passed:
+        a wait in the main thread cut in slices so Ctrl-C gets through; each slice
+        is a call counted into the handle, so close() ends it with Closed."""
         import time
 
         forever = t == WAIT_FOREVER
         deadline = time.monotonic() + t / 1000
         while True:
             left = SLICE_MS if forever else min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
-            st = fn(h, max(left, 1), out)
+            st = self._call(fn, max(left, 1), *args)
             if st != 2:  # anything but LQ_TIMEOUT
                 return st
             if not forever and time.monotonic() >= deadline:
@@ -199,20 +254,19 @@ class Queue(Handle):
 
     def try_receive(self) -> Optional[Delivery]:
         """A ready message (leased), or ``None``."""
-        if self._h is None:
-            raise Closed("this queue was closed")
-        r = _receive(self._a, 0, False)
+        r = _receive(self._pin, 0, False)
         if type(r) is int:
             if r == -1:
                 return None
-            raise error_for(-r)
+            raise self._error(-r)
         return r
 
     def receive_batch(self, max: int = 64, timeout: Optional[float] = None, *,
                       auto_ack: bool = False) -> list[Delivery]:
         """Up to ``max`` messages: waits as ``timeout`` says for the first, then takes
         what else is ready. An empty list if nothing came."""
-        h = self._p
+        if self.closed:
+            raise self._closed_error()
         if max <= 0:
             return []
         if auto_ack:  # the C ABI has no batch auto-ack: ack them here
@@ -225,13 +279,23 @@ class Queue(Handle):
         n = ffi.new("size_t *")
         t = ms(timeout)
         if t > SLICE_MS and in_main_thread():
-            st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), h, t, arr)
+            st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), t, arr)
         else:
-            st = lib.lq_queue_receive_batch(h, max, t, arr, n)
+            st = self._call(lib.lq_queue_receive_batch, max, t, arr, n)
         if st in (1, 2):
             return []
-        check(st)
-        return [Delivery(arr[i]) for i in range(n[0])]
+        if st:
+            raise self._error(st)
+        return self._deliveries(arr, n[0])
+
+    def _deliveries(self, arr: Any, n: int, peeked: bool = False) -> list[Delivery]:
+        """Owned deliveries from a C array, each keeping this queue's broker alive."""
+        out = []
+        for i in range(n):
+            d = Delivery(arr[i], peeked=peeked)
+            d._parent = self._pin
+            out.append(d)
+        return out
 
     def __iter__(self) -> Iterator[Delivery]:
         """Receives forever; ends when the queue (or broker) closes."""
@@ -274,7 +338,7 @@ class Queue(Handle):
         """A descriptor readable exactly when a receive would find a message
         (level-triggered; owned by the queue, do not close it). Linux only."""
         fd = ffi.new("int32_t *")
-        check(lib.lq_queue_fd(self._p, fd))
+        check(self._call(lib.lq_queue_fd, fd))
         return fd[0]
 
     # -- inspection ----------------------------------------------------------------
@@ -285,24 +349,24 @@ class Queue(Handle):
             return []
         arr = ffi.new("lq_delivery *[]", max)
         n = ffi.new("size_t *")
-        check(lib.lq_queue_peek(self._p, max, arr, n))
-        return [Delivery(arr[i], peeked=True) for i in range(n[0])]
+        check(self._call(lib.lq_queue_peek, max, arr, n))
+        return self._deliveries(arr, n[0], peeked=True)
 
     def purge(self) -> int:
         """Removes every ready and delayed message; returns how many."""
         out = ffi.new("uint64_t *")
-        check(lib.lq_queue_purge(self._p, out))
+        check(self._call(lib.lq_queue_purge, out))
         return out[0]
 
     def cancel(self, id: int) -> None:
         """Removes a ready or delayed message by id (:class:`NotFound`,
         :class:`InvalidState` if it is leased)."""
-        check(lib.lq_queue_cancel(self._p, id))
+        check(self._call(lib.lq_queue_cancel, id))
 
     def stats(self) -> QueueStats:
         """Exact statistics now."""
         s = ffi.new("lq_queue_stats *")
-        check(lib.lq_queue_get_stats(self._p, s))
+        check(self._call(lib.lq_queue_get_stats, s))
         return QueueStats._from_c(s)
 
     def __len__(self) -> int:
@@ -311,13 +375,18 @@ class Queue(Handle):
 
     def flush(self) -> None:
         """Makes every persistent message sent so far durable."""
-        check(lib.lq_queue_flush(self._p))
+        check(self._call(lib.lq_queue_flush))
 
     @property
     def is_closed(self) -> bool:
-        """Whether the queue itself was closed (broker closed or queue deleted)."""
-        if self._h is None:
+        """Whether the queue itself was closed (broker closed or queue deleted), or
+        this handle."""
+        pin = self._pin
+        if not pin.enter():
             return True
-        out = ffi.new("bool *")
-        check(lib.lq_queue_is_closed(self._h, out))
-        return bool(out[0])
+        try:
+            out = ffi.new("bool *")
+            check(lib.lq_queue_is_closed(self._h, out))
+            return bool(out[0])
+        finally:
+            pin.leave()

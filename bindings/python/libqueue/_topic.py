@@ -15,11 +15,12 @@ class Topic(Handle):
     """A topic of a namespace. Shareable between threads."""
 
     __slots__ = ("_name", "_sync_always")
-    _free = lib.lq_topic_free
+    _free_fn = "lq_topic_free"
+    _close_fn = "lq_topic_close"  # wakes a publish waiting for room in a subscription
     _kind = "topic"
 
-    def __init__(self, h: Any, name: str, sync_always: bool = False) -> None:
-        self._h = h
+    def __init__(self, h: Any, name: str, sync_always: bool = False, parent: Any = None) -> None:
+        self._own(h, parent)  # ``parent``: its namespace, kept alive by the topic
         self._name = name
         self._sync_always = sync_always
 
@@ -38,7 +39,6 @@ class Topic(Handle):
         filter it only gets messages named ``name``, or whose header ``header[0]``
         equals ``header[1]``, or of one workflow ``execution_id``. Subscribing again
         replaces the filter."""
-        h = self._p
         q = to_bytes(queue)
         out = ffi.new("lq_queue **")
         if execution_id is not None:
@@ -47,23 +47,23 @@ class Topic(Handle):
             raise ValueError("one filter at a time: name, header or execution_id")
         if name is not None:
             n = to_bytes(name)
-            check(lib.lq_topic_subscribe_name(h, q, len(q), n, len(n), out))
+            check(self._call(lib.lq_topic_subscribe_name, q, len(q), n, len(n), out))
         elif header is not None:
             k, v = to_bytes(header[0]), to_bytes(header[1])
-            check(lib.lq_topic_subscribe_header(h, q, len(q), k, len(k), v, len(v), out))
+            check(self._call(lib.lq_topic_subscribe_header, q, len(q), k, len(k), v, len(v), out))
         else:
-            check(lib.lq_topic_subscribe(h, q, len(q), out))
-        return Queue(out[0], self._sync_always)
+            check(self._call(lib.lq_topic_subscribe, q, len(q), out))
+        return Queue(out[0], self._sync_always, self)
 
     def unsubscribe(self, queue: str) -> None:
         """Removes the subscription of ``queue`` (the queue stays)."""
         q = to_bytes(queue)
-        check(lib.lq_topic_unsubscribe(self._p, q, len(q)))
+        check(self._call(lib.lq_topic_unsubscribe, q, len(q)))
 
     def subscriptions(self) -> list[str]:
         """Names of the subscribed queues, in subscription order."""
         out = ffi.new("lq_strings **")
-        check(lib.lq_topic_subscriptions(self._p, out))
+        check(self._call(lib.lq_topic_subscriptions, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
     def publish(self, body: BytesLike | Message = b"", **kw: Any) -> int:
@@ -71,5 +71,5 @@ class Topic(Handle):
         subscriptions got it."""
         m = build_from(body) if isinstance(body, Message) else build(body, **kw)
         n = ffi.new("size_t *")
-        check(lib.lq_topic_publish(self._p, m, n))  # consumes m
+        check(self._consume(m, lib.lq_topic_publish, m, n))
         return n[0]

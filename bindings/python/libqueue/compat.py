@@ -35,7 +35,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 from . import _errors
 from ._broker import Broker
 from ._core import SLICE_MS, WAIT_FOREVER, in_main_thread, ms
-from ._errors import error_for
+from ._errors import Closed, error_for
 from ._ffi import fast
 from ._options import QueueOptions
 
@@ -66,7 +66,9 @@ class _Store:
             opts.max_messages = maxsize
             opts.on_full = "block"
         self.queue = self.broker.default_namespace.queue(name, opts)
-        self.a = self.queue._a  # the queue's address, for the fast calls (see _fast.c)
+        # The queue's owner (never a raw address): the fast calls go through it, so a
+        # closed queue raises Closed (see _fast.c).
+        self.a = self.queue._pin
         self.release = self.queue._release
 
     def ready(self) -> int:
@@ -117,6 +119,8 @@ class _FifoBase(Generic[T]):
                 items.pop(key, None)
             if r in (-2, -3):
                 raise Full("the queue is full", 3)
+            if r == -4 and self._a.closed:
+                raise Closed("this queue was closed", 4)
             raise error_for(-r)
 
     def _put_data(self, data: bytes, block: bool, timeout: Optional[float]) -> int:
@@ -151,6 +155,8 @@ class _FifoBase(Generic[T]):
         if type(r) is int:
             if r in (1, 2):
                 raise Empty("the queue is empty", 1)
+            if r == 4 and self._a.closed:
+                raise Closed("this queue was closed", 4)
             raise error_for(r)
         items = self._items
         if items is None:

@@ -44,7 +44,9 @@ impl QueueCore {
             self.move_to(dlq, node, reason, home);
         }
         self.release_size(size, home);
-        self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
+        // Nobody to tell (a nack or a timer moved it): at worst the original
+        // comes back after a restart, beside its dead-lettered copy.
+        let _ = self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
     }
 
     pub(super) fn move_to(&self, dlq: &QueueCore, node: Arc<Node>, reason: &str, home: usize) {
@@ -110,12 +112,15 @@ impl QueueCore {
         delay: Option<u64>,
         why: &str,
     ) -> Result<()> {
-        self.check_fork()?;
         // Run due timers first, so a lease that has run out cannot be settled.
         // The coarse clock decides whether to look (it never runs ahead of the
         // precise one): a settle less than a clock tick after its deadline may
         // still be taken, as if it came first — never a settle of a message
         // already handed to someone else, since the lease table decides.
+        // A closed queue (its broker closed, or it was deleted) settles nothing:
+        // the lease stays, so the message comes back after a reopen, and the
+        // caller is told so instead of a false OK.
+        self.check_open()?;
         self.maintain_coarse();
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
@@ -123,8 +128,10 @@ impl QueueCore {
         if ack {
             bump(&c.settled_ack, 1);
             self.release(&node, home);
-            self.record_removed(&node, RemoveReason::Acked);
+            // An ack the journal could not record is no ack: say so.
+            let recorded = self.record_removed_id(node.id, node.persistent, RemoveReason::Acked);
             pool::recycle(node);
+            recorded?;
         } else {
             bump(&c.settled_nack, 1);
             self.requeue(node, delay, why, home, self.clock.now());
@@ -156,7 +163,7 @@ impl QueueCore {
 
     /// Renews a lease: it now ends `by` from now. Returns the new deadline.
     pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
-        self.check_fork()?;
+        self.check_open()?;
         let now = self.clock.now();
         self.maintain(now);
         let deadline = now.saturating_add(by);
