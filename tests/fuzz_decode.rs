@@ -116,7 +116,10 @@ fn valid_segments() -> Vec<Vec<u8>> {
             .send(Message::new("t").persistent(true))
             .unwrap();
         ns.delete_queue("tmp").unwrap();
-        clock.advance(100 * MS); // leases expire: redeliveries, dead letters
+        // A batch of persistent messages: one group record (type 7).
+        fifo.send_batch((0..3).map(|i| Message::new(format!("b{i}")).persistent(true)))
+            .unwrap();
+        clock.advance(100 * MS); // leases expire: redeliveries, dead letters (groups)
         q.stats();
         b.close();
     }
@@ -415,7 +418,7 @@ fn valid_segments_decode_whole() {
         .iter()
         .flat_map(|s| fuzz::records(s).into_iter().map(|r| r.0))
         .collect();
-    assert_eq!(kinds, (1..=6).collect(), "every record type");
+    assert_eq!(kinds, (1..=8).collect(), "every record type");
     assert!(total > 100);
     assert!(open_dir(segs, "the valid segments".into()));
 }

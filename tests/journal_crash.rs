@@ -721,10 +721,12 @@ fn pick_page(s: &SegLayout, rng: &mut SmallRng, straddle: bool) -> (usize, usize
             continue;
         }
         if straddle {
+            // The page must change the record: it starts before the body's
+            // length field (a small body's high bytes are zeros already).
             if let Some(i) = s
                 .recs
                 .iter()
-                .position(|r| r.start < p && p < r.payload_end())
+                .position(|r| r.start < p && p + 12 <= r.payload_end())
             {
                 return (p, i);
             }
