@@ -1099,7 +1099,8 @@ fn batch_is_one_group_record() {
         Message::new("b").persistent(true),
     ])
     .unwrap();
-    q.send_batch(vec![Message::new("c").persistent(true)]).unwrap();
+    q.send_batch(vec![Message::new("c").persistent(true)])
+        .unwrap();
     assert_eq!(
         *rec.0.lock(),
         vec![
@@ -1226,7 +1227,8 @@ fn dead_letter_move_is_one_group_record() {
     let group = format!("group [enqueue dlq p, remove q {id} DeadLettered]");
     assert_eq!(log.iter().filter(|l| **l == group).count(), 1, "{log:?}");
     assert!(
-        !log.iter().any(|l| l == "enqueue dlq p" || l.starts_with("remove q")),
+        !log.iter()
+            .any(|l| l == "enqueue dlq p" || l.starts_with("remove q")),
         "{log:?}"
     );
 }

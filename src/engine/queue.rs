@@ -229,7 +229,8 @@ impl QueueCore {
             queue: &self.name,
             next_id: upto,
         })?;
-        self.ids_durable.store(upto, std::sync::atomic::Ordering::Release);
+        self.ids_durable
+            .store(upto, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -755,9 +756,8 @@ impl QueueCore {
         let home = home_shard();
         let d = node.deliveries.load(Relaxed);
         if let Some(max) = self.opts.max_deliveries.filter(|max| d >= *max) {
-            let reason = format!(
-                "lease ended by a restart; delivered {d} times (max_deliveries {max})"
-            );
+            let reason =
+                format!("lease ended by a restart; delivered {d} times (max_deliveries {max})");
             return self.dead_letter(Arc::new(node), &reason, home);
         }
         let due = deliver_at.filter(|d| *d > self.clock.now());

@@ -69,7 +69,9 @@ impl QueueCore {
         let original = node.id;
         // A storage that cannot reserve an id cannot record the move either:
         // the dead letter is then kept in memory only (as below).
-        let id = dlq.next_id().unwrap_or_else(|_| dlq.ids.fetch_add(1, Relaxed));
+        let id = dlq
+            .next_id()
+            .unwrap_or_else(|_| dlq.ids.fetch_add(1, Relaxed));
         let moved = Node {
             id,
             size: crate::message::size_of(

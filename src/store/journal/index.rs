@@ -7,10 +7,10 @@
 //! It is what lets a checkpoint copy the live records forward and delete the
 //! rest while the broker runs, and lets an open skip rewriting a clean journal.
 
-use crate::engine::leases::IdHasher;
-use crate::queue::QueueOptions;
 use super::codec::{Count, Enc, RECORD_HEADER};
 use super::{encode, GROUP_HEADER, MEMBER_HEADER};
+use crate::engine::leases::IdHasher;
+use crate::queue::QueueOptions;
 use crate::store::Record;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
