@@ -104,7 +104,8 @@ struct BrokerInner {
     opts: BrokerOptions,
     closed: AtomicBool,
     ticker: Arc<Ticker>,
-    report: Option<RecoveryReport>,
+    /// Set once the recovered state is restored (what could not be is in it).
+    report: std::sync::OnceLock<RecoveryReport>,
     /// The process (and fork generation) that opened it.
     origin: Origin,
 }
@@ -193,7 +194,7 @@ impl Broker {
         let inner = Arc::new(BrokerInner {
             namespaces: RwLock::new(HashMap::new()),
             ticker: Ticker::new(opts.clock.clone()),
-            report: recovered.as_ref().map(|r| r.report.clone()),
+            report: std::sync::OnceLock::new(),
             opts,
             closed: AtomicBool::new(false),
             origin,
@@ -216,27 +217,50 @@ impl Broker {
                     k
                 })
                 .collect();
+            // A queue or message that cannot be restored (a name that is not
+            // valid, a queue that names itself as its dead-letter queue, the
+            // default quota of queues exceeded: a journal written by something
+            // else, or damage a checksum missed) is left out and reported: it
+            // never makes the directory unopenable. It stays in the journal.
+            let mut report = rec.report;
             let mut seen = std::collections::HashSet::new();
             for k in &order {
-                b.restore_queue(k, &defs, &mut seen)?;
+                if let Err(e) = b.restore_queue(k, &defs, &mut seen) {
+                    report
+                        .damage
+                        .push(format!("queue {}/{} not restored: {e}", k.0, k.1));
+                    report.queues = report.queues.saturating_sub(1);
+                }
             }
             // Messages in send order; the queue looked up once per run of
             // messages to the same queue.
             let mut cur = None;
+            let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
             for m in rec.messages {
                 let q = match &cur {
                     Some((i, q)) if *i == m.queue => q,
                     _ => {
                         let (ns, name) = &rec.names[m.queue as usize];
-                        let q = b
-                            .namespace(ns)?
-                            .core
-                            .restore_queue(name, b.inner.opts.default_queue_options.clone())?;
+                        let q = b.namespace(ns).and_then(|n| {
+                            n.core
+                                .restore_queue(name, b.inner.opts.default_queue_options.clone())
+                        });
                         &cur.insert((m.queue, q)).1
                     }
                 };
-                q.restore(m.node, m.deliver_at);
+                match q {
+                    Ok(q) => q.restore(m.node, m.deliver_at),
+                    Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
+                }
             }
+            for (i, (n, e)) in left_out {
+                let (ns, name) = &rec.names[i as usize];
+                report.damage.push(format!(
+                    "{n} messages of queue {ns}/{name} not restored: {e}"
+                ));
+                report.messages_recovered = report.messages_recovered.saturating_sub(n);
+            }
+            let _ = b.inner.report.set(report);
         }
         Ok(b)
     }
@@ -265,7 +289,7 @@ impl Broker {
 
     /// What opening the data directory found (None without one).
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.report.as_ref()
+        self.inner.report.get()
     }
 
     /// [`Error::Forked`] if this handle was inherited through `fork()`.
