@@ -8,6 +8,7 @@ use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Storage};
+use crate::sync::fork::Origin;
 use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -103,7 +104,10 @@ struct BrokerInner {
     opts: BrokerOptions,
     closed: AtomicBool,
     ticker: Arc<Ticker>,
-    report: Option<RecoveryReport>,
+    /// Set once the recovered state is restored (what could not be is in it).
+    report: std::sync::OnceLock<RecoveryReport>,
+    /// The process (and fork generation) that opened it.
+    origin: Origin,
 }
 
 impl ClockListener for BrokerInner {
@@ -111,9 +115,11 @@ impl ClockListener for BrokerInner {
         let now = self.opts.clock.now();
         for ns in self.namespaces.read().values() {
             for q in ns.all() {
-                // Watched queues run their timers now, so their descriptor is
-                // readable as soon as `advance` returns.
-                if q.is_watched() {
+                // Whatever fell due runs now, so when `advance` returns every
+                // expired lease is requeued or dead-lettered (waking receivers
+                // of the dead-letter queue), delayed messages are ready, and a
+                // watched queue's descriptor is up to date.
+                if q.is_watched() || q.next_due().min(q.min_expiry()) <= now {
                     q.maintain_sync(now);
                 }
                 q.wake_all();
@@ -128,7 +134,11 @@ impl Drop for BrokerInner {
         // The storage stays open while a namespace or queue handle holds it (a
         // queue keeps working once every broker handle is gone, whatever the
         // backend); a journal closes, releasing its directory, with the last.
-        self.ticker.shutdown();
+        // Their timers keep running: the ticker ends once none is pending. In a
+        // forked child nothing is touched: the ticker is the parent's.
+        if !self.origin.inherited() {
+            self.ticker.orphan();
+        }
     }
 }
 
@@ -174,6 +184,7 @@ impl Broker {
     /// brings back every queue and unacked persistent message (see
     /// [`recovery_report`](Self::recovery_report)).
     pub fn open(mut opts: BrokerOptions) -> Result<Self> {
+        let origin = Origin::here();
         let mut recovered = None;
         if let Some(dir) = opts.data_dir.clone() {
             let (journal, rec) = Journal::open(&dir, opts.journal)?;
@@ -183,9 +194,10 @@ impl Broker {
         let inner = Arc::new(BrokerInner {
             namespaces: RwLock::new(HashMap::new()),
             ticker: Ticker::new(opts.clock.clone()),
-            report: recovered.as_ref().map(|r| r.report.clone()),
+            report: std::sync::OnceLock::new(),
             opts,
             closed: AtomicBool::new(false),
+            origin,
         });
         let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
         inner.opts.clock.add_listener(weak);
@@ -205,27 +217,50 @@ impl Broker {
                     k
                 })
                 .collect();
+            // A queue or message that cannot be restored (a name that is not
+            // valid, a queue that names itself as its dead-letter queue, the
+            // default quota of queues exceeded: a journal written by something
+            // else, or damage a checksum missed) is left out and reported: it
+            // never makes the directory unopenable. It stays in the journal.
+            let mut report = rec.report;
             let mut seen = std::collections::HashSet::new();
             for k in &order {
-                b.restore_queue(k, &defs, &mut seen)?;
+                if let Err(e) = b.restore_queue(k, &defs, &mut seen) {
+                    report
+                        .damage
+                        .push(format!("queue {}/{} not restored: {e}", k.0, k.1));
+                    report.queues = report.queues.saturating_sub(1);
+                }
             }
             // Messages in send order; the queue looked up once per run of
             // messages to the same queue.
             let mut cur = None;
+            let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
             for m in rec.messages {
                 let q = match &cur {
                     Some((i, q)) if *i == m.queue => q,
                     _ => {
                         let (ns, name) = &rec.names[m.queue as usize];
-                        let q = b
-                            .namespace(ns)?
-                            .core
-                            .restore_queue(name, b.inner.opts.default_queue_options.clone())?;
+                        let q = b.namespace(ns).and_then(|n| {
+                            n.core
+                                .restore_queue(name, b.inner.opts.default_queue_options.clone())
+                        });
                         &cur.insert((m.queue, q)).1
                     }
                 };
-                q.restore(m.node, m.deliver_at);
+                match q {
+                    Ok(q) => q.restore(m.node, m.deliver_at),
+                    Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
+                }
             }
+            for (i, (n, e)) in left_out {
+                let (ns, name) = &rec.names[i as usize];
+                report.damage.push(format!(
+                    "{n} messages of queue {ns}/{name} not restored: {e}"
+                ));
+                report.messages_recovered = report.messages_recovered.saturating_sub(n);
+            }
+            let _ = b.inner.report.set(report);
         }
         Ok(b)
     }
@@ -254,11 +289,22 @@ impl Broker {
 
     /// What opening the data directory found (None without one).
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.report.as_ref()
+        self.inner.report.get()
+    }
+
+    /// [`Error::Forked`] if this handle was inherited through `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.inner.origin.inherited() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.is_closed() {
+        if self.inner.origin.inherited() {
+            Err(Error::Forked)
+        } else if self.is_closed() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -308,9 +354,11 @@ impl Broker {
         self.ns(name, Some(quotas), true)
     }
 
-    /// An existing namespace, or [`Error::NotFound`].
+    /// An existing namespace, or [`Error::NotFound`] ([`Error::InvalidName`] for
+    /// a name no namespace could have).
     pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
         self.check_open()?;
+        validate_name(name)?;
         self.inner
             .namespaces
             .read()
@@ -348,6 +396,9 @@ impl Broker {
 
     /// Makes everything persistent durable (a barrier).
     pub fn flush(&self) -> Result<()> {
+        if self.inner.origin.inherited() {
+            return Err(Error::Forked);
+        }
         self.inner.opts.storage.flush()
     }
 
@@ -355,8 +406,11 @@ impl Broker {
     /// [`Error::Closed`], later calls fail with it; a journal is synced and its
     /// data directory released. Idempotent. (Without it, a journal closes when
     /// the last broker, namespace or queue handle is dropped.)
+    ///
+    /// In a forked child, closing a broker inherited from the parent only marks
+    /// this copy closed: the parent's journal, queues and threads are not touched.
     pub fn close(&self) {
-        if self.inner.closed.swap(true, SeqCst) {
+        if self.inner.closed.swap(true, SeqCst) || self.inner.origin.inherited_exact() {
             return;
         }
         for ns in self.inner.namespaces.read().values() {
@@ -421,8 +475,11 @@ impl Namespace {
             .map(|core| Queue { core })
     }
 
-    /// An existing queue, or [`Error::NotFound`].
+    /// An existing queue, or [`Error::NotFound`] ([`Error::InvalidName`] for a
+    /// name no queue could have).
     pub fn get_queue(&self, name: &str) -> Result<Queue> {
+        self.core.check_fork()?;
+        validate_name(name)?;
         self.core
             .get(name)
             .map(|core| Queue { core })
@@ -435,8 +492,10 @@ impl Namespace {
     }
 
     /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`],
-    /// and it stops being a subscription of any topic.
+    /// and it stops being a subscription of any topic. [`Error::NotFound`] if there
+    /// is none, [`Error::InvalidName`] for a name no queue could have.
     pub fn delete_queue(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
         self.core.delete(name)?;
         for t in self.core.topics.read().values() {
             t.drop_subscription(name);

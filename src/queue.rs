@@ -364,6 +364,11 @@ impl Queue {
 
     /// Sends several messages: all are accepted or none is (capacity and quotas are
     /// reserved for the whole batch). Returns their ids in order.
+    ///
+    /// With a data directory the batch's persistent messages are journaled as
+    /// one record (synced once under `SyncMode::Always`): after a crash at any
+    /// instant the batch is recovered whole or not at all. A journal error
+    /// refuses the whole batch.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = Message>) -> Result<Vec<u64>> {
         self.core
             .send(msgs.into_iter().collect(), self.core.opts.on_full, None)
@@ -444,12 +449,19 @@ impl Queue {
         if self.core.is_closed() {
             return Err(Error::Closed);
         }
+        self.core.check_fork()?;
         Ok(self.core.purge(crate::store::RemoveReason::Purged))
     }
 
-    /// Exact statistics.
+    /// Exact statistics. In a forked child, for a queue inherited from the
+    /// parent: its counters as they were at the fork (nothing else is touched).
     pub fn stats(&self) -> QueueStats {
         self.core.stats()
+    }
+
+    /// [`Error::Forked`] if this handle was inherited through `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.core.check_fork()
     }
 
     /// Makes every persistent message sent so far durable (a barrier).

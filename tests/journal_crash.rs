@@ -3,19 +3,31 @@
 //! - **Crash (SIGKILL)**: the test runs its own binary again as a child process
 //!   (`child_workload`, selected with `--exact --ignored` and told what to do by
 //!   `LQ_CHILD_*` environment variables) that opens a broker on a data directory
-//!   and runs two producers and a consumer on persistent messages, reporting on
-//!   stdout what completed: `O` once the broker is open, `S n` after a send
-//!   returned, `R n` after a receive returned, `A n` after an ack returned (a
-//!   message reported `R` but not `A` may or may not have been acked: the kill
-//!   can fall between the ack and its line). The parent kills it with SIGKILL
-//!   after a random 20–200 ms, reopens the directory and checks that nothing
-//!   reported sent and not taken is missing, nothing reported acked came back,
-//!   nothing is duplicated or corrupt, and nothing appears that was never sent.
-//!   Then the next round runs a child on the SAME directory. Every other round
-//!   the check leaves the messages in place (received leased, not acked) for the
-//!   next child; the rounds between drain them (auto-ack), and the next round
-//!   checks that drained messages stay gone. `LQ_CRASH_ROUNDS` sets the number
-//!   of rounds (default 5), `LQ_CRASH_SEED` the seed of the kill delays.
+//!   and, on persistent messages, runs a producer sending one by one and one
+//!   sending batches (1 to 7 messages) to `jobs`, a consumer there that acks
+//!   (and nacks some a few times first), a producer to `dl` (max_deliveries 3),
+//!   a consumer there that always nacks (so every message is dead-lettered) and
+//!   one on `dl.dead` that acks; every third child uses `SyncMode::Always`. The
+//!   child reports on stdout what completed (a line per event, ended by ` $`,
+//!   a batch on one line; see `child_workload`). The parent kills it with
+//!   SIGKILL after a random 20–200 ms (counting kills that land inside a
+//!   checkpoint written while running), reopens the directory and checks that
+//!   nothing reported sent and not taken is missing, nothing reported acked came
+//!   back, nothing is duplicated or corrupt, nothing appears that was never
+//!   sent; that the batch in flight is there whole or not at all; that no
+//!   message is both in `dl` and `dl.dead`, none is delivered more than 3 times
+//!   from `dl`, no acked dead letter (or its original) comes back and nothing
+//!   sent to `dl` is lost; that no delivery count is ever at or below one seen
+//!   before (child and parent deliveries, across rounds); and that no id is
+//!   handed out twice in a queue (after each check the parent sends a
+//!   non-persistent message to both queues, so the highest ids are ones no
+//!   record names). Then the next round runs a child on the SAME directory.
+//!   Every other round the check leaves the `jobs` messages in place (received
+//!   leased, not acked) for the next child; the rounds between drain them
+//!   (auto-ack), and the next round checks that drained messages stay gone;
+//!   `dl` and `dl.dead` are drained every round. `LQ_CRASH_ROUNDS` sets the
+//!   number of rounds (default 8; `make crash-long`: 300), `LQ_CRASH_SEED` the
+//!   seed of the kill delays.
 //! - **Corruption**: a fresh directory with small segments (several of them) is
 //!   damaged on disk — bytes flipped, the last segment truncated, a page zeroed,
 //!   a middle segment deleted, garbage appended or added as a segment — and
@@ -306,24 +318,58 @@ fn count_before(l: &[SegLayout], si: usize, idx: usize) -> u64 {
 const N: u64 = 4000;
 
 // ---------------------------------------------------------------------------
-// Crash test: SIGKILL a child process that sends, receives and acks
+// Crash test: SIGKILL a child process that sends (one by one and in batches),
+// receives, nacks, acks and dead-letters
 // ---------------------------------------------------------------------------
 
 const CRASH_NS: &str = "crash";
 const CRASH_QUEUE: &str = "jobs";
-/// Producer p's i-th body is base + p * STRIDE + i.
+/// A queue whose messages are nacked until they are dead-lettered.
+const DL_QUEUE: &str = "dl";
+const DL_DEAD: &str = "dl.dead";
+const DL_MAX: u32 = 3;
+/// Producer p's i-th body is base + p * STRIDE + i. Producer 0 sends one by
+/// one, producer 1 in batches (of `batch_len`), both to `jobs`; producer 2
+/// sends to `dl`.
 const STRIDE: u64 = 1 << 32;
 const PRODUCERS: u64 = 2;
+
+/// The length of producer 1's batch that starts with its `i`-th message.
+fn batch_len(i: u64) -> u64 {
+    1 + i % 7
+}
 
 fn emit(line: std::fmt::Arguments<'_>) {
     let out = std::io::stdout();
     let mut o = out.lock();
     let _ = o.write_fmt(line);
-    let _ = o.write_all(b"\n");
+    // A line cut by the kill has no end mark: the parent ignores it.
+    let _ = o.write_all(b" $\n");
     let _ = o.flush();
 }
 
+fn dl_options() -> QueueOptions {
+    QueueOptions::default()
+        .persistent(true)
+        .max_deliveries(DL_MAX)
+        .dead_letter_queue(DL_DEAD)
+}
+
+fn child_opts(dir: &Path) -> BrokerOptions {
+    let sync = match std::env::var("LQ_CHILD_SYNC").as_deref() {
+        Ok("always") => SyncMode::Always,
+        _ => SyncMode::None,
+    };
+    opts(dir).sync_mode(sync)
+}
+
 /// The crash test's child: does nothing unless `LQ_CHILD_DIR` is set.
+///
+/// Lines (each ended by ` $`): `O` (open), `S n id` (sent to jobs), `B n id
+/// n id …` (a batch sent to jobs), `R n count` (received from
+/// jobs), `N n` (nacked), `A n` (acked), `T n id` (sent to dl), `X n count`
+/// (received from dl, then nacked), `Y n count` (received from dl.dead),
+/// `Z n` (acked there).
 #[test]
 #[ignore = "the crash test's child process; runs only with LQ_CHILD_DIR set"]
 fn child_workload() {
@@ -333,36 +379,113 @@ fn child_workload() {
     let base: u64 = std::env::var("LQ_CHILD_BASE").unwrap().parse().unwrap();
     // End whatever the test harness printed without a newline.
     emit(format_args!(""));
-    let b = Broker::open(opts(Path::new(&dir))).expect("child: open");
-    let q = b.namespace(CRASH_NS).unwrap().queue(CRASH_QUEUE).unwrap();
+    let b = Broker::open(child_opts(Path::new(&dir))).expect("child: open");
+    let ns = b.namespace(CRASH_NS).unwrap();
+    let q = ns.queue(CRASH_QUEUE).unwrap();
+    let dl = ns
+        .get_queue(DL_QUEUE)
+        .or_else(|_| ns.create_queue(DL_QUEUE, dl_options()))
+        .unwrap();
+    let dead = ns.queue(DL_DEAD).unwrap();
     emit(format_args!("O"));
     // The parent kills us long before this.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let producers: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            let q = q.clone();
-            thread::spawn(move || {
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    let n = base + p * STRIDE + i;
-                    q.send(Message::new(n.to_le_bytes().to_vec()).persistent(true))
-                        .expect("child: send");
-                    emit(format_args!("S {n}"));
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let mut threads = Vec::new();
+    {
+        let q = q.clone();
+        threads.push(thread::spawn(move || {
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let n = base + i;
+                let id = q
+                    .send(Message::new(n.to_le_bytes().to_vec()).persistent(true))
+                    .expect("child: send");
+                emit(format_args!("S {n} {id}"));
+                i += 1;
+            }
+        }));
+    }
+    {
+        let q = q.clone();
+        threads.push(thread::spawn(move || {
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let k = batch_len(i);
+                let ns: Vec<u64> = (i..i + k).map(|j| base + STRIDE + j).collect();
+                let ids = q
+                    .send_batch(
+                        ns.iter()
+                            .map(|n| Message::new(n.to_le_bytes().to_vec()).persistent(true)),
+                    )
+                    .expect("child: send_batch");
+                // One line for the whole batch: reported whole or not at all.
+                let pairs: Vec<String> = ns
+                    .iter()
+                    .zip(ids)
+                    .map(|(n, id)| format!("{n} {id}"))
+                    .collect();
+                emit(format_args!("B {}", pairs.join(" ")));
+                i += k;
+            }
+        }));
+    }
+    {
+        let dl = dl.clone();
+        threads.push(thread::spawn(move || {
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let n = base + 2 * STRIDE + i;
+                let id = dl
+                    .send(Message::new(n.to_le_bytes().to_vec()))
+                    .expect("child: send to dl");
+                emit(format_args!("T {n} {id}"));
+                i += 1;
+                thread::sleep(Duration::from_millis(1));
+            }
+        }));
+    }
+    threads.push(thread::spawn(move || {
+        while Instant::now() < deadline {
+            if let Some(d) = dl.receive_timeout(Duration::from_millis(5)).unwrap() {
+                emit(format_args!(
+                    "X {} {}",
+                    body_u64(d.body()),
+                    d.delivery_count()
+                ));
+                d.nack().expect("child: nack in dl");
+            }
+        }
+    }));
+    threads.push(thread::spawn(move || {
+        while Instant::now() < deadline {
+            if let Some(d) = dead.receive_timeout(Duration::from_millis(5)).unwrap() {
+                let n = body_u64(d.body());
+                emit(format_args!("Y {n} {}", d.delivery_count()));
+                // Dead letters wait a little before they are acked, so a kill
+                // can find them in either queue.
+                thread::sleep(Duration::from_millis(2));
+                d.ack().expect("child: ack in dl.dead");
+                emit(format_args!("Z {n}"));
+            }
+        }
+    }));
     while Instant::now() < deadline {
         if let Some(d) = q.receive_timeout(Duration::from_millis(5)).unwrap() {
             let n = body_u64(d.body());
-            emit(format_args!("R {n}"));
-            d.ack().expect("child: ack");
-            emit(format_args!("A {n}"));
+            let c = d.delivery_count();
+            emit(format_args!("R {n} {c}"));
+            // Some are nacked (redelivered with a higher count) a few times.
+            if n % 4 == 0 && c < 3 {
+                d.nack().expect("child: nack");
+                emit(format_args!("N {n}"));
+            } else {
+                d.ack().expect("child: ack");
+                emit(format_args!("A {n}"));
+            }
         }
     }
-    for p in producers {
-        p.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
     }
 }
 
@@ -370,25 +493,67 @@ fn child_workload() {
 #[derive(Default, Debug)]
 struct Reported {
     opened: bool,
-    sent: HashSet<u64>,
+    /// Sent to jobs: body → id.
+    sent: std::collections::HashMap<u64, u64>,
+    /// Received from jobs (any number of times), with each delivery count.
     received: HashSet<u64>,
+    deliveries: Vec<(u64, u32)>,
     acked: HashSet<u64>,
+    /// Sent to dl: body → id.
+    dl_sent: std::collections::HashMap<u64, u64>,
+    /// Deliveries from dl (body, count), in order.
+    dl_deliveries: Vec<(u64, u32)>,
+    /// Received from dl.dead; acked there.
+    dead_received: HashSet<u64>,
+    dead_acked: HashSet<u64>,
 }
 
 fn parse_child(lines: &[String]) -> Reported {
     let mut r = Reported::default();
     for line in lines {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        match t.as_slice() {
-            [.., "O"] => r.opened = true,
-            [.., tag, n] => {
-                let Ok(n) = n.parse::<u64>() else { continue };
-                match *tag {
-                    "S" => r.sent.insert(n),
-                    "R" => r.received.insert(n),
-                    "A" => r.acked.insert(n),
-                    _ => continue,
-                };
+        // The first line may follow what the harness printed.
+        let mut t: Vec<&str> = line.split_whitespace().collect();
+        if t.pop() != Some("$") {
+            continue; // cut by the kill
+        }
+        let Some(at) = t.iter().rposition(|w| {
+            matches!(
+                *w,
+                "O" | "S" | "B" | "R" | "N" | "A" | "T" | "X" | "Y" | "Z"
+            )
+        }) else {
+            continue;
+        };
+        let n: Vec<u64> = t[at + 1..].iter().filter_map(|w| w.parse().ok()).collect();
+        if n.len() != t.len() - at - 1 {
+            continue;
+        }
+        match (t[at], n.as_slice()) {
+            ("O", []) => r.opened = true,
+            ("S", [n, id]) => {
+                r.sent.insert(*n, *id);
+            }
+            ("B", pairs) if pairs.len() % 2 == 0 => {
+                for p in pairs.chunks(2) {
+                    r.sent.insert(p[0], p[1]);
+                }
+            }
+            ("R", [n, c]) => {
+                r.received.insert(*n);
+                r.deliveries.push((*n, *c as u32));
+            }
+            ("A", [n]) => {
+                r.acked.insert(*n);
+            }
+            ("T", [n, id]) => {
+                r.dl_sent.insert(*n, *id);
+            }
+            ("X", [n, c]) => r.dl_deliveries.push((*n, *c as u32)),
+            ("Y", [n, _]) => {
+                r.dead_received.insert(*n);
+            }
+            ("Z", [n]) => {
+                r.dead_acked.insert(*n);
             }
             _ => {}
         }
@@ -397,7 +562,7 @@ fn parse_child(lines: &[String]) -> Reported {
 }
 
 /// Runs the child on `dir`, kills it after `delay`; returns its stdout lines.
-fn run_child_and_kill(dir: &Path, base: u64, delay: Duration) -> Vec<String> {
+fn run_child_and_kill(dir: &Path, base: u64, delay: Duration, always: bool) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
@@ -409,6 +574,7 @@ fn run_child_and_kill(dir: &Path, base: u64, delay: Duration) -> Vec<String> {
         ])
         .env("LQ_CHILD_DIR", dir)
         .env("LQ_CHILD_BASE", base.to_string())
+        .env("LQ_CHILD_SYNC", if always { "always" } else { "none" })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -444,27 +610,105 @@ fn run_child_and_kill(dir: &Path, base: u64, delay: Duration) -> Vec<String> {
 
 const SIGKILL: i32 = 9;
 
-/// One verification after a kill. `carry` is what the directory held when the
-/// child started; with `keep` the messages are received leased and left in the
-/// journal (they become the next round's carry), otherwise they are auto-acked
-/// (the next round must not see them again). Returns the new carry and the
+/// Whether the newest checkpoint (from its flagged first segment on) has no
+/// `Checkpoint` record: the kill fell inside it.
+fn inside_a_checkpoint(dir: &Path) -> bool {
+    let segs: Vec<Vec<u8>> = segment_files(dir)
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    let Some(first) = segs
+        .iter()
+        .rposition(|b| b.len() >= SEGMENT_HEADER && b[28] & 1 != 0)
+    else {
+        return false;
+    };
+    let has_checkpoint_record = |b: &Vec<u8>| {
+        let mut off = SEGMENT_HEADER;
+        while off + RECORD_HEADER <= b.len() && b[off + 5] == 0xA5 {
+            if b[off + 4] == 5 {
+                return true;
+            }
+            let len = u32::from_le_bytes(b[off..off + 4].try_into().unwrap()) as usize;
+            off += (RECORD_HEADER + len + 7) & !7;
+        }
+        false
+    };
+    !segs[first..].iter().any(has_checkpoint_record)
+}
+
+/// What the crash test remembers from round to round.
+#[derive(Default)]
+struct History {
+    /// Messages left in jobs for the next child.
+    carry: HashSet<u64>,
+    /// The highest delivery count seen for each message (jobs and dl).
+    counts: std::collections::HashMap<u64, u32>,
+    /// Every id handed out, per queue (jobs 0, dl 1): never twice.
+    ids: [HashSet<u64>; 2],
+    /// Totals for the summary line.
+    batches_in_flight: usize,
+    batches_cut_whole: usize,
+    dead_lettered: usize,
+    dead_at_open: usize,
+    both_checked: usize,
+}
+
+impl History {
+    /// A delivery count observed for `n`: never at or below one seen before.
+    fn delivered(&mut self, ctx: &str, n: u64, c: u32, what: &str) {
+        let last = self.counts.entry(n).or_insert(0);
+        assert!(
+            c > *last,
+            "{ctx}: message {n} delivered with count {c} after count {last} ({what}): \
+             a delivery count went back"
+        );
+        *last = c;
+    }
+
+    /// An id handed out in queue `q`.
+    fn id(&mut self, ctx: &str, q: usize, id: u64) {
+        assert!(
+            self.ids[q].insert(id),
+            "{ctx}: id {id} handed out twice in queue {q}"
+        );
+    }
+}
+
+/// What the reopen found.
+struct Found {
+    report: RecoveryReport,
+    /// jobs: (body, delivery count) in delivery order.
+    got: Vec<(u64, u32)>,
+    dl: Vec<(u64, u32)>,
+    dead: Vec<(u64, u32, Option<String>)>,
+    /// Ids of the non-persistent messages sent after the check (jobs, dl).
+    fresh: [u64; 2],
+}
+
+/// One verification after a kill. With `keep` the jobs messages are received
+/// leased and left in the journal (they become the next round's carry),
+/// otherwise they are auto-acked (the next round must not see them again).
+/// Both dead-letter queues are drained (acked) every round. Returns the
 /// report's damage findings.
 fn verify_after_kill(
     dir: &Path,
     ctx: &str,
     base: u64,
     rep: &Reported,
-    carry: &HashSet<u64>,
+    h: &mut History,
     keep: bool,
-) -> (HashSet<u64>, Vec<String>) {
-    // Sanity of what the child said: per producer, sends are 0..m contiguous; an
-    // ack is reported only after its receive.
+) -> Vec<String> {
+    // Sanity of what the child said: per producer, sends are 0..m contiguous
+    // (batches included: their lines come after the batch returned); an ack
+    // is reported only after its receive.
     let mut inflight = HashSet::new();
+    let mut batch_inflight = Vec::new();
     for p in 0..PRODUCERS {
         let lo = base + p * STRIDE;
         let mut idx: Vec<u64> = rep
             .sent
-            .iter()
+            .keys()
             .filter(|n| (lo..lo + STRIDE).contains(*n))
             .map(|n| n - lo)
             .collect();
@@ -474,21 +718,51 @@ fn verify_after_kill(
             "{ctx}: producer {p}'s reported sends are not contiguous"
         );
         // Sent (maybe recorded) but killed before it was reported.
-        inflight.insert(lo + idx.len() as u64);
+        let m = idx.len() as u64;
+        if p == 1 {
+            // Producer 1's batches start where batch_len says.
+            let mut start = 0;
+            while start < m {
+                start += batch_len(start);
+            }
+            assert_eq!(start, m, "{ctx}: a batch was reported in part");
+            batch_inflight = (m..m + batch_len(m)).map(|i| lo + i).collect();
+            inflight.extend(batch_inflight.iter().copied());
+        } else {
+            inflight.insert(lo + m);
+        }
     }
     assert!(
         rep.acked.is_subset(&rep.received),
         "{ctx}: ack before receive?"
     );
+    for (n, id) in &rep.sent {
+        assert!(
+            n.checked_sub(base).is_some_and(|i| i < PRODUCERS * STRIDE),
+            "{ctx}: body {n}"
+        );
+        h.id(ctx, 0, *id);
+    }
+    for id in rep.dl_sent.values() {
+        h.id(ctx, 1, *id);
+    }
+    for (n, c) in &rep.deliveries {
+        h.delivered(ctx, *n, *c, "reported by the child");
+    }
+    for (n, c) in &rep.dl_deliveries {
+        assert!(*c <= DL_MAX, "{ctx}: {n} delivered {c} times from dl");
+        h.delivered(ctx, *n, *c, "reported by the child from dl");
+    }
 
     let d = dir.to_path_buf();
-    let (report, got) = within(
+    let found = within(
         &format!("{ctx}: reopen"),
         Duration::from_secs(60),
         move || {
             let b = Broker::open(opts(&d)).expect("reopen after kill");
             let report = b.recovery_report().unwrap().clone();
-            let q = b.namespace(CRASH_NS).unwrap().queue(CRASH_QUEUE).unwrap();
+            let ns = b.namespace(CRASH_NS).unwrap();
+            let q = ns.queue(CRASH_QUEUE).unwrap();
             let mut got = Vec::new();
             let mut held = Vec::new();
             loop {
@@ -501,17 +775,57 @@ fn verify_after_kill(
                     break;
                 }
                 for d in batch {
-                    got.push(body_u64(d.body()));
+                    got.push((body_u64(d.body()), d.delivery_count()));
                     held.push(d);
                 }
             }
             drop(held);
+            let take = |name: &str| {
+                let q = ns.queue(name).unwrap();
+                let mut v = Vec::new();
+                while let Some(d) = q.try_receive().unwrap() {
+                    v.push((
+                        body_u64(d.body()),
+                        d.delivery_count(),
+                        d.header_str("x-dead-letter-reason").map(str::to_string),
+                    ));
+                    d.ack().unwrap();
+                }
+                v
+            };
+            let dl = take(DL_QUEUE).into_iter().map(|(n, c, _)| (n, c)).collect();
+            let dead = take(DL_DEAD);
+            // The highest ids are now non-persistent ones: the next child must
+            // not hand them out again.
+            let fresh = [
+                q.send(Message::new("fresh").persistent(false)).unwrap(),
+                ns.queue(DL_QUEUE)
+                    .unwrap()
+                    .send(Message::new("fresh").persistent(false))
+                    .unwrap(),
+            ];
             drop(q);
-            drop(b);
-            (report, got)
+            drop(ns);
+            b.close();
+            Found {
+                report,
+                got,
+                dl,
+                dead,
+                fresh,
+            }
         },
     );
-    let set: HashSet<u64> = got.iter().copied().collect();
+    let Found {
+        report,
+        got,
+        dl,
+        dead,
+        fresh,
+    } = found;
+    h.id(ctx, 0, fresh[0]);
+    h.id(ctx, 1, fresh[1]);
+    let set: HashSet<u64> = got.iter().map(|g| g.0).collect();
     assert_eq!(
         set.len(),
         got.len(),
@@ -519,13 +833,19 @@ fn verify_after_kill(
     );
     assert_eq!(
         report.messages_recovered,
-        got.len() as u64,
+        (got.len() + dl.len() + dead.len()) as u64,
         "{ctx}: report disagrees with what was delivered; {report:?}"
     );
+    for (n, c) in &got {
+        if keep {
+            h.delivered(ctx, *n, *c, "after the reopen");
+        }
+    }
     // Sent (or carried) and not taken by the consumer: must be there.
-    let missing: Vec<u64> = carry
+    let missing: Vec<u64> = h
+        .carry
         .iter()
-        .chain(rep.sent.iter())
+        .chain(rep.sent.keys())
         .filter(|n| !rep.received.contains(n) && !set.contains(n))
         .copied()
         .collect();
@@ -546,7 +866,7 @@ fn verify_after_kill(
     // Nothing that was never sent (or was drained by an earlier round).
     let alien: Vec<u64> = set
         .iter()
-        .filter(|n| !carry.contains(n) && !rep.sent.contains(n) && !inflight.contains(n))
+        .filter(|n| !h.carry.contains(n) && !rep.sent.contains_key(n) && !inflight.contains(n))
         .copied()
         .collect();
     assert!(
@@ -556,7 +876,75 @@ fn verify_after_kill(
         alien.len(),
         &alien[..alien.len().min(10)]
     );
-    (if keep { set } else { HashSet::new() }, report.damage)
+    // The batch in flight: whole or not at all (its members the consumer did
+    // not take).
+    let rest: Vec<u64> = batch_inflight
+        .iter()
+        .filter(|n| !rep.received.contains(n))
+        .copied()
+        .collect();
+    let there = rest.iter().filter(|n| set.contains(n)).count();
+    let committed = there > 0 || batch_inflight.iter().any(|n| rep.received.contains(n));
+    assert!(
+        !committed || there == rest.len(),
+        "{ctx}: the batch in flight {batch_inflight:?} came back in part \
+         ({there} of {} not received); {report:?}",
+        rest.len()
+    );
+    h.batches_in_flight += 1;
+    h.batches_cut_whole += usize::from(committed && batch_inflight.len() > 1);
+
+    // Dead-letter moves: never in both queues, never delivered more than
+    // max_deliveries times, an acked dead letter never back, nothing lost.
+    let dl_set: HashSet<u64> = dl.iter().map(|g| g.0).collect();
+    let dead_set: HashSet<u64> = dead.iter().map(|g| g.0).collect();
+    assert_eq!(dl_set.len(), dl.len(), "{ctx}: duplicates in dl");
+    assert_eq!(dead_set.len(), dead.len(), "{ctx}: duplicates in dl.dead");
+    let both: Vec<_> = dl_set.intersection(&dead_set).collect();
+    assert!(
+        both.is_empty(),
+        "{ctx}: messages both in dl and in its dead-letter queue: {both:?}; {report:?}"
+    );
+    h.both_checked += dl_set.len() + dead_set.len();
+    for (n, c) in &dl {
+        assert!(
+            *c <= DL_MAX,
+            "{ctx}: {n} delivered {c} times from dl; {report:?}"
+        );
+        h.delivered(ctx, *n, *c, "from dl after the reopen");
+    }
+    for (n, _, why) in &dead {
+        assert!(
+            !rep.dead_acked.contains(n),
+            "{ctx}: dead letter {n} was acked and came back; {report:?}"
+        );
+        h.dead_at_open += usize::from(why.as_deref().is_some_and(|w| w.contains("restart")));
+    }
+    let dl_back: Vec<_> = dl_set.intersection(&rep.dead_acked).collect();
+    assert!(
+        dl_back.is_empty(),
+        "{ctx}: original of an acked dead letter came back in dl: {dl_back:?}; {report:?}"
+    );
+    let dl_lost: Vec<_> = rep
+        .dl_sent
+        .keys()
+        .filter(|n| !rep.dead_received.contains(n) && !dl_set.contains(n) && !dead_set.contains(n))
+        .collect();
+    assert!(
+        dl_lost.is_empty(),
+        "{ctx}: messages sent to dl lost: {dl_lost:?}; {report:?}"
+    );
+    let dl_alien: Vec<_> = dl_set
+        .union(&dead_set)
+        .filter(|n| (*n - base) / STRIDE != 2)
+        .collect();
+    assert!(
+        dl_alien.is_empty(),
+        "{ctx}: dl messages from another round: {dl_alien:?}"
+    );
+    h.dead_lettered += rep.dead_received.len();
+    h.carry = if keep { set } else { HashSet::new() };
+    report.damage
 }
 
 #[test]
@@ -564,7 +952,7 @@ fn sigkill_loses_nothing_reported_and_resurrects_no_ack() {
     let rounds: usize = std::env::var("LQ_CRASH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(8);
     let seed: u64 = std::env::var("LQ_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -575,31 +963,49 @@ fn sigkill_loses_nothing_reported_and_resurrects_no_ack() {
                 .as_nanos() as u64
         });
     println!("crash test: {rounds} rounds, LQ_CRASH_SEED={seed}");
+    let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let mut carry = HashSet::new();
-    let (mut sent, mut acked, mut torn, mut before_open) = (0, 0, 0, 0);
+    let mut h = History::default();
+    let (mut sent, mut acked, mut torn, mut before_open, mut in_checkpoint, mut always) =
+        (0, 0, 0, 0, 0, 0);
     for round in 0..rounds {
         let ctx = format!("seed {seed} round {round}");
         let base = (round as u64 + 1) << 40;
         let delay = Duration::from_millis(rng.gen_range(20..=200));
-        let lines = run_child_and_kill(dir.path(), base, delay);
+        // Every third child syncs every send (SyncMode::Always).
+        let sync_always = round % 3 == 1;
+        always += usize::from(sync_always);
+        let lines = run_child_and_kill(dir.path(), base, delay, sync_always);
         let rep = parse_child(&lines);
-        sent += rep.sent.len();
+        sent += rep.sent.len() + rep.dl_sent.len();
         acked += rep.acked.len();
         before_open += usize::from(!rep.opened);
+        if rep.opened && inside_a_checkpoint(dir.path()) {
+            in_checkpoint += 1;
+        }
         // Every other round keeps the messages for the next child.
         let keep = round % 2 == 0;
-        let (next, damage) = verify_after_kill(dir.path(), &ctx, base, &rep, &carry, keep);
+        let damage = verify_after_kill(dir.path(), &ctx, base, &rep, &mut h, keep);
         if !damage.is_empty() {
             torn += 1;
             println!("crash test: {ctx}: reopen found {damage:?}");
         }
-        carry = next;
     }
     println!(
-        "crash test: {rounds} kills, {sent} sends and {acked} acks reported, \
-         {before_open} kills before the child's broker opened, {torn} reopens with a torn tail"
+        "crash test: {rounds} kills ({always} with SyncMode::Always), 0 failures, in {:.0?}: \
+         {sent} sends and {acked} acks reported, {before_open} kills before the child's broker \
+         opened, {in_checkpoint} kills inside a running checkpoint, {torn} reopens with a torn \
+         tail; {} batches in flight checked ({} of several messages recovered whole, the rest \
+         not at all), {} dead letters received ({} dead-lettered at a reopen), {} messages \
+         checked in dl and dl.dead, {} ids checked unique",
+        started.elapsed(),
+        h.batches_in_flight,
+        h.batches_cut_whole,
+        h.dead_lettered,
+        h.dead_at_open,
+        h.both_checked,
+        h.ids[0].len() + h.ids[1].len(),
     );
 }
 
@@ -721,10 +1127,12 @@ fn pick_page(s: &SegLayout, rng: &mut SmallRng, straddle: bool) -> (usize, usize
             continue;
         }
         if straddle {
+            // The page must change the record: it starts before the body's
+            // length field (a small body's high bytes are zeros already).
             if let Some(i) = s
                 .recs
                 .iter()
-                .position(|r| r.start < p && p < r.payload_end())
+                .position(|r| r.start < p && p + 12 <= r.payload_end())
             {
                 return (p, i);
             }

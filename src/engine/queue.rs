@@ -9,7 +9,9 @@
 //! fence plus one load to see whether a consumer sleeps. Leases take the
 //! consumer's home lease-table mutex (uncontended); delays, TTL sweeps and lease
 //! expiry run in [`QueueCore::maintain`], which does nothing until the clock
-//! reaches `next_due`.
+//! reaches `next_due`, called by every operation and, when the earliest deadline
+//! arrives, by the broker's ticker thread (see `ticker.rs`), which is told only
+//! when a queue's earliest deadline moves earlier.
 
 use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
@@ -39,6 +41,9 @@ mod watch;
 const PRIORITIES: usize = MAX_PRIORITY as usize + 1;
 /// Ids a thread reserves at once (see [`QueueCore::next_id`]).
 const ID_BLOCK: u64 = 64;
+/// Ids a queue on a durable storage reserves ahead in one `NextId` record
+/// (see [`QueueCore::reserve_ids`]): one record per this many ids.
+const ID_RESERVE: u64 = 1024;
 
 static QUEUE_SERIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -57,6 +62,11 @@ pub(crate) struct QueueCore {
     serial: u64,
     /// Next id block; padded: it is written while the fields below are read by all.
     ids: CachePadded<AtomicU64>,
+    /// Ids below this are durably reserved (a `NextId` record, or recovered);
+    /// `u64::MAX` on a storage that keeps nothing.
+    ids_durable: AtomicU64,
+    /// Held while a reservation is recorded.
+    ids_lock: Mutex<()>,
     mask: usize,
     lanes: [OnceLock<Lane<Arc<Node>>>; PRIORITIES],
     used_prios: AtomicU16,
@@ -81,6 +91,8 @@ pub(crate) struct QueueCore {
     ticker: Arc<Ticker>,
     /// Set once the queue is watched through a pollable descriptor.
     watch: OnceLock<Watch>,
+    /// The process that made it: a forked child gets [`Error::Forked`].
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for QueueCore {
@@ -115,6 +127,8 @@ impl QueueCore {
             dlq,
             serial: QUEUE_SERIAL.fetch_add(1, Relaxed),
             ids: CachePadded::new(AtomicU64::new(1)),
+            ids_durable: AtomicU64::new(if storage.durable() { 1 } else { u64::MAX }),
+            ids_lock: Mutex::new(()),
             mask: shards - 1,
             lanes: Default::default(),
             used_prios: AtomicU16::new(0),
@@ -134,6 +148,7 @@ impl QueueCore {
             storage,
             ticker,
             watch: OnceLock::new(),
+            origin: crate::sync::fork::Origin::here(),
             opts,
         }
     }
@@ -151,9 +166,23 @@ impl QueueCore {
         self.closed.load(Acquire)
     }
 
+    /// [`Error::Closed`] once closed; [`Error::Forked`] in a forked child (one
+    /// relaxed load of a line written only by `fork`).
+    #[inline]
     fn check_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::Closed)
+        } else {
+            self.check_fork()
+        }
+    }
+
+    /// [`Error::Forked`] in a forked child: nothing of the parent's queue (its
+    /// locks, its journal) may be touched there.
+    #[inline]
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.origin.inherited() {
+            Err(Error::Forked)
         } else {
             Ok(())
         }
@@ -163,27 +192,65 @@ impl QueueCore {
     /// each thread reserves a block of [`ID_BLOCK`] ids, so producers never contend
     /// on one counter. With `strict_fifo` ids are taken one by one (increasing in
     /// send order queue-wide).
+    ///
+    /// On a durable storage every id handed out is below a durably recorded
+    /// high-water mark ([`reserve_ids`](Self::reserve_ids)), so no id is
+    /// handed out again after a restart; failing to record one fails the call.
     #[inline]
-    pub(crate) fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> Result<u64> {
         if self.opts.strict_fifo {
-            return self.ids.fetch_add(1, Relaxed);
+            let id = self.ids.fetch_add(1, Relaxed);
+            self.ensure_reserved(id + 1)?;
+            return Ok(id);
         }
         ID_CACHE.with(|c| {
             let mut c = c.borrow_mut();
             if let Some(e) = c.iter_mut().find(|e| e.0 == self.serial) {
                 if e.1 < e.2 {
                     e.1 += 1;
-                    return e.1 - 1;
+                    return Ok(e.1 - 1);
                 }
                 let start = self.ids.fetch_add(ID_BLOCK, Relaxed);
+                // The block is cached only once it is reserved.
+                self.ensure_reserved(start + ID_BLOCK)?;
                 *e = (self.serial, start + 1, start + ID_BLOCK);
-                return start;
+                return Ok(start);
             }
             let start = self.ids.fetch_add(ID_BLOCK, Relaxed);
+            self.ensure_reserved(start + ID_BLOCK)?;
             c.rotate_right(1);
             c[0] = (self.serial, start + 1, start + ID_BLOCK);
-            start
+            Ok(start)
         })
+    }
+
+    /// Makes sure ids below `end` are durably reserved.
+    #[inline]
+    fn ensure_reserved(&self, end: u64) -> Result<()> {
+        if end <= self.ids_durable.load(Acquire) {
+            return Ok(());
+        }
+        self.reserve_ids(end)
+    }
+
+    /// Records that ids below `end` + [`ID_RESERVE`] are used (a `NextId`
+    /// record): one record per [`ID_RESERVE`] ids, whether the messages are
+    /// persistent or not. After a restart ids continue from the reserved mark.
+    #[cold]
+    fn reserve_ids(&self, end: u64) -> Result<()> {
+        let _g = self.ids_lock.lock();
+        if end <= self.ids_durable.load(Acquire) {
+            return Ok(());
+        }
+        let upto = end.saturating_add(ID_RESERVE);
+        self.record(Record::NextId {
+            namespace: &self.ns.name,
+            queue: &self.name,
+            next_id: upto,
+        })?;
+        self.ids_durable
+            .store(upto, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Checks a message and makes its node. The send time comes from the coarse
@@ -477,7 +544,10 @@ impl QueueCore {
         self.commit(node, copy, due, home_shard(), true, true)
     }
 
-    /// Sends a batch: all are admitted together or none is.
+    /// Sends a batch: all are admitted together or none is. Its persistent
+    /// messages are recorded as one journal unit (a `Group` record when there
+    /// are several, synced once): after a crash the batch is there whole or
+    /// not at all. A storage error refuses the whole batch.
     pub(crate) fn send(
         &self,
         msgs: Vec<Message>,
@@ -494,37 +564,53 @@ impl QueueCore {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut bytes: u64 = built.iter().map(|(node, _)| node.size).sum();
+        let bytes: u64 = built.iter().map(|(node, _)| node.size).sum();
         self.admit(n, bytes, on_full, cancel)?;
-        let home = home_shard();
-        let mut ids = Vec::with_capacity(built.len());
-        let mut sent_bytes = 0;
-        // Counted once for the batch (two counter bumps instead of two per message).
-        let count = |ids: &[u64], sent_bytes| {
-            let c = self.c(home);
-            bump(&c.sent, ids.len() as u64);
-            bump(&c.bytes_in, sent_bytes);
-        };
-        for (i, (node, due)) in built.into_iter().enumerate() {
-            let size = node.size;
-            bytes -= size;
-            match self.commit(node, None, due, home, n == 1, false) {
-                Ok(id) => {
-                    ids.push(id);
-                    sent_bytes += size;
-                }
-                Err(e) => {
-                    count(&ids, sent_bytes);
-                    // The rest of the batch is refused too: give its room back.
-                    let rest = n - i as u64 - 1;
-                    self.ns.msgs.give(rest);
-                    self.ns.bytes.give(bytes);
-                    self.unadmit(rest, bytes);
-                    return Err(e);
-                }
+        let refuse = |nodes: Vec<(Arc<Node>, Option<u64>)>, e: Error| {
+            self.ns.msgs.give(n);
+            self.ns.bytes.give(bytes);
+            self.unadmit(n, bytes);
+            for (node, _) in nodes {
+                pool::recycle(node);
             }
+            Err(e)
+        };
+        let mut nodes = Vec::with_capacity(built.len());
+        for (mut node, due) in built {
+            match self.next_id() {
+                Ok(id) => node.id = id,
+                Err(e) => return refuse(nodes, e),
+            }
+            nodes.push((pool::make(node, None), due));
         }
-        count(&ids, sent_bytes);
+        let mut recs: Vec<Record<'_>> = nodes
+            .iter()
+            .filter(|(node, _)| node.persistent)
+            .map(|(node, due)| Record::Enqueued {
+                namespace: &self.ns.name,
+                queue: &self.name,
+                message: node,
+                deliver_at: *due,
+            })
+            .collect();
+        let recorded = match recs.len() {
+            0 => Ok(()),
+            1 => self.record(recs.pop().expect("one")),
+            _ => self.record(Record::Group(&recs)),
+        };
+        drop(recs);
+        if let Err(e) = recorded {
+            return refuse(nodes, e);
+        }
+        let home = home_shard();
+        let ids: Vec<u64> = nodes.iter().map(|(node, _)| node.id).collect();
+        for (node, due) in nodes {
+            self.place(node, due, home, n == 1);
+        }
+        // Counted once for the batch (two counter bumps instead of two per message).
+        let c = self.c(home);
+        bump(&c.sent, n);
+        bump(&c.bytes_in, bytes);
         if n > 1 {
             self.not_empty.notify_all();
         }
@@ -543,7 +629,15 @@ impl QueueCore {
         notify: bool,
         count: bool,
     ) -> Result<u64> {
-        node.id = self.next_id();
+        node.id = match self.next_id() {
+            Ok(id) => id,
+            Err(e) => {
+                self.ns.msgs.give(1);
+                self.ns.bytes.give(node.size);
+                self.unadmit(1, node.size);
+                return Err(e);
+            }
+        };
         let node = pool::make(node, copy);
         if node.persistent {
             if let Err(e) = self.record_enqueued(&node, due) {
@@ -606,10 +700,9 @@ impl QueueCore {
     #[inline]
     fn note_expiry(&self, t: u64) {
         if t < self.min_expiry.load(Relaxed) && t < self.min_expiry.fetch_min(t, SeqCst) {
-            // A watched queue's descriptor must clear when the message expires.
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker sweeps it when it expires (a watched queue's
+            // descriptor must clear then, and its room be given back).
+            self.ticker.schedule(t);
         }
     }
 
@@ -619,9 +712,8 @@ impl QueueCore {
     fn note_due(&self, t: u64) {
         if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
             self.not_empty.notify_all();
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker runs it on time even if nobody calls in.
+            self.ticker.schedule(t);
         }
     }
 
@@ -699,18 +791,29 @@ impl QueueCore {
     /// Ids below `next` were used before a restart: never hand them out again.
     pub(crate) fn continue_ids(&self, next: u64) {
         self.ids.fetch_max(next, Relaxed);
+        // Recovered from the journal: durably used already.
+        self.ids_durable.fetch_max(next, AcqRel);
     }
 
     /// Puts back a message found by recovery (already in the journal): never
-    /// refused; later ids continue after its id.
+    /// refused; later ids continue after its id. A message that has used up its
+    /// `max_deliveries` (its last delivery's lease was ended by the restart, as
+    /// by a lease expiry) is dead-lettered instead of delivered again.
     pub(crate) fn restore(&self, node: Node, deliver_at: Option<u64>) {
-        self.ids.fetch_max(node.id + 1, Relaxed);
+        self.continue_ids(node.id + 1);
         self.ns.msgs.force_take(1);
         self.ns.bytes.force_take(node.size);
         self.cap_msgs.force_take(1);
         self.cap_bytes.force_take(node.size);
+        let home = home_shard();
+        let d = node.deliveries.load(Relaxed);
+        if let Some(max) = self.opts.max_deliveries.filter(|max| d >= *max) {
+            let reason =
+                format!("lease ended by a restart; delivered {d} times (max_deliveries {max})");
+            return self.dead_letter(Arc::new(node), &reason, home);
+        }
         let due = deliver_at.filter(|d| *d > self.clock.now());
-        self.enqueue(Arc::new(node), due, home_shard(), true);
+        self.enqueue(Arc::new(node), due, home, true);
     }
 
     fn expire(&self, node: &Node, home: usize) {
@@ -908,6 +1011,7 @@ impl QueueCore {
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
+        self.check_fork()?;
         self.storage.flush()
     }
 }

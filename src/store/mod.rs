@@ -68,6 +68,21 @@ pub enum Record<'a> {
         /// Deliveries so far.
         deliveries: u32,
     },
+    /// Several records that must be recovered together or not at all (a
+    /// batch's `Enqueued` records; a dead letter's `Enqueued` and its
+    /// original's `Removed`). Holds no group.
+    Group(&'a [Record<'a>]),
+    /// Ids below `next_id` are used in this queue (persistent messages or not):
+    /// a durable high-water mark, so ids are never handed out again after a
+    /// restart.
+    NextId {
+        /// Namespace of the queue.
+        namespace: &'a str,
+        /// Queue name.
+        queue: &'a str,
+        /// The first id not yet reserved.
+        next_id: u64,
+    },
 }
 
 /// Why a message left its queue.
@@ -104,6 +119,11 @@ pub trait Storage: Send + Sync + 'static {
     fn append(&self, record: &Record<'_>) -> Result<()>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<()>;
+    /// Whether records outlive the process (then queues journal an id
+    /// high-water mark, [`Record::NextId`]).
+    fn durable(&self) -> bool {
+        false
+    }
     /// Makes everything durable and lets go of the storage (a journal releases its
     /// data directory); later appends fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&self) {}

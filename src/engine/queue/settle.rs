@@ -35,20 +35,24 @@ impl QueueCore {
     }
 
     /// Moves a message to the dead-letter queue (or drops it if there is none).
-    /// The copy is queued (and recorded) there before the original is removed
-    /// here, so a persisting backend never sees the message nowhere.
+    /// A persistent message's move is one journal unit (a `Group` of the dead
+    /// letter's `Enqueued` and the original's `Removed`): after a crash the
+    /// message is in exactly one of the two queues.
     pub(super) fn dead_letter(&self, node: Arc<Node>, reason: &str, home: usize) {
         bump(&self.c(home).dead_lettered, 1);
         let (id, size, persistent) = (node.id, node.size, node.persistent);
-        if let Some(dlq) = self.dlq.as_ref().filter(|q| !q.is_closed()) {
-            self.move_to(dlq, node, reason, home);
+        match self.dlq.as_ref().filter(|q| !q.is_closed()) {
+            Some(dlq) => self.move_to(dlq, node, reason, home),
+            None => {
+                // Nobody to tell (a nack or a timer dropped it): at worst the
+                // message comes back after a restart.
+                let _ = self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
+            }
         }
         self.release_size(size, home);
-        // Nobody to tell (a nack or a timer moved it): at worst the original
-        // comes back after a restart, beside its dead-lettered copy.
-        let _ = self.record_removed_id(id, persistent, RemoveReason::DeadLettered);
     }
 
+    /// Queues a dead letter of `node` in `dlq` and records the move.
     pub(super) fn move_to(&self, dlq: &QueueCore, node: Arc<Node>, reason: &str, home: usize) {
         let mut node = Arc::try_unwrap(node).unwrap_or_else(|shared| Node {
             body: shared.body.clone(),
@@ -66,8 +70,14 @@ impl QueueCore {
             node.deliveries.load(Relaxed).to_string().into_bytes(),
         );
         let now = dlq.clock.now();
+        let original = node.id;
+        // A storage that cannot reserve an id cannot record the move either:
+        // the dead letter is then kept in memory only (as below).
+        let id = dlq
+            .next_id()
+            .unwrap_or_else(|_| dlq.ids.fetch_add(1, Relaxed));
         let moved = Node {
-            id: dlq.next_id(),
+            id,
             size: crate::message::size_of(
                 &node.body,
                 headers,
@@ -83,19 +93,34 @@ impl QueueCore {
             deliveries: AtomicU32::new(0),
             ..node
         };
+        if moved.persistent {
+            // The message already left its source queue in memory; if the record
+            // fails, at worst it comes back in its source queue after a restart.
+            let _ = self.record(Record::Group(&[
+                Record::Enqueued {
+                    namespace: &dlq.ns.name,
+                    queue: &dlq.name,
+                    message: &moved,
+                    deliver_at: None,
+                },
+                Record::Removed {
+                    namespace: &self.ns.name,
+                    queue: &self.name,
+                    id: original,
+                    reason: RemoveReason::DeadLettered,
+                },
+            ]));
+        }
         dlq.force_enqueue(Arc::new(moved), home);
     }
 
-    /// Enqueues a message moved here (dead letters): never refused, never lost.
+    /// Enqueues a message moved here (dead letters, recorded by the mover):
+    /// never refused, never lost.
     pub(super) fn force_enqueue(&self, node: Arc<Node>, home: usize) {
         self.ns.msgs.force_take(1);
         self.ns.bytes.force_take(node.size);
         self.cap_msgs.force_take(1);
         self.cap_bytes.force_take(node.size);
-        if node.persistent {
-            // The message already left its source queue; at worst it is not durable here.
-            let _ = self.record_enqueued(&node, None);
-        }
         self.enqueue(node, None, home, true);
     }
 
@@ -150,6 +175,7 @@ impl QueueCore {
     /// Returns a leased message unprocessed (its consumer is going away): the
     /// delivery does not count, so it can never dead-letter this way.
     pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
+        self.check_fork()?;
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let d = node.deliveries.fetch_sub(1, Relaxed) - 1;
@@ -179,6 +205,9 @@ impl QueueCore {
     }
 
     pub(crate) fn lease_deadline(&self, id: u64, lease: (usize, u64)) -> Option<u64> {
+        if self.origin.inherited() {
+            return None;
+        }
         self.lease_shard(lease.0).lock().deadline(id, lease.1)
     }
 }

@@ -6,8 +6,12 @@ use crate::message::Headers;
 pub(crate) const SEGMENT_HEADER: usize = 64;
 /// Magic at the start of every segment.
 pub(crate) const MAGIC: &[u8; 8] = b"LQJRNL\0\x01";
-/// Format version written in segment headers.
-pub(crate) const VERSION: u32 = 1;
+/// Format version written in segment headers. Version 2 added record types 7
+/// (`Group`) and 8 (`NextId`) and skippable record types (bit 0x80); readers
+/// take versions 1 and 2 (a version-1 segment holds only types 1 to 6).
+pub(crate) const VERSION: u32 = 2;
+/// The oldest format version this reader takes.
+pub(crate) const MIN_VERSION: u32 = 1;
 /// Record header: len u32, type u8, commit u8, reserved u16, crc u32.
 pub(crate) const RECORD_HEADER: usize = 12;
 /// The commit mark of a fully written record.
@@ -22,6 +26,17 @@ pub(crate) mod kind {
     /// Ends a checkpoint: everything live was written before it.
     pub(crate) const CHECKPOINT: u8 = 5;
     pub(crate) const QUEUE_DELETED: u8 = 6;
+    /// Several records applied together or not at all (version 2).
+    pub(crate) const GROUP: u8 = 7;
+    /// A queue's ids below a value are used: a durable id high-water mark
+    /// (version 2).
+    pub(crate) const NEXT_ID: u8 = 8;
+    /// The highest type this reader knows.
+    pub(crate) const LAST: u8 = NEXT_ID;
+    /// Set in types a reader that does not know them skips (after checking
+    /// the CRC) instead of calling them damage: room for records a later
+    /// build adds without another format version (none yet).
+    pub(crate) const SKIPPABLE: u8 = 0x80;
 }
 
 /// Segment header byte holding flags.
@@ -127,7 +142,7 @@ pub fn scan(buf: &[u8], off: usize) -> Scan<'_> {
     if h[6] != 0 || h[7] != 0 {
         return Scan::Damaged("reserved header bytes are not zero");
     }
-    if !(kind::QUEUE_DEFINED..=kind::QUEUE_DELETED).contains(&kind) {
+    if !(kind::QUEUE_DEFINED..=kind::LAST).contains(&kind) && kind & kind::SKIPPABLE == 0 {
         return Scan::Damaged("unknown record type");
     }
     let crc = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
@@ -237,7 +252,7 @@ impl<'a> Dec<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
         Dec { buf, pos: 0 }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         let end = self.pos.checked_add(n).ok_or(Malformed)?;
         let s = self.buf.get(self.pos..end).ok_or(Malformed)?;
         self.pos = end;

@@ -41,12 +41,21 @@ fn apply_all(d: recover::Decoded<'_>) -> usize {
 /// checkpoint when `checkpoint`) that declares the buffer's size. Lets a fuzzer
 /// or a test reach payload decoding past the checksums.
 pub fn segment(records: &[(u8, &[u8])], checkpoint: bool) -> Vec<u8> {
+    segment_file(1, codec::VERSION, records, checkpoint)
+}
+
+/// [`segment`] numbered `seq`, with format `version` in its header (a test
+/// writes a version-1 journal with it: records of types 1 to 6 only).
+pub fn segment_file(seq: u64, version: u32, records: &[(u8, &[u8])], checkpoint: bool) -> Vec<u8> {
     let mut body = Vec::new();
     for (kind, payload) in records {
         codec::frame(*kind, payload, &mut body);
     }
     let size = (codec::SEGMENT_HEADER + body.len()) as u64;
-    let mut h = codec::segment_header(1, size, checkpoint).to_vec();
+    let mut h = codec::segment_header(seq, size, checkpoint).to_vec();
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..codec::SEGMENT_HEADER - 4]);
+    h[codec::SEGMENT_HEADER - 4..].copy_from_slice(&crc.to_le_bytes());
     h.extend_from_slice(&body);
     h
 }

@@ -7,6 +7,8 @@
 //! It is what lets a checkpoint copy the live records forward and delete the
 //! rest while the broker runs, and lets an open skip rewriting a clean journal.
 
+use super::codec::{Count, Enc, RECORD_HEADER};
+use super::{encode, GROUP_HEADER, MEMBER_HEADER};
 use crate::engine::leases::IdHasher;
 use crate::queue::QueueOptions;
 use crate::store::Record;
@@ -30,6 +32,20 @@ pub(crate) struct Loc {
     pub delivered: bool,
     /// Replay only: the message's slot in the recovered list.
     pub slot: u32,
+    /// The record is a member of a group: `off`/`len` are its payload's (a
+    /// checkpoint frames it as a record of its own).
+    pub embedded: bool,
+}
+
+impl Loc {
+    /// Bytes the record takes (as a record of its own).
+    pub fn framed(&self) -> u64 {
+        if self.embedded {
+            super::codec::framed_len(self.len as usize) as u64
+        } else {
+            u64::from(self.len)
+        }
+    }
 }
 
 /// One queue, by interned id.
@@ -110,6 +126,12 @@ impl Index {
         e.next_id = e.next_id.max(next_id);
     }
 
+    /// Ids below `next` were used in the queue.
+    pub fn raise_next_id(&mut self, q: u32, next: u64) {
+        let e = &mut self.queues[q as usize];
+        e.next_id = e.next_id.max(next);
+    }
+
     /// Drops a queue and its messages; calls `gone` with each message's slot.
     pub fn delete(&mut self, q: u32, mut gone: impl FnMut(u32)) {
         let e = &mut self.queues[q as usize];
@@ -120,8 +142,10 @@ impl Index {
         }
     }
 
-    /// Notes a live message; returns the location it replaces (same id again),
-    /// whose replay slot the message then keeps.
+    /// Notes a live message; returns the location it replaces (same id again:
+    /// a checkpoint's copy), whose replay slot, delivery count (if higher) and
+    /// `delivered` mark the message then keeps: a restatement never makes a
+    /// delivery count go back.
     pub fn enqueue(&mut self, q: u32, id: u64, mut loc: Loc) -> Option<Loc> {
         let e = &mut self.queues[q as usize];
         e.next_id = e.next_id.max(id.saturating_add(1));
@@ -131,14 +155,17 @@ impl Index {
                 None
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                loc.slot = o.get().slot;
+                let was = *o.get();
+                loc.slot = was.slot;
+                loc.deliveries = loc.deliveries.max(was.deliveries);
+                loc.delivered |= was.delivered;
                 Some(o.insert(loc))
             }
         };
         if let Some(s) = self.segs.get_mut(&loc.seg) {
-            s.live += u64::from(loc.len);
+            s.live += loc.framed();
         }
-        self.live_bytes += u64::from(loc.len);
+        self.live_bytes += loc.framed();
         self.live_msgs += 1;
         if let Some(o) = old {
             self.unlink(&o);
@@ -160,9 +187,9 @@ impl Index {
 
     fn unlink(&mut self, loc: &Loc) {
         if let Some(s) = self.segs.get_mut(&loc.seg) {
-            s.live -= u64::from(loc.len);
+            s.live -= loc.framed();
         }
-        self.live_bytes -= u64::from(loc.len);
+        self.live_bytes -= loc.framed();
         self.live_msgs -= 1;
     }
 
@@ -189,17 +216,21 @@ impl Index {
 }
 
 impl Index {
-    /// Moves a live record to where a checkpoint copied it.
-    pub fn relocate(&mut self, q: u32, id: u64, seg: u64, off: u64) {
+    /// Moves a live record to where a checkpoint copied it (as a record of
+    /// its own, `len` bytes framed).
+    pub fn relocate(&mut self, q: u32, id: u64, seg: u64, off: u64, len: u32) {
         let Some(loc) = self.queues[q as usize].msgs.get_mut(&id) else {
             return;
         };
-        let len = u64::from(loc.len);
+        let len = u64::from(len);
+        debug_assert_eq!(len, loc.framed());
         if let Some(s) = self.segs.get_mut(&loc.seg) {
-            s.live -= len;
+            s.live -= loc.framed();
         }
         loc.seg = seg;
         loc.off = off;
+        loc.len = len as u32;
+        loc.embedded = false;
         if let Some(s) = self.segs.get_mut(&seg) {
             s.live += len;
         }
@@ -207,6 +238,12 @@ impl Index {
 
     /// Keeps the index current with a record just appended at `seg`/`off`.
     pub fn note(&mut self, r: &Record<'_>, seg: u64, off: u64, len: u32) {
+        self.note_at(r, seg, off, len, false);
+    }
+
+    /// [`note`](Self::note) of a record, or of a group member (`embedded`: `off`
+    /// and `len` are its payload's).
+    fn note_at(&mut self, r: &Record<'_>, seg: u64, off: u64, len: u32, embedded: bool) {
         match r {
             Record::QueueDefined {
                 namespace,
@@ -234,8 +271,30 @@ impl Index {
                     deliveries: message.deliveries.load(Relaxed),
                     delivered: false,
                     slot: u32::MAX,
+                    embedded,
                 };
                 self.enqueue(q, message.id, loc);
+            }
+            Record::Group(records) => {
+                // Members' payloads follow the record header, the count and
+                // each member's own type and length.
+                let mut at = off + (RECORD_HEADER + GROUP_HEADER) as u64;
+                for r in records.iter() {
+                    let mut count = Enc(Count(0));
+                    encode(r, &mut count);
+                    let n = count.0 .0 as u64;
+                    at += MEMBER_HEADER as u64;
+                    self.note_at(r, seg, at, n as u32, true);
+                    at += n;
+                }
+            }
+            Record::NextId {
+                namespace,
+                queue,
+                next_id,
+            } => {
+                let q = self.qid(namespace, queue);
+                self.raise_next_id(q, *next_id);
             }
             Record::Removed {
                 namespace,

@@ -150,6 +150,9 @@ pub struct Journal {
     /// The data directory's lock; `None` once closed.
     lock: Mutex<Option<File>>,
     dir: PathBuf,
+    /// The process that opened it: a forked child never writes, syncs or
+    /// closes it (the files, the lock and the threads are the parent's).
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for Journal {
@@ -268,7 +271,16 @@ impl Journal {
                 .last()
                 .is_some_and(|(seq, path, _)| w.continue_segment(*seq, path).is_ok());
         if !continued {
-            w.checkpoint()?;
+            if let Err(e) = w.checkpoint() {
+                // Leave nothing behind: the segments this attempt created hold
+                // an incomplete checkpoint, and would pile up with each retry.
+                w.seg = None;
+                w.discard_prepared();
+                for seq in last_seq.saturating_add(1)..=w.seq {
+                    let _ = fs::remove_file(dir.join(seg_name(seq)));
+                }
+                return Err(e);
+            }
             for (_, path, damaged) in replayed {
                 if damaged {
                     move_damaged(dir, &path);
@@ -287,6 +299,7 @@ impl Journal {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             dir: dir.to_path_buf(),
+            origin: crate::sync::fork::Origin::here(),
         });
         if let SyncMode::Interval(every) = opts.sync {
             let j = Arc::downgrade(&journal);
@@ -449,6 +462,11 @@ impl Writer {
             .open(path)
             .map_err(|e| io("cannot open", path, e))?;
         let h = read_header(path).ok_or(Error::Closed)?;
+        // Records of this format go into segments of this format only: an
+        // older version's segment gets a checkpoint instead.
+        if u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) != codec::VERSION {
+            return Err(Error::Storage(format!("{}: older format", path.display())));
+        }
         let size = u64::from_le_bytes(
             h[codec::SIZE_AT..codec::SIZE_AT + 8]
                 .try_into()
@@ -525,12 +543,40 @@ impl Writer {
         live.sort_unstable();
         for (seg, off, q, id) in live {
             let loc = *self.index.get(q, id).expect("live");
-            let src = maps
-                .get(&seg)
-                .and_then(|m| m.get(off as usize..off as usize + loc.len as usize))
-                .ok_or_else(|| Error::Storage(format!("live record outside segment {seg}")))?;
-            let (nseg, noff) = self.write_framed(src)?;
-            self.index.relocate(q, id, nseg, noff);
+            let map = maps.get(&seg).map_or(&[][..], |m| &m[..]);
+            let outside = || Error::Storage(format!("live record outside segment {seg}"));
+            let (nseg, noff, nlen) = if loc.embedded {
+                // A group member: framed as a record of its own.
+                let payload = map
+                    .get(off as usize..off as usize + loc.len as usize)
+                    .ok_or_else(outside)?;
+                e.0.clear();
+                codec::frame(kind::ENQUEUED, payload, &mut e.0);
+                let (s, o) = self.write_framed(&e.0)?;
+                (s, o, e.0.len() as u32)
+            } else {
+                // Byte for byte, up to the end of its payload: replay took the
+                // record even if the file ends inside its padding (a truncated
+                // segment), and the padding is zeros.
+                let start = off as usize;
+                let plen = map
+                    .get(start..start + codec::RECORD_HEADER)
+                    .map(|h| u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize)
+                    .ok_or_else(outside)?;
+                let end = start + codec::RECORD_HEADER + plen;
+                if codec::framed_len(plen) != loc.len as usize {
+                    return Err(outside());
+                }
+                let src = map.get(start..end).ok_or_else(outside)?;
+                let (s, o) = self.write_with(loc.len as usize, |b| {
+                    let (head, pad) = b.split_at_mut(src.len());
+                    head[..5].copy_from_slice(&src[..5]);
+                    head[6..].copy_from_slice(&src[6..]);
+                    pad.fill(0);
+                })?;
+                (s, o, loc.len)
+            };
+            self.index.relocate(q, id, nseg, noff, nlen);
             if loc.delivered {
                 let qe = &self.index.queues[q as usize];
                 e.0.clear();
@@ -786,6 +832,45 @@ pub(crate) fn encode<W: codec::Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
             e.str(namespace).str(queue).u64(*id).u32(*deliveries);
             kind::DELIVERED
         }
+        Record::Group(records) => {
+            // count, then per record: type, payload length, payload.
+            e.u32(records.len() as u32);
+            for r in records.iter() {
+                debug_assert!(!matches!(r, Record::Group(_)), "a group holds no group");
+                let mut count = Enc(codec::Count(0));
+                let k = encode(r, &mut count);
+                e.u8(k).u32(count.0 .0 as u32);
+                encode(r, e);
+            }
+            kind::GROUP
+        }
+        Record::NextId {
+            namespace,
+            queue,
+            next_id,
+        } => {
+            e.str(namespace).str(queue).u64(*next_id);
+            kind::NEXT_ID
+        }
+    }
+}
+
+/// Bytes before a group member's payload: its type (u8) and length (u32).
+pub(crate) const MEMBER_HEADER: usize = 5;
+/// Bytes before a group's first member: its count (u32).
+pub(crate) const GROUP_HEADER: usize = 4;
+
+/// Whether an append of `r` confirms something to the caller that must survive
+/// a machine crash under `SyncMode::Always` (a send, a queue definition or
+/// deletion, an id reservation).
+fn confirms(r: &Record<'_>) -> bool {
+    match r {
+        Record::Enqueued { .. }
+        | Record::QueueDefined { .. }
+        | Record::QueueDeleted { .. }
+        | Record::NextId { .. } => true,
+        Record::Group(rs) => rs.iter().any(confirms),
+        _ => false,
     }
 }
 
@@ -795,6 +880,9 @@ impl Storage for Journal {
     }
 
     fn append(&self, record: &Record<'_>) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
         // Large messages are encoded straight into the segment (one copy of the
         // body, under the writer lock); others into one pre-sized buffer first
         // (header space, payload encoded in place, header filled in), so the
@@ -806,12 +894,24 @@ impl Storage for Journal {
         if !direct {
             let hint = match record {
                 Record::Enqueued { message, .. } => message.size as usize + 128,
+                Record::Group(rs) => rs
+                    .iter()
+                    .map(|r| match r {
+                        Record::Enqueued { message, .. } => message.size as usize + 133,
+                        _ => 133,
+                    })
+                    .sum(),
                 _ => 128,
             };
             e.0.clear();
             e.0.reserve(codec::framed_len(hint));
             e.0.resize(codec::RECORD_HEADER, 0);
             let k = encode(record, &mut e);
+            if e.0.len() - codec::RECORD_HEADER > u32::MAX as usize {
+                return Err(Error::InvalidArgument(
+                    "a journal record must be under 4 GiB".into(),
+                ));
+            }
             codec::finish_frame(k, &mut e.0);
         }
         let e = ReturnBuf(e.0);
@@ -838,21 +938,30 @@ impl Storage for Journal {
         // `Always` makes *sends* durable before they return. Acks, delivery
         // counts and removals ride along with the next flush: losing one to a
         // machine crash only redelivers a message (at-least-once).
-        let confirms_a_send = matches!(
-            record,
-            Record::Enqueued { .. } | Record::QueueDefined { .. } | Record::QueueDeleted { .. }
-        );
-        if self.sync == SyncMode::Always && confirms_a_send {
+        if self.sync == SyncMode::Always && confirms(record) {
             self.sync_upto(Some(end))?;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
         self.sync_all()
     }
 
+    fn durable(&self) -> bool {
+        true
+    }
+
     fn close(&self) {
+        if self.origin.inherited_exact() {
+            // A forked child's copy: the parent's files stay as they are (no
+            // sync, no prepared segment removed, no thread joined, no lock
+            // released); the child's descriptors and mappings go with it.
+            return;
+        }
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         let _ = self.sync_all();

@@ -149,6 +149,24 @@ fn describe(k: u8, payload: &[u8]) -> String {
         ),
         Op::Remove { ns, q, id, reason } => format!("remove {ns}/{q} id {id} reason {reason}"),
         Op::Deliver { ns, q, id, n } => format!("delivered {ns}/{q} id {id} count {n}"),
+        Op::NextId { ns, q, next } => format!("next id {ns}/{q} {next}"),
+        Op::Skip => format!("skipped record of type {k}"),
+        Op::Group(_) => {
+            // Described member by member, from the payload.
+            let mut d = Dec::new(payload);
+            let n = d.u32().unwrap_or(0);
+            let mut parts = Vec::new();
+            for _ in 0..n {
+                let (Ok(k), Ok(len)) = (d.u8(), d.u32()) else {
+                    break;
+                };
+                let Ok(body) = d.take(len as usize) else {
+                    break;
+                };
+                parts.push(describe(k, body));
+            }
+            format!("group of {n}: {}", parts.join("; "))
+        }
     }
 }
 
@@ -256,7 +274,8 @@ pub(super) fn read_header(path: &Path) -> Option<[u8; codec::SEGMENT_HEADER]> {
 pub(super) fn header_valid(buf: &[u8]) -> bool {
     buf.len() >= codec::SEGMENT_HEADER
         && &buf[..8] == codec::MAGIC
-        && u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) == codec::VERSION
+        && (codec::MIN_VERSION..=codec::VERSION)
+            .contains(&u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")))
         && crc32c::crc32c(&buf[..codec::SEGMENT_HEADER - 4])
             == u32::from_le_bytes(
                 buf[codec::SEGMENT_HEADER - 4..codec::SEGMENT_HEADER]
@@ -543,13 +562,26 @@ pub(super) enum Op<'a> {
         id: u64,
         n: u32,
     },
+    /// Members applied together: (record, offset of its payload within the
+    /// group's payload, payload length).
+    Group(Vec<(Op<'a>, u32, u32)>),
+    NextId {
+        ns: &'a str,
+        q: &'a str,
+        next: u64,
+    },
     Checkpoint,
+    /// A record of a skippable type this reader does not know.
+    Skip,
 }
 
 /// Decodes one record's payload (no shared state: runs on any thread).
 pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
-    if k == kind::CHECKPOINT {
-        return Ok(Op::Checkpoint);
+    match k {
+        kind::CHECKPOINT => return Ok(Op::Checkpoint),
+        kind::GROUP => return decode_group(payload),
+        k if k > kind::LAST && k & kind::SKIPPABLE != 0 => return Ok(Op::Skip),
+        _ => {}
     }
     let mut d = Dec::new(payload);
     let ns = d.str_ref()?;
@@ -608,8 +640,38 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
             let n = d.u32()?;
             Op::Deliver { ns, q, id, n }
         }
+        kind::NEXT_ID => {
+            let next = d.u64()?;
+            Op::NextId { ns, q, next }
+        }
         _ => return Err(Malformed),
     })
+}
+
+/// Decodes a group: `u32` count, then per member its type (`u8`), payload
+/// length (`u32`) and payload. A member that is a group or a checkpoint, a
+/// count that does not match, or bytes left over make it undecodable.
+fn decode_group(payload: &[u8]) -> Result<Op<'_>, Malformed> {
+    let mut d = Dec::new(payload);
+    let n = d.u32()?;
+    let mut members = Vec::new();
+    for _ in 0..n {
+        let k = d.u8()?;
+        let len = d.u32()?;
+        let at = payload.len() - d.remaining();
+        let body = d.take(len as usize)?;
+        if k == kind::GROUP || k == kind::CHECKPOINT {
+            return Err(Malformed);
+        }
+        if !(kind::QUEUE_DEFINED..=kind::LAST).contains(&k) && k & kind::SKIPPABLE == 0 {
+            return Err(Malformed);
+        }
+        members.push((decode(k, body)?, at as u32, len));
+    }
+    if d.remaining() != 0 {
+        return Err(Malformed);
+    }
+    Ok(Op::Group(members))
 }
 
 /// Applies one decoded record, in journal order.
@@ -619,8 +681,29 @@ pub(super) fn apply_op(
     index: &mut Index,
     slots: &mut Vec<Option<Slot>>,
 ) {
+    apply_at(op, (seg, off, len, false), index, slots)
+}
+
+/// [`apply_op`] of a record (`embedded` false: `off`/`len` are the framed
+/// record's) or of a group member (`embedded`: its payload's).
+fn apply_at(
+    op: Op<'_>,
+    (seg, off, len, embedded): (u64, u64, u32, bool),
+    index: &mut Index,
+    slots: &mut Vec<Option<Slot>>,
+) {
     match op {
-        Op::Checkpoint => {}
+        Op::Checkpoint | Op::Skip => {}
+        Op::Group(members) => {
+            let base = off + codec::RECORD_HEADER as u64;
+            for (op, at, n) in members {
+                apply_at(op, (seg, base + u64::from(at), n, true), index, slots);
+            }
+        }
+        Op::NextId { ns, q, next } => {
+            let q = index.qid(ns, q);
+            index.raise_next_id(q, next);
+        }
         Op::Define {
             ns,
             q,
@@ -650,16 +733,26 @@ pub(super) fn apply_op(
                 deliveries: node.deliveries.load(Relaxed),
                 delivered: false,
                 slot: slots.len() as u32,
+                embedded,
             };
-            let slot = Some(Slot {
+            let mut slot = Slot {
                 q,
                 node,
                 deliver_at: (deliver_at != 0).then_some(deliver_at),
-            });
-            // The same message again (a checkpoint's copy) keeps its place.
+            };
+            // The same message again (a checkpoint's copy, perhaps of an
+            // interrupted checkpoint) keeps its place, and never lowers its
+            // delivery count or brings back a delay a delivery cleared.
             match index.enqueue(q, id, loc) {
-                Some(old) => slots[old.slot as usize] = slot,
-                None => slots.push(slot),
+                Some(old) => {
+                    let now = index.get(q, id).expect("just enqueued");
+                    slot.node.deliveries.store(now.deliveries, SeqCst);
+                    if now.delivered {
+                        slot.deliver_at = None;
+                    }
+                    slots[old.slot as usize] = Some(slot);
+                }
+                None => slots.push(Some(slot)),
             }
         }
         Op::Remove { ns, q, id, .. } => {
