@@ -7,7 +7,7 @@ use crate::error::{validate_name, Error, Result};
 use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
-use crate::store::{MemoryStorage, Storage};
+use crate::store::{MemoryStorage, Record, Storage};
 use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -190,6 +190,13 @@ impl Broker {
         let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
         inner.opts.clock.add_listener(weak);
         let b = Broker { inner };
+        if let Some(rec) = &recovered {
+            // Namespaces with their recorded quotas, before anything creates
+            // one with the defaults.
+            for (name, quotas) in &rec.namespaces {
+                b.ns_as(name, Some(quotas.clone()), false, false)?;
+            }
+        }
         b.namespace(DEFAULT_NAMESPACE)?;
         if let Some(rec) = recovered {
             // Each queue's dead-letter queue first, with its recorded options
@@ -225,6 +232,15 @@ impl Broker {
                     }
                 };
                 q.restore(m.node, m.deliver_at);
+            }
+            // Topics and their subscriptions, last: their queues exist now.
+            for t in rec.topics {
+                let ns = b.namespace(&t.namespace)?;
+                let topic = ns.topic_as(&t.topic, false)?;
+                for (queue, filter) in t.subs {
+                    let q = ns.core.open(&queue, None, false)?;
+                    topic.core.restore_subscription(q, filter);
+                }
             }
         }
         Ok(b)
@@ -276,19 +292,42 @@ impl Broker {
     }
 
     fn ns(&self, name: &str, quotas: Option<Quotas>, exclusive: bool) -> Result<Namespace> {
+        self.ns_as(name, quotas, exclusive, true)
+    }
+
+    /// Gets or creates a namespace. With `exclusive`, an existing one is an
+    /// error unless `quotas` are its own (a declaration repeated, at every
+    /// start of a program). A new one is recorded in the storage when `record`
+    /// (not when recovery brings it back).
+    fn ns_as(
+        &self,
+        name: &str,
+        quotas: Option<Quotas>,
+        exclusive: bool,
+        record: bool,
+    ) -> Result<Namespace> {
         self.check_open()?;
         validate_name(name)?;
         let mut map = self.inner.namespaces.write();
         if let Some(ns) = map.get(name) {
-            if exclusive {
-                return Err(Error::AlreadyExists(format!("namespace {name:?}")));
+            if exclusive && quotas.as_ref() != Some(&ns.shared.quotas) {
+                return Err(Error::AlreadyExists(format!(
+                    "namespace {name:?} (with other quotas)"
+                )));
             }
             return Ok(Namespace { core: ns.clone() });
         }
         let o = &self.inner.opts;
+        let quotas = quotas.unwrap_or_else(|| o.default_quotas.clone());
+        if record {
+            o.storage.append(&Record::NamespaceDefined {
+                namespace: name,
+                quotas: &quotas,
+            })?;
+        }
         let core = Arc::new(NamespaceCore::new(
             name.to_string(),
-            quotas.unwrap_or_else(|| o.default_quotas.clone()),
+            quotas,
             o.default_queue_options.clone(),
             o.clock.clone(),
             o.storage.clone(),
@@ -298,12 +337,19 @@ impl Broker {
         Ok(Namespace { core })
     }
 
-    /// The namespace of that name, created with the default quotas if missing.
+    /// The namespace of that name, created with the default quotas if missing
+    /// (and then journaled, with those quotas, like
+    /// [`create_namespace`](Self::create_namespace)).
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
         self.ns(name, None, false)
     }
 
-    /// Creates a namespace with these quotas; [`Error::AlreadyExists`] if it exists.
+    /// Creates a namespace with these quotas. If it exists with the same
+    /// quotas (declared again, e.g. at the next start of a program on the same
+    /// data directory), returns it and changes nothing; if it exists with
+    /// other quotas, [`Error::AlreadyExists`] (quotas are set once). With a
+    /// data directory the namespace and its quotas are journaled before this
+    /// returns and come back when the broker reopens.
     pub fn create_namespace(&self, name: &str, quotas: Quotas) -> Result<Namespace> {
         self.ns(name, Some(quotas), true)
     }
@@ -456,16 +502,30 @@ impl Namespace {
 
     /// The topic of that name, created if missing. Topics share the namespace's
     /// name space with nothing: a topic and a queue may have the same name.
+    /// A new topic is journaled (with a data directory) before this returns.
     pub fn topic(&self, name: &str) -> Result<Topic> {
+        self.topic_as(name, true)
+    }
+
+    /// Gets or creates a topic, recording a new one when `record`.
+    fn topic_as(&self, name: &str, record: bool) -> Result<Topic> {
         validate_name(name)?;
         self.core.check_open()?;
-        let core = self
-            .core
-            .topics
-            .write()
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(TopicCore::new(name)))
-            .clone();
+        let mut topics = self.core.topics.write();
+        let core = match topics.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                if record {
+                    self.core.storage().append(&Record::TopicDefined {
+                        namespace: &self.core.shared.name,
+                        topic: name,
+                    })?;
+                }
+                let t = Arc::new(TopicCore::new(name));
+                topics.insert(name.to_string(), t.clone());
+                t
+            }
+        };
         Ok(Topic {
             core,
             ns: self.core.clone(),
