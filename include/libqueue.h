@@ -377,6 +377,38 @@ typedef struct {
   uint64_t max_active;
 } lq_pool_stats;
 
+/**
+ * Counters of a topic (`lq_topic_get_stats`), since its broker opened.
+ *
+ * Set `struct_size` to `sizeof(lq_topic_stats)` before the call: fields
+ * added by a later version go at the end, and a library only writes the
+ * fields that fit in `struct_size` (a program built against an older header
+ * keeps working).
+ */
+typedef struct {
+  /**
+   * Set by the caller: `sizeof(lq_topic_stats)` as it was compiled.
+   */
+  size_t struct_size;
+  /**
+   * Publishes (whatever their outcome).
+   */
+  uint64_t published;
+  /**
+   * Publishes that found the topic without any subscription: the message
+   * went nowhere (not an error, `*count` was 0).
+   */
+  uint64_t dropped_no_subscriber;
+  /**
+   * Publishes that found subscriptions, none of whose filters matched.
+   */
+  uint64_t unmatched;
+  /**
+   * Subscriptions now.
+   */
+  uint64_t subscriptions;
+} lq_topic_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1502,8 +1534,21 @@ lq_status lq_strings_len(const lq_strings *list, size_t *out);
 void lq_topic_free(lq_topic *topic);
 
 /**
+ * Writes the topic's counters into `*out`: the fields that fit in
+ * `out->struct_size` bytes (which the caller sets to
+ * `sizeof(lq_topic_stats)`); `struct_size` itself is left as it is.
+ * `LQ_INVALID_ARGUMENT` if `struct_size` does not hold even the first
+ * counter.
+ *
+ * # Safety
+ * `topic` NULL or live; `out` NULL or valid for `out->struct_size` bytes.
+ */
+lq_status lq_topic_get_stats(const lq_topic *topic, lq_topic_stats *out);
+
+/**
  * Publishes `msg`, **consuming it**: every subscription whose filter matches
- * gets a copy. `*count` (if not NULL) gets how many did. If one refuses it
+ * gets a copy. `*count` (if not NULL) gets how many did. A publish that
+ * nobody takes (0) is not an error; `lq_topic_get_stats` counts it. If one refuses it
  * (full, quota, closed) the others still get theirs and that first error is
  * returned.
  *
