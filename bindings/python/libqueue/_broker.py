@@ -214,7 +214,10 @@ class Broker(Handle):
         return Namespace(_named(lib.lq_broker_namespace, self._p, name, "lq_namespace **"), self._sync_always)
 
     def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
-        """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
+        """Creates a namespace with ``quotas``. If it exists with the same quotas (declared
+        again, e.g. at the next start on the same data directory) it is returned unchanged;
+        with other quotas, :class:`AlreadyExists`. With a data directory the namespace and
+        its quotas are journaled and survive a restart."""
         q = quotas._to_c() if quotas is not None else NULL
         return Namespace(_named(lib.lq_broker_create_namespace, self._p, name,
                                 "lq_namespace **", q), self._sync_always)
