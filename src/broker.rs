@@ -103,7 +103,8 @@ struct BrokerInner {
     opts: BrokerOptions,
     closed: AtomicBool,
     ticker: Arc<Ticker>,
-    report: Option<RecoveryReport>,
+    /// Set once the recovered state is restored (what could not be is in it).
+    report: std::sync::OnceLock<RecoveryReport>,
 }
 
 impl ClockListener for BrokerInner {
@@ -183,18 +184,22 @@ impl Broker {
         let inner = Arc::new(BrokerInner {
             namespaces: RwLock::new(HashMap::new()),
             ticker: Ticker::new(opts.clock.clone()),
-            report: recovered.as_ref().map(|r| r.report.clone()),
+            report: std::sync::OnceLock::new(),
             opts,
             closed: AtomicBool::new(false),
         });
         let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
         inner.opts.clock.add_listener(weak);
         let b = Broker { inner };
+        // Namespaces with their recorded quotas, before anything creates one
+        // with the defaults. One that cannot be restored (a name that is not
+        // valid) is left out and reported, like a queue below.
+        let mut ns_damage = Vec::new();
         if let Some(rec) = &recovered {
-            // Namespaces with their recorded quotas, before anything creates
-            // one with the defaults.
             for (name, quotas) in &rec.namespaces {
-                b.ns_as(name, Some(quotas.clone()), false, false)?;
+                if let Err(e) = b.ns_as(name, Some(quotas.clone()), false, false) {
+                    ns_damage.push(format!("namespace {name} not restored: {e}"));
+                }
             }
         }
         b.namespace(DEFAULT_NAMESPACE)?;
@@ -212,36 +217,78 @@ impl Broker {
                     k
                 })
                 .collect();
+            // A queue or message that cannot be restored (a name that is not
+            // valid, a queue that names itself as its dead-letter queue, the
+            // default quota of queues exceeded: a journal written by something
+            // else, or damage a checksum missed) is left out and reported: it
+            // never makes the directory unopenable. It stays in the journal.
+            let mut report = rec.report;
+            report.damage.append(&mut ns_damage);
             let mut seen = std::collections::HashSet::new();
             for k in &order {
-                b.restore_queue(k, &defs, &mut seen)?;
+                if let Err(e) = b.restore_queue(k, &defs, &mut seen) {
+                    report
+                        .damage
+                        .push(format!("queue {}/{} not restored: {e}", k.0, k.1));
+                    report.queues = report.queues.saturating_sub(1);
+                }
             }
             // Messages in send order; the queue looked up once per run of
             // messages to the same queue.
             let mut cur = None;
+            let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
             for m in rec.messages {
                 let q = match &cur {
                     Some((i, q)) if *i == m.queue => q,
                     _ => {
                         let (ns, name) = &rec.names[m.queue as usize];
-                        let q = b
-                            .namespace(ns)?
-                            .core
-                            .restore_queue(name, b.inner.opts.default_queue_options.clone())?;
+                        let q = b.namespace(ns).and_then(|n| {
+                            n.core
+                                .restore_queue(name, b.inner.opts.default_queue_options.clone())
+                        });
                         &cur.insert((m.queue, q)).1
                     }
                 };
-                q.restore(m.node, m.deliver_at);
-            }
-            // Topics and their subscriptions, last: their queues exist now.
-            for t in rec.topics {
-                let ns = b.namespace(&t.namespace)?;
-                let topic = ns.topic_as(&t.topic, false)?;
-                for (queue, filter) in t.subs {
-                    let q = ns.core.open(&queue, None, false)?;
-                    topic.core.restore_subscription(q, filter);
+                match q {
+                    Ok(q) => q.restore(m.node, m.deliver_at),
+                    Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
                 }
             }
+            // Topics and their subscriptions, last: their queues exist now. A
+            // topic or subscription that cannot be restored is left out and
+            // reported.
+            for t in rec.topics {
+                let topic = b
+                    .namespace(&t.namespace)
+                    .and_then(|ns| ns.topic_as(&t.topic, false).map(|t| (ns, t)));
+                let (ns, topic) = match topic {
+                    Ok(x) => x,
+                    Err(e) => {
+                        report.damage.push(format!(
+                            "topic {}/{} not restored: {e}",
+                            t.namespace, t.topic
+                        ));
+                        continue;
+                    }
+                };
+                for (queue, filter) in t.subs {
+                    match ns.core.open(&queue, None, false) {
+                        Ok(q) => topic.core.restore_subscription(q, filter),
+                        Err(e) => report.damage.push(format!(
+                            "subscription {}/{queue} of topic {} not restored: {e}",
+                            t.namespace, t.topic
+                        )),
+                    }
+                }
+            }
+            for (i, (n, e)) in left_out {
+                let (ns, name) = &rec.names[i as usize];
+                report.damage.push(format!(
+                    "{n} messages of queue {ns}/{name} not restored: {e}"
+                ));
+                report.messages_recovered = report.messages_recovered.saturating_sub(n);
+            }
+            let _ = b.inner.report.set(report);
         }
         Ok(b)
     }
@@ -270,7 +317,7 @@ impl Broker {
 
     /// What opening the data directory found (None without one).
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.report.as_ref()
+        self.inner.report.get()
     }
 
     fn check_open(&self) -> Result<()> {

@@ -364,6 +364,11 @@ impl Queue {
 
     /// Sends several messages: all are accepted or none is (capacity and quotas are
     /// reserved for the whole batch). Returns their ids in order.
+    ///
+    /// With a data directory the batch's persistent messages are journaled as
+    /// one record (synced once under `SyncMode::Always`): after a crash at any
+    /// instant the batch is recovered whole or not at all. A journal error
+    /// refuses the whole batch.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = Message>) -> Result<Vec<u64>> {
         self.core
             .send(msgs.into_iter().collect(), self.core.opts.on_full)

@@ -366,7 +366,11 @@ fn id_reservations_are_one_record_per_1024_ids() {
     }
     let n = s.next_ids.load(SeqCst);
     assert!((1..=11).contains(&n), "{n} NextId records");
-    assert_eq!(s.other.load(SeqCst), 1, "the queue definition only");
+    assert_eq!(
+        s.other.load(SeqCst),
+        2,
+        "the definitions of the default namespace and of the queue only"
+    );
 }
 
 /// A journal of format version 1 (as earlier builds wrote: records of types
@@ -442,4 +446,76 @@ fn batches_under_sync_always_survive_a_reopen_whole() {
     let b = Broker::open(opts(dir.path())).unwrap();
     assert_eq!(bodies(&b, "default", "q").len(), (0..20).sum::<usize>());
     let _ = Duration::ZERO;
+}
+
+fn enc_str(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Records whose checksums hold but that cannot be restored (a queue name that
+/// is not valid, a queue that is its own dead-letter queue) are left out and
+/// reported; the rest opens.
+#[test]
+fn what_cannot_be_restored_is_left_out_and_reported() {
+    let src = tempfile::tempdir().unwrap();
+    {
+        let b = Broker::open(opts(src.path())).unwrap();
+        b.queue("q")
+            .unwrap()
+            .send(Message::new("keep").persistent(true))
+            .unwrap();
+        b.close();
+    }
+    let (seg, _) = only_segment(src.path());
+    let mut recs = fuzz::records(&fs::read(&seg).unwrap());
+    let enq = recs.iter().find(|r| r.0 == 2).unwrap().1.clone();
+    let addr = enc_str("default").len() + enc_str("q").len();
+    let mut bad_enq = [enc_str("default"), enc_str("bad name")].concat();
+    bad_enq.extend_from_slice(&enq[addr..]);
+    let bad_def = [
+        enc_str("default"),
+        enc_str("bad name"),
+        enc_str("persistent=true"),
+    ]
+    .concat();
+    let self_dlq = [
+        enc_str("default"),
+        enc_str("loop"),
+        enc_str("dead_letter_queue=loop"),
+    ]
+    .concat();
+    recs.push((1, bad_def));
+    recs.push((2, bad_enq));
+    recs.push((1, self_dlq));
+    let borrowed: Vec<(u8, &[u8])> = recs.iter().map(|(k, p)| (*k, &p[..])).collect();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("seg-0000000000000001.lqj"),
+        fuzz::segment_file(1, 2, &borrowed, true),
+    )
+    .unwrap();
+    let b = Broker::open(opts(dir.path())).expect("opens with what it can restore");
+    let r = b.recovery_report().unwrap().clone();
+    assert!(
+        r.damage
+            .iter()
+            .any(|l| l.contains("default/bad name not restored")),
+        "{r:?}"
+    );
+    assert!(
+        r.damage
+            .iter()
+            .any(|l| l.contains("default/loop not restored")),
+        "{r:?}"
+    );
+    assert!(
+        r.damage
+            .iter()
+            .any(|l| l.starts_with("1 messages of queue default/bad name not restored")),
+        "{r:?}"
+    );
+    assert_eq!(r.messages_recovered, 1, "{r:?}");
+    assert_eq!(bodies(&b, "default", "q"), vec!["keep".to_string()]);
 }
