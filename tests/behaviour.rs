@@ -1124,7 +1124,10 @@ fn storage_failure_refuses_a_definition() {
     assert!(matches!(ns.topic("bad"), Err(Error::Storage(_))));
     assert!(ns.list_topics().is_empty());
     let t = ns.topic("good").unwrap();
-    assert!(matches!(t.subscribe("s", Filter::All), Err(Error::Storage(_))));
+    assert!(matches!(
+        t.subscribe("s", Filter::All),
+        Err(Error::Storage(_))
+    ));
     assert!(t.subscriptions().is_empty());
     assert_eq!(t.publish(Message::new("x")).unwrap(), 0);
     assert_eq!(t.stats().dropped_no_subscriber, 1);

@@ -164,7 +164,10 @@ fn unsubscribe_and_queue_deletion_survive(f: &Fixture) {
     assert_eq!(ns.topic("u").unwrap().subscriptions(), vec!["a", "c"]);
     // A queue of that name created again is not subscribed.
     ns.queue("b").unwrap();
-    assert_eq!(ns.topic("t").unwrap().publish(Message::new("m")).unwrap(), 1);
+    assert_eq!(
+        ns.topic("t").unwrap().publish(Message::new("m")).unwrap(),
+        1
+    );
     assert_eq!(ns.get_queue("b").unwrap().stats().ready, 0);
 }
 
@@ -187,7 +190,10 @@ fn definitions_survive_a_compaction(f: &Fixture) {
     }
     if let Some(dir) = f.data_dir() {
         let first = dir.join(format!("seg-{:016x}.lqj", 1));
-        assert!(!first.exists(), "no checkpoint ran: {first:?} is still there");
+        assert!(
+            !first.exists(),
+            "no checkpoint ran: {first:?} is still there"
+        );
     }
     drop((ns, t, churn));
     let Some(b) = f.reopen(b) else { return };

@@ -1069,7 +1069,10 @@ fn check_definitions(
         found.iter().map(|(n, q, f)| (*n, (q, f))).collect();
     // This round's, reported or in flight.
     let lo = base + DEFS_AT;
-    let reported = rep.defined.iter().filter(|n| (lo..lo + STRIDE).contains(*n));
+    let reported = rep
+        .defined
+        .iter()
+        .filter(|n| (lo..lo + STRIDE).contains(*n));
     let next = lo + reported.count() as u64;
     for n in lo..=next {
         let sub = if rep.unsubscribed.contains(&n) {

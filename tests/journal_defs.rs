@@ -9,6 +9,8 @@
 //!   opens; its namespaces come back with the default quotas and are journaled
 //!   from then on;
 //! - declaring the same definitions again after a reopen writes nothing;
+//! - a definition the engine cannot re-create (a name that is not valid) is
+//!   left out and reported, and the directory opens;
 //! - `libqueue inspect` and `libqueue stats` show them.
 //!
 //! The cut-at-every-byte test simulates a SIGKILL during a write, as in
@@ -151,7 +153,10 @@ fn an_unknown_skippable_record_is_skipped() {
     let (seg, _) = only_segment(src.path());
     let recs = fuzz::records(&fs::read(&seg).unwrap());
     // A later build's record type 0x9F, among ours.
-    let at = recs.iter().position(|r| r.0 == 0x82).expect("a topic record");
+    let at = recs
+        .iter()
+        .position(|r| r.0 == 0x82)
+        .expect("a topic record");
     let mut with: Vec<(u8, &[u8])> = recs.iter().map(|(k, p)| (*k, &p[..])).collect();
     with.insert(at, (0x9F, b"from a later build"));
     let dir = tempfile::tempdir().unwrap();
@@ -307,4 +312,80 @@ fn cli_inspect_and_stats_show_definitions() {
         assert!(out.contains(want), "stats lacks {want:?}:\n{out}");
     }
     assert!(!out.contains("sub3 ("), "unsubscribed, still shown:\n{out}");
+}
+
+fn enc_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A `NamespaceDefined` payload: the name, then quotas with `max_messages`.
+fn ns_record(name: &str, max_messages: u64) -> Vec<u8> {
+    let mut p = Vec::new();
+    enc_str(&mut p, name);
+    p.push(2);
+    for v in [0, max_messages, 0, 1 << 20] {
+        p.extend_from_slice(&u64::to_le_bytes(v));
+    }
+    p
+}
+
+/// Definitions the engine cannot re-create (names that are not valid: a
+/// journal written by something else) are left out and reported; the rest
+/// comes back and the directory opens.
+#[test]
+fn definitions_that_cannot_be_restored_are_left_out_and_reported() {
+    let mut topic = Vec::new();
+    enc_str(&mut topic, "n");
+    enc_str(&mut topic, "bad topic");
+    let mut good_topic = Vec::new();
+    enc_str(&mut good_topic, "n");
+    enc_str(&mut good_topic, "t");
+    let sub = |queue: &str| {
+        let mut p = good_topic.clone();
+        enc_str(&mut p, queue);
+        p.push(1);
+        enc_str(&mut p, "x");
+        p
+    };
+    let (bad_sub, good_sub) = (sub("bad queue"), sub("q"));
+    let records: Vec<(u8, Vec<u8>)> = vec![
+        (0x81, ns_record("bad name", 1)),
+        (0x81, ns_record("n", 4)),
+        (0x82, topic),
+        (0x82, good_topic.clone()),
+        (0x83, bad_sub),
+        (0x83, good_sub),
+        (5, Vec::new()),
+    ];
+    let borrowed: Vec<(u8, &[u8])> = records.iter().map(|(k, p)| (*k, &p[..])).collect();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("seg-0000000000000001.lqj"),
+        fuzz::segment_file(1, 2, &borrowed, true),
+    )
+    .unwrap();
+    let b = Broker::open(opts(dir.path())).expect("opens");
+    let damage = b.recovery_report().unwrap().damage.clone();
+    assert_eq!(damage.len(), 3, "{damage:?}");
+    assert!(
+        damage[0].contains("namespace bad name not restored"),
+        "{damage:?}"
+    );
+    assert!(
+        damage.iter().any(|d| d.contains("topic n/bad topic")),
+        "{damage:?}"
+    );
+    assert!(
+        damage.iter().any(|d| d.contains("n/bad queue")),
+        "{damage:?}"
+    );
+    assert_eq!(b.namespaces(), vec!["default", "n"]);
+    assert_eq!(
+        defs(&b),
+        (
+            Some(Quotas::default().max_messages(4).max_message_size(1 << 20)),
+            vec![("q".to_string(), Filter::name("x"))]
+        )
+    );
 }

@@ -11,9 +11,9 @@ pub mod journal;
 
 pub use journal::{Inspection, JournalOptions, RecoveryReport, SyncMode};
 
+use crate::engine::namespace::Quotas;
 use crate::engine::Node;
 use crate::error::Result;
-use crate::engine::namespace::Quotas;
 use crate::queue::QueueOptions;
 use crate::topic::Filter;
 

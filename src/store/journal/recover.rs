@@ -170,7 +170,10 @@ fn describe(k: u8, payload: &[u8]) -> String {
             topic,
             q,
             filter,
-        } => format!("subscribe {ns}/{q} to topic {topic} filter {}", filter_text(&filter)),
+        } => format!(
+            "subscribe {ns}/{q} to topic {topic} filter {}",
+            filter_text(&filter)
+        ),
         Op::Unsubscribe { ns, topic, q } => format!("unsubscribe {ns}/{q} from topic {topic}"),
         Op::Skip => format!("skipped record of type {k}"),
         Op::Group(_) => {
@@ -666,10 +669,9 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     match k {
         kind::CHECKPOINT => return Ok(Op::Checkpoint),
         kind::GROUP => return decode_group(payload),
-        kind::NAMESPACE_DEFINED
-        | kind::TOPIC_DEFINED
-        | kind::SUBSCRIBED
-        | kind::UNSUBSCRIBED => return decode_def(k, payload),
+        kind::NAMESPACE_DEFINED | kind::TOPIC_DEFINED | kind::SUBSCRIBED | kind::UNSUBSCRIBED => {
+            return decode_def(k, payload)
+        }
         k if k > kind::LAST && k & kind::SKIPPABLE != 0 => return Ok(Op::Skip),
         _ => {}
     }
