@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
 
 all: build
@@ -10,13 +10,36 @@ all: build
 build: lib
 
 # Release build of the library; cargo names the artifacts after the crate
-# (liblibqueue.*), so link them as libqueue.so / libqueue.a for `-lqueue`.
+# (liblibqueue.*), so link them as libqueue.so / libqueue.a for `-lqueue`. The
+# shared library's SONAME is libqueue.so.0 (build.rs), which programs linked with
+# -lqueue record as NEEDED: the libqueue.so.0 link lets them run from target/release.
 lib:
 	$(CARGO) build --release --lib
 	ln -sf liblibqueue.so target/release/libqueue.so
+	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python lint
+test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-packaging lint
+
+# What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
+# python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
+# (readelf, strip), python3-venv (Debian ships venv/ensurepip apart), rustfmt and
+# clippy. Uses apt-get (through sudo when not root); elsewhere it names what is missing.
+setup:
+	@missing=""; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	command -v c++ >/dev/null || missing="$$missing g++"; \
+	command -v valgrind >/dev/null || missing="$$missing valgrind"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	{ command -v readelf && command -v strip; } >/dev/null || missing="$$missing binutils"; \
+	python3 -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null || { echo "make setup: install$$missing (no apt-get here)" >&2; exit 1; }; \
+		echo "make setup: installing$$missing"; \
+		$(APT_GET) update -q && $(APT_GET) install -y -q $$missing; \
+	fi
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 test-rust:
 	$(CARGO) test --release --all-targets
@@ -28,13 +51,14 @@ test-loom:
 		$(CARGO) test --release --lib sync::
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 CFLAGS_STRICT := -Wall -Wextra -Wpedantic -Werror -Iinclude -DEXPECTED_VERSION='"$(VERSION)"'
 
 # The header compiles as C99 and C++17; the C-facing artifacts link with -lqueue
 # (shared and static) and agree with the header and Cargo.toml on the version.
 # Then the C tests of the whole ABI (tests/c/test_*.c) against the shared library.
 CTEST := target/ctest
-C_TESTS := test_api test_errors
+C_TESTS := test_api test_errors test_fork
 test-c: lib test-header
 	mkdir -p $(CTEST)
 	cc -std=c99 $(CFLAGS_STRICT) tests/c/version.c -Ltarget/release -lqueue -o $(CTEST)/version_so
@@ -50,7 +74,7 @@ test-c: lib test-header
 
 # The C++ wrapper: the header alone, from two translation units, and its tests.
 CXXFLAGS_STRICT := -std=c++17 -Wall -Wextra -Wpedantic -Werror -Iinclude -Ibindings/cpp/include
-test-cpp: lib test-header
+test-cpp: setup lib test-header
 	mkdir -p $(CTEST)
 	c++ $(CXXFLAGS_STRICT) -c tests/cpp/header_alone.cpp -o $(CTEST)/header_alone.o
 	c++ $(CXXFLAGS_STRICT) tests/cpp/tu_a.cpp tests/cpp/tu_b.cpp -Ltarget/release -lqueue -o $(CTEST)/two_tu
@@ -99,44 +123,51 @@ test-sanitize: lib test-header
 
 # The C tests once under valgrind: no leaks, no errors.
 VALGRIND ?= valgrind
-test-valgrind: test-c
-	@command -v $(VALGRIND) >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 1; }
+test-valgrind: setup test-c
 	for t in $(C_TESTS); do \
 		LD_LIBRARY_PATH=target/release $(VALGRIND) -q --leak-check=full --show-leak-kinds=definite,indirect \
 			--errors-for-leak-kinds=definite,indirect --error-exitcode=1 ./$(CTEST)/$$t || exit 1; \
 	done
 
-# `make install PREFIX=...`: the libraries, both headers and libqueue.pc.
+# `make install PREFIX=...`: the libraries, both headers and libqueue.pc. The
+# shared library as libqueue.so.$(VERSION) (SONAME libqueue.so.$(SOMAJOR)) with the
+# links libqueue.so.$(SOMAJOR) (the loader's) and libqueue.so (the linker's), and
+# libqueue.a; both stripped of debug information as distributions do (the build
+# keeps it in target/release for debuggers and profilers).
 PREFIX ?= /usr/local
+STRIP ?= strip
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 644 target/release/liblibqueue.a $(DESTDIR)$(PREFIX)/lib/libqueue.a
+	$(STRIP) --strip-debug --enable-deterministic-archives $(DESTDIR)$(PREFIX)/lib/libqueue.a
 	install -m 755 target/release/liblibqueue.so $(DESTDIR)$(PREFIX)/lib/libqueue.so.$(VERSION)
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PREFIX)/lib/libqueue.so.$(VERSION)
+	ln -sf libqueue.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libqueue.so.$(SOMAJOR)
 	ln -sf libqueue.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libqueue.so
 	install -m 644 include/libqueue.h bindings/cpp/include/libqueue.hpp $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' bindings/pkgconfig/libqueue.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/libqueue.pc
 
-# Installs into a temporary prefix and builds a C and a C++ program with pkg-config.
-test-install:
+# Installs into a temporary prefix, checks the files (SONAME, links, no debug
+# sections), then builds C and C++ programs with pkg-config, shared and static
+# (tests/install/check.sh).
+test-install: setup
 	rm -rf target/install-test
 	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/target/install-test
-	PKG_CONFIG_PATH=$(CURDIR)/target/install-test/lib/pkgconfig sh -c '\
-		cc -std=c99 -Wall -Werror tests/c/version.c -DEXPECTED_VERSION=\"$(VERSION)\" -o target/install-test/app $$(pkg-config --cflags --libs libqueue) && \
-		LD_LIBRARY_PATH=$(CURDIR)/target/install-test/lib ./target/install-test/app && \
-		c++ -std=c++17 -Wall -Werror tests/cpp/tu_a.cpp tests/cpp/tu_b.cpp -o target/install-test/app_cpp $$(pkg-config --cflags --libs libqueue) && \
-		LD_LIBRARY_PATH=$(CURDIR)/target/install-test/lib ./target/install-test/app_cpp'
+	sh tests/install/check.sh $(CURDIR)/target/install-test $(VERSION)
 
-# include/libqueue.h is generated by cbindgen (pinned 0.27.0) and committed.
-CBINDGEN ?= cbindgen
+# include/libqueue.h is generated by cbindgen and committed. tests/header.rs runs
+# cbindgen's library (pinned =0.27.0 in Cargo.toml, a dev-dependency: no cbindgen
+# binary needed) and fails when the header is stale; `make header` rewrites it.
 header:
-	$(CBINDGEN) --quiet --output include/libqueue.h
+	LQ_WRITE_HEADER=1 $(CARGO) test --release --test header -- --nocapture
 
 test-header:
-	@command -v $(CBINDGEN) >/dev/null || { echo "cbindgen missing: cargo install cbindgen --version 0.27.0 --locked" >&2; exit 1; }
-	$(CBINDGEN) --quiet --output target/libqueue.h.fresh
-	@cmp -s target/libqueue.h.fresh include/libqueue.h || { echo "include/libqueue.h is stale: run make header" >&2; diff -u include/libqueue.h target/libqueue.h.fresh | head -40; exit 1; }
-	@echo "include/libqueue.h is up to date"
+	$(CARGO) test --release --test header
+
+# ... and needs no cbindgen binary: test-header with none on PATH (tests/setup/).
+test-no-cbindgen:
+	MAKE=$(MAKE) sh tests/setup/no_cbindgen.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -172,7 +203,7 @@ fuzz:
 # The tour (examples/python/tour.py, about 15 s): one process embeds a persistent
 # broker; Python and a C++ shared object (examples/cpp/tour_producer.cpp) produce
 # into it, pools consume; then a child is SIGKILLed and the journal recovered.
-demo: lib
+demo: setup lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
@@ -202,12 +233,38 @@ clean:
 # The Python package (bindings/python): pip-installed into a venv under target/
 # (its build runs cargo and bundles liblibqueue.so), then its pytest suite.
 PYENV := target/pyenv
-test-python: lib
+test-python: setup lib
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout
 	$(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
 	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
+
+# The Python package's distributions, built in their own tool venv: `make wheel`,
+# the abi3 wheel (libqueue-<version>-cp39-abi3-<platform>.whl, one for every
+# CPython >= 3.9; the bundled library stripped) into target/wheels; `make sdist`, the
+# self-contained source tarball (the crate inside) into target/dist. test-packaging
+# installs each into a fresh venv, the wheel with no cargo on PATH, and runs
+# tests/packaging/smoke.py (tests/packaging/check.sh).
+PKGTOOL := target/pkgtool
+WHEELS := target/wheels
+DISTS := target/dist
+pkgtool: setup
+	test -x $(PKGTOOL)/bin/python || python3 -m venv $(PKGTOOL)
+	$(PKGTOOL)/bin/python -c "import build" 2>/dev/null || $(PKGTOOL)/bin/pip install -q --upgrade pip build
+
+wheel: pkgtool lib
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
+	@ls -l $(WHEELS)
+
+sdist: pkgtool
+	rm -rf $(DISTS)
+	$(PKGTOOL)/bin/python -m build -q --sdist --outdir $(DISTS) bindings/python
+	@ls -l $(DISTS)
+
+test-packaging: wheel sdist
+	sh tests/packaging/check.sh $(WHEELS) $(DISTS) $(CURDIR)/target/sdist-target
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
 # benchmark only, in their own venv); prints a table, writes $(BENCH_RUN)/python.json.

@@ -133,6 +133,11 @@ typedef enum {
    */
   LQ_PANIC = 108,
   /**
+   * The handle was inherited through `fork()`: a child process cannot use its
+   * parent's broker (nor anything taken from it); it may open its own.
+   */
+  LQ_FORKED = 109,
+  /**
    * An error this version of the C ABI does not know (never returned by a
    * library built from the same sources as the header).
    */
@@ -418,6 +423,9 @@ extern "C" {
  * calls in other threads return `LQ_CLOSED`, later calls on the broker and on
  * every namespace, queue, topic and pool derived from it return `LQ_CLOSED`.
  * Persistent data is flushed and the data directory released. Idempotent.
+ * In a child made by `fork()`, closing a broker inherited from the parent only
+ * marks the child's copy closed: the parent's journal and threads are not
+ * touched (every other call on it returns `LQ_FORKED`).
  *
  * # Safety
  * `broker` must be NULL or a live handle.
@@ -458,7 +466,8 @@ lq_status lq_broker_flush(const lq_broker *broker);
 void lq_broker_free(lq_broker *broker);
 
 /**
- * An existing namespace, or `LQ_NOT_FOUND`. `*out` is owned.
+ * An existing namespace, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no
+ * namespace could have (as the create calls). `*out` is owned.
  *
  * # Safety
  * As for `lq_broker_namespace`.
@@ -871,7 +880,8 @@ lq_status lq_namespace_create_queue(const lq_namespace *ns,
 
 /**
  * Deletes the queue `name`: its messages are dropped, its handles return
- * `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none.
+ * `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none,
+ * `LQ_INVALID_NAME` for a name no queue could have.
  *
  * # Safety
  * `ns` NULL or live; `name` points to `name_len` bytes.
@@ -888,7 +898,8 @@ lq_status lq_namespace_delete_queue(const lq_namespace *ns, const uint8_t *name,
 void lq_namespace_free(lq_namespace *ns);
 
 /**
- * An existing queue, or `LQ_NOT_FOUND`. `*out` is owned.
+ * An existing queue, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no queue
+ * could have (as the create calls). `*out` is owned.
  *
  * # Safety
  * As for `lq_namespace_queue`.

@@ -8,6 +8,7 @@ use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Record, Storage};
+use crate::sync::fork::Origin;
 use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -105,6 +106,8 @@ struct BrokerInner {
     ticker: Arc<Ticker>,
     /// Set once the recovered state is restored (what could not be is in it).
     report: std::sync::OnceLock<RecoveryReport>,
+    /// The process (and fork generation) that opened it.
+    origin: Origin,
 }
 
 impl ClockListener for BrokerInner {
@@ -112,9 +115,11 @@ impl ClockListener for BrokerInner {
         let now = self.opts.clock.now();
         for ns in self.namespaces.read().values() {
             for q in ns.all() {
-                // Watched queues run their timers now, so their descriptor is
-                // readable as soon as `advance` returns.
-                if q.is_watched() {
+                // Whatever fell due runs now, so when `advance` returns every
+                // expired lease is requeued or dead-lettered (waking receivers
+                // of the dead-letter queue), delayed messages are ready, and a
+                // watched queue's descriptor is up to date.
+                if q.is_watched() || q.next_due().min(q.min_expiry()) <= now {
                     q.maintain_sync(now);
                 }
                 q.wake_all();
@@ -129,7 +134,11 @@ impl Drop for BrokerInner {
         // The storage stays open while a namespace or queue handle holds it (a
         // queue keeps working once every broker handle is gone, whatever the
         // backend); a journal closes, releasing its directory, with the last.
-        self.ticker.shutdown();
+        // Their timers keep running: the ticker ends once none is pending. In a
+        // forked child nothing is touched: the ticker is the parent's.
+        if !self.origin.inherited() {
+            self.ticker.orphan();
+        }
     }
 }
 
@@ -175,6 +184,7 @@ impl Broker {
     /// brings back every queue and unacked persistent message (see
     /// [`recovery_report`](Self::recovery_report)).
     pub fn open(mut opts: BrokerOptions) -> Result<Self> {
+        let origin = Origin::here();
         let mut recovered = None;
         if let Some(dir) = opts.data_dir.clone() {
             let (journal, rec) = Journal::open(&dir, opts.journal)?;
@@ -187,6 +197,7 @@ impl Broker {
             report: std::sync::OnceLock::new(),
             opts,
             closed: AtomicBool::new(false),
+            origin,
         });
         let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
         inner.opts.clock.add_listener(weak);
@@ -320,8 +331,19 @@ impl Broker {
         self.inner.report.get()
     }
 
+    /// [`Error::Forked`] if this handle was inherited through `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.inner.origin.inherited() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
-        if self.is_closed() {
+        if self.inner.origin.inherited() {
+            Err(Error::Forked)
+        } else if self.is_closed() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -401,9 +423,11 @@ impl Broker {
         self.ns(name, Some(quotas), true)
     }
 
-    /// An existing namespace, or [`Error::NotFound`].
+    /// An existing namespace, or [`Error::NotFound`] ([`Error::InvalidName`] for
+    /// a name no namespace could have).
     pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
         self.check_open()?;
+        validate_name(name)?;
         self.inner
             .namespaces
             .read()
@@ -441,6 +465,9 @@ impl Broker {
 
     /// Makes everything persistent durable (a barrier).
     pub fn flush(&self) -> Result<()> {
+        if self.inner.origin.inherited() {
+            return Err(Error::Forked);
+        }
         self.inner.opts.storage.flush()
     }
 
@@ -448,8 +475,11 @@ impl Broker {
     /// [`Error::Closed`], later calls fail with it; a journal is synced and its
     /// data directory released. Idempotent. (Without it, a journal closes when
     /// the last broker, namespace or queue handle is dropped.)
+    ///
+    /// In a forked child, closing a broker inherited from the parent only marks
+    /// this copy closed: the parent's journal, queues and threads are not touched.
     pub fn close(&self) {
-        if self.inner.closed.swap(true, SeqCst) {
+        if self.inner.closed.swap(true, SeqCst) || self.inner.origin.inherited_exact() {
             return;
         }
         for ns in self.inner.namespaces.read().values() {
@@ -514,8 +544,11 @@ impl Namespace {
             .map(|core| Queue { core })
     }
 
-    /// An existing queue, or [`Error::NotFound`].
+    /// An existing queue, or [`Error::NotFound`] ([`Error::InvalidName`] for a
+    /// name no queue could have).
     pub fn get_queue(&self, name: &str) -> Result<Queue> {
+        self.core.check_fork()?;
+        validate_name(name)?;
         self.core
             .get(name)
             .map(|core| Queue { core })
@@ -528,8 +561,10 @@ impl Namespace {
     }
 
     /// Deletes a queue: its messages are dropped, its handles see [`Error::Closed`],
-    /// and it stops being a subscription of any topic.
+    /// and it stops being a subscription of any topic. [`Error::NotFound`] if there
+    /// is none, [`Error::InvalidName`] for a name no queue could have.
     pub fn delete_queue(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
         self.core.delete(name)?;
         for t in self.core.topics.read().values() {
             t.drop_subscription(name);

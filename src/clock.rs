@@ -37,6 +37,15 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Registers a listener woken whenever time jumps (only manual clocks need it).
     fn add_listener(&self, _listener: Weak<dyn ClockListener>) {}
+
+    /// Whether time moves only when told, and every move calls the listeners
+    /// (as [`ManualClock::advance`] does). The broker then runs every queue's
+    /// due timers inside that call, so they happen exactly when the test says,
+    /// and starts no ticker thread; for any other clock a broker thread runs
+    /// them when they fall due.
+    fn moves_by_hand(&self) -> bool {
+        false
+    }
 }
 
 /// The real clock: monotonic (`CLOCK_MONOTONIC`, offset by the wall time read
@@ -102,8 +111,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to. Blocked receivers are woken on
-/// every [`ManualClock::advance`], so timeouts, delays and lease expiries fire
+/// A clock that only moves when told to. Every queue's due timers (delays,
+/// lease expiry and dead-lettering, TTL) run inside [`ManualClock::advance`],
+/// and blocked receivers are woken, so timeouts, delays and lease expiries fire
 /// exactly when the test says.
 ///
 /// ```
@@ -160,6 +170,10 @@ impl Clock for ManualClock {
 
     fn add_listener(&self, listener: Weak<dyn ClockListener>) {
         self.listeners.lock().push(listener);
+    }
+
+    fn moves_by_hand(&self) -> bool {
+        true
     }
 }
 

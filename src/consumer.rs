@@ -128,7 +128,11 @@ impl PoolBuilder {
                 })?;
             workers.push(h);
         }
-        Ok(Pool { shared, workers })
+        Ok(Pool {
+            shared,
+            workers,
+            origin: crate::sync::fork::Origin::here(),
+        })
     }
 }
 
@@ -300,6 +304,8 @@ struct ReplyMeta {
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// The process that started it: in a forked child its workers do not exist.
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for Pool {
@@ -340,7 +346,13 @@ impl Pool {
 
     /// Stops taking messages, waits for running handlers to finish, and returns
     /// the final counters (every handled message counted as succeeded or failed).
+    ///
+    /// In a forked child, a pool inherited from the parent has no threads: this
+    /// returns its counters as they were at the fork, touching nothing else.
     pub fn stop(mut self) -> PoolStats {
+        if self.forget_inherited() {
+            return self.stats();
+        }
         self.halt();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -350,7 +362,14 @@ impl Pool {
 
     /// Stops taking messages and waits at most `timeout` for running handlers;
     /// the messages of those still running go back to the queue at once.
+    /// In a forked child, as [`stop`](Self::stop) (nothing is returned).
     pub fn stop_timeout(mut self, timeout: Duration) -> StopReport {
+        if self.forget_inherited() {
+            return StopReport {
+                returned: 0,
+                stats: self.stats(),
+            };
+        }
         self.halt();
         let end = Instant::now() + timeout;
         {
@@ -387,6 +406,21 @@ impl Pool {
         }
     }
 
+    /// In a forked child: lets go of the parent's workers without joining them
+    /// (they do not exist here) or waking them (their locks may be held), and
+    /// returns true.
+    fn forget_inherited(&mut self) -> bool {
+        if !self.origin.inherited_exact() {
+            return false;
+        }
+        self.shared.stop.store(true, SeqCst);
+        for w in self.workers.drain(..) {
+            // Dropping the handle would detach a thread of the parent's.
+            std::mem::forget(w);
+        }
+        true
+    }
+
     fn halt(&self) {
         self.shared.stop.store(true, SeqCst);
         self.shared.queue.core.interrupt();
@@ -395,6 +429,9 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if self.forget_inherited() {
+            return;
+        }
         self.halt();
         for w in self.workers.drain(..) {
             let _ = w.join();

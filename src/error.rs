@@ -58,6 +58,10 @@ pub enum Error {
     /// The operating system refused a resource the call needs (a thread, a file
     /// descriptor); the detail says which.
     Io(String),
+    /// The handle was inherited through `fork()`: it belongs to the parent
+    /// process's broker, which a child can never use (its journal, locks and
+    /// threads are the parent's). The child may open a broker of its own.
+    Forked,
 }
 
 impl fmt::Display for Error {
@@ -95,6 +99,11 @@ impl fmt::Display for Error {
             Error::Storage(m) => write!(f, "storage error: {m}"),
             Error::Remote(m) => write!(f, "remote handler failed: {m}"),
             Error::Io(m) => write!(f, "I/O error: {m}"),
+            Error::Forked => write!(
+                f,
+                "this handle was inherited through fork(): a child process cannot use its \
+                 parent's broker (open a broker of its own in the child)"
+            ),
             Error::Locked(d) => write!(
                 f,
                 "data directory {d} is locked by another writer (only one process may open it)"

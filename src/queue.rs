@@ -449,12 +449,19 @@ impl Queue {
         if self.core.is_closed() {
             return Err(Error::Closed);
         }
+        self.core.check_fork()?;
         Ok(self.core.purge(crate::store::RemoveReason::Purged))
     }
 
-    /// Exact statistics.
+    /// Exact statistics. In a forked child, for a queue inherited from the
+    /// parent: its counters as they were at the fork (nothing else is touched).
     pub fn stats(&self) -> QueueStats {
         self.core.stats()
+    }
+
+    /// [`Error::Forked`] if this handle was inherited through `fork()`.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        self.core.check_fork()
     }
 
     /// Makes every persistent message sent so far durable (a barrier).

@@ -5,7 +5,7 @@
 //! - `leases`: in-flight (leased) and delayed messages, by deadline.
 //! - `counters`: per-shard statistics and capacity/quota budgets.
 //! - `namespace`: a tenant's queues and quotas.
-//! - `ticker`: runs due timers of queues watched through a pollable descriptor.
+//! - `ticker`: the thread that runs every queue's timers when they fall due.
 
 mod counters;
 pub(crate) mod leases;

@@ -84,6 +84,8 @@ pub(crate) struct NamespaceCore {
     pub(crate) default_queue_options: QueueOptions,
     /// Its broker closed: no queue or topic is created any more.
     closed: std::sync::atomic::AtomicBool,
+    /// The process that made it (a forked child may not use it).
+    origin: crate::sync::fork::Origin,
 }
 
 impl NamespaceCore {
@@ -109,6 +111,7 @@ impl NamespaceCore {
             ticker,
             default_queue_options,
             closed: std::sync::atomic::AtomicBool::new(false),
+            origin: crate::sync::fork::Origin::here(),
         }
     }
 
@@ -126,8 +129,17 @@ impl NamespaceCore {
         }
     }
 
-    /// [`Error::Closed`] once its broker closed.
+    /// [`Error::Forked`] in a forked child.
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
+        Ok(())
+    }
+
+    /// [`Error::Closed`] once its broker closed ([`Error::Forked`] in a forked child).
     pub(crate) fn check_open(&self) -> Result<()> {
+        self.check_fork()?;
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Closed);
         }
@@ -213,6 +225,7 @@ impl NamespaceCore {
             self.storage.clone(),
             self.ticker.clone(),
         ));
+        self.ticker.register(&q);
         queues.insert(name.to_string(), q.clone());
         Ok(q)
     }

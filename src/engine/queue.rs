@@ -9,7 +9,9 @@
 //! fence plus one load to see whether a consumer sleeps. Leases take the
 //! consumer's home lease-table mutex (uncontended); delays, TTL sweeps and lease
 //! expiry run in [`QueueCore::maintain`], which does nothing until the clock
-//! reaches `next_due`.
+//! reaches `next_due`, called by every operation and, when the earliest deadline
+//! arrives, by the broker's ticker thread (see `ticker.rs`), which is told only
+//! when a queue's earliest deadline moves earlier.
 
 use super::counters::{bump, gauge, sum, Budget, Counters};
 use super::leases::{DelayTable, LeaseTable};
@@ -89,6 +91,8 @@ pub(crate) struct QueueCore {
     ticker: Arc<Ticker>,
     /// Set once the queue is watched through a pollable descriptor.
     watch: OnceLock<Watch>,
+    /// The process that made it: a forked child gets [`Error::Forked`].
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for QueueCore {
@@ -144,6 +148,7 @@ impl QueueCore {
             storage,
             ticker,
             watch: OnceLock::new(),
+            origin: crate::sync::fork::Origin::here(),
             opts,
         }
     }
@@ -161,9 +166,23 @@ impl QueueCore {
         self.closed.load(Acquire)
     }
 
+    /// [`Error::Closed`] once closed; [`Error::Forked`] in a forked child (one
+    /// relaxed load of a line written only by `fork`).
+    #[inline]
     fn check_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::Closed)
+        } else {
+            self.check_fork()
+        }
+    }
+
+    /// [`Error::Forked`] in a forked child: nothing of the parent's queue (its
+    /// locks, its journal) may be touched there.
+    #[inline]
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.origin.inherited() {
+            Err(Error::Forked)
         } else {
             Ok(())
         }
@@ -646,10 +665,9 @@ impl QueueCore {
     #[inline]
     fn note_expiry(&self, t: u64) {
         if t < self.min_expiry.load(Relaxed) && t < self.min_expiry.fetch_min(t, SeqCst) {
-            // A watched queue's descriptor must clear when the message expires.
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker sweeps it when it expires (a watched queue's
+            // descriptor must clear then, and its room be given back).
+            self.ticker.schedule(t);
         }
     }
 
@@ -659,9 +677,8 @@ impl QueueCore {
     fn note_due(&self, t: u64) {
         if t < self.next_due.load(SeqCst) && t < self.next_due.fetch_min(t, SeqCst) {
             self.not_empty.notify_all();
-            if self.is_watched() {
-                self.ticker.kick();
-            }
+            // The broker's ticker runs it on time even if nobody calls in.
+            self.ticker.schedule(t);
         }
     }
 
@@ -959,6 +976,7 @@ impl QueueCore {
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
+        self.check_fork()?;
         self.storage.flush()
     }
 }

@@ -64,6 +64,7 @@ impl Drop for lq_broker {
 }
 
 pub(crate) fn check_open(b: &Broker) -> Result<(), Fail> {
+    b.check_fork()?;
     if b.is_closed() {
         Err(Fail::new(LQ_CLOSED, "the broker is closed"))
     } else {
@@ -109,6 +110,9 @@ pub unsafe extern "C" fn lq_broker_open(
 /// calls in other threads return `LQ_CLOSED`, later calls on the broker and on
 /// every namespace, queue, topic and pool derived from it return `LQ_CLOSED`.
 /// Persistent data is flushed and the data directory released. Idempotent.
+/// In a child made by `fork()`, closing a broker inherited from the parent only
+/// marks the child's copy closed: the parent's journal and threads are not
+/// touched (every other call on it returns `LQ_FORKED`).
 ///
 /// # Safety
 /// `broker` must be NULL or a live handle.
@@ -225,7 +229,8 @@ pub unsafe extern "C" fn lq_broker_create_namespace(
     }
 }
 
-/// An existing namespace, or `LQ_NOT_FOUND`. `*out` is owned.
+/// An existing namespace, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no
+/// namespace could have (as the create calls). `*out` is owned.
 ///
 /// # Safety
 /// As for `lq_broker_namespace`.
@@ -441,7 +446,8 @@ pub unsafe extern "C" fn lq_namespace_create_queue(
     }
 }
 
-/// An existing queue, or `LQ_NOT_FOUND`. `*out` is owned.
+/// An existing queue, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no queue
+/// could have (as the create calls). `*out` is owned.
 ///
 /// # Safety
 /// As for `lq_namespace_queue`.
@@ -484,7 +490,8 @@ pub unsafe extern "C" fn lq_namespace_topic(
 }
 
 /// Deletes the queue `name`: its messages are dropped, its handles return
-/// `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none.
+/// `LQ_CLOSED`, it leaves every topic. `LQ_NOT_FOUND` if there is none,
+/// `LQ_INVALID_NAME` for a name no queue could have.
 ///
 /// # Safety
 /// `ns` NULL or live; `name` points to `name_len` bytes.

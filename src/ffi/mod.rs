@@ -110,6 +110,9 @@ pub enum lq_status {
     LQ_IO = 107,
     /// A bug: the library panicked; the call had no effect that can be relied on.
     LQ_PANIC = 108,
+    /// The handle was inherited through `fork()`: a child process cannot use its
+    /// parent's broker (nor anything taken from it); it may open its own.
+    LQ_FORKED = 109,
     /// An error this version of the C ABI does not know (never returned by a
     /// library built from the same sources as the header).
     LQ_UNKNOWN = 199,
@@ -145,6 +148,7 @@ pub extern "C" fn lq_status_str(status: i32) -> *const c_char {
         LQ_LOCKED,
         LQ_IO,
         LQ_PANIC,
+        LQ_FORKED,
     ];
     let s = all
         .iter()
@@ -173,6 +177,7 @@ pub extern "C" fn lq_status_str(status: i32) -> *const c_char {
         LQ_LOCKED => "LQ_LOCKED\0",
         LQ_IO => "LQ_IO\0",
         LQ_PANIC => "LQ_PANIC\0",
+        LQ_FORKED => "LQ_FORKED\0",
         LQ_UNKNOWN => "LQ_UNKNOWN\0",
     };
     name.as_ptr().cast()
@@ -232,6 +237,7 @@ impl From<Error> for Fail {
             Error::Remote(_) => LQ_REMOTE,
             Error::Locked(_) => LQ_LOCKED,
             Error::Io(_) => LQ_IO,
+            Error::Forked => LQ_FORKED,
             #[allow(unreachable_patterns)]
             _ => LQ_UNKNOWN,
         };

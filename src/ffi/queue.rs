@@ -476,6 +476,7 @@ pub unsafe extern "C" fn lq_queue_get_stats(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
+        h.q.check_fork()?;
         out.set((&h.q.stats()).into());
         Ok(())
     })

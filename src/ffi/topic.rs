@@ -209,6 +209,7 @@ pub unsafe extern "C" fn lq_topic_get_stats(
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
+        h.broker.check_fork()?;
         let at = out.as_ptr().cast::<u8>();
         // SAFETY: `out` is non-NULL and the caller guarantees it points to an
         // `lq_topic_stats` whose first field (a `usize`, present in every

@@ -7,6 +7,7 @@
 //!   the id-ordered "stash" that admin operations (peek, cancel, sweeps) drain into.
 //!
 //! - [`eventfd`]: a Linux eventfd, the pollable "something to receive" signal.
+//! - `fork`: tells a handle inherited by a forked child from one of its own.
 //!
 //! Under `RUSTFLAGS="--cfg loom"` both are built on loom's primitives and checked
 //! by the loom tests at the bottom of each file.
@@ -14,6 +15,7 @@
 pub mod event;
 #[cfg(target_os = "linux")]
 pub mod eventfd;
+pub(crate) mod fork;
 pub mod lane;
 
 #[cfg(loom)]

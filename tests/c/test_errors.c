@@ -196,6 +196,32 @@ static void null_outputs_and_strings(lq_broker *b) {
     EXPECT(LQ_INVALID_NAME, lq_broker_namespace(b, S("bad/name"), &ns2));
     EXPECT(LQ_INVALID_NAME, lq_namespace_topic(ns, S("bad topic"), (lq_topic **)&q2));
     CHECK(ns2 == NULL && q2 == NULL);
+    /* The lookups and delete validate names like the create calls (issue 13, item 17):
+     * empty, 65 characters, an embedded NUL, a space, a slash, non-ASCII. */
+    {
+        static const char long65[] =
+            "01234567890123456789012345678901234567890123456789012345678901234";
+        static const char nul[] = {'a', '\0', 'b'};
+        struct { const uint8_t *p; size_t n; } bad[] = {
+            {(const uint8_t *)"", 0},
+            {(const uint8_t *)long65, 65},
+            {(const uint8_t *)nul, sizeof nul},
+            {(const uint8_t *)"a b", 3},
+            {(const uint8_t *)"a/b", 3},
+            {(const uint8_t *)"caf\xc3\xa9", 5},
+        };
+        CHECK(strlen(long65) == 65);
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            EXPECT(LQ_INVALID_NAME, lq_broker_get_namespace(b, bad[i].p, bad[i].n, &ns2));
+            EXPECT(LQ_INVALID_NAME, lq_namespace_get_queue(ns, bad[i].p, bad[i].n, &q2));
+            EXPECT(LQ_INVALID_NAME, lq_namespace_delete_queue(ns, bad[i].p, bad[i].n));
+        }
+        CHECK(ns2 == NULL && q2 == NULL);
+        /* A valid name that does not exist is still LQ_NOT_FOUND. */
+        EXPECT(LQ_NOT_FOUND, lq_broker_get_namespace(b, S("nope"), &ns2));
+        EXPECT(LQ_NOT_FOUND, lq_namespace_get_queue(ns, S("nope"), &q2));
+        EXPECT(LQ_NOT_FOUND, lq_namespace_delete_queue(ns, S("nope")));
+    }
     lq_message *m = msg("x");
     EXPECT(LQ_INVALID_UTF8, lq_message_set_name(m, BAD_UTF8));
     EXPECT(LQ_INVALID_UTF8, lq_message_set_correlation_id(m, BAD_UTF8));

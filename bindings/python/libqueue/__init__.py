@@ -18,7 +18,7 @@ from __future__ import annotations
 from ._broker import (DEFAULT_NAMESPACE, DEFAULT_QUEUE, Broker, Namespace, NamespaceStats,
                       RecoveryReport)
 from ._delivery import Delivery
-from ._errors import (AlreadyExists, Closed, Corrupt, Empty, Full, InvalidArgument,
+from ._errors import (AlreadyExists, Closed, Corrupt, Empty, Forked, Full, InvalidArgument,
                       InvalidName, InvalidState, InvalidUtf8, IOFailure, LeaseExpired,
                       LibqueueError, Locked, MessageTooLarge, NotFound, Panic,
                       QuotaExceeded, RemoteError, StorageError, Timeout)
@@ -43,5 +43,5 @@ __all__ = [
     "LibqueueError", "Empty", "Timeout", "Full", "Closed", "NotFound", "AlreadyExists",
     "QuotaExceeded", "LeaseExpired", "InvalidState", "RemoteError", "MessageTooLarge",
     "InvalidArgument", "InvalidName", "InvalidUtf8", "StorageError", "Corrupt", "Locked",
-    "IOFailure", "Panic",
+    "IOFailure", "Panic", "Forked",
 ]

@@ -10,7 +10,7 @@ __all__ = [
     "LibqueueError", "Empty", "Timeout", "Full", "Closed", "NotFound", "AlreadyExists",
     "QuotaExceeded", "LeaseExpired", "InvalidState", "RemoteError", "MessageTooLarge",
     "InvalidArgument", "InvalidName", "InvalidUtf8", "StorageError", "Corrupt", "Locked",
-    "IOFailure", "Panic",
+    "IOFailure", "Panic", "Forked",
 ]
 
 
@@ -126,11 +126,19 @@ class Panic(LibqueueError):
     status = 108
 
 
+class Forked(LibqueueError):
+    """The handle was inherited through ``os.fork()``: a child process cannot use
+    its parent's broker (nor its queues, deliveries, pools...). Open a broker of
+    its own in the child."""
+    status = 109
+
+
 _BY_STATUS: dict[int, type[LibqueueError]] = {
     cls.status: cls
     for cls in (Empty, Timeout, Full, Closed, NotFound, AlreadyExists, QuotaExceeded,
                 LeaseExpired, InvalidState, RemoteError, MessageTooLarge, InvalidArgument,
-                InvalidName, InvalidUtf8, StorageError, Corrupt, Locked, IOFailure, Panic)
+                InvalidName, InvalidUtf8, StorageError, Corrupt, Locked, IOFailure, Panic,
+                Forked)
 }
 
 

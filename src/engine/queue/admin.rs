@@ -164,21 +164,31 @@ impl QueueCore {
     }
 
     /// Exact statistics (after running due timers and sweeping expired messages).
+    ///
+    /// In a forked child (whose copy of the queue is the parent's as it was at
+    /// the fork) only the counters are read: no timer runs, no lock is taken (a
+    /// parent thread may have held it), `oldest_age` is `None`.
     pub(crate) fn stats(&self) -> QueueStats {
         let now = self.clock.now();
-        self.maintain(now);
-        self.sweep_expired(now);
+        let inherited = self.origin.inherited();
+        if !inherited {
+            self.maintain(now);
+            self.sweep_expired(now);
+        }
         let mut oldest = u64::MAX;
-        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+        let lanes = self.lanes.iter().filter_map(|l| l.get());
+        for lane in lanes.filter(|_| !inherited) {
             let st = lane.stash();
             if let Some(o) = st.values().map(|n| n.enqueued_at).min() {
                 oldest = oldest.min(o);
             }
         }
-        let delayed_oldest = self.delayed.lock().oldest();
-        let leased_oldest = self.leases.iter().filter_map(|s| s.lock().oldest()).min();
-        for o in [delayed_oldest, leased_oldest].into_iter().flatten() {
-            oldest = oldest.min(o);
+        if !inherited {
+            let delayed_oldest = self.delayed.lock().oldest();
+            let leased_oldest = self.leases.iter().filter_map(|s| s.lock().oldest()).min();
+            for o in [delayed_oldest, leased_oldest].into_iter().flatten() {
+                oldest = oldest.min(o);
+            }
         }
         let t = sum(&self.counters);
         QueueStats {

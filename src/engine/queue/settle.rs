@@ -133,6 +133,7 @@ impl QueueCore {
         delay: Option<u64>,
         why: &str,
     ) -> Result<()> {
+        self.check_fork()?;
         // Run due timers first, so a lease that has run out cannot be settled.
         // The coarse clock decides whether to look (it never runs ahead of the
         // precise one): a settle less than a clock tick after its deadline may
@@ -165,6 +166,7 @@ impl QueueCore {
     /// Returns a leased message unprocessed (its consumer is going away): the
     /// delivery does not count, so it can never dead-letter this way.
     pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
+        self.check_fork()?;
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let d = node.deliveries.fetch_sub(1, Relaxed) - 1;
@@ -177,6 +179,7 @@ impl QueueCore {
 
     /// Renews a lease: it now ends `by` from now. Returns the new deadline.
     pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
+        self.check_fork()?;
         let now = self.clock.now();
         self.maintain(now);
         let deadline = now.saturating_add(by);
@@ -193,6 +196,9 @@ impl QueueCore {
     }
 
     pub(crate) fn lease_deadline(&self, id: u64, lease: (usize, u64)) -> Option<u64> {
+        if self.origin.inherited() {
+            return None;
+        }
         self.lease_shard(lease.0).lock().deadline(id, lease.1)
     }
 }

@@ -43,8 +43,8 @@ impl QueueCore {
     /// The queue's pollable descriptor: readable exactly when a receive would find
     /// a message, or fail because the queue closed (broker closed, queue deleted:
     /// then it stays readable). Created on first use; from then on every push raises it and every
-    /// receive that leaves the queue empty clears it, and the broker's ticker runs
-    /// this queue's timers when they fall due.
+    /// receive that leaves the queue empty clears it; the broker's ticker runs
+    /// this queue's timers (as every queue's) when they fall due.
     #[cfg(target_os = "linux")]
     pub(crate) fn pollable_fd(self: &Arc<Self>) -> Result<std::os::fd::RawFd> {
         self.check_open()?;
@@ -61,7 +61,7 @@ impl QueueCore {
             })
             .is_ok();
         if fresh {
-            self.ticker.watch(self);
+            self.ticker.kick();
             self.maintain(self.clock.now());
             self.watch_refresh();
         }

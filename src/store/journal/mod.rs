@@ -162,6 +162,9 @@ pub struct Journal {
     /// The data directory's lock; `None` once closed.
     lock: Mutex<Option<File>>,
     dir: PathBuf,
+    /// The process that opened it: a forked child never writes, syncs or
+    /// closes it (the files, the lock and the threads are the parent's).
+    origin: crate::sync::fork::Origin,
 }
 
 impl std::fmt::Debug for Journal {
@@ -308,6 +311,7 @@ impl Journal {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             dir: dir.to_path_buf(),
+            origin: crate::sync::fork::Origin::here(),
         });
         if let SyncMode::Interval(every) = opts.sync {
             let j = Arc::downgrade(&journal);
@@ -956,6 +960,9 @@ impl Storage for Journal {
     }
 
     fn append(&self, record: &Record<'_>) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
         // Large messages are encoded straight into the segment (one copy of the
         // body, under the writer lock); others into one pre-sized buffer first
         // (header space, payload encoded in place, header filled in), so the
@@ -1018,6 +1025,9 @@ impl Storage for Journal {
     }
 
     fn flush(&self) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
         self.sync_all()
     }
 
@@ -1026,6 +1036,12 @@ impl Storage for Journal {
     }
 
     fn close(&self) {
+        if self.origin.inherited_exact() {
+            // A forked child's copy: the parent's files stay as they are (no
+            // sync, no prepared segment removed, no thread joined, no lock
+            // released); the child's descriptors and mappings go with it.
+            return;
+        }
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         let _ = self.sync_all();
