@@ -830,7 +830,7 @@ fn verify_after_kill(
             };
             let dl = take(DL_QUEUE).into_iter().map(|(n, c, _)| (n, c)).collect();
             let dead = take(DL_DEAD);
-            let defs = found_definitions(&b);
+            let defs = found_definitions(&b, base + DEFS_AT);
             // The highest ids are now non-persistent ones: the next child must
             // not hand them out again.
             let fresh = [
@@ -1032,8 +1032,9 @@ fn define_workload(b: &Broker, base: u64, deadline: Instant) {
 }
 
 /// The namespaces `d{n}` a reopened broker has, with their quotas and
-/// subscriptions (each one checked to deliver a matching message).
-fn found_definitions(b: &Broker) -> Vec<(u64, Quotas, Option<Filter>)> {
+/// subscriptions (those of this round, `n >= deliver_from`, checked to deliver
+/// a matching message; earlier rounds' were checked in their round).
+fn found_definitions(b: &Broker, deliver_from: u64) -> Vec<(u64, Quotas, Option<Filter>)> {
     let mut out = Vec::new();
     for name in b.namespaces() {
         let Some(n) = name.strip_prefix('d').and_then(|n| n.parse().ok()) else {
@@ -1042,7 +1043,7 @@ fn found_definitions(b: &Broker) -> Vec<(u64, Quotas, Option<Filter>)> {
         let ns = b.namespace(&name).unwrap();
         let t = ns.topic("t").unwrap();
         let filter = t.filter("s");
-        if let Some(f) = &filter {
+        if let Some(f) = filter.as_ref().filter(|_| n >= deliver_from) {
             let m = match f {
                 Filter::Name(x) => Message::new("m").name(x.clone()),
                 Filter::Header { key, value } => Message::new("m").header(key, value.clone()),
