@@ -67,3 +67,41 @@ def test_publish_without_subscription_is_counted():
         s = t.stats()
         assert (s.published, s.dropped_no_subscriber, s.unmatched, s.subscriptions) == (2, 1, 1, 1)
         assert isinstance(s, libqueue.TopicStats)
+
+
+def test_the_format_docs_reference_reader_decodes_the_definitions(tmp_path):
+    """docs/journal-format.md's reference reader (section 13) reads the definition
+    records this build writes, field for field."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[3] / "docs" / "journal-format.md"
+    if not doc.exists():
+        pytest.skip("not in a source checkout")
+    section = doc.read_text().split("## 13. A reference reader", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    reader: dict = {}
+    exec(code, reader)
+    with libqueue.Broker(tmp_path) as b:
+        ns = b.create_namespace("tenant", Quotas(max_messages=5, max_bytes=1000))
+        t = ns.topic("events")
+        t.subscribe("a")
+        t.subscribe("b", name="n")
+        t.subscribe("c", header=("k", b"v\x00"))
+        t.subscribe("e", execution_id="x")
+        t.unsubscribe("a")
+    defs = [(k, f) for _, _, k, f in reader["read_dir"](str(tmp_path)) if k >= 0x80]
+    assert defs == [
+        (0x81, {"ns": "default", "max_queues": None, "max_messages": None, "max_bytes": None,
+                "max_message_size": 64 << 20}),
+        (0x81, {"ns": "tenant", "max_queues": None, "max_messages": 5, "max_bytes": 1000,
+                "max_message_size": 64 << 20}),
+        (0x82, {"ns": "tenant", "topic": "events"}),
+        (0x83, {"ns": "tenant", "topic": "events", "queue": "a", "filter": ("all",)}),
+        (0x83, {"ns": "tenant", "topic": "events", "queue": "b", "filter": ("name", "n")}),
+        (0x83, {"ns": "tenant", "topic": "events", "queue": "c",
+                "filter": ("header", "k", b"v\x00")}),
+        (0x83, {"ns": "tenant", "topic": "events", "queue": "e",
+                "filter": ("header", "execution_id", b"x")}),
+        (0x84, {"ns": "tenant", "topic": "events", "queue": "a"}),
+    ]
