@@ -434,7 +434,11 @@ lq_status lq_broker_close(const lq_broker *broker);
 
 /**
  * Creates the namespace `name` with `quotas` (copied; NULL: no limits but
- * the 64 MiB largest message); `LQ_ALREADY_EXISTS` if it exists. `*out` is owned.
+ * the 64 MiB largest message). If it exists with the same quotas (declared
+ * again, e.g. at the next start on the same data directory) `*out` gets it,
+ * unchanged; with other quotas, `LQ_ALREADY_EXISTS`. With a data directory
+ * the namespace and its quotas are journaled before this returns and come
+ * back when the broker reopens. `*out` is owned.
  *
  * # Safety
  * As for `lq_broker_namespace`; `quotas` NULL or live.
@@ -948,8 +952,9 @@ lq_status lq_namespace_queue(const lq_namespace *ns,
                              lq_queue **out);
 
 /**
- * The topic `name`, created if missing. `*out` is owned: free with
- * `lq_topic_free`.
+ * The topic `name`, created if missing (journaled, with a data directory,
+ * with its subscriptions: they come back when the broker reopens). `*out` is
+ * owned: free with `lq_topic_free`.
  *
  * # Safety
  * As for `lq_namespace_queue`.
@@ -1571,8 +1576,11 @@ lq_status lq_topic_publish(const lq_topic *topic, lq_message *msg, size_t *count
 
 /**
  * Subscribes the queue `queue` (created with the defaults if missing) to every
- * message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
- * owned handle on the subscription queue (free with `lq_queue_free`).
+ * message. Subscribing again with the same filter changes nothing; with
+ * another, replaces the filter. With a data directory the subscription is
+ * journaled before this returns and comes back when the broker reopens.
+ * `*out` (if not NULL) gets an owned handle on the subscription queue (free
+ * with `lq_queue_free`).
  *
  * # Safety
  * `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
@@ -1620,8 +1628,8 @@ lq_status lq_topic_subscribe_name(const lq_topic *topic,
 lq_status lq_topic_subscriptions(const lq_topic *topic, lq_strings **out);
 
 /**
- * Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
- * there is none.
+ * Removes the subscription of `queue` (the queue stays; journaled with a
+ * data directory); `LQ_NOT_FOUND` if there is none.
  *
  * # Safety
  * `topic` NULL or live; `queue` points to `queue_len` bytes.

@@ -48,8 +48,11 @@ unsafe fn subscribe(
 }
 
 /// Subscribes the queue `queue` (created with the defaults if missing) to every
-/// message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
-/// owned handle on the subscription queue (free with `lq_queue_free`).
+/// message. Subscribing again with the same filter changes nothing; with
+/// another, replaces the filter. With a data directory the subscription is
+/// journaled before this returns and comes back when the broker reopens.
+/// `*out` (if not NULL) gets an owned handle on the subscription queue (free
+/// with `lq_queue_free`).
 ///
 /// # Safety
 /// `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
@@ -121,8 +124,8 @@ pub unsafe extern "C" fn lq_topic_subscribe_header(
     }
 }
 
-/// Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
-/// there is none.
+/// Removes the subscription of `queue` (the queue stays; journaled with a
+/// data directory); `LQ_NOT_FOUND` if there is none.
 ///
 /// # Safety
 /// `topic` NULL or live; `queue` points to `queue_len` bytes.
