@@ -383,6 +383,38 @@ typedef struct {
   uint64_t max_active;
 } lq_pool_stats;
 
+/**
+ * Counters of a topic (`lq_topic_get_stats`), since its broker opened.
+ *
+ * Set `struct_size` to `sizeof(lq_topic_stats)` before the call: fields
+ * added by a later version go at the end, and a library only writes the
+ * fields that fit in `struct_size` (a program built against an older header
+ * keeps working).
+ */
+typedef struct {
+  /**
+   * Set by the caller: `sizeof(lq_topic_stats)` as it was compiled.
+   */
+  size_t struct_size;
+  /**
+   * Publishes (whatever their outcome).
+   */
+  uint64_t published;
+  /**
+   * Publishes that found the topic without any subscription: the message
+   * went nowhere (not an error, `*count` was 0).
+   */
+  uint64_t dropped_no_subscriber;
+  /**
+   * Publishes that found subscriptions, none of whose filters matched.
+   */
+  uint64_t unmatched;
+  /**
+   * Subscriptions now.
+   */
+  uint64_t subscriptions;
+} lq_topic_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -403,7 +435,11 @@ lq_status lq_broker_close(const lq_broker *broker);
 
 /**
  * Creates the namespace `name` with `quotas` (copied; NULL: no limits but
- * the 64 MiB largest message); `LQ_ALREADY_EXISTS` if it exists. `*out` is owned.
+ * the 64 MiB largest message). If it exists with the same quotas (declared
+ * again, e.g. at the next start on the same data directory) `*out` gets it,
+ * unchanged; with other quotas, `LQ_ALREADY_EXISTS`. With a data directory
+ * the namespace and its quotas are journaled before this returns and come
+ * back when the broker reopens. `*out` is owned.
  *
  * # Safety
  * As for `lq_broker_namespace`; `quotas` NULL or live.
@@ -921,8 +957,9 @@ lq_status lq_namespace_queue(const lq_namespace *ns,
                              lq_queue **out);
 
 /**
- * The topic `name`, created if missing. `*out` is owned: free with
- * `lq_topic_free`.
+ * The topic `name`, created if missing (journaled, with a data directory,
+ * with its subscriptions: they come back when the broker reopens). `*out` is
+ * owned: free with `lq_topic_free`.
  *
  * # Safety
  * As for `lq_namespace_queue`.
@@ -1592,8 +1629,21 @@ lq_status lq_topic_close(const lq_topic *topic);
 void lq_topic_free(lq_topic *topic);
 
 /**
+ * Writes the topic's counters into `*out`: the fields that fit in
+ * `out->struct_size` bytes (which the caller sets to
+ * `sizeof(lq_topic_stats)`); `struct_size` itself is left as it is.
+ * `LQ_INVALID_ARGUMENT` if `struct_size` does not hold even the first
+ * counter.
+ *
+ * # Safety
+ * `topic` NULL or live; `out` NULL or valid for `out->struct_size` bytes.
+ */
+lq_status lq_topic_get_stats(const lq_topic *topic, lq_topic_stats *out);
+
+/**
  * Publishes `msg`, **consuming it**: every subscription whose filter matches
- * gets a copy. `*count` (if not NULL) gets how many did. If one refuses it
+ * gets a copy. `*count` (if not NULL) gets how many did. A publish that
+ * nobody takes (0) is not an error; `lq_topic_get_stats` counts it. If one refuses it
  * (full, quota, closed) the others still get theirs and that first error is
  * returned.
  *
@@ -1605,8 +1655,11 @@ lq_status lq_topic_publish(const lq_topic *topic, lq_message *msg, size_t *count
 
 /**
  * Subscribes the queue `queue` (created with the defaults if missing) to every
- * message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
- * owned handle on the subscription queue (free with `lq_queue_free`).
+ * message. Subscribing again with the same filter changes nothing; with
+ * another, replaces the filter. With a data directory the subscription is
+ * journaled before this returns and comes back when the broker reopens.
+ * `*out` (if not NULL) gets an owned handle on the subscription queue (free
+ * with `lq_queue_free`).
  *
  * # Safety
  * `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
@@ -1654,8 +1707,8 @@ lq_status lq_topic_subscribe_name(const lq_topic *topic,
 lq_status lq_topic_subscriptions(const lq_topic *topic, lq_strings **out);
 
 /**
- * Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
- * there is none.
+ * Removes the subscription of `queue` (the queue stays; journaled with a
+ * data directory); `LQ_NOT_FOUND` if there is none.
  *
  * # Safety
  * `topic` NULL or live; `queue` points to `queue_len` bytes.

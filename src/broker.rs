@@ -7,7 +7,7 @@ use crate::error::{validate_name, Error, Result};
 use crate::message::Message;
 use crate::queue::{Queue, QueueOptions, QueueStats};
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
-use crate::store::{MemoryStorage, Storage};
+use crate::store::{MemoryStorage, Record, Storage};
 use crate::sync::fork::Origin;
 use crate::topic::{Topic, TopicCore};
 use parking_lot::RwLock;
@@ -202,6 +202,17 @@ impl Broker {
         let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
         inner.opts.clock.add_listener(weak);
         let b = Broker { inner };
+        // Namespaces with their recorded quotas, before anything creates one
+        // with the defaults. One that cannot be restored (a name that is not
+        // valid) is left out and reported, like a queue below.
+        let mut ns_damage = Vec::new();
+        if let Some(rec) = &recovered {
+            for (name, quotas) in &rec.namespaces {
+                if let Err(e) = b.ns_as(name, Some(quotas.clone()), false, false) {
+                    ns_damage.push(format!("namespace {name} not restored: {e}"));
+                }
+            }
+        }
         b.namespace(DEFAULT_NAMESPACE)?;
         if let Some(rec) = recovered {
             // Each queue's dead-letter queue first, with its recorded options
@@ -223,6 +234,7 @@ impl Broker {
             // else, or damage a checksum missed) is left out and reported: it
             // never makes the directory unopenable. It stays in the journal.
             let mut report = rec.report;
+            report.damage.append(&mut ns_damage);
             let mut seen = std::collections::HashSet::new();
             for k in &order {
                 if let Err(e) = b.restore_queue(k, &defs, &mut seen) {
@@ -251,6 +263,33 @@ impl Broker {
                 match q {
                     Ok(q) => q.restore(m.node, m.deliver_at),
                     Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
+                }
+            }
+            // Topics and their subscriptions, last: their queues exist now. A
+            // topic or subscription that cannot be restored is left out and
+            // reported.
+            for t in rec.topics {
+                let topic = b
+                    .namespace(&t.namespace)
+                    .and_then(|ns| ns.topic_as(&t.topic, false).map(|t| (ns, t)));
+                let (ns, topic) = match topic {
+                    Ok(x) => x,
+                    Err(e) => {
+                        report.damage.push(format!(
+                            "topic {}/{} not restored: {e}",
+                            t.namespace, t.topic
+                        ));
+                        continue;
+                    }
+                };
+                for (queue, filter) in t.subs {
+                    match ns.core.open(&queue, None, false) {
+                        Ok(q) => topic.core.restore_subscription(q, filter),
+                        Err(e) => report.damage.push(format!(
+                            "subscription {}/{queue} of topic {} not restored: {e}",
+                            t.namespace, t.topic
+                        )),
+                    }
                 }
             }
             for (i, (n, e)) in left_out {
@@ -322,19 +361,42 @@ impl Broker {
     }
 
     fn ns(&self, name: &str, quotas: Option<Quotas>, exclusive: bool) -> Result<Namespace> {
+        self.ns_as(name, quotas, exclusive, true)
+    }
+
+    /// Gets or creates a namespace. With `exclusive`, an existing one is an
+    /// error unless `quotas` are its own (a declaration repeated, at every
+    /// start of a program). A new one is recorded in the storage when `record`
+    /// (not when recovery brings it back).
+    fn ns_as(
+        &self,
+        name: &str,
+        quotas: Option<Quotas>,
+        exclusive: bool,
+        record: bool,
+    ) -> Result<Namespace> {
         self.check_open()?;
         validate_name(name)?;
         let mut map = self.inner.namespaces.write();
         if let Some(ns) = map.get(name) {
-            if exclusive {
-                return Err(Error::AlreadyExists(format!("namespace {name:?}")));
+            if exclusive && quotas.as_ref() != Some(&ns.shared.quotas) {
+                return Err(Error::AlreadyExists(format!(
+                    "namespace {name:?} (with other quotas)"
+                )));
             }
             return Ok(Namespace { core: ns.clone() });
         }
         let o = &self.inner.opts;
+        let quotas = quotas.unwrap_or_else(|| o.default_quotas.clone());
+        if record {
+            o.storage.append(&Record::NamespaceDefined {
+                namespace: name,
+                quotas: &quotas,
+            })?;
+        }
         let core = Arc::new(NamespaceCore::new(
             name.to_string(),
-            quotas.unwrap_or_else(|| o.default_quotas.clone()),
+            quotas,
             o.default_queue_options.clone(),
             o.clock.clone(),
             o.storage.clone(),
@@ -344,12 +406,19 @@ impl Broker {
         Ok(Namespace { core })
     }
 
-    /// The namespace of that name, created with the default quotas if missing.
+    /// The namespace of that name, created with the default quotas if missing
+    /// (and then journaled, with those quotas, like
+    /// [`create_namespace`](Self::create_namespace)).
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
         self.ns(name, None, false)
     }
 
-    /// Creates a namespace with these quotas; [`Error::AlreadyExists`] if it exists.
+    /// Creates a namespace with these quotas. If it exists with the same
+    /// quotas (declared again, e.g. at the next start of a program on the same
+    /// data directory), returns it and changes nothing; if it exists with
+    /// other quotas, [`Error::AlreadyExists`] (quotas are set once). With a
+    /// data directory the namespace and its quotas are journaled before this
+    /// returns and come back when the broker reopens.
     pub fn create_namespace(&self, name: &str, quotas: Quotas) -> Result<Namespace> {
         self.ns(name, Some(quotas), true)
     }
@@ -515,16 +584,30 @@ impl Namespace {
 
     /// The topic of that name, created if missing. Topics share the namespace's
     /// name space with nothing: a topic and a queue may have the same name.
+    /// A new topic is journaled (with a data directory) before this returns.
     pub fn topic(&self, name: &str) -> Result<Topic> {
+        self.topic_as(name, true)
+    }
+
+    /// Gets or creates a topic, recording a new one when `record`.
+    fn topic_as(&self, name: &str, record: bool) -> Result<Topic> {
         validate_name(name)?;
         self.core.check_open()?;
-        let core = self
-            .core
-            .topics
-            .write()
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(TopicCore::new(name)))
-            .clone();
+        let mut topics = self.core.topics.write();
+        let core = match topics.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                if record {
+                    self.core.storage().append(&Record::TopicDefined {
+                        namespace: &self.core.shared.name,
+                        topic: name,
+                    })?;
+                }
+                let t = Arc::new(TopicCore::new(name));
+                topics.insert(name.to_string(), t.clone());
+                t
+            }
+        };
         Ok(Topic {
             core,
             ns: self.core.clone(),

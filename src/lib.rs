@@ -73,7 +73,7 @@ pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, EXECUTION_ID,
 pub use queue::{Delivery, OnFull, Peeked, Queue, QueueOptions, QueueStats, Wait};
 pub use rpc::RpcClient;
 pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};
-pub use topic::{Filter, Topic};
+pub use topic::{Filter, Topic, TopicStats};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -67,8 +67,11 @@ fn queues_created_on_first_use_or_explicitly(f: &Fixture) {
     );
     assert!(matches!(ns.get_queue("nope"), Err(Error::NotFound(_))));
     assert!(matches!(b.get_namespace("nope"), Err(Error::NotFound(_))));
+    // Declared again with its own quotas: the same namespace; with others:
+    // refused.
+    b.create_namespace("t1", Quotas::default()).unwrap();
     assert!(matches!(
-        b.create_namespace("t1", Quotas::default()),
+        b.create_namespace("t1", Quotas::default().max_queues(1)),
         Err(Error::AlreadyExists(_))
     ));
     assert_eq!(b.namespaces(), vec!["default", "t1"]);
@@ -990,6 +993,17 @@ impl Recording {
                 ..
             } => format!("deliver {queue} {id} {deliveries}"),
             NextId { .. } => "next id".into(),
+            NamespaceDefined { namespace, quotas } => {
+                format!("namespace {namespace} {:?}", quotas.max_messages)
+            }
+            TopicDefined { topic, .. } => format!("topic {topic}"),
+            Subscribed {
+                topic,
+                queue,
+                filter,
+                ..
+            } => format!("subscribe {topic} {queue} {filter:?}"),
+            Unsubscribed { topic, queue, .. } => format!("unsubscribe {topic} {queue}"),
             _ => "other".into(),
         }
     }
@@ -1034,7 +1048,8 @@ fn storage_sees_persistent_messages_only() {
     assert_eq!(
         *rec.0.lock(),
         vec![
-            "define q".to_string(),
+            "namespace default None".to_string(),
+            "define q".into(),
             "enqueue q kept".into(),
             format!("deliver q {id} 1"),
             format!("deliver q {id} 1"),
@@ -1043,6 +1058,79 @@ fn storage_sees_persistent_messages_only() {
             "flush".into(),
         ]
     );
+}
+
+/// Definitions reach the storage once, in order, before the call returns;
+/// declaring them again appends nothing.
+#[test]
+fn storage_sees_each_definition_once() {
+    let rec = Arc::new(Recording::default());
+    let b = Broker::open(BrokerOptions::new().storage(rec.clone())).unwrap();
+    for _ in 0..2 {
+        let ns = b
+            .create_namespace("t", Quotas::default().max_messages(5))
+            .unwrap();
+        let topic = ns.topic("ev").unwrap();
+        topic.subscribe("s", Filter::name("n")).unwrap();
+    }
+    let topic = b.namespace("t").unwrap().topic("ev").unwrap();
+    topic.subscribe("s", Filter::All).unwrap();
+    topic.unsubscribe("s").unwrap();
+    assert!(matches!(topic.unsubscribe("s"), Err(Error::NotFound(_))));
+    assert_eq!(
+        *rec.0.lock(),
+        vec![
+            "namespace default None".to_string(),
+            "namespace t Some(5)".into(),
+            "topic ev".into(),
+            "define s".into(),
+            "subscribe ev s Name(\"n\")".into(),
+            "subscribe ev s All".into(),
+            "unsubscribe ev s".into(),
+        ]
+    );
+}
+
+/// A definition the storage refuses is not made.
+#[test]
+fn storage_failure_refuses_a_definition() {
+    struct NoDefs;
+    impl Storage for NoDefs {
+        fn name(&self) -> &'static str {
+            "nodefs"
+        }
+        fn append(&self, r: &store::Record<'_>) -> Result<()> {
+            match r {
+                store::Record::NamespaceDefined { namespace, .. } if *namespace != "default" => {
+                    Err(Error::Storage("disk full".into()))
+                }
+                store::Record::TopicDefined { topic, .. } if *topic == "bad" => {
+                    Err(Error::Storage("disk full".into()))
+                }
+                store::Record::Subscribed { .. } | store::Record::Unsubscribed { .. } => {
+                    Err(Error::Storage("disk full".into()))
+                }
+                _ => Ok(()),
+            }
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+    let b = Broker::open(BrokerOptions::new().storage(Arc::new(NoDefs))).unwrap();
+    assert!(matches!(b.namespace("t"), Err(Error::Storage(_))));
+    assert_eq!(b.namespaces(), vec!["default"]);
+    let ns = b.default_namespace().unwrap();
+    assert!(matches!(ns.topic("bad"), Err(Error::Storage(_))));
+    assert!(ns.list_topics().is_empty());
+    let t = ns.topic("good").unwrap();
+    assert!(matches!(
+        t.subscribe("s", Filter::All),
+        Err(Error::Storage(_))
+    ));
+    assert!(t.subscriptions().is_empty());
+    assert_eq!(t.publish(Message::new("x")).unwrap(), 0);
+    assert_eq!(t.stats().dropped_no_subscriber, 1);
 }
 
 #[test]
@@ -1104,7 +1192,8 @@ fn batch_is_one_group_record() {
     assert_eq!(
         *rec.0.lock(),
         vec![
-            "define q".to_string(),
+            "namespace default None".to_string(),
+            "define q".into(),
             "group [enqueue q a, enqueue q b]".into(),
             "enqueue q c".into(),
         ]

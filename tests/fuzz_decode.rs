@@ -55,7 +55,27 @@ fn valid_segments() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     {
         let b = Broker::open(opts(dir.path()).clock(clock.clone())).unwrap();
-        let ns = b.namespace("tenant").unwrap();
+        // Definitions (types 0x81 to 0x84): quotas set and unset, a topic,
+        // filters of every kind, an unsubscribe.
+        let ns = b
+            .create_namespace(
+                "tenant",
+                Quotas::default()
+                    .max_queues(20)
+                    .max_bytes(1 << 30)
+                    .max_message_size(1 << 20),
+            )
+            .unwrap();
+        let topic = ns.topic("events").unwrap();
+        topic.subscribe("all", Filter::All).unwrap();
+        topic.subscribe("named", Filter::name("n2")).unwrap();
+        topic
+            .subscribe("hdr", Filter::header("bin", vec![0u8, 0xff]))
+            .unwrap();
+        topic
+            .subscribe("exec", Filter::execution_id("e-1"))
+            .unwrap();
+        topic.unsubscribe("all").unwrap();
         let q = ns
             .create_queue(
                 "orders",
@@ -418,7 +438,11 @@ fn valid_segments_decode_whole() {
         .iter()
         .flat_map(|s| fuzz::records(s).into_iter().map(|r| r.0))
         .collect();
-    assert_eq!(kinds, (1..=8).collect(), "every record type");
+    assert_eq!(
+        kinds,
+        (1..=8).chain(0x81..=0x84).collect(),
+        "every record type"
+    );
     assert!(total > 100);
     assert!(open_dir(segs, "the valid segments".into()));
 }

@@ -27,7 +27,13 @@
 //!   (auto-ack), and the next round checks that drained messages stay gone;
 //!   `dl` and `dl.dead` are drained every round. `LQ_CRASH_ROUNDS` sets the
 //!   number of rounds (default 8; `make crash-long`: 300), `LQ_CRASH_SEED` the
-//!   seed of the kill delays.
+//!   seed of the kill delays. One more thread of the child defines: a
+//!   namespace with its own quotas (`D n`), a topic subscription with a filter
+//!   of one of the four kinds (`U n`), for some an unsubscribe (`V n`); after
+//!   the reopen every reported definition is there, exactly (quotas, filter),
+//!   one in flight at the kill is there whole or not at all, every
+//!   subscription delivers, and the definitions of every earlier round are
+//!   still there.
 //! - **Corruption**: a fresh directory with small segments (several of them) is
 //!   damaged on disk — bytes flipped, the last segment truncated, a page zeroed,
 //!   a middle segment deleted, garbage appended or added as a segment — and
@@ -456,6 +462,10 @@ fn child_workload() {
             }
         }
     }));
+    {
+        let b = b.clone();
+        threads.push(thread::spawn(move || define_workload(&b, base, deadline)));
+    }
     threads.push(thread::spawn(move || {
         while Instant::now() < deadline {
             if let Some(d) = dead.receive_timeout(Duration::from_millis(5)).unwrap() {
@@ -506,6 +516,11 @@ struct Reported {
     /// Received from dl.dead; acked there.
     dead_received: HashSet<u64>,
     dead_acked: HashSet<u64>,
+    /// Definitions: namespace `d{n}` created (`D`), its topic subscribed
+    /// (`U`), unsubscribed (`V`).
+    defined: HashSet<u64>,
+    subscribed: HashSet<u64>,
+    unsubscribed: HashSet<u64>,
 }
 
 fn parse_child(lines: &[String]) -> Reported {
@@ -519,7 +534,7 @@ fn parse_child(lines: &[String]) -> Reported {
         let Some(at) = t.iter().rposition(|w| {
             matches!(
                 *w,
-                "O" | "S" | "B" | "R" | "N" | "A" | "T" | "X" | "Y" | "Z"
+                "O" | "S" | "B" | "R" | "N" | "A" | "T" | "X" | "Y" | "Z" | "D" | "U" | "V"
             )
         }) else {
             continue;
@@ -554,6 +569,15 @@ fn parse_child(lines: &[String]) -> Reported {
             }
             ("Z", [n]) => {
                 r.dead_acked.insert(*n);
+            }
+            ("D", [n]) => {
+                r.defined.insert(*n);
+            }
+            ("U", [n]) => {
+                r.subscribed.insert(*n);
+            }
+            ("V", [n]) => {
+                r.unsubscribed.insert(*n);
             }
             _ => {}
         }
@@ -652,6 +676,15 @@ struct History {
     dead_lettered: usize,
     dead_at_open: usize,
     both_checked: usize,
+    /// Every namespace `d{n}` known to exist, and whether its subscription
+    /// does (checked again after every later kill).
+    defs: std::collections::BTreeMap<u64, bool>,
+    /// Definitions checked (namespaces, subscriptions) over all rounds.
+    defs_checked: (usize, usize),
+    /// Namespace creations in flight at a kill: found whole / not there.
+    ns_in_flight: (usize, usize),
+    /// Subscribes or unsubscribes in flight at a kill: found subscribed / not.
+    sub_in_flight: (usize, usize),
 }
 
 impl History {
@@ -684,6 +717,8 @@ struct Found {
     dead: Vec<(u64, u32, Option<String>)>,
     /// Ids of the non-persistent messages sent after the check (jobs, dl).
     fresh: [u64; 2],
+    /// Namespaces `d{n}`: (n, quotas, the subscription's filter if any).
+    defs: Vec<(u64, Quotas, Option<Filter>)>,
 }
 
 /// One verification after a kill. With `keep` the jobs messages are received
@@ -795,6 +830,7 @@ fn verify_after_kill(
             };
             let dl = take(DL_QUEUE).into_iter().map(|(n, c, _)| (n, c)).collect();
             let dead = take(DL_DEAD);
+            let defs = found_definitions(&b, base + DEFS_AT);
             // The highest ids are now non-persistent ones: the next child must
             // not hand them out again.
             let fresh = [
@@ -813,6 +849,7 @@ fn verify_after_kill(
                 dl,
                 dead,
                 fresh,
+                defs,
             }
         },
     );
@@ -822,7 +859,9 @@ fn verify_after_kill(
         dl,
         dead,
         fresh,
+        defs,
     } = found;
+    check_definitions(ctx, base, rep, h, &defs);
     h.id(ctx, 0, fresh[0]);
     h.id(ctx, 1, fresh[1]);
     let set: HashSet<u64> = got.iter().map(|g| g.0).collect();
@@ -947,6 +986,150 @@ fn verify_after_kill(
     report.damage
 }
 
+/// Where the definer's numbers start in a round (apart from the producers').
+const DEFS_AT: u64 = 3 * STRIDE;
+
+/// The quotas of namespace `d{n}`.
+fn def_quotas(n: u64) -> Quotas {
+    let q = Quotas::default().max_messages(n % 1000 + 1);
+    if n % 2 == 0 {
+        q.max_queues(n % 7 + 2)
+    } else {
+        q.max_bytes(n % 100_000 + 1)
+    }
+}
+
+/// The filter of namespace `d{n}`'s subscription: each of the four kinds.
+fn def_filter(n: u64) -> Filter {
+    match n % 4 {
+        0 => Filter::All,
+        1 => Filter::name(format!("n{n}")),
+        2 => Filter::header("h", n.to_le_bytes().to_vec()),
+        _ => Filter::execution_id(format!("e{n}")),
+    }
+}
+
+/// The child's definer: namespaces, subscriptions, unsubscribes, each
+/// reported once it returned.
+fn define_workload(b: &Broker, base: u64, deadline: Instant) {
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let n = base + DEFS_AT + i;
+        let ns = b
+            .create_namespace(&format!("d{n}"), def_quotas(n))
+            .expect("child: create_namespace");
+        emit(format_args!("D {n}"));
+        let t = ns.topic("t").expect("child: topic");
+        t.subscribe("s", def_filter(n)).expect("child: subscribe");
+        emit(format_args!("U {n}"));
+        if n % 3 == 0 {
+            t.unsubscribe("s").expect("child: unsubscribe");
+            emit(format_args!("V {n}"));
+        }
+        i += 1;
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The namespaces `d{n}` a reopened broker has, with their quotas and
+/// subscriptions (those of this round, `n >= deliver_from`, checked to deliver
+/// a matching message; earlier rounds' were checked in their round).
+fn found_definitions(b: &Broker, deliver_from: u64) -> Vec<(u64, Quotas, Option<Filter>)> {
+    let mut out = Vec::new();
+    for name in b.namespaces() {
+        let Some(n) = name.strip_prefix('d').and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let ns = b.namespace(&name).unwrap();
+        let t = ns.topic("t").unwrap();
+        let filter = t.filter("s");
+        if let Some(f) = filter.as_ref().filter(|_| n >= deliver_from) {
+            let m = match f {
+                Filter::Name(x) => Message::new("m").name(x.clone()),
+                Filter::Header { key, value } => Message::new("m").header(key, value.clone()),
+                _ => Message::new("m"),
+            };
+            assert_eq!(t.publish(m).unwrap(), 1, "{name}: a subscription delivers");
+            ns.get_queue("s").unwrap().purge().unwrap();
+        }
+        out.push((n, ns.quotas().clone(), filter));
+    }
+    out
+}
+
+/// Every definition reported (this round or an earlier one) is there exactly;
+/// one in flight at the kill is there whole or not at all.
+fn check_definitions(
+    ctx: &str,
+    base: u64,
+    rep: &Reported,
+    h: &mut History,
+    found: &[(u64, Quotas, Option<Filter>)],
+) {
+    let found: std::collections::BTreeMap<u64, (&Quotas, &Option<Filter>)> =
+        found.iter().map(|(n, q, f)| (*n, (q, f))).collect();
+    // This round's, reported or in flight.
+    let lo = base + DEFS_AT;
+    let reported = rep
+        .defined
+        .iter()
+        .filter(|n| (lo..lo + STRIDE).contains(*n));
+    let next = lo + reported.count() as u64;
+    for n in lo..=next {
+        let sub = if rep.unsubscribed.contains(&n) {
+            Some(false)
+        } else if rep.subscribed.contains(&n) && n % 3 != 0 {
+            Some(true)
+        } else {
+            None // in flight at the kill: either
+        };
+        match found.get(&n) {
+            None => {
+                assert!(
+                    !rep.defined.contains(&n),
+                    "{ctx}: namespace d{n} was created and is gone"
+                );
+                h.ns_in_flight.1 += 1;
+            }
+            Some((q, f)) => {
+                assert_eq!(**q, def_quotas(n), "{ctx}: namespace d{n}'s quotas");
+                if let Some(f) = f {
+                    assert_eq!(*f, def_filter(n), "{ctx}: d{n}'s filter");
+                }
+                if let Some(want) = sub {
+                    assert_eq!(f.is_some(), want, "{ctx}: d{n}'s subscription");
+                }
+                if n == next {
+                    h.ns_in_flight.0 += 1;
+                } else if sub.is_none() {
+                    if f.is_some() {
+                        h.sub_in_flight.0 += 1;
+                    } else {
+                        h.sub_in_flight.1 += 1;
+                    }
+                }
+                h.defs.insert(n, f.is_some());
+            }
+        }
+    }
+    // Nothing else of this round, and every earlier round's still there.
+    for (n, _) in found.range(lo..lo + STRIDE) {
+        assert!(*n <= next, "{ctx}: namespace d{n} was never created");
+    }
+    for (n, sub) in h.defs.range(..lo) {
+        let (q, f) = found
+            .get(n)
+            .unwrap_or_else(|| panic!("{ctx}: namespace d{n} of an earlier round is gone"));
+        assert_eq!(**q, def_quotas(*n), "{ctx}: d{n}'s quotas changed");
+        assert_eq!(f.is_some(), *sub, "{ctx}: d{n}'s subscription changed");
+        if let Some(f) = f {
+            assert_eq!(*f, def_filter(*n), "{ctx}: d{n}'s filter changed");
+        }
+    }
+    h.defs_checked.0 += found.len();
+    h.defs_checked.1 += found.values().filter(|(_, f)| f.is_some()).count();
+}
+
 #[test]
 fn sigkill_loses_nothing_reported_and_resurrects_no_ack() {
     let rounds: usize = std::env::var("LQ_CRASH_ROUNDS")
@@ -998,7 +1181,10 @@ fn sigkill_loses_nothing_reported_and_resurrects_no_ack() {
          opened, {in_checkpoint} kills inside a running checkpoint, {torn} reopens with a torn \
          tail; {} batches in flight checked ({} of several messages recovered whole, the rest \
          not at all), {} dead letters received ({} dead-lettered at a reopen), {} messages \
-         checked in dl and dl.dead, {} ids checked unique",
+         checked in dl and dl.dead, {} ids checked unique; {} namespaces and {} \
+         subscriptions checked after kills; in flight at a kill: {} namespace creations ({} \
+         found whole, {} not there), {} subscribes or unsubscribes ({} found subscribed, {} \
+         not)",
         started.elapsed(),
         h.batches_in_flight,
         h.batches_cut_whole,
@@ -1006,6 +1192,14 @@ fn sigkill_loses_nothing_reported_and_resurrects_no_ack() {
         h.dead_at_open,
         h.both_checked,
         h.ids[0].len() + h.ids[1].len(),
+        h.defs_checked.0,
+        h.defs_checked.1,
+        h.ns_in_flight.0 + h.ns_in_flight.1,
+        h.ns_in_flight.0,
+        h.ns_in_flight.1,
+        h.sub_in_flight.0 + h.sub_in_flight.1,
+        h.sub_in_flight.0,
+        h.sub_in_flight.1,
     );
 }
 

@@ -3,7 +3,9 @@
 //! ```text
 //! libqueue verify DIR    replay as an open would (CRCs, commit marks, gaps);
 //!                        exit 1 on damage
-//! libqueue stats DIR     queues and their unacked persistent messages
+//! libqueue stats DIR     queues and their unacked persistent messages,
+//!                        namespaces and their quotas, topics and their
+//!                        subscriptions
 //! libqueue inspect DIR   dump every record
 //! ```
 
@@ -43,6 +45,21 @@ fn main() -> ExitCode {
             println!("{:<50} {:>10} {:>12}", "queue", "messages", "bytes");
             for (q, n, b) in &i.queues {
                 println!("{q:<50} {n:>10} {b:>12}");
+            }
+            for (ns, quotas) in &i.namespaces {
+                println!("namespace {ns}: {}", journal::quotas_text(quotas));
+            }
+            for (t, subs) in &i.topics {
+                let subs: Vec<String> = subs
+                    .iter()
+                    .map(|(q, f)| format!("{q} ({})", journal::filter_text(f)))
+                    .collect();
+                let subs = if subs.is_empty() {
+                    "no subscription".to_string()
+                } else {
+                    subs.join(", ")
+                };
+                println!("topic {t}: {subs}");
             }
             ExitCode::SUCCESS
         }),

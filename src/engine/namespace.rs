@@ -115,6 +115,11 @@ impl NamespaceCore {
         }
     }
 
+    /// The storage its definitions are recorded in.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// Closes every queue; later creations fail with [`Error::Closed`].
     pub(crate) fn close(&self) {
         let queues = self.queues.write();

@@ -210,7 +210,11 @@ pub unsafe extern "C" fn lq_broker_namespace(
 }
 
 /// Creates the namespace `name` with `quotas` (copied; NULL: no limits but
-/// the 64 MiB largest message); `LQ_ALREADY_EXISTS` if it exists. `*out` is owned.
+/// the 64 MiB largest message). If it exists with the same quotas (declared
+/// again, e.g. at the next start on the same data directory) `*out` gets it,
+/// unchanged; with other quotas, `LQ_ALREADY_EXISTS`. With a data directory
+/// the namespace and its quotas are journaled before this returns and come
+/// back when the broker reopens. `*out` is owned.
 ///
 /// # Safety
 /// As for `lq_broker_namespace`; `quotas` NULL or live.
@@ -466,8 +470,9 @@ pub unsafe extern "C" fn lq_namespace_get_queue(
     }
 }
 
-/// The topic `name`, created if missing. `*out` is owned: free with
-/// `lq_topic_free`.
+/// The topic `name`, created if missing (journaled, with a data directory,
+/// with its subscriptions: they come back when the broker reopens). `*out` is
+/// owned: free with `lq_topic_free`.
 ///
 /// # Safety
 /// As for `lq_namespace_queue`.

@@ -363,6 +363,11 @@ impl<T> Out<T> {
         NonNull::new(p).map(Out).ok_or_else(|| null(what))
     }
 
+    /// The pointer (non-NULL).
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.0.as_ptr()
+    }
+
     pub(crate) fn set(self, v: T) {
         // SAFETY: `new`'s caller guaranteed the pointer is writable for a `T`;
         // `write` does not read or drop what was there (it may be uninitialized).

@@ -9,7 +9,7 @@ use super::lq_status;
 use super::message::{lq_message, take};
 use super::queue::lq_queue;
 use super::{bytes, handle, run, run_free, text, Fail, Out};
-use crate::{Broker, Filter, Topic};
+use crate::{Broker, Filter, Topic, TopicStats};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 /// A topic of a namespace. Shareable between threads.
@@ -98,8 +98,11 @@ unsafe fn subscribe(
 }
 
 /// Subscribes the queue `queue` (created with the defaults if missing) to every
-/// message. Subscribing again replaces the filter. `*out` (if not NULL) gets an
-/// owned handle on the subscription queue (free with `lq_queue_free`).
+/// message. Subscribing again with the same filter changes nothing; with
+/// another, replaces the filter. With a data directory the subscription is
+/// journaled before this returns and comes back when the broker reopens.
+/// `*out` (if not NULL) gets an owned handle on the subscription queue (free
+/// with `lq_queue_free`).
 ///
 /// # Safety
 /// `topic` NULL or live; `queue` points to `queue_len` bytes; `out` NULL or writable.
@@ -171,8 +174,8 @@ pub unsafe extern "C" fn lq_topic_subscribe_header(
     }
 }
 
-/// Removes the subscription of `queue` (the queue stays); `LQ_NOT_FOUND` if
-/// there is none.
+/// Removes the subscription of `queue` (the queue stays; journaled with a
+/// data directory); `LQ_NOT_FOUND` if there is none.
 ///
 /// # Safety
 /// `topic` NULL or live; `queue` points to `queue_len` bytes.
@@ -208,8 +211,89 @@ pub unsafe extern "C" fn lq_topic_subscriptions(
     })
 }
 
+/// Counters of a topic (`lq_topic_get_stats`), since its broker opened.
+///
+/// Set `struct_size` to `sizeof(lq_topic_stats)` before the call: fields
+/// added by a later version go at the end, and a library only writes the
+/// fields that fit in `struct_size` (a program built against an older header
+/// keeps working).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct lq_topic_stats {
+    /// Set by the caller: `sizeof(lq_topic_stats)` as it was compiled.
+    pub struct_size: usize,
+    /// Publishes (whatever their outcome).
+    pub published: u64,
+    /// Publishes that found the topic without any subscription: the message
+    /// went nowhere (not an error, `*count` was 0).
+    pub dropped_no_subscriber: u64,
+    /// Publishes that found subscriptions, none of whose filters matched.
+    pub unmatched: u64,
+    /// Subscriptions now.
+    pub subscriptions: u64,
+}
+
+impl From<TopicStats> for lq_topic_stats {
+    fn from(s: TopicStats) -> Self {
+        lq_topic_stats {
+            struct_size: std::mem::size_of::<lq_topic_stats>(),
+            published: s.published,
+            dropped_no_subscriber: s.dropped_no_subscriber,
+            unmatched: s.unmatched,
+            subscriptions: s.subscriptions,
+        }
+    }
+}
+
+/// Writes the topic's counters into `*out`: the fields that fit in
+/// `out->struct_size` bytes (which the caller sets to
+/// `sizeof(lq_topic_stats)`); `struct_size` itself is left as it is.
+/// `LQ_INVALID_ARGUMENT` if `struct_size` does not hold even the first
+/// counter.
+///
+/// # Safety
+/// `topic` NULL or live; `out` NULL or valid for `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lq_topic_get_stats(
+    topic: *const lq_topic,
+    out: *mut lq_topic_stats,
+) -> lq_status {
+    run(|| {
+        // SAFETY: the caller guarantees the pointers are NULL or valid.
+        let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
+        h.broker.check_fork()?;
+        let at = out.as_ptr().cast::<u8>();
+        // SAFETY: `out` is non-NULL and the caller guarantees it points to an
+        // `lq_topic_stats` whose first field (a `usize`, present in every
+        // version) is set; read unaligned in case the caller's struct is not.
+        let size = unsafe { at.cast::<usize>().read_unaligned() };
+        let head = std::mem::offset_of!(lq_topic_stats, published);
+        if size < head + std::mem::size_of::<u64>() {
+            return Err(Fail::new(
+                lq_status::LQ_INVALID_ARGUMENT,
+                "out->struct_size must be sizeof(lq_topic_stats)",
+            ));
+        }
+        let full = lq_topic_stats::from(h.t.stats());
+        let n = size.min(std::mem::size_of::<lq_topic_stats>());
+        // SAFETY: `full` is a plain `repr(C)` value of `size_of` bytes and
+        // `n` does not exceed it; the caller guarantees `out` is valid for
+        // `struct_size` (>= `n`) bytes. The copy skips the `struct_size`
+        // field, and the two do not overlap (`full` is on our stack).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&full as *const lq_topic_stats).cast::<u8>().add(head),
+                at.add(head),
+                n - head,
+            )
+        };
+        Ok(())
+    })
+}
+
 /// Publishes `msg`, **consuming it**: every subscription whose filter matches
-/// gets a copy. `*count` (if not NULL) gets how many did. If one refuses it
+/// gets a copy. `*count` (if not NULL) gets how many did. A publish that
+/// nobody takes (0) is not an error; `lq_topic_get_stats` counts it. If one refuses it
 /// (full, quota, closed) the others still get theirs and that first error is
 /// returned.
 ///

@@ -11,9 +11,11 @@ pub mod journal;
 
 pub use journal::{Inspection, JournalOptions, RecoveryReport, SyncMode};
 
+use crate::engine::namespace::Quotas;
 use crate::engine::Node;
 use crate::error::Result;
 use crate::queue::QueueOptions;
+use crate::topic::Filter;
 
 /// Something that happened to a queue or a persistent message.
 #[derive(Debug)]
@@ -83,6 +85,41 @@ pub enum Record<'a> {
         /// The first id not yet reserved.
         next_id: u64,
     },
+    /// A namespace was created (or its quotas set again): the latest one wins.
+    NamespaceDefined {
+        /// Namespace name.
+        namespace: &'a str,
+        /// Its quotas.
+        quotas: &'a Quotas,
+    },
+    /// A topic was created.
+    TopicDefined {
+        /// Namespace of the topic.
+        namespace: &'a str,
+        /// Topic name.
+        topic: &'a str,
+    },
+    /// A queue was subscribed to a topic (or its filter replaced).
+    Subscribed {
+        /// Namespace of the topic and the queue.
+        namespace: &'a str,
+        /// Topic name.
+        topic: &'a str,
+        /// The subscribed queue.
+        queue: &'a str,
+        /// Which messages it takes.
+        filter: &'a Filter,
+    },
+    /// A subscription was removed (its queue stays). Deleting a queue removes
+    /// its subscriptions without a record of this kind.
+    Unsubscribed {
+        /// Namespace of the topic and the queue.
+        namespace: &'a str,
+        /// Topic name.
+        topic: &'a str,
+        /// The queue no longer subscribed.
+        queue: &'a str,
+    },
 }
 
 /// Why a message left its queue.
@@ -109,13 +146,14 @@ pub enum RemoveReason {
 pub trait Storage: Send + Sync + 'static {
     /// Short name of the backend (`"memory"`, `"journal"`).
     fn name(&self) -> &'static str;
-    /// Records an event. For a queue definition, a queue deletion and a send's
-    /// `Enqueued`, an error refuses the operation (the send fails, the message is
-    /// not queued). An ack whose `Removed` fails returns the error (the message
-    /// is gone from memory but may come back after a restart). Other errors
-    /// recording what already happened in memory (`Removed` of an expiry, purge or
-    /// cancel, `Delivered`, a dead letter's `Enqueued`) are ignored: at worst the
-    /// message comes back after a restart (at-least-once).
+    /// Records an event. For a namespace, topic, subscription or queue
+    /// definition, an unsubscribe, a queue deletion and a send's `Enqueued`,
+    /// an error refuses the operation (the send fails, the message is not
+    /// queued). An ack whose `Removed` fails returns the error (the message is
+    /// gone from memory but may come back after a restart). Other errors
+    /// recording what already happened in memory (`Removed` of an expiry, purge
+    /// or cancel, `Delivered`, a dead letter's `Enqueued`) are ignored: at worst
+    /// the message comes back after a restart (at-least-once).
     fn append(&self, record: &Record<'_>) -> Result<()>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<()>;

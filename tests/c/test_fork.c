@@ -45,6 +45,9 @@ static void send_range(lq_queue *q, int from, int to) {
         if (!(cond)) return (n); \
     } while (0)
 
+/* A topic of the parent's (subscription "audit"), inherited by the child. */
+static lq_topic *g_topic = NULL;
+
 static int child(lq_broker *b, lq_queue *q, lq_delivery *held, const char *own) {
     lq_queue *q2 = NULL;
     lq_namespace *ns = NULL;
@@ -61,6 +64,13 @@ static int child(lq_broker *b, lq_queue *q, lq_delivery *held, const char *own) 
     CHILD(9, strcmp(lq_status_str(LQ_FORKED), "LQ_FORKED") == 0);
     lq_strings *names = NULL;
     CHILD(19, lq_broker_list_namespaces(b, &names) == LQ_FORKED && names == NULL);
+    /* Definitions: nothing reaches the parent's journal (checked after the reopen). */
+    lq_topic_stats ts;
+    ts.struct_size = sizeof ts;
+    CHILD(20, lq_topic_get_stats(g_topic, &ts) == LQ_FORKED);
+    CHILD(21, lq_topic_subscribe(g_topic, S("child-sub"), NULL) == LQ_FORKED);
+    CHILD(22, lq_topic_unsubscribe(g_topic, S("audit")) == LQ_FORKED);
+    lq_topic_free(g_topic);
     /* Closing and freeing the inherited handles touches nothing of the parent's. */
     lq_delivery_free(held);
     lq_queue_free(q);
@@ -97,6 +107,11 @@ int main(void) {
     OK(lq_broker_flush(b));
     lq_delivery *held = NULL;
     OK(lq_queue_try_receive(q, &held)); /* parent-000, leased across the fork */
+    lq_namespace *dns = NULL;
+    OK(lq_broker_namespace(b, S("default"), &dns));
+    OK(lq_namespace_topic(dns, S("events"), &g_topic));
+    OK(lq_topic_subscribe(g_topic, S("audit"), NULL));
+    lq_namespace_free(dns);
 
     /* The child's verdict comes through a pipe, not its exit status: under
      * valgrind a forked child reports as lost what only the parent's threads
@@ -130,6 +145,7 @@ int main(void) {
     lq_delivery_free(held);
     send_range(q, 50, 100);
     lq_queue_free(q);
+    lq_topic_free(g_topic);
     OK(lq_broker_close(b));
     lq_broker_free(b);
 
@@ -155,6 +171,17 @@ int main(void) {
     lq_delivery *none = NULL;
     EXPECT(LQ_EMPTY, lq_queue_try_receive(q, &none));
     lq_queue_free(q);
+    /* The topic's one subscription is the parent's "audit". */
+    OK(lq_broker_namespace(b, S("default"), &dns));
+    OK(lq_namespace_topic(dns, S("events"), &g_topic));
+    lq_strings *subs = NULL;
+    size_t nsubs = 0;
+    OK(lq_topic_subscriptions(g_topic, &subs));
+    OK(lq_strings_len(subs, &nsubs));
+    CHECK(nsubs == 1);
+    lq_strings_free(subs);
+    lq_topic_free(g_topic);
+    lq_namespace_free(dns);
     lq_broker_free(b);
 
     char cmd[128];

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where the clock of `Fixture::manual` starts (ns).
+#[allow(dead_code)]
 pub const START: u64 = 1_000_000_000;
 
 /// Journal segments are small, so tests with many messages roll a few.
@@ -97,6 +98,7 @@ impl Fixture {
     }
 
     /// A broker on a manual clock starting at [`START`].
+    #[allow(dead_code)]
     pub fn manual(&self) -> (Arc<ManualClock>, Broker) {
         let clock = ManualClock::new(START);
         let b = self.open(self.fresh_dir(), Some(clock.clone()));
@@ -108,6 +110,12 @@ impl Fixture {
     #[allow(dead_code)]
     pub fn release(&self) {
         self.brokers.borrow_mut().clear();
+    }
+
+    /// The data directory of the broker opened last (journal only).
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.last.borrow().as_ref().map(|(d, _)| d.clone())
     }
 
     /// Queue options to start from: the defaults, persistent over the journal.

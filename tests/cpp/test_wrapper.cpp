@@ -117,6 +117,7 @@ static void options_quotas_topics() {
     CHECK(t.publish(Message("{}").name("create")) == 2);
     CHECK(status_of([&] { ns.queue("sixth"); }) == LQ_QUOTA_EXCEEDED);
     CHECK(t.subscriptions().size() == 3);
+    CHECK(t.stats().published == 1 && t.stats().subscriptions == 3);
     t.unsubscribe("exec");
     CHECK(ns.topics().size() == 1);
     CHECK(all.stats().ready == 1 && named.stats().ready == 1);

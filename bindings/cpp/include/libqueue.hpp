@@ -522,6 +522,9 @@ private:
 };
 
 /// A topic: publish once, every subscription gets a copy. Move-only.
+/// Counters of a topic (publishes, and those that went nowhere).
+using TopicStats = lq_topic_stats;
+
 class Topic {
 public:
     explicit Topic(lq_topic *t) : h_(t) {}
@@ -554,6 +557,12 @@ public:
         lq_strings *s = nullptr;
         detail::check(lq_topic_subscriptions(h_.get(), &s));
         return detail::strings(s);
+    }
+    TopicStats stats() const {
+        TopicStats s{};
+        s.struct_size = sizeof s;
+        detail::check(lq_topic_get_stats(h_.get(), &s));
+        return s;
     }
     size_t publish(Message &&msg) { return publish(msg); }
     size_t publish(Message &msg) {

@@ -29,7 +29,7 @@ from ._options import QueueOptions, Quotas
 from ._pool import Pool, PoolStats
 from ._queue import Queue, QueueStats
 from ._rpc import RpcClient
-from ._topic import Topic
+from ._topic import Topic, TopicStats
 
 #: The version of the loaded C library (``lq_version()``).
 LIBRARY_VERSION: str = _cffi.string(_lib.lq_version()).decode()
@@ -38,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Broker", "Namespace", "Queue", "Delivery", "Message", "Topic", "Pool", "RpcClient",
     "Quotas", "QueueOptions", "QueueStats", "NamespaceStats", "PoolStats", "RecoveryReport",
+    "TopicStats",
     "DEFAULT_NAMESPACE", "DEFAULT_QUEUE", "EXECUTION_ID", "LIBRARY_VERSION",
     "LibqueueError", "Empty", "Timeout", "Full", "Closed", "NotFound", "AlreadyExists",
     "QuotaExceeded", "LeaseExpired", "InvalidState", "RemoteError", "MessageTooLarge",

@@ -233,7 +233,10 @@ class Broker(Handle):
         return Namespace(self._call(_named, lib.lq_broker_namespace, name, "lq_namespace **"), self._sync_always, self)
 
     def create_namespace(self, name: str, quotas: Optional[Quotas] = None) -> Namespace:
-        """Creates a namespace with ``quotas`` (:class:`AlreadyExists` if it exists)."""
+        """Creates a namespace with ``quotas``. If it exists with the same quotas (declared
+        again, e.g. at the next start on the same data directory) it is returned unchanged;
+        with other quotas, :class:`AlreadyExists`. With a data directory the namespace and
+        its quotas are journaled and survive a restart."""
         if quotas is not None and not isinstance(quotas, Quotas):
             raise TypeError(f"quotas must be a Quotas, not {type(quotas).__name__}")
         q = quotas._to_c() if quotas is not None else NULL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ._core import BytesLike, Handle, string_list, to_bytes, to_text
@@ -12,6 +13,19 @@ from ._queue import Queue
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+
+@dataclass(frozen=True)
+class TopicStats:
+    """Counters of a topic since its broker opened: publishes, those that found no
+    subscription at all (``dropped_no_subscriber``: the message went nowhere), those
+    whose subscriptions' filters all refused it (``unmatched``), and the number of
+    subscriptions now."""
+
+    published: int
+    dropped_no_subscriber: int
+    unmatched: int
+    subscriptions: int
 
 
 class Topic(Handle):
@@ -41,7 +55,8 @@ class Topic(Handle):
         """Subscribes the queue ``queue`` (created if missing) and returns it. With a
         filter it only gets messages named ``name``, or whose header ``header[0]``
         equals ``header[1]``, or of one workflow ``execution_id``. Subscribing again
-        replaces the filter."""
+        with the same filter changes nothing; with another, replaces the filter. With a
+        data directory the subscription is journaled and survives a restart."""
         q = to_text(queue, "queue")
         out = ffi.new("lq_queue **")
         if execution_id is not None:
@@ -71,9 +86,17 @@ class Topic(Handle):
         check(self._call(lib.lq_topic_subscriptions, out))
         return string_list(out[0], lib.lq_strings_free, lib)
 
+    def stats(self) -> TopicStats:
+        """The topic's counters (see :class:`TopicStats`)."""
+        s = ffi.new("lq_topic_stats *")
+        s.struct_size = ffi.sizeof("lq_topic_stats")
+        check(self._call(lib.lq_topic_get_stats, s))
+        return TopicStats(s.published, s.dropped_no_subscriber, s.unmatched, s.subscriptions)
+
     def publish(self, body: BytesLike | Message = b"", **kw: Unpack[MessageOptions]) -> int:
         """Publishes a message (same keywords as :meth:`Queue.send`); returns how many
-        subscriptions got it."""
+        subscriptions got it. A publish nobody takes returns 0 (not an error) and is
+        counted in :meth:`stats`."""
         if isinstance(body, Message) and kw:
             raise TypeError("a Message carries its own options: set them on it, not as keywords")
         m = build_from(body) if isinstance(body, Message) else build(body, **kw)

@@ -1,14 +1,18 @@
 //! Record framing and payload encoding (see docs/journal-format.md).
 
+use crate::engine::namespace::Quotas;
 use crate::message::Headers;
+use crate::topic::Filter;
 
 /// Bytes before the first record of a segment.
 pub(crate) const SEGMENT_HEADER: usize = 64;
 /// Magic at the start of every segment.
 pub(crate) const MAGIC: &[u8; 8] = b"LQJRNL\0\x01";
 /// Format version written in segment headers. Version 2 added record types 7
-/// (`Group`) and 8 (`NextId`) and skippable record types (bit 0x80); readers
-/// take versions 1 and 2 (a version-1 segment holds only types 1 to 6).
+/// (`Group`) and 8 (`NextId`), skippable record types (bit 0x80) and, in that
+/// room, the definitions 0x81 to 0x84 (namespaces, topics, subscriptions,
+/// unsubscribes); readers take versions 1 and 2 (a version-1 segment holds
+/// only types 1 to 6).
 pub(crate) const VERSION: u32 = 2;
 /// The oldest format version this reader takes.
 pub(crate) const MIN_VERSION: u32 = 1;
@@ -35,8 +39,17 @@ pub(crate) mod kind {
     pub(crate) const LAST: u8 = NEXT_ID;
     /// Set in types a reader that does not know them skips (after checking
     /// the CRC) instead of calling them damage: room for records a later
-    /// build adds without another format version (none yet).
+    /// build adds without another format version.
     pub(crate) const SKIPPABLE: u8 = 0x80;
+    /// A namespace and its quotas (skippable: a reader without it loses the
+    /// definition, never a message).
+    pub(crate) const NAMESPACE_DEFINED: u8 = SKIPPABLE | 1;
+    /// A topic (skippable).
+    pub(crate) const TOPIC_DEFINED: u8 = SKIPPABLE | 2;
+    /// A subscription and its filter (skippable).
+    pub(crate) const SUBSCRIBED: u8 = SKIPPABLE | 3;
+    /// A subscription removed (skippable).
+    pub(crate) const UNSUBSCRIBED: u8 = SKIPPABLE | 4;
 }
 
 /// Segment header byte holding flags.
@@ -235,6 +248,28 @@ impl<W: Out> Enc<W> {
         }
         self
     }
+    /// Quotas: a `u8` of flags (bit 0 max_queues, bit 1 max_messages, bit 2
+    /// max_bytes set), then those three (0 when unset) and max_message_size,
+    /// each a `u64`.
+    pub fn quotas(&mut self, q: &Quotas) -> &mut Self {
+        let flags = u8::from(q.max_queues.is_some())
+            | u8::from(q.max_messages.is_some()) << 1
+            | u8::from(q.max_bytes.is_some()) << 2;
+        self.u8(flags)
+            .u64(q.max_queues.unwrap_or(0))
+            .u64(q.max_messages.unwrap_or(0))
+            .u64(q.max_bytes.unwrap_or(0))
+            .u64(q.max_message_size)
+    }
+    /// A filter: `u8` 0 all; 1 name (a string); 2 header (key string, value
+    /// bytes).
+    pub fn filter(&mut self, f: &Filter) -> &mut Self {
+        match f {
+            Filter::All => self.u8(0),
+            Filter::Name(n) => self.u8(1).str(n),
+            Filter::Header { key, value } => self.u8(2).str(key).bytes(value),
+        }
+    }
 }
 
 /// Little-endian payload reader; every read is bounds-checked.
@@ -293,6 +328,36 @@ impl<'a> Dec<'a> {
             1 => self.str().map(Some),
             _ => Err(Malformed),
         }
+    }
+    pub fn quotas(&mut self) -> Result<Quotas, Malformed> {
+        let flags = self.u8()?;
+        if flags & !7 != 0 {
+            return Err(Malformed);
+        }
+        let mut opt = |bit: u8| -> Result<Option<u64>, Malformed> {
+            let v = self.u64()?;
+            Ok((flags & bit != 0).then_some(v))
+        };
+        let max_queues = opt(1)?;
+        let max_messages = opt(2)?;
+        let max_bytes = opt(4)?;
+        Ok(Quotas {
+            max_queues,
+            max_messages,
+            max_bytes,
+            max_message_size: self.u64()?,
+        })
+    }
+    pub fn filter(&mut self) -> Result<Filter, Malformed> {
+        Ok(match self.u8()? {
+            0 => Filter::All,
+            1 => Filter::Name(self.str()?),
+            2 => Filter::Header {
+                key: self.str()?,
+                value: self.bytes()?,
+            },
+            _ => return Err(Malformed),
+        })
     }
     pub fn headers(&mut self) -> Result<Headers, Malformed> {
         let n = self.u32()?;

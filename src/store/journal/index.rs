@@ -10,8 +10,10 @@
 use super::codec::{Count, Enc, RECORD_HEADER};
 use super::{encode, GROUP_HEADER, MEMBER_HEADER};
 use crate::engine::leases::IdHasher;
+use crate::engine::namespace::Quotas;
 use crate::queue::QueueOptions;
 use crate::store::Record;
+use crate::topic::Filter;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering::Relaxed;
@@ -71,10 +73,86 @@ pub(crate) struct SegStat {
     pub live: u64,
 }
 
+/// A topic and its subscriptions (queue, filter), in subscription order.
+#[derive(Debug)]
+pub(crate) struct TopicEntry {
+    pub namespace: Box<str>,
+    pub topic: Box<str>,
+    pub subs: Vec<(Box<str>, Filter)>,
+}
+
+/// Namespaces, topics and subscriptions: small, kept whole (a checkpoint
+/// writes them all again).
+#[derive(Debug, Default)]
+pub(crate) struct Defs {
+    /// Namespaces in the order they were first defined, with their latest quotas.
+    pub namespaces: Vec<(Box<str>, Quotas)>,
+    ns_at: HashMap<Box<str>, usize>,
+    /// Topics in the order they were first defined.
+    pub topics: Vec<TopicEntry>,
+    topic_at: HashMap<(Box<str>, Box<str>), usize>,
+}
+
+impl Defs {
+    /// A namespace defined (again: its quotas replaced).
+    pub fn namespace(&mut self, ns: &str, quotas: &Quotas) {
+        match self.ns_at.get(ns) {
+            Some(&i) => self.namespaces[i].1 = quotas.clone(),
+            None => {
+                self.ns_at.insert(ns.into(), self.namespaces.len());
+                self.namespaces.push((ns.into(), quotas.clone()));
+            }
+        }
+    }
+
+    /// The topic's entry, created on first sight.
+    pub fn topic(&mut self, ns: &str, topic: &str) -> &mut TopicEntry {
+        let key: (Box<str>, Box<str>) = (ns.into(), topic.into());
+        let i = match self.topic_at.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.topics.len();
+                self.topic_at.insert(key, i);
+                self.topics.push(TopicEntry {
+                    namespace: ns.into(),
+                    topic: topic.into(),
+                    subs: Vec::new(),
+                });
+                i
+            }
+        };
+        &mut self.topics[i]
+    }
+
+    /// `queue` subscribed to `topic` with `filter` (again: the filter replaced,
+    /// the place kept).
+    pub fn subscribe(&mut self, ns: &str, topic: &str, queue: &str, filter: &Filter) {
+        let t = self.topic(ns, topic);
+        match t.subs.iter_mut().find(|s| &*s.0 == queue) {
+            Some(s) => s.1 = filter.clone(),
+            None => t.subs.push((queue.into(), filter.clone())),
+        }
+    }
+
+    /// `queue`'s subscription of `topic` removed.
+    pub fn unsubscribe(&mut self, ns: &str, topic: &str, queue: &str) {
+        self.topic(ns, topic).subs.retain(|s| &*s.0 != queue);
+    }
+
+    /// A deleted queue's subscriptions go with it.
+    pub fn queue_deleted(&mut self, ns: &str, queue: &str) {
+        for t in self.topics.iter_mut().filter(|t| &*t.namespace == ns) {
+            t.subs.retain(|s| &*s.0 != queue);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     names: HashMap<Box<str>, HashMap<Box<str>, u32>>,
     pub queues: Vec<QueueEntry>,
+    /// Namespaces, topics, subscriptions.
+    pub defs: Defs,
     /// Segments of the journal (since its newest checkpoint), by number.
     pub segs: BTreeMap<u64, SegStat>,
     /// Live bytes in all segments.
@@ -136,6 +214,7 @@ impl Index {
     pub fn delete(&mut self, q: u32, mut gone: impl FnMut(u32)) {
         let e = &mut self.queues[q as usize];
         e.options = None;
+        self.defs.queue_deleted(&e.namespace, &e.queue);
         for loc in std::mem::take(&mut e.msgs).into_values() {
             self.unlink(&loc);
             gone(loc.slot);
@@ -296,6 +375,23 @@ impl Index {
                 let q = self.qid(namespace, queue);
                 self.raise_next_id(q, *next_id);
             }
+            Record::NamespaceDefined { namespace, quotas } => {
+                self.defs.namespace(namespace, quotas);
+            }
+            Record::TopicDefined { namespace, topic } => {
+                self.defs.topic(namespace, topic);
+            }
+            Record::Subscribed {
+                namespace,
+                topic,
+                queue,
+                filter,
+            } => self.defs.subscribe(namespace, topic, queue, filter),
+            Record::Unsubscribed {
+                namespace,
+                topic,
+                queue,
+            } => self.defs.unsubscribe(namespace, topic, queue),
             Record::Removed {
                 namespace,
                 queue,

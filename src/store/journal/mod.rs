@@ -22,7 +22,7 @@ mod index;
 mod recover;
 
 use index::{Index, SegStat};
-pub use recover::{dump, inspect, Inspection};
+pub use recover::{dump, filter_text, inspect, quotas_text, Inspection};
 use recover::{header_valid, map_segment, move_damaged, read_header, recover, Replayed};
 
 use self::codec::{kind, Dec, Enc, Malformed, Scan};
@@ -105,8 +105,20 @@ pub(crate) struct RecoveredMessage {
     pub deliver_at: Option<u64>,
 }
 
+/// A topic found by recovery, with its subscriptions (queue, filter) in
+/// subscription order.
+pub(crate) struct RecoveredTopic {
+    pub namespace: String,
+    pub topic: String,
+    pub subs: Vec<(String, crate::topic::Filter)>,
+}
+
 pub(crate) struct Recovered {
     pub queues: Vec<RecoveredQueue>,
+    /// Namespaces with their latest quotas, in definition order.
+    pub namespaces: Vec<(String, crate::engine::namespace::Quotas)>,
+    /// Topics in definition order.
+    pub topics: Vec<RecoveredTopic>,
     /// `(namespace, queue)` of every queue a message names.
     pub names: Vec<(String, String)>,
     /// In the order they were sent.
@@ -497,7 +509,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a checkpoint: every queue definition (with its next id) and a copy
+    /// Writes a checkpoint: every namespace (with its quotas), every queue
+    /// definition (with its next id), every topic with its subscriptions, and a copy
     /// of every live `Enqueued` record (followed by its delivery count when it
     /// changed), in their original order, into a fresh flagged segment, then a
     /// CHECKPOINT record, synced. Returns the segments it supersedes (forgotten
@@ -515,6 +528,40 @@ impl Writer {
         }
         self.roll(0, true)?;
         let mut e = Enc(Vec::new());
+        // Namespaces first (the queues' quotas), then the queues, then the
+        // topics with their subscriptions.
+        let framed = |r: &Record<'_>| {
+            let mut e = Enc(vec![0u8; codec::RECORD_HEADER]);
+            let k = encode(r, &mut e);
+            codec::finish_frame(k, &mut e.0);
+            e.0
+        };
+        let defs_before: Vec<Vec<u8>> = (self.index.defs.namespaces.iter())
+            .map(|(ns, quotas)| {
+                framed(&Record::NamespaceDefined {
+                    namespace: ns,
+                    quotas,
+                })
+            })
+            .collect();
+        let mut defs_after = Vec::new();
+        for t in &self.index.defs.topics {
+            defs_after.push(framed(&Record::TopicDefined {
+                namespace: &t.namespace,
+                topic: &t.topic,
+            }));
+            for (q, filter) in &t.subs {
+                defs_after.push(framed(&Record::Subscribed {
+                    namespace: &t.namespace,
+                    topic: &t.topic,
+                    queue: q,
+                    filter,
+                }));
+            }
+        }
+        for f in &defs_before {
+            self.write_framed(f)?;
+        }
         let mut defs: Vec<usize> = (0..self.index.queues.len())
             .filter(|&i| self.index.queues[i].options.is_some())
             .collect();
@@ -533,6 +580,9 @@ impl Writer {
             e.u64(q.next_id);
             codec::finish_frame(k, &mut e.0);
             self.write_framed(&e.0)?;
+        }
+        for framed in &defs_after {
+            self.write_framed(framed)?;
         }
         let mut live: Vec<(u64, u64, u32, u64)> = Vec::with_capacity(self.index.live_msgs as usize);
         for (qi, q) in self.index.queues.iter().enumerate() {
@@ -852,6 +902,31 @@ pub(crate) fn encode<W: codec::Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
             e.str(namespace).str(queue).u64(*next_id);
             kind::NEXT_ID
         }
+        Record::NamespaceDefined { namespace, quotas } => {
+            e.str(namespace).quotas(quotas);
+            kind::NAMESPACE_DEFINED
+        }
+        Record::TopicDefined { namespace, topic } => {
+            e.str(namespace).str(topic);
+            kind::TOPIC_DEFINED
+        }
+        Record::Subscribed {
+            namespace,
+            topic,
+            queue,
+            filter,
+        } => {
+            e.str(namespace).str(topic).str(queue).filter(filter);
+            kind::SUBSCRIBED
+        }
+        Record::Unsubscribed {
+            namespace,
+            topic,
+            queue,
+        } => {
+            e.str(namespace).str(topic).str(queue);
+            kind::UNSUBSCRIBED
+        }
     }
 }
 
@@ -861,14 +936,19 @@ pub(crate) const MEMBER_HEADER: usize = 5;
 pub(crate) const GROUP_HEADER: usize = 4;
 
 /// Whether an append of `r` confirms something to the caller that must survive
-/// a machine crash under `SyncMode::Always` (a send, a queue definition or
-/// deletion, an id reservation).
+/// a machine crash under `SyncMode::Always` (a send, a definition of a queue,
+/// namespace, topic or subscription, an unsubscribe, a queue deletion, an id
+/// reservation).
 fn confirms(r: &Record<'_>) -> bool {
     match r {
         Record::Enqueued { .. }
         | Record::QueueDefined { .. }
         | Record::QueueDeleted { .. }
-        | Record::NextId { .. } => true,
+        | Record::NextId { .. }
+        | Record::NamespaceDefined { .. }
+        | Record::TopicDefined { .. }
+        | Record::Subscribed { .. }
+        | Record::Unsubscribed { .. } => true,
         Record::Group(rs) => rs.iter().any(confirms),
         _ => false,
     }

@@ -4,6 +4,8 @@
 use super::*;
 
 use super::index::{Index, Loc, QueueEntry, SegStat};
+use crate::engine::namespace::Quotas;
+use crate::topic::Filter;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -15,6 +17,11 @@ pub struct Inspection {
     pub report: RecoveryReport,
     /// Per queue (`namespace/queue`): unacked persistent messages and their bytes.
     pub queues: Vec<(String, u64, u64)>,
+    /// Namespaces and their quotas, in the order they were defined.
+    pub namespaces: Vec<(String, Quotas)>,
+    /// Topics (`namespace/topic`) and their subscriptions (queue, filter), in
+    /// the order they were defined.
+    pub topics: Vec<(String, Vec<(String, Filter)>)>,
 }
 
 /// Replays `dir` read-only (see [`Inspection`]).
@@ -50,6 +57,12 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     Ok(Inspection {
         report: rec.report,
         queues: per.into_iter().map(|(k, (n, b))| (k, n, b)).collect(),
+        namespaces: rec.namespaces,
+        topics: rec
+            .topics
+            .into_iter()
+            .map(|t| (format!("{}/{}", t.namespace, t.topic), t.subs))
+            .collect(),
     })
 }
 
@@ -150,6 +163,18 @@ fn describe(k: u8, payload: &[u8]) -> String {
         Op::Remove { ns, q, id, reason } => format!("remove {ns}/{q} id {id} reason {reason}"),
         Op::Deliver { ns, q, id, n } => format!("delivered {ns}/{q} id {id} count {n}"),
         Op::NextId { ns, q, next } => format!("next id {ns}/{q} {next}"),
+        Op::Namespace { ns, quotas } => format!("namespace {ns} [{}]", quotas_text(&quotas)),
+        Op::Topic { ns, topic } => format!("topic {ns}/{topic}"),
+        Op::Subscribe {
+            ns,
+            topic,
+            q,
+            filter,
+        } => format!(
+            "subscribe {ns}/{q} to topic {topic} filter {}",
+            filter_text(&filter)
+        ),
+        Op::Unsubscribe { ns, topic, q } => format!("unsubscribe {ns}/{q} from topic {topic}"),
         Op::Skip => format!("skipped record of type {k}"),
         Op::Group(_) => {
             // Described member by member, from the payload.
@@ -166,6 +191,29 @@ fn describe(k: u8, payload: &[u8]) -> String {
                 parts.push(describe(k, body));
             }
             format!("group of {n}: {}", parts.join("; "))
+        }
+    }
+}
+
+/// Quotas as `inspect` and `stats` show them.
+pub fn quotas_text(q: &Quotas) -> String {
+    let opt = |v: Option<u64>| v.map_or("unlimited".to_string(), |v| v.to_string());
+    format!(
+        "max_queues {}, max_messages {}, max_bytes {}, max_message_size {}",
+        opt(q.max_queues),
+        opt(q.max_messages),
+        opt(q.max_bytes),
+        q.max_message_size
+    )
+}
+
+/// A filter as `inspect` and `stats` show it.
+pub fn filter_text(f: &Filter) -> String {
+    match f {
+        Filter::All => "all".into(),
+        Filter::Name(n) => format!("name={n:?}"),
+        Filter::Header { key, value } => {
+            format!("header {key:?}={:?}", String::from_utf8_lossy(value))
         }
     }
 }
@@ -517,11 +565,33 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
         .collect();
     report.queues = queues.len() as u64;
     report.messages_recovered = messages.len() as u64;
+    let namespaces = index
+        .defs
+        .namespaces
+        .iter()
+        .map(|(n, q)| (n.to_string(), q.clone()))
+        .collect();
+    let topics = index
+        .defs
+        .topics
+        .iter()
+        .map(|t| RecoveredTopic {
+            namespace: t.namespace.to_string(),
+            topic: t.topic.to_string(),
+            subs: t
+                .subs
+                .iter()
+                .map(|(q, f)| (q.to_string(), f.clone()))
+                .collect(),
+        })
+        .collect();
     Ok(Replayed {
         recovered: Recovered {
             queues,
             names,
             messages,
+            namespaces,
+            topics,
             report,
         },
         index,
@@ -570,6 +640,25 @@ pub(super) enum Op<'a> {
         q: &'a str,
         next: u64,
     },
+    Namespace {
+        ns: &'a str,
+        quotas: Quotas,
+    },
+    Topic {
+        ns: &'a str,
+        topic: &'a str,
+    },
+    Subscribe {
+        ns: &'a str,
+        topic: &'a str,
+        q: &'a str,
+        filter: Filter,
+    },
+    Unsubscribe {
+        ns: &'a str,
+        topic: &'a str,
+        q: &'a str,
+    },
     Checkpoint,
     /// A record of a skippable type this reader does not know.
     Skip,
@@ -580,6 +669,9 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     match k {
         kind::CHECKPOINT => return Ok(Op::Checkpoint),
         kind::GROUP => return decode_group(payload),
+        kind::NAMESPACE_DEFINED | kind::TOPIC_DEFINED | kind::SUBSCRIBED | kind::UNSUBSCRIBED => {
+            return decode_def(k, payload)
+        }
         k if k > kind::LAST && k & kind::SKIPPABLE != 0 => return Ok(Op::Skip),
         _ => {}
     }
@@ -648,6 +740,39 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     })
 }
 
+/// Decodes a namespace, topic, subscription or unsubscribe record (nothing
+/// may follow its fields).
+fn decode_def(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
+    let mut d = Dec::new(payload);
+    let ns = d.str_ref()?;
+    let op = match k {
+        kind::NAMESPACE_DEFINED => Op::Namespace {
+            ns,
+            quotas: d.quotas()?,
+        },
+        kind::TOPIC_DEFINED => Op::Topic {
+            ns,
+            topic: d.str_ref()?,
+        },
+        kind::SUBSCRIBED => Op::Subscribe {
+            ns,
+            topic: d.str_ref()?,
+            q: d.str_ref()?,
+            filter: d.filter()?,
+        },
+        kind::UNSUBSCRIBED => Op::Unsubscribe {
+            ns,
+            topic: d.str_ref()?,
+            q: d.str_ref()?,
+        },
+        _ => return Err(Malformed),
+    };
+    if d.remaining() != 0 {
+        return Err(Malformed);
+    }
+    Ok(op)
+}
+
 /// Decodes a group: `u32` count, then per member its type (`u8`), payload
 /// length (`u32`) and payload. A member that is a group or a checkpoint, a
 /// count that does not match, or bytes left over make it undecodable.
@@ -694,6 +819,17 @@ fn apply_at(
 ) {
     match op {
         Op::Checkpoint | Op::Skip => {}
+        Op::Namespace { ns, quotas } => index.defs.namespace(ns, &quotas),
+        Op::Topic { ns, topic } => {
+            index.defs.topic(ns, topic);
+        }
+        Op::Subscribe {
+            ns,
+            topic,
+            q,
+            filter,
+        } => index.defs.subscribe(ns, topic, q, &filter),
+        Op::Unsubscribe { ns, topic, q } => index.defs.unsubscribe(ns, topic, q),
         Op::Group(members) => {
             let base = off + codec::RECORD_HEADER as u64;
             for (op, at, n) in members {
