@@ -1,15 +1,16 @@
 //! [`Broker`] and [`Namespace`]: the entry points of the Rust API.
 
 use crate::clock::{Clock, ClockListener, SystemClock};
-use crate::engine::namespace::{NamespaceCore, Quotas};
+use crate::engine::namespace::NamespaceCore;
 use crate::engine::ticker::Ticker;
 use crate::error::{validate_name, Error, Result};
-use crate::message::Message;
-use crate::queue::{Queue, QueueOptions, QueueStats};
+use crate::queue::Queue;
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Record, Storage};
 use crate::sync::fork::Origin;
 use crate::topic::{Topic, TopicCore};
+use crate::types::Quotas;
+use crate::types::{Message, QueueOptions, QueueStats};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -17,8 +17,8 @@
 
 use crate::broker::Namespace;
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageView};
-use crate::queue::{Delivery, Queue, Wait};
+use crate::queue::{Delivery, Queue};
+use crate::types::{Message, MessageView, Wait};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};

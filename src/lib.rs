@@ -54,26 +54,27 @@ mod consumer;
 mod engine;
 mod error;
 pub mod ffi;
-mod message;
 mod queue;
 mod rpc;
 pub mod store;
 pub mod sync;
 mod topic;
+mod types;
 
 pub use broker::{
     Broker, BrokerOptions, Namespace, NamespaceStats, DEFAULT_NAMESPACE, DEFAULT_QUEUE,
 };
 pub use clock::{Clock, ClockListener, ManualClock, Nanos, SystemClock};
 pub use consumer::{HandlerResult, Pool, PoolBuilder, PoolStats, StopReport, REPLY_TO, RPC_ERROR};
-pub use engine::namespace::{Quotas, DEFAULT_MAX_MESSAGE_SIZE};
-pub use engine::Node;
 pub use error::{validate_name, Error, Result};
-pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY};
-pub use queue::{Delivery, OnFull, Peeked, Queue, QueueOptions, QueueStats, Wait};
+pub use queue::{Delivery, Peeked, Queue};
 pub use rpc::RpcClient;
 pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};
-pub use topic::{Filter, Topic, TopicStats};
+pub use topic::{Topic, TopicStats};
+pub use types::{
+    Filter, Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Quotas, Wait,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

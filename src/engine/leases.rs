@@ -5,32 +5,13 @@
 //! for expiry. Heap entries go stale when a lease is acked or extended; they
 //! are skipped on expiry and the heap is rebuilt when stale ones dominate.
 
-use super::node::Node;
+use crate::types::node::Node;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::{BuildHasherDefault, Hasher};
+
 use std::sync::Arc;
 
-/// Maps keyed by message id. Ids are engine-assigned (not attacker-chosen), so a
-/// multiplicative hash replaces SipHash, which cost more than the rest of a lease.
-type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+use crate::types::IdMap;
 
 #[derive(Debug)]
 pub(crate) struct Lease {

@@ -1,6 +1,5 @@
 //! Queue state: ready lanes, leases, delays, counters and budgets.
 //!
-//! - `node`: the engine's copy of a message.
 //! - `queue`: [`QueueCore`], all operations on one queue.
 //! - `leases`: in-flight (leased) and delayed messages, by deadline.
 //! - `counters`: per-shard statistics and capacity/quota budgets.
@@ -10,9 +9,7 @@
 mod counters;
 pub(crate) mod leases;
 pub(crate) mod namespace;
-pub(crate) mod node;
 pub(crate) mod queue;
 pub(crate) mod ticker;
 
-pub use node::Node;
 pub(crate) use queue::QueueCore;

@@ -11,11 +11,11 @@ pub mod journal;
 
 pub use journal::{Inspection, JournalOptions, RecoveryReport, SyncMode};
 
-use crate::engine::namespace::Quotas;
-use crate::engine::Node;
 use crate::error::Result;
-use crate::queue::QueueOptions;
-use crate::topic::Filter;
+use crate::types::Filter;
+use crate::types::Node;
+use crate::types::QueueOptions;
+use crate::types::Quotas;
 
 /// Something that happened to a queue or a persistent message.
 #[derive(Debug)]
@@ -183,7 +183,7 @@ impl Storage for MemoryStorage {
     }
 }
 
-impl crate::message::MessageView for Node {
+impl crate::types::MessageView for Node {
     fn node(&self) -> &Node {
         self
     }

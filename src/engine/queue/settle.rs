@@ -78,7 +78,7 @@ impl QueueCore {
             .unwrap_or_else(|_| dlq.ids.fetch_add(1, Relaxed));
         let moved = Node {
             id,
-            size: crate::message::size_of(
+            size: crate::types::message::size_of(
                 &node.body,
                 headers,
                 extra.name.as_deref(),

@@ -1,8 +1,8 @@
 //! Record framing and payload encoding (see docs/journal-format.md).
 
-use crate::engine::namespace::Quotas;
-use crate::message::Headers;
-use crate::topic::Filter;
+use crate::types::Filter;
+use crate::types::Headers;
+use crate::types::Quotas;
 
 /// Bytes before the first record of a segment.
 pub(crate) const SEGMENT_HEADER: usize = 64;

@@ -9,11 +9,11 @@
 
 use super::codec::{Count, Enc, RECORD_HEADER};
 use super::{encode, GROUP_HEADER, MEMBER_HEADER};
-use crate::engine::leases::IdHasher;
-use crate::engine::namespace::Quotas;
-use crate::queue::QueueOptions;
 use crate::store::Record;
-use crate::topic::Filter;
+use crate::types::Filter;
+use crate::types::IdHasher;
+use crate::types::QueueOptions;
+use crate::types::Quotas;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering::Relaxed;

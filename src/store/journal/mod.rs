@@ -26,10 +26,10 @@ pub use recover::{dump, filter_text, inspect, quotas_text, Inspection};
 use recover::{header_valid, map_segment, move_damaged, read_header, recover, Replayed};
 
 use self::codec::{kind, Dec, Enc, Malformed, Scan};
-use crate::engine::Node;
 use crate::error::{Error, Result};
-use crate::queue::QueueOptions;
 use crate::store::{Record, RemoveReason, Storage};
+use crate::types::Node;
+use crate::types::QueueOptions;
 use memmap2::MmapMut;
 use parking_lot::{Condvar, Mutex};
 use std::fs::{self, File, OpenOptions};
@@ -110,13 +110,13 @@ pub(crate) struct RecoveredMessage {
 pub(crate) struct RecoveredTopic {
     pub namespace: String,
     pub topic: String,
-    pub subs: Vec<(String, crate::topic::Filter)>,
+    pub subs: Vec<(String, crate::types::Filter)>,
 }
 
 pub(crate) struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     /// Namespaces with their latest quotas, in definition order.
-    pub namespaces: Vec<(String, crate::engine::namespace::Quotas)>,
+    pub namespaces: Vec<(String, crate::types::Quotas)>,
     /// Topics in definition order.
     pub topics: Vec<RecoveredTopic>,
     /// `(namespace, queue)` of every queue a message names.

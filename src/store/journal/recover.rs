@@ -4,8 +4,8 @@
 use super::*;
 
 use super::index::{Index, Loc, QueueEntry, SegStat};
-use crate::engine::namespace::Quotas;
-use crate::topic::Filter;
+use crate::types::Filter;
+use crate::types::Quotas;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -703,13 +703,14 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
             let corr = d.opt_str()?;
             let headers = d.headers()?;
             let body = d.bytes()?;
-            let size = crate::message::size_of(&body, &headers, name.as_deref(), corr.as_deref());
+            let size =
+                crate::types::message::size_of(&body, &headers, name.as_deref(), corr.as_deref());
             let node = Node {
                 id,
                 priority: priority.min(crate::MAX_PRIORITY),
                 persistent,
                 body: body.into_boxed_slice(),
-                extra: crate::engine::node::Extra::new(headers, name, corr),
+                extra: crate::types::node::Extra::new(headers, name, corr),
                 enqueued_at,
                 expires_at,
                 size,

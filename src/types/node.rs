@@ -5,8 +5,8 @@
 //! builds each 31-slot block on the stack and copies it to the heap, which for a
 //! ~120-byte node costs more than the one allocation it saves.)
 
-use crate::message::Headers;
 use crate::sync::lane::Keyed;
+use crate::types::Headers;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 

@@ -157,7 +157,7 @@ pub(crate) fn size_of(
 /// Read access to a message held by the engine (a delivery or a peeked message).
 pub trait MessageView {
     #[doc(hidden)]
-    fn node(&self) -> &crate::engine::Node;
+    fn node(&self) -> &crate::types::Node;
 
     /// The message id, unique within its queue.
     fn id(&self) -> u64 {
