@@ -3,12 +3,13 @@
 use crate::clock::{Clock, ClockListener, SystemClock};
 use crate::engine::namespace::NamespaceCore;
 use crate::engine::ticker::Ticker;
+use crate::engine::topic::TopicCore;
 use crate::error::{validate_name, Error, Result};
 use crate::queue::Queue;
 use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Record, Storage};
 use crate::sync::fork::Origin;
-use crate::topic::{Topic, TopicCore};
+use crate::topic::Topic;
 use crate::types::Quotas;
 use crate::types::{Message, QueueOptions, QueueStats};
 use parking_lot::RwLock;

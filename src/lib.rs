@@ -70,10 +70,10 @@ pub use error::{validate_name, Error, Result};
 pub use queue::{Delivery, Peeked, Queue};
 pub use rpc::RpcClient;
 pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};
-pub use topic::{Topic, TopicStats};
+pub use topic::Topic;
 pub use types::{
-    Filter, Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Quotas, Wait,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY,
+    Filter, Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Quotas,
+    TopicStats, Wait, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY,
 };
 
 /// The README's examples, compiled and run as doctests.

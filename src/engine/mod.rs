@@ -5,11 +5,13 @@
 //! - `counters`: per-shard statistics and capacity/quota budgets.
 //! - `namespace`: a tenant's queues and quotas.
 //! - `ticker`: the thread that runs every queue's timers when they fall due.
+//! - `topic`: [`topic::TopicCore`], a topic's subscriptions and publishing.
 
 mod counters;
 pub(crate) mod leases;
 pub(crate) mod namespace;
 pub(crate) mod queue;
 pub(crate) mod ticker;
+pub(crate) mod topic;
 
 pub(crate) use queue::QueueCore;

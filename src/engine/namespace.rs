@@ -24,7 +24,7 @@ pub(crate) struct NsShared {
 pub(crate) struct NamespaceCore {
     pub(crate) shared: Arc<NsShared>,
     queues: RwLock<HashMap<String, Arc<QueueCore>>>,
-    pub(crate) topics: RwLock<HashMap<String, Arc<crate::topic::TopicCore>>>,
+    pub(crate) topics: RwLock<HashMap<String, Arc<super::topic::TopicCore>>>,
     clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
     ticker: Arc<Ticker>,

@@ -9,19 +9,20 @@
 //! - `options`: a queue's [`QueueOptions`] and [`QueueStats`]; [`OnFull`] and
 //!   [`Wait`], how a send or receive waits.
 //! - `quotas`: a namespace's [`Quotas`].
-//! - `filter`: which messages a subscription takes ([`Filter`]).
+//! - `topic`: which messages a subscription takes ([`Filter`]), a topic's
+//!   [`TopicStats`].
 //! - `ids`: maps keyed by message id.
 
-mod filter;
 mod ids;
 pub(crate) mod message;
 pub(crate) mod node;
 mod options;
 mod quotas;
+mod topic;
 
-pub use filter::Filter;
 pub(crate) use ids::{IdHasher, IdMap};
 pub use message::{Headers, Message, MessageView, DEFAULT_PRIORITY, EXECUTION_ID, MAX_PRIORITY};
 pub use node::Node;
 pub use options::{OnFull, QueueOptions, QueueStats, Wait};
 pub use quotas::{Quotas, DEFAULT_MAX_MESSAGE_SIZE};
+pub use topic::{Filter, TopicStats};

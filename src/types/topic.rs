@@ -1,4 +1,5 @@
-//! Which messages a subscription takes: [`Filter`].
+//! Topics' vocabulary: which messages a subscription takes ([`Filter`]) and a
+//! topic's counters ([`TopicStats`]).
 
 use super::message::{Message, EXECUTION_ID};
 
@@ -47,4 +48,19 @@ impl Filter {
             Filter::Header { key, value } => m.headers.get(key) == Some(value),
         }
     }
+}
+
+/// Counters of a topic (since its broker opened; not kept across a restart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// Publishes (whatever their outcome).
+    pub published: u64,
+    /// Publishes that found the topic without any subscription: the message
+    /// went nowhere (not an error).
+    pub dropped_no_subscriber: u64,
+    /// Publishes that found subscriptions, none of whose filters matched.
+    pub unmatched: u64,
+    /// Subscriptions now.
+    pub subscriptions: u64,
 }
