@@ -536,14 +536,12 @@ impl Namespace {
 
     /// The queue of that name, created with the default options if missing.
     pub fn queue(&self, name: &str) -> Result<Queue> {
-        self.core.open(name, None, false).map(|core| Queue { core })
+        self.core.open(name, None, false).map(Queue::local)
     }
 
     /// Creates a queue with these options; [`Error::AlreadyExists`] if it exists.
     pub fn create_queue(&self, name: &str, opts: QueueOptions) -> Result<Queue> {
-        self.core
-            .open(name, Some(opts), true)
-            .map(|core| Queue { core })
+        self.core.open(name, Some(opts), true).map(Queue::local)
     }
 
     /// An existing queue, or [`Error::NotFound`] ([`Error::InvalidName`] for a
@@ -553,7 +551,7 @@ impl Namespace {
         validate_name(name)?;
         self.core
             .get(name)
-            .map(|core| Queue { core })
+            .map(Queue::local)
             .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
     }
 

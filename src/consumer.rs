@@ -17,7 +17,7 @@
 
 use crate::broker::Namespace;
 use crate::error::{Error, Result};
-use crate::queue::{Delivery, Queue};
+use crate::queue::{Delivery, LeaseTicket, Queue};
 use crate::types::{Message, MessageView, Wait};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -123,7 +123,7 @@ impl PoolBuilder {
                 .spawn(move || s.work(w))
                 .map_err(|e| {
                     shared.stop.store(true, SeqCst);
-                    shared.queue.core.interrupt();
+                    shared.queue.wake_receivers();
                     Error::Io(format!("cannot start a pool worker: {e}"))
                 })?;
             workers.push(h);
@@ -171,7 +171,7 @@ struct Shared {
     backoff: (Duration, Duration),
     stop: AtomicBool,
     /// Per worker: the lease of the message its handler runs on.
-    slots: Vec<Mutex<Option<InFlight>>>,
+    slots: Vec<Mutex<Option<LeaseTicket>>>,
     active: AtomicUsize,
     max_active: AtomicUsize,
     handled: AtomicU64,
@@ -183,12 +183,6 @@ struct Shared {
     exited_cv: Condvar,
 }
 
-#[derive(Clone, Copy)]
-struct InFlight {
-    id: u64,
-    lease: (usize, u64),
-}
-
 impl Shared {
     fn work(&self, w: usize) {
         self.work_loop(w);
@@ -197,23 +191,21 @@ impl Shared {
     }
 
     fn work_loop(&self, w: usize) {
-        let core = &self.queue.core;
         while !self.stop.load(SeqCst) {
-            let mut got = None;
-            match core.receive_until(1, Wait::Forever, false, Some(&self.stop), |d| got = Some(d)) {
-                Ok(_) => {}
+            let got = match self.queue.receive_cancellable(Wait::Forever, &self.stop) {
+                Ok(got) => got,
                 Err(_) => return, // closed
-            }
+            };
             let Some(d) = got else { continue };
             self.run(w, d);
         }
     }
 
     fn run(&self, w: usize, d: Delivery) {
-        let Some((id, lease)) = d.lease_ref() else {
+        let Some(ticket) = d.ticket() else {
             return;
         };
-        *self.slots[w].lock() = Some(InFlight { id, lease });
+        *self.slots[w].lock() = Some(ticket);
         let now_active = self.active.fetch_add(1, SeqCst) + 1;
         if now_active > self.max_active.load(SeqCst) {
             self.max_active.fetch_max(now_active, SeqCst);
@@ -388,7 +380,7 @@ impl Pool {
         let mut returned = 0;
         for slot in &self.shared.slots {
             if let Some(f) = slot.lock().take() {
-                if self.shared.queue.core.give_back(f.id, f.lease).is_ok() {
+                if self.shared.queue.give_back(f).is_ok() {
                     returned += 1;
                 }
             }
@@ -423,7 +415,7 @@ impl Pool {
 
     fn halt(&self) {
         self.shared.stop.store(true, SeqCst);
-        self.shared.queue.core.interrupt();
+        self.shared.queue.wake_receivers();
     }
 }
 

@@ -1,11 +1,11 @@
 //! The queue API: [`Queue`], its [`QueueOptions`], [`Delivery`] and [`QueueStats`].
 
-use crate::clock::nanos;
-use crate::engine::QueueCore;
+use crate::clock::{nanos, Clock};
+use crate::engine::{HeldLease, LeaseKey, QueueCore, Received, Settle};
 use crate::error::{Error, Result};
-use crate::types::Node;
-use crate::types::{Message, MessageView, OnFull, QueueOptions, QueueStats, Wait};
+use crate::types::{Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Wait};
 use std::mem::ManuallyDrop;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,34 +13,54 @@ use std::time::Duration;
 /// producer and consumer threads.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    pub(crate) core: Arc<QueueCore>,
+    flavor: QueueFlavor,
+}
+
+/// Where a [`Queue`]'s operations run: today only the engine of this process
+/// (the seam where a host-process flavor will plug in; crossbeam-channel's
+/// `SenderFlavor` is the model: one `match` per call, no `dyn`).
+#[derive(Clone, Debug)]
+enum QueueFlavor {
+    Local(Arc<QueueCore>),
 }
 
 impl Queue {
+    pub(crate) fn local(core: Arc<QueueCore>) -> Self {
+        Queue {
+            flavor: QueueFlavor::Local(core),
+        }
+    }
+
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.core.name
+        match &self.flavor {
+            QueueFlavor::Local(q) => &q.name,
+        }
     }
 
     /// The namespace it lives in.
     pub fn namespace(&self) -> &str {
-        &self.core.ns.name
+        match &self.flavor {
+            QueueFlavor::Local(q) => &q.ns.name,
+        }
     }
 
     /// Its options.
     pub fn options(&self) -> &QueueOptions {
-        &self.core.opts
+        match &self.flavor {
+            QueueFlavor::Local(q) => &q.opts,
+        }
     }
 
     /// Sends a message; when the queue is full, does what its `on_full` option says.
     /// Returns the message id.
     pub fn send(&self, msg: Message) -> Result<u64> {
-        self.send_with(msg, self.core.opts.on_full)
+        self.send_with(msg, self.options().on_full)
     }
 
     /// Sends a message with an explicit full policy.
     pub fn send_with(&self, msg: Message, on_full: OnFull) -> Result<u64> {
-        self.core.send_one(msg, on_full, None)
+        self.send_until(msg, on_full, None)
     }
 
     /// Sends a copy of `body` as a plain message (nothing else set), with the
@@ -56,7 +76,7 @@ impl Queue {
     /// # Ok::<(), libqueue::Error>(())
     /// ```
     pub fn send_bytes(&self, body: &[u8]) -> Result<u64> {
-        self.core.send_copy(body, self.core.opts.on_full, None)
+        self.send_copy_until(body, self.options().on_full, None)
     }
 
     /// Sends several messages: all are accepted or none is (capacity and quotas are
@@ -67,8 +87,7 @@ impl Queue {
     /// instant the batch is recovered whole or not at all. A journal error
     /// refuses the whole batch.
     pub fn send_batch(&self, msgs: impl IntoIterator<Item = Message>) -> Result<Vec<u64>> {
-        self.core
-            .send(msgs.into_iter().collect(), self.core.opts.on_full, None)
+        self.send_batch_until(msgs.into_iter().collect(), self.options().on_full, None)
     }
 
     /// Sends several messages with an explicit full policy.
@@ -77,7 +96,7 @@ impl Queue {
         msgs: impl IntoIterator<Item = Message>,
         on_full: OnFull,
     ) -> Result<Vec<u64>> {
-        self.core.send(msgs.into_iter().collect(), on_full, None)
+        self.send_batch_until(msgs.into_iter().collect(), on_full, None)
     }
 
     /// Receives one message, leased: `Ok(None)` if none came within `wait`.
@@ -87,13 +106,13 @@ impl Queue {
 
     fn one(&self, wait: Wait, auto_ack: bool) -> Result<Option<Delivery>> {
         let mut got = None;
-        self.core.receive(1, wait, auto_ack, |d| got = Some(d))?;
+        self.receive_into(1, wait, auto_ack, None, |d| got = Some(d))?;
         Ok(got)
     }
 
     fn many(&self, max: usize, wait: Wait, auto_ack: bool) -> Result<Vec<Delivery>> {
         let mut out = Vec::with_capacity(max.min(256));
-        self.core.receive(max, wait, auto_ack, |d| out.push(d))?;
+        self.receive_into(max, wait, auto_ack, None, |d| out.push(d))?;
         Ok(out)
     }
 
@@ -131,39 +150,53 @@ impl Queue {
     /// Up to `max` ready messages in the order they would be delivered, without
     /// leasing them.
     pub fn peek(&self, max: usize) -> Result<Vec<Peeked>> {
-        Ok(self.core.peek(max)?.into_iter().map(Peeked).collect())
+        match &self.flavor {
+            QueueFlavor::Local(q) => Ok(q.peek(max)?.into_iter().map(Peeked).collect()),
+        }
     }
 
     /// Removes a ready or delayed message by id. A leased message cannot be
     /// cancelled ([`Error::InvalidState`]); an unknown id is [`Error::NotFound`].
     pub fn cancel(&self, id: u64) -> Result<()> {
-        self.core.cancel(id)
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.cancel(id),
+        }
     }
 
     /// Removes every ready and delayed message; leased ones stay with their
     /// consumers. Returns how many were removed.
     pub fn purge(&self) -> Result<u64> {
-        if self.core.is_closed() {
-            return Err(Error::Closed);
+        match &self.flavor {
+            QueueFlavor::Local(q) => {
+                if q.is_closed() {
+                    return Err(Error::Closed);
+                }
+                q.check_fork()?;
+                Ok(q.purge(crate::store::RemoveReason::Purged))
+            }
         }
-        self.core.check_fork()?;
-        Ok(self.core.purge(crate::store::RemoveReason::Purged))
     }
 
     /// Exact statistics. In a forked child, for a queue inherited from the
     /// parent: its counters as they were at the fork (nothing else is touched).
     pub fn stats(&self) -> QueueStats {
-        self.core.stats()
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.stats(),
+        }
     }
 
     /// [`Error::Forked`] if this handle was inherited through `fork()`.
     pub(crate) fn check_fork(&self) -> Result<()> {
-        self.core.check_fork()
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.check_fork(),
+        }
     }
 
     /// Makes every persistent message sent so far durable (a barrier).
     pub fn flush(&self) -> Result<()> {
-        self.core.flush()
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.flush(),
+        }
     }
 
     /// A file descriptor that is readable exactly when a receive would find a
@@ -173,13 +206,135 @@ impl Queue {
     /// Level-triggered; owned by the queue (do not close it); Linux only.
     #[cfg(target_os = "linux")]
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
-        self.core.pollable_fd()
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.pollable_fd(),
+        }
     }
 
     /// Whether the queue was closed (its broker closed or the queue was deleted).
     pub fn is_closed(&self) -> bool {
-        self.core.is_closed()
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.is_closed(),
+        }
     }
+
+    /// [`receive_with`](Self::receive_with) that can be stopped from another
+    /// thread: it also returns `Ok(None)` once `cancel` is set and
+    /// [`wake_receivers`](Self::wake_receivers) called (taking nothing more).
+    /// A worker loop stops this way.
+    pub fn receive_cancellable(&self, wait: Wait, cancel: &AtomicBool) -> Result<Option<Delivery>> {
+        let mut got = None;
+        self.receive_into(1, wait, false, Some(cancel), |d| got = Some(d))?;
+        Ok(got)
+    }
+
+    /// [`receive_auto_ack`](Self::receive_auto_ack) that can be stopped like
+    /// [`receive_cancellable`](Self::receive_cancellable).
+    pub fn receive_auto_ack_cancellable(
+        &self,
+        wait: Wait,
+        cancel: &AtomicBool,
+    ) -> Result<Option<Delivery>> {
+        let mut got = None;
+        self.receive_into(1, wait, true, Some(cancel), |d| got = Some(d))?;
+        Ok(got)
+    }
+
+    /// Wakes every receive waiting on this queue, so a cancellable one
+    /// re-checks its flag (the others go back to waiting).
+    pub fn wake_receivers(&self) {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.interrupt(),
+        }
+    }
+
+    /// Returns a leased message unprocessed, on behalf of the delivery that
+    /// `ticket` names (which may be held by another thread, e.g. a worker
+    /// stuck in its handler): it is ready again at once and this delivery
+    /// does not count towards `max_deliveries`. [`Error::LeaseExpired`] if the
+    /// lease is no longer held (settled, expired or given back already).
+    pub fn give_back(&self, ticket: LeaseTicket) -> Result<()> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.give_back(ticket.id, ticket.key),
+        }
+    }
+
+    /// The clock its timers read (its broker's).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => &q.clock,
+        }
+    }
+
+    /// Receives up to `max` messages, handing each to `out`; also returns
+    /// (with nothing) once `cancel` is set and the receivers woken.
+    pub(crate) fn receive_into<F: FnMut(Delivery)>(
+        &self,
+        max: usize,
+        wait: Wait,
+        auto_ack: bool,
+        cancel: Option<&AtomicBool>,
+        mut out: F,
+    ) -> Result<usize> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => {
+                q.receive_until(max, wait, auto_ack, cancel, |r| out(Delivery::local(r)))
+            }
+        }
+    }
+
+    /// [`send_with`](Self::send_with) whose wait for room ends with
+    /// [`Error::Closed`] once `cancel` is set and the waiters woken.
+    pub(crate) fn send_until(
+        &self,
+        msg: Message,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<u64> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
+        }
+    }
+
+    /// [`send_bytes`](Self::send_bytes) with a full policy and a cancel flag.
+    pub(crate) fn send_copy_until(
+        &self,
+        body: &[u8],
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<u64> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.send_copy(body, on_full, cancel),
+        }
+    }
+
+    /// [`send_batch_with`](Self::send_batch_with) with a cancel flag.
+    pub(crate) fn send_batch_until(
+        &self,
+        msgs: Vec<Message>,
+        on_full: OnFull,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<u64>> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
+        }
+    }
+
+    /// Wakes every waiter (receivers and senders waiting for room).
+    pub(crate) fn wake_all(&self) {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.wake_all(),
+        }
+    }
+}
+
+/// Names one leased [`Delivery`] so that another thread can give its message
+/// back with [`Queue::give_back`] (see [`Delivery::ticket`]). Copyable; it
+/// grants nothing once the lease has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTicket {
+    id: u64,
+    key: LeaseKey,
 }
 
 /// A received message. Its body is borrowed from the engine (no copy).
@@ -189,75 +344,149 @@ impl Queue {
 /// message is redelivered. Auto-acked deliveries need nothing.
 #[derive(Debug)]
 pub struct Delivery {
+    flavor: DeliveryFlavor,
+}
+
+/// Where a [`Delivery`] is settled (see [`QueueFlavor`]).
+#[derive(Debug)]
+enum DeliveryFlavor {
+    Local(LocalDelivery),
+}
+
+/// A delivery from the engine of this process: the engine's [`Received`],
+/// whose node goes back to the node recycler when it is dropped.
+#[derive(Debug)]
+struct LocalDelivery {
     /// Taken only by `drop`, which hands it to the node recycler.
     node: ManuallyDrop<Arc<Node>>,
-    /// The queue (to settle with), the lease shard and token; None when auto-acked,
-    /// so an auto-ack receive touches no shared reference count.
-    lease: Option<(Arc<QueueCore>, usize, u64)>,
+    /// `None` when auto-acked, so an auto-ack receive touches no shared
+    /// reference count.
+    lease: Option<HeldLease>,
     delivery_count: u32,
 }
 
-impl MessageView for Delivery {
-    fn node(&self) -> &Node {
-        &self.node
+impl Drop for LocalDelivery {
+    fn drop(&mut self) {
+        // SAFETY: `node` is not used after this (we are in `drop`), and this is
+        // the only place that takes it out of its `ManuallyDrop`.
+        let node = unsafe { ManuallyDrop::take(&mut self.node) };
+        crate::types::node::pool::recycle(node);
     }
 }
 
+/// Implements [`MessageView`] for a handle with one `match` per accessor on
+/// its flavor, each arm reading a [`MessageView`] the flavor holds.
+macro_rules! view_by_flavor {
+    ($ty:ty, $($arm:pat => $view:expr),+ $(,)?) => {
+        impl MessageView for $ty {
+            fn id(&self) -> u64 {
+                match self { $($arm => $view.id()),+ }
+            }
+            fn body(&self) -> &[u8] {
+                match self { $($arm => $view.body()),+ }
+            }
+            fn headers(&self) -> &Headers {
+                match self { $($arm => MessageView::headers($view)),+ }
+            }
+            fn name(&self) -> Option<&str> {
+                match self { $($arm => MessageView::name($view)),+ }
+            }
+            fn correlation_id(&self) -> Option<&str> {
+                match self { $($arm => MessageView::correlation_id($view)),+ }
+            }
+            fn priority(&self) -> u8 {
+                match self { $($arm => $view.priority()),+ }
+            }
+            fn enqueued_at(&self) -> u64 {
+                match self { $($arm => $view.enqueued_at()),+ }
+            }
+            fn expires_at(&self) -> Option<u64> {
+                match self { $($arm => $view.expires_at()),+ }
+            }
+            fn is_persistent(&self) -> bool {
+                match self { $($arm => $view.is_persistent()),+ }
+            }
+            fn size(&self) -> u64 {
+                match self { $($arm => $view.size()),+ }
+            }
+        }
+    };
+}
+
+view_by_flavor!(Delivery, Delivery { flavor: DeliveryFlavor::Local(l) } => &**l.node);
+view_by_flavor!(Peeked, Peeked(n) => &**n);
+
 impl Delivery {
-    pub(crate) fn new(
-        node: Arc<Node>,
-        lease: Option<(Arc<QueueCore>, usize, u64)>,
-        delivery_count: u32,
-    ) -> Self {
+    /// Wraps what the local engine handed out.
+    #[inline]
+    pub(crate) fn local(r: Received) -> Self {
         Delivery {
-            node: ManuallyDrop::new(node),
-            lease,
-            delivery_count,
+            flavor: DeliveryFlavor::Local(LocalDelivery {
+                node: ManuallyDrop::new(r.node),
+                lease: r.lease,
+                delivery_count: r.delivery_count,
+            }),
         }
     }
 
     /// Which delivery of the message this is (1 the first time).
     pub fn delivery_count(&self) -> u32 {
-        self.delivery_count
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.delivery_count,
+        }
     }
 
     /// The queue it came from (leased deliveries; an auto-acked one keeps no
     /// reference to its queue).
     pub fn queue_name(&self) -> Option<&str> {
-        self.lease.as_ref().map(|l| l.0.name.as_str())
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.lease.as_ref().map(|h| h.queue.name.as_str()),
+        }
     }
 
     /// Whether the queue of a leased delivery was closed (its broker closed or
     /// the queue deleted); false for an auto-acked one, which keeps no queue.
     pub(crate) fn queue_closed(&self) -> bool {
-        self.lease.as_ref().is_some_and(|l| l.0.is_closed())
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.lease.as_ref().is_some_and(|h| h.queue.is_closed()),
+        }
     }
 
-    /// The message id and lease (shard, token), for settling on its behalf.
-    pub(crate) fn lease_ref(&self) -> Option<(u64, (usize, u64))> {
-        self.lease
-            .as_ref()
-            .map(|(_, shard, token)| (self.node.id, (*shard, *token)))
+    /// A ticket naming its lease, with which another thread can give the
+    /// message back ([`Queue::give_back`]); `None` when auto-acked.
+    pub fn ticket(&self) -> Option<LeaseTicket> {
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.lease.as_ref().map(|h| LeaseTicket {
+                id: l.node.id,
+                key: h.key,
+            }),
+        }
     }
 
     /// Whether it is leased (false when received with auto-ack).
     pub fn is_leased(&self) -> bool {
-        self.lease.is_some()
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.lease.is_some(),
+        }
     }
 
     /// When the lease ends (clock nanoseconds), while it is held.
     pub fn lease_deadline(&self) -> Option<u64> {
-        let (q, shard, token) = self.lease.as_ref()?;
-        q.lease_deadline(self.node.id, (*shard, *token))
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => {
+                let h = l.lease.as_ref()?;
+                h.queue.lease_deadline(l.node.id, h.key)
+            }
+        }
     }
 
-    fn lease(&self) -> Result<(&QueueCore, (usize, u64))> {
-        match &self.lease {
-            Some((q, shard, token)) => Ok((q, (*shard, *token))),
-            None => Err(Error::InvalidState(format!(
-                "message {} was received with auto-ack; there is no lease to settle",
-                self.node.id
-            ))),
+    /// Settles the lease as `how` says (the one place every settle goes through).
+    fn settle(&self, how: Settle<'_>) -> Result<()> {
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => {
+                let h = l.held()?;
+                h.queue.settle(l.node.id, h.key, how)
+            }
         }
     }
 
@@ -271,35 +500,42 @@ impl Delivery {
     /// The same holds for every way of settling or extending: after the broker
     /// is closed each returns [`Error::Closed`].
     pub fn ack(self) -> Result<()> {
-        let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, true, None, "")
+        self.settle(Settle::Ack)
     }
 
     /// Returns the message to the queue now (or to the dead-letter queue if it has
     /// been delivered `max_deliveries` times).
     pub fn nack(self) -> Result<()> {
-        let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, false, None, "nacked")
+        self.settle(Settle::Nack {
+            delay: None,
+            reason: "nacked",
+        })
     }
 
     /// Returns the message to the queue (after `delay`, if given), recording `reason`:
     /// if this was its last allowed delivery it goes to the dead-letter queue with
     /// `reason` in its `x-dead-letter-reason` header.
     pub fn nack_with(self, delay: Option<Duration>, reason: &str) -> Result<()> {
-        let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, false, delay.map(nanos), reason)
+        self.settle(Settle::Nack {
+            delay: delay.map(nanos),
+            reason,
+        })
     }
 
     /// Returns the message to the queue after `delay`.
     pub fn nack_after(self, delay: Duration) -> Result<()> {
-        let (q, l) = self.lease()?;
-        q.settle(self.node.id, l, false, Some(nanos(delay)), "nacked")
+        self.settle(Settle::Nack {
+            delay: Some(nanos(delay)),
+            reason: "nacked",
+        })
     }
 
     /// Renews the lease for the queue's lease time from now.
     pub fn extend(&self) -> Result<()> {
-        let (q, _) = self.lease()?;
-        self.extend_by(q.opts.lease_time)
+        let by = match &self.flavor {
+            DeliveryFlavor::Local(l) => l.held()?.queue.opts.lease_time,
+        };
+        self.extend_by(by)
     }
 
     /// Renews the lease so it ends `by` from now.
@@ -309,26 +545,27 @@ impl Delivery {
                 "a lease extension must be positive".into(),
             ));
         }
-        let (q, l) = self.lease()?;
-        q.extend(self.node.id, l, nanos(by)).map(|_| ())
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => {
+                let h = l.held()?;
+                h.queue.extend(l.node.id, h.key, nanos(by)).map(|_| ())
+            }
+        }
     }
 }
 
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        // SAFETY: `node` is not used after this (we are in `drop`), and this is
-        // the only place that takes it out of its `ManuallyDrop`.
-        let node = unsafe { ManuallyDrop::take(&mut self.node) };
-        crate::types::node::pool::recycle(node);
+impl LocalDelivery {
+    /// Its lease, or why there is none to settle.
+    fn held(&self) -> Result<&HeldLease> {
+        self.lease.as_ref().ok_or_else(|| {
+            Error::InvalidState(format!(
+                "message {} was received with auto-ack; there is no lease to settle",
+                self.node.id
+            ))
+        })
     }
 }
 
 /// A message seen by [`Queue::peek`]: a snapshot, not leased.
 #[derive(Debug, Clone)]
 pub struct Peeked(Arc<Node>);
-
-impl MessageView for Peeked {
-    fn node(&self) -> &Node {
-        &self.0
-    }
-}

@@ -96,10 +96,10 @@ impl RpcClient {
         }
         // Every waiter re-checks the flag: the main reply queue and the extra
         // ones (a call in flight holds its extra queue outside `idle`).
-        self.reply.core.interrupt();
+        self.reply.wake_receivers();
         for name in self.extra.lock().iter() {
             if let Ok(q) = self.ns.get_queue(name) {
-                q.core.interrupt();
+                q.wake_receivers();
             }
         }
     }
@@ -172,7 +172,7 @@ impl RpcClient {
             .correlation_id(corr.clone())
             .header(REPLY_TO, reply.name());
         self.ns.send(queue, msg)?;
-        let clock = reply.core.clock.clone();
+        let clock = reply.clock().clone();
         let deadline = clock.now().saturating_add(nanos(timeout));
         let d = loop {
             let now = clock.now();
@@ -180,12 +180,7 @@ impl RpcClient {
                 return Err(Error::Timeout);
             }
             let remaining = Duration::from_nanos(deadline - now);
-            let mut got = None;
-            reply
-                .core
-                .receive_until(1, Wait::For(remaining), true, Some(&self.closed), |d| {
-                    got = Some(d)
-                })?;
+            let got = reply.receive_auto_ack_cancellable(Wait::For(remaining), &self.closed)?;
             if got.is_none() {
                 self.check_open()?;
             }

@@ -56,7 +56,7 @@ impl Topic {
     pub fn subscribe(&self, queue: &str, filter: Filter) -> Result<Queue> {
         validate_name(queue)?;
         let core = self.core.subscribe(&self.ns, queue, filter)?;
-        Ok(Queue { core })
+        Ok(Queue::local(core))
     }
 
     /// Removes a subscription (its queue stays, with what it holds). Deleting the

@@ -14,4 +14,4 @@ pub(crate) mod queue;
 pub(crate) mod ticker;
 pub(crate) mod topic;
 
-pub(crate) use queue::QueueCore;
+pub(crate) use queue::{HeldLease, LeaseKey, QueueCore, Received, Settle};

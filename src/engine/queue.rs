@@ -19,7 +19,6 @@ use super::namespace::NsShared;
 use super::ticker::Ticker;
 use crate::clock::{nanos, Clock};
 use crate::error::{Error, Result};
-use crate::queue::Delivery;
 use crate::store::{Record, RemoveReason, Storage};
 use crate::sync::event::Event;
 use crate::sync::home_shard;
@@ -29,6 +28,7 @@ use crate::types::{Message, MAX_PRIORITY};
 use crate::types::{OnFull, QueueOptions, QueueStats, Wait};
 use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::Mutex;
+pub(crate) use settle::{HeldLease, LeaseKey, Received, Settle};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize};
@@ -860,7 +860,7 @@ impl QueueCore {
         home: usize,
         now: &mut LazyNow<'_>,
         taken: &mut Taken,
-    ) -> Delivery {
+    ) -> Received {
         let c = self.c(home);
         taken.n += 1;
         // Only the thread that popped the node writes its count (a stale delivery
@@ -873,14 +873,25 @@ impl QueueCore {
         if auto_ack {
             taken.bytes += node.size;
             self.record_removed(&node, RemoveReason::Acked);
-            return Delivery::new(node, None, d);
+            return Received {
+                node,
+                lease: None,
+                delivery_count: d,
+            };
         }
         self.record_delivered(&node, d);
         let shard = home & self.mask;
         let deadline = now.get().saturating_add(nanos(self.opts.lease_time));
         let token = self.leases[shard].lock().insert(node.clone(), deadline);
         self.note_due(deadline);
-        Delivery::new(node, Some((self.clone(), shard, token)), d)
+        Received {
+            node,
+            lease: Some(HeldLease {
+                queue: self.clone(),
+                key: LeaseKey { shard, token },
+            }),
+            delivery_count: d,
+        }
     }
 
     /// Counts what [`Self::deliver`] handed out, once per receive call: two
@@ -899,21 +910,11 @@ impl QueueCore {
     }
 
     /// Receives up to `max` messages, handing each to `out` (at least one unless
-    /// the wait ends first). Returns how many it handed over.
-    pub(crate) fn receive<F: FnMut(Delivery)>(
-        self: &Arc<Self>,
-        max: usize,
-        wait: Wait,
-        auto_ack: bool,
-        out: F,
-    ) -> Result<usize> {
-        self.receive_until(max, wait, auto_ack, None, out)
-    }
-
-    /// [`receive`](Self::receive) that also returns (with nothing) once `cancel`
-    /// is set and the queue's waiters are woken (see [`QueueCore::interrupt`]).
-    /// A watched queue's descriptor is brought up to date before it returns.
-    pub(crate) fn receive_until<F: FnMut(Delivery)>(
+    /// the wait ends first); also returns (with nothing) once `cancel` is set
+    /// and the queue's waiters are woken (see [`QueueCore::interrupt`]).
+    /// Returns how many it handed over. A watched queue's descriptor is
+    /// brought up to date before it returns.
+    pub(crate) fn receive_until<F: FnMut(Received)>(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
@@ -926,7 +927,7 @@ impl QueueCore {
         r
     }
 
-    fn receive_loop<F: FnMut(Delivery)>(
+    fn receive_loop<F: FnMut(Received)>(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,

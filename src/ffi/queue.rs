@@ -173,7 +173,7 @@ pub unsafe extern "C" fn lq_queue_close(queue: *const lq_queue) -> lq_status {
         if !h.closed.swap(true, SeqCst) {
             // Wakes every waiter of the queue; those of other handles go back
             // to sleep, ours see the flag.
-            h.q.core.wake_all();
+            h.q.wake_all();
         }
         Ok(())
     })
@@ -197,7 +197,7 @@ unsafe fn send(
             None => q.options().on_full,
             Some((mode, t)) => on_full_of(mode, t)?,
         };
-        let id = q.core.send_one(m, policy, Some(&h.closed))?;
+        let id = q.send_until(m, policy, Some(&h.closed))?;
         if !id_out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(id_out, "id_out") }?.set(id);
@@ -258,7 +258,7 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, b) = unsafe { (handle(queue, "queue")?, bytes(body, body_len, "body")?) };
         let q = open(h)?;
-        let id = q.core.send_copy(b, q.options().on_full, Some(&h.closed))?;
+        let id = q.send_copy_until(b, q.options().on_full, Some(&h.closed))?;
         if !id_out.is_null() {
             // SAFETY: checked non-NULL; the caller guarantees it is writable.
             unsafe { Out::new(id_out, "id_out") }?.set(id);
@@ -304,7 +304,7 @@ unsafe fn send_batch(
             None => q.options().on_full,
             Some((mode, t)) => on_full_of(mode, t)?,
         };
-        let ids = q.core.send(batch, policy, Some(&h.closed))?;
+        let ids = q.send_batch_until(batch, policy, Some(&h.closed))?;
         if !ids_out.is_null() {
             // SAFETY: the caller guarantees `n` writable entries at `ids_out`.
             unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
@@ -365,10 +365,9 @@ unsafe fn receive_one(
         let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
         let q = open(h)?;
         let mut got = None;
-        q.core
-            .receive_until(1, wait_of(timeout_ms), auto_ack, Some(&h.closed), |d| {
-                got = Some(d)
-            })?;
+        q.receive_into(1, wait_of(timeout_ms), auto_ack, Some(&h.closed), |d| {
+            got = Some(d)
+        })?;
         match got {
             Some(d) => {
                 out.set(boxed(lq_delivery::owned(d)));
@@ -485,11 +484,9 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
         }
         let mut got = Vec::with_capacity(max.min(256));
-        open(h)?
-            .core
-            .receive_until(max, wait_of(timeout_ms), false, Some(&h.closed), |d| {
-                got.push(d)
-            })?;
+        open(h)?.receive_into(max, wait_of(timeout_ms), false, Some(&h.closed), |d| {
+            got.push(d)
+        })?;
         if got.is_empty() {
             return Err(ended(h, timeout_ms));
         }

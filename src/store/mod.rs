@@ -182,9 +182,3 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 }
-
-impl crate::types::MessageView for Node {
-    fn node(&self) -> &Node {
-        self
-    }
-}

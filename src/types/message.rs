@@ -154,76 +154,53 @@ pub(crate) fn size_of(
     (body.len() + h + name.map_or(0, str::len) + corr.map_or(0, str::len)) as u64
 }
 
-/// Read access to a message held by the engine (a delivery or a peeked message).
+/// Read access to a message held by the engine (a delivery or a peeked message,
+/// or a storage record's [`Node`](crate::Node)): a set of accessors, so that a
+/// handle may hold its message however its flavor keeps it.
 pub trait MessageView {
-    #[doc(hidden)]
-    fn node(&self) -> &crate::types::Node;
-
     /// The message id, unique within its queue.
-    fn id(&self) -> u64 {
-        self.node().id
-    }
+    fn id(&self) -> u64;
     /// The body, borrowed from the engine without a copy.
-    fn body(&self) -> &[u8] {
-        &self.node().body
-    }
+    fn body(&self) -> &[u8];
     /// All headers.
-    fn headers(&self) -> &Headers {
-        self.node().headers()
-    }
+    fn headers(&self) -> &Headers;
     /// One header's value.
     fn header(&self, key: &str) -> Option<&[u8]> {
-        self.node().headers().get(key).map(|v| v.as_slice())
+        self.headers().get(key).map(|v| v.as_slice())
     }
     /// One header as UTF-8 text (None if absent or not UTF-8).
     fn header_str(&self, key: &str) -> Option<&str> {
         self.header(key).and_then(|v| std::str::from_utf8(v).ok())
     }
     /// The message name.
-    fn name(&self) -> Option<&str> {
-        self.node().name()
-    }
+    fn name(&self) -> Option<&str>;
     /// The `execution_id` header (the envelope convention), if it is UTF-8.
     fn execution_id(&self) -> Option<&str> {
         self.header_str(EXECUTION_ID)
     }
     /// The correlation id.
-    fn correlation_id(&self) -> Option<&str> {
-        self.node().correlation_id()
-    }
+    fn correlation_id(&self) -> Option<&str>;
     /// Priority 0–9.
-    fn priority(&self) -> u8 {
-        self.node().priority
-    }
+    fn priority(&self) -> u8;
     /// When it was sent (clock nanoseconds).
-    fn enqueued_at(&self) -> u64 {
-        self.node().enqueued_at
-    }
+    fn enqueued_at(&self) -> u64;
     /// When it expires (clock nanoseconds), if it has a TTL.
-    fn expires_at(&self) -> Option<u64> {
-        let e = self.node().expires_at;
-        (e != u64::MAX).then_some(e)
-    }
+    fn expires_at(&self) -> Option<u64>;
     /// Whether it is persistent.
-    fn is_persistent(&self) -> bool {
-        self.node().persistent
-    }
+    fn is_persistent(&self) -> bool;
     /// Size counted against quotas (see [`Message::size`]).
-    fn size(&self) -> u64 {
-        self.node().size
-    }
+    fn size(&self) -> u64;
     /// A copy of it as a [`Message`] (e.g. to forward it elsewhere).
     fn to_message(&self) -> Message {
-        let n = self.node();
         Message {
-            body: n.body.to_vec(),
-            headers: n.headers().clone(),
-            name: n.name().map(str::to_string),
-            correlation_id: n.correlation_id().map(str::to_string),
-            priority: Some(n.priority),
+            body: self.body().to_vec(),
+            headers: self.headers().clone(),
+            name: self.name().map(str::to_string),
+            correlation_id: self.correlation_id().map(str::to_string),
+            priority: Some(self.priority()),
             ttl: None,
             delay: None,
-            persistent: Some(n.persistent),
+            persistent: Some(self.is_persistent()),
         }
     }
 }

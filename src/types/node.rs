@@ -6,7 +6,7 @@
 //! ~120-byte node costs more than the one allocation it saves.)
 
 use crate::sync::lane::Keyed;
-use crate::types::Headers;
+use crate::types::{Headers, MessageView};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
@@ -76,6 +76,49 @@ impl Node {
 
     pub(crate) fn correlation_id(&self) -> Option<&str> {
         self.extra.as_ref()?.correlation_id.as_deref()
+    }
+}
+
+impl MessageView for Node {
+    #[inline]
+    fn id(&self) -> u64 {
+        self.id
+    }
+    #[inline]
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
+    #[inline]
+    fn headers(&self) -> &Headers {
+        Node::headers(self)
+    }
+    #[inline]
+    fn name(&self) -> Option<&str> {
+        Node::name(self)
+    }
+    #[inline]
+    fn correlation_id(&self) -> Option<&str> {
+        Node::correlation_id(self)
+    }
+    #[inline]
+    fn priority(&self) -> u8 {
+        self.priority
+    }
+    #[inline]
+    fn enqueued_at(&self) -> u64 {
+        self.enqueued_at
+    }
+    #[inline]
+    fn expires_at(&self) -> Option<u64> {
+        (self.expires_at != u64::MAX).then_some(self.expires_at)
+    }
+    #[inline]
+    fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+    #[inline]
+    fn size(&self) -> u64 {
+        self.size
     }
 }
 

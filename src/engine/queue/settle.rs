@@ -3,6 +3,40 @@
 
 use super::*;
 
+/// Which lease a consumer holds: its lease-table shard and its token there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaseKey {
+    pub(crate) shard: usize,
+    pub(crate) token: u64,
+}
+
+/// A lease a receive handed out: the queue to settle it with, and its key.
+#[derive(Debug)]
+pub(crate) struct HeldLease {
+    pub(crate) queue: Arc<QueueCore>,
+    pub(crate) key: LeaseKey,
+}
+
+/// What a receive hands out (the API's `Delivery` wraps it): the message, its
+/// lease (`None` when auto-acked, so an auto-ack receive touches no shared
+/// reference count) and which delivery of it this is.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) node: Arc<Node>,
+    pub(crate) lease: Option<HeldLease>,
+    pub(crate) delivery_count: u32,
+}
+
+/// How a lease is settled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Settle<'a> {
+    /// Done: the message is removed.
+    Ack,
+    /// Back to the queue (after `delay` nanoseconds, if given), or to the
+    /// dead-letter queue with `reason` if this was its last allowed delivery.
+    Nack { delay: Option<u64>, reason: &'a str },
+}
+
 impl QueueCore {
     /// Puts a message that was leased back: ready now, later, or to the dead-letter
     /// queue once it has been delivered `max_deliveries` times.
@@ -128,15 +162,8 @@ impl QueueCore {
         &self.leases[shard]
     }
 
-    /// Acks (`delay` None and `ack` true), or nacks with an optional delay.
-    pub(crate) fn settle(
-        &self,
-        id: u64,
-        lease: (usize, u64),
-        ack: bool,
-        delay: Option<u64>,
-        why: &str,
-    ) -> Result<()> {
+    /// Acks, or nacks with an optional delay.
+    pub(crate) fn settle(&self, id: u64, lease: LeaseKey, how: Settle<'_>) -> Result<()> {
         // Run due timers first, so a lease that has run out cannot be settled.
         // The coarse clock decides whether to look (it never runs ahead of the
         // precise one): a settle less than a clock tick after its deadline may
@@ -150,31 +177,35 @@ impl QueueCore {
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
         let c = self.c(home);
-        if ack {
-            bump(&c.settled_ack, 1);
-            self.release(&node, home);
-            // An ack the journal could not record is no ack: say so.
-            let recorded = self.record_removed_id(node.id, node.persistent, RemoveReason::Acked);
-            pool::recycle(node);
-            recorded?;
-        } else {
-            bump(&c.settled_nack, 1);
-            self.requeue(node, delay, why, home, self.clock.now());
+        match how {
+            Settle::Ack => {
+                bump(&c.settled_ack, 1);
+                self.release(&node, home);
+                // An ack the journal could not record is no ack: say so.
+                let recorded =
+                    self.record_removed_id(node.id, node.persistent, RemoveReason::Acked);
+                pool::recycle(node);
+                recorded?;
+            }
+            Settle::Nack { delay, reason } => {
+                bump(&c.settled_nack, 1);
+                self.requeue(node, delay, reason, home, self.clock.now());
+            }
         }
         Ok(())
     }
 
     /// Ends a lease held by `lease`, handing its message over.
-    pub(super) fn take_lease(&self, id: u64, lease: (usize, u64)) -> Result<Arc<Node>> {
-        self.lease_shard(lease.0)
+    pub(super) fn take_lease(&self, id: u64, lease: LeaseKey) -> Result<Arc<Node>> {
+        self.lease_shard(lease.shard)
             .lock()
-            .remove(id, lease.1)
+            .remove(id, lease.token)
             .ok_or(Error::LeaseExpired { id })
     }
 
     /// Returns a leased message unprocessed (its consumer is going away): the
     /// delivery does not count, so it can never dead-letter this way.
-    pub(crate) fn give_back(&self, id: u64, lease: (usize, u64)) -> Result<()> {
+    pub(crate) fn give_back(&self, id: u64, lease: LeaseKey) -> Result<()> {
         self.check_fork()?;
         let node = self.take_lease(id, lease)?;
         let home = home_shard();
@@ -187,15 +218,15 @@ impl QueueCore {
     }
 
     /// Renews a lease: it now ends `by` from now. Returns the new deadline.
-    pub(crate) fn extend(&self, id: u64, lease: (usize, u64), by: u64) -> Result<u64> {
+    pub(crate) fn extend(&self, id: u64, lease: LeaseKey, by: u64) -> Result<u64> {
         self.check_open()?;
         let now = self.clock.now();
         self.maintain(now);
         let deadline = now.saturating_add(by);
         if self
-            .lease_shard(lease.0)
+            .lease_shard(lease.shard)
             .lock()
-            .extend(id, lease.1, deadline)
+            .extend(id, lease.token, deadline)
         {
             self.note_due(deadline);
             Ok(deadline)
@@ -204,10 +235,12 @@ impl QueueCore {
         }
     }
 
-    pub(crate) fn lease_deadline(&self, id: u64, lease: (usize, u64)) -> Option<u64> {
+    pub(crate) fn lease_deadline(&self, id: u64, lease: LeaseKey) -> Option<u64> {
         if self.origin.inherited() {
             return None;
         }
-        self.lease_shard(lease.0).lock().deadline(id, lease.1)
+        self.lease_shard(lease.shard)
+            .lock()
+            .deadline(id, lease.token)
     }
 }
