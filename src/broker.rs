@@ -1,25 +1,19 @@
 //! [`Broker`] and [`Namespace`]: the entry points of the Rust API.
 
-use crate::clock::{Clock, ClockListener, SystemClock};
+use crate::clock::{Clock, SystemClock};
 use crate::engine::namespace::NamespaceCore;
-use crate::engine::ticker::Ticker;
-use crate::engine::topic::TopicCore;
+use crate::engine::{Declare, Engine, EngineOptions, Recording};
 use crate::error::{validate_name, Error, Result};
 use crate::queue::Queue;
-use crate::store::journal::{Journal, JournalOptions, RecoveryReport, SyncMode};
-use crate::store::{MemoryStorage, Record, Storage};
-use crate::sync::fork::Origin;
+use crate::store::journal::{JournalOptions, RecoveryReport, SyncMode};
+use crate::store::{MemoryStorage, Storage};
 use crate::topic::Topic;
-use crate::types::Quotas;
-use crate::types::{Message, QueueOptions, QueueStats};
-use parking_lot::RwLock;
-use std::collections::HashMap;
+use crate::types::{Message, QueueOptions, QueueStats, Quotas};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Name of the namespace used when none is given.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub const DEFAULT_NAMESPACE: &str = crate::engine::DEFAULT_NAMESPACE;
 /// Name of the queue used when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -101,49 +95,6 @@ impl BrokerOptions {
     }
 }
 
-struct BrokerInner {
-    namespaces: RwLock<HashMap<String, Arc<NamespaceCore>>>,
-    opts: BrokerOptions,
-    closed: AtomicBool,
-    ticker: Arc<Ticker>,
-    /// Set once the recovered state is restored (what could not be is in it).
-    report: std::sync::OnceLock<RecoveryReport>,
-    /// The process (and fork generation) that opened it.
-    origin: Origin,
-}
-
-impl ClockListener for BrokerInner {
-    fn clock_advanced(&self) {
-        let now = self.opts.clock.now();
-        for ns in self.namespaces.read().values() {
-            for q in ns.all() {
-                // Whatever fell due runs now, so when `advance` returns every
-                // expired lease is requeued or dead-lettered (waking receivers
-                // of the dead-letter queue), delayed messages are ready, and a
-                // watched queue's descriptor is up to date.
-                if q.is_watched() || q.next_due().min(q.min_expiry()) <= now {
-                    q.maintain_sync(now);
-                }
-                q.wake_all();
-            }
-        }
-        self.ticker.kick();
-    }
-}
-
-impl Drop for BrokerInner {
-    fn drop(&mut self) {
-        // The storage stays open while a namespace or queue handle holds it (a
-        // queue keeps working once every broker handle is gone, whatever the
-        // backend); a journal closes, releasing its directory, with the last.
-        // Their timers keep running: the ticker ends once none is pending. In a
-        // forked child nothing is touched: the ticker is the parent's.
-        if !self.origin.inherited() {
-            self.ticker.orphan();
-        }
-    }
-}
-
 /// One engine instance. Cheap to clone (a handle); `Send + Sync`.
 ///
 /// ```
@@ -158,7 +109,14 @@ impl Drop for BrokerInner {
 /// ```
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<BrokerInner>,
+    flavor: BrokerFlavor,
+}
+
+/// Where a [`Broker`]'s calls go: today only an [`Engine`] in this process
+/// (the seam where a host-process flavor will plug in; see `Queue`'s flavor).
+#[derive(Clone)]
+enum BrokerFlavor {
+    Local(Arc<Engine>),
 }
 
 impl std::fmt::Debug for Broker {
@@ -185,234 +143,61 @@ impl Broker {
     /// Opens a broker. With a data directory: locks it, replays the journal and
     /// brings back every queue and unacked persistent message (see
     /// [`recovery_report`](Self::recovery_report)).
-    pub fn open(mut opts: BrokerOptions) -> Result<Self> {
-        let origin = Origin::here();
-        let mut recovered = None;
-        if let Some(dir) = opts.data_dir.clone() {
-            let (journal, rec) = Journal::open(&dir, opts.journal)?;
-            opts.storage = journal;
-            recovered = Some(rec);
-        }
-        let inner = Arc::new(BrokerInner {
-            namespaces: RwLock::new(HashMap::new()),
-            ticker: Ticker::new(opts.clock.clone()),
-            report: std::sync::OnceLock::new(),
-            opts,
-            closed: AtomicBool::new(false),
-            origin,
-        });
-        let weak: Weak<BrokerInner> = Arc::downgrade(&inner);
-        inner.opts.clock.add_listener(weak);
-        let b = Broker { inner };
-        // Namespaces with their recorded quotas, before anything creates one
-        // with the defaults. One that cannot be restored (a name that is not
-        // valid) is left out and reported, like a queue below.
-        let mut ns_damage = Vec::new();
-        if let Some(rec) = &recovered {
-            for (name, quotas) in &rec.namespaces {
-                if let Err(e) = b.ns_as(name, Some(quotas.clone()), false, false) {
-                    ns_damage.push(format!("namespace {name} not restored: {e}"));
-                }
-            }
-        }
-        b.namespace(DEFAULT_NAMESPACE)?;
-        if let Some(rec) = recovered {
-            // Each queue's dead-letter queue first, with its recorded options
-            // (creating a queue that names one would otherwise create it with
-            // defaults); `seen` guards against cycles.
-            let mut defs: HashMap<(String, String), (QueueOptions, u64)> = HashMap::new();
-            let order: Vec<(String, String)> = rec
-                .queues
-                .into_iter()
-                .map(|q| {
-                    let k = (q.namespace, q.queue);
-                    defs.insert(k.clone(), (q.options, q.next_id));
-                    k
-                })
-                .collect();
-            // A queue or message that cannot be restored (a name that is not
-            // valid, a queue that names itself as its dead-letter queue, the
-            // default quota of queues exceeded: a journal written by something
-            // else, or damage a checksum missed) is left out and reported: it
-            // never makes the directory unopenable. It stays in the journal.
-            let mut report = rec.report;
-            report.damage.append(&mut ns_damage);
-            let mut seen = std::collections::HashSet::new();
-            for k in &order {
-                if let Err(e) = b.restore_queue(k, &defs, &mut seen) {
-                    report
-                        .damage
-                        .push(format!("queue {}/{} not restored: {e}", k.0, k.1));
-                    report.queues = report.queues.saturating_sub(1);
-                }
-            }
-            // Messages in send order; the queue looked up once per run of
-            // messages to the same queue.
-            let mut cur = None;
-            let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
-            for m in rec.messages {
-                let q = match &cur {
-                    Some((i, q)) if *i == m.queue => q,
-                    _ => {
-                        let (ns, name) = &rec.names[m.queue as usize];
-                        let q = b.namespace(ns).and_then(|n| {
-                            n.core
-                                .restore_queue(name, b.inner.opts.default_queue_options.clone())
-                        });
-                        &cur.insert((m.queue, q)).1
-                    }
-                };
-                match q {
-                    Ok(q) => q.restore(m.node, m.deliver_at),
-                    Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
-                }
-            }
-            // Topics and their subscriptions, last: their queues exist now. A
-            // topic or subscription that cannot be restored is left out and
-            // reported.
-            for t in rec.topics {
-                let topic = b
-                    .namespace(&t.namespace)
-                    .and_then(|ns| ns.topic_as(&t.topic, false).map(|t| (ns, t)));
-                let (ns, topic) = match topic {
-                    Ok(x) => x,
-                    Err(e) => {
-                        report.damage.push(format!(
-                            "topic {}/{} not restored: {e}",
-                            t.namespace, t.topic
-                        ));
-                        continue;
-                    }
-                };
-                for (queue, filter) in t.subs {
-                    match ns.core.open(&queue, None, false) {
-                        Ok(q) => topic.core.restore_subscription(q, filter),
-                        Err(e) => report.damage.push(format!(
-                            "subscription {}/{queue} of topic {} not restored: {e}",
-                            t.namespace, t.topic
-                        )),
-                    }
-                }
-            }
-            for (i, (n, e)) in left_out {
-                let (ns, name) = &rec.names[i as usize];
-                report.damage.push(format!(
-                    "{n} messages of queue {ns}/{name} not restored: {e}"
-                ));
-                report.messages_recovered = report.messages_recovered.saturating_sub(n);
-            }
-            let _ = b.inner.report.set(report);
-        }
-        Ok(b)
-    }
-
-    fn restore_queue(
-        &self,
-        k: &(String, String),
-        defs: &HashMap<(String, String), (QueueOptions, u64)>,
-        seen: &mut std::collections::HashSet<(String, String)>,
-    ) -> Result<()> {
-        if !seen.insert(k.clone()) {
-            return Ok(());
-        }
-        let Some((opts, next_id)) = defs.get(k) else {
-            return Ok(());
-        };
-        if let Some(d) = &opts.dead_letter_queue {
-            self.restore_queue(&(k.0.clone(), d.clone()), defs, seen)?;
-        }
-        self.namespace(&k.0)?
-            .core
-            .restore_queue(&k.1, opts.clone())?
-            .continue_ids(*next_id);
-        Ok(())
+    pub fn open(opts: BrokerOptions) -> Result<Self> {
+        let engine = Engine::open(EngineOptions {
+            clock: opts.clock,
+            storage: opts.storage,
+            default_quotas: opts.default_quotas,
+            default_queue_options: opts.default_queue_options,
+            data_dir: opts.data_dir,
+            journal: opts.journal,
+        })?;
+        Ok(Broker {
+            flavor: BrokerFlavor::Local(engine),
+        })
     }
 
     /// What opening the data directory found (None without one).
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.report.get()
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.recovery_report(),
+        }
     }
 
     /// [`Error::Forked`] if this handle was inherited through `fork()`.
     pub(crate) fn check_fork(&self) -> Result<()> {
-        if self.inner.origin.inherited() {
-            Err(Error::Forked)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.origin.inherited() {
-            Err(Error::Forked)
-        } else if self.is_closed() {
-            Err(Error::Closed)
-        } else {
-            Ok(())
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.check_fork(),
         }
     }
 
     /// The clock every timer reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.opts.clock
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.clock(),
+        }
     }
 
     /// The storage backend's name.
     pub fn storage_name(&self) -> &'static str {
-        self.inner.opts.storage.name()
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.storage_name(),
+        }
     }
 
-    fn ns(&self, name: &str, quotas: Option<Quotas>, exclusive: bool) -> Result<Namespace> {
-        self.ns_as(name, quotas, exclusive, true)
-    }
-
-    /// Gets or creates a namespace. With `exclusive`, an existing one is an
-    /// error unless `quotas` are its own (a declaration repeated, at every
-    /// start of a program). A new one is recorded in the storage when `record`
-    /// (not when recovery brings it back).
-    fn ns_as(
-        &self,
-        name: &str,
-        quotas: Option<Quotas>,
-        exclusive: bool,
-        record: bool,
-    ) -> Result<Namespace> {
-        self.check_open()?;
-        validate_name(name)?;
-        let mut map = self.inner.namespaces.write();
-        if let Some(ns) = map.get(name) {
-            if exclusive && quotas.as_ref() != Some(&ns.shared.quotas) {
-                return Err(Error::AlreadyExists(format!(
-                    "namespace {name:?} (with other quotas)"
-                )));
-            }
-            return Ok(Namespace { core: ns.clone() });
+    fn ns(&self, name: &str, quotas: Option<Quotas>, declare: Declare) -> Result<Namespace> {
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e
+                .namespace(name, quotas, declare, Recording::Record)
+                .map(Namespace::local),
         }
-        let o = &self.inner.opts;
-        let quotas = quotas.unwrap_or_else(|| o.default_quotas.clone());
-        if record {
-            o.storage.append(&Record::NamespaceDefined {
-                namespace: name,
-                quotas: &quotas,
-            })?;
-        }
-        let core = Arc::new(NamespaceCore::new(
-            name.to_string(),
-            quotas,
-            o.default_queue_options.clone(),
-            o.clock.clone(),
-            o.storage.clone(),
-            self.inner.ticker.clone(),
-        ));
-        map.insert(name.to_string(), core.clone());
-        Ok(Namespace { core })
     }
 
     /// The namespace of that name, created with the default quotas if missing
     /// (and then journaled, with those quotas, like
     /// [`create_namespace`](Self::create_namespace)).
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
-        self.ns(name, None, false)
+        self.ns(name, None, Declare::OpenOrCreate)
     }
 
     /// Creates a namespace with these quotas. If it exists with the same
@@ -422,20 +207,15 @@ impl Broker {
     /// data directory the namespace and its quotas are journaled before this
     /// returns and come back when the broker reopens.
     pub fn create_namespace(&self, name: &str, quotas: Quotas) -> Result<Namespace> {
-        self.ns(name, Some(quotas), true)
+        self.ns(name, Some(quotas), Declare::Create)
     }
 
     /// An existing namespace, or [`Error::NotFound`] ([`Error::InvalidName`] for
     /// a name no namespace could have).
     pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
-        self.check_open()?;
-        validate_name(name)?;
-        self.inner
-            .namespaces
-            .read()
-            .get(name)
-            .map(|core| Namespace { core: core.clone() })
-            .ok_or_else(|| Error::NotFound(format!("namespace {name:?}")))
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.get_namespace(name).map(Namespace::local),
+        }
     }
 
     /// The default namespace.
@@ -445,9 +225,9 @@ impl Broker {
 
     /// Names of all namespaces, sorted.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.inner.namespaces.read().keys().cloned().collect();
-        v.sort();
-        v
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.namespace_names(),
+        }
     }
 
     /// A queue of the default namespace, created on first use.
@@ -467,10 +247,9 @@ impl Broker {
 
     /// Makes everything persistent durable (a barrier).
     pub fn flush(&self) -> Result<()> {
-        if self.inner.origin.inherited() {
-            return Err(Error::Forked);
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.flush(),
         }
-        self.inner.opts.storage.flush()
     }
 
     /// Closes the broker: every queue closes, blocked calls return
@@ -481,19 +260,16 @@ impl Broker {
     /// In a forked child, closing a broker inherited from the parent only marks
     /// this copy closed: the parent's journal, queues and threads are not touched.
     pub fn close(&self) {
-        if self.inner.closed.swap(true, SeqCst) || self.inner.origin.inherited_exact() {
-            return;
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.close(),
         }
-        for ns in self.inner.namespaces.read().values() {
-            ns.close();
-        }
-        self.inner.ticker.shutdown();
-        self.inner.opts.storage.close();
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(SeqCst)
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.is_closed(),
+        }
     }
 }
 
@@ -512,7 +288,13 @@ pub struct NamespaceStats {
 /// change another's queues. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Namespace {
-    core: Arc<NamespaceCore>,
+    flavor: NamespaceFlavor,
+}
+
+/// Where a [`Namespace`]'s calls go (see [`BrokerFlavor`]).
+#[derive(Clone)]
+enum NamespaceFlavor {
+    Local(Arc<NamespaceCore>),
 }
 
 impl std::fmt::Debug for Namespace {
@@ -524,35 +306,52 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
+    fn local(core: Arc<NamespaceCore>) -> Self {
+        Namespace {
+            flavor: NamespaceFlavor::Local(core),
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
-        &self.core.shared.name
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => &n.shared.name,
+        }
     }
 
     /// Its quotas.
     pub fn quotas(&self) -> &Quotas {
-        &self.core.shared.quotas
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => &n.shared.quotas,
+        }
     }
 
     /// The queue of that name, created with the default options if missing.
     pub fn queue(&self, name: &str) -> Result<Queue> {
-        self.core.open(name, None, false).map(Queue::local)
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => n.open(name, None, false).map(Queue::local),
+        }
     }
 
     /// Creates a queue with these options; [`Error::AlreadyExists`] if it exists.
     pub fn create_queue(&self, name: &str, opts: QueueOptions) -> Result<Queue> {
-        self.core.open(name, Some(opts), true).map(Queue::local)
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => n.open(name, Some(opts), true).map(Queue::local),
+        }
     }
 
     /// An existing queue, or [`Error::NotFound`] ([`Error::InvalidName`] for a
     /// name no queue could have).
     pub fn get_queue(&self, name: &str) -> Result<Queue> {
-        self.core.check_fork()?;
-        validate_name(name)?;
-        self.core
-            .get(name)
-            .map(Queue::local)
-            .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => {
+                n.check_fork()?;
+                validate_name(name)?;
+                n.get(name)
+                    .map(Queue::local)
+                    .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
+            }
+        }
     }
 
     /// The namespace's default queue.
@@ -564,17 +363,16 @@ impl Namespace {
     /// and it stops being a subscription of any topic. [`Error::NotFound`] if there
     /// is none, [`Error::InvalidName`] for a name no queue could have.
     pub fn delete_queue(&self, name: &str) -> Result<()> {
-        validate_name(name)?;
-        self.core.delete(name)?;
-        for t in self.core.topics.read().values() {
-            t.drop_subscription(name);
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => n.delete_queue(name),
         }
-        Ok(())
     }
 
     /// Names of its queues, sorted.
     pub fn list_queues(&self) -> Vec<String> {
-        self.core.list()
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => n.list(),
+        }
     }
 
     /// Sends to a queue by name (created on first use).
@@ -586,52 +384,35 @@ impl Namespace {
     /// name space with nothing: a topic and a queue may have the same name.
     /// A new topic is journaled (with a data directory) before this returns.
     pub fn topic(&self, name: &str) -> Result<Topic> {
-        self.topic_as(name, true)
-    }
-
-    /// Gets or creates a topic, recording a new one when `record`.
-    fn topic_as(&self, name: &str, record: bool) -> Result<Topic> {
-        validate_name(name)?;
-        self.core.check_open()?;
-        let mut topics = self.core.topics.write();
-        let core = match topics.get(name) {
-            Some(t) => t.clone(),
-            None => {
-                if record {
-                    self.core.storage().append(&Record::TopicDefined {
-                        namespace: &self.core.shared.name,
-                        topic: name,
-                    })?;
-                }
-                let t = Arc::new(TopicCore::new(name));
-                topics.insert(name.to_string(), t.clone());
-                t
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => {
+                Ok(Topic::local(n.topic(name, Recording::Record)?, n.clone()))
             }
-        };
-        Ok(Topic {
-            core,
-            ns: self.core.clone(),
-        })
+        }
     }
 
     /// Names of its topics, sorted.
     pub fn list_topics(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.core.topics.read().keys().cloned().collect();
-        v.sort();
-        v
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => n.topic_names(),
+        }
     }
 
     /// Exact statistics over all its queues.
     pub fn stats(&self) -> NamespaceStats {
-        let queues = self.core.all();
-        let mut totals = QueueStats::default();
-        for q in &queues {
-            totals.add(&q.stats());
-        }
-        NamespaceStats {
-            queues: queues.len() as u64,
-            totals,
-            quotas: self.core.shared.quotas.clone(),
+        match &self.flavor {
+            NamespaceFlavor::Local(n) => {
+                let queues = n.all();
+                let mut totals = QueueStats::default();
+                for q in &queues {
+                    totals.add(&q.stats());
+                }
+                NamespaceStats {
+                    queues: queues.len() as u64,
+                    totals,
+                    quotas: n.shared.quotas.clone(),
+                }
+            }
         }
     }
 }

@@ -23,23 +23,41 @@ use std::sync::Arc;
 /// ```
 #[derive(Clone)]
 pub struct Topic {
-    pub(crate) core: Arc<TopicCore>,
-    pub(crate) ns: Arc<NamespaceCore>,
+    flavor: TopicFlavor,
+}
+
+/// Where a [`Topic`]'s calls go: today only the engine of this process (the
+/// seam where a host-process flavor will plug in; see `Queue`'s flavor).
+#[derive(Clone)]
+enum TopicFlavor {
+    /// The topic and the namespace its subscription queues live in.
+    Local {
+        topic: Arc<TopicCore>,
+        ns: Arc<NamespaceCore>,
+    },
 }
 
 impl std::fmt::Debug for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topic")
-            .field("name", &self.core.name())
+            .field("name", &self.name())
             .field("subscriptions", &self.subscriptions())
             .finish()
     }
 }
 
 impl Topic {
+    pub(crate) fn local(topic: Arc<TopicCore>, ns: Arc<NamespaceCore>) -> Self {
+        Topic {
+            flavor: TopicFlavor::Local { topic, ns },
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
-        self.core.name()
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.name(),
+        }
     }
 
     /// Subscribes the queue `queue` (created with the namespace's defaults if it
@@ -55,36 +73,49 @@ impl Topic {
     /// restart).
     pub fn subscribe(&self, queue: &str, filter: Filter) -> Result<Queue> {
         validate_name(queue)?;
-        let core = self.core.subscribe(&self.ns, queue, filter)?;
-        Ok(Queue::local(core))
+        match &self.flavor {
+            TopicFlavor::Local { topic, ns } => {
+                Ok(Queue::local(topic.subscribe(ns, queue, filter)?))
+            }
+        }
     }
 
     /// Removes a subscription (its queue stays, with what it holds). Deleting the
     /// queue removes its subscriptions too.
     /// (Recorded in a broker's journal before this returns.)
     pub fn unsubscribe(&self, queue: &str) -> Result<()> {
-        self.core.unsubscribe(&self.ns, queue)
+        match &self.flavor {
+            TopicFlavor::Local { topic, ns } => topic.unsubscribe(ns, queue),
+        }
     }
 
     /// The filter of `queue`'s subscription, if it is subscribed.
     pub fn filter(&self, queue: &str) -> Option<Filter> {
-        self.core.filter(queue)
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.filter(queue),
+        }
     }
 
     /// Its counters: publishes, and those that went nowhere.
     pub fn stats(&self) -> TopicStats {
-        self.core.stats()
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.stats(),
+        }
     }
 
     /// Names of the subscribed queues, in subscription order.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.core.subscriptions()
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.subscriptions(),
+        }
     }
 
     /// Wakes every publish waiting for room in a subscription queue, so it
     /// re-checks its cancel flag (see [`publish_until`](Self::publish_until)).
     pub(crate) fn wake_publishers(&self) {
-        self.core.wake_publishers()
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.wake_publishers(),
+        }
     }
 
     /// Publishes `msg`: every subscription whose filter matches gets one copy
@@ -107,6 +138,8 @@ impl Topic {
         msg: Message,
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<usize> {
-        self.core.publish(msg, cancel)
+        match &self.flavor {
+            TopicFlavor::Local { topic, .. } => topic.publish(msg, cancel),
+        }
     }
 }

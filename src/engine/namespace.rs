@@ -2,7 +2,9 @@
 
 use super::counters::Budget;
 use super::queue::QueueCore;
+use super::root::Recording;
 use super::ticker::Ticker;
+use super::topic::TopicCore;
 use crate::clock::Clock;
 use crate::error::{validate_name, Error, Result};
 use crate::store::{Record, Storage};
@@ -24,7 +26,7 @@ pub(crate) struct NsShared {
 pub(crate) struct NamespaceCore {
     pub(crate) shared: Arc<NsShared>,
     queues: RwLock<HashMap<String, Arc<QueueCore>>>,
-    pub(crate) topics: RwLock<HashMap<String, Arc<super::topic::TopicCore>>>,
+    topics: RwLock<HashMap<String, Arc<TopicCore>>>,
     clock: Arc<dyn Clock>,
     storage: Arc<dyn Storage>,
     ticker: Arc<Ticker>,
@@ -191,6 +193,42 @@ impl NamespaceCore {
         drop(queues);
         q.destroy();
         Ok(())
+    }
+
+    /// Deletes a queue and its subscriptions to any topic.
+    pub(crate) fn delete_queue(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        self.delete(name)?;
+        for t in self.topics.read().values() {
+            t.drop_subscription(name);
+        }
+        Ok(())
+    }
+
+    /// Gets or creates a topic; a new one is recorded as `recording` says.
+    pub(crate) fn topic(&self, name: &str, recording: Recording) -> Result<Arc<TopicCore>> {
+        validate_name(name)?;
+        self.check_open()?;
+        let mut topics = self.topics.write();
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if recording == Recording::Record {
+            self.storage.append(&Record::TopicDefined {
+                namespace: &self.shared.name,
+                topic: name,
+            })?;
+        }
+        let t = Arc::new(TopicCore::new(name));
+        topics.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Names of its topics, sorted.
+    pub(crate) fn topic_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.topics.read().keys().cloned().collect();
+        v.sort();
+        v
     }
 
     pub(crate) fn list(&self) -> Vec<String> {
