@@ -25,8 +25,12 @@
 //! any thread.
 //!
 //! ## Layers
-//! `sync` (lock-free primitives, wait/notify) → `engine` (queue state) →
-//! `store` (the [`Storage`] trait) → this API → `ffi` (the C ABI).
+//! From the bottom: `sync` (lock-free primitives, wait/notify) → `types` (the
+//! shared vocabulary: [`Message`], [`QueueOptions`], [`Quotas`], [`Node`]…,
+//! with `error` and `clock`) → `store` (the [`Storage`] trait) → `engine` (its
+//! root owns namespaces, queues, topics, timers, storage and recovery) → this
+//! API (handles, each holding a private *flavor*: today only the local engine)
+//! → `ffi` (the C ABI). A module imports only from the layers below it.
 //!
 //! ```
 //! use libqueue::{Broker, Message, MessageView, QueueOptions};

@@ -204,7 +204,7 @@ impl QueueOptions {
                     "max_deliveries" => {
                         o.max_deliveries = Some(n()?.clamp(1, u32::MAX as u64) as u32)
                     }
-                    "dead_letter_queue" if crate::validate_name(v).is_ok() => {
+                    "dead_letter_queue" if crate::error::validate_name(v).is_ok() => {
                         o.dead_letter_queue = Some(v.to_string())
                     }
                     "persistent" => o.persistent = b()?,
