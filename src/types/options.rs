@@ -46,7 +46,7 @@ pub struct QueueOptions {
     pub max_messages: Option<u64>,
     /// Capacity in bytes; `None`: unbounded.
     pub max_bytes: Option<u64>,
-    /// What [`Queue::send`] does when full (each call may choose with [`Queue::send_with`]).
+    /// What [`Queue::send`](crate::Queue::send) does when full (each call may choose with [`Queue::send_with`](crate::Queue::send_with)).
     pub on_full: OnFull,
     /// TTL of messages that set none.
     pub default_ttl: Option<Duration>,
