@@ -1,39 +1,38 @@
 //! Crash and corruption tests of the journal.
 //!
 //! - **Crash (SIGKILL)**: the test runs its own binary again as a child process
-//!   (`crash::child_workload`, selected with `--exact --ignored` and told what to do by
-//!   `LQ_CHILD_*` environment variables) that opens a broker on a data directory
-//!   and, on persistent messages, runs a producer sending one by one and one
-//!   sending batches (1 to 7 messages) to `jobs`, a consumer there that acks
-//!   (and nacks some a few times first), a producer to `dl` (max_deliveries 3),
-//!   a consumer there that always nacks (so every message is dead-lettered) and
-//!   one on `dl.dead` that acks; every third child uses `SyncMode::Always`. The
-//!   child reports on stdout what completed (a line per event, ended by ` $`,
-//!   a batch on one line; see `child_workload`). The parent kills it with
-//!   SIGKILL after a random 20–200 ms (counting kills that land inside a
-//!   checkpoint written while running), reopens the directory and checks that
-//!   nothing reported sent and not taken is missing, nothing reported acked came
-//!   back, nothing is duplicated or corrupt, nothing appears that was never
-//!   sent; that the batch in flight is there whole or not at all; that no
-//!   message is both in `dl` and `dl.dead`, none is delivered more than 3 times
-//!   from `dl`, no acked dead letter (or its original) comes back and nothing
-//!   sent to `dl` is lost; that no delivery count is ever at or below one seen
-//!   before (child and parent deliveries, across rounds); and that no id is
-//!   handed out twice in a queue (after each check the parent sends a
-//!   non-persistent message to both queues, so the highest ids are ones no
-//!   record names). Then the next round runs a child on the SAME directory.
-//!   Every other round the check leaves the `jobs` messages in place (received
-//!   leased, not acked) for the next child; the rounds between drain them
-//!   (auto-ack), and the next round checks that drained messages stay gone;
-//!   `dl` and `dl.dead` are drained every round. `LQ_CRASH_ROUNDS` sets the
-//!   number of rounds (default 8; `make crash-long`: 300), `LQ_CRASH_SEED` the
-//!   seed of the kill delays. One more thread of the child defines: a
-//!   namespace with its own quotas (`D n`), a topic subscription with a filter
-//!   of one of the four kinds (`U n`), for some an unsubscribe (`V n`); after
-//!   the reopen every reported definition is there, exactly (quotas, filter),
-//!   one in flight at the kill is there whole or not at all, every
-//!   subscription delivers, and the definitions of every earlier round are
-//!   still there.
+//!   (`crash::child_workload`, selected with `--exact --ignored` and told what to
+//!   do by `LQ_CHILD_*` environment variables) that opens a broker on a data
+//!   directory and, on persistent messages, runs a producer sending one by one
+//!   and one sending batches (1 to 7 messages) to `jobs`, a consumer there that
+//!   acks (and nacks some a few times first), a producer to `dl` (max_deliveries
+//!   3), a consumer there that always nacks (so every message is dead-lettered)
+//!   and one on `dl.dead` that acks; every third child uses `SyncMode::Always`.
+//!   The child reports on stdout what completed (a line per event, ended by ` $`,
+//!   a batch on one line; see `child_workload`). The parent kills it with SIGKILL
+//!   after a random 20–200 ms (counting kills that land inside a checkpoint
+//!   written while running), reopens the directory and checks that nothing
+//!   reported sent and not taken is missing, nothing reported acked came back,
+//!   nothing is duplicated or corrupt, nothing appears that was never sent; that
+//!   the batch in flight is there whole or not at all; that no message is both in
+//!   `dl` and `dl.dead`, none is delivered more than 3 times from `dl`, no acked
+//!   dead letter (or its original) comes back and nothing sent to `dl` is lost;
+//!   that no delivery count is ever at or below one seen before (child and parent
+//!   deliveries, across rounds); and that no id is handed out twice in a queue
+//!   (after each check the parent sends a non-persistent message to both queues,
+//!   so the highest ids are ones no record names). Then the next round runs a
+//!   child on the SAME directory. Every other round the check leaves the `jobs`
+//!   messages in place (received leased, not acked) for the next child; the
+//!   rounds between drain them (auto-ack), and the next round checks that drained
+//!   messages stay gone; `dl` and `dl.dead` are drained every round.
+//!   `LQ_CRASH_ROUNDS` sets the number of rounds (default 8; `make crash-long`:
+//!   300), `LQ_CRASH_SEED` the seed of the kill delays. One more thread of the
+//!   child defines: a namespace with its own quotas (`D n`), a topic subscription
+//!   with a filter of one of the four kinds (`U n`), for some an unsubscribe
+//!   (`V n`); after the reopen every reported definition is there, exactly (quotas,
+//!   filter), one in flight at the kill is there whole or not at all, every
+//!   subscription delivers, and the definitions of every earlier round are still
+//!   there.
 //! - **Corruption**: a fresh directory with small segments (several of them) is
 //!   damaged on disk — bytes flipped, the last segment truncated, a page zeroed,
 //!   a middle segment deleted, garbage appended or added as a segment — and
