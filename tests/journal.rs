@@ -2,7 +2,7 @@
 //! their ids, headers, delivery counts and remaining TTL; acked ones never come
 //! back; queue definitions survive; ids continue; one writer per directory;
 //! disk use stays bounded across reopen cycles. (Crash and corruption tests are
-//! in journal_crash.rs.)
+//! in journal_crash/.)
 
 use libqueue::*;
 use std::path::Path;

@@ -14,7 +14,7 @@
 //! - `libqueue inspect` and `libqueue stats` show them.
 //!
 //! The cut-at-every-byte test simulates a SIGKILL during a write, as in
-//! `journal_units.rs`; `journal_crash.rs` kills real processes while they
+//! `journal_units.rs`; `journal_crash/` kills real processes while they
 //! define and subscribe.
 
 use libqueue::store::journal::{fuzz, inspect};

@@ -16,7 +16,7 @@
 //! The cut-at-every-byte tests simulate a SIGKILL during a write: the journal
 //! writes through a shared mapping, so what a killed process leaves is the
 //! bytes written so far, followed by zeros (a record's commit mark is written
-//! last). `tests/journal_crash.rs` kills real processes.
+//! last). `tests/journal_crash/` kills real processes.
 
 use libqueue::store::journal::fuzz;
 use libqueue::store::{Record, Storage};

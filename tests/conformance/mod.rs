@@ -1,4 +1,4 @@
-//! The storage-backend conformance harness: every test of `behaviour.rs` runs
+//! The storage-backend conformance harness: every test of `behaviour/` runs
 //! once per backend, through a [`Fixture`] that builds its brokers.
 //!
 //! - [`Backend::Memory`]: the in-memory broker (`MemoryStorage`), as

@@ -1,8 +1,13 @@
-//! Record framing and payload encoding (see docs/journal-format.md).
+//! Record framing and payload encoding (see docs/journal-format.md): segment
+//! headers, record frames (length, type, commit mark, CRC-32C), the scanner, the
+//! payload encoder `Enc` and `encode` of every `Record`. Decoding payloads into
+//! recovery's operations is in `recover.rs`.
 
+use crate::store::{Record, RemoveReason};
 use crate::types::Filter;
 use crate::types::Headers;
 use crate::types::Quotas;
+use std::sync::atomic::Ordering::SeqCst;
 
 /// Bytes before the first record of a segment.
 pub(crate) const SEGMENT_HEADER: usize = 64;
@@ -369,6 +374,128 @@ impl<'a> Dec<'a> {
         Ok(h)
     }
 }
+
+/// A removal reason as the journal writes it.
+fn reason_code(r: RemoveReason) -> u8 {
+    match r {
+        RemoveReason::Acked => 1,
+        RemoveReason::Expired => 2,
+        RemoveReason::DeadLettered => 3,
+        RemoveReason::Cancelled => 4,
+        RemoveReason::Purged => 5,
+        RemoveReason::QueueDeleted => 6,
+    }
+}
+
+/// Encodes a record's payload; returns its type.
+pub(crate) fn encode<W: Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
+    match r {
+        Record::QueueDefined {
+            namespace,
+            queue,
+            options,
+        } => {
+            e.str(namespace).str(queue).str(&options.to_text());
+            kind::QUEUE_DEFINED
+        }
+        Record::Enqueued {
+            namespace,
+            queue,
+            message: n,
+            deliver_at,
+        } => {
+            e.str(namespace)
+                .str(queue)
+                .u64(n.id)
+                .u8(n.priority)
+                .u8(n.persistent as u8)
+                .u64(n.enqueued_at)
+                .u64(n.expires_at)
+                .u64(deliver_at.unwrap_or(0))
+                .u32(n.deliveries.load(SeqCst))
+                .opt_str(n.name())
+                .opt_str(n.correlation_id())
+                .headers(n.headers())
+                .bytes(&n.body);
+            kind::ENQUEUED
+        }
+        Record::QueueDeleted { namespace, queue } => {
+            e.str(namespace).str(queue);
+            kind::QUEUE_DELETED
+        }
+        Record::Removed {
+            namespace,
+            queue,
+            id,
+            reason,
+        } => {
+            e.str(namespace)
+                .str(queue)
+                .u64(*id)
+                .u8(reason_code(*reason));
+            kind::REMOVED
+        }
+        Record::Delivered {
+            namespace,
+            queue,
+            id,
+            deliveries,
+        } => {
+            e.str(namespace).str(queue).u64(*id).u32(*deliveries);
+            kind::DELIVERED
+        }
+        Record::Group(records) => {
+            // count, then per record: type, payload length, payload.
+            e.u32(records.len() as u32);
+            for r in records.iter() {
+                debug_assert!(!matches!(r, Record::Group(_)), "a group holds no group");
+                let mut count = Enc(Count(0));
+                let k = encode(r, &mut count);
+                e.u8(k).u32(count.0 .0 as u32);
+                encode(r, e);
+            }
+            kind::GROUP
+        }
+        Record::NextId {
+            namespace,
+            queue,
+            next_id,
+        } => {
+            e.str(namespace).str(queue).u64(*next_id);
+            kind::NEXT_ID
+        }
+        Record::NamespaceDefined { namespace, quotas } => {
+            e.str(namespace).quotas(quotas);
+            kind::NAMESPACE_DEFINED
+        }
+        Record::TopicDefined { namespace, topic } => {
+            e.str(namespace).str(topic);
+            kind::TOPIC_DEFINED
+        }
+        Record::Subscribed {
+            namespace,
+            topic,
+            queue,
+            filter,
+        } => {
+            e.str(namespace).str(topic).str(queue).filter(filter);
+            kind::SUBSCRIBED
+        }
+        Record::Unsubscribed {
+            namespace,
+            topic,
+            queue,
+        } => {
+            e.str(namespace).str(topic).str(queue);
+            kind::UNSUBSCRIBED
+        }
+    }
+}
+
+/// Bytes before a group member's payload: its type (u8) and length (u32).
+pub(crate) const MEMBER_HEADER: usize = 5;
+/// Bytes before a group's first member: its count (u32).
+pub(crate) const GROUP_HEADER: usize = 4;
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@
 //! It is what lets a checkpoint copy the live records forward and delete the
 //! rest while the broker runs, and lets an open skip rewriting a clean journal.
 
+use super::codec::{encode, GROUP_HEADER, MEMBER_HEADER};
 use super::codec::{Count, Enc, RECORD_HEADER};
-use super::{encode, GROUP_HEADER, MEMBER_HEADER};
 use crate::store::Record;
 use crate::types::Filter;
 use crate::types::IdHasher;

@@ -1,10 +1,15 @@
 //! The journal: persistent messages in append-only, memory-mapped, checksummed
 //! segment files (format: `docs/journal-format.md`).
 //!
-//! - `codec`: record framing (length, type, commit mark, CRC-32C) and payloads.
-//! - `recover`: replay, damage detection, `inspect` and `dump`.
-//! - this file: the data directory (lock, segments), appends with group commit,
-//!   sync modes, compaction on open.
+//! - `mod.rs` (this file): `Journal`, the storage backend: open (lock, recover,
+//!   compact), appends with group commit, sync modes, close.
+//! - `segment`: the data directory's lock, segment names, creating a segment.
+//! - `writer`: appending to the current segment, rolling, checkpoints.
+//! - `codec`: record framing (length, type, commit mark, CRC-32C) and encoding.
+//! - `index`: what is live, and where (decides when to checkpoint).
+//! - `recover`: replay, damage detection, payload decoding.
+//! - `inspect`: the read-only `inspect` / `dump` of the `libqueue` command.
+//! - `fuzz`: entry points for the decoder fuzz targets.
 //!
 //! Opening a directory replays the segments in order, starting at the newest
 //! complete checkpoint (older segments are superseded); the first damaged record
@@ -19,21 +24,23 @@ pub(crate) mod codec;
 #[doc(hidden)]
 pub mod fuzz;
 mod index;
+mod inspect;
 mod recover;
+mod segment;
+mod writer;
 
-use index::{Index, SegStat};
-pub use recover::{dump, filter_text, inspect, quotas_text, Inspection};
-use recover::{header_valid, map_segment, move_damaged, read_header, recover, Replayed};
+pub use inspect::{dump, filter_text, inspect, quotas_text, Inspection};
+use recover::{header_valid, move_damaged, read_header, recover, Replayed};
+use segment::{lock_dir, parse_seg_name, seg_name};
+use writer::Writer;
 
-use self::codec::{kind, Dec, Enc, Malformed, Scan};
+use self::codec::{encode, kind, Dec, Enc, Malformed, Scan};
 use crate::error::{Error, Result};
-use crate::store::{Record, RemoveReason, Storage};
+use crate::store::{Record, Storage};
 use crate::types::Node;
 use crate::types::QueueOptions;
-use memmap2::MmapMut;
 use parking_lot::{Condvar, Mutex};
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
@@ -126,32 +133,6 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-struct Segment {
-    _file: File,
-    map: MmapMut,
-    tail: usize,
-}
-
-struct Writer {
-    dir: PathBuf,
-    seg: Option<Segment>,
-    seq: u64,
-    seg_size: usize,
-    /// Bytes appended since open (all segments).
-    written: u64,
-    /// Segments rolled or closed so far (a sync tells a concurrent unmap apart).
-    rolls: u64,
-    closed: bool,
-    /// Sync the directory when a segment is created (sync mode `Always`).
-    sync_dir: bool,
-    /// What is live, and where.
-    index: Index,
-    /// A segment filled since the last look at whether to checkpoint.
-    rolled: bool,
-    /// The next segment, being prepared by a helper thread.
-    next: Option<std::thread::JoinHandle<Result<Prepared>>>,
-}
-
 /// The journal storage backend.
 pub struct Journal {
     w: Mutex<Writer>,
@@ -178,48 +159,6 @@ impl std::fmt::Debug for Journal {
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> Error {
     Error::Storage(format!("{what} {}: {e}", p.display()))
-}
-
-fn seg_name(seq: u64) -> String {
-    format!("seg-{seq:016x}.lqj")
-}
-
-/// Only canonical names (exactly 16 lowercase hex digits) are segments.
-fn parse_seg_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("seg-")?.strip_suffix(".lqj")?;
-    let seq = u64::from_str_radix(hex, 16).ok()?;
-    (seg_name(seq) == name).then_some(seq)
-}
-
-/// Takes the data directory's write lock (flock on `LOCK`).
-fn lock_dir(dir: &Path) -> Result<File> {
-    let p = dir.join("LOCK");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&p)
-        .map_err(|e| io("cannot open", &p, e))?;
-    // A lock being released can stay held for a moment: a child process the host
-    // is spawning shares the descriptor until its exec closes it. Wait up to
-    // 200 ms before calling the directory locked.
-    let give_up = std::time::Instant::now() + Duration::from_millis(200);
-    loop {
-        // SAFETY: flock takes a descriptor we own (open for the duration) and flags.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r == 0 {
-            return Ok(f);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(io("cannot lock", &p, e));
-        }
-        if std::time::Instant::now() >= give_up {
-            return Err(Error::Locked(dir.display().to_string()));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 impl Journal {
@@ -390,409 +329,6 @@ impl Journal {
     }
 }
 
-impl Writer {
-    /// Appends one framed record; returns its segment and offset.
-    fn write_framed(&mut self, framed: &[u8]) -> Result<(u64, u64)> {
-        self.write_with(framed.len(), |b| {
-            b[..5].copy_from_slice(&framed[..5]);
-            b[6..].copy_from_slice(&framed[6..]);
-        })
-    }
-
-    /// Encodes a record straight into the segment; returns its segment, offset
-    /// and framed length.
-    fn write_encoded(&mut self, record: &Record<'_>) -> Result<(u64, u64, u32)> {
-        let mut count = Enc(codec::Count(0));
-        let k = encode(record, &mut count);
-        let len = count.0 .0;
-        let framed = codec::framed_len(len);
-        let (seg, off) = self.write_with(framed, |b| {
-            let (h, rest) = b.split_at_mut(codec::RECORD_HEADER);
-            let (payload, pad) = rest.split_at_mut(len);
-            encode(
-                record,
-                &mut Enc(codec::Slice {
-                    buf: payload,
-                    pos: 0,
-                }),
-            );
-            pad.fill(0);
-            let crc = codec::record_crc(len as u32, k, payload);
-            h[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-            h[4] = k;
-            h[6..8].copy_from_slice(&[0, 0]);
-            h[8..12].copy_from_slice(&crc.to_le_bytes());
-        })?;
-        Ok((seg, off, framed as u32))
-    }
-
-    /// Reserves `need` bytes at the segment's tail, lets `fill` write the
-    /// record there (all but its commit mark, byte 5, which is 0 meanwhile), then
-    /// commits it: a torn write never reads as committed.
-    fn write_with(&mut self, need: usize, fill: impl FnOnce(&mut [u8])) -> Result<(u64, u64)> {
-        if self.closed {
-            return Err(Error::Closed);
-        }
-        let fits = self
-            .seg
-            .as_ref()
-            .is_some_and(|s| s.tail + need <= s.map.len());
-        if !fits {
-            self.roll(need, false)?;
-        }
-        let seg = self.seg.as_mut().expect("rolled");
-        let at = seg.tail;
-        fill(&mut seg.map[at..at + need]);
-        seg.map[at + 5] = 0; // uncommitted until the fence below
-        std::sync::atomic::fence(SeqCst);
-        seg.map[at + 5] = codec::COMMITTED;
-        seg.tail += need;
-        self.written += need as u64;
-        let half_full = seg.tail * 2 > seg.map.len();
-        let tail = seg.tail as u64;
-        if let Some(st) = self.index.segs.get_mut(&self.seq) {
-            st.used = tail;
-        }
-        if half_full && self.next.is_none() {
-            self.prepare_next();
-        }
-        Ok((self.seq, at as u64))
-    }
-
-    /// Takes up the newest segment of a clean journal again, appending after
-    /// its last record.
-    fn continue_segment(&mut self, seq: u64, path: &Path) -> Result<()> {
-        let used = self
-            .index
-            .segs
-            .get(&seq)
-            .map(|s| s.used)
-            .ok_or(Error::Closed)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io("cannot open", path, e))?;
-        let h = read_header(path).ok_or(Error::Closed)?;
-        // Records of this format go into segments of this format only: an
-        // older version's segment gets a checkpoint instead.
-        if u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) != codec::VERSION {
-            return Err(Error::Storage(format!("{}: older format", path.display())));
-        }
-        let size = u64::from_le_bytes(
-            h[codec::SIZE_AT..codec::SIZE_AT + 8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        let len = file
-            .metadata()
-            .map_err(|e| io("cannot stat", path, e))?
-            .len();
-        if len < size || used > size {
-            return Err(Error::Storage(format!("{}: size changed", path.display())));
-        }
-        // SAFETY: as in `roll`: the file is a segment of our locked directory,
-        // mapped for its declared size (which it has), and only accessed through
-        // `Segment` under the writer mutex.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(size as usize)
-                .map_mut(&file)
-        }
-        .map_err(|e| io("cannot map", path, e))?;
-        self.seg = Some(Segment {
-            _file: file,
-            map,
-            tail: used as usize,
-        });
-        self.seq = seq;
-        Ok(())
-    }
-
-    /// Writes a checkpoint: every namespace (with its quotas), every queue
-    /// definition (with its next id), every topic with its subscriptions, and a copy
-    /// of every live `Enqueued` record (followed by its delivery count when it
-    /// changed), in their original order, into a fresh flagged segment, then a
-    /// CHECKPOINT record, synced. Returns the segments it supersedes (forgotten
-    /// by the index; the caller deletes them).
-    fn checkpoint(&mut self) -> Result<Vec<u64>> {
-        let old: Vec<u64> = self.index.segs.keys().copied().collect();
-        let mut maps = std::collections::HashMap::new();
-        for (&seq, st) in &self.index.segs {
-            if st.live > 0 {
-                let path = self.dir.join(seg_name(seq));
-                let map = map_segment(&path)?
-                    .ok_or_else(|| Error::Storage(format!("{}: empty", path.display())))?;
-                maps.insert(seq, map);
-            }
-        }
-        self.roll(0, true)?;
-        let mut e = Enc(Vec::new());
-        // Namespaces first (the queues' quotas), then the queues, then the
-        // topics with their subscriptions.
-        let framed = |r: &Record<'_>| {
-            let mut e = Enc(vec![0u8; codec::RECORD_HEADER]);
-            let k = encode(r, &mut e);
-            codec::finish_frame(k, &mut e.0);
-            e.0
-        };
-        let defs_before: Vec<Vec<u8>> = (self.index.defs.namespaces.iter())
-            .map(|(ns, quotas)| {
-                framed(&Record::NamespaceDefined {
-                    namespace: ns,
-                    quotas,
-                })
-            })
-            .collect();
-        let mut defs_after = Vec::new();
-        for t in &self.index.defs.topics {
-            defs_after.push(framed(&Record::TopicDefined {
-                namespace: &t.namespace,
-                topic: &t.topic,
-            }));
-            for (q, filter) in &t.subs {
-                defs_after.push(framed(&Record::Subscribed {
-                    namespace: &t.namespace,
-                    topic: &t.topic,
-                    queue: q,
-                    filter,
-                }));
-            }
-        }
-        for f in &defs_before {
-            self.write_framed(f)?;
-        }
-        let mut defs: Vec<usize> = (0..self.index.queues.len())
-            .filter(|&i| self.index.queues[i].options.is_some())
-            .collect();
-        defs.sort_by_key(|&i| self.index.queues[i].def_order);
-        for i in defs {
-            let q = &self.index.queues[i];
-            e.0.clear();
-            e.0.resize(codec::RECORD_HEADER, 0);
-            let record = Record::QueueDefined {
-                namespace: &q.namespace,
-                queue: &q.queue,
-                options: q.options.as_ref().expect("defined"),
-            };
-            // A checkpoint's definition ends with the queue's next id.
-            let k = encode(&record, &mut e);
-            e.u64(q.next_id);
-            codec::finish_frame(k, &mut e.0);
-            self.write_framed(&e.0)?;
-        }
-        for framed in &defs_after {
-            self.write_framed(framed)?;
-        }
-        let mut live: Vec<(u64, u64, u32, u64)> = Vec::with_capacity(self.index.live_msgs as usize);
-        for (qi, q) in self.index.queues.iter().enumerate() {
-            for (id, loc) in &q.msgs {
-                live.push((loc.seg, loc.off, qi as u32, *id));
-            }
-        }
-        live.sort_unstable();
-        for (seg, off, q, id) in live {
-            let loc = *self.index.get(q, id).expect("live");
-            let map = maps.get(&seg).map_or(&[][..], |m| &m[..]);
-            let outside = || Error::Storage(format!("live record outside segment {seg}"));
-            let (nseg, noff, nlen) = if loc.embedded {
-                // A group member: framed as a record of its own.
-                let payload = map
-                    .get(off as usize..off as usize + loc.len as usize)
-                    .ok_or_else(outside)?;
-                e.0.clear();
-                codec::frame(kind::ENQUEUED, payload, &mut e.0);
-                let (s, o) = self.write_framed(&e.0)?;
-                (s, o, e.0.len() as u32)
-            } else {
-                // Byte for byte, up to the end of its payload: replay took the
-                // record even if the file ends inside its padding (a truncated
-                // segment), and the padding is zeros.
-                let start = off as usize;
-                let plen = map
-                    .get(start..start + codec::RECORD_HEADER)
-                    .map(|h| u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize)
-                    .ok_or_else(outside)?;
-                let end = start + codec::RECORD_HEADER + plen;
-                if codec::framed_len(plen) != loc.len as usize {
-                    return Err(outside());
-                }
-                let src = map.get(start..end).ok_or_else(outside)?;
-                let (s, o) = self.write_with(loc.len as usize, |b| {
-                    let (head, pad) = b.split_at_mut(src.len());
-                    head[..5].copy_from_slice(&src[..5]);
-                    head[6..].copy_from_slice(&src[6..]);
-                    pad.fill(0);
-                })?;
-                (s, o, loc.len)
-            };
-            self.index.relocate(q, id, nseg, noff, nlen);
-            if loc.delivered {
-                let qe = &self.index.queues[q as usize];
-                e.0.clear();
-                e.0.resize(codec::RECORD_HEADER, 0);
-                let record = Record::Delivered {
-                    namespace: &qe.namespace,
-                    queue: &qe.queue,
-                    id,
-                    deliveries: loc.deliveries,
-                };
-                let k = encode(&record, &mut e);
-                codec::finish_frame(k, &mut e.0);
-                self.write_framed(&e.0)?;
-            }
-        }
-        e.0.clear();
-        codec::frame(kind::CHECKPOINT, &[], &mut e.0);
-        self.write_framed(&e.0)?;
-        if let Some(seg) = &self.seg {
-            seg.map
-                .flush_range(0, seg.tail)
-                .map_err(|e| io("cannot sync", &self.dir, e))?;
-        }
-        for s in &old {
-            self.index.segs.remove(s);
-        }
-        Ok(old)
-    }
-
-    /// Deletes superseded segment files.
-    fn remove_segments(&self, seqs: &[u64]) {
-        for &seq in seqs {
-            let _ = fs::remove_file(self.dir.join(seg_name(seq)));
-        }
-        if self.sync_dir {
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-        }
-    }
-
-    /// Closes the current segment (synced) and starts the next, big enough for `need`.
-    fn roll(&mut self, need: usize, checkpoint: bool) -> Result<()> {
-        if let Some(seg) = self.seg.take() {
-            seg.map
-                .flush_range(0, seg.tail)
-                .map_err(|e| io("cannot sync", &self.dir, e))?;
-        }
-        // The number advances only once the file exists, sized and mapped: a
-        // failure leaves no gap for recovery to cut at.
-        let seq = self
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| Error::Storage("journal segment numbers exhausted".into()))?;
-        let size = self.seg_size.max(codec::SEGMENT_HEADER + need);
-        // The next segment is usually ready: created, preallocated and its
-        // pages faulted in by a helper thread while this one filled.
-        let ready = self
-            .next
-            .take()
-            .and_then(|h| h.join().ok())
-            .and_then(|r| r.ok());
-        let (file, mut map) = match ready {
-            Some(p) if p.seq == seq && p.map.len() >= size => (p.file, p.map),
-            other => {
-                if let Some(p) = other {
-                    let _ = fs::remove_file(self.dir.join(seg_name(p.seq)));
-                }
-                let p = create_segment(&self.dir, seq, size)?;
-                (p.file, p.map)
-            }
-        };
-        map[..codec::SEGMENT_HEADER].copy_from_slice(&codec::segment_header(
-            seq,
-            size as u64,
-            checkpoint,
-        ));
-        self.seg = Some(Segment {
-            _file: file,
-            map,
-            tail: codec::SEGMENT_HEADER,
-        });
-        self.seq = seq;
-        self.rolls += 1;
-        self.index.segs.insert(
-            seq,
-            SegStat {
-                used: codec::SEGMENT_HEADER as u64,
-                live: 0,
-            },
-        );
-        self.rolled |= !checkpoint;
-        if self.sync_dir {
-            // The new file's name must survive a machine crash too.
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts preparing the segment after the current one on a helper thread,
-    /// once the current one is half full (a broker that appends little never
-    /// prepares one). Until it gets its header it is all zeros: a crash leaves
-    /// it as a segment that never started (deleted on open).
-    fn prepare_next(&mut self) {
-        let (dir, size, seq) = (self.dir.clone(), self.seg_size, self.seq + 1);
-        self.next = std::thread::Builder::new()
-            .name("libqueue-journal-prepare".into())
-            .spawn(move || create_segment(&dir, seq, size))
-            .ok();
-    }
-
-    /// Waits for a segment being prepared and deletes it (it holds nothing).
-    fn discard_prepared(&mut self) {
-        if let Some(Ok(Ok(p))) = self.next.take().map(|h| h.join()) {
-            drop(p.map);
-            let _ = fs::remove_file(self.dir.join(seg_name(p.seq)));
-        }
-    }
-}
-
-/// A created, preallocated and mapped segment file, without a header yet.
-struct Prepared {
-    seq: u64,
-    file: File,
-    map: MmapMut,
-}
-
-/// Creates segment `seq` of `size` bytes: preallocated, mapped, its pages
-/// faulted in for writing (so the appends that fill it do not stop for page
-/// faults).
-fn create_segment(dir: &Path, seq: u64, size: usize) -> Result<Prepared> {
-    let path = dir.join(seg_name(seq));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io("cannot create", &path, e))?;
-    if let Err(e) = allocate(&file, size as u64) {
-        let _ = fs::remove_file(&path);
-        return Err(io("cannot allocate", &path, e));
-    }
-    // SAFETY: the file is ours (created just now, the directory is locked against
-    // other writers) and stays open as long as the mapping, which is only
-    // accessed through `Segment` under the writer mutex once it is taken.
-    match unsafe { memmap2::MmapOptions::new().map_mut(&file) } {
-        Ok(map) => {
-            // Fault every page in *writable*, here on the preparing thread: a
-            // shared file mapping populated for reading (MAP_POPULATE) still
-            // takes a write fault (page_mkwrite, block mapping) per page at the
-            // first append, which was most of a 64 KiB append's time. Linux
-            // 5.14+; on an older kernel the appends fault the pages in instead.
-            if map.advise(memmap2::Advice::PopulateWrite).is_err() {
-                let _ = map.advise(memmap2::Advice::WillNeed);
-            }
-            Ok(Prepared { seq, file, map })
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&path);
-            Err(io("cannot map", &path, e))
-        }
-    }
-}
-
 thread_local! {
     /// Each appending thread's encode buffer (small records; kept up to 64 KiB).
     static ENCODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -813,127 +349,6 @@ impl Drop for ReturnBuf {
 
 /// Bodies from this size on are encoded straight into the segment.
 const DIRECT_MIN: usize = 4096;
-
-fn reason_code(r: RemoveReason) -> u8 {
-    match r {
-        RemoveReason::Acked => 1,
-        RemoveReason::Expired => 2,
-        RemoveReason::DeadLettered => 3,
-        RemoveReason::Cancelled => 4,
-        RemoveReason::Purged => 5,
-        RemoveReason::QueueDeleted => 6,
-    }
-}
-
-/// Encodes a record's payload; returns its type.
-pub(crate) fn encode<W: codec::Out>(r: &Record<'_>, e: &mut Enc<W>) -> u8 {
-    match r {
-        Record::QueueDefined {
-            namespace,
-            queue,
-            options,
-        } => {
-            e.str(namespace).str(queue).str(&options.to_text());
-            kind::QUEUE_DEFINED
-        }
-        Record::Enqueued {
-            namespace,
-            queue,
-            message: n,
-            deliver_at,
-        } => {
-            e.str(namespace)
-                .str(queue)
-                .u64(n.id)
-                .u8(n.priority)
-                .u8(n.persistent as u8)
-                .u64(n.enqueued_at)
-                .u64(n.expires_at)
-                .u64(deliver_at.unwrap_or(0))
-                .u32(n.deliveries.load(SeqCst))
-                .opt_str(n.name())
-                .opt_str(n.correlation_id())
-                .headers(n.headers())
-                .bytes(&n.body);
-            kind::ENQUEUED
-        }
-        Record::QueueDeleted { namespace, queue } => {
-            e.str(namespace).str(queue);
-            kind::QUEUE_DELETED
-        }
-        Record::Removed {
-            namespace,
-            queue,
-            id,
-            reason,
-        } => {
-            e.str(namespace)
-                .str(queue)
-                .u64(*id)
-                .u8(reason_code(*reason));
-            kind::REMOVED
-        }
-        Record::Delivered {
-            namespace,
-            queue,
-            id,
-            deliveries,
-        } => {
-            e.str(namespace).str(queue).u64(*id).u32(*deliveries);
-            kind::DELIVERED
-        }
-        Record::Group(records) => {
-            // count, then per record: type, payload length, payload.
-            e.u32(records.len() as u32);
-            for r in records.iter() {
-                debug_assert!(!matches!(r, Record::Group(_)), "a group holds no group");
-                let mut count = Enc(codec::Count(0));
-                let k = encode(r, &mut count);
-                e.u8(k).u32(count.0 .0 as u32);
-                encode(r, e);
-            }
-            kind::GROUP
-        }
-        Record::NextId {
-            namespace,
-            queue,
-            next_id,
-        } => {
-            e.str(namespace).str(queue).u64(*next_id);
-            kind::NEXT_ID
-        }
-        Record::NamespaceDefined { namespace, quotas } => {
-            e.str(namespace).quotas(quotas);
-            kind::NAMESPACE_DEFINED
-        }
-        Record::TopicDefined { namespace, topic } => {
-            e.str(namespace).str(topic);
-            kind::TOPIC_DEFINED
-        }
-        Record::Subscribed {
-            namespace,
-            topic,
-            queue,
-            filter,
-        } => {
-            e.str(namespace).str(topic).str(queue).filter(filter);
-            kind::SUBSCRIBED
-        }
-        Record::Unsubscribed {
-            namespace,
-            topic,
-            queue,
-        } => {
-            e.str(namespace).str(topic).str(queue);
-            kind::UNSUBSCRIBED
-        }
-    }
-}
-
-/// Bytes before a group member's payload: its type (u8) and length (u32).
-pub(crate) const MEMBER_HEADER: usize = 5;
-/// Bytes before a group's first member: its count (u32).
-pub(crate) const GROUP_HEADER: usize = 4;
 
 /// Whether an append of `r` confirms something to the caller that must survive
 /// a machine crash under `SyncMode::Always` (a send, a definition of a queue,
@@ -1058,18 +473,5 @@ impl Storage for Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// Reserves the file's blocks (so a full disk is an error now, not a SIGBUS on
-/// a later write to the mapping); falls back to a sparse size where the file
-/// system cannot preallocate.
-fn allocate(file: &File, size: u64) -> std::io::Result<()> {
-    // SAFETY: posix_fallocate takes a descriptor we own and plain integers.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-    match r {
-        0 => Ok(()),
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
-        e => Err(std::io::Error::from_raw_os_error(e)),
     }
 }
