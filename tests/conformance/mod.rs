@@ -12,6 +12,14 @@
 //! `memory::test_a` and `journal::test_a` (`cargo test --test behaviour
 //! journal::` runs the journal half). `test_c["why"]` ignores the journal
 //! variant of `test_c`, with that reason.
+//!
+//! Where a second broker flavor plugs in: the coming host-process client
+//! (a `Broker` whose handles talk to a host process instead of the engine in
+//! this one; see "Layers" in docs/design.md) becomes one more [`Backend`]
+//! variant. [`Fixture::open`] is the one place the suite makes a broker, so it
+//! makes that flavor's broker there (a host on the same data directory), and
+//! `conformance!` gains one more module beside `memory` and `journal`: every
+//! test then runs over it unchanged.
 
 use libqueue::{Broker, BrokerOptions, ManualClock, QueueOptions};
 use std::cell::{Cell, RefCell};
@@ -67,6 +75,7 @@ impl Fixture {
         self.backend == Backend::Journal
     }
 
+    /// Makes every broker of the suite (the place a new [`Backend`] plugs in).
     fn open(&self, dir: Option<PathBuf>, clock: Option<Arc<ManualClock>>) -> Broker {
         let mut o = BrokerOptions::new();
         if let Some(c) = &clock {
