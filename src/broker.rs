@@ -329,14 +329,18 @@ impl Namespace {
     /// The queue of that name, created with the default options if missing.
     pub fn queue(&self, name: &str) -> Result<Queue> {
         match &self.flavor {
-            NamespaceFlavor::Local(n) => n.open(name, None, false).map(Queue::local),
+            NamespaceFlavor::Local(n) => {
+                n.open(name, None, Declare::OpenOrCreate).map(Queue::local)
+            }
         }
     }
 
     /// Creates a queue with these options; [`Error::AlreadyExists`] if it exists.
     pub fn create_queue(&self, name: &str, opts: QueueOptions) -> Result<Queue> {
         match &self.flavor {
-            NamespaceFlavor::Local(n) => n.open(name, Some(opts), true).map(Queue::local),
+            NamespaceFlavor::Local(n) => {
+                n.open(name, Some(opts), Declare::Create).map(Queue::local)
+            }
         }
     }
 

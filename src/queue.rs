@@ -1,6 +1,7 @@
 //! The queue API: [`Queue`], its [`QueueOptions`], [`Delivery`] and [`QueueStats`].
 
 use crate::clock::{nanos, Clock};
+pub(crate) use crate::engine::ReceiveMode;
 use crate::engine::{HeldLease, LeaseKey, QueueCore, Received, Settle};
 use crate::error::{Error, Result};
 use crate::types::{Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Wait};
@@ -101,18 +102,18 @@ impl Queue {
 
     /// Receives one message, leased: `Ok(None)` if none came within `wait`.
     pub fn receive_with(&self, wait: Wait) -> Result<Option<Delivery>> {
-        self.one(wait, false)
+        self.one(wait, ReceiveMode::Leased)
     }
 
-    fn one(&self, wait: Wait, auto_ack: bool) -> Result<Option<Delivery>> {
+    fn one(&self, wait: Wait, mode: ReceiveMode) -> Result<Option<Delivery>> {
         let mut got = None;
-        self.receive_into(1, wait, auto_ack, None, |d| got = Some(d))?;
+        self.receive_into(1, wait, mode, None, |d| got = Some(d))?;
         Ok(got)
     }
 
-    fn many(&self, max: usize, wait: Wait, auto_ack: bool) -> Result<Vec<Delivery>> {
+    fn many(&self, max: usize, wait: Wait, mode: ReceiveMode) -> Result<Vec<Delivery>> {
         let mut out = Vec::with_capacity(max.min(256));
-        self.receive_into(max, wait, auto_ack, None, |d| out.push(d))?;
+        self.receive_into(max, wait, mode, None, |d| out.push(d))?;
         Ok(out)
     }
 
@@ -134,17 +135,17 @@ impl Queue {
     /// Receives up to `max` messages (leased): waits as `wait` says for the first,
     /// then takes what else is ready. Empty if nothing came.
     pub fn receive_batch(&self, max: usize, wait: Wait) -> Result<Vec<Delivery>> {
-        self.many(max, wait, false)
+        self.many(max, wait, ReceiveMode::Leased)
     }
 
     /// Receives one message and acks it at once (at-most-once delivery).
     pub fn receive_auto_ack(&self, wait: Wait) -> Result<Option<Delivery>> {
-        self.one(wait, true)
+        self.one(wait, ReceiveMode::AutoAck)
     }
 
     /// Receives up to `max` messages, acked at once.
     pub fn receive_batch_auto_ack(&self, max: usize, wait: Wait) -> Result<Vec<Delivery>> {
-        self.many(max, wait, true)
+        self.many(max, wait, ReceiveMode::AutoAck)
     }
 
     /// Up to `max` ready messages in the order they would be delivered, without
@@ -224,7 +225,9 @@ impl Queue {
     /// A worker loop stops this way.
     pub fn receive_cancellable(&self, wait: Wait, cancel: &AtomicBool) -> Result<Option<Delivery>> {
         let mut got = None;
-        self.receive_into(1, wait, false, Some(cancel), |d| got = Some(d))?;
+        self.receive_into(1, wait, ReceiveMode::Leased, Some(cancel), |d| {
+            got = Some(d)
+        })?;
         Ok(got)
     }
 
@@ -236,7 +239,9 @@ impl Queue {
         cancel: &AtomicBool,
     ) -> Result<Option<Delivery>> {
         let mut got = None;
-        self.receive_into(1, wait, true, Some(cancel), |d| got = Some(d))?;
+        self.receive_into(1, wait, ReceiveMode::AutoAck, Some(cancel), |d| {
+            got = Some(d)
+        })?;
         Ok(got)
     }
 
@@ -272,13 +277,13 @@ impl Queue {
         &self,
         max: usize,
         wait: Wait,
-        auto_ack: bool,
+        mode: ReceiveMode,
         cancel: Option<&AtomicBool>,
         mut out: F,
     ) -> Result<usize> {
         match &self.flavor {
             QueueFlavor::Local(q) => {
-                q.receive_until(max, wait, auto_ack, cancel, |r| out(Delivery::local(r)))
+                q.receive_until(max, wait, mode, cancel, |r| out(Delivery::local(r)))
             }
         }
     }

@@ -17,5 +17,5 @@ mod root;
 pub(crate) mod ticker;
 pub(crate) mod topic;
 
-pub(crate) use queue::{HeldLease, LeaseKey, QueueCore, Received, Settle};
+pub(crate) use queue::{HeldLease, LeaseKey, QueueCore, ReceiveMode, Received, Settle};
 pub(crate) use root::{Declare, Engine, EngineOptions, Recording, DEFAULT_NAMESPACE};

@@ -2,7 +2,7 @@
 
 use super::counters::Budget;
 use super::queue::QueueCore;
-use super::root::Recording;
+use super::root::{Declare, Recording};
 use super::ticker::Ticker;
 use super::topic::TopicCore;
 use crate::clock::Clock;
@@ -100,32 +100,32 @@ impl NamespaceCore {
     }
 
     /// Gets a queue, creating it with `opts` (or the defaults) if missing. With
-    /// `exclusive`, an existing queue is an error.
+    /// [`Declare::Create`], an existing queue is an error.
     pub(crate) fn open(
         &self,
         name: &str,
         opts: Option<QueueOptions>,
-        exclusive: bool,
+        declare: Declare,
     ) -> Result<Arc<QueueCore>> {
-        self.open_as(name, opts, exclusive, true)
+        self.open_as(name, opts, declare, Recording::Record)
     }
 
     /// Re-creates a queue found by recovery (its definition is in the journal already).
     pub(crate) fn restore_queue(&self, name: &str, opts: QueueOptions) -> Result<Arc<QueueCore>> {
-        self.open_as(name, Some(opts), false, false)
+        self.open_as(name, Some(opts), Declare::OpenOrCreate, Recording::Restored)
     }
 
     fn open_as(
         &self,
         name: &str,
         opts: Option<QueueOptions>,
-        exclusive: bool,
-        record: bool,
+        declare: Declare,
+        recording: Recording,
     ) -> Result<Arc<QueueCore>> {
         validate_name(name)?;
         self.check_open()?;
         if let Some(q) = self.get(name) {
-            if exclusive {
+            if declare == Declare::Create {
                 return Err(Error::AlreadyExists(format!("queue {name:?}")));
             }
             return Ok(q);
@@ -138,13 +138,13 @@ impl NamespaceCore {
                     "queue {name:?} cannot be its own dead-letter queue"
                 )))
             }
-            Some(d) => Some(self.open_as(d, None, false, record)?),
+            Some(d) => Some(self.open_as(d, None, Declare::OpenOrCreate, recording)?),
             None => None,
         };
         let mut queues = self.queues.write();
         self.check_open()?;
         if let Some(q) = queues.get(name) {
-            if exclusive {
+            if declare == Declare::Create {
                 return Err(Error::AlreadyExists(format!("queue {name:?}")));
             }
             return Ok(q.clone());
@@ -158,7 +158,7 @@ impl NamespaceCore {
                 });
             }
         }
-        if record {
+        if recording == Recording::Record {
             self.storage.append(&Record::QueueDefined {
                 namespace: &self.shared.name,
                 queue: name,

@@ -34,6 +34,7 @@ use crate::types::{Message, MAX_PRIORITY};
 use crate::types::{OnFull, QueueOptions, QueueStats, Wait};
 use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::Mutex;
+pub(crate) use receive::ReceiveMode;
 pub(crate) use settle::{HeldLease, LeaseKey, Received, Settle};
 use std::cell::RefCell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};

@@ -31,12 +31,13 @@ pub(crate) struct EngineOptions {
     pub(crate) journal: JournalOptions,
 }
 
-/// How [`Engine::namespace`] treats an existing namespace.
+/// How a declaration treats a namespace or queue that exists already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Declare {
-    /// Returns it whatever its quotas.
+    /// Returns it as it is.
     OpenOrCreate,
-    /// An error unless its quotas are the ones given (a declaration repeated).
+    /// A namespace: an error unless its quotas are the ones given (a
+    /// declaration repeated). A queue: an error.
     Create,
 }
 
@@ -217,7 +218,7 @@ impl Engine {
                 }
             };
             for (queue, filter) in t.subs {
-                match ns.open(&queue, None, false) {
+                match ns.open(&queue, None, Declare::OpenOrCreate) {
                     Ok(q) => topic.restore_subscription(q, filter),
                     Err(e) => report.damage.push(format!(
                         "subscription {}/{queue} of topic {} not restored: {e}",

@@ -2,6 +2,7 @@
 //! and publishing a copy to each matching subscription.
 
 use super::namespace::NamespaceCore;
+use super::root::Declare;
 use super::QueueCore;
 use crate::error::{Error, Result};
 use crate::store::Record;
@@ -60,7 +61,7 @@ impl TopicCore {
         queue: &str,
         filter: Filter,
     ) -> Result<Arc<QueueCore>> {
-        let q = ns.open(queue, None, false)?;
+        let q = ns.open(queue, None, Declare::OpenOrCreate)?;
         let mut subs = self.subs.write();
         let unchanged = subs
             .iter()

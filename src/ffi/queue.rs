@@ -365,9 +365,13 @@ unsafe fn receive_one(
         let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
         let q = open(h)?;
         let mut got = None;
-        q.receive_into(1, wait_of(timeout_ms), auto_ack, Some(&h.closed), |d| {
-            got = Some(d)
-        })?;
+        q.receive_into(
+            1,
+            wait_of(timeout_ms),
+            crate::queue::ReceiveMode::from_auto_ack(auto_ack),
+            Some(&h.closed),
+            |d| got = Some(d),
+        )?;
         match got {
             Some(d) => {
                 out.set(boxed(lq_delivery::owned(d)));
@@ -484,9 +488,13 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
         }
         let mut got = Vec::with_capacity(max.min(256));
-        open(h)?.receive_into(max, wait_of(timeout_ms), false, Some(&h.closed), |d| {
-            got.push(d)
-        })?;
+        open(h)?.receive_into(
+            max,
+            wait_of(timeout_ms),
+            crate::queue::ReceiveMode::Leased,
+            Some(&h.closed),
+            |d| got.push(d),
+        )?;
         if got.is_empty() {
             return Err(ended(h, timeout_ms));
         }

@@ -4,6 +4,26 @@
 
 use super::*;
 
+/// How a receive hands a message out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReceiveMode {
+    /// Leased: settled later with ack / nack, redelivered if the lease runs out.
+    Leased,
+    /// Acked as it is handed out (at-most-once).
+    AutoAck,
+}
+
+impl ReceiveMode {
+    /// [`AutoAck`](Self::AutoAck) when `auto_ack`, else [`Leased`](Self::Leased).
+    pub(crate) fn from_auto_ack(auto_ack: bool) -> Self {
+        if auto_ack {
+            ReceiveMode::AutoAck
+        } else {
+            ReceiveMode::Leased
+        }
+    }
+}
+
 impl QueueCore {
     /// Pops the next ready message, highest priority first, skipping expired ones.
     #[inline]
@@ -38,7 +58,7 @@ impl QueueCore {
     fn deliver(
         self: &Arc<Self>,
         node: Arc<Node>,
-        auto_ack: bool,
+        mode: ReceiveMode,
         home: usize,
         now: &mut LazyNow<'_>,
         taken: &mut Taken,
@@ -52,7 +72,7 @@ impl QueueCore {
         if d > 1 {
             bump(&c.redelivered, 1);
         }
-        if auto_ack {
+        if mode == ReceiveMode::AutoAck {
             taken.bytes += node.size;
             self.record_removed(&node, RemoveReason::Acked);
             return Received {
@@ -78,9 +98,9 @@ impl QueueCore {
 
     /// Counts what [`Self::deliver`] handed out, once per receive call: two
     /// counter bumps for a whole batch; auto-acked messages' room is given back.
-    fn count_taken(&self, auto_ack: bool, home: usize, taken: Taken) {
+    fn count_taken(&self, mode: ReceiveMode, home: usize, taken: Taken) {
         let c = self.c(home);
-        if auto_ack {
+        if mode == ReceiveMode::AutoAck {
             bump(&c.taken_auto, taken.n);
             bump(&c.bytes_out, taken.bytes);
             self.ns.msgs.give(taken.n);
@@ -100,11 +120,11 @@ impl QueueCore {
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
-        auto_ack: bool,
+        mode: ReceiveMode,
         cancel: Option<&AtomicBool>,
         out: F,
     ) -> Result<usize> {
-        let r = self.receive_loop(max, wait, auto_ack, cancel, out);
+        let r = self.receive_loop(max, wait, mode, cancel, out);
         self.watch_refresh();
         r
     }
@@ -113,7 +133,7 @@ impl QueueCore {
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
-        auto_ack: bool,
+        mode: ReceiveMode,
         cancel: Option<&AtomicBool>,
         mut out: F,
     ) -> Result<usize> {
@@ -140,15 +160,15 @@ impl QueueCore {
             self.maintain_lazy(&mut now);
             if let Some(first) = self.take_one(home, &mut now) {
                 let mut taken = Taken::default();
-                out(self.deliver(first, auto_ack, home, &mut now, &mut taken));
+                out(self.deliver(first, mode, home, &mut now, &mut taken));
                 while (taken.n as usize) < max {
                     let Some(node) = self.take_one(home, &mut now) else {
                         break;
                     };
-                    out(self.deliver(node, auto_ack, home, &mut now, &mut taken));
+                    out(self.deliver(node, mode, home, &mut now, &mut taken));
                 }
                 let n = taken.n as usize;
-                self.count_taken(auto_ack, home, taken);
+                self.count_taken(mode, home, taken);
                 return Ok(n);
             }
             let timed_out = deadline.is_some_and(|dl| now.get() >= dl);
@@ -167,8 +187,8 @@ impl QueueCore {
             if let Some(node) = self.take_one(home, &mut now) {
                 self.not_empty.cancel(t);
                 let mut taken = Taken::default();
-                out(self.deliver(node, auto_ack, home, &mut now, &mut taken));
-                self.count_taken(auto_ack, home, taken);
+                out(self.deliver(node, mode, home, &mut now, &mut taken));
+                self.count_taken(mode, home, taken);
                 return Ok(1);
             }
             if self.is_closed() || cancel.is_some_and(|c| c.load(SeqCst)) {
