@@ -223,6 +223,22 @@ impl Queue {
     /// thread: it also returns `Ok(None)` once `cancel` is set and
     /// [`wake_receivers`](Self::wake_receivers) called (taking nothing more).
     /// A worker loop stops this way.
+    ///
+    /// ```
+    /// use libqueue::{Broker, Wait};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// let q = Broker::new().queue("jobs")?;
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let worker = {
+    ///     let (q, stop) = (q.clone(), stop.clone());
+    ///     std::thread::spawn(move || q.receive_cancellable(Wait::Forever, &stop))
+    /// };
+    /// stop.store(true, Ordering::SeqCst);
+    /// q.wake_receivers();
+    /// assert!(worker.join().unwrap()?.is_none());
+    /// # Ok::<(), libqueue::Error>(())
+    /// ```
     pub fn receive_cancellable(&self, wait: Wait, cancel: &AtomicBool) -> Result<Option<Delivery>> {
         let mut got = None;
         self.receive_into(1, wait, ReceiveMode::Leased, Some(cancel), |d| {
@@ -258,6 +274,19 @@ impl Queue {
     /// stuck in its handler): it is ready again at once and this delivery
     /// does not count towards `max_deliveries`. [`Error::LeaseExpired`] if the
     /// lease is no longer held (settled, expired or given back already).
+    ///
+    /// ```
+    /// use libqueue::{Broker, Error, Message, MessageView};
+    /// let q = Broker::new().queue("jobs")?;
+    /// q.send(Message::new("job"))?;
+    /// let d = q.try_receive()?.unwrap();
+    /// let ticket = d.ticket().expect("leased");
+    /// q.give_back(ticket)?; // e.g. from a thread stopping a stuck worker
+    /// assert!(matches!(d.ack(), Err(Error::LeaseExpired { .. })));
+    /// let again = q.try_receive()?.unwrap();
+    /// assert_eq!((again.body(), again.delivery_count()), (&b"job"[..], 1));
+    /// # Ok::<(), libqueue::Error>(())
+    /// ```
     pub fn give_back(&self, ticket: LeaseTicket) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.give_back(ticket.id, ticket.key),
