@@ -1,14 +1,15 @@
-//! `lq_broker` (one engine instance), `lq_namespace` (a tenant), `lq_strings`
-//! (a list of names) and the recovery report.
+//! `lq_broker` (one engine instance), `lq_namespace` (a tenant) and the
+//! recovery report.
 //!
 //! Threads: `lq_broker` and `lq_namespace` may be shared between threads and
-//! used concurrently. `lq_strings` may move between threads.
+//! used concurrently.
 
+use super::boundary::{boxed, check_open, handle, run, run_free, set_slice, text, Fail, Out};
 use super::options::{lq_broker_options, lq_quotas};
 use super::queue::{lq_queue, lq_queue_stats};
+use super::status::{lq_status, lq_status::*};
+use super::strings::{lq_strings, strings};
 use super::topic::lq_topic;
-use super::{boxed, handle, run, run_free, set_slice, text, Fail, Out};
-use super::{lq_status, lq_status::*};
 use crate::{Broker, BrokerOptions, Namespace};
 
 /// A broker: one engine instance. Shareable between threads.
@@ -22,11 +23,6 @@ pub struct lq_broker {
 pub struct lq_namespace {
     pub(crate) ns: Namespace,
     pub(crate) broker: Broker,
-}
-
-/// A list of names (queues, namespaces, topics, subscriptions): a snapshot.
-pub struct lq_strings {
-    v: Vec<String>,
 }
 
 /// What opening a data directory found (`lq_broker_recovery_report`).
@@ -60,15 +56,6 @@ pub struct lq_namespace_stats {
 impl Drop for lq_broker {
     fn drop(&mut self) {
         self.b.close();
-    }
-}
-
-pub(crate) fn check_open(b: &Broker) -> Result<(), Fail> {
-    b.check_fork()?;
-    if b.is_closed() {
-        Err(Fail::new(LQ_CLOSED, "the broker is closed"))
-    } else {
-        Ok(())
     }
 }
 
@@ -289,9 +276,7 @@ pub unsafe extern "C" fn lq_broker_list_namespaces(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, out) = unsafe { (handle(broker, "broker")?, Out::new(out, "out")?) };
         check_open(&h.b)?;
-        out.set(boxed(lq_strings {
-            v: h.b.namespaces(),
-        }));
+        out.set(strings(h.b.namespaces()));
         Ok(())
     })
 }
@@ -532,7 +517,7 @@ pub unsafe extern "C" fn lq_namespace_list(
         } else {
             h.ns.list_queues()
         };
-        out.set(boxed(lq_strings { v }));
+        out.set(strings(v));
         Ok(())
     })
 }
@@ -581,65 +566,4 @@ pub unsafe extern "C" fn lq_namespace_name(
         set_slice(ptr, len, h.ns.name().as_bytes());
         Ok(())
     })
-}
-
-// ---- lq_strings ----------------------------------------------------------------
-
-pub(crate) fn strings(v: Vec<String>) -> *mut lq_strings {
-    boxed(lq_strings { v })
-}
-
-/// How many names the list holds.
-///
-/// # Safety
-/// `list` NULL or live; `out` writable.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_len(list: *const lq_strings, out: *mut usize) -> lq_status {
-    run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(list, "list")?, Out::new(out, "out")?) };
-        out.set(h.v.len());
-        Ok(())
-    })
-}
-
-/// Name `index`, borrowed from the list (UTF-8, not NUL-terminated; valid until
-/// `lq_strings_free`). `LQ_NOT_FOUND` past the end.
-///
-/// # Safety
-/// `list` NULL or live; `ptr` and `len` writable.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_get(
-    list: *const lq_strings,
-    index: usize,
-    ptr: *mut *const u8,
-    len: *mut usize,
-) -> lq_status {
-    run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(list, "list")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
-        let s = h.v.get(index).ok_or_else(|| {
-            Fail::new(
-                LQ_NOT_FOUND,
-                format!("index {index} is past the end ({} names)", h.v.len()),
-            )
-        })?;
-        set_slice(ptr, len, s.as_bytes());
-        Ok(())
-    })
-}
-
-/// Frees a list; NULL is a no-op.
-///
-/// # Safety
-/// `list` must be NULL or an owned list, not used again.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_free(list: *mut lq_strings) {
-    run_free(list)
 }

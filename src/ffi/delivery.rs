@@ -24,8 +24,8 @@
 //! Threads: a delivery may move between threads (ack it from any thread) but
 //! must not be used from two threads at once.
 
-use super::{handle, handle_mut, ms, run, run_free, set_slice, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{handle, handle_mut, ms, run, run_free, set_slice, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::{Delivery, MessageView, Peeked};
 
 /// A received message (leased, auto-acked or an RPC reply) or a peeked one.

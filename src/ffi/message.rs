@@ -7,8 +7,8 @@
 //! `lq_topic_publish` or an `lq_rpc_*` call. A message never sent is freed with
 //! `lq_message_free`. Not thread-safe: one thread at a time (it may move).
 
-use super::{boxed, bytes, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{boxed, bytes, handle_mut, ms, run, run_free, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::Message;
 
 /// A message to send: body, headers, name, correlation id, priority, TTL,
@@ -23,7 +23,7 @@ pub struct lq_message {
 /// `p` must be NULL or an owned `lq_message` handle, not used again.
 pub(crate) unsafe fn take(p: *mut lq_message, what: &str) -> Result<Message, Fail> {
     if p.is_null() {
-        return Err(super::null(what));
+        return Err(super::boundary::null(what));
     }
     // SAFETY: the caller hands over ownership of a live boxed handle.
     Ok(unsafe { Box::from_raw(p) }.m)
@@ -199,7 +199,7 @@ pub unsafe extern "C" fn lq_message_set_persistent(
 pub unsafe extern "C" fn lq_message_size(msg: *const lq_message, out: *mut u64) -> lq_status {
     run(|| {
         // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (super::handle(msg, "msg")?, Out::new(out, "out")?) };
+        let (h, out) = unsafe { (super::boundary::handle(msg, "msg")?, Out::new(out, "out")?) };
         out.set(h.m.size());
         Ok(())
     })

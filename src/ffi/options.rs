@@ -5,8 +5,8 @@
 //! and freed with `_free`. Options handles are not thread-safe: use one from one
 //! thread at a time (they may move between threads).
 
-use super::{boxed, handle, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{boxed, handle, handle_mut, ms, run, run_free, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::{BrokerOptions, OnFull, QueueOptions, Quotas, SyncMode};
 
 /// How to open a broker (`lq_broker_open`).

@@ -18,11 +18,12 @@
 //! Threads: an `lq_pool_builder` is used from one thread at a time; an
 //! `lq_pool` may be shared (stats from any thread), and stopped or freed once.
 
-use super::broker::check_open;
+use super::boundary::check_open;
+use super::boundary::LQ_WAIT_FOREVER;
+use super::boundary::{boxed, bytes, handle, handle_mut, ms, run, run_free, text, Fail, Out};
 use super::broker::lq_namespace;
 use super::delivery::lq_delivery;
-use super::{boxed, bytes, handle, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*, LQ_WAIT_FOREVER};
+use super::status::{lq_status, lq_status::*};
 use crate::{Delivery, HandlerResult, Pool, PoolBuilder, PoolStats};
 use std::ffi::c_void;
 
@@ -220,7 +221,7 @@ pub unsafe extern "C" fn lq_pool_builder_set_backoff_ms(
 }
 
 fn callback(handler: lq_handler_fn, userdata: *mut c_void) -> Result<Callback, Fail> {
-    let f = handler.ok_or_else(|| super::null("handler"))?;
+    let f = handler.ok_or_else(|| super::boundary::null("handler"))?;
     Ok(Callback { f, userdata })
 }
 
@@ -285,7 +286,7 @@ pub unsafe extern "C" fn lq_pool_builder_start(
 ) -> lq_status {
     run(|| {
         if builder.is_null() {
-            return Err(super::null("builder"));
+            return Err(super::boundary::null("builder"));
         }
         // SAFETY: the caller hands over an owned builder.
         let b = unsafe { Box::from_raw(builder) }.b;

@@ -10,11 +10,13 @@
 //! the memory and must come after every call on the handle has returned
 //! (close, join the threads that use it, then free).
 
+use super::boundary::{
+    boxed, bytes, handle, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out,
+};
 use super::delivery::lq_delivery;
 use super::message::{lq_message, take};
 use super::options::on_full_of;
-use super::{boxed, bytes, handle, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::status::{lq_status, lq_status::*};
 use crate::{Broker, Queue, QueueStats};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
@@ -135,7 +137,7 @@ fn open(h: &lq_queue) -> Result<&Queue, Fail> {
     if h.closed.load(SeqCst) {
         return Err(handle_closed());
     }
-    super::broker::check_open(&h.broker)?;
+    super::boundary::check_open(&h.broker)?;
     Ok(&h.q)
 }
 
@@ -148,7 +150,10 @@ fn handle_closed() -> Fail {
 fn ended(h: &lq_queue, timeout_ms: u64) -> Fail {
     if h.closed.load(SeqCst) {
         handle_closed()
-    } else if timeout_ms == super::LQ_WAIT_FOREVER || h.q.is_closed() || h.broker.is_closed() {
+    } else if timeout_ms == super::boundary::LQ_WAIT_FOREVER
+        || h.q.is_closed()
+        || h.broker.is_closed()
+    {
         Fail::new(LQ_CLOSED, "the queue was closed")
     } else {
         nothing(timeout_ms)
@@ -281,7 +286,7 @@ unsafe fn send_batch(
             return Ok(());
         }
         if msgs.is_null() {
-            return Err(super::null("msgs"));
+            return Err(super::boundary::null("msgs"));
         }
         // SAFETY: the caller guarantees `n` entries at `msgs`.
         let ptrs = unsafe { std::slice::from_raw_parts(msgs, n) };
@@ -295,7 +300,7 @@ unsafe fn send_batch(
             }
         }
         if let Some(i) = missing {
-            return Err(super::null(&format!("msgs[{i}]")));
+            return Err(super::boundary::null(&format!("msgs[{i}]")));
         }
         // SAFETY: the caller guarantees `queue` is NULL or live.
         let h = unsafe { handle(queue, "queue") }?;
@@ -406,7 +411,7 @@ pub unsafe extern "C" fn lq_queue_receive(
     out: *mut *mut lq_delivery,
 ) -> lq_status {
     // SAFETY: forwarded from the caller.
-    unsafe { receive_one(queue, super::LQ_WAIT_FOREVER, false, out) }
+    unsafe { receive_one(queue, super::boundary::LQ_WAIT_FOREVER, false, out) }
 }
 
 /// Waits at most `timeout_ms` for a message (leased): `LQ_TIMEOUT` if none came
@@ -479,7 +484,7 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, n_out) = unsafe { (handle(queue, "queue")?, Out::new(n_out, "n_out")?) };
         if out.is_null() {
-            return Err(super::null("out"));
+            return Err(super::boundary::null("out"));
         }
         if max == 0 {
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
@@ -516,7 +521,7 @@ pub unsafe extern "C" fn lq_queue_peek(
         // SAFETY: the caller guarantees the pointers are NULL or valid.
         let (h, n_out) = unsafe { (handle(queue, "queue")?, Out::new(n_out, "n_out")?) };
         if out.is_null() && max > 0 {
-            return Err(super::null("out"));
+            return Err(super::boundary::null("out"));
         }
         let items = open(h)?
             .peek(max)?

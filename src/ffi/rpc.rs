@@ -6,11 +6,12 @@
 //! client at once. `lq_rpc_client_close` may be called from any thread, also
 //! while calls wait in the client: they return `LQ_CLOSED` at once.
 
-use super::broker::{check_open, lq_namespace};
+use super::boundary::check_open;
+use super::boundary::{boxed, handle, ms, run, run_free, text, Fail, Out};
+use super::broker::lq_namespace;
 use super::delivery::lq_delivery;
-use super::lq_status;
 use super::message::{lq_message, take};
-use super::{boxed, handle, ms, run, run_free, text, Fail, Out};
+use super::status::lq_status;
 use crate::{Broker, RpcClient};
 
 /// An RPC client with a private reply queue. Shareable between threads.

@@ -4,11 +4,12 @@
 //! `lq_topic_close` may be called from any thread, also while a publish waits
 //! in the handle for room in a full subscription queue: it returns `LQ_CLOSED`.
 
-use super::broker::{check_open, lq_strings, strings};
-use super::lq_status;
+use super::boundary::check_open;
+use super::boundary::{bytes, handle, run, run_free, text, Fail, Out};
 use super::message::{lq_message, take};
 use super::queue::lq_queue;
-use super::{bytes, handle, run, run_free, text, Fail, Out};
+use super::status::lq_status;
+use super::strings::{lq_strings, strings};
 use crate::{Broker, Filter, Topic, TopicStats};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
