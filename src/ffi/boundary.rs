@@ -86,74 +86,109 @@ pub(crate) fn run(f: impl FnOnce() -> Outcome) -> lq_status {
     }
 }
 
+// ---- Pointers from C ------------------------------------------------------------
+//
+// THE SAFETY ARGUMENT (rustls-ffi's `Castable` / `try_ref_from_ptr!` model). Every
+// raw pointer that crosses the C boundary is turned into a Rust value by one of
+// the helpers below (`handle`, `handle_opt`, `handle_mut`, `owned`, `Out::new`, `OutArray::new`,
+// `items`, `bytes`, `text`, `run_free`), and only there; their `unsafe` blocks are
+// the only ones that dereference a pointer the host gave. Each helper is called
+// with a parameter of the exported `unsafe extern "C"` function whose body calls
+// it (directly, or through a private function of that file that takes the
+// parameter and passes it on unchanged), and every exported function's
+// `# Safety` section requires of that parameter exactly what the helper relies
+// on: NULL (which the helper turns into `LQ_NULL_POINTER`) or
+// - for `handle` and `handle_opt`: a live handle of that type, not freed during the call;
+// - for `handle_mut`: the same, used by no other thread during the call (the
+//   handles it serves — builders, options, messages, deliveries — may move
+//   between threads but not be shared);
+// - for `owned` and `run_free`: a handle this library returned as an owned
+//   `Box`, handed back and not used again;
+// - for `Out::new`: writable for one `T` until the call returns;
+// - for `OutArray::new`: writable for `len` entries until the call returns;
+// - for `items`, `bytes` and `text`: `len` readable entries that stay unchanged
+//   until the call returns.
+// The handle types are distinct (`lq_queue`, `lq_delivery`...), so the type a
+// helper reads is the one the C signature names. A borrowed reference lives no
+// longer than the exported call: the helpers return it for an unbounded lifetime
+// `'a`, and the callers keep it inside the `run` closure. These helpers are
+// private to `src/ffi/` and must never be given any other pointer; given that,
+// their callers need no `unsafe` of their own.
+
 /// The boundary of a `_free`: NULL is a no-op; a panic while dropping is
 /// swallowed (a destructor has no way to report it).
-pub(crate) fn run_free<T>(p: *mut T) {
+pub(super) fn run_free<T>(p: *mut T) {
     if p.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: every `_free` documents that `p` was returned by this library
-        // as an owned `Box<T>` and is not used again.
-        drop(unsafe { Box::from_raw(p) })
-    }));
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(owned(p, "handle"))));
 }
 
 /// Gives the host an owned handle.
-pub(crate) fn boxed<T>(v: T) -> *mut T {
+pub(super) fn boxed<T>(v: T) -> *mut T {
     Box::into_raw(Box::new(v))
 }
 
+/// Takes back an owned handle (see the safety argument above), or `LQ_NULL_POINTER`.
+pub(super) fn owned<T>(p: *mut T, what: &str) -> Result<Box<T>, Fail> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: the safety argument above: `p` is an owned handle from `boxed`
+    // (`Box::into_raw`), handed back and not used again.
+    Ok(unsafe { Box::from_raw(p) })
+}
+
 /// A shared reference from a handle pointer, or `LQ_NULL_POINTER`.
-///
-/// # Safety
-/// A non-NULL `p` must point to a live `T` not mutated during the call.
-pub(crate) unsafe fn handle<'a, T>(p: *const T, what: &str) -> Result<&'a T, Fail> {
-    // SAFETY: the caller guarantees a non-NULL `p` points to a live `T`.
-    unsafe { p.as_ref() }.ok_or_else(|| null(what))
+pub(super) fn handle<'a, T>(p: *const T, what: &str) -> Result<&'a T, Fail> {
+    handle_opt(p).ok_or_else(|| null(what))
+}
+
+/// A shared reference from a handle pointer that may be NULL (`None`).
+pub(super) fn handle_opt<'a, T>(p: *const T) -> Option<&'a T> {
+    // SAFETY: the safety argument above: a non-NULL `p` points to a live `T`
+    // that stays alive during the call.
+    unsafe { p.as_ref() }
 }
 
 /// A mutable reference from a handle pointer, or `LQ_NULL_POINTER`.
-///
-/// # Safety
-/// A non-NULL `p` must point to a live `T` that nothing else uses during the call.
-pub(crate) unsafe fn handle_mut<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Fail> {
-    // SAFETY: the caller guarantees exclusive access to a live `T`.
+pub(super) fn handle_mut<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T, Fail> {
+    // SAFETY: the safety argument above: a non-NULL `p` points to a live `T`
+    // that nothing else uses during the call.
     unsafe { p.as_mut() }.ok_or_else(|| null(what))
 }
 
-pub(crate) fn null(what: &str) -> Fail {
+pub(super) fn null(what: &str) -> Fail {
     Fail::new(lq_status::LQ_NULL_POINTER, format!("{what} is NULL"))
 }
 
-/// Bytes given as `(ptr, len)`: NULL is allowed when `len` is 0.
-///
-/// # Safety
-/// A non-NULL `p` must point to `len` readable bytes that outlive the call.
-pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Fail> {
+/// `len` items given as `(ptr, len)`: NULL is allowed when `len` is 0.
+pub(super) fn items<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], Fail> {
     if len == 0 {
         return Ok(&[]);
     }
     if p.is_null() {
         return Err(null(what));
     }
-    if len > isize::MAX as usize {
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
         return Err(Fail::new(
             lq_status::LQ_INVALID_ARGUMENT,
             format!("{what}: length {len} is too large"),
         ));
     }
-    // SAFETY: the caller guarantees `len` readable bytes at `p`, checked non-NULL.
+    // SAFETY: the safety argument above: `len` readable `T`s at `p` (checked
+    // non-NULL, and at most isize::MAX bytes), unchanged during the call.
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// Bytes given as `(ptr, len)`: NULL is allowed when `len` is 0.
+pub(super) fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Fail> {
+    items(p, len, what)
+}
+
 /// A string given as `(ptr, len)`, checked to be UTF-8 (no NUL needed).
-///
-/// # Safety
-/// As for [`bytes`].
-pub(crate) unsafe fn text<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a str, Fail> {
-    // SAFETY: forwarded from the caller.
-    let b = unsafe { bytes(p, len, what) }?;
+pub(super) fn text<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a str, Fail> {
+    let b = bytes(p, len, what)?;
     std::str::from_utf8(b).map_err(|e| {
         Fail::new(
             lq_status::LQ_INVALID_UTF8,
@@ -163,29 +198,64 @@ pub(crate) unsafe fn text<'a>(p: *const u8, len: usize, what: &str) -> Result<&'
 }
 
 /// An out-parameter, checked non-NULL up front and written only on success.
-pub(crate) struct Out<T>(NonNull<T>);
+pub(super) struct Out<T>(NonNull<T>);
 
 impl<T> Out<T> {
-    /// # Safety
-    /// A non-NULL `p` must be valid for a write of `T` until the call returns.
-    pub(crate) unsafe fn new(p: *mut T, what: &str) -> Result<Self, Fail> {
+    /// `p` as an out-parameter, or `LQ_NULL_POINTER`.
+    pub(super) fn new(p: *mut T, what: &str) -> Result<Self, Fail> {
         NonNull::new(p).map(Out).ok_or_else(|| null(what))
     }
 
     /// The pointer (non-NULL).
-    pub(crate) fn as_ptr(&self) -> *mut T {
+    pub(super) fn as_ptr(&self) -> *mut T {
         self.0.as_ptr()
     }
 
-    pub(crate) fn set(self, v: T) {
-        // SAFETY: `new`'s caller guaranteed the pointer is writable for a `T`;
-        // `write` does not read or drop what was there (it may be uninitialized).
+    pub(super) fn set(self, v: T) {
+        // SAFETY: the safety argument above: the pointer is writable for a `T`
+        // until the call returns; `write` does not read or drop what was there
+        // (it may be uninitialized).
         unsafe { self.0.as_ptr().write(v) }
     }
 }
 
+/// An out-array of `len` entries, checked non-NULL up front; entries are
+/// written one by one, only on success, and never read.
+pub(super) struct OutArray<T> {
+    p: NonNull<T>,
+    len: usize,
+}
+
+impl<T> OutArray<T> {
+    /// `p` as an array of `len` writable entries, or `LQ_NULL_POINTER`.
+    pub(super) fn new(p: *mut T, len: usize, what: &str) -> Result<Self, Fail> {
+        let p = NonNull::new(p).ok_or_else(|| null(what))?;
+        Ok(OutArray { p, len })
+    }
+
+    /// An array of no entries (nothing is ever written).
+    pub(super) fn empty() -> Self {
+        OutArray {
+            p: NonNull::dangling(),
+            len: 0,
+        }
+    }
+
+    /// Writes entry `i`. Panics (`LQ_PANIC`) past the end.
+    pub(super) fn set(&self, i: usize, v: T) {
+        assert!(
+            i < self.len,
+            "out-array index {i} past its {} entries",
+            self.len
+        );
+        // SAFETY: the safety argument above: `len` writable entries at `p`, and
+        // `i < len`; `write` does not read or drop what was there.
+        unsafe { self.p.as_ptr().add(i).write(v) }
+    }
+}
+
 /// Writes a borrowed `(ptr, len)` pair.
-pub(crate) fn set_slice(ptr: Out<*const u8>, len: Out<usize>, s: &[u8]) {
+pub(super) fn set_slice(ptr: Out<*const u8>, len: Out<usize>, s: &[u8]) {
     ptr.set(s.as_ptr());
     len.set(s.len());
 }

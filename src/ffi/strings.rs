@@ -20,8 +20,7 @@ pub(crate) fn strings(v: Vec<String>) -> *mut lq_strings {
 #[no_mangle]
 pub unsafe extern "C" fn lq_strings_len(list: *const lq_strings, out: *mut usize) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(list, "list")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(list, "list")?, Out::new(out, "out")?);
         out.set(h.v.len());
         Ok(())
     })
@@ -40,14 +39,11 @@ pub unsafe extern "C" fn lq_strings_get(
     len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(list, "list")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(list, "list")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         let s = h.v.get(index).ok_or_else(|| {
             Fail::new(
                 LQ_NOT_FOUND,
