@@ -2,7 +2,7 @@
 //!
 //! Every exported function runs its body through `run` (or `run_free` for
 //! the `_free` functions): panics are caught and become [`lq_status::LQ_PANIC`],
-//! NULL pointers become [`lq_status::LQ_NULL_POINTER`], every [`Error`] becomes
+//! NULL pointers become [`lq_status::LQ_NULL_POINTER`], every [`Error`](crate::Error) becomes
 //! its own pinned status, and the detail of the last failure is kept per thread
 //! for [`lq_last_error_message`]. Outputs are written only on success.
 //!
