@@ -92,6 +92,10 @@ class _Store:
         return s.ready + s.delayed
 
 
+# The header's numbers, bound once for the put path (no lookup per call).
+_REJECT = lib.LQ_ON_FULL_REJECT
+_WAIT_SLICE = lib.LQ_ON_FULL_TIMEOUT
+_TIMED_OUT = -lib.LQ_TIMEOUT  # what fast.send returns when a wait ran out
 _SHUT = -1000  # what _put_data returns when the queue was shut down during its wait
 
 
@@ -168,15 +172,15 @@ class _FifoBase(Generic[T]):
         """The message id, or -status. The send keeps the GIL unless it must wait."""
         a, release = self._a, self._release
         if not block:
-            return _send(a, data, release, lib.LQ_ON_FULL_REJECT, 0)
+            return _send(a, data, release, _REJECT, 0)
         # The wait, in slices: Ctrl-C gets through in the main thread, and a
         # shutdown() is seen within a slice in every thread.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = SLICE_MS if deadline is None else max(
                 0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
-            r = _send(a, data, release, lib.LQ_ON_FULL_TIMEOUT, left)
-            if r != -lib.LQ_TIMEOUT or (deadline is not None and time.monotonic() >= deadline):
+            r = _send(a, data, release, _WAIT_SLICE, left)
+            if r != _TIMED_OUT or (deadline is not None and time.monotonic() >= deadline):
                 return r
             if self.is_shutdown:
                 return _SHUT
