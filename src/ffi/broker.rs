@@ -1,14 +1,17 @@
-//! `lq_broker` (one engine instance), `lq_namespace` (a tenant), `lq_strings`
-//! (a list of names) and the recovery report.
+//! `lq_broker` (one engine instance), `lq_namespace` (a tenant) and the
+//! recovery report.
 //!
 //! Threads: `lq_broker` and `lq_namespace` may be shared between threads and
-//! used concurrently. `lq_strings` may move between threads.
+//! used concurrently.
 
+use super::boundary::{
+    boxed, check_open, handle, handle_opt, run, run_free, set_slice, text, Fail, Out,
+};
 use super::options::{lq_broker_options, lq_quotas};
 use super::queue::{lq_queue, lq_queue_stats};
+use super::status::{lq_status, lq_status::*};
+use super::strings::{lq_strings, strings};
 use super::topic::lq_topic;
-use super::{boxed, handle, run, run_free, set_slice, text, Fail, Out};
-use super::{lq_status, lq_status::*};
 use crate::{Broker, BrokerOptions, Namespace};
 
 /// A broker: one engine instance. Shareable between threads.
@@ -22,11 +25,6 @@ pub struct lq_broker {
 pub struct lq_namespace {
     pub(crate) ns: Namespace,
     pub(crate) broker: Broker,
-}
-
-/// A list of names (queues, namespaces, topics, subscriptions): a snapshot.
-pub struct lq_strings {
-    v: Vec<String>,
 }
 
 /// What opening a data directory found (`lq_broker_recovery_report`).
@@ -63,15 +61,6 @@ impl Drop for lq_broker {
     }
 }
 
-pub(crate) fn check_open(b: &Broker) -> Result<(), Fail> {
-    b.check_fork()?;
-    if b.is_closed() {
-        Err(Fail::new(LQ_CLOSED, "the broker is closed"))
-    } else {
-        Ok(())
-    }
-}
-
 pub(crate) fn ns_handle(ns: Namespace, broker: &Broker) -> *mut lq_namespace {
     boxed(lq_namespace {
         ns,
@@ -93,10 +82,8 @@ pub unsafe extern "C" fn lq_broker_open(
     out: *mut *mut lq_broker,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `out` is NULL or writable.
-        let out = unsafe { Out::new(out, "out") }?;
-        // SAFETY: the caller guarantees `opts` is NULL or a live handle.
-        let o = match unsafe { opts.as_ref() } {
+        let out = Out::new(out, "out")?;
+        let o = match handle_opt(opts) {
             Some(h) => h.o.clone(),
             None => BrokerOptions::new(),
         };
@@ -119,8 +106,7 @@ pub unsafe extern "C" fn lq_broker_open(
 #[no_mangle]
 pub unsafe extern "C" fn lq_broker_close(broker: *const lq_broker) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `broker` is NULL or live.
-        unsafe { handle(broker, "broker") }?.b.close();
+        handle(broker, "broker")?.b.close();
         Ok(())
     })
 }
@@ -148,8 +134,7 @@ pub unsafe extern "C" fn lq_broker_is_closed(
     out: *mut bool,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees both pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(broker, "broker")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
         out.set(h.b.is_closed());
         Ok(())
     })
@@ -162,9 +147,9 @@ enum NsLookup<'a> {
     Get,
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// As for the `lq_broker_*namespace` functions.
-unsafe fn namespace_call(
+fn namespace_call(
     broker: *const lq_broker,
     name: *const u8,
     name_len: usize,
@@ -172,14 +157,11 @@ unsafe fn namespace_call(
     out: *mut *mut lq_namespace,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, name, out) = unsafe {
-            (
-                handle(broker, "broker")?,
-                text(name, name_len, "name")?,
-                Out::new(out, "out")?,
-            )
-        };
+        let (h, name, out) = (
+            handle(broker, "broker")?,
+            text(name, name_len, "name")?,
+            Out::new(out, "out")?,
+        );
         check_open(&h.b)?;
         let ns = match how {
             NsLookup::OpenOrCreate => h.b.namespace(name)?,
@@ -205,8 +187,7 @@ pub unsafe extern "C" fn lq_broker_namespace(
     name_len: usize,
     out: *mut *mut lq_namespace,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { namespace_call(broker, name, name_len, NsLookup::OpenOrCreate, out) }
+    namespace_call(broker, name, name_len, NsLookup::OpenOrCreate, out)
 }
 
 /// Creates the namespace `name` with `quotas` (copied; NULL: no limits but
@@ -226,11 +207,8 @@ pub unsafe extern "C" fn lq_broker_create_namespace(
     quotas: *const lq_quotas,
     out: *mut *mut lq_namespace,
 ) -> lq_status {
-    // SAFETY: the caller guarantees `quotas` is NULL or live; the rest forwarded.
-    unsafe {
-        let q = quotas.as_ref();
-        namespace_call(broker, name, name_len, NsLookup::Create(q), out)
-    }
+    let q = handle_opt(quotas);
+    namespace_call(broker, name, name_len, NsLookup::Create(q), out)
 }
 
 /// An existing namespace, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no
@@ -245,8 +223,7 @@ pub unsafe extern "C" fn lq_broker_get_namespace(
     name_len: usize,
     out: *mut *mut lq_namespace,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { namespace_call(broker, name, name_len, NsLookup::Get, out) }
+    namespace_call(broker, name, name_len, NsLookup::Get, out)
 }
 
 /// A queue of the default namespace, created on first use. `*out` is owned:
@@ -262,14 +239,11 @@ pub unsafe extern "C" fn lq_broker_queue(
     out: *mut *mut lq_queue,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, name, out) = unsafe {
-            (
-                handle(broker, "broker")?,
-                text(name, name_len, "name")?,
-                Out::new(out, "out")?,
-            )
-        };
+        let (h, name, out) = (
+            handle(broker, "broker")?,
+            text(name, name_len, "name")?,
+            Out::new(out, "out")?,
+        );
         check_open(&h.b)?;
         out.set(lq_queue::boxed(h.b.queue(name)?, &h.b));
         Ok(())
@@ -286,12 +260,9 @@ pub unsafe extern "C" fn lq_broker_list_namespaces(
     out: *mut *mut lq_strings,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(broker, "broker")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
         check_open(&h.b)?;
-        out.set(boxed(lq_strings {
-            v: h.b.namespaces(),
-        }));
+        out.set(strings(h.b.namespaces()));
         Ok(())
     })
 }
@@ -304,8 +275,7 @@ pub unsafe extern "C" fn lq_broker_list_namespaces(
 #[no_mangle]
 pub unsafe extern "C" fn lq_broker_flush(broker: *const lq_broker) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `broker` is NULL or live.
-        let h = unsafe { handle(broker, "broker") }?;
+        let h = handle(broker, "broker")?;
         check_open(&h.b)?;
         h.b.flush()?;
         Ok(())
@@ -323,8 +293,7 @@ pub unsafe extern "C" fn lq_broker_recovery_report(
     out: *mut lq_recovery_report,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(broker, "broker")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
         let r =
             h.b.recovery_report()
                 .ok_or_else(|| Fail::new(LQ_NOT_FOUND, "the broker has no data directory"))?;
@@ -354,14 +323,11 @@ pub unsafe extern "C" fn lq_broker_recovery_damage(
     len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(broker, "broker")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(broker, "broker")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         let line =
             h.b.recovery_report()
                 .and_then(|r| r.damage.get(index))
@@ -383,9 +349,9 @@ pub unsafe extern "C" fn lq_namespace_free(ns: *mut lq_namespace) {
     run_free(ns)
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// As for the `lq_namespace_*` functions taking a name and an out-pointer.
-unsafe fn ns_named<T>(
+fn ns_named<T>(
     ns: *const lq_namespace,
     name: *const u8,
     name_len: usize,
@@ -393,14 +359,11 @@ unsafe fn ns_named<T>(
     f: impl FnOnce(&lq_namespace, &str) -> Result<*mut T, Fail>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, name, out) = unsafe {
-            (
-                handle(ns, "ns")?,
-                text(name, name_len, "name")?,
-                Out::new(out, "out")?,
-            )
-        };
+        let (h, name, out) = (
+            handle(ns, "ns")?,
+            text(name, name_len, "name")?,
+            Out::new(out, "out")?,
+        );
         check_open(&h.broker)?;
         out.set(f(h, name)?);
         Ok(())
@@ -419,12 +382,9 @@ pub unsafe extern "C" fn lq_namespace_queue(
     name_len: usize,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        ns_named(ns, name, name_len, out, |h, n| {
-            Ok(lq_queue::boxed(h.ns.queue(n)?, &h.broker))
-        })
-    }
+    ns_named(ns, name, name_len, out, |h, n| {
+        Ok(lq_queue::boxed(h.ns.queue(n)?, &h.broker))
+    })
 }
 
 /// Creates the queue `name` with `opts` (NULL: defaults; copied);
@@ -440,14 +400,11 @@ pub unsafe extern "C" fn lq_namespace_create_queue(
     opts: *const super::options::lq_queue_options,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: the caller guarantees `opts` is NULL or live; the rest forwarded.
     // The options are read inside the boundary (where a panic is caught).
-    unsafe {
-        ns_named(ns, name, name_len, out, move |h, n| {
-            let o = opts.as_ref().map(|o| o.o.clone()).unwrap_or_default();
-            Ok(lq_queue::boxed(h.ns.create_queue(n, o)?, &h.broker))
-        })
-    }
+    ns_named(ns, name, name_len, out, move |h, n| {
+        let o = handle_opt(opts).map(|o| o.o.clone()).unwrap_or_default();
+        Ok(lq_queue::boxed(h.ns.create_queue(n, o)?, &h.broker))
+    })
 }
 
 /// An existing queue, or `LQ_NOT_FOUND`; `LQ_INVALID_NAME` for a name no queue
@@ -462,12 +419,9 @@ pub unsafe extern "C" fn lq_namespace_get_queue(
     name_len: usize,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        ns_named(ns, name, name_len, out, |h, n| {
-            Ok(lq_queue::boxed(h.ns.get_queue(n)?, &h.broker))
-        })
-    }
+    ns_named(ns, name, name_len, out, |h, n| {
+        Ok(lq_queue::boxed(h.ns.get_queue(n)?, &h.broker))
+    })
 }
 
 /// The topic `name`, created if missing (journaled, with a data directory,
@@ -483,12 +437,9 @@ pub unsafe extern "C" fn lq_namespace_topic(
     name_len: usize,
     out: *mut *mut lq_topic,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        ns_named(ns, name, name_len, out, |h, n| {
-            Ok(boxed(lq_topic::new(h.ns.topic(n)?, &h.broker)))
-        })
-    }
+    ns_named(ns, name, name_len, out, |h, n| {
+        Ok(boxed(lq_topic::new(h.ns.topic(n)?, &h.broker)))
+    })
 }
 
 /// Deletes the queue `name`: its messages are dropped, its handles return
@@ -504,8 +455,7 @@ pub unsafe extern "C" fn lq_namespace_delete_queue(
     name_len: usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, name) = unsafe { (handle(ns, "ns")?, text(name, name_len, "name")?) };
+        let (h, name) = (handle(ns, "ns")?, text(name, name_len, "name")?);
         check_open(&h.broker)?;
         h.ns.delete_queue(name)?;
         Ok(())
@@ -524,15 +474,14 @@ pub unsafe extern "C" fn lq_namespace_list(
     out: *mut *mut lq_strings,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(ns, "ns")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(ns, "ns")?, Out::new(out, "out")?);
         check_open(&h.broker)?;
         let v = if topics {
             h.ns.list_topics()
         } else {
             h.ns.list_queues()
         };
-        out.set(boxed(lq_strings { v }));
+        out.set(strings(v));
         Ok(())
     })
 }
@@ -547,8 +496,7 @@ pub unsafe extern "C" fn lq_namespace_get_stats(
     out: *mut lq_namespace_stats,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(ns, "ns")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(ns, "ns")?, Out::new(out, "out")?);
         let s = h.ns.stats();
         out.set(lq_namespace_stats {
             queues: s.queues,
@@ -570,76 +518,12 @@ pub unsafe extern "C" fn lq_namespace_name(
     len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(ns, "ns")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(ns, "ns")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         set_slice(ptr, len, h.ns.name().as_bytes());
         Ok(())
     })
-}
-
-// ---- lq_strings ----------------------------------------------------------------
-
-pub(crate) fn strings(v: Vec<String>) -> *mut lq_strings {
-    boxed(lq_strings { v })
-}
-
-/// How many names the list holds.
-///
-/// # Safety
-/// `list` NULL or live; `out` writable.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_len(list: *const lq_strings, out: *mut usize) -> lq_status {
-    run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(list, "list")?, Out::new(out, "out")?) };
-        out.set(h.v.len());
-        Ok(())
-    })
-}
-
-/// Name `index`, borrowed from the list (UTF-8, not NUL-terminated; valid until
-/// `lq_strings_free`). `LQ_NOT_FOUND` past the end.
-///
-/// # Safety
-/// `list` NULL or live; `ptr` and `len` writable.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_get(
-    list: *const lq_strings,
-    index: usize,
-    ptr: *mut *const u8,
-    len: *mut usize,
-) -> lq_status {
-    run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(list, "list")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
-        let s = h.v.get(index).ok_or_else(|| {
-            Fail::new(
-                LQ_NOT_FOUND,
-                format!("index {index} is past the end ({} names)", h.v.len()),
-            )
-        })?;
-        set_slice(ptr, len, s.as_bytes());
-        Ok(())
-    })
-}
-
-/// Frees a list; NULL is a no-op.
-///
-/// # Safety
-/// `list` must be NULL or an owned list, not used again.
-#[no_mangle]
-pub unsafe extern "C" fn lq_strings_free(list: *mut lq_strings) {
-    run_free(list)
 }

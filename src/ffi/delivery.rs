@@ -24,8 +24,8 @@
 //! Threads: a delivery may move between threads (ack it from any thread) but
 //! must not be used from two threads at once.
 
-use super::{handle, handle_mut, ms, run, run_free, set_slice, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{handle, handle_mut, ms, run, run_free, set_slice, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::{Delivery, MessageView, Peeked};
 
 /// A received message (leased, auto-acked or an RPC reply) or a peeked one.
@@ -42,6 +42,14 @@ enum State {
     Borrowed(*const Delivery),
     /// Acked or nacked: the message is gone.
     Settled { id: u64, how: &'static str },
+}
+
+/// The `Delivery` a pool handler's borrowed view points to.
+fn borrowed(d: &*const Delivery) -> &Delivery {
+    // SAFETY: a borrowed delivery (`lq_delivery::borrowed`) lives only inside the
+    // pool handler call, during which the `Delivery` it points to is alive and
+    // not moved (see `pool.rs`); the reference does not outlive `d`'s borrow.
+    unsafe { &**d }
 }
 
 impl lq_delivery {
@@ -69,9 +77,7 @@ impl lq_delivery {
             State::Owned(d) if d.queue_closed() => Err(queue_closed(d.id())),
             State::Owned(d) => Ok(d),
             State::Peeked(p) => Ok(p),
-            // SAFETY: a borrowed delivery lives only inside the pool handler call,
-            // during which the `Delivery` it points to is alive (see `pool.rs`).
-            State::Borrowed(d) => Ok(unsafe { &**d }),
+            State::Borrowed(d) => Ok(borrowed(d)),
             State::Settled { id, how } => Err(Fail::new(
                 LQ_INVALID_STATE,
                 format!("the delivery of message {id} was {how}; its contents are gone"),
@@ -132,16 +138,15 @@ pub unsafe extern "C" fn lq_delivery_free(d: *mut lq_delivery) {
     run_free(d)
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `d` NULL or live and unshared.
-unsafe fn settle(
+fn settle(
     d: *mut lq_delivery,
     how: &'static str,
     f: impl FnOnce(Delivery) -> crate::Result<()>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(d, "d") }?;
+        let h = handle_mut(d, "d")?;
         f(h.take_leased(how)?)?;
         Ok(())
     })
@@ -160,8 +165,7 @@ unsafe fn settle(
 /// `d` NULL or an owned, live delivery used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_ack(d: *mut lq_delivery) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { settle(d, "acked", Delivery::ack) }
+    settle(d, "acked", Delivery::ack)
 }
 
 /// Returns the message to the queue now (or to the dead-letter queue after
@@ -171,8 +175,7 @@ pub unsafe extern "C" fn lq_delivery_ack(d: *mut lq_delivery) -> lq_status {
 /// As for `lq_delivery_ack`.
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_nack(d: *mut lq_delivery) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { settle(d, "nacked", Delivery::nack) }
+    settle(d, "nacked", Delivery::nack)
 }
 
 /// Returns the message to the queue after `delay_ms` (0: now), recording
@@ -189,8 +192,7 @@ pub unsafe extern "C" fn lq_delivery_nack_with(
     reason_len: usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, reason) = unsafe { (handle_mut(d, "d")?, text(reason, reason_len, "reason")?) };
+        let (h, reason) = (handle_mut(d, "d")?, text(reason, reason_len, "reason")?);
         let delay = (delay_ms > 0).then(|| ms(delay_ms));
         let reason = if reason.is_empty() { "nacked" } else { reason };
         h.take_leased("nacked")?.nack_with(delay, reason)?;
@@ -206,8 +208,7 @@ pub unsafe extern "C" fn lq_delivery_nack_with(
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_extend(d: *mut lq_delivery, ms_from_now: u64) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `d` is NULL or live.
-        let h = unsafe { handle_mut(d, "d") }?;
+        let h = handle_mut(d, "d")?;
         let dl = h.take_leased("extended")?;
         let r = if ms_from_now == 0 {
             dl.extend()
@@ -222,16 +223,15 @@ pub unsafe extern "C" fn lq_delivery_extend(d: *mut lq_delivery, ms_from_now: u6
 
 /// Runs `f` on the message view of `d`.
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `d` NULL or live.
-unsafe fn read<T>(
+fn read<T>(
     d: *const lq_delivery,
     out: *mut T,
     f: impl FnOnce(&dyn MessageView, &lq_delivery) -> Result<T, Fail>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(d, "d")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(d, "d")?, Out::new(out, "out")?);
         out.set(f(h.view()?, h)?);
         Ok(())
     })
@@ -244,8 +244,7 @@ unsafe fn read<T>(
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_id(d: *const lq_delivery, out: *mut u64) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(d, "d")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(d, "d")?, Out::new(out, "out")?);
         out.set(match &h.state {
             State::Settled { id, .. } => *id,
             State::Owned(d) => d.id(),
@@ -268,22 +267,19 @@ pub unsafe extern "C" fn lq_delivery_body(
     len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(d, "d")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(d, "d")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         set_slice(ptr, len, h.view()?.body());
         Ok(())
     })
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `d` NULL or live; `ptr` and `len` writable.
-unsafe fn optional_text(
+fn optional_text(
     d: *const lq_delivery,
     ptr: *mut *const u8,
     len: *mut usize,
@@ -291,14 +287,11 @@ unsafe fn optional_text(
     f: impl FnOnce(&dyn MessageView) -> Option<&[u8]>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(d, "d")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(d, "d")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         let v = h.view()?;
         let s = f(v)
             .ok_or_else(|| Fail::new(LQ_NOT_FOUND, format!("message {} has no {what}", v.id())))?;
@@ -318,8 +311,7 @@ pub unsafe extern "C" fn lq_delivery_name(
     ptr: *mut *const u8,
     len: *mut usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { optional_text(d, ptr, len, "name", |v| v.name().map(str::as_bytes)) }
+    optional_text(d, ptr, len, "name", |v| v.name().map(str::as_bytes))
 }
 
 /// The correlation id (UTF-8, zero-copy); `LQ_NOT_FOUND` if it has none.
@@ -332,12 +324,9 @@ pub unsafe extern "C" fn lq_delivery_correlation_id(
     ptr: *mut *const u8,
     len: *mut usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        optional_text(d, ptr, len, "correlation id", |v| {
-            v.correlation_id().map(str::as_bytes)
-        })
-    }
+    optional_text(d, ptr, len, "correlation id", |v| {
+        v.correlation_id().map(str::as_bytes)
+    })
 }
 
 /// The value of header `key` (bytes, zero-copy); `LQ_NOT_FOUND` if absent.
@@ -352,14 +341,12 @@ pub unsafe extern "C" fn lq_delivery_header(
     ptr: *mut *const u8,
     len: *mut usize,
 ) -> lq_status {
-    // SAFETY: the caller guarantees `key_len` bytes at `key`.
-    let key = match unsafe { text(key, key_len, "key") } {
+    let key = match text(key, key_len, "key") {
         Ok(k) => k.to_string(),
         Err(f) => return run(|| Err(f)),
     };
     let what = format!("header {key:?}");
-    // SAFETY: forwarded from the caller.
-    unsafe { optional_text(d, ptr, len, &what, |v| v.header(&key)) }
+    optional_text(d, ptr, len, &what, |v| v.header(&key))
 }
 
 /// How many headers it has.
@@ -371,8 +358,7 @@ pub unsafe extern "C" fn lq_delivery_header_count(
     d: *const lq_delivery,
     out: *mut usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { read(d, out, |v, _| Ok(v.headers().len())) }
+    read(d, out, |v, _| Ok(v.headers().len()))
 }
 
 /// Header number `index` (sorted by key): key and value, zero-copy.
@@ -390,16 +376,13 @@ pub unsafe extern "C" fn lq_delivery_header_at(
     value_len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, k, kl, v, vl) = unsafe {
-            (
-                handle(d, "d")?,
-                Out::new(key, "key")?,
-                Out::new(key_len, "key_len")?,
-                Out::new(value, "value")?,
-                Out::new(value_len, "value_len")?,
-            )
-        };
+        let (h, k, kl, v, vl) = (
+            handle(d, "d")?,
+            Out::new(key, "key")?,
+            Out::new(key_len, "key_len")?,
+            Out::new(value, "value")?,
+            Out::new(value_len, "value_len")?,
+        );
         let view = h.view()?;
         let (hk, hv) = view.headers().iter().nth(index).ok_or_else(|| {
             Fail::new(
@@ -419,8 +402,7 @@ pub unsafe extern "C" fn lq_delivery_header_at(
 /// `d` NULL or live; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_priority(d: *const lq_delivery, out: *mut u8) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { read(d, out, |v, _| Ok(v.priority())) }
+    read(d, out, |v, _| Ok(v.priority()))
 }
 
 /// Which delivery of the message this is (1 the first time; 0 for a peek).
@@ -429,17 +411,13 @@ pub unsafe extern "C" fn lq_delivery_priority(d: *const lq_delivery, out: *mut u
 /// `d` NULL or live; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_count(d: *const lq_delivery, out: *mut u32) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        read(d, out, |_, h| {
-            Ok(match &h.state {
-                State::Owned(d) => d.delivery_count(),
-                // SAFETY: as in `view`: alive for the handler call.
-                State::Borrowed(d) => (**d).delivery_count(),
-                _ => 0,
-            })
+    read(d, out, |_, h| {
+        Ok(match &h.state {
+            State::Owned(d) => d.delivery_count(),
+            State::Borrowed(d) => borrowed(d).delivery_count(),
+            _ => 0,
         })
-    }
+    })
 }
 
 /// Whether the message is persistent.
@@ -451,8 +429,7 @@ pub unsafe extern "C" fn lq_delivery_is_persistent(
     d: *const lq_delivery,
     out: *mut bool,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { read(d, out, |v, _| Ok(v.is_persistent())) }
+    read(d, out, |v, _| Ok(v.is_persistent()))
 }
 
 /// When it expires (broker clock, nanoseconds); `LQ_NOT_FOUND` without a TTL.
@@ -461,11 +438,8 @@ pub unsafe extern "C" fn lq_delivery_is_persistent(
 /// `d` NULL or live; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_expires_at(d: *const lq_delivery, out: *mut u64) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        read(d, out, |v, _| {
-            v.expires_at()
-                .ok_or_else(|| Fail::new(LQ_NOT_FOUND, format!("message {} has no TTL", v.id())))
-        })
-    }
+    read(d, out, |v, _| {
+        v.expires_at()
+            .ok_or_else(|| Fail::new(LQ_NOT_FOUND, format!("message {} has no TTL", v.id())))
+    })
 }

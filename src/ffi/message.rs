@@ -7,8 +7,8 @@
 //! `lq_topic_publish` or an `lq_rpc_*` call. A message never sent is freed with
 //! `lq_message_free`. Not thread-safe: one thread at a time (it may move).
 
-use super::{boxed, bytes, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{boxed, bytes, handle_mut, ms, owned, run, run_free, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::Message;
 
 /// A message to send: body, headers, name, correlation id, priority, TTL,
@@ -18,15 +18,8 @@ pub struct lq_message {
 }
 
 /// Takes the message out of an owned handle (which is freed).
-///
-/// # Safety
-/// `p` must be NULL or an owned `lq_message` handle, not used again.
-pub(crate) unsafe fn take(p: *mut lq_message, what: &str) -> Result<Message, Fail> {
-    if p.is_null() {
-        return Err(super::null(what));
-    }
-    // SAFETY: the caller hands over ownership of a live boxed handle.
-    Ok(unsafe { Box::from_raw(p) }.m)
+pub(crate) fn take(p: *mut lq_message, what: &str) -> Result<Message, Fail> {
+    Ok(owned(p, what)?.m)
 }
 
 /// A new message with a copy of `body` (`body_len` bytes; NULL allowed when 0).
@@ -41,8 +34,7 @@ pub unsafe extern "C" fn lq_message_new(
     out: *mut *mut lq_message,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are valid.
-        let (b, out) = unsafe { (bytes(body, body_len, "body")?, Out::new(out, "out")?) };
+        let (b, out) = (bytes(body, body_len, "body")?, Out::new(out, "out")?);
         out.set(boxed(lq_message { m: Message::new(b) }));
         Ok(())
     })
@@ -60,16 +52,15 @@ pub unsafe extern "C" fn lq_message_free(msg: *mut lq_message) {
 /// Checks the arguments with `check`, then applies `apply` to the message
 /// behind `msg` (a refused argument leaves the message as it was).
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `msg` must be NULL or a live handle used by no other thread.
-unsafe fn with_msg<T>(
+fn with_msg<T>(
     msg: *mut lq_message,
     check: impl FnOnce() -> Result<T, Fail>,
     apply: impl FnOnce(Message, T) -> Message,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(msg, "msg") }?;
+        let h = handle_mut(msg, "msg")?;
         let v = check()?;
         h.m = apply(std::mem::take(&mut h.m), v);
         Ok(())
@@ -86,8 +77,7 @@ pub unsafe extern "C" fn lq_message_set_name(
     name: *const u8,
     name_len: usize,
 ) -> lq_status {
-    // SAFETY: the caller guarantees the pointers are valid (checked in `run`).
-    unsafe { with_msg(msg, || text(name, name_len, "name"), |m, n| m.name(n)) }
+    with_msg(msg, || text(name, name_len, "name"), |m, n| m.name(n))
 }
 
 /// Sets the correlation id (RPC replies, execution ids). UTF-8.
@@ -100,8 +90,7 @@ pub unsafe extern "C" fn lq_message_set_correlation_id(
     id: *const u8,
     id_len: usize,
 ) -> lq_status {
-    // SAFETY: the caller guarantees the pointers are valid.
-    unsafe { with_msg(msg, || text(id, id_len, "id"), |m, c| m.correlation_id(c)) }
+    with_msg(msg, || text(id, id_len, "id"), |m, c| m.correlation_id(c))
 }
 
 /// Adds (or replaces) a header: `key` is UTF-8, `value` any bytes (copied).
@@ -116,20 +105,17 @@ pub unsafe extern "C" fn lq_message_set_header(
     value: *const u8,
     value_len: usize,
 ) -> lq_status {
-    // SAFETY: the caller guarantees the pointers are valid.
-    unsafe {
-        with_msg(
-            msg,
-            || {
-                let k = text(key, key_len, "key")?;
-                if k.is_empty() {
-                    return Err(Fail::new(LQ_INVALID_ARGUMENT, "header key is empty"));
-                }
-                Ok((k, bytes(value, value_len, "value")?))
-            },
-            |m, (k, v)| m.header(k, v),
-        )
-    }
+    with_msg(
+        msg,
+        || {
+            let k = text(key, key_len, "key")?;
+            if k.is_empty() {
+                return Err(Fail::new(LQ_INVALID_ARGUMENT, "header key is empty"));
+            }
+            Ok((k, bytes(value, value_len, "value")?))
+        },
+        |m, (k, v)| m.header(k, v),
+    )
 }
 
 /// Sets the priority, 0 (lowest) to 9 (highest); `LQ_INVALID_ARGUMENT` above 9.
@@ -138,22 +124,19 @@ pub unsafe extern "C" fn lq_message_set_header(
 /// `msg` NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn lq_message_set_priority(msg: *mut lq_message, priority: u8) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_msg(
-            msg,
-            || {
-                if priority > crate::MAX_PRIORITY {
-                    return Err(Fail::new(
-                        LQ_INVALID_ARGUMENT,
-                        format!("priority {priority} is above 9"),
-                    ));
-                }
-                Ok(priority)
-            },
-            |m, p| m.priority(p),
-        )
-    }
+    with_msg(
+        msg,
+        || {
+            if priority > crate::MAX_PRIORITY {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("priority {priority} is above 9"),
+                ));
+            }
+            Ok(priority)
+        },
+        |m, p| m.priority(p),
+    )
 }
 
 /// Time to live in milliseconds from sending; an expired message is never
@@ -163,8 +146,7 @@ pub unsafe extern "C" fn lq_message_set_priority(msg: *mut lq_message, priority:
 /// `msg` NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn lq_message_set_ttl_ms(msg: *mut lq_message, ttl_ms: u64) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_msg(msg, || Ok(()), |m, ()| m.ttl(ms(ttl_ms))) }
+    with_msg(msg, || Ok(()), |m, ()| m.ttl(ms(ttl_ms)))
 }
 
 /// Delay in milliseconds: receivable only this long after sending.
@@ -173,8 +155,7 @@ pub unsafe extern "C" fn lq_message_set_ttl_ms(msg: *mut lq_message, ttl_ms: u64
 /// `msg` NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn lq_message_set_delay_ms(msg: *mut lq_message, delay_ms: u64) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_msg(msg, || Ok(()), |m, ()| m.delay(ms(delay_ms))) }
+    with_msg(msg, || Ok(()), |m, ()| m.delay(ms(delay_ms)))
 }
 
 /// Persistent (written to the journal of a broker with a data directory) or
@@ -187,8 +168,7 @@ pub unsafe extern "C" fn lq_message_set_persistent(
     msg: *mut lq_message,
     persistent: bool,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_msg(msg, || Ok(()), |m, ()| m.persistent(persistent)) }
+    with_msg(msg, || Ok(()), |m, ()| m.persistent(persistent))
 }
 
 /// Size as quotas count it: body + name + correlation id + headers, in bytes.
@@ -198,8 +178,7 @@ pub unsafe extern "C" fn lq_message_set_persistent(
 #[no_mangle]
 pub unsafe extern "C" fn lq_message_size(msg: *const lq_message, out: *mut u64) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (super::handle(msg, "msg")?, Out::new(out, "out")?) };
+        let (h, out) = (super::boundary::handle(msg, "msg")?, Out::new(out, "out")?);
         out.set(h.m.size());
         Ok(())
     })

@@ -5,8 +5,8 @@
 //! and freed with `_free`. Options handles are not thread-safe: use one from one
 //! thread at a time (they may move between threads).
 
-use super::{boxed, handle, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::boundary::{boxed, handle, handle_mut, ms, run, run_free, text, Fail, Out};
+use super::status::{lq_status, lq_status::*};
 use crate::{BrokerOptions, OnFull, QueueOptions, Quotas, SyncMode};
 
 /// How to open a broker (`lq_broker_open`).
@@ -73,8 +73,7 @@ pub(crate) fn on_full_of(mode: u32, timeout_ms: u64) -> Result<OnFull, Fail> {
 #[no_mangle]
 pub unsafe extern "C" fn lq_broker_options_new(out: *mut *mut lq_broker_options) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `out` is NULL or writable.
-        let out = unsafe { Out::new(out, "out") }?;
+        let out = Out::new(out, "out")?;
         out.set(boxed(lq_broker_options {
             o: BrokerOptions::new(),
         }));
@@ -93,15 +92,14 @@ pub unsafe extern "C" fn lq_broker_options_free(opts: *mut lq_broker_options) {
 
 /// Applies `f` to the options behind `opts`.
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `opts` must be NULL or a live handle used by no other thread during the call.
-unsafe fn with_broker_opts(
+fn with_broker_opts(
     opts: *mut lq_broker_options,
     f: impl FnOnce(BrokerOptions) -> Result<BrokerOptions, Fail>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(opts, "opts") }?;
+        let h = handle_mut(opts, "opts")?;
         h.o = f(h.o.clone())?;
         Ok(())
     })
@@ -119,16 +117,13 @@ pub unsafe extern "C" fn lq_broker_options_set_data_dir(
     dir: *const u8,
     dir_len: usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_broker_opts(opts, |o| {
-            let d = text(dir, dir_len, "dir")?;
-            if d.is_empty() {
-                return Err(Fail::new(LQ_INVALID_ARGUMENT, "dir is empty"));
-            }
-            Ok(o.data_dir(d))
-        })
-    }
+    with_broker_opts(opts, |o| {
+        let d = text(dir, dir_len, "dir")?;
+        if d.is_empty() {
+            return Err(Fail::new(LQ_INVALID_ARGUMENT, "dir is empty"));
+        }
+        Ok(o.data_dir(d))
+    })
 }
 
 /// When journal records reach the disk: `mode` is an `lq_sync_mode`;
@@ -142,32 +137,29 @@ pub unsafe extern "C" fn lq_broker_options_set_sync_mode(
     mode: u32,
     interval_ms: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_broker_opts(opts, |o| {
-            use lq_sync_mode::*;
-            let m = match mode {
-                m if m == LQ_SYNC_NONE as u32 => SyncMode::None,
-                m if m == LQ_SYNC_INTERVAL as u32 && interval_ms > 0 => {
-                    SyncMode::Interval(ms(interval_ms))
-                }
-                m if m == LQ_SYNC_INTERVAL as u32 => {
-                    return Err(Fail::new(
-                        LQ_INVALID_ARGUMENT,
-                        "interval_ms must be positive",
-                    ))
-                }
-                m if m == LQ_SYNC_ALWAYS as u32 => SyncMode::Always,
-                m => {
-                    return Err(Fail::new(
-                        LQ_INVALID_ARGUMENT,
-                        format!("sync mode {m} is not an lq_sync_mode"),
-                    ))
-                }
-            };
-            Ok(o.sync_mode(m))
-        })
-    }
+    with_broker_opts(opts, |o| {
+        use lq_sync_mode::*;
+        let m = match mode {
+            m if m == LQ_SYNC_NONE as u32 => SyncMode::None,
+            m if m == LQ_SYNC_INTERVAL as u32 && interval_ms > 0 => {
+                SyncMode::Interval(ms(interval_ms))
+            }
+            m if m == LQ_SYNC_INTERVAL as u32 => {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    "interval_ms must be positive",
+                ))
+            }
+            m if m == LQ_SYNC_ALWAYS as u32 => SyncMode::Always,
+            m => {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("sync mode {m} is not an lq_sync_mode"),
+                ))
+            }
+        };
+        Ok(o.sync_mode(m))
+    })
 }
 
 /// Size of each journal segment file in bytes (default 64 MiB; at least 4096).
@@ -179,18 +171,15 @@ pub unsafe extern "C" fn lq_broker_options_set_segment_size(
     opts: *mut lq_broker_options,
     bytes: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_broker_opts(opts, |o| {
-            if bytes < 4096 {
-                return Err(Fail::new(
-                    LQ_INVALID_ARGUMENT,
-                    format!("segment size {bytes} is below 4096 bytes"),
-                ));
-            }
-            Ok(o.segment_size(bytes))
-        })
-    }
+    with_broker_opts(opts, |o| {
+        if bytes < 4096 {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                format!("segment size {bytes} is below 4096 bytes"),
+            ));
+        }
+        Ok(o.segment_size(bytes))
+    })
 }
 
 /// Quotas of namespaces created without explicit ones (the default namespace
@@ -203,14 +192,10 @@ pub unsafe extern "C" fn lq_broker_options_set_default_quotas(
     opts: *mut lq_broker_options,
     quotas: *const lq_quotas,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_broker_opts(opts, |o| {
-            // SAFETY: the caller guarantees `quotas` is NULL or live.
-            let q = handle(quotas, "quotas")?;
-            Ok(o.default_quotas(q.q.clone()))
-        })
-    }
+    with_broker_opts(opts, |o| {
+        let q = handle(quotas, "quotas")?;
+        Ok(o.default_quotas(q.q.clone()))
+    })
 }
 
 /// Options of queues created on first use. `qopts` is copied.
@@ -222,15 +207,11 @@ pub unsafe extern "C" fn lq_broker_options_set_default_queue_options(
     opts: *mut lq_broker_options,
     qopts: *const lq_queue_options,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_broker_opts(opts, |o| {
-            // SAFETY: the caller guarantees `qopts` is NULL or live.
-            let q = handle(qopts, "qopts")?;
-            q.o.validate()?;
-            Ok(o.default_queue_options(q.o.clone()))
-        })
-    }
+    with_broker_opts(opts, |o| {
+        let q = handle(qopts, "qopts")?;
+        q.o.validate()?;
+        Ok(o.default_queue_options(q.o.clone()))
+    })
 }
 
 // ---- lq_quotas -----------------------------------------------------------------
@@ -243,8 +224,7 @@ pub unsafe extern "C" fn lq_broker_options_set_default_queue_options(
 #[no_mangle]
 pub unsafe extern "C" fn lq_quotas_new(out: *mut *mut lq_quotas) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `out` is NULL or writable.
-        let out = unsafe { Out::new(out, "out") }?;
+        let out = Out::new(out, "out")?;
         out.set(boxed(lq_quotas {
             q: Quotas::default(),
         }));
@@ -263,12 +243,11 @@ pub unsafe extern "C" fn lq_quotas_free(quotas: *mut lq_quotas) {
 
 /// Applies `f` to the quotas behind `quotas`.
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `quotas` must be NULL or a live handle used by no other thread.
-unsafe fn with_quotas(quotas: *mut lq_quotas, f: impl FnOnce(Quotas) -> Quotas) -> lq_status {
+fn with_quotas(quotas: *mut lq_quotas, f: impl FnOnce(Quotas) -> Quotas) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(quotas, "quotas") }?;
+        let h = handle_mut(quotas, "quotas")?;
         h.q = f(h.q.clone());
         Ok(())
     })
@@ -280,8 +259,7 @@ unsafe fn with_quotas(quotas: *mut lq_quotas, f: impl FnOnce(Quotas) -> Quotas) 
 /// `quotas` must be NULL or a live handle used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn lq_quotas_set_max_queues(quotas: *mut lq_quotas, value: u64) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_quotas(quotas, |q| q.max_queues(value)) }
+    with_quotas(quotas, |q| q.max_queues(value))
 }
 
 /// Most messages it may hold over all its queues.
@@ -293,8 +271,7 @@ pub unsafe extern "C" fn lq_quotas_set_max_messages(
     quotas: *mut lq_quotas,
     value: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_quotas(quotas, |q| q.max_messages(value)) }
+    with_quotas(quotas, |q| q.max_messages(value))
 }
 
 /// Most bytes it may hold (body + name + correlation id + headers).
@@ -303,8 +280,7 @@ pub unsafe extern "C" fn lq_quotas_set_max_messages(
 /// `quotas` must be NULL or a live handle used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn lq_quotas_set_max_bytes(quotas: *mut lq_quotas, value: u64) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_quotas(quotas, |q| q.max_bytes(value)) }
+    with_quotas(quotas, |q| q.max_bytes(value))
 }
 
 /// Largest single message in bytes (`LQ_MESSAGE_TOO_LARGE` above it).
@@ -316,8 +292,7 @@ pub unsafe extern "C" fn lq_quotas_set_max_message_size(
     quotas: *mut lq_quotas,
     value: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { with_quotas(quotas, |q| q.max_message_size(value)) }
+    with_quotas(quotas, |q| q.max_message_size(value))
 }
 
 // ---- lq_queue_options ----------------------------------------------------------
@@ -331,8 +306,7 @@ pub unsafe extern "C" fn lq_quotas_set_max_message_size(
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_options_new(out: *mut *mut lq_queue_options) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `out` is NULL or writable.
-        let out = unsafe { Out::new(out, "out") }?;
+        let out = Out::new(out, "out")?;
         out.set(boxed(lq_queue_options {
             o: QueueOptions::default(),
         }));
@@ -351,15 +325,14 @@ pub unsafe extern "C" fn lq_queue_options_free(opts: *mut lq_queue_options) {
 
 /// Applies `f` to the queue options behind `opts`.
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `opts` must be NULL or a live handle used by no other thread.
-unsafe fn with_queue_opts(
+fn with_queue_opts(
     opts: *mut lq_queue_options,
     f: impl FnOnce(&mut QueueOptions) -> Result<(), Fail>,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(opts, "opts") }?;
+        let h = handle_mut(opts, "opts")?;
         f(&mut h.o)
     })
 }
@@ -384,13 +357,10 @@ pub unsafe extern "C" fn lq_queue_options_set_max_messages(
     opts: *mut lq_queue_options,
     v: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.max_messages = Some(positive(v, "max_messages")?);
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.max_messages = Some(positive(v, "max_messages")?);
+        Ok(())
+    })
 }
 
 /// Capacity in bytes (at least 1).
@@ -402,13 +372,10 @@ pub unsafe extern "C" fn lq_queue_options_set_max_bytes(
     opts: *mut lq_queue_options,
     v: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.max_bytes = Some(positive(v, "max_bytes")?);
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.max_bytes = Some(positive(v, "max_bytes")?);
+        Ok(())
+    })
 }
 
 /// TTL in milliseconds of messages that set none.
@@ -420,13 +387,10 @@ pub unsafe extern "C" fn lq_queue_options_set_default_ttl_ms(
     opts: *mut lq_queue_options,
     v: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.default_ttl = Some(ms(v));
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.default_ttl = Some(ms(v));
+        Ok(())
+    })
 }
 
 /// Delay in milliseconds of messages that set none.
@@ -438,13 +402,10 @@ pub unsafe extern "C" fn lq_queue_options_set_default_delay_ms(
     opts: *mut lq_queue_options,
     v: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.default_delay = Some(ms(v));
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.default_delay = Some(ms(v));
+        Ok(())
+    })
 }
 
 /// Priority (0–9) of messages that set none.
@@ -456,19 +417,16 @@ pub unsafe extern "C" fn lq_queue_options_set_default_priority(
     opts: *mut lq_queue_options,
     v: u8,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            if v > crate::MAX_PRIORITY {
-                return Err(Fail::new(
-                    LQ_INVALID_ARGUMENT,
-                    format!("priority {v} is above 9"),
-                ));
-            }
-            o.default_priority = v;
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        if v > crate::MAX_PRIORITY {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                format!("priority {v} is above 9"),
+            ));
+        }
+        o.default_priority = v;
+        Ok(())
+    })
 }
 
 /// How long a received message stays leased, in milliseconds (at least 1).
@@ -480,13 +438,10 @@ pub unsafe extern "C" fn lq_queue_options_set_lease_time_ms(
     opts: *mut lq_queue_options,
     v: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.lease_time = ms(positive(v, "lease_time_ms")?);
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.lease_time = ms(positive(v, "lease_time_ms")?);
+        Ok(())
+    })
 }
 
 /// Deliveries after which a failing message is dead-lettered (at least 1).
@@ -498,13 +453,10 @@ pub unsafe extern "C" fn lq_queue_options_set_max_deliveries(
     opts: *mut lq_queue_options,
     v: u32,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.max_deliveries = Some(positive(v.into(), "max_deliveries")? as u32);
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.max_deliveries = Some(positive(v.into(), "max_deliveries")? as u32);
+        Ok(())
+    })
 }
 
 /// Whether messages that say nothing are persistent.
@@ -516,13 +468,10 @@ pub unsafe extern "C" fn lq_queue_options_set_persistent(
     opts: *mut lq_queue_options,
     v: bool,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.persistent = v;
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.persistent = v;
+        Ok(())
+    })
 }
 
 /// Strict queue-wide FIFO (one lane; does not scale with cores).
@@ -534,13 +483,10 @@ pub unsafe extern "C" fn lq_queue_options_set_strict_fifo(
     opts: *mut lq_queue_options,
     v: bool,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.strict_fifo = v;
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.strict_fifo = v;
+        Ok(())
+    })
 }
 
 /// Number of shards (lanes per priority; at least 1; default: CPUs).
@@ -552,13 +498,10 @@ pub unsafe extern "C" fn lq_queue_options_set_shards(
     opts: *mut lq_queue_options,
     v: usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.shards = Some(positive(v as u64, "shards")? as usize);
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.shards = Some(positive(v as u64, "shards")? as usize);
+        Ok(())
+    })
 }
 
 /// What a send does when the queue is full: `mode` is an `lq_on_full`;
@@ -572,13 +515,10 @@ pub unsafe extern "C" fn lq_queue_options_set_on_full(
     mode: u32,
     timeout_ms: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            o.on_full = on_full_of(mode, timeout_ms)?;
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        o.on_full = on_full_of(mode, timeout_ms)?;
+        Ok(())
+    })
 }
 
 /// The dead-letter queue (same namespace; created with the queue if missing).
@@ -591,14 +531,10 @@ pub unsafe extern "C" fn lq_queue_options_set_dead_letter_queue(
     name: *const u8,
     name_len: usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_queue_opts(opts, |o| {
-            // SAFETY: the caller guarantees `name_len` bytes at `name`.
-            let n = text(name, name_len, "name")?;
-            crate::validate_name(n)?;
-            o.dead_letter_queue = Some(n.to_string());
-            Ok(())
-        })
-    }
+    with_queue_opts(opts, |o| {
+        let n = text(name, name_len, "name")?;
+        crate::validate_name(n)?;
+        o.dead_letter_queue = Some(n.to_string());
+        Ok(())
+    })
 }

@@ -18,11 +18,13 @@
 //! Threads: an `lq_pool_builder` is used from one thread at a time; an
 //! `lq_pool` may be shared (stats from any thread), and stopped or freed once.
 
-use super::broker::check_open;
+use super::boundary::{
+    boxed, bytes, check_open, handle, handle_mut, ms, owned, run, run_free, text, Fail, Out,
+    LQ_WAIT_FOREVER,
+};
 use super::broker::lq_namespace;
 use super::delivery::lq_delivery;
-use super::{boxed, bytes, handle, handle_mut, ms, run, run_free, text, Fail, Out};
-use super::{lq_status, lq_status::*, LQ_WAIT_FOREVER};
+use super::status::{lq_status, lq_status::*};
 use crate::{Delivery, HandlerResult, Pool, PoolBuilder, PoolStats};
 use std::ffi::c_void;
 
@@ -125,14 +127,11 @@ pub unsafe extern "C" fn lq_pool_builder_new(
     out: *mut *mut lq_pool_builder,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, q, out) = unsafe {
-            (
-                handle(ns, "ns")?,
-                text(queue, queue_len, "queue")?,
-                Out::new(out, "out")?,
-            )
-        };
+        let (h, q, out) = (
+            handle(ns, "ns")?,
+            text(queue, queue_len, "queue")?,
+            Out::new(out, "out")?,
+        );
         check_open(&h.broker)?;
         let b = Pool::builder(&h.ns, q)?;
         out.set(boxed(lq_pool_builder { b: Some(b) }));
@@ -152,16 +151,15 @@ pub unsafe extern "C" fn lq_pool_builder_free(builder: *mut lq_pool_builder) {
 /// Checks the arguments with `check`, then applies `apply` to the builder (so a
 /// refused argument leaves the builder as it was).
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `builder` NULL or live and unshared.
-unsafe fn with_builder<T>(
+fn with_builder<T>(
     builder: *mut lq_pool_builder,
     check: impl FnOnce() -> Result<T, Fail>,
     apply: impl FnOnce(PoolBuilder, T) -> PoolBuilder,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let h = unsafe { handle_mut(builder, "builder") }?;
+        let h = handle_mut(builder, "builder")?;
         let v = check()?;
         let b =
             h.b.take()
@@ -181,22 +179,19 @@ pub unsafe extern "C" fn lq_pool_builder_set_size(
     builder: *mut lq_pool_builder,
     size: usize,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_builder(
-            builder,
-            || {
-                if !(1..=1024).contains(&size) {
-                    return Err(Fail::new(
-                        LQ_INVALID_ARGUMENT,
-                        format!("pool size {size} is not in 1..=1024"),
-                    ));
-                }
-                Ok(size)
-            },
-            |b, size| b.size(size),
-        )
-    }
+    with_builder(
+        builder,
+        || {
+            if !(1..=1024).contains(&size) {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("pool size {size} is not in 1..=1024"),
+                ));
+            }
+            Ok(size)
+        },
+        |b, size| b.size(size),
+    )
 }
 
 /// Retry delay after a failure: `base_ms × 2^(delivery − 1)`, at most `max_ms`.
@@ -209,18 +204,15 @@ pub unsafe extern "C" fn lq_pool_builder_set_backoff_ms(
     base_ms: u64,
     max_ms: u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_builder(
-            builder,
-            || Ok(()),
-            |b, ()| b.backoff(ms(base_ms), ms(max_ms)),
-        )
-    }
+    with_builder(
+        builder,
+        || Ok(()),
+        |b, ()| b.backoff(ms(base_ms), ms(max_ms)),
+    )
 }
 
 fn callback(handler: lq_handler_fn, userdata: *mut c_void) -> Result<Callback, Fail> {
-    let f = handler.ok_or_else(|| super::null("handler"))?;
+    let f = handler.ok_or_else(|| super::boundary::null("handler"))?;
     Ok(Callback { f, userdata })
 }
 
@@ -240,14 +232,11 @@ pub unsafe extern "C" fn lq_pool_builder_add_handler(
     handler: lq_handler_fn,
     userdata: *mut c_void,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller; `name` checked inside `run`.
-    unsafe {
-        with_builder(
-            builder,
-            || Ok((text(name, name_len, "name")?, callback(handler, userdata)?)),
-            |b, (n, cb)| b.handler(n, move |d| cb.call(d)),
-        )
-    }
+    with_builder(
+        builder,
+        || Ok((text(name, name_len, "name")?, callback(handler, userdata)?)),
+        |b, (n, cb)| b.handler(n, move |d| cb.call(d)),
+    )
 }
 
 /// Runs `handler` for messages no named handler takes (without one, such a
@@ -262,14 +251,11 @@ pub unsafe extern "C" fn lq_pool_builder_set_default_handler(
     handler: lq_handler_fn,
     userdata: *mut c_void,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        with_builder(
-            builder,
-            || callback(handler, userdata),
-            |b, cb| b.default_handler(move |d| cb.call(d)),
-        )
-    }
+    with_builder(
+        builder,
+        || callback(handler, userdata),
+        |b, cb| b.default_handler(move |d| cb.call(d)),
+    )
 }
 
 /// Starts the workers, **consuming** `builder` (also on failure). `*out` is
@@ -284,13 +270,8 @@ pub unsafe extern "C" fn lq_pool_builder_start(
     out: *mut *mut lq_pool,
 ) -> lq_status {
     run(|| {
-        if builder.is_null() {
-            return Err(super::null("builder"));
-        }
-        // SAFETY: the caller hands over an owned builder.
-        let b = unsafe { Box::from_raw(builder) }.b;
-        // SAFETY: the caller guarantees `out` is NULL or writable.
-        let out = unsafe { Out::new(out, "out") }?;
+        let b = owned(builder, "builder")?.b;
+        let out = Out::new(out, "out")?;
         let b = b.ok_or_else(|| Fail::new(LQ_INVALID_STATE, "the builder is spent"))?;
         let p = b.start()?;
         out.set(boxed(lq_pool {
@@ -311,8 +292,7 @@ pub unsafe extern "C" fn lq_pool_get_stats(
     out: *mut lq_pool_stats,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(pool, "pool")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(pool, "pool")?, Out::new(out, "out")?);
         out.set(h.p.as_ref().map_or(h.last, Pool::stats).into());
         Ok(())
     })
@@ -334,8 +314,7 @@ pub unsafe extern "C" fn lq_pool_stop(
     returned: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `pool` is NULL or live and unshared.
-        let h = unsafe { handle_mut(pool, "pool") }?;
+        let h = handle_mut(pool, "pool")?;
         let p =
             h.p.take()
                 .ok_or_else(|| Fail::new(LQ_INVALID_STATE, "the pool was stopped already"))?;
@@ -348,8 +327,7 @@ pub unsafe extern "C" fn lq_pool_stop(
             r.returned
         };
         if !returned.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(returned, "returned") }?.set(n);
+            Out::new(returned, "returned")?.set(n);
         }
         Ok(())
     })
@@ -378,8 +356,7 @@ pub unsafe extern "C" fn lq_reply_set_body(
     len: usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, b) = unsafe { (handle_mut(reply, "reply")?, bytes(body, len, "body")?) };
+        let (h, b) = (handle_mut(reply, "reply")?, bytes(body, len, "body")?);
         h.body = Some(b.to_vec());
         Ok(())
     })
@@ -398,8 +375,7 @@ pub unsafe extern "C" fn lq_reply_set_error(
     len: usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, b) = unsafe { (handle_mut(reply, "reply")?, bytes(text, len, "text")?) };
+        let (h, b) = (handle_mut(reply, "reply")?, bytes(text, len, "text")?);
         h.error = Some(String::from_utf8_lossy(b).into_owned());
         Ok(())
     })

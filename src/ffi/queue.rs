@@ -10,11 +10,14 @@
 //! the memory and must come after every call on the handle has returned
 //! (close, join the threads that use it, then free).
 
+use super::boundary::{
+    boxed, bytes, handle, items, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out,
+    OutArray,
+};
 use super::delivery::lq_delivery;
 use super::message::{lq_message, take};
 use super::options::on_full_of;
-use super::{boxed, bytes, handle, nothing, run, run_free, set_slice, to_ms, wait_of, Fail, Out};
-use super::{lq_status, lq_status::*};
+use super::status::{lq_status, lq_status::*};
 use crate::{Broker, Queue, QueueStats};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
@@ -117,14 +120,11 @@ pub unsafe extern "C" fn lq_queue_name(
     len: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, ptr, len) = unsafe {
-            (
-                handle(queue, "queue")?,
-                Out::new(ptr, "ptr")?,
-                Out::new(len, "len")?,
-            )
-        };
+        let (h, ptr, len) = (
+            handle(queue, "queue")?,
+            Out::new(ptr, "ptr")?,
+            Out::new(len, "len")?,
+        );
         set_slice(ptr, len, h.q.name().as_bytes());
         Ok(())
     })
@@ -135,7 +135,7 @@ fn open(h: &lq_queue) -> Result<&Queue, Fail> {
     if h.closed.load(SeqCst) {
         return Err(handle_closed());
     }
-    super::broker::check_open(&h.broker)?;
+    super::boundary::check_open(&h.broker)?;
     Ok(&h.q)
 }
 
@@ -148,7 +148,10 @@ fn handle_closed() -> Fail {
 fn ended(h: &lq_queue, timeout_ms: u64) -> Fail {
     if h.closed.load(SeqCst) {
         handle_closed()
-    } else if timeout_ms == super::LQ_WAIT_FOREVER || h.q.is_closed() || h.broker.is_closed() {
+    } else if timeout_ms == super::boundary::LQ_WAIT_FOREVER
+        || h.q.is_closed()
+        || h.broker.is_closed()
+    {
         Fail::new(LQ_CLOSED, "the queue was closed")
     } else {
         nothing(timeout_ms)
@@ -168,8 +171,7 @@ fn ended(h: &lq_queue, timeout_ms: u64) -> Fail {
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_close(queue: *const lq_queue) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        let h = unsafe { handle(queue, "queue") }?;
+        let h = handle(queue, "queue")?;
         if !h.closed.swap(true, SeqCst) {
             // Wakes every waiter of the queue; those of other handles go back
             // to sleep, ours see the flag.
@@ -179,19 +181,17 @@ pub unsafe extern "C" fn lq_queue_close(queue: *const lq_queue) -> lq_status {
     })
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `queue` NULL or live; `msg` NULL or owned (consumed here); `id_out` NULL or writable.
-unsafe fn send(
+fn send(
     queue: *const lq_queue,
     msg: *mut lq_message,
     on_full: Option<(u32, u64)>,
     id_out: *mut u64,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller hands over `msg` (consumed whatever happens).
-        let m = unsafe { take(msg, "msg") }?;
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        let h = unsafe { handle(queue, "queue") }?;
+        let m = take(msg, "msg")?;
+        let h = handle(queue, "queue")?;
         let q = open(h)?;
         let policy = match on_full {
             None => q.options().on_full,
@@ -199,8 +199,7 @@ unsafe fn send(
         };
         let id = q.send_until(m, policy, Some(&h.closed))?;
         if !id_out.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(id_out, "id_out") }?.set(id);
+            Out::new(id_out, "id_out")?.set(id);
         }
         Ok(())
     })
@@ -220,8 +219,7 @@ pub unsafe extern "C" fn lq_queue_send(
     msg: *mut lq_message,
     id_out: *mut u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { send(queue, msg, None, id_out) }
+    send(queue, msg, None, id_out)
 }
 
 /// As `lq_queue_send`, with an explicit full policy (`on_full` an `lq_on_full`,
@@ -237,8 +235,7 @@ pub unsafe extern "C" fn lq_queue_send_with(
     timeout_ms: u64,
     id_out: *mut u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { send(queue, msg, Some((on_full, timeout_ms)), id_out) }
+    send(queue, msg, Some((on_full, timeout_ms)), id_out)
 }
 
 /// Sends a plain message: a copy of `body` and nothing else set. In a steady
@@ -255,21 +252,19 @@ pub unsafe extern "C" fn lq_queue_send_bytes(
     id_out: *mut u64,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, b) = unsafe { (handle(queue, "queue")?, bytes(body, body_len, "body")?) };
+        let (h, b) = (handle(queue, "queue")?, bytes(body, body_len, "body")?);
         let q = open(h)?;
         let id = q.send_copy_until(b, q.options().on_full, Some(&h.closed))?;
         if !id_out.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(id_out, "id_out") }?.set(id);
+            Out::new(id_out, "id_out")?.set(id);
         }
         Ok(())
     })
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// As for `lq_queue_send_batch`.
-unsafe fn send_batch(
+fn send_batch(
     queue: *const lq_queue,
     msgs: *const *mut lq_message,
     n: usize,
@@ -280,34 +275,29 @@ unsafe fn send_batch(
         if n == 0 {
             return Ok(());
         }
-        if msgs.is_null() {
-            return Err(super::null("msgs"));
-        }
-        // SAFETY: the caller guarantees `n` entries at `msgs`.
-        let ptrs = unsafe { std::slice::from_raw_parts(msgs, n) };
+        let ptrs = items(msgs, n, "msgs")?;
         let mut batch = Vec::with_capacity(n);
         let mut missing = None;
         for (i, p) in ptrs.iter().enumerate() {
-            // SAFETY: each entry is NULL or an owned message handed over to us.
-            match unsafe { take(*p, "msgs[i]") } {
+            match take(*p, "msgs[i]") {
                 Ok(m) => batch.push(m),
                 Err(_) => missing = missing.or(Some(i)),
             }
         }
         if let Some(i) = missing {
-            return Err(super::null(&format!("msgs[{i}]")));
+            return Err(super::boundary::null(&format!("msgs[{i}]")));
         }
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        let h = unsafe { handle(queue, "queue") }?;
+        let h = handle(queue, "queue")?;
         let q = open(h)?;
         let policy = match on_full {
             None => q.options().on_full,
             Some((mode, t)) => on_full_of(mode, t)?,
         };
         let ids = q.send_batch_until(batch, policy, Some(&h.closed))?;
-        if !ids_out.is_null() {
-            // SAFETY: the caller guarantees `n` writable entries at `ids_out`.
-            unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), ids_out, ids.len()) };
+        if let Ok(ids_out) = OutArray::new(ids_out, n, "ids_out") {
+            for (i, id) in ids.into_iter().enumerate() {
+                ids_out.set(i, id);
+            }
         }
         Ok(())
     })
@@ -328,8 +318,7 @@ pub unsafe extern "C" fn lq_queue_send_batch(
     n: usize,
     ids_out: *mut u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { send_batch(queue, msgs, n, None, ids_out) }
+    send_batch(queue, msgs, n, None, ids_out)
 }
 
 /// As `lq_queue_send_batch`, with an explicit full policy (`on_full` an
@@ -346,23 +335,21 @@ pub unsafe extern "C" fn lq_queue_send_batch_with(
     timeout_ms: u64,
     ids_out: *mut u64,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { send_batch(queue, msgs, n, Some((on_full, timeout_ms)), ids_out) }
+    send_batch(queue, msgs, n, Some((on_full, timeout_ms)), ids_out)
 }
 
 /// One receive: `timeout_ms` 0 tries, `LQ_WAIT_FOREVER` blocks.
 ///
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `queue` NULL or live; `out` NULL or writable.
-unsafe fn receive_one(
+fn receive_one(
     queue: *const lq_queue,
     timeout_ms: u64,
     auto_ack: bool,
     out: *mut *mut lq_delivery,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(queue, "queue")?, Out::new(out, "out")?);
         let q = open(h)?;
         let mut got = None;
         q.receive_into(
@@ -394,8 +381,7 @@ pub unsafe extern "C" fn lq_queue_try_receive(
     queue: *const lq_queue,
     out: *mut *mut lq_delivery,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { receive_one(queue, 0, false, out) }
+    receive_one(queue, 0, false, out)
 }
 
 /// Waits for a message (leased); returns `LQ_CLOSED` if the queue, its broker
@@ -408,8 +394,7 @@ pub unsafe extern "C" fn lq_queue_receive(
     queue: *const lq_queue,
     out: *mut *mut lq_delivery,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { receive_one(queue, super::LQ_WAIT_FOREVER, false, out) }
+    receive_one(queue, super::boundary::LQ_WAIT_FOREVER, false, out)
 }
 
 /// Waits at most `timeout_ms` for a message (leased): `LQ_TIMEOUT` if none came
@@ -423,8 +408,7 @@ pub unsafe extern "C" fn lq_queue_receive_timeout(
     timeout_ms: u64,
     out: *mut *mut lq_delivery,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { receive_one(queue, timeout_ms, false, out) }
+    receive_one(queue, timeout_ms, false, out)
 }
 
 /// As `lq_queue_receive_timeout`, but the message is acked at once (at-most-once):
@@ -439,16 +423,12 @@ pub unsafe extern "C" fn lq_queue_receive_auto_ack(
     timeout_ms: u64,
     out: *mut *mut lq_delivery,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { receive_one(queue, timeout_ms, true, out) }
+    receive_one(queue, timeout_ms, true, out)
 }
 
 /// Fills `out` (`max` entries) with owned deliveries.
-///
-/// # Safety
-/// `out` must be writable for `max` entries; `n_out` writable.
-unsafe fn fill(
-    out: *mut *mut lq_delivery,
+fn fill(
+    out: OutArray<*mut lq_delivery>,
     max: usize,
     n_out: Out<usize>,
     items: Vec<lq_delivery>,
@@ -456,8 +436,7 @@ unsafe fn fill(
     debug_assert!(items.len() <= max);
     let n = items.len();
     for (i, d) in items.into_iter().enumerate() {
-        // SAFETY: `i < n <= max`, and the caller guarantees `max` writable entries.
-        unsafe { out.add(i).write(boxed(d)) };
+        out.set(i, boxed(d));
     }
     n_out.set(n);
     Ok(())
@@ -479,11 +458,8 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
     n_out: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, n_out) = unsafe { (handle(queue, "queue")?, Out::new(n_out, "n_out")?) };
-        if out.is_null() {
-            return Err(super::null("out"));
-        }
+        let (h, n_out) = (handle(queue, "queue")?, Out::new(n_out, "n_out")?);
+        let out = OutArray::new(out, max, "out")?;
         if max == 0 {
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
         }
@@ -499,8 +475,7 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
             return Err(ended(h, timeout_ms));
         }
         let items = got.into_iter().map(lq_delivery::owned).collect();
-        // SAFETY: the caller guarantees `max` writable entries at `out`.
-        unsafe { fill(out, max, n_out, items) }
+        fill(out, max, n_out, items)
     })
 }
 
@@ -518,18 +493,18 @@ pub unsafe extern "C" fn lq_queue_peek(
     n_out: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, n_out) = unsafe { (handle(queue, "queue")?, Out::new(n_out, "n_out")?) };
-        if out.is_null() && max > 0 {
-            return Err(super::null("out"));
-        }
+        let (h, n_out) = (handle(queue, "queue")?, Out::new(n_out, "n_out")?);
+        let out = if max == 0 {
+            OutArray::empty()
+        } else {
+            OutArray::new(out, max, "out")?
+        };
         let items = open(h)?
             .peek(max)?
             .into_iter()
             .map(lq_delivery::peeked)
             .collect();
-        // SAFETY: the caller guarantees `max` writable entries at `out`.
-        unsafe { fill(out, max, n_out, items) }
+        fill(out, max, n_out, items)
     })
 }
 
@@ -541,8 +516,7 @@ pub unsafe extern "C" fn lq_queue_peek(
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_cancel(queue: *const lq_queue, id: u64) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        open(unsafe { handle(queue, "queue") }?)?.cancel(id)?;
+        open(handle(queue, "queue")?)?.cancel(id)?;
         Ok(())
     })
 }
@@ -555,11 +529,9 @@ pub unsafe extern "C" fn lq_queue_cancel(queue: *const lq_queue, id: u64) -> lq_
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_purge(queue: *const lq_queue, removed: *mut u64) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        let n = open(unsafe { handle(queue, "queue") }?)?.purge()?;
+        let n = open(handle(queue, "queue")?)?.purge()?;
         if !removed.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(removed, "removed") }?.set(n);
+            Out::new(removed, "removed")?.set(n);
         }
         Ok(())
     })
@@ -575,8 +547,7 @@ pub unsafe extern "C" fn lq_queue_get_stats(
     out: *mut lq_queue_stats,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(queue, "queue")?, Out::new(out, "out")?);
         h.q.check_fork()?;
         out.set((&h.q.stats()).into());
         Ok(())
@@ -590,8 +561,7 @@ pub unsafe extern "C" fn lq_queue_get_stats(
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_flush(queue: *const lq_queue) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        open(unsafe { handle(queue, "queue") }?)?.flush()?;
+        open(handle(queue, "queue")?)?.flush()?;
         Ok(())
     })
 }
@@ -606,8 +576,7 @@ pub unsafe extern "C" fn lq_queue_flush(queue: *const lq_queue) -> lq_status {
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_fd(queue: *const lq_queue, fd: *mut i32) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, fd) = unsafe { (handle(queue, "queue")?, Out::new(fd, "fd")?) };
+        let (h, fd) = (handle(queue, "queue")?, Out::new(fd, "fd")?);
         let _q = open(h)?;
         #[cfg(target_os = "linux")]
         {
@@ -635,14 +604,11 @@ pub unsafe extern "C" fn lq_queue_get_on_full(
     timeout_ms: *mut u64,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, mode, t) = unsafe {
-            (
-                handle(queue, "queue")?,
-                Out::new(on_full, "on_full")?,
-                Out::new(timeout_ms, "timeout_ms")?,
-            )
-        };
+        let (h, mode, t) = (
+            handle(queue, "queue")?,
+            Out::new(on_full, "on_full")?,
+            Out::new(timeout_ms, "timeout_ms")?,
+        );
         use super::options::lq_on_full::*;
         let (m, ms) = match h.q.options().on_full {
             crate::OnFull::Block => (LQ_ON_FULL_BLOCK, 0),
@@ -663,8 +629,7 @@ pub unsafe extern "C" fn lq_queue_get_on_full(
 #[no_mangle]
 pub unsafe extern "C" fn lq_queue_is_closed(queue: *const lq_queue, out: *mut bool) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(queue, "queue")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(queue, "queue")?, Out::new(out, "out")?);
         out.set(h.closed.load(SeqCst) || h.q.is_closed() || h.broker.is_closed());
         Ok(())
     })

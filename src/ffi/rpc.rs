@@ -6,11 +6,11 @@
 //! client at once. `lq_rpc_client_close` may be called from any thread, also
 //! while calls wait in the client: they return `LQ_CLOSED` at once.
 
-use super::broker::{check_open, lq_namespace};
+use super::boundary::{boxed, check_open, handle, ms, run, run_free, text, Fail, Out};
+use super::broker::lq_namespace;
 use super::delivery::lq_delivery;
-use super::lq_status;
 use super::message::{lq_message, take};
-use super::{boxed, handle, ms, run, run_free, text, Fail, Out};
+use super::status::lq_status;
 use crate::{Broker, RpcClient};
 
 /// An RPC client with a private reply queue. Shareable between threads.
@@ -30,8 +30,7 @@ pub unsafe extern "C" fn lq_rpc_client_new(
     out: *mut *mut lq_rpc_client,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(ns, "ns")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(ns, "ns")?, Out::new(out, "out")?);
         check_open(&h.broker)?;
         out.set(boxed(lq_rpc_client {
             c: RpcClient::new(&h.ns)?,
@@ -52,8 +51,7 @@ pub unsafe extern "C" fn lq_rpc_client_new(
 #[no_mangle]
 pub unsafe extern "C" fn lq_rpc_client_close(client: *const lq_rpc_client) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `client` is NULL or live.
-        unsafe { handle(client, "client") }?.c.close();
+        handle(client, "client")?.c.close();
         Ok(())
     })
 }
@@ -69,24 +67,20 @@ pub unsafe extern "C" fn lq_rpc_client_free(client: *mut lq_rpc_client) {
     run_free(client)
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// `client` NULL or live; `target` points to `target_len` bytes; `msg` NULL or
 /// owned (consumed).
-unsafe fn prepare<'a>(
+fn prepare<'a>(
     client: *const lq_rpc_client,
     target: *const u8,
     target_len: usize,
     msg: *mut lq_message,
 ) -> Result<(&'a lq_rpc_client, &'a str, crate::Message), Fail> {
-    // SAFETY: the caller hands `msg` over (consumed whatever happens).
-    let m = unsafe { take(msg, "msg") }?;
-    // SAFETY: the caller guarantees the pointers are NULL or valid.
-    let (h, t) = unsafe {
-        (
-            handle(client, "client")?,
-            text(target, target_len, "target")?,
-        )
-    };
+    let m = take(msg, "msg")?;
+    let (h, t) = (
+        handle(client, "client")?,
+        text(target, target_len, "target")?,
+    );
     check_open(&h.broker)?;
     if h.c.is_closed() {
         return Err(Fail::new(
@@ -117,10 +111,8 @@ pub unsafe extern "C" fn lq_rpc_call(
     reply: *mut *mut lq_delivery,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let (h, q, m) = unsafe { prepare(client, queue, queue_len, msg) }?;
-        // SAFETY: the caller guarantees `reply` is NULL or writable.
-        let reply = unsafe { Out::new(reply, "reply") }?;
+        let (h, q, m) = prepare(client, queue, queue_len, msg)?;
+        let reply = Out::new(reply, "reply")?;
         let d = h.c.call(q, m, ms(timeout_ms))?;
         reply.set(boxed(lq_delivery::owned(d)));
         Ok(())
@@ -141,12 +133,10 @@ pub unsafe extern "C" fn lq_rpc_cast(
     id_out: *mut u64,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let (h, q, m) = unsafe { prepare(client, queue, queue_len, msg) }?;
+        let (h, q, m) = prepare(client, queue, queue_len, msg)?;
         let id = h.c.cast(q, m)?;
         if !id_out.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(id_out, "id_out") }?.set(id);
+            Out::new(id_out, "id_out")?.set(id);
         }
         Ok(())
     })
@@ -166,12 +156,10 @@ pub unsafe extern "C" fn lq_rpc_fanout(
     count: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: forwarded from the caller.
-        let (h, t, m) = unsafe { prepare(client, topic, topic_len, msg) }?;
+        let (h, t, m) = prepare(client, topic, topic_len, msg)?;
         let n = h.c.fanout(t, m)?;
         if !count.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(count, "count") }?.set(n);
+            Out::new(count, "count")?.set(n);
         }
         Ok(())
     })
@@ -187,8 +175,7 @@ pub unsafe extern "C" fn lq_rpc_late_replies(
     out: *mut u64,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(client, "client")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(client, "client")?, Out::new(out, "out")?);
         out.set(h.c.late_replies());
         Ok(())
     })

@@ -4,11 +4,11 @@
 //! `lq_topic_close` may be called from any thread, also while a publish waits
 //! in the handle for room in a full subscription queue: it returns `LQ_CLOSED`.
 
-use super::broker::{check_open, lq_strings, strings};
-use super::lq_status;
+use super::boundary::{bytes, check_open, handle, run, run_free, text, Fail, Out};
 use super::message::{lq_message, take};
 use super::queue::lq_queue;
-use super::{bytes, handle, run, run_free, text, Fail, Out};
+use super::status::lq_status;
+use super::strings::{lq_strings, strings};
 use crate::{Broker, Filter, Topic, TopicStats};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
@@ -54,8 +54,7 @@ impl lq_topic {
 #[no_mangle]
 pub unsafe extern "C" fn lq_topic_close(topic: *const lq_topic) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees `topic` is NULL or live.
-        let h = unsafe { handle(topic, "topic") }?;
+        let h = handle(topic, "topic")?;
         if !h.closed.swap(true, SeqCst) {
             h.t.wake_publishers();
         }
@@ -75,9 +74,9 @@ pub unsafe extern "C" fn lq_topic_free(topic: *mut lq_topic) {
     run_free(topic)
 }
 
-/// # Safety
+/// Pointers (the exported function's, see `boundary.rs`):
 /// As for the `lq_topic_subscribe*` functions.
-unsafe fn subscribe(
+fn subscribe(
     topic: *const lq_topic,
     queue: *const u8,
     queue_len: usize,
@@ -85,13 +84,11 @@ unsafe fn subscribe(
     out: *mut *mut lq_queue,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
+        let (h, q) = (handle(topic, "topic")?, text(queue, queue_len, "queue")?);
         let f = filter()?;
         let sub = h.open()?.subscribe(q, f)?;
         if !out.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(out, "out") }?.set(lq_queue::boxed(sub, &h.broker));
+            Out::new(out, "out")?.set(lq_queue::boxed(sub, &h.broker));
         }
         Ok(())
     })
@@ -113,8 +110,7 @@ pub unsafe extern "C" fn lq_topic_subscribe(
     queue_len: usize,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller.
-    unsafe { subscribe(topic, queue, queue_len, || Ok(Filter::All), out) }
+    subscribe(topic, queue, queue_len, || Ok(Filter::All), out)
 }
 
 /// Subscribes `queue` to messages named `name`.
@@ -130,16 +126,13 @@ pub unsafe extern "C" fn lq_topic_subscribe_name(
     name_len: usize,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller; `name` checked inside `run`.
-    unsafe {
-        subscribe(
-            topic,
-            queue,
-            queue_len,
-            || Ok(Filter::name(text(name, name_len, "name")?)),
-            out,
-        )
-    }
+    subscribe(
+        topic,
+        queue,
+        queue_len,
+        || Ok(Filter::name(text(name, name_len, "name")?)),
+        out,
+    )
 }
 
 /// Subscribes `queue` to messages whose header `key` (UTF-8) equals `value`.
@@ -157,21 +150,18 @@ pub unsafe extern "C" fn lq_topic_subscribe_header(
     value_len: usize,
     out: *mut *mut lq_queue,
 ) -> lq_status {
-    // SAFETY: forwarded from the caller; `key`/`value` checked inside `run`.
-    unsafe {
-        subscribe(
-            topic,
-            queue,
-            queue_len,
-            || {
-                Ok(Filter::header(
-                    text(key, key_len, "key")?,
-                    bytes(value, value_len, "value")?,
-                ))
-            },
-            out,
-        )
-    }
+    subscribe(
+        topic,
+        queue,
+        queue_len,
+        || {
+            Ok(Filter::header(
+                text(key, key_len, "key")?,
+                bytes(value, value_len, "value")?,
+            ))
+        },
+        out,
+    )
 }
 
 /// Removes the subscription of `queue` (the queue stays; journaled with a
@@ -186,8 +176,7 @@ pub unsafe extern "C" fn lq_topic_unsubscribe(
     queue_len: usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, q) = unsafe { (handle(topic, "topic")?, text(queue, queue_len, "queue")?) };
+        let (h, q) = (handle(topic, "topic")?, text(queue, queue_len, "queue")?);
         h.open()?.unsubscribe(q)?;
         Ok(())
     })
@@ -204,8 +193,7 @@ pub unsafe extern "C" fn lq_topic_subscriptions(
     out: *mut *mut lq_strings,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(topic, "topic")?, Out::new(out, "out")?);
         out.set(strings(h.open()?.subscriptions()));
         Ok(())
     })
@@ -259,8 +247,7 @@ pub unsafe extern "C" fn lq_topic_get_stats(
     out: *mut lq_topic_stats,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller guarantees the pointers are NULL or valid.
-        let (h, out) = unsafe { (handle(topic, "topic")?, Out::new(out, "out")?) };
+        let (h, out) = (handle(topic, "topic")?, Out::new(out, "out")?);
         h.broker.check_fork()?;
         let at = out.as_ptr().cast::<u8>();
         // SAFETY: `out` is non-NULL and the caller guarantees it points to an
@@ -307,14 +294,11 @@ pub unsafe extern "C" fn lq_topic_publish(
     count: *mut usize,
 ) -> lq_status {
     run(|| {
-        // SAFETY: the caller hands `msg` over (consumed whatever happens).
-        let m = unsafe { take(msg, "msg") }?;
-        // SAFETY: the caller guarantees `topic` is NULL or live.
-        let h = unsafe { handle(topic, "topic") }?;
+        let m = take(msg, "msg")?;
+        let h = handle(topic, "topic")?;
         let n = h.open()?.publish_until(m, Some(&h.closed))?;
         if !count.is_null() {
-            // SAFETY: checked non-NULL; the caller guarantees it is writable.
-            unsafe { Out::new(count, "count") }?.set(n);
+            Out::new(count, "count")?.set(n);
         }
         Ok(())
     })

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported when used (they import this module)
     from ._rpc import RpcClient
     from ._topic import Topic
 
-_SYNC = {"none": 0, "interval": 1, "always": 2}
+_SYNC: dict[str, int] = {"none": lib.LQ_SYNC_NONE, "interval": lib.LQ_SYNC_INTERVAL, "always": lib.LQ_SYNC_ALWAYS}
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_QUEUE = "default"
@@ -306,7 +306,7 @@ class Broker(Handle):
     def _read_report(h: Any) -> Optional[RecoveryReport]:
         r = ffi.new("lq_recovery_report *")
         st = lib.lq_broker_recovery_report(h, r)
-        if st == 5:
+        if st == lib.LQ_NOT_FOUND:
             return None
         check(st)
         damage = []

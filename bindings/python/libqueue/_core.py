@@ -274,7 +274,11 @@ def flag(v: object, what: str) -> bool:
 
 
 #: What a full queue does with a send: ``on_full=`` names → the C ``lq_on_full``.
-ON_FULL = {"block": 0, "reject": 1, "timeout": 2}
+ON_FULL: dict[str, int] = {
+    "block": lib.LQ_ON_FULL_BLOCK,
+    "reject": lib.LQ_ON_FULL_REJECT,
+    "timeout": lib.LQ_ON_FULL_TIMEOUT,
+}
 
 
 def on_full(v: object, what: str = "on_full") -> int:
@@ -299,7 +303,7 @@ def priority(v: object, what: str = "priority") -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{what} must be an int, not {type(v).__name__}")
     if not 0 <= v <= MAX_PRIORITY:
-        raise InvalidArgument(f"{what} {v} is outside 0-{MAX_PRIORITY}", 100)
+        raise InvalidArgument(f"{what} {v} is outside 0-{MAX_PRIORITY}", lib.LQ_INVALID_ARGUMENT)
     return v
 
 
@@ -332,7 +336,7 @@ def read_slice(fn: Callable[..., int], h: Any, *args: Any) -> bytes | None:
     ptr = ffi.new("const uint8_t **")
     ln = ffi.new("size_t *")
     st = fn(h, *args, ptr, ln)
-    if st == 5:
+    if st == lib.LQ_NOT_FOUND:
         return None
     if st:
         from ._errors import error_for

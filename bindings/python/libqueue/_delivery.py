@@ -78,7 +78,7 @@ class Delivery(fast.Delivery):
             ptr = ffi.new("const uint8_t **")
             ln = ffi.new("size_t *")
             st = fn(h, *args, ptr, ln)
-            if st == 5:
+            if st == lib.LQ_NOT_FOUND:
                 return None
             check(st)
             b: bytes = ffi.unpack(ffi.cast("char *", ptr[0]), ln[0])
@@ -172,7 +172,7 @@ class Delivery(fast.Delivery):
         """When the message expires (broker clock, nanoseconds), or ``None``."""
         out = ffi.new(_u64)
         st = self._call(lib.lq_delivery_expires_at, out)
-        if st == 5:
+        if st == lib.LQ_NOT_FOUND:
             return None
         check(st)
         return int(out[0])
@@ -190,9 +190,9 @@ class Delivery(fast.Delivery):
     def _settle(self, st: int) -> None:
         # Settled whatever the outcome: the C delivery is settled by the call too
         # (LQ_LEASE_EXPIRED included), except when the call was refused outright.
-        if st == 0 or st == 8:
+        if st == lib.LQ_OK or st == lib.LQ_LEASE_EXPIRED:
             self._settled = True
-            if st == 0:
+            if st == lib.LQ_OK:
                 return
         raise error_for(st)
 

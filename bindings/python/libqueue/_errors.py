@@ -34,104 +34,104 @@ class LibqueueError(Exception):
 
 class Empty(LibqueueError, _stdqueue.Empty):
     """Nothing was ready (a non-blocking receive). Also a ``queue.Empty``."""
-    status = 1
+    status = lib.LQ_EMPTY
 
 
 class Timeout(LibqueueError, TimeoutError):
     """A wait ran out (a receive, a full queue's send, an RPC call)."""
-    status = 2
+    status = lib.LQ_TIMEOUT
 
 
 class Full(LibqueueError, _stdqueue.Full):
     """The queue is at capacity and the send was not to wait. Also a ``queue.Full``."""
-    status = 3
+    status = lib.LQ_FULL
 
 
 class Closed(LibqueueError):
     """The broker or queue was closed, or this Python handle was closed."""
-    status = 4
+    status = lib.LQ_CLOSED
 
 
 class NotFound(LibqueueError, LookupError):
     """No such queue, namespace, message, header or subscription."""
-    status = 5
+    status = lib.LQ_NOT_FOUND
 
 
 class AlreadyExists(LibqueueError):
     """A queue or namespace of that name exists already."""
-    status = 6
+    status = lib.LQ_ALREADY_EXISTS
 
 
 class QuotaExceeded(LibqueueError):
     """A namespace quota (queues, messages, bytes) would be exceeded."""
-    status = 7
+    status = lib.LQ_QUOTA_EXCEEDED
 
 
 class LeaseExpired(LibqueueError):
     """The delivery's lease ran out before it was settled (it was redelivered)."""
-    status = 8
+    status = lib.LQ_LEASE_EXPIRED
 
 
 class InvalidState(LibqueueError):
     """The call does not apply now (a second ack, acking a peeked message...)."""
-    status = 9
+    status = lib.LQ_INVALID_STATE
 
 
 class RemoteError(LibqueueError):
     """An RPC handler on the other side failed; the message is its text."""
-    status = 10
+    status = lib.LQ_REMOTE
 
 
 class MessageTooLarge(LibqueueError, ValueError):
     """The message is larger than the namespace's largest-message quota."""
-    status = 11
+    status = lib.LQ_MESSAGE_TOO_LARGE
 
 
 class InvalidArgument(LibqueueError, ValueError):
     """An argument is out of range."""
-    status = 100
+    status = lib.LQ_INVALID_ARGUMENT
 
 
 class InvalidName(InvalidArgument):
     """A queue, namespace or topic name outside ``[A-Za-z0-9_.-]{1,64}``."""
-    status = 101
+    status = lib.LQ_INVALID_NAME
 
 
 class InvalidUtf8(InvalidArgument):
     """A string argument is not valid UTF-8."""
-    status = 102
+    status = lib.LQ_INVALID_UTF8
 
 
 class StorageError(LibqueueError, OSError):
     """The storage backend (the journal) failed."""
-    status = 104
+    status = lib.LQ_STORAGE
 
 
 class Corrupt(StorageError):
     """Stored data is damaged."""
-    status = 105
+    status = lib.LQ_CORRUPT
 
 
 class Locked(LibqueueError):
     """Another process has the data directory open for writing."""
-    status = 106
+    status = lib.LQ_LOCKED
 
 
 class IOFailure(LibqueueError, OSError):
     """The operating system refused a resource (a thread, a file descriptor)."""
-    status = 107
+    status = lib.LQ_IO
 
 
 class Panic(LibqueueError):
     """A bug in the library: it panicked; the call had no reliable effect."""
-    status = 108
+    status = lib.LQ_PANIC
 
 
 class Forked(LibqueueError):
     """The handle was inherited through ``os.fork()``: a child process cannot use
     its parent's broker (nor its queues, deliveries, pools...). Open a broker of
     its own in the child."""
-    status = 109
+    status = lib.LQ_FORKED
 
 
 _BY_STATUS: dict[int, type[LibqueueError]] = {

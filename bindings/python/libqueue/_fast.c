@@ -29,28 +29,54 @@
 
 #include "libqueue.h"
 
+/* Every library function this module calls, once: X(field of L, C function, its
+ * return type, its parameter types). The table `L`, its size, the names `init`
+ * expects the addresses of (`FUNCS`, which the Python side reads to look them up)
+ * and the type check below all come from this one list: a function cannot be
+ * added, moved or retyped in one place only. */
+#define LQ_FAST_FUNCS(X)                                                                   \
+    X(message_new, lq_message_new, lq_status, (const uint8_t *, size_t, lq_message **))   \
+    X(send_with, lq_queue_send_with, lq_status,                                            \
+      (const lq_queue *, lq_message *, uint32_t, uint64_t, uint64_t *))                    \
+    X(send_bytes, lq_queue_send_bytes, lq_status,                                          \
+      (const lq_queue *, const uint8_t *, size_t, uint64_t *))                             \
+    X(receive_timeout, lq_queue_receive_timeout, lq_status,                                \
+      (const lq_queue *, uint64_t, lq_delivery **))                                        \
+    X(receive_auto_ack, lq_queue_receive_auto_ack, lq_status,                              \
+      (const lq_queue *, uint64_t, lq_delivery **))                                        \
+    X(body, lq_delivery_body, lq_status, (const lq_delivery *, const uint8_t **, size_t *)) \
+    X(id, lq_delivery_id, lq_status, (const lq_delivery *, uint64_t *))                    \
+    X(ack, lq_delivery_ack, lq_status, (lq_delivery *))                                    \
+    X(nack, lq_delivery_nack, lq_status, (lq_delivery *))                                  \
+    X(free, lq_delivery_free, void, (lq_delivery *))                                       \
+    X(get_on_full, lq_queue_get_on_full, lq_status, (const lq_queue *, uint32_t *, uint64_t *))
+
 typedef lq_status (*recv_fn)(const lq_queue *, uint64_t, lq_delivery **);
 
+#define LQ_FAST_FIELD(field, name, ret, params) ret(*field) params;
 static struct {
-    lq_status (*message_new)(const uint8_t *, size_t, lq_message **);
-    lq_status (*send_with)(const lq_queue *, lq_message *, uint32_t, uint64_t, uint64_t *);
-    lq_status (*send_bytes)(const lq_queue *, const uint8_t *, size_t, uint64_t *);
-    recv_fn receive_timeout;
-    recv_fn receive_auto_ack;
-    lq_status (*body)(const lq_delivery *, const uint8_t **, size_t *);
-    lq_status (*id)(const lq_delivery *, uint64_t *);
-    lq_status (*ack)(lq_delivery *);
-    lq_status (*nack)(lq_delivery *);
-    void (*free)(lq_delivery *);
-    lq_status (*get_on_full)(const lq_queue *, uint32_t *, uint64_t *);
+    LQ_FAST_FUNCS(LQ_FAST_FIELD)
 } L;
 
-#define N_FUNCS 11
+#define LQ_FAST_COUNT(field, name, ret, params) +1
+enum { N_FUNCS = 0 LQ_FAST_FUNCS(LQ_FAST_COUNT) };
+
+#define LQ_FAST_NAME(field, name, ret, params) " " #name
+/* The names, space-separated, in the table's order (a leading space: split() skips it). */
+static const char FUNC_NAMES[] = LQ_FAST_FUNCS(LQ_FAST_NAME);
+
+/* Each field's type against the header's declaration of its function: assigning a
+ * function to a pointer of another type does not compile (-Werror=incompatible-
+ * pointer-types, set by setup.py). `sizeof` does not evaluate its operand, so no
+ * symbol is referenced: the library stays unlinked. */
+#define LQ_FAST_CHECK(field, name, ret, params) (void)sizeof(L.field = name);
+static void check_types(void) { LQ_FAST_FUNCS(LQ_FAST_CHECK) }
 
 static int ready = 0;
 
 static PyObject *fast_init(PyObject *self, PyObject *table) {
     (void)self;
+    check_types();
     if (!PyTuple_Check(table) || PyTuple_Size(table) != N_FUNCS) {
         PyErr_SetString(PyExc_TypeError, "init: a tuple of the C function addresses");
         return NULL;
@@ -64,8 +90,12 @@ static PyObject *fast_init(PyObject *self, PyObject *table) {
             return NULL;
         }
     }
-    /* Function pointers from data pointers: fine on every platform CPython runs on. */
-    memcpy(&L, p, sizeof L);
+    /* Each field from its own slot, in the list's order. Function pointers from data
+     * pointers: fine on every platform CPython runs on. */
+    Py_ssize_t i = 0;
+#define LQ_FAST_FILL(field, name, ret, params)                                             \
+    memcpy(&L.field, &p[i++], sizeof L.field);
+    LQ_FAST_FUNCS(LQ_FAST_FILL)
     ready = 1;
     Py_RETURN_NONE;
 }
@@ -1016,10 +1046,6 @@ PyMODINIT_FUNC PyInit__fast(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    static const char *names =
-        "lq_message_new lq_queue_send_with lq_queue_send_bytes lq_queue_receive_timeout "
-        "lq_queue_receive_auto_ack lq_delivery_body lq_delivery_id lq_delivery_ack "
-        "lq_delivery_nack lq_delivery_free lq_queue_get_on_full";
     DeliveryType = (PyTypeObject *)PyType_FromSpec(&dlv_spec);
     if (DeliveryType == NULL || PyModule_AddObject(m, "Delivery", (PyObject *)DeliveryType) < 0) {
         Py_XDECREF(DeliveryType);
@@ -1034,7 +1060,7 @@ PyMODINIT_FUNC PyInit__fast(void) {
         return NULL;
     }
     Py_INCREF(PinType);
-    if (PyModule_AddStringConstant(m, "FUNCS", names) < 0) {
+    if (PyModule_AddStringConstant(m, "FUNCS", FUNC_NAMES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

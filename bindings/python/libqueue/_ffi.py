@@ -3,9 +3,12 @@
 The declarations are the generated header itself (``include/libqueue.h``, copied into
 the package at build time), fed to cffi in ABI mode with the preprocessor lines and
 ``#define`` constants removed; nothing is retyped by hand, so the Python side cannot
-drift from the C ABI. cffi releases the GIL around every call into the library; the
+drift from the C ABI. The numbers come from it too: a status or an option is
+``lib.LQ_NOT_FOUND``, ``lib.LQ_ON_FULL_REJECT``... (the header's enums, which cffi
+exposes), never a number written in Python. cffi releases the GIL around every call into the library; the
 hot calls that never wait go through ``fast`` instead (``_fast.c``, a small CPython
-extension given the addresses of the same loaded functions), which keeps the GIL.
+extension given the addresses of the same loaded functions, named by its own
+``FUNCS``, which its function table is generated from), which keeps the GIL.
 
 The library is found, in order, at ``$LIBQUEUE_LIBRARY``, next to this file
 (``liblibqueue.so``, bundled by the build), or through the dynamic loader

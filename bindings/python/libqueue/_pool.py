@@ -174,7 +174,7 @@ class Pool(Handle):
         try:
             t = WAIT_FOREVER if timeout is None else ms(timeout)
             st = interruptible(self._call, lib.lq_pool_stop, t, n)
-            if st not in (0, 9):  # LQ_INVALID_STATE: already stopped
+            if st not in (lib.LQ_OK, lib.LQ_INVALID_STATE):  # LQ_INVALID_STATE: already stopped
                 check(st)
             s = ffi.new("lq_pool_stats *")
             check(self._call(lib.lq_pool_get_stats, s))

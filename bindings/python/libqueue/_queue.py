@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 _send = fast.send
 _receive = fast.receive
 _send_with = lib.lq_queue_send_with
+_REJECT = lib.LQ_ON_FULL_REJECT
+_NOT_READY = -lib.LQ_EMPTY  # what fast.receive returns when nothing is ready
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ class Queue(Handle):
         """The exception for status ``st``: ``Closed`` naming this handle once it is
         closed, a ``Timeout`` naming the caller's ``timeout`` (a wait in slices ends
         with the last slice's status, which names the slice)."""
-        if st == 4 and self._pin.closed:
+        if st == lib.LQ_CLOSED and self._pin.closed:
             return self._closed_error()
-        if st == 2 and timeout is not None and what:
-            return Timeout(f"{what} within {seconds(timeout)}", 2)
+        if st == lib.LQ_TIMEOUT and timeout is not None and what:
+            return Timeout(f"{what} within {seconds(timeout)}", lib.LQ_TIMEOUT)
         return error_for(st)
 
     @property
@@ -175,20 +177,20 @@ class Queue(Handle):
         pin = self._pin
         if pin.enter():  # _consume inlined: this is a hot path
             try:
-                st = _send_with(self._h, m, 1, 0, idp)
+                st = _send_with(self._h, m, _REJECT, 0, idp)
             finally:
                 pin.leave()
         else:
             lib.lq_message_free(m)
             raise self._closed_error()
-        if st == 3 and on_full != "reject":
+        if st == lib.LQ_FULL and on_full != "reject":
             if mode is None or mode_wait is None:
                 pm, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
                 check(self._call(lib.lq_queue_get_on_full, pm, t))
                 policy, wait = int(pm[0]), int(t[0])
             else:
                 policy, wait = mode, mode_wait
-            if policy != 1:
+            if policy != lib.LQ_ON_FULL_REJECT:
                 m = make()
                 st = self._consume(m, lib.lq_queue_send_with, m, policy, wait, idp, wait=True)
         if st:
@@ -220,11 +222,11 @@ class Queue(Handle):
         # First a send that never waits for room; a wait (the queue full, a policy
         # that waits) runs interruptibly (Ctrl-C in the main thread).
         arr = ffi.new("lq_message *[]", built)
-        st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, 1, 0, ids)
-        if st == 3:
+        st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, _REJECT, 0, ids)
+        if st == lib.LQ_FULL:
             mode, t = ffi.new("uint32_t *"), ffi.new("uint64_t *")
             check(self._call(lib.lq_queue_get_on_full, mode, t))
-            if mode[0] != 1:
+            if mode[0] != lib.LQ_ON_FULL_REJECT:
                 built = build_all()
                 arr = ffi.new("lq_message *[]", built)
                 st = self._consume(built, lib.lq_queue_send_batch_with, arr, n, mode[0], t[0],
@@ -259,7 +261,7 @@ class Queue(Handle):
         while True:
             left = SLICE_MS if forever else min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
             st: int = self._call(fn, max(left, 1), *args)
-            if st != 2:  # anything but LQ_TIMEOUT
+            if st != lib.LQ_TIMEOUT:
                 return st
             if not forever and time.monotonic() >= deadline:
                 return st
@@ -269,7 +271,7 @@ class Queue(Handle):
         """A ready message (leased), or ``None``."""
         r = _receive(self._pin, 0, False)
         if type(r) is int:
-            if r == -1:
+            if r == _NOT_READY:
                 return None
             raise self._error(-r)
         return r  # type: ignore[return-value]  # _fast makes Delivery instances (setup())
@@ -295,7 +297,7 @@ class Queue(Handle):
             st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), t, arr)
         else:
             st = self._call(lib.lq_queue_receive_batch, max, t, arr, n)
-        if st in (1, 2):
+        if st in (lib.LQ_EMPTY, lib.LQ_TIMEOUT):
             return []
         if st:
             raise self._error(st)
@@ -339,7 +341,7 @@ class Queue(Handle):
             d = await asyncio.wait_for(fut, timeout)
             return d
         except asyncio.TimeoutError:
-            raise Timeout("no message within the timeout", 2) from None
+            raise Timeout("no message within the timeout", lib.LQ_TIMEOUT) from None
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self._aiter()

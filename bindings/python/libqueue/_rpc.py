@@ -44,9 +44,9 @@ class RpcClient(Handle):
     def _call_on(self, h: Any, q: bytes, m: Any, timeout: Optional[float]) -> bytes:
         out = ffi.new("lq_delivery **")
         st = lib.lq_rpc_call(h, q, len(q), m, ms(timeout), out)  # consumes m
-        if st == 2 and timeout is not None:
+        if st == lib.LQ_TIMEOUT and timeout is not None:
             raise Timeout(f"no reply came within {seconds(timeout)}", 2)
-        if st == 4 and self.closed:
+        if st == lib.LQ_CLOSED and self.closed:
             raise self._closed_error()
         if st:
             raise error_for(st)

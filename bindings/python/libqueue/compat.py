@@ -40,7 +40,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 from ._broker import Broker
 from ._core import SLICE_MS, ms
 from ._errors import Closed, InvalidState, NotFound, error_for
-from ._ffi import fast
+from ._ffi import fast, lib
 from ._options import QueueOptions
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue", "Empty", "Full", "ShutDown"]
@@ -92,6 +92,10 @@ class _Store:
         return s.ready + s.delayed
 
 
+# The header's numbers, bound once for the put path (no lookup per call).
+_REJECT = lib.LQ_ON_FULL_REJECT
+_WAIT_SLICE = lib.LQ_ON_FULL_TIMEOUT
+_TIMED_OUT = -lib.LQ_TIMEOUT  # what fast.send returns when a wait ran out
 _SHUT = -1000  # what _put_data returns when the queue was shut down during its wait
 
 
@@ -143,10 +147,10 @@ class _FifoBase(Generic[T]):
                 items.pop(key, None)
             if r == _SHUT:
                 raise ShutDown
-            if r in (-2, -3):
+            if r in (-lib.LQ_TIMEOUT, -lib.LQ_FULL):
                 raise Full
-            if r == -4 and self._a.closed:
-                raise Closed("this queue was closed", 4)
+            if r == -lib.LQ_CLOSED and self._a.closed:
+                raise Closed("this queue was closed", lib.LQ_CLOSED)
             raise error_for(-r)
         if self.is_shutdown:  # shut down while this put was under way: take it back
             self._retract(r, None if items is None else key)
@@ -168,15 +172,15 @@ class _FifoBase(Generic[T]):
         """The message id, or -status. The send keeps the GIL unless it must wait."""
         a, release = self._a, self._release
         if not block:
-            return _send(a, data, release, 1, 0)  # LQ_ON_FULL_REJECT
+            return _send(a, data, release, _REJECT, 0)
         # The wait, in slices: Ctrl-C gets through in the main thread, and a
         # shutdown() is seen within a slice in every thread.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = SLICE_MS if deadline is None else max(
                 0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
-            r = _send(a, data, release, 2, left)  # LQ_ON_FULL_TIMEOUT
-            if r != -2 or (deadline is not None and time.monotonic() >= deadline):
+            r = _send(a, data, release, _WAIT_SLICE, left)
+            if r != _TIMED_OUT or (deadline is not None and time.monotonic() >= deadline):
                 return r
             if self.is_shutdown:
                 return _SHUT
@@ -211,17 +215,17 @@ class _FifoBase(Generic[T]):
         ``forever`` until an item comes or the queue is shut down; raises
         :class:`ShutDown`, :class:`Empty` or the failure."""
         a = self._a
-        while r == 2 and forever and not self.is_shutdown:  # LQ_TIMEOUT: a slice passed
+        while r == lib.LQ_TIMEOUT and forever and not self.is_shutdown:  # a slice passed
             got = _take(a, SLICE_MS)
             if not isinstance(got, int):
                 return got
             r = got
-        if r in (1, 2):  # LQ_EMPTY, LQ_TIMEOUT
+        if r in (lib.LQ_EMPTY, lib.LQ_TIMEOUT):
             if self.is_shutdown:
                 raise ShutDown
             raise Empty
-        if r == 4 and self._a.closed:
-            raise Closed("this queue was closed", 4)
+        if r == lib.LQ_CLOSED and self._a.closed:
+            raise Closed("this queue was closed", lib.LQ_CLOSED)
         raise error_for(r)
 
     def _wait_take(self, timeout: float) -> Union[bytes, int]:
@@ -235,7 +239,7 @@ class _FifoBase(Generic[T]):
         while True:
             left = min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1)
             r = _take(a, max(left, 1))
-            if r != 2 or self.is_shutdown or time.monotonic() >= deadline:
+            if r != lib.LQ_TIMEOUT or self.is_shutdown or time.monotonic() >= deadline:
                 return r
 
     def put_nowait(self, item: T) -> None:
@@ -311,7 +315,7 @@ class Queue(_FifoBase[T]):
             while True:
                 r = _take(self._a, 0)
                 if isinstance(r, int):
-                    if r == 1:  # LQ_EMPTY: drained
+                    if r == lib.LQ_EMPTY:  # drained
                         break
                     raise error_for(r)
                 if items is not None:
