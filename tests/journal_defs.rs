@@ -20,32 +20,12 @@
 use libqueue::store::journal::{fuzz, inspect};
 use libqueue::*;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn opts(dir: &Path) -> BrokerOptions {
-    BrokerOptions::new().data_dir(dir).segment_size(1 << 20)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "lqj"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The one segment of `dir`, and where its written bytes end (8-aligned).
-fn only_segment(dir: &Path) -> (PathBuf, usize) {
-    let segs = segments(dir);
-    assert_eq!(segs.len(), 1, "{segs:?}");
-    let buf = fs::read(&segs[0]).unwrap();
-    let end = buf.iter().rposition(|b| *b != 0).map_or(64, |p| p + 1);
-    (segs[0].clone(), (end + 7) & !7)
-}
+#[path = "common/segments.rs"]
+mod segments;
+use segments::{cut_copy, only_segment, opts, segments};
 
 /// Where the non-zero bytes of the one segment of `dir` end: a cut anywhere
 /// from there on leaves the same bytes.
@@ -53,19 +33,6 @@ fn written_end(dir: &Path) -> usize {
     let segs = segments(dir);
     let buf = fs::read(&segs[0]).unwrap();
     buf.iter().rposition(|b| *b != 0).map_or(64, |p| p + 1)
-}
-
-/// A copy of `src` whose segment `seg` has zeros from byte `at` on.
-fn cut_copy(src: &Path, seg: &Path, at: usize) -> tempfile::TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for p in segments(src) {
-        let mut buf = fs::read(&p).unwrap();
-        if p == seg {
-            buf[at..].fill(0);
-        }
-        fs::write(dst.path().join(p.file_name().unwrap()), buf).unwrap();
-    }
-    dst
 }
 
 /// What the broker has of namespace `n`: its quotas, topic `t`'s
