@@ -14,10 +14,11 @@ The sdist (``python -m build --sdist``) is self-contained: it carries the crate 
 targets it does not ship, ``Cargo.lock``, ``build.rs``, ``cbindgen.toml``, ``src/``,
 ``include/libqueue.h``), and a build from the tarball finds it there.
 
-It also compiles ``libqueue/_fast.c`` with the system C compiler: a small CPython
-extension (stable ABI, no link to the library) that makes the hot non-blocking calls
-with the GIL held. The wheel is platform-specific and ``abi3`` (tag ``cp39-abi3``):
-one build serves every CPython >= 3.9, and it installs without Rust.
+It also compiles ``libqueue/_fast.c`` (with ``_fast_pin.c`` and ``_fast_delivery.c``;
+``_fast.h`` lists them) with the system C compiler: a small CPython extension (stable
+ABI, no link to the library) that makes the hot non-blocking calls with the GIL held.
+The wheel is platform-specific and ``abi3`` (tag ``cp39-abi3``): one build serves
+every CPython >= 3.9, and it installs without Rust.
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ def header_dir() -> str:
 
 FAST = Extension(
     "libqueue._fast",
-    sources=["libqueue/_fast.c"],
+    # _fast.c: the module and the hot calls; _fast_pin.c: Pin; _fast_delivery.c: the
+    # C Delivery; _fast.h: what they share (the sdist carries all of them).
+    sources=["libqueue/_fast.c", "libqueue/_fast_pin.c", "libqueue/_fast_delivery.c"],
+    depends=["libqueue/_fast.h"],
     include_dirs=[header_dir()],
     define_macros=[("Py_LIMITED_API", "0x03090000")],
     # _fast.c checks its function table against the header's declarations: a
