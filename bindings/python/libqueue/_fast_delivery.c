@@ -199,55 +199,26 @@ static PyObject *dlv_body(PyObject *self, void *c) {
     return d->body;
 }
 
-static PyObject *dlv_get_cached_body(PyObject *self, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    PyObject *b = d->body ? d->body : Py_None;
-    Py_INCREF(b);
-    return b;
+/* The object attributes `_body`, `_view` and `_parent`: one getter and setter,
+ * the getset entry's closure is the field's offset in Dlv. NULL reads as None;
+ * setting None (or deleting) stores NULL. The old value is released last. */
+static PyObject **dlv_slot(PyObject *self, void *offset) {
+    return (PyObject **)((char *)self + (size_t)offset);
 }
 
-static int dlv_set_cached_body(PyObject *self, PyObject *v, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    Py_XINCREF(v == Py_None ? NULL : v);
-    Py_CLEAR(d->body);
-    d->body = (v == Py_None) ? NULL : v;
-    return 0;
-}
-
-static PyObject *dlv_get_parent(PyObject *self, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    PyObject *v = d->parent ? d->parent : Py_None;
+static PyObject *dlv_get_slot(PyObject *self, void *offset) {
+    PyObject *v = *dlv_slot(self, offset);
+    if (v == NULL)
+        v = Py_None;
     Py_INCREF(v);
     return v;
 }
 
-static int dlv_set_parent(PyObject *self, PyObject *v, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    PyObject *old = d->parent;
-    d->parent = (v == NULL || v == Py_None) ? NULL : v;
-    Py_XINCREF(d->parent);
-    Py_XDECREF(old);
-    return 0;
-}
-
-static PyObject *dlv_get_view(PyObject *self, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    PyObject *v = d->view ? d->view : Py_None;
-    Py_INCREF(v);
-    return v;
-}
-
-static int dlv_set_view(PyObject *self, PyObject *v, void *c) {
-    (void)c;
-    Dlv *d = (Dlv *)self;
-    PyObject *old = d->view;
-    d->view = (v == NULL || v == Py_None) ? NULL : v;
-    Py_XINCREF(d->view);
+static int dlv_set_slot(PyObject *self, PyObject *v, void *offset) {
+    PyObject **slot = dlv_slot(self, offset);
+    PyObject *old = *slot;
+    *slot = (v == NULL || v == Py_None) ? NULL : v;
+    Py_XINCREF(*slot);
     Py_XDECREF(old);
     return 0;
 }
@@ -345,9 +316,10 @@ static PyObject *dlv_closed(PyObject *self, void *c) {
 static PyGetSetDef dlv_getset[] = {
     {"_h", dlv_get_h, dlv_set_h, "the address of the C delivery, None once closed", NULL},
     {"body", dlv_body, NULL, "The body as bytes (copied once from the engine, then cached).", NULL},
-    {"_body", dlv_get_cached_body, dlv_set_cached_body, NULL, NULL},
-    {"_view", dlv_get_view, dlv_set_view, NULL, NULL},
-    {"_parent", dlv_get_parent, dlv_set_parent, "what the delivery keeps alive", NULL},
+    {"_body", dlv_get_slot, dlv_set_slot, NULL, (void *)offsetof(Dlv, body)},
+    {"_view", dlv_get_slot, dlv_set_slot, NULL, (void *)offsetof(Dlv, view)},
+    {"_parent", dlv_get_slot, dlv_set_slot, "what the delivery keeps alive",
+     (void *)offsetof(Dlv, parent)},
     {"id", dlv_id, NULL, "The message id (unique within its queue, increasing).", NULL},
     {"_id", dlv_cached_id, NULL, NULL, NULL},
     {"_settled", dlv_get_settled, dlv_set_settled, NULL, NULL},
