@@ -4,7 +4,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::engine::namespace::NamespaceCore;
 use crate::engine::{Declare, Engine, EngineOptions, Recording};
 use crate::error::{validate_name, Error, Result};
-use crate::queue::Queue;
+use crate::queue::{Queue, RemoteQueue};
+use crate::remote::client::Client;
+use crate::remote::host::{socket_path, Host, HostInfo};
+use crate::remote::wire::op;
 use crate::store::journal::{JournalOptions, RecoveryReport, SyncMode};
 use crate::store::{MemoryStorage, Storage};
 use crate::topic::Topic;
@@ -26,6 +29,8 @@ pub struct BrokerOptions {
     default_queue_options: QueueOptions,
     data_dir: Option<PathBuf>,
     journal: JournalOptions,
+    exclusive: bool,
+    allow_uids: Vec<u32>,
 }
 
 impl std::fmt::Debug for BrokerOptions {
@@ -47,6 +52,8 @@ impl Default for BrokerOptions {
             default_queue_options: QueueOptions::default(),
             data_dir: None,
             journal: JournalOptions::default(),
+            exclusive: false,
+            allow_uids: Vec::new(),
         }
     }
 }
@@ -77,8 +84,9 @@ impl BrokerOptions {
         self
     }
     /// Keeps persistent messages (and every queue definition) in a journal in
-    /// `dir`, recovered when the broker opens. Only one process may open a
-    /// directory ([`Error::Locked`]).
+    /// `dir`, recovered when the broker opens. Any number of processes may
+    /// open the same directory: the first becomes its *host*, the others
+    /// *attach* to it (docs/multi-process.md); see [`exclusive`](Self::exclusive).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -86,6 +94,21 @@ impl BrokerOptions {
     /// When journal records reach the disk (default [`SyncMode::None`]).
     pub fn sync_mode(mut self, mode: SyncMode) -> Self {
         self.journal.sync = mode;
+        self
+    }
+    /// `true`: this process alone may use the data directory — no other
+    /// process can attach, and opening a directory another process holds
+    /// fails with [`Error::Locked`] (the behaviour before several processes
+    /// could share one). Default `false`.
+    pub fn exclusive(mut self, yes: bool) -> Self {
+        self.exclusive = yes;
+        self
+    }
+    /// Users (besides this process's own) allowed to attach when this process
+    /// hosts the data directory. The directory's permissions apply first: a
+    /// new one is 0700.
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.allow_uids = uids.into_iter().collect();
         self
     }
     /// Size of each journal segment file (default 64 MiB).
@@ -112,11 +135,12 @@ pub struct Broker {
     flavor: BrokerFlavor,
 }
 
-/// Where a [`Broker`]'s calls go: today only an [`Engine`] in this process
-/// (the seam where a host-process flavor will plug in; see `Queue`'s flavor).
+/// Where a [`Broker`]'s calls go: an [`Engine`] in this process, or the host
+/// of its data directory (see `Queue`'s flavor and `remote`).
 #[derive(Clone)]
 enum BrokerFlavor {
     Local(Arc<Engine>),
+    Remote(Arc<Client>),
 }
 
 impl std::fmt::Debug for Broker {
@@ -143,24 +167,123 @@ impl Broker {
     /// Opens a broker. With a data directory: locks it, replays the journal and
     /// brings back every queue and unacked persistent message (see
     /// [`recovery_report`](Self::recovery_report)).
+    ///
+    /// Without [`BrokerOptions::exclusive`], a data directory another process
+    /// holds is *attached*: this broker's calls are served by that process
+    /// (the host), with the same semantics and errors; its own clock,
+    /// storage, quota and queue defaults, sync mode and segment size do not
+    /// apply (the host's do) until it takes over from the host.
     pub fn open(opts: BrokerOptions) -> Result<Self> {
-        let engine = Engine::open(EngineOptions {
+        match opts.data_dir.clone() {
+            Some(dir) if !opts.exclusive => Self::open_shared(opts, dir),
+            dir => {
+                let engine = Self::open_engine(&opts)?;
+                if let Some(dir) = dir {
+                    // Nobody may attach: a socket left by an earlier host goes.
+                    let _ = std::fs::remove_file(socket_path(&dir));
+                }
+                Ok(Broker::from_engine(engine))
+            }
+        }
+    }
+
+    fn open_engine(opts: &BrokerOptions) -> Result<Arc<Engine>> {
+        let opts = opts.clone();
+        Engine::open(EngineOptions {
             clock: opts.clock,
             storage: opts.storage,
             default_quotas: opts.default_quotas,
             default_queue_options: opts.default_queue_options,
             data_dir: opts.data_dir,
             journal: opts.journal,
-        })?;
-        Ok(Broker {
-            flavor: BrokerFlavor::Local(engine),
         })
     }
 
-    /// What opening the data directory found (None without one).
+    /// Hosts `dir` (this process takes its lock and serves it).
+    fn host(opts: &BrokerOptions, dir: &std::path::Path, takeovers: u64) -> Result<Broker> {
+        let engine = Self::open_engine(opts)?;
+        match Host::start(&engine, dir, opts.allow_uids.clone(), takeovers) {
+            Ok(h) => engine.set_companion(Box::new(h)),
+            Err(e) => eprintln!(
+                "libqueue[{}]: {} is open, but no other process can attach: {e}",
+                std::process::id(),
+                dir.display()
+            ),
+        }
+        Ok(Broker::from_engine(engine))
+    }
+
+    /// Attaches to the host of `dir`, or becomes it.
+    fn open_shared(opts: BrokerOptions, dir: PathBuf) -> Result<Broker> {
+        let give_up = std::time::Instant::now() + crate::remote::client::TAKEOVER_LIMIT;
+        let mut no_socket = 0;
+        loop {
+            let o = opts.clone();
+            let d = dir.clone();
+            let become_host: crate::remote::client::BecomeHost = Box::new(move |takeovers| {
+                Broker::host(&o, &d, takeovers)
+                    .map(|b| Box::new(b) as Box<dyn std::any::Any + Send + Sync>)
+            });
+            if let Some(c) = Client::attach(&dir, become_host) {
+                return Ok(Broker {
+                    flavor: BrokerFlavor::Remote(c),
+                });
+            }
+            match Self::host(&opts, &dir, 0) {
+                Ok(b) => return Ok(b),
+                Err(Error::Locked(d)) => {
+                    // Held, and no socket at all (twice, 200 ms apart): an
+                    // exclusive holder, which nobody may attach to.
+                    if !socket_path(&dir).exists() {
+                        no_socket += 1;
+                        if no_socket >= 2 {
+                            return Err(Error::Locked(d));
+                        }
+                    }
+                    if std::time::Instant::now() >= give_up {
+                        return Err(Error::Locked(d));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Broker {
+        Broker {
+            flavor: BrokerFlavor::Local(engine),
+        }
+    }
+
+    /// What opening the data directory found (None without one, and None
+    /// in an attached process: the host opened it).
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.recovery_report(),
+            BrokerFlavor::Remote(_) => None,
+        }
+    }
+
+    /// Whether this broker is attached to another process that hosts its
+    /// data directory (false when this process hosts it, or has none).
+    pub fn is_attached(&self) -> bool {
+        match &self.flavor {
+            BrokerFlavor::Local(_) => false,
+            BrokerFlavor::Remote(c) => !c.is_hosting(),
+        }
+    }
+
+    /// Who hosts the data directory, who is attached, and the host's counters.
+    /// [`Error::InvalidState`] for a broker without a shared data directory.
+    pub fn host_info(&self) -> Result<HostInfo> {
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e
+                .with_companion(|c| c.and_then(|c| c.downcast_ref::<Host>()).map(Host::info))
+                .ok_or_else(|| {
+                    Error::InvalidState("this broker does not share a data directory".into())
+                }),
+            BrokerFlavor::Remote(c) => c.host_info(),
         }
     }
 
@@ -168,6 +291,7 @@ impl Broker {
     pub(crate) fn check_fork(&self) -> Result<()> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.check_fork(),
+            BrokerFlavor::Remote(c) => c.check_fork(),
         }
     }
 
@@ -175,6 +299,7 @@ impl Broker {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.clock(),
+            BrokerFlavor::Remote(c) => c.clock(),
         }
     }
 
@@ -182,6 +307,7 @@ impl Broker {
     pub fn storage_name(&self) -> &'static str {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.storage_name(),
+            BrokerFlavor::Remote(_) => "journal",
         }
     }
 
@@ -190,6 +316,11 @@ impl Broker {
             BrokerFlavor::Local(e) => e
                 .namespace(name, quotas, declare, Recording::Record)
                 .map(Namespace::local),
+            BrokerFlavor::Remote(c) => {
+                validate_name(name)?;
+                let q = c.namespace(name, quotas.as_ref(), declare == Declare::Create)?;
+                Ok(Namespace::remote(c, name, q))
+            }
         }
     }
 
@@ -215,6 +346,11 @@ impl Broker {
     pub fn get_namespace(&self, name: &str) -> Result<Namespace> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.get_namespace(name).map(Namespace::local),
+            BrokerFlavor::Remote(c) => {
+                validate_name(name)?;
+                let q = c.get_namespace(name)?;
+                Ok(Namespace::remote(c, name, q))
+            }
         }
     }
 
@@ -227,6 +363,7 @@ impl Broker {
     pub fn namespaces(&self) -> Vec<String> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.namespace_names(),
+            BrokerFlavor::Remote(c) => c.names(op::NAMESPACES, &[]).unwrap_or_default(),
         }
     }
 
@@ -249,6 +386,7 @@ impl Broker {
     pub fn flush(&self) -> Result<()> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.flush(),
+            BrokerFlavor::Remote(c) => c.unit(op::FLUSH, &[]),
         }
     }
 
@@ -262,6 +400,7 @@ impl Broker {
     pub fn close(&self) {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.close(),
+            BrokerFlavor::Remote(c) => c.close(),
         }
     }
 
@@ -269,6 +408,7 @@ impl Broker {
     pub fn is_closed(&self) -> bool {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.is_closed(),
+            BrokerFlavor::Remote(c) => c.is_closed(),
         }
     }
 }
@@ -295,6 +435,14 @@ pub struct Namespace {
 #[derive(Clone)]
 enum NamespaceFlavor {
     Local(Arc<NamespaceCore>),
+    Remote(Arc<RemoteNamespace>),
+}
+
+/// A namespace of the host's.
+pub(crate) struct RemoteNamespace {
+    pub(crate) client: Arc<Client>,
+    pub(crate) name: String,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -312,10 +460,34 @@ impl Namespace {
         }
     }
 
+    fn remote(client: &Arc<Client>, name: &str, quotas: Quotas) -> Self {
+        Namespace {
+            flavor: NamespaceFlavor::Remote(Arc::new(RemoteNamespace {
+                client: client.clone(),
+                name: name.to_string(),
+                quotas,
+            })),
+        }
+    }
+
+    /// A queue of the host's, declared or looked up as `mode` says
+    /// (0 open or create, 1 create, 2 get).
+    fn remote_queue(n: &RemoteNamespace, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<Queue> {
+        validate_name(name)?;
+        let opts = n.client.queue(&n.name, name, opts, mode)?;
+        Ok(Queue::remote(RemoteQueue {
+            client: n.client.clone(),
+            ns: n.name.clone(),
+            name: name.to_string(),
+            opts,
+        }))
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         match &self.flavor {
             NamespaceFlavor::Local(n) => &n.shared.name,
+            NamespaceFlavor::Remote(n) => &n.name,
         }
     }
 
@@ -323,6 +495,7 @@ impl Namespace {
     pub fn quotas(&self) -> &Quotas {
         match &self.flavor {
             NamespaceFlavor::Local(n) => &n.shared.quotas,
+            NamespaceFlavor::Remote(n) => &n.quotas,
         }
     }
 
@@ -332,6 +505,7 @@ impl Namespace {
             NamespaceFlavor::Local(n) => {
                 n.open(name, None, Declare::OpenOrCreate).map(Queue::local)
             }
+            NamespaceFlavor::Remote(n) => Self::remote_queue(n, name, None, 0),
         }
     }
 
@@ -341,6 +515,7 @@ impl Namespace {
             NamespaceFlavor::Local(n) => {
                 n.open(name, Some(opts), Declare::Create).map(Queue::local)
             }
+            NamespaceFlavor::Remote(n) => Self::remote_queue(n, name, Some(&opts), 1),
         }
     }
 
@@ -355,6 +530,7 @@ impl Namespace {
                     .map(Queue::local)
                     .ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
             }
+            NamespaceFlavor::Remote(n) => Self::remote_queue(n, name, None, 2),
         }
     }
 
@@ -369,6 +545,10 @@ impl Namespace {
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         match &self.flavor {
             NamespaceFlavor::Local(n) => n.delete_queue(name),
+            NamespaceFlavor::Remote(n) => {
+                validate_name(name)?;
+                n.client.unit(op::DELETE_QUEUE, &[&n.name, name])
+            }
         }
     }
 
@@ -376,6 +556,7 @@ impl Namespace {
     pub fn list_queues(&self) -> Vec<String> {
         match &self.flavor {
             NamespaceFlavor::Local(n) => n.list(),
+            NamespaceFlavor::Remote(n) => n.client.names(op::LIST_QUEUES, &[&n.name]).unwrap_or_default(),
         }
     }
 
@@ -392,6 +573,11 @@ impl Namespace {
             NamespaceFlavor::Local(n) => {
                 Ok(Topic::local(n.topic(name, Recording::Record)?, n.clone()))
             }
+            NamespaceFlavor::Remote(n) => {
+                validate_name(name)?;
+                n.client.unit(op::TOPIC, &[&n.name, name])?;
+                Ok(Topic::remote(n.client.clone(), &n.name, name))
+            }
         }
     }
 
@@ -399,6 +585,7 @@ impl Namespace {
     pub fn list_topics(&self) -> Vec<String> {
         match &self.flavor {
             NamespaceFlavor::Local(n) => n.topic_names(),
+            NamespaceFlavor::Remote(n) => n.client.names(op::LIST_TOPICS, &[&n.name]).unwrap_or_default(),
         }
     }
 
@@ -417,6 +604,18 @@ impl Namespace {
                     quotas: n.shared.quotas.clone(),
                 }
             }
+            NamespaceFlavor::Remote(n) => match n.client.ns_stats(&n.name) {
+                Ok((queues, totals, quotas)) => NamespaceStats {
+                    queues,
+                    totals,
+                    quotas,
+                },
+                Err(_) => NamespaceStats {
+                    queues: 0,
+                    totals: QueueStats::default(),
+                    quotas: n.quotas.clone(),
+                },
+            },
         }
     }
 }

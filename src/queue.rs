@@ -4,6 +4,7 @@ use crate::clock::{nanos, Clock};
 pub(crate) use crate::engine::ReceiveMode;
 use crate::engine::{HeldLease, LeaseKey, QueueCore, Received, Settle};
 use crate::error::{Error, Result};
+use crate::remote::client::Client;
 use crate::types::{Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Wait};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
@@ -17,12 +18,31 @@ pub struct Queue {
     flavor: QueueFlavor,
 }
 
-/// Where a [`Queue`]'s operations run: today only the engine of this process
-/// (the seam where a host-process flavor will plug in; crossbeam-channel's
-/// `SenderFlavor` is the model: one `match` per call, no `dyn`).
+/// Where a [`Queue`]'s operations run: the engine of this process, or the
+/// host of its data directory (crossbeam-channel's `SenderFlavor` is the
+/// model: one `match` per call, no `dyn`).
 #[derive(Clone, Debug)]
 enum QueueFlavor {
     Local(Arc<QueueCore>),
+    Remote(Arc<RemoteQueue>),
+}
+
+/// A queue of the host's, named: every call is a request to the host.
+pub(crate) struct RemoteQueue {
+    pub(crate) client: Arc<Client>,
+    pub(crate) ns: String,
+    pub(crate) name: String,
+    pub(crate) opts: QueueOptions,
+}
+
+impl std::fmt::Debug for RemoteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("namespace", &self.ns)
+            .field("name", &self.name)
+            .field("attached", &true)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Queue {
@@ -32,10 +52,17 @@ impl Queue {
         }
     }
 
+    pub(crate) fn remote(q: RemoteQueue) -> Self {
+        Queue {
+            flavor: QueueFlavor::Remote(Arc::new(q)),
+        }
+    }
+
     /// The queue's name.
     pub fn name(&self) -> &str {
         match &self.flavor {
             QueueFlavor::Local(q) => &q.name,
+            QueueFlavor::Remote(q) => &q.name,
         }
     }
 
@@ -43,6 +70,7 @@ impl Queue {
     pub fn namespace(&self) -> &str {
         match &self.flavor {
             QueueFlavor::Local(q) => &q.ns.name,
+            QueueFlavor::Remote(q) => &q.ns,
         }
     }
 
@@ -50,6 +78,7 @@ impl Queue {
     pub fn options(&self) -> &QueueOptions {
         match &self.flavor {
             QueueFlavor::Local(q) => &q.opts,
+            QueueFlavor::Remote(q) => &q.opts,
         }
     }
 
@@ -153,6 +182,12 @@ impl Queue {
     pub fn peek(&self, max: usize) -> Result<Vec<Peeked>> {
         match &self.flavor {
             QueueFlavor::Local(q) => Ok(q.peek(max)?.into_iter().map(Peeked).collect()),
+            QueueFlavor::Remote(q) => Ok(q
+                .client
+                .peek(&q.ns, &q.name, max)?
+                .into_iter()
+                .map(|n| Peeked(Arc::new(n)))
+                .collect()),
         }
     }
 
@@ -161,6 +196,7 @@ impl Queue {
     pub fn cancel(&self, id: u64) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.cancel(id),
+            QueueFlavor::Remote(q) => q.client.cancel(&q.ns, &q.name, id),
         }
     }
 
@@ -175,6 +211,7 @@ impl Queue {
                 q.check_fork()?;
                 Ok(q.purge(crate::store::RemoveReason::Purged))
             }
+            QueueFlavor::Remote(q) => q.client.purge(&q.ns, &q.name),
         }
     }
 
@@ -183,6 +220,8 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         match &self.flavor {
             QueueFlavor::Local(q) => q.stats(),
+            // A queue the host cannot answer for (closed, host gone) holds nothing.
+            QueueFlavor::Remote(q) => q.client.queue_stats(&q.ns, &q.name).unwrap_or_default(),
         }
     }
 
@@ -190,6 +229,7 @@ impl Queue {
     pub(crate) fn check_fork(&self) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.check_fork(),
+            QueueFlavor::Remote(q) => q.client.check_fork(),
         }
     }
 
@@ -197,6 +237,7 @@ impl Queue {
     pub fn flush(&self) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.flush(),
+            QueueFlavor::Remote(q) => q.client.unit(crate::remote::wire::op::FLUSH, &[]),
         }
     }
 
@@ -209,6 +250,9 @@ impl Queue {
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.pollable_fd(),
+            QueueFlavor::Remote(_) => Err(Error::InvalidState(
+                "a pollable descriptor is not available on a queue of an attached broker yet".into(),
+            )),
         }
     }
 
@@ -216,6 +260,7 @@ impl Queue {
     pub fn is_closed(&self) -> bool {
         match &self.flavor {
             QueueFlavor::Local(q) => q.is_closed(),
+            QueueFlavor::Remote(q) => q.client.is_closed(),
         }
     }
 
@@ -266,6 +311,7 @@ impl Queue {
     pub fn wake_receivers(&self) {
         match &self.flavor {
             QueueFlavor::Local(q) => q.interrupt(),
+            QueueFlavor::Remote(q) => q.client.wake_waiters(),
         }
     }
 
@@ -289,7 +335,21 @@ impl Queue {
     /// ```
     pub fn give_back(&self, ticket: LeaseTicket) -> Result<()> {
         match &self.flavor {
-            QueueFlavor::Local(q) => q.give_back(ticket.id, ticket.key),
+            QueueFlavor::Local(q) => match ticket.key {
+                TicketKey::Local(key) => q.give_back(ticket.id, key),
+                TicketKey::Remote(_) => Err(Error::InvalidArgument(
+                    "this ticket is of an attached broker's delivery".into(),
+                )),
+            },
+            QueueFlavor::Remote(q) => match ticket.key {
+                TicketKey::Remote(lease) => q.client.give_back(lease).map_err(|e| match e {
+                    Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
+                    e => e,
+                }),
+                TicketKey::Local(_) => Err(Error::InvalidArgument(
+                    "this ticket is of a local broker's delivery".into(),
+                )),
+            },
         }
     }
 
@@ -297,6 +357,7 @@ impl Queue {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         match &self.flavor {
             QueueFlavor::Local(q) => &q.clock,
+            QueueFlavor::Remote(q) => q.client.clock(),
         }
     }
 
@@ -314,6 +375,15 @@ impl Queue {
             QueueFlavor::Local(q) => {
                 q.receive_until(max, wait, mode, cancel, |r| out(Delivery::local(r)))
             }
+            QueueFlavor::Remote(q) => {
+                let auto_ack = matches!(mode, ReceiveMode::AutoAck);
+                let got = q.client.receive(&q.ns, &q.name, max, wait, auto_ack, cancel)?;
+                let n = got.len();
+                for (lease, count, node) in got {
+                    out(Delivery::remote(q, lease, count, node));
+                }
+                Ok(n)
+            }
         }
     }
 
@@ -327,6 +397,12 @@ impl Queue {
     ) -> Result<u64> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
+            QueueFlavor::Remote(q) => q
+                .client
+                .send(&q.ns, &q.name, Some(on_full), false, std::slice::from_ref(&msg), cancel)?
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Io("the host answered a send without an id".into())),
         }
     }
 
@@ -339,6 +415,7 @@ impl Queue {
     ) -> Result<u64> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send_copy(body, on_full, cancel),
+            QueueFlavor::Remote(_) => self.send_until(Message::new(body.to_vec()), on_full, cancel),
         }
     }
 
@@ -351,6 +428,7 @@ impl Queue {
     ) -> Result<Vec<u64>> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
+            QueueFlavor::Remote(q) => q.client.send(&q.ns, &q.name, Some(on_full), true, &msgs, cancel),
         }
     }
 
@@ -358,6 +436,7 @@ impl Queue {
     pub(crate) fn wake_all(&self) {
         match &self.flavor {
             QueueFlavor::Local(q) => q.wake_all(),
+            QueueFlavor::Remote(q) => q.client.wake_waiters(),
         }
     }
 }
@@ -368,7 +447,15 @@ impl Queue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTicket {
     id: u64,
-    key: LeaseKey,
+    key: TicketKey,
+}
+
+/// The lease a [`LeaseTicket`] names: the engine's key, or the number the
+/// host gave an attached process's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TicketKey {
+    Local(LeaseKey),
+    Remote(u64),
 }
 
 /// A received message. Its body is borrowed from the engine (no copy).
@@ -385,6 +472,34 @@ pub struct Delivery {
 #[derive(Debug)]
 enum DeliveryFlavor {
     Local(LocalDelivery),
+    Remote(RemoteDelivery),
+}
+
+/// A delivery from the host: a copy of the message, and the number of its
+/// lease on the host (none when auto-acked).
+#[derive(Debug)]
+struct RemoteDelivery {
+    node: Node,
+    lease: Option<RemoteLease>,
+    delivery_count: u32,
+}
+
+#[derive(Debug)]
+struct RemoteLease {
+    queue: Arc<RemoteQueue>,
+    number: u64,
+    /// Set once settled (or given back): dropping it then tells the host nothing.
+    done: AtomicBool,
+}
+
+impl Drop for RemoteLease {
+    fn drop(&mut self) {
+        // Unsettled: the host forgets the number and the lease runs out there,
+        // as a dropped local delivery's does.
+        if !self.done.load(std::sync::atomic::Ordering::SeqCst) {
+            self.queue.client.forget(self.number);
+        }
+    }
 }
 
 /// A delivery from the engine of this process: the engine's [`Received`],
@@ -447,7 +562,10 @@ macro_rules! view_by_flavor {
     };
 }
 
-view_by_flavor!(Delivery, Delivery { flavor: DeliveryFlavor::Local(l) } => &**l.node);
+view_by_flavor!(Delivery,
+    Delivery { flavor: DeliveryFlavor::Local(l) } => &**l.node,
+    Delivery { flavor: DeliveryFlavor::Remote(r) } => &r.node,
+);
 view_by_flavor!(Peeked, Peeked(n) => &**n);
 
 impl Delivery {
@@ -463,10 +581,42 @@ impl Delivery {
         }
     }
 
+    /// Wraps what the host handed out (`lease` 0: auto-acked).
+    pub(crate) fn remote(q: &Arc<RemoteQueue>, lease: u64, count: u32, node: Node) -> Self {
+        Delivery {
+            flavor: DeliveryFlavor::Remote(RemoteDelivery {
+                node,
+                lease: (lease != 0).then(|| RemoteLease {
+                    queue: q.clone(),
+                    number: lease,
+                    done: AtomicBool::new(false),
+                }),
+                delivery_count: count,
+            }),
+        }
+    }
+
+    /// The message as the engine holds it (the host encodes it from here).
+    pub(crate) fn node(&self) -> &Node {
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => &l.node,
+            DeliveryFlavor::Remote(r) => &r.node,
+        }
+    }
+
+    /// The namespace of the queue it came from (leased deliveries).
+    pub(crate) fn namespace_name(&self) -> Option<&str> {
+        match &self.flavor {
+            DeliveryFlavor::Local(l) => l.lease.as_ref().map(|h| h.queue.ns.name.as_str()),
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().map(|l| l.queue.ns.as_str()),
+        }
+    }
+
     /// Which delivery of the message this is (1 the first time).
     pub fn delivery_count(&self) -> u32 {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.delivery_count,
+            DeliveryFlavor::Remote(r) => r.delivery_count,
         }
     }
 
@@ -475,6 +625,7 @@ impl Delivery {
     pub fn queue_name(&self) -> Option<&str> {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().map(|h| h.queue.name.as_str()),
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().map(|l| l.queue.name.as_str()),
         }
     }
 
@@ -483,6 +634,7 @@ impl Delivery {
     pub(crate) fn queue_closed(&self) -> bool {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().is_some_and(|h| h.queue.is_closed()),
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().is_some_and(|l| l.queue.client.is_closed()),
         }
     }
 
@@ -492,7 +644,11 @@ impl Delivery {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().map(|h| LeaseTicket {
                 id: l.node.id,
-                key: h.key,
+                key: TicketKey::Local(h.key),
+            }),
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().map(|l| LeaseTicket {
+                id: r.node.id,
+                key: TicketKey::Remote(l.number),
             }),
         }
     }
@@ -501,6 +657,7 @@ impl Delivery {
     pub fn is_leased(&self) -> bool {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.is_some(),
+            DeliveryFlavor::Remote(r) => r.lease.is_some(),
         }
     }
 
@@ -511,6 +668,10 @@ impl Delivery {
                 let h = l.lease.as_ref()?;
                 h.queue.lease_deadline(l.node.id, h.key)
             }
+            DeliveryFlavor::Remote(r) => {
+                let l = r.lease.as_ref()?;
+                l.queue.client.deadline(l.number)
+            }
         }
     }
 
@@ -520,6 +681,20 @@ impl Delivery {
             DeliveryFlavor::Local(l) => {
                 let h = l.held()?;
                 h.queue.settle(l.node.id, h.key, how)
+            }
+            DeliveryFlavor::Remote(r) => {
+                let l = r.held()?;
+                let (nack, delay, reason) = match how {
+                    Settle::Ack => (false, None, ""),
+                    Settle::Nack { delay, reason } => {
+                        (true, delay.map(std::time::Duration::from_nanos), reason)
+                    }
+                };
+                l.done.store(true, std::sync::atomic::Ordering::SeqCst);
+                l.queue
+                    .client
+                    .settle(l.number, nack, delay, reason)
+                    .map_err(|e| r.lease_error(e))
             }
         }
     }
@@ -568,6 +743,7 @@ impl Delivery {
     pub fn extend(&self) -> Result<()> {
         let by = match &self.flavor {
             DeliveryFlavor::Local(l) => l.held()?.queue.opts.lease_time,
+            DeliveryFlavor::Remote(r) => r.held()?.queue.opts.lease_time,
         };
         self.extend_by(by)
     }
@@ -584,6 +760,33 @@ impl Delivery {
                 let h = l.held()?;
                 h.queue.extend(l.node.id, h.key, nanos(by)).map(|_| ())
             }
+            DeliveryFlavor::Remote(r) => {
+                let l = r.held()?;
+                l.queue
+                    .client
+                    .extend(l.number, by)
+                    .map(|_| ())
+                    .map_err(|e| r.lease_error(e))
+            }
+        }
+    }
+}
+
+impl RemoteDelivery {
+    fn held(&self) -> Result<&RemoteLease> {
+        self.lease.as_ref().ok_or_else(|| {
+            Error::InvalidState(format!(
+                "message {} was received with auto-ack; there is no lease to settle",
+                self.node.id
+            ))
+        })
+    }
+
+    /// The host knows leases by number; the caller by message id.
+    fn lease_error(&self, e: Error) -> Error {
+        match e {
+            Error::LeaseExpired { .. } => Error::LeaseExpired { id: self.node.id },
+            e => e,
         }
     }
 }
@@ -603,3 +806,10 @@ impl LocalDelivery {
 /// A message seen by [`Queue::peek`]: a snapshot, not leased.
 #[derive(Debug, Clone)]
 pub struct Peeked(Arc<Node>);
+
+impl Peeked {
+    /// The message as the engine holds it.
+    pub(crate) fn node(&self) -> &Node {
+        &self.0
+    }
+}

@@ -3,7 +3,8 @@
 use crate::engine::namespace::NamespaceCore;
 use crate::engine::topic::TopicCore;
 use crate::error::{validate_name, Result};
-use crate::queue::Queue;
+use crate::queue::{Queue, RemoteQueue};
+use crate::remote::client::Client;
 use crate::types::{Filter, Message, TopicStats};
 use std::sync::Arc;
 
@@ -35,6 +36,12 @@ enum TopicFlavor {
         topic: Arc<TopicCore>,
         ns: Arc<NamespaceCore>,
     },
+    /// A topic of the host's: its namespace and name.
+    Remote {
+        client: Arc<Client>,
+        ns: Arc<str>,
+        name: Arc<str>,
+    },
 }
 
 impl std::fmt::Debug for Topic {
@@ -53,10 +60,21 @@ impl Topic {
         }
     }
 
+    pub(crate) fn remote(client: Arc<Client>, ns: &str, name: &str) -> Self {
+        Topic {
+            flavor: TopicFlavor::Remote {
+                client,
+                ns: ns.into(),
+                name: name.into(),
+            },
+        }
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.name(),
+            TopicFlavor::Remote { name, .. } => name,
         }
     }
 
@@ -77,6 +95,15 @@ impl Topic {
             TopicFlavor::Local { topic, ns } => {
                 Ok(Queue::local(topic.subscribe(ns, queue, filter)?))
             }
+            TopicFlavor::Remote { client, ns, name } => {
+                let opts = client.subscribe(ns, name, queue, &filter)?;
+                Ok(Queue::remote(RemoteQueue {
+                    client: client.clone(),
+                    ns: ns.to_string(),
+                    name: queue.to_string(),
+                    opts,
+                }))
+            }
         }
     }
 
@@ -86,6 +113,10 @@ impl Topic {
     pub fn unsubscribe(&self, queue: &str) -> Result<()> {
         match &self.flavor {
             TopicFlavor::Local { topic, ns } => topic.unsubscribe(ns, queue),
+            TopicFlavor::Remote { client, ns, name } => {
+                validate_name(queue)?;
+                client.unit(crate::remote::wire::op::UNSUBSCRIBE, &[ns, name, queue])
+            }
         }
     }
 
@@ -93,6 +124,9 @@ impl Topic {
     pub fn filter(&self, queue: &str) -> Option<Filter> {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.filter(queue),
+            TopicFlavor::Remote { client, ns, name } => {
+                client.topic_filter(ns, name, queue).ok().flatten()
+            }
         }
     }
 
@@ -100,6 +134,9 @@ impl Topic {
     pub fn stats(&self) -> TopicStats {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.stats(),
+            TopicFlavor::Remote { client, ns, name } => {
+                client.topic_stats(ns, name).unwrap_or_default()
+            }
         }
     }
 
@@ -107,6 +144,9 @@ impl Topic {
     pub fn subscriptions(&self) -> Vec<String> {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.subscriptions(),
+            TopicFlavor::Remote { client, ns, name } => client
+                .names(crate::remote::wire::op::SUBSCRIPTIONS, &[ns, name])
+                .unwrap_or_default(),
         }
     }
 
@@ -115,6 +155,7 @@ impl Topic {
     pub(crate) fn wake_publishers(&self) {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.wake_publishers(),
+            TopicFlavor::Remote { client, .. } => client.wake_waiters(),
         }
     }
 
@@ -140,6 +181,7 @@ impl Topic {
     ) -> Result<usize> {
         match &self.flavor {
             TopicFlavor::Local { topic, .. } => topic.publish(msg, cancel),
+            TopicFlavor::Remote { client, ns, name } => client.publish(ns, name, &msg, cancel),
         }
     }
 }

@@ -63,6 +63,9 @@ pub(crate) struct Engine {
     report: OnceLock<RecoveryReport>,
     /// The process (and fork generation) that opened it.
     origin: Origin,
+    /// Something that lives as long as the engine stays open (the API layer
+    /// keeps the server of a shared data directory here); dropped at close.
+    companion: parking_lot::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl ClockListener for Engine {
@@ -93,6 +96,9 @@ impl Drop for Engine {
         // forked child nothing is touched: the ticker is the parent's.
         if !self.origin.inherited() {
             self.ticker.orphan();
+        } else if let Some(c) = self.companion.get_mut().take() {
+            // A forked child's copy: nothing of it is ours to stop.
+            std::mem::forget(c);
         }
     }
 }
@@ -120,6 +126,7 @@ impl Engine {
             default_queue_options: opts.default_queue_options,
             closed: AtomicBool::new(false),
             origin,
+            companion: parking_lot::Mutex::new(None),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
         engine.clock.add_listener(weak);
@@ -373,11 +380,27 @@ impl Engine {
         if self.closed.swap(true, SeqCst) || self.origin.inherited_exact() {
             return;
         }
+        let companion = self.companion.lock().take();
+        drop(companion);
         for ns in self.namespaces.read().values() {
             ns.close();
         }
         self.ticker.shutdown();
         self.storage.close();
+    }
+
+    /// Runs `f` on the companion, if any.
+    pub(crate) fn with_companion<R>(
+        &self,
+        f: impl FnOnce(Option<&(dyn std::any::Any + Send + Sync)>) -> R,
+    ) -> R {
+        let g = self.companion.lock();
+        f(g.as_deref())
+    }
+
+    /// Keeps `c` until the engine closes or drops (see the field).
+    pub(crate) fn set_companion(&self, c: Box<dyn std::any::Any + Send + Sync>) {
+        *self.companion.lock() = Some(c);
     }
 
     /// Whether [`close`](Self::close) was called.

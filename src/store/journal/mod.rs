@@ -141,7 +141,7 @@ pub struct Journal {
     sync: SyncMode,
     stop: Arc<(Mutex<bool>, Condvar)>,
     /// The data directory's lock; `None` once closed.
-    lock: Mutex<Option<File>>,
+    lock: Mutex<Option<crate::sync::fork::Guarded<File>>>,
     dir: PathBuf,
     /// The process that opened it: a forked child never writes, syncs or
     /// closes it (the files, the lock and the threads are the parent's).
@@ -169,8 +169,17 @@ impl Journal {
                 "journal segments must be at least 4096 bytes".into(),
             ));
         }
-        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
-        let lock = lock_dir(dir)?;
+        // A new data directory is private to its user (0700): its socket
+        // takes the same permissions, so no other user can attach.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io("cannot create", dir, e))?;
+        }
+        let lock = crate::sync::fork::Guarded::new(lock_dir(dir)?);
         let r = recover(dir)?;
         let damaged = r.damaged();
         let Replayed {

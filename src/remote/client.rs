@@ -1,0 +1,614 @@
+//! The attached side: one connection to the host of a data directory, shared
+//! by every handle of an attached `Broker` (calls from many threads are in
+//! flight on it at once, each waiting for the answer with its request id).
+//!
+//! When the connection ends (the host closed or died), the next call finds a
+//! new host — or becomes it: it takes the directory's lock, replays the
+//! journal and serves, and this process then talks to its own host through the
+//! same socket (takeover). Calls in flight are sent again to the new host, so a
+//! caller sees no error; a send whose answer was lost may so be applied twice
+//! (the at-least-once window, docs/multi-process.md).
+
+use super::host::{socket_path, HostInfo};
+use super::wire::{self, op, Dec, Enc};
+use crate::error::{Error, Result};
+use crate::sync::fork::{Guarded, Origin};
+use crate::types::{
+    Filter, Message, Node, OnFull, QueueOptions, QueueStats, Quotas, TopicStats, Wait,
+};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a process looks for (or tries to become) a new host before a
+/// call fails with [`Error::Io`].
+pub(crate) const TAKEOVER_LIMIT: Duration = Duration::from_secs(60);
+
+/// Makes this process the directory's host (the broker layer opens a local
+/// engine and its `Host`); `Err(Locked)` while another process holds it. The
+/// argument is the takeover count the new host reports.
+pub(crate) type BecomeHost = Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
+
+/// See the module documentation.
+pub(crate) struct Client {
+    dir: PathBuf,
+    conn: RwLock<Arc<Conn>>,
+    reconnecting: Mutex<()>,
+    become_host: BecomeHost,
+    /// The broker this process hosts after a takeover (kept alive here).
+    hosted: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    closed: AtomicBool,
+    origin: Origin,
+    takeovers: AtomicU64,
+    /// The attached broker's clock: the system clock (the host's timers run
+    /// on the host's, which reads the same monotonic clock).
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// What an answer holds after its status byte.
+pub(crate) struct Reply {
+    buf: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn dec(&self) -> Dec<'_> {
+        Dec::new(&self.buf[wire::HEADER + 1..])
+    }
+}
+
+enum SlotState {
+    Waiting,
+    Reply(Vec<u8>),
+    Lost,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+/// One connection to one host.
+struct Conn {
+    writer: Mutex<Guarded<UnixStream>>,
+    fd: i32,
+    pending: Mutex<HashMap<u64, Arc<Slot>>>,
+    next_id: AtomicU64,
+    dead: AtomicBool,
+    host_pid: u32,
+    /// The host's takeover count: a new host has another.
+    generation: u64,
+}
+
+impl Conn {
+    /// Connects and says `HELLO`; starts the thread that hands answers out.
+    fn open(dir: &Path) -> std::io::Result<(Arc<Conn>, u64)> {
+        let mut s = Guarded::new(UnixStream::connect(socket_path(dir))?);
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut hello = Enc::new(0, op::HELLO);
+        hello.u16(wire::VERSION).u32(std::process::id());
+        s.write_all(&hello.finish().expect("small"))?;
+        let body = read_frame(&mut s)?.ok_or_else(|| bad("the host closed"))?;
+        let mut d = Dec::new(&body);
+        let (_, o) = d.header().map_err(|_| bad("bad HELLO answer"))?;
+        if o != op::REPLY {
+            return Err(bad("bad HELLO answer"));
+        }
+        match d.u8() {
+            Ok(0) => {}
+            _ => {
+                let e = d.error().map_or_else(|_| "refused".into(), |e| e.to_string());
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e));
+            }
+        }
+        let (_v, host_pid, takeovers) = (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
+            .map_err(|_| bad("bad HELLO answer"))?;
+        s.set_read_timeout(None)?;
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(Guarded::new(s.try_clone()?)),
+            fd: s.as_raw_fd(),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+            host_pid,
+            generation: takeovers,
+        });
+        let c = conn.clone();
+        std::thread::Builder::new()
+            .name("libqueue-attach".into())
+            .stack_size(256 << 10)
+            .spawn(move || c.read_loop(s))?;
+        Ok((conn, takeovers))
+    }
+
+    fn read_loop(&self, mut s: Guarded<UnixStream>) {
+        loop {
+            let body = match read_frame(&mut s) {
+                Ok(Some(b)) => b,
+                _ => break,
+            };
+            let Ok((id, o)) = Dec::new(&body).header() else {
+                break;
+            };
+            if o != op::REPLY {
+                break;
+            }
+            if let Some(slot) = self.pending.lock().remove(&id) {
+                *slot.state.lock() = SlotState::Reply(body);
+                slot.cv.notify_all();
+            }
+        }
+        self.kill();
+    }
+
+    /// Marks it dead: every call waiting on it learns its answer is lost.
+    fn kill(&self) {
+        self.dead.store(true, SeqCst);
+        // SAFETY: shutdown on the descriptor this connection owns (its reader
+        // holds the stream until it returns); wakes a blocked read.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+        let lost: Vec<_> = self.pending.lock().drain().map(|(_, s)| s).collect();
+        for slot in lost {
+            *slot.state.lock() = SlotState::Lost;
+            slot.cv.notify_all();
+        }
+    }
+
+    fn write(&self, frame: &[u8]) -> bool {
+        let ok = self.writer.lock().write_all(frame).is_ok();
+        if !ok {
+            self.kill();
+        }
+        ok
+    }
+}
+
+fn bad(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads one frame body (`None` at the end of the stream).
+fn read_frame(s: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+        return Err(bad("frame length out of bounds"));
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Whether a call whose answer was lost with its host is sent again to the next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Yes (reads, declarations, receives, sends: at least once).
+    Yes,
+    /// No: it named a lease of the old host, which is gone with it.
+    No,
+}
+
+impl Client {
+    /// Attaches to the live host of `dir`; `None` if there is none to reach.
+    pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Option<Arc<Client>> {
+        let (conn, takeovers) = Conn::open(dir).ok()?;
+        Some(Arc::new(Client {
+            dir: dir.to_path_buf(),
+            conn: RwLock::new(conn),
+            reconnecting: Mutex::new(()),
+            become_host,
+            hosted: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            origin: Origin::here(),
+            takeovers: AtomicU64::new(takeovers),
+            clock: Arc::new(crate::clock::SystemClock::new()),
+        }))
+    }
+
+    /// [`Error::Forked`] in a child that inherited this connection; [`Error::Closed`] once closed.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.origin.inherited() {
+            return Err(Error::Forked);
+        }
+        if self.closed.load(SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_fork(&self) -> Result<()> {
+        if self.origin.inherited() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The clock of the attached broker's handles.
+    pub(crate) fn clock(&self) -> &Arc<dyn crate::clock::Clock> {
+        &self.clock
+    }
+
+    /// Takeovers of this directory so far (as the host says).
+    pub(crate) fn takeovers(&self) -> u64 {
+        self.takeovers.load(SeqCst)
+    }
+
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pid of the host now.
+    pub(crate) fn host_pid(&self) -> u32 {
+        self.conn.read().host_pid
+    }
+
+    /// Whether this process became the host (after a takeover).
+    pub(crate) fn is_hosting(&self) -> bool {
+        self.hosted.lock().is_some()
+    }
+
+    /// Ends the connection; every later call fails with [`Error::Closed`]. A
+    /// process that took over stops hosting (another takes over from it).
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, SeqCst) || self.origin.inherited_exact() {
+            return;
+        }
+        self.conn.read().kill();
+        let hosted = self.hosted.lock().take();
+        drop(hosted);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Wakes every call of this process waiting on the host, so each
+    /// re-checks its cancel flag.
+    pub(crate) fn wake_waiters(&self) {
+        let slots: Vec<_> = self.conn.read().pending.lock().values().cloned().collect();
+        for s in slots {
+            let _g = s.state.lock();
+            s.cv.notify_all();
+        }
+    }
+
+    /// Finds the next host after `dead` ended, or becomes it.
+    fn reconnect(&self, dead: &Arc<Conn>) -> Result<()> {
+        let _g = self.reconnecting.lock();
+        if !Arc::ptr_eq(&self.conn.read(), dead) {
+            return Ok(());
+        }
+        let give_up = Instant::now() + TAKEOVER_LIMIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.check()?;
+            if let Ok((c, t)) = Conn::open(&self.dir) {
+                self.takeovers.store(t, SeqCst);
+                *self.conn.write() = c;
+                return Ok(());
+            }
+            match (self.become_host)(self.takeovers.load(SeqCst) + 1) {
+                Ok(hosted) => {
+                    *self.hosted.lock() = Some(hosted);
+                    let (c, t) = Conn::open(&self.dir).map_err(|e| {
+                        Error::Io(format!("took over {} but cannot reach it: {e}", self.dir.display()))
+                    })?;
+                    self.takeovers.store(t, SeqCst);
+                    *self.conn.write() = c;
+                    return Ok(());
+                }
+                Err(Error::Locked(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= give_up {
+                return Err(Error::Io(format!(
+                    "no host for {} answered within {TAKEOVER_LIMIT:?}",
+                    self.dir.display()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request and waits for its answer. `cancel`, once set (and
+    /// [`wake_waiters`](Self::wake_waiters) called), aborts a wait on the host.
+    pub(crate) fn call(
+        &self,
+        o: u8,
+        body: impl Fn(&mut Enc),
+        cancel: Option<&AtomicBool>,
+        resend: Resend,
+    ) -> Result<Reply> {
+        self.check()?;
+        loop {
+            let conn = self.conn.read().clone();
+            if conn.dead.load(SeqCst) {
+                if resend == Resend::No {
+                    return Err(Error::LeaseExpired { id: 0 });
+                }
+                self.reconnect(&conn)?;
+                continue;
+            }
+            let id = conn.next_id.fetch_add(1, SeqCst);
+            let mut enc = Enc::new(id, o);
+            body(&mut enc);
+            let frame = enc.finish().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the request is larger than a frame may be ({} bytes)",
+                    wire::MAX_FRAME
+                ))
+            })?;
+            let slot = Arc::new(Slot {
+                state: Mutex::new(SlotState::Waiting),
+                cv: Condvar::new(),
+            });
+            conn.pending.lock().insert(id, slot.clone());
+            if conn.dead.load(SeqCst) {
+                // Killed before we registered: nobody will answer.
+                conn.pending.lock().remove(&id);
+                continue;
+            }
+            conn.write(&frame);
+            let mut aborted = false;
+            let mut g = slot.state.lock();
+            let got = loop {
+                match std::mem::replace(&mut *g, SlotState::Waiting) {
+                    SlotState::Reply(b) => break Some(b),
+                    SlotState::Lost => break None,
+                    SlotState::Waiting => {}
+                }
+                if !aborted && cancel.is_some_and(|c| c.load(SeqCst)) {
+                    aborted = true;
+                    let mut a = Enc::new(0, op::ABORT);
+                    a.u64(id);
+                    drop(g);
+                    conn.write(&a.finish().expect("small"));
+                    g = slot.state.lock();
+                    continue;
+                }
+                slot.cv.wait(&mut g);
+            };
+            drop(g);
+            let Some(buf) = got else {
+                if resend == Resend::No {
+                    return Err(Error::LeaseExpired { id: 0 });
+                }
+                self.reconnect(&conn)?;
+                let now = self.conn.read().clone();
+                if (now.host_pid, now.generation) == (conn.host_pid, conn.generation) {
+                    // The same host, alive, ended the connection: it dropped
+                    // this process (see its stderr); sending again would
+                    // only be dropped again.
+                    return Err(Error::Io(format!(
+                        "the host (pid {}) dropped the connection",
+                        conn.host_pid
+                    )));
+                }
+                continue;
+            };
+            let mut d = Dec::new(&buf[wire::HEADER..]);
+            return match d.u8()? {
+                0 => Ok(Reply { buf }),
+                _ => Err(d.error()?),
+            };
+        }
+    }
+
+    /// Sends a request that has no answer (best effort).
+    pub(crate) fn tell(&self, o: u8, body: impl Fn(&mut Enc)) {
+        if self.check().is_err() {
+            return;
+        }
+        let conn = self.conn.read().clone();
+        let mut enc = Enc::new(0, o);
+        body(&mut enc);
+        if let Some(f) = enc.finish() {
+            conn.write(&f);
+        }
+    }
+
+    // ---- typed calls (one per operation of docs/wire.md) ----
+
+    pub(crate) fn namespace(&self, name: &str, quotas: Option<&Quotas>, create: bool) -> Result<Quotas> {
+        let r = self.call(
+            op::NAMESPACE,
+            |e| {
+                e.str(name);
+                match quotas {
+                    None => e.u8(0),
+                    Some(q) => e.u8(1).quotas(q),
+                };
+                e.bool(create);
+            },
+            None,
+            Resend::Yes,
+        )?;
+        Ok(r.dec().quotas()?)
+    }
+
+    pub(crate) fn get_namespace(&self, name: &str) -> Result<Quotas> {
+        let r = self.call(op::GET_NAMESPACE, |e| { e.str(name); }, None, Resend::Yes)?;
+        Ok(r.dec().quotas()?)
+    }
+
+    pub(crate) fn names(&self, o: u8, args: &[&str]) -> Result<Vec<String>> {
+        let r = self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes)?;
+        Ok(r.dec().strs()?)
+    }
+
+    pub(crate) fn unit(&self, o: u8, args: &[&str]) -> Result<()> {
+        self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes).map(|_| ())
+    }
+
+    pub(crate) fn host_info(&self) -> Result<HostInfo> {
+        let r = self.call(op::HOST_INFO, |_| {}, None, Resend::Yes)?;
+        Ok(r.dec().host_info()?)
+    }
+
+    pub(crate) fn queue(&self, ns: &str, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<QueueOptions> {
+        let r = self.call(
+            op::QUEUE,
+            |e| {
+                e.str(ns).str(name);
+                match opts {
+                    None => e.u8(0),
+                    Some(o) => e.u8(1).options(o),
+                };
+                e.u8(mode);
+            },
+            None,
+            Resend::Yes,
+        )?;
+        Ok(r.dec().options()?)
+    }
+
+    pub(crate) fn ns_stats(&self, ns: &str) -> Result<(u64, QueueStats, Quotas)> {
+        let r = self.call(op::NS_STATS, |e| { e.str(ns); }, None, Resend::Yes)?;
+        let mut d = r.dec();
+        Ok((d.u64()?, d.queue_stats()?, d.quotas()?))
+    }
+
+    pub(crate) fn send(
+        &self,
+        ns: &str,
+        q: &str,
+        on_full: Option<OnFull>,
+        batch: bool,
+        msgs: &[Message],
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<u64>> {
+        let r = self.call(
+            op::SEND,
+            |e| {
+                e.str(ns).str(q);
+                match on_full {
+                    None => e.u8(0),
+                    Some(f) => e.u8(1).on_full(f),
+                };
+                e.bool(batch).u32(msgs.len() as u32);
+                for m in msgs {
+                    e.message(m);
+                }
+            },
+            cancel,
+            Resend::Yes,
+        )?;
+        let mut d = r.dec();
+        let n = d.count(8)?;
+        let ids = (0..n).map(|_| d.u64()).collect::<wire::DResult<Vec<u64>>>()?;
+        Ok(ids)
+    }
+
+    /// Receives: (lease number or 0 when auto-acked, delivery count, message).
+    pub(crate) fn receive(
+        &self,
+        ns: &str,
+        q: &str,
+        max: usize,
+        wait: Wait,
+        auto_ack: bool,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<(u64, u32, Node)>> {
+        let r = self.call(
+            op::RECEIVE,
+            |e| {
+                e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32).wait(wait).bool(auto_ack);
+            },
+            cancel,
+            Resend::Yes,
+        )?;
+        let mut d = r.dec();
+        let n = d.count(12)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push((d.u64()?, d.u32()?, d.node()?));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn peek(&self, ns: &str, q: &str, max: usize) -> Result<Vec<Node>> {
+        let r = self.call(op::PEEK, |e| { e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32); }, None, Resend::Yes)?;
+        let mut d = r.dec();
+        let n = d.count(8)?;
+        (0..n).map(|_| d.node().map_err(Error::from)).collect()
+    }
+
+    pub(crate) fn cancel(&self, ns: &str, q: &str, id: u64) -> Result<()> {
+        self.call(op::CANCEL, |e| { e.str(ns).str(q).u64(id); }, None, Resend::Yes).map(|_| ())
+    }
+
+    pub(crate) fn purge(&self, ns: &str, q: &str) -> Result<u64> {
+        let r = self.call(op::PURGE, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+        Ok(r.dec().u64()?)
+    }
+
+    pub(crate) fn queue_stats(&self, ns: &str, q: &str) -> Result<QueueStats> {
+        let r = self.call(op::QUEUE_STATS, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+        Ok(r.dec().queue_stats()?)
+    }
+
+    pub(crate) fn settle(&self, lease: u64, nack: bool, delay: Option<Duration>, reason: &str) -> Result<()> {
+        self.call(op::SETTLE, |e| { e.u64(lease).bool(nack).opt_dur(delay).str(reason); }, None, Resend::No)
+            .map(|_| ())
+    }
+
+    pub(crate) fn extend(&self, lease: u64, by: Duration) -> Result<u64> {
+        let r = self.call(op::EXTEND, |e| { e.u64(lease).dur(by); }, None, Resend::No)?;
+        Ok(r.dec().u64()?)
+    }
+
+    pub(crate) fn deadline(&self, lease: u64) -> Option<u64> {
+        let r = self.call(op::DEADLINE, |e| { e.u64(lease); }, None, Resend::No).ok()?;
+        r.dec().opt_u64().ok().flatten()
+    }
+
+    pub(crate) fn give_back(&self, lease: u64) -> Result<()> {
+        self.call(op::GIVE_BACK, |e| { e.u64(lease); }, None, Resend::No).map(|_| ())
+    }
+
+    pub(crate) fn forget(&self, lease: u64) {
+        self.tell(op::FORGET, |e| { e.u64(lease); });
+    }
+
+    pub(crate) fn publish(&self, ns: &str, topic: &str, msg: &Message, cancel: Option<&AtomicBool>) -> Result<usize> {
+        let r = self.call(op::PUBLISH, |e| { e.str(ns).str(topic).message(msg); }, cancel, Resend::Yes)?;
+        Ok(r.dec().u64()? as usize)
+    }
+
+    pub(crate) fn subscribe(&self, ns: &str, topic: &str, queue: &str, filter: &Filter) -> Result<QueueOptions> {
+        let r = self.call(op::SUBSCRIBE, |e| { e.str(ns).str(topic).str(queue).filter(filter); }, None, Resend::Yes)?;
+        Ok(r.dec().options()?)
+    }
+
+    pub(crate) fn topic_stats(&self, ns: &str, topic: &str) -> Result<TopicStats> {
+        let r = self.call(op::TOPIC_STATS, |e| { e.str(ns).str(topic); }, None, Resend::Yes)?;
+        Ok(r.dec().topic_stats()?)
+    }
+
+    pub(crate) fn topic_filter(&self, ns: &str, topic: &str, queue: &str) -> Result<Option<Filter>> {
+        let r = self.call(op::TOPIC_FILTER, |e| { e.str(ns).str(topic).str(queue); }, None, Resend::Yes)?;
+        let mut d = r.dec();
+        Ok(if d.bool()? { Some(d.filter()?) } else { None })
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

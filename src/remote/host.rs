@@ -1,0 +1,1177 @@
+//! The host side: the process that holds a data directory serves the others
+//! on a Unix socket in it (`libqueue.sock`). One thread accepts; each
+//! connection has a thread that reads its frames and answers what does not
+//! wait; calls that wait (a blocking receive, a send into a full queue, a
+//! publish) run on a shared pool of waiter threads and answer when done, so
+//! one client's wait never holds up its other calls or anyone else.
+//!
+//! Every call goes through the public API of this process's `Broker` (the
+//! local flavor), so an attached process gets exactly the same semantics and
+//! errors. Leases handed to a connection are kept here, by a number the
+//! client uses to settle them; when the connection ends (the process exited,
+//! died or was dropped) every lease it still held goes back to its queue at
+//! once, counted as a delivery.
+//!
+//! A client is trusted with nothing: its uid is checked (`SO_PEERCRED`), its
+//! frames are bounded ([`wire::MAX_FRAME`]) and decoded defensively, one that
+//! says nothing for [`HELLO_TIMEOUT`], stalls inside a frame for
+//! [`STALL_TIMEOUT`], sends a frame that does not decode, or does not read its
+//! answers is dropped — counted, with a line on stderr.
+
+use super::wire::{self, op, Dec, Enc, Malformed};
+use crate::broker::Broker;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::queue::{Delivery, Queue};
+use crate::sync::fork::{Guarded, Origin};
+use crate::topic::Topic;
+use crate::queue::ReceiveMode;
+use crate::types::{Message, OnFull, Wait};
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A connection that has not said `HELLO` within this is dropped.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that stops sending in the middle of a frame for this long
+/// (or does not read its answers for this long) is dropped.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are refused.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Queues a connection keeps resolved.
+const QUEUE_CACHE: usize = 1024;
+
+/// One attached process, as `HOST_INFO` and the stats show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Its process id (from `SO_PEERCRED`).
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// When it connected (seconds since the Unix epoch).
+    pub since: u64,
+    /// Leases it holds now.
+    pub leases: u64,
+}
+
+/// What a host says about itself (`libqueue stats DIR`, `Broker::host_info`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostInfo {
+    /// The host's process id.
+    pub pid: u32,
+    /// Processes attached now.
+    pub clients: Vec<ClientInfo>,
+    /// Clients dropped for misbehaving (bad frames, stalls, wrong uid, too many).
+    pub dropped: u64,
+    /// Times the directory changed host since a host first opened it in this
+    /// lineage (0: the first host; each takeover adds one).
+    pub takeovers: u64,
+}
+
+impl Enc {
+    fn host_info(&mut self, h: &HostInfo) -> &mut Self {
+        self.u32(h.pid).u64(h.dropped).u64(h.takeovers);
+        self.u32(h.clients.len() as u32);
+        for c in &h.clients {
+            self.u32(c.pid).u32(c.uid).u64(c.since).u64(c.leases);
+        }
+        self
+    }
+}
+
+impl Dec<'_> {
+    /// Reads a [`HostInfo`].
+    pub fn host_info(&mut self) -> wire::DResult<HostInfo> {
+        let pid = self.u32()?;
+        let dropped = self.u64()?;
+        let takeovers = self.u64()?;
+        let n = self.count(24)?;
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(ClientInfo {
+                pid: self.u32()?,
+                uid: self.u32()?,
+                since: self.u64()?,
+                leases: self.u64()?,
+            });
+        }
+        Ok(HostInfo {
+            pid,
+            clients,
+            dropped,
+            takeovers,
+        })
+    }
+}
+
+/// The socket of a data directory.
+pub(crate) fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("libqueue.sock")
+}
+
+/// Serves a data directory while it lives (held by its engine, so it stops
+/// when the engine closes or drops).
+pub(crate) struct Host {
+    shared: Arc<Shared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+    listener_fd: i32,
+    origin: Origin,
+}
+
+struct Shared {
+    engine: Weak<Engine>,
+    path: PathBuf,
+    stop: AtomicBool,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_conn: AtomicU64,
+    allow_uids: Vec<u32>,
+    dropped: AtomicU64,
+    takeovers: u64,
+    my_uid: u32,
+}
+
+impl Host {
+    /// Binds the directory's socket (replacing a stale one: the caller holds
+    /// the directory's lock) with the directory's permissions, and starts
+    /// accepting.
+    pub(crate) fn start(
+        engine: &Arc<Engine>,
+        dir: &Path,
+        allow_uids: Vec<u32>,
+        takeovers: u64,
+    ) -> Result<Host> {
+        let path = socket_path(dir);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", path.display())))?;
+        // The socket takes the directory's permission bits: whoever may not
+        // enter the directory may not connect either.
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(dir) {
+            let mode = m.permissions().mode() & 0o777;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        }
+        let listener = Guarded::new(listener);
+        // SAFETY: geteuid has no preconditions.
+        let my_uid = unsafe { libc::geteuid() };
+        let shared = Arc::new(Shared {
+            engine: Arc::downgrade(engine),
+            path,
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            allow_uids,
+            dropped: AtomicU64::new(0),
+            takeovers,
+            my_uid,
+        });
+        let listener_fd = listener.as_raw_fd();
+        let s = shared.clone();
+        let accept = std::thread::Builder::new()
+            .name("libqueue-host".into())
+            .spawn(move || accept_loop(s, listener))
+            .map_err(|e| Error::Io(format!("cannot start the host thread: {e}")))?;
+        Ok(Host {
+            shared,
+            accept: Some(accept),
+            listener_fd,
+            origin: Origin::here(),
+        })
+    }
+
+    /// Who is attached, and the counters.
+    pub(crate) fn info(&self) -> HostInfo {
+        self.shared.info()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.origin.inherited_exact() {
+            // A forked child's copy: the sockets are the parent's.
+            if let Some(t) = self.accept.take() {
+                std::mem::forget(t);
+            }
+            return;
+        }
+        self.shared.stop.store(true, SeqCst);
+        // SAFETY: shutting down our own listening socket wakes the accept loop
+        // (which owns the descriptor and closes it when it returns).
+        unsafe {
+            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
+        }
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.shared.path);
+        let conns: Vec<_> = self.shared.conns.lock().values().cloned().collect();
+        for c in conns {
+            c.hang_up();
+        }
+    }
+}
+
+impl Shared {
+    fn info(&self) -> HostInfo {
+        let mut clients: Vec<ClientInfo> = self
+            .conns
+            .lock()
+            .values()
+            .filter(|c| c.hello_done.load(SeqCst))
+            .map(|c| ClientInfo {
+                pid: c.pid,
+                uid: c.uid,
+                since: c.since,
+                leases: c.leases.lock().map.len() as u64,
+            })
+            .collect();
+        clients.sort_by_key(|c| (c.since, c.pid));
+        HostInfo {
+            pid: std::process::id(),
+            clients,
+            dropped: self.dropped.load(SeqCst),
+            takeovers: self.takeovers,
+        }
+    }
+
+    fn drop_client(&self, c: &Conn, why: &str) {
+        self.dropped.fetch_add(1, SeqCst);
+        eprintln!(
+            "libqueue[{}]: dropped client pid {} uid {}: {why}",
+            std::process::id(),
+            c.pid,
+            c.uid
+        );
+    }
+
+    fn broker(&self) -> Result<Broker> {
+        let e = self.engine.upgrade().ok_or(Error::Closed)?;
+        if e.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(Broker::from_engine(e))
+    }
+}
+
+/// The peer's pid and uid.
+fn peer_cred(s: &UnixStream) -> Option<(u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some((cred.pid as u32, cred.uid))
+}
+
+/// A uid may attach if it is the host's or on the allow-list. (The test hook
+/// `LIBQUEUE_TEST_PEER_UID` replaces the peer's uid, so the refusal can be
+/// tested without a second user.)
+fn uid_allowed(shared: &Shared, uid: u32) -> bool {
+    uid == shared.my_uid || shared.allow_uids.contains(&uid)
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
+    let injected_uid: Option<u32> = std::env::var("LIBQUEUE_TEST_PEER_UID")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => Guarded::new(s),
+            Err(e) => {
+                if shared.stop.load(SeqCst) {
+                    return;
+                }
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+        };
+        if shared.stop.load(SeqCst) {
+            return;
+        }
+        let (pid, uid) = peer_cred(&stream).unwrap_or((0, u32::MAX));
+        let uid = injected_uid.unwrap_or(uid);
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = shared.next_conn.fetch_add(1, SeqCst);
+        let writer = match stream.try_clone() {
+            Ok(w) => Guarded::new(w),
+            Err(_) => continue,
+        };
+        let conn = Arc::new(Conn {
+            id,
+            pid,
+            uid,
+            since,
+            writer: Mutex::new(writer),
+            leases: Mutex::new(Leases::default()),
+            waits: Mutex::new(HashMap::new()),
+            hello_done: AtomicBool::new(false),
+            fd: stream.as_raw_fd(),
+            gone: AtomicBool::new(false),
+        });
+        if !uid_allowed(&shared, uid) {
+            shared.drop_client(&conn, "uid not allowed to attach");
+            continue;
+        }
+        {
+            let mut conns = shared.conns.lock();
+            if conns.len() >= MAX_CONNECTIONS {
+                drop(conns);
+                shared.drop_client(&conn, "too many connections");
+                continue;
+            }
+            conns.insert(id, conn.clone());
+        }
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("libqueue-conn".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let why = serve(&s, &conn, stream);
+                conn.end();
+                s.conns.lock().remove(&conn.id);
+                if let Some(why) = why {
+                    s.drop_client(&conn, &why);
+                }
+            });
+        if spawned.is_err() {
+            shared.conns.lock().remove(&id);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Leases {
+    map: HashMap<u64, Delivery>,
+    next: u64,
+    /// Set when the connection ended: leases arriving later go straight back.
+    closed: bool,
+}
+
+/// A blocked call of a connection, so `ABORT` (or the connection's end) can
+/// end it.
+struct WaitEntry {
+    flag: Arc<AtomicBool>,
+    wake: Waker,
+}
+
+#[derive(Clone)]
+enum Waker {
+    Queue(Queue),
+    Topic(Topic),
+}
+
+impl Waker {
+    fn wake(&self) {
+        match self {
+            Waker::Queue(q) => q.wake_all(),
+            Waker::Topic(t) => t.wake_publishers(),
+        }
+    }
+}
+
+/// One attached process.
+struct Conn {
+    id: u64,
+    pid: u32,
+    uid: u32,
+    since: u64,
+    writer: Mutex<Guarded<UnixStream>>,
+    leases: Mutex<Leases>,
+    waits: Mutex<HashMap<u64, WaitEntry>>,
+    hello_done: AtomicBool,
+    fd: i32,
+    gone: AtomicBool,
+}
+
+impl Conn {
+    /// Sends one frame; a client that does not read its answers for
+    /// [`STALL_TIMEOUT`] is hung up on.
+    fn send(&self, frame: &[u8]) {
+        if self.gone.load(SeqCst) {
+            return;
+        }
+        let mut w = self.writer.lock();
+        if w.write_all(frame).is_err() {
+            drop(w);
+            self.hang_up();
+        }
+    }
+
+    fn reply(&self, id: u64, r: Result<Enc>) {
+        let frame = match r {
+            Ok(body) => body.finish(),
+            Err(e) => {
+                let mut enc = Enc::new(id, op::REPLY);
+                enc.u8(1).error(&e);
+                enc.finish()
+            }
+        };
+        let frame = frame.or_else(|| {
+            let mut enc = Enc::new(id, op::REPLY);
+            enc.u8(1).error(&Error::InvalidArgument(
+                "the answer is larger than a frame may be".into(),
+            ));
+            enc.finish()
+        });
+        if let Some(f) = frame {
+            self.send(&f);
+        }
+    }
+
+    /// Ends the connection from our side (the reader thread then cleans up).
+    fn hang_up(&self) {
+        self.gone.store(true, SeqCst);
+        // SAFETY: shutdown on a descriptor this connection owns until its
+        // reader thread returns; it wakes that thread's read.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+    }
+
+    /// The connection is over: its waits end and its leases go back.
+    fn end(&self) {
+        self.gone.store(true, SeqCst);
+        let waits: Vec<WaitEntry> = self.waits.lock().drain().map(|(_, w)| w).collect();
+        for w in waits {
+            w.flag.store(true, SeqCst);
+            w.wake.wake();
+        }
+        let held: Vec<Delivery> = {
+            let mut l = self.leases.lock();
+            l.closed = true;
+            l.map.drain().map(|(_, d)| d).collect()
+        };
+        for d in held {
+            let _ = d.nack_with(None, "its consumer process disconnected");
+        }
+    }
+
+    /// Keeps leased deliveries under new numbers, or (connection over) gives
+    /// them straight back.
+    fn hold(&self, ds: Vec<Delivery>, enc: &mut Enc) {
+        enc.u32(ds.len() as u32);
+        let mut late = Vec::new();
+        {
+            let mut l = self.leases.lock();
+            for d in ds {
+                let handle = if d.is_leased() {
+                    l.next += 1;
+                    l.next
+                } else {
+                    0
+                };
+                enc.u64(handle).u32(d.delivery_count()).node(d.node());
+                if handle != 0 {
+                    if l.closed {
+                        late.push(d);
+                    } else {
+                        l.map.insert(handle, d);
+                    }
+                }
+            }
+        }
+        for d in late {
+            let _ = d.nack_with(None, "its consumer process disconnected");
+        }
+    }
+
+    fn take_lease(&self, handle: u64) -> Result<Delivery> {
+        self.leases
+            .lock()
+            .map
+            .remove(&handle)
+            .ok_or(Error::LeaseExpired { id: 0 })
+    }
+}
+
+/// Reads exactly `buf.len()` bytes. `Ok(false)`: the peer closed before the
+/// first byte (`at_boundary`) — a clean end. A read timeout before the first
+/// byte of a frame is idleness (waited out, unless the host stops); inside a
+/// frame it counts toward [`STALL_TIMEOUT`].
+fn read_full(
+    shared: &Shared,
+    s: &mut UnixStream,
+    buf: &mut [u8],
+    at_boundary: bool,
+    idle_limit: Option<Instant>,
+) -> std::result::Result<bool, String> {
+    let mut got = 0;
+    let mut last = Instant::now();
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => {
+                return if got == 0 && at_boundary {
+                    Ok(false)
+                } else {
+                    Err("closed in the middle of a frame".into())
+                };
+            }
+            Ok(n) => {
+                got += n;
+                last = Instant::now();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if shared.stop.load(SeqCst) {
+                    return Ok(false);
+                }
+                if got == 0 && at_boundary {
+                    if idle_limit.is_some_and(|t| Instant::now() >= t) {
+                        return Err("said nothing after connecting".into());
+                    }
+                } else if last.elapsed() >= STALL_TIMEOUT {
+                    return Err("stalled in the middle of a frame".into());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads one frame body into `buf`: `Ok(false)` at a clean end.
+fn read_frame(
+    shared: &Shared,
+    s: &mut UnixStream,
+    buf: &mut Vec<u8>,
+    idle_limit: Option<Instant>,
+) -> std::result::Result<bool, String> {
+    let mut len = [0u8; 4];
+    if !read_full(shared, s, &mut len, true, idle_limit)? {
+        return Ok(false);
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+        return Err(format!("frame length {len} out of bounds"));
+    }
+    // Grown as the bytes arrive: a huge length followed by nothing costs nothing.
+    buf.clear();
+    let mut chunk = [0u8; 64 * 1024];
+    while buf.len() < len {
+        let n = (len - buf.len()).min(chunk.len());
+        if !read_full(shared, s, &mut chunk[..n], false, None)? {
+            return Ok(false);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(true)
+}
+
+/// Serves one connection until it ends; `Some(why)` if it was dropped for
+/// misbehaving.
+fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>) -> Option<String> {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = conn
+        .writer
+        .lock()
+        .set_write_timeout(Some(STALL_TIMEOUT));
+    let mut buf = Vec::new();
+    // HELLO first.
+    match read_frame(shared, &mut stream, &mut buf, Some(Instant::now() + HELLO_TIMEOUT)) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(why) => return Some(why),
+    }
+    let mut d = Dec::new(&buf);
+    let hello = (|| -> wire::DResult<(u64, u16)> {
+        let (id, o) = d.header()?;
+        if o != op::HELLO {
+            return Err(Malformed("first frame is not HELLO"));
+        }
+        let v = d.u16()?;
+        let _pid = d.u32()?;
+        d.end()?;
+        Ok((id, v))
+    })();
+    let (id, version) = match hello {
+        Ok(h) => h,
+        Err(m) => return Some(m.0.to_string()),
+    };
+    if version != wire::VERSION {
+        let mut e = Enc::new(id, op::REPLY);
+        e.u8(1).error(&Error::InvalidArgument(format!(
+            "wire version {version} is not spoken by this host (it speaks {})",
+            wire::VERSION
+        )));
+        if let Some(f) = e.finish() {
+            conn.send(&f);
+        }
+        return Some(format!("wire version {version}"));
+    }
+    let mut e = Enc::new(id, op::REPLY);
+    e.u8(0)
+        .u16(wire::VERSION)
+        .u32(std::process::id())
+        .u64(shared.takeovers);
+    conn.reply(id, Ok(e));
+    conn.hello_done.store(true, SeqCst);
+
+    let mut cache: HashMap<(String, String), Queue> = HashMap::new();
+    loop {
+        match read_frame(shared, &mut stream, &mut buf, None) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(why) => return Some(why),
+        }
+        if conn.gone.load(SeqCst) {
+            return None;
+        }
+        let mut d = Dec::new(&buf);
+        let (id, o) = match d.header() {
+            Ok(h) => h,
+            Err(m) => return Some(m.0.to_string()),
+        };
+        match handle(shared, conn, &mut cache, id, o, &mut d) {
+            Ok(Some(r)) => conn.reply(id, r),
+            Ok(None) => {}
+            Err(m) => return Some(format!("bad request (op {o}): {}", m.0)),
+        }
+    }
+}
+
+/// The reply's encoder with the ok status written.
+fn ok(id: u64) -> Enc {
+    let mut e = Enc::new(id, op::REPLY);
+    e.u8(0);
+    e
+}
+
+fn queue_of(
+    b: &Broker,
+    cache: &mut HashMap<(String, String), Queue>,
+    ns: &str,
+    name: &str,
+) -> Result<Queue> {
+    let key = (ns.to_string(), name.to_string());
+    if let Some(q) = cache.get(&key) {
+        if !q.is_closed() {
+            return Ok(q.clone());
+        }
+        cache.remove(&key);
+    }
+    // A handle whose queue is gone (deleted, or never made on this host) is closed.
+    let q = b
+        .get_namespace(ns)
+        .and_then(|n| n.get_queue(name))
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::Closed,
+            e => e,
+        })?;
+    if cache.len() >= QUEUE_CACHE {
+        cache.clear();
+    }
+    cache.insert(key, q.clone());
+    Ok(q)
+}
+
+type Handled = wire::DResult<Option<Result<Enc>>>;
+
+/// Decodes and runs one request. `Ok(None)`: answered later (a waiter) or
+/// never (`ABORT`, `FORGET`). `Err`: the frame does not decode.
+fn handle(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    cache: &mut HashMap<(String, String), Queue>,
+    id: u64,
+    o: u8,
+    d: &mut Dec<'_>,
+) -> Handled {
+    // Decoding first (a malformed frame drops the client), then running.
+    macro_rules! run {
+        ($body:expr) => {{
+            d.end()?;
+            let r: Result<Enc> = (|| $body)();
+            Ok(Some(r))
+        }};
+    }
+    let broker = || shared.broker();
+    match o {
+        op::NAMESPACE => {
+            let name = d.string()?;
+            let quotas = if d.bool()? { Some(d.quotas()?) } else { None };
+            let create = d.bool()?;
+            run!({
+                let b = broker()?;
+                let n = match (quotas, create) {
+                    (Some(q), true) => b.create_namespace(&name, q)?,
+                    _ => b.namespace(&name)?,
+                };
+                let mut e = ok(id);
+                e.quotas(n.quotas());
+                Ok(e)
+            })
+        }
+        op::GET_NAMESPACE => {
+            let name = d.string()?;
+            run!({
+                let n = broker()?.get_namespace(&name)?;
+                let mut e = ok(id);
+                e.quotas(n.quotas());
+                Ok(e)
+            })
+        }
+        op::NAMESPACES => run!({
+            let mut e = ok(id);
+            e.strs(&broker()?.namespaces());
+            Ok(e)
+        }),
+        op::FLUSH => run!({
+            broker()?.flush()?;
+            Ok(ok(id))
+        }),
+        op::HOST_INFO => run!({
+            let mut e = ok(id);
+            e.host_info(&shared.info());
+            Ok(e)
+        }),
+        op::QUEUE => {
+            let ns = d.string()?;
+            let name = d.string()?;
+            let opts = if d.bool()? { Some(d.options()?) } else { None };
+            let mode = d.u8()?;
+            if mode > 2 {
+                return Err(Malformed("bad queue mode"));
+            }
+            run!({
+                let n = broker()?.get_namespace(&ns)?;
+                let q = match (mode, opts) {
+                    (1, Some(o)) => n.create_queue(&name, o)?,
+                    (2, _) => n.get_queue(&name)?,
+                    _ => n.queue(&name)?,
+                };
+                let mut e = ok(id);
+                e.options(q.options());
+                cache.insert((ns.clone(), name.clone()), q);
+                Ok(e)
+            })
+        }
+        op::DELETE_QUEUE => {
+            let (ns, name) = (d.string()?, d.string()?);
+            run!({
+                broker()?.get_namespace(&ns)?.delete_queue(&name)?;
+                cache.remove(&(ns.clone(), name.clone()));
+                Ok(ok(id))
+            })
+        }
+        op::LIST_QUEUES => {
+            let ns = d.string()?;
+            run!({
+                let mut e = ok(id);
+                e.strs(&broker()?.get_namespace(&ns)?.list_queues());
+                Ok(e)
+            })
+        }
+        op::NS_STATS => {
+            let ns = d.string()?;
+            run!({
+                let s = broker()?.get_namespace(&ns)?.stats();
+                let mut e = ok(id);
+                e.u64(s.queues).queue_stats(&s.totals).quotas(&s.quotas);
+                Ok(e)
+            })
+        }
+        op::TOPIC => {
+            let (ns, name) = (d.string()?, d.string()?);
+            run!({
+                broker()?.get_namespace(&ns)?.topic(&name)?;
+                Ok(ok(id))
+            })
+        }
+        op::LIST_TOPICS => {
+            let ns = d.string()?;
+            run!({
+                let mut e = ok(id);
+                e.strs(&broker()?.get_namespace(&ns)?.list_topics());
+                Ok(e)
+            })
+        }
+        op::SEND => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let on_full = if d.bool()? { Some(d.on_full()?) } else { None };
+            let batch = d.bool()?;
+            let msgs = d.messages()?;
+            if !batch && msgs.len() != 1 {
+                return Err(Malformed("a single send carries one message"));
+            }
+            d.end()?;
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+                Ok(q) => q,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            let on_full = on_full.unwrap_or(q.options().on_full);
+            // Try without waiting; only a full queue whose policy waits goes
+            // to a waiter thread (a send that waits must not hold up the
+            // connection: the ack that makes room may come on it).
+            let first = if on_full == OnFull::Reject {
+                None
+            } else {
+                Some((msgs.clone(), on_full))
+            };
+            match send(&q, msgs, OnFull::Reject, batch, None) {
+                Err(Error::Full) if first.is_some() => {
+                    let (msgs, on_full) = first.expect("checked");
+                    let flag = Arc::new(AtomicBool::new(false));
+                    conn.waits.lock().insert(
+                        id,
+                        WaitEntry {
+                            flag: flag.clone(),
+                            wake: Waker::Queue(q.clone()),
+                        },
+                    );
+                    let c = conn.clone();
+                    waiter(move || {
+                        let r = send(&q, msgs, on_full, batch, Some(&flag));
+                        c.waits.lock().remove(&id);
+                        c.reply(id, r.map(|ids| ids_reply(id, &ids)));
+                    });
+                    Ok(None)
+                }
+                r => Ok(Some(r.map(|ids| ids_reply(id, &ids)))),
+            }
+        }
+        op::RECEIVE => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let max = d.u32()? as usize;
+            let wait = d.wait()?;
+            let auto_ack = d.bool()?;
+            d.end()?;
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+                Ok(q) => q,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            let mode = ReceiveMode::from_auto_ack(auto_ack);
+            let max = max.clamp(1, 65_536);
+            let mut got = Vec::new();
+            if let Err(e) = q.receive_into(max, Wait::Try, mode, None, |d| got.push(d)) {
+                return Ok(Some(Err(e)));
+            }
+            if !got.is_empty() || wait == Wait::Try {
+                let mut e = ok(id);
+                conn.hold(got, &mut e);
+                return Ok(Some(Ok(e)));
+            }
+            let flag = Arc::new(AtomicBool::new(false));
+            conn.waits.lock().insert(
+                id,
+                WaitEntry {
+                    flag: flag.clone(),
+                    wake: Waker::Queue(q.clone()),
+                },
+            );
+            let c = conn.clone();
+            waiter(move || {
+                let mut got = Vec::new();
+                let r = q.receive_into(max, wait, mode, Some(&flag), |d| got.push(d));
+                c.waits.lock().remove(&id);
+                let r = r.map(|_| {
+                    let mut e = ok(id);
+                    c.hold(got, &mut e);
+                    e
+                });
+                c.reply(id, r);
+            });
+            Ok(None)
+        }
+        op::PEEK => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let max = d.u32()? as usize;
+            run!({
+                let q = queue_of(&broker()?, cache, &ns, &name)?;
+                let ps = q.peek(max)?;
+                let mut e = ok(id);
+                e.u32(ps.len() as u32);
+                for p in &ps {
+                    e.node(p.node());
+                }
+                Ok(e)
+            })
+        }
+        op::CANCEL => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let mid = d.u64()?;
+            run!({
+                queue_of(&broker()?, cache, &ns, &name)?.cancel(mid)?;
+                Ok(ok(id))
+            })
+        }
+        op::PURGE => {
+            let (ns, name) = (d.string()?, d.string()?);
+            run!({
+                let n = queue_of(&broker()?, cache, &ns, &name)?.purge()?;
+                let mut e = ok(id);
+                e.u64(n);
+                Ok(e)
+            })
+        }
+        op::QUEUE_STATS => {
+            let (ns, name) = (d.string()?, d.string()?);
+            run!({
+                let s = queue_of(&broker()?, cache, &ns, &name)?.stats();
+                let mut e = ok(id);
+                e.queue_stats(&s);
+                Ok(e)
+            })
+        }
+        op::ABORT => {
+            let target = d.u64()?;
+            d.end()?;
+            if let Some(w) = conn.waits.lock().get(&target) {
+                w.flag.store(true, SeqCst);
+                w.wake.wake();
+            }
+            Ok(None)
+        }
+        op::SETTLE => {
+            let lease = d.u64()?;
+            let nack = d.bool()?;
+            let delay = d.opt_dur()?;
+            let reason = d.string()?;
+            run!({
+                let dl = conn.take_lease(lease)?;
+                if nack {
+                    dl.nack_with(delay, &reason)?;
+                } else {
+                    dl.ack()?;
+                }
+                Ok(ok(id))
+            })
+        }
+        op::EXTEND => {
+            let lease = d.u64()?;
+            let by = d.dur()?;
+            run!({
+                let l = conn.leases.lock();
+                let dl = l.map.get(&lease).ok_or(Error::LeaseExpired { id: 0 })?;
+                dl.extend_by(by)?;
+                let mut e = ok(id);
+                e.u64(dl.lease_deadline().unwrap_or(0));
+                Ok(e)
+            })
+        }
+        op::DEADLINE => {
+            let lease = d.u64()?;
+            run!({
+                let l = conn.leases.lock();
+                let dl = l.map.get(&lease).and_then(|d| d.lease_deadline());
+                let mut e = ok(id);
+                e.opt_u64(dl);
+                Ok(e)
+            })
+        }
+        op::GIVE_BACK => {
+            let lease = d.u64()?;
+            run!({
+                let dl = conn.take_lease(lease)?;
+                let t = dl.ticket().ok_or(Error::LeaseExpired { id: 0 })?;
+                let q = queue_of(
+                    &broker()?,
+                    cache,
+                    dl.namespace_name().unwrap_or_default(),
+                    dl.queue_name().unwrap_or_default(),
+                )?;
+                q.give_back(t)?;
+                Ok(ok(id))
+            })
+        }
+        op::FORGET => {
+            let lease = d.u64()?;
+            d.end()?;
+            conn.leases.lock().map.remove(&lease);
+            Ok(None)
+        }
+        op::PUBLISH => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let msg = d.message()?;
+            d.end()?;
+            let t = match broker().and_then(|b| b.get_namespace(&ns)?.topic(&name)) {
+                Ok(t) => t,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            let flag = Arc::new(AtomicBool::new(false));
+            conn.waits.lock().insert(
+                id,
+                WaitEntry {
+                    flag: flag.clone(),
+                    wake: Waker::Topic(t.clone()),
+                },
+            );
+            let c = conn.clone();
+            waiter(move || {
+                let r = t.publish_until(msg, Some(&flag));
+                c.waits.lock().remove(&id);
+                c.reply(
+                    id,
+                    r.map(|n| {
+                        let mut e = ok(id);
+                        e.u64(n as u64);
+                        e
+                    }),
+                );
+            });
+            Ok(None)
+        }
+        op::SUBSCRIBE => {
+            let (ns, name, queue) = (d.string()?, d.string()?, d.string()?);
+            let filter = d.filter()?;
+            run!({
+                let q = broker()?
+                    .get_namespace(&ns)?
+                    .topic(&name)?
+                    .subscribe(&queue, filter)?;
+                let mut e = ok(id);
+                e.options(q.options());
+                Ok(e)
+            })
+        }
+        op::UNSUBSCRIBE | op::SUBSCRIPTIONS | op::TOPIC_STATS | op::TOPIC_FILTER => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let queue = if matches!(o, op::UNSUBSCRIBE | op::TOPIC_FILTER) {
+                Some(d.string()?)
+            } else {
+                None
+            };
+            run!({
+                let t = broker()?.get_namespace(&ns)?.topic(&name)?;
+                let mut e = ok(id);
+                match o {
+                    op::UNSUBSCRIBE => t.unsubscribe(queue.as_deref().unwrap_or_default())?,
+                    op::SUBSCRIPTIONS => {
+                        e.strs(&t.subscriptions());
+                    }
+                    op::TOPIC_STATS => {
+                        e.topic_stats(&t.stats());
+                    }
+                    _ => match t.filter(queue.as_deref().unwrap_or_default()) {
+                        None => {
+                            e.u8(0);
+                        }
+                        Some(f) => {
+                            e.u8(1).filter(&f);
+                        }
+                    },
+                }
+                Ok(e)
+            })
+        }
+        _ => Err(Malformed("unknown op")),
+    }
+}
+
+fn send(
+    q: &Queue,
+    mut msgs: Vec<Message>,
+    on_full: OnFull,
+    batch: bool,
+    cancel: Option<&AtomicBool>,
+) -> Result<Vec<u64>> {
+    if batch {
+        q.send_batch_until(msgs, on_full, cancel)
+    } else {
+        let m = msgs.pop().expect("one message");
+        q.send_until(m, on_full, cancel).map(|id| vec![id])
+    }
+}
+
+fn ids_reply(id: u64, ids: &[u64]) -> Enc {
+    let mut e = ok(id);
+    e.u32(ids.len() as u32);
+    for i in ids {
+        e.u64(*i);
+    }
+    e
+}
+
+/// The waiter threads: calls that wait run here, so the connection's reader
+/// goes on. Threads are made on demand and end after a minute idle. A job is
+/// either taken by a new thread or reserved for an idle one (`wakeups`), so
+/// none is left behind while every thread is blocked in a long wait.
+fn waiter(job: impl FnOnce() + Send + 'static) {
+    type Job = Box<dyn FnOnce() + Send>;
+    #[derive(Default)]
+    struct State {
+        jobs: VecDeque<Job>,
+        idle: usize,
+        wakeups: usize,
+    }
+    struct Pool {
+        state: Mutex<State>,
+        cv: Condvar,
+    }
+    static POOL: std::sync::OnceLock<Arc<Pool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        Arc::new(Pool {
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        })
+    });
+    let job: Job = Box::new(job);
+    {
+        let mut g = pool.state.lock();
+        if g.idle > 0 {
+            g.idle -= 1;
+            g.wakeups += 1;
+            g.jobs.push_back(job);
+            pool.cv.notify_one();
+            return;
+        }
+    }
+    let p = pool.clone();
+    let slot = Arc::new(Mutex::new(Some(job)));
+    let mine = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("libqueue-wait".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let mut next = mine.lock().take();
+            loop {
+                if let Some(j) = next.take() {
+                    j();
+                }
+                let mut g = p.state.lock();
+                loop {
+                    if let Some(j) = g.jobs.pop_front() {
+                        next = Some(j);
+                        break;
+                    }
+                    g.idle += 1;
+                    let timed_out = p.cv.wait_for(&mut g, Duration::from_secs(60)).timed_out();
+                    if g.wakeups > 0 {
+                        // Reserved by a push (which took our idle count).
+                        g.wakeups -= 1;
+                        continue;
+                    }
+                    g.idle -= 1;
+                    if timed_out {
+                        return;
+                    }
+                }
+            }
+        });
+    if spawned.is_err() {
+        // No thread to spare: run it here (the connection waits meanwhile).
+        if let Some(j) = slot.lock().take() {
+            j();
+        }
+    }
+}
