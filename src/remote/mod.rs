@@ -12,8 +12,12 @@
 //! over. The engine knows nothing of this: the host is kept alive by its
 //! engine as an opaque companion.
 
+// `cbindgen:ignore`: nothing here is C ABI (include/libqueue.h is made from src/ffi/).
+/// cbindgen:ignore
 pub(crate) mod client;
+/// cbindgen:ignore
 pub(crate) mod host;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use host::{ClientInfo, HostInfo};

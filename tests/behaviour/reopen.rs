@@ -249,7 +249,7 @@ pub(super) fn reopen_keeps_priority_order(f: &Fixture) {
     let q = b.queue("q").unwrap();
     let mut sent = Vec::new();
     for i in 0..40u8 {
-        let p = i * 7 % 10;
+        let p = (u16::from(i) * 7 % 10) as u8;
         sent.push((p, q.send(Message::new(vec![i]).priority(p)).unwrap()));
     }
     let mut expect: Vec<(u8, u64)> = sent.clone();

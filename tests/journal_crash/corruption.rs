@@ -260,8 +260,9 @@ fn garbage_never_panics_and_loses_nothing() {
     }
 }
 
-/// (f) One writer per directory: a second open is `Error::Locked` while the first
-/// broker lives, and works once it and its queue handles are gone.
+/// (f) One writer per directory: a second exclusive open is `Error::Locked`
+/// while the first broker lives, and works once it and its queue handles are
+/// gone. (A plain second open attaches to the first: tests/attach_smoke.rs.)
 #[test]
 fn second_open_is_locked_until_the_first_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,14 +271,14 @@ fn second_open_is_locked_until_the_first_is_dropped() {
     q.send(Message::new(7u64.to_le_bytes().to_vec()).persistent(true))
         .unwrap();
     for _ in 0..3 {
-        match Broker::open(opts(dir.path())) {
+        match Broker::open(opts(dir.path()).exclusive(true)) {
             Err(Error::Locked(d)) => assert!(d.contains(&*dir.path().to_string_lossy()), "{d}"),
             other => panic!("second open: want Error::Locked, got {other:?}"),
         }
     }
     // From another thread too (flock is per open file, not per thread).
     let d = dir.path().to_path_buf();
-    let r = thread::spawn(move || Broker::open(opts(&d)).map(|_| ()))
+    let r = thread::spawn(move || Broker::open(opts(&d).exclusive(true)).map(|_| ()))
         .join()
         .unwrap();
     assert!(matches!(r, Err(Error::Locked(_))), "{r:?}");
