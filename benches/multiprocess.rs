@@ -56,7 +56,9 @@ fn child(role: &str, dir: &str, n: u64) {
         }
         "receive_one" => {
             for _ in 0..n {
-                q.receive_auto_ack(Wait::Forever).expect("receive").expect("a message");
+                q.receive_auto_ack(Wait::Forever)
+                    .expect("receive")
+                    .expect("a message");
             }
         }
         "receive_batch64" => {
@@ -90,7 +92,10 @@ fn child(role: &str, dir: &str, n: u64) {
             for i in 0..n + 200 {
                 let t = Instant::now();
                 q.send_bytes(&i.to_le_bytes()).expect("send");
-                let d = back.receive_auto_ack(Wait::Forever).expect("receive").expect("echo");
+                let d = back
+                    .receive_auto_ack(Wait::Forever)
+                    .expect("receive")
+                    .expect("echo");
                 assert_eq!(d.body(), i.to_le_bytes());
                 if i >= 200 {
                     nanos.push(t.elapsed().as_nanos() as u64);
@@ -119,7 +124,10 @@ fn spawn(role: &str, dir: &str, n: u64) -> std::process::Child {
 fn output(c: std::process::Child) -> String {
     let o = c.wait_with_output().expect("child");
     assert!(o.status.success(), "child failed: {:?}", o.status);
-    String::from_utf8(o.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(o.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 fn rate(n: u64, nanos: f64) -> f64 {
@@ -129,7 +137,10 @@ fn rate(n: u64, nanos: f64) -> f64 {
 fn main() {
     if let Ok(role) = std::env::var("LQ_MP_ROLE") {
         let dir = std::env::var("LQ_MP_DIR").expect("LQ_MP_DIR");
-        let n = std::env::var("LQ_MP_N").expect("LQ_MP_N").parse().expect("n");
+        let n = std::env::var("LQ_MP_N")
+            .expect("LQ_MP_N")
+            .parse()
+            .expect("n");
         child(&role, &dir, n);
         return;
     }
@@ -144,7 +155,11 @@ fn main() {
     let mut records = Vec::new();
     let mut report = |scenario: &str, v: f64| {
         println!("  {scenario:<18} {v:>12.0} msg/s");
-        records.push(Record::new(scenario, "libqueue_attached", "throughput", v).unit("msg/s").higher_is_better());
+        records.push(
+            Record::new(scenario, "libqueue_attached", "throughput", v)
+                .unit("msg/s")
+                .higher_is_better(),
+        );
     };
     println!("across processes, 64-byte bodies (the host is this process)");
 
@@ -152,7 +167,10 @@ fn main() {
         let c = spawn(scenario, &dir, count);
         let mut got = 0;
         while got < count {
-            got += q.receive_batch_auto_ack(1024, Wait::Forever).expect("receive").len() as u64;
+            got += q
+                .receive_batch_auto_ack(1024, Wait::Forever)
+                .expect("receive")
+                .len() as u64;
         }
         let nanos: f64 = output(c).parse().expect("nanos");
         report(scenario, rate(count, nanos));
@@ -162,7 +180,8 @@ fn main() {
         let mut left = count;
         while left > 0 {
             let k = left.min(1024);
-            q.send_batch((0..k).map(|_| Message::new(BODY.to_vec()))).expect("fill");
+            q.send_batch((0..k).map(|_| Message::new(BODY.to_vec())))
+                .expect("fill");
             left -= k;
         }
         let nanos: f64 = output(spawn(scenario, &dir, count)).parse().expect("nanos");
@@ -171,7 +190,10 @@ fn main() {
 
     {
         let back = host.queue("bench.back").expect("queue");
-        let (q2, stop) = (q.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let (q2, stop) = (
+            q.clone(),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
         let s2 = stop.clone();
         let echo = std::thread::spawn(move || {
             while !s2.load(std::sync::atomic::Ordering::SeqCst) {
@@ -186,9 +208,16 @@ fn main() {
         let line = output(spawn("rtt", &dir, rounds));
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         echo.join().expect("echo thread");
-        let mut it = line.split_whitespace().map(|v| v.parse::<f64>().expect("ns"));
+        let mut it = line
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().expect("ns"));
         let (p50, p99) = (it.next().expect("p50"), it.next().expect("p99"));
-        println!("  {:<18} p50 {:>8.1} µs  p99 {:>8.1} µs", "rtt", p50 / 1e3, p99 / 1e3);
+        println!(
+            "  {:<18} p50 {:>8.1} µs  p99 {:>8.1} µs",
+            "rtt",
+            p50 / 1e3,
+            p99 / 1e3
+        );
         records.push(Record::new("rtt", "libqueue_attached", "p50", p50 / 1e3).unit("µs"));
         records.push(Record::new("rtt", "libqueue_attached", "p99", p99 / 1e3).unit("µs"));
     }
@@ -206,10 +235,20 @@ fn main() {
             std::thread::sleep(Duration::from_micros(200));
         }
         let v = rate(per * 4, t.elapsed().as_nanos() as f64);
-        let drained: u64 = consumers.into_iter().map(|c| output(c).parse::<u64>().expect("count")).sum();
+        let drained: u64 = consumers
+            .into_iter()
+            .map(|c| output(c).parse::<u64>().expect("count"))
+            .sum();
         assert_eq!(drained, per * 4, "every message received once");
-        println!("  {:<18} {v:>12.0} msg/s (processes started inside the timing)", "4to4_batch64");
-        records.push(Record::new("4to4_batch64", "libqueue_attached", "throughput", v).unit("msg/s").higher_is_better());
+        println!(
+            "  {:<18} {v:>12.0} msg/s (processes started inside the timing)",
+            "4to4_batch64"
+        );
+        records.push(
+            Record::new("4to4_batch64", "libqueue_attached", "throughput", v)
+                .unit("msg/s")
+                .higher_is_better(),
+        );
     }
 
     out::write("multiprocess", &[("body_bytes", "64".into())], &records);

@@ -251,7 +251,8 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.pollable_fd(),
             QueueFlavor::Remote(_) => Err(Error::InvalidState(
-                "a pollable descriptor is not available on a queue of an attached broker yet".into(),
+                "a pollable descriptor is not available on a queue of an attached broker yet"
+                    .into(),
             )),
         }
     }
@@ -377,7 +378,9 @@ impl Queue {
             }
             QueueFlavor::Remote(q) => {
                 let auto_ack = matches!(mode, ReceiveMode::AutoAck);
-                let got = q.client.receive(&q.ns, &q.name, max, wait, auto_ack, cancel)?;
+                let got = q
+                    .client
+                    .receive(&q.ns, &q.name, max, wait, auto_ack, cancel)?;
                 let n = got.len();
                 for (lease, count, node) in got {
                     out(Delivery::remote(q, lease, count, node));
@@ -399,7 +402,14 @@ impl Queue {
             QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
             QueueFlavor::Remote(q) => q
                 .client
-                .send(&q.ns, &q.name, Some(on_full), false, std::slice::from_ref(&msg), cancel)?
+                .send(
+                    &q.ns,
+                    &q.name,
+                    Some(on_full),
+                    false,
+                    std::slice::from_ref(&msg),
+                    cancel,
+                )?
                 .first()
                 .copied()
                 .ok_or_else(|| Error::Io("the host answered a send without an id".into())),
@@ -428,7 +438,10 @@ impl Queue {
     ) -> Result<Vec<u64>> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
-            QueueFlavor::Remote(q) => q.client.send(&q.ns, &q.name, Some(on_full), true, &msgs, cancel),
+            QueueFlavor::Remote(q) => {
+                q.client
+                    .send(&q.ns, &q.name, Some(on_full), true, &msgs, cancel)
+            }
         }
     }
 
@@ -634,7 +647,9 @@ impl Delivery {
     pub(crate) fn queue_closed(&self) -> bool {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().is_some_and(|h| h.queue.is_closed()),
-            DeliveryFlavor::Remote(r) => r.lease.as_ref().is_some_and(|l| l.queue.client.is_closed()),
+            DeliveryFlavor::Remote(r) => {
+                r.lease.as_ref().is_some_and(|l| l.queue.client.is_closed())
+            }
         }
     }
 

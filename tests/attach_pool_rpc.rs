@@ -48,7 +48,11 @@ fn an_attached_pool_keeps_its_throttle() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(done.load(SeqCst), 20);
-    assert!(most.load(SeqCst) <= 2, "{} handlers ran at once", most.load(SeqCst));
+    assert!(
+        most.load(SeqCst) <= 2,
+        "{} handlers ran at once",
+        most.load(SeqCst)
+    );
     let stats = pool.stop();
     assert_eq!(stats.handled, 20, "{stats:?}");
     let s = hq.stats();
@@ -64,19 +68,28 @@ fn rpc_calls_cross_the_seam_both_ways() {
     };
     // A server in the host, a caller attached.
     let hns = host.namespace("svc").unwrap();
-    let server = Pool::builder(&hns, "math").unwrap().handler("double", double).start().unwrap();
+    let server = Pool::builder(&hns, "math")
+        .unwrap()
+        .handler("double", double)
+        .start()
+        .unwrap();
     let ans = att.namespace("svc").unwrap();
     let rpc = RpcClient::new(&ans).unwrap();
     for i in 0..20u64 {
         let reply = rpc
-            .call("math", Message::new(i.to_string()).name("double"), Duration::from_secs(5))
+            .call(
+                "math",
+                Message::new(i.to_string()).name("double"),
+                Duration::from_secs(5),
+            )
             .unwrap();
         assert_eq!(reply.body(), (i * 2).to_string().as_bytes());
     }
     server.stop();
     // A server attached, a caller in the host; a handler failing its last
     // allowed delivery is Error::Remote for the caller.
-    ans.create_queue("math2", QueueOptions::default().max_deliveries(1)).unwrap();
+    ans.create_queue("math2", QueueOptions::default().max_deliveries(1))
+        .unwrap();
     let server = Pool::builder(&ans, "math2")
         .unwrap()
         .handler("double", double)
@@ -85,10 +98,18 @@ fn rpc_calls_cross_the_seam_both_ways() {
         .unwrap();
     let hrpc = RpcClient::new(&hns).unwrap();
     let reply = hrpc
-        .call("math2", Message::new("21").name("double"), Duration::from_secs(5))
+        .call(
+            "math2",
+            Message::new("21").name("double"),
+            Duration::from_secs(5),
+        )
         .unwrap();
     assert_eq!(reply.body(), b"42");
-    match hrpc.call("math2", Message::new("1").name("fail"), Duration::from_secs(5)) {
+    match hrpc.call(
+        "math2",
+        Message::new("1").name("fail"),
+        Duration::from_secs(5),
+    ) {
         Err(Error::Remote(why)) => assert!(why.contains("no"), "{why}"),
         other => panic!("want Error::Remote, got {other:?}"),
     }
@@ -101,11 +122,17 @@ fn fanout_reaches_subscriptions_made_on_either_side() {
     let ht = host.namespace("svc").unwrap().topic("events").unwrap();
     let at = att.namespace("svc").unwrap().topic("events").unwrap();
     let a = at.subscribe("from-attached", Filter::All).unwrap();
-    let h = ht.subscribe("from-host", Filter::name("only-this")).unwrap();
+    let h = ht
+        .subscribe("from-host", Filter::name("only-this"))
+        .unwrap();
     assert_eq!(at.subscriptions(), vec!["from-attached", "from-host"]);
     assert_eq!(at.filter("from-host"), Some(Filter::name("only-this")));
     let rpc = RpcClient::new(&att.namespace("svc").unwrap()).unwrap();
-    assert_eq!(rpc.fanout("events", Message::new("x").name("only-this")).unwrap(), 2);
+    assert_eq!(
+        rpc.fanout("events", Message::new("x").name("only-this"))
+            .unwrap(),
+        2
+    );
     assert_eq!(at.publish(Message::new("y")).unwrap(), 1);
     assert_eq!(a.stats().ready, 2);
     assert_eq!(h.try_receive().unwrap().unwrap().body(), b"x");

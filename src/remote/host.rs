@@ -22,10 +22,10 @@ use super::wire::{self, op, Dec, Enc, Malformed};
 use crate::broker::Broker;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::queue::ReceiveMode;
 use crate::queue::{Delivery, Queue};
 use crate::sync::fork::{Guarded, Origin};
 use crate::topic::Topic;
-use crate::queue::ReceiveMode;
 use crate::types::{Message, OnFull, Wait};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -580,15 +580,21 @@ fn read_frame(
 
 /// Serves one connection until it ends; `Some(why)` if it was dropped for
 /// misbehaving.
-fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>) -> Option<String> {
+fn serve(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut stream: Guarded<UnixStream>,
+) -> Option<String> {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = conn
-        .writer
-        .lock()
-        .set_write_timeout(Some(STALL_TIMEOUT));
+    let _ = conn.writer.lock().set_write_timeout(Some(STALL_TIMEOUT));
     let mut buf = Vec::new();
     // HELLO first.
-    match read_frame(shared, &mut stream, &mut buf, Some(Instant::now() + HELLO_TIMEOUT)) {
+    match read_frame(
+        shared,
+        &mut stream,
+        &mut buf,
+        Some(Instant::now() + HELLO_TIMEOUT),
+    ) {
         Ok(true) => {}
         Ok(false) => return None,
         Err(why) => return Some(why),
@@ -701,6 +707,9 @@ fn handle(
     macro_rules! run {
         ($body:expr) => {{
             d.end()?;
+            // A closure so that `?` in the body ends the call with its error
+            // (the answer), not `handle` (whose errors drop the client).
+            #[allow(clippy::redundant_closure_call)]
             let r: Result<Enc> = (|| $body)();
             Ok(Some(r))
         }};
