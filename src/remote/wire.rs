@@ -9,7 +9,7 @@
 //! Every integer is little-endian; a string or byte string is `u32 length`
 //! + bytes; an `Option` is a `u8` tag (0 none, 1 some) + the value; a list is
 //! `u32 count` + items. A request's response carries the same `request_id`
-//! and op [`op::REPLY`]: `u8 status` (0 ok + the op's result, 1 an [`Error`]).
+//! and op [`op::REPLY`](crate::wire::op::REPLY): `u8 status` (0 ok + the op's result, 1 an [`Error`](crate::Error)).
 //!
 //! Decoding never trusts a length: each is checked against the bytes left
 //! before anything is allocated, so a hostile frame costs at most its own size.
