@@ -162,10 +162,13 @@ def rpc_incoming(driver: Any) -> Callable[[Delivery], RpcIncoming]:
 
     def make(d: Delivery) -> RpcIncoming:
         data = jsonutils.loads(d.body)
+        msg_id = d.correlation_id  # a call's (a cast has none: no headers to read either)
+        if msg_id is None:
+            return RpcIncoming(driver, d, data["ctxt"], data["msg"], None, None, None)
         headers = d.headers
         reply_to = headers.get(REPLY_TO)
         monitor = headers.get(CALL_MONITOR)
-        return RpcIncoming(driver, d, data["ctxt"], data["msg"], d.correlation_id,
+        return RpcIncoming(driver, d, data["ctxt"], data["msg"], msg_id,
                            None if reply_to is None else reply_to.decode(),
                            None if monitor is None else float(monitor))
 

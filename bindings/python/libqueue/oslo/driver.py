@@ -79,7 +79,6 @@ class LibqueueDriver(base.BaseDriver):  # type: ignore[misc]
         conf.register_opts(libqueue_opts, group=GROUP)
         opts = conf[GROUP]
         self._settings = _brokers.Settings(data_dir, opts.sync, opts.lease_time)
-        self._persistent = data_dir is not None
         self._broker: Optional[Broker] = _brokers.acquire(self._settings)
         self._lock = threading.Lock()
         self._namespaces: dict[str, Namespace] = {}
@@ -160,19 +159,26 @@ class LibqueueDriver(base.BaseDriver):  # type: ignore[misc]
 
     def _deliver(self, ns: str, target: Any, body: bytes, headers: dict[str, str],
                  msg_id: str, ttl: Optional[float], mandatory: bool) -> None:
-        persistent = True if self._persistent else None
+        # Persistence is the queues' default (every queue of a broker on a directory is
+        # created persistent), so a cast is a plain body: libqueue's fastest send.
+        call = bool(headers)
         try:
             if target.fanout:
                 topic = self._topic(ns, _names.fanout_topic(target.topic))
-                n = topic.publish(body, headers=headers, correlation_id=msg_id, ttl=ttl,
-                                  persistent=persistent)
+                if call:
+                    n = topic.publish(body, headers=headers, correlation_id=msg_id, ttl=ttl)
+                else:
+                    n = topic.publish(body)
                 if n == 0 and mandatory:
                     raise NotFound(f"no server subscribed to fanout {target.topic!r}")
                 return
             name = (_names.server_queue(target.topic, target.server) if target.server
                     else _names.rpc_queue(target.topic))
             q = self._queue(ns, name, create=not mandatory)
-            q.send(body, headers=headers, correlation_id=msg_id, ttl=ttl, persistent=persistent)
+            if call:
+                q.send(body, headers=headers, correlation_id=msg_id, ttl=ttl)
+            else:
+                q.send(body)
         except NotFound as e:
             routing = target.topic if not target.server else f"{target.topic}.{target.server}"
             raise oslo_messaging.MessageUndeliverable(e, ns, routing, body) from None
@@ -192,7 +198,7 @@ class LibqueueDriver(base.BaseDriver):  # type: ignore[misc]
             if (ns, name) not in self._notify_ready:
                 topic.subscribe(_names.pool_queue(target.topic, None)).close()
                 self._notify_ready.add((ns, name))
-            topic.publish(body, persistent=True if self._persistent else None)
+            topic.publish(body)
         except LibqueueError as e:
             raise oslo_messaging.MessageDeliveryFailure(
                 f"libqueue could not notify {target}: {e}") from e
