@@ -133,6 +133,9 @@ class Echo:
             raise ValueError("bad value")
         raise om.MessagingException("a messaging error")  # oslo_messaging.exceptions
 
+    def unserializable(self, ctxt: Any) -> Any:
+        return {"a": 1j}  # oslo's jsonutils turns most objects into text, not complex
+
     def slow(self, ctxt: Any, seconds: float) -> float:
         time.sleep(seconds)  # the endpoint's own work, not a poll
         return seconds
@@ -154,6 +157,8 @@ def test_call_cast_fanout_and_failures(conf: Any, cleanup: list[Any], tmp_path: 
     assert e.value.exc_type == "MessagingException"
     with pytest.raises(om.RemoteError):  # no such method
         client.call({}, "nope")
+    with pytest.raises(ValueError, match="Cannot convert"):  # a result JSON cannot carry
+        client.call({}, "unserializable")
 
 
 def test_allowed_remote_exmods_reraise_the_class(conf: Any, cleanup: list[Any]) -> None:

@@ -138,3 +138,5 @@ class ReplyWaiter:
             self._namespace.delete_queue(self.name)
         except Exception as e:  # the broker closed meanwhile: nothing to delete
             LOG.debug("libqueue: reply queue %s not deleted: %s", self.name, e)
+        finally:
+            self._namespace.close()

@@ -23,6 +23,7 @@ persistence                    ``libqueue:////dir``: every queue persistent
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
 from typing import Any, Optional
@@ -216,7 +217,13 @@ class LibqueueDriver(base.BaseDriver):  # type: ignore[misc]
         gone (the caller exited) drops it: replies are at most once."""
         if failure is not None:
             failure = common.serialize_remote_exception(failure)
-        body = jsonutils.dump_as_bytes({"result": result, "failure": failure, "ending": ending})
+        try:
+            body = jsonutils.dump_as_bytes({"result": result, "failure": failure,
+                                            "ending": ending})
+        except (TypeError, ValueError):  # a result JSON cannot carry: the caller's error
+            failure = common.serialize_remote_exception(sys.exc_info())
+            body = jsonutils.dump_as_bytes({"result": None, "failure": failure,
+                                            "ending": ending})
         try:
             q = self._queue(_names.REPLY_NAMESPACE, reply_to, create=False)
             q.send(body, correlation_id=msg_id)
