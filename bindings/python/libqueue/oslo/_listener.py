@@ -107,9 +107,6 @@ class _Incoming:
     def acknowledge(self) -> None:
         self._settle.settle(True)
 
-    def requeue(self) -> None:
-        self._settle.settle(False)
-
 
 class RpcIncoming(_Incoming, base.RpcIncomingMessage):  # type: ignore[misc]
     """An RPC request: acked when oslo acknowledges it (before the endpoint runs,

@@ -78,19 +78,23 @@ class ReplyWaiter:
                     sel.select(None)
                     continue
                 try:
-                    msg_id, body = d.correlation_id, d.body
+                    self._hand_over(d.correlation_id, d.body)
+                except Exception:  # one bad reply must not end the replies of the rest
+                    LOG.exception("libqueue: dropping a reply that could not be read")
                 finally:
                     d.ack()
                     d.close()
-                with self._lock:
-                    waiter = self._waiting.get(msg_id or "")
-                if waiter is None:
-                    self._late += 1
-                    LOG.debug("libqueue: dropping a reply to %s: nobody waits for it", msg_id)
-                else:
-                    waiter.put(body)
         finally:
             sel.close()
+
+    def _hand_over(self, msg_id: Optional[str], body: bytes) -> None:
+        with self._lock:
+            waiter = self._waiting.get(msg_id or "")
+        if waiter is None:
+            self._late += 1
+            LOG.debug("libqueue: dropping a reply to %s: nobody waits for it", msg_id)
+        else:
+            waiter.put(body)
 
     def _timeout(self, msg_id: str) -> None:
         raise oslo_messaging.MessagingTimeout(
