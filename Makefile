@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python test-oslo bench-oslo bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
 
 all: build
@@ -19,7 +19,7 @@ lib:
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-packaging lint
+test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-oslo test-packaging lint
 
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
 # python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
@@ -243,6 +243,36 @@ test-python: setup lib
 	cd bindings/python && $(CURDIR)/$(PYENV)/bin/python -m mypy --strict --cache-dir $(CURDIR)/target/mypy-cache libqueue
 	$(PYENV)/bin/python -m mypy --strict --disallow-any-expr --cache-dir $(CURDIR)/target/mypy-cache bindings/python/tests/typing_user.py
 	$(PYENV)/bin/python -m py_compile examples/python/tour.py  # make demo's driver
+
+# The oslo.messaging driver (libqueue.oslo, docs/oslo-messaging.md) in its own venv
+# with oslo.messaging and the test tools its functional suite needs: our driver
+# tests under coverage (the driver's line coverage must stay >= 90 %), then
+# oslo.messaging's own functional suite (shipped inside the installed package) on
+# libqueue:// and on libqueue:////<fresh dir> (tests/oslo/run_suite.py, parallel
+# lanes, about a minute), then the Octavia consumer example, which checks itself.
+OSLOENV := target/osloenv
+OSLO_TEST_DEPS := pytest pytest-timeout coverage testtools testscenarios fixtures oslotest requests
+test-oslo: setup lib
+	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
+	$(OSLOENV)/bin/python -c "import oslo_messaging, oslo_metrics, testscenarios, coverage" 2>/dev/null || \
+		$(OSLOENV)/bin/pip install -q --upgrade pip "oslo.messaging>=14" oslo.metrics $(OSLO_TEST_DEPS)
+	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	rm -f target/oslo-coverage
+	cd tests/oslo && $(CURDIR)/$(OSLOENV)/bin/python -m coverage run --data-file=$(CURDIR)/target/oslo-coverage \
+		--source=libqueue.oslo -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning --timeout 120 test_driver.py
+	$(OSLOENV)/bin/python -m coverage report --data-file=target/oslo-coverage --fail-under=90
+	$(OSLOENV)/bin/python tests/oslo/run_suite.py
+	$(OSLOENV)/bin/python -W ignore examples/python/octavia_oslo.py
+	rm -rf target/oslo-octavia
+	$(OSLOENV)/bin/python -W ignore examples/python/octavia_oslo.py --pool-size 2 \
+		--url libqueue:///$(CURDIR)/target/oslo-octavia
+
+# oslo.messaging cast throughput and call round trip, libqueue:// beside fake:// (and
+# rabbit:// when a rabbitmq-server is on PATH); one run. Not part of `make bench`.
+bench-oslo: lib
+	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
+	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	$(OSLOENV)/bin/python -W ignore benches/python/oslo_bench.py
 
 # The Python package's distributions, built in their own tool venv: `make wheel`,
 # the abi3 wheel (libqueue-<version>-cp39-abi3-<platform>.whl, one for every
