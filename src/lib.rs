@@ -74,6 +74,8 @@ pub use consumer::{HandlerResult, Pool, PoolBuilder, PoolStats, StopReport, REPL
 pub use error::{validate_name, Error, Result};
 pub use queue::{Delivery, LeaseTicket, Peeked, Queue};
 pub use remote::{wire, ClientInfo, HostInfo};
+#[doc(hidden)]
+pub use remote::HostLimits;
 pub use rpc::RpcClient;
 pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};
 pub use topic::Topic;

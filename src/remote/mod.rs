@@ -13,7 +13,12 @@
 //! engine as an opaque companion.
 
 pub(crate) mod client;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod host;
+mod limits;
+mod probe;
 pub mod wire;
 
 pub use host::{ClientInfo, HostInfo};
+pub use limits::HostLimits;
