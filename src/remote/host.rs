@@ -352,6 +352,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             Ok(w) => Guarded::new(w),
             Err(_) => continue,
         };
+        let writer_fd = writer.as_raw_fd();
         let conn = Arc::new(Conn {
             id,
             pid,
@@ -361,11 +362,23 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             leases: Mutex::new(Leases::default()),
             waits: Mutex::new(HashMap::new()),
             hello_done: AtomicBool::new(false),
-            fd: stream.as_raw_fd(),
+            // The writer's descriptor (a duplicate that lives as long as the
+            // `Conn`): a hang-up after the reader has returned must not
+            // reach a descriptor number the reader closed and the process reused.
+            fd: writer_fd,
             gone: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
         });
         if !uid_allowed(&shared, uid) {
+            refuse(
+                &stream,
+                Error::Locked(format!(
+                    "uid {uid} may not attach to this data directory (its host, pid {}, \
+                     runs as uid {}; see BrokerOptions::allow_uids)",
+                    std::process::id(),
+                    shared.my_uid
+                )),
+            );
             shared.drop_client(&conn, "uid not allowed to attach");
             continue;
         }
@@ -373,26 +386,60 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             let mut conns = shared.conns.lock();
             if conns.len() >= shared.limits.max_connections {
                 drop(conns);
+                refuse(
+                    &stream,
+                    Error::Io(format!(
+                        "the host serves {} connections already",
+                        shared.limits.max_connections
+                    )),
+                );
                 shared.drop_client(&conn, "too many connections");
                 continue;
             }
             conns.insert(id, conn.clone());
         }
-        let s = shared.clone();
+        let (s, c) = (shared.clone(), conn.clone());
         let spawned = std::thread::Builder::new()
             .name("libqueue-conn".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                let why = serve(&s, &conn, stream);
-                conn.end();
-                s.conns.lock().remove(&conn.id);
+                // A bug met while serving one client (a panic) ends that
+                // client, cleanly: its leases go back, the host goes on.
+                let conn = c;
+                let why = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    serve(&s, &conn, stream)
+                }))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|m| m.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Some(format!("the host failed serving it (panic: {msg})"))
+                });
+                // Counted before the client can see the end.
                 if let Some(why) = why {
                     s.drop_client(&conn, &why);
                 }
+                conn.hang_up();
+                conn.end();
+                s.conns.lock().remove(&conn.id);
             });
         if spawned.is_err() {
             shared.conns.lock().remove(&id);
+            shared.drop_client(&conn, "no thread to serve it");
         }
+    }
+}
+
+/// Tells a connection refused at once why, as the answer to its `HELLO`
+/// (request id 0, as clients send it), without waiting for it: a few bytes
+/// into an empty socket never block the accepting thread.
+fn refuse(stream: &UnixStream, why: Error) {
+    let mut e = Enc::new(0, op::REPLY);
+    e.u8(1).error(&why);
+    if let (Some(f), Ok(())) = (e.finish(), stream.set_nonblocking(true)) {
+        let _ = (&*stream).write(&f);
     }
 }
 
@@ -484,8 +531,9 @@ impl Conn {
     /// Ends the connection from our side (the reader thread then cleans up).
     fn hang_up(&self) {
         self.gone.store(true, SeqCst);
-        // SAFETY: shutdown on a descriptor this connection owns until its
-        // reader thread returns; it wakes that thread's read.
+        // SAFETY: shutdown on the writer's descriptor, which this `Conn`
+        // owns (it is closed only when the `Conn` drops); it ends the socket
+        // both ways, so it also wakes the reader thread's read.
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
@@ -688,8 +736,9 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
         .u16(wire::VERSION)
         .u32(std::process::id())
         .u64(shared.takeovers);
-    conn.reply(id, Ok(e));
+    // Listed as attached before it can know it is.
     conn.hello_done.store(true, SeqCst);
+    conn.reply(id, Ok(e));
 
     let mut cache: HashMap<(String, String), Queue> = HashMap::new();
     loop {
