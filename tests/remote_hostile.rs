@@ -180,7 +180,7 @@ fn hostile_clients_are_dropped_and_the_others_served() {
     let mut expected_drops = 0u64;
 
     // 1. Garbage, seeded: random bytes (the op byte never HELLO), then close.
-    let mut rng = SmallRng::seed_from_u64(0x4057_11E);
+    let mut rng = SmallRng::seed_from_u64(0x0405_711E);
     for _ in 0..20 {
         let mut s = connect(d);
         let mut g: Vec<u8> = (0..rng.gen_range(1..2048)).map(|_| rng.gen()).collect();

@@ -688,7 +688,11 @@ fn read_frame(
 
 /// Serves one connection until it ends; `Some(why)` if it was dropped for
 /// misbehaving.
-fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>) -> Option<String> {
+fn serve(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut stream: Guarded<UnixStream>,
+) -> Option<String> {
     let limits = &shared.limits;
     let _ = stream.set_read_timeout(Some(limits.tick()));
     let _ = conn
@@ -698,7 +702,13 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
     let mut buf = Vec::new();
     // HELLO first, whole within the HELLO timeout.
     let hello_by = Instant::now() + limits.hello_timeout;
-    match read_frame(shared, &mut stream, &mut buf, wire::MAX_HELLO, Some(hello_by)) {
+    match read_frame(
+        shared,
+        &mut stream,
+        &mut buf,
+        wire::MAX_HELLO,
+        Some(hello_by),
+    ) {
         Ok(true) => {}
         Ok(false) => return None,
         Err(why) => return Some(why),
@@ -755,7 +765,10 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
             return None;
         }
         if conn.waits.lock().len() >= limits.max_waits {
-            return Some(format!("more than {} calls waiting at once", limits.max_waits));
+            return Some(format!(
+                "more than {} calls waiting at once",
+                limits.max_waits
+            ));
         }
         let mut d = Dec::new(&buf);
         let (id, o) = match d.header() {
