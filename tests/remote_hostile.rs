@@ -496,3 +496,47 @@ fn child(dir: &Path) {
         .receive_timeout(Duration::from_secs(60));
     drop(d);
 }
+
+/// A `HELLO` trickled in a byte at a time never stalls, but must still be
+/// whole within the HELLO timeout; a first frame longer than `MAX_HELLO` is
+/// dropped unread.
+#[test]
+fn a_slow_or_long_hello_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Broker::open(
+        BrokerOptions::new()
+            .data_dir(dir.path())
+            .host_limits(HostLimits {
+                hello_timeout: Duration::from_millis(500),
+                stall_timeout: Duration::from_secs(5),
+                ..HostLimits::default()
+            }),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut slow = connect(dir.path());
+    let mut hung = false;
+    for b in wire::fuzz::hello_frame() {
+        if slow.write_all(&[b]).is_err() {
+            hung = true;
+            break;
+        }
+        std::thread::sleep(100 * MS);
+    }
+    assert!(hung || hung_up(&mut slow, Duration::from_secs(2)));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    wait_for("slow HELLO counted", Duration::from_secs(2), || {
+        host.host_info().unwrap().dropped == 1
+    });
+
+    let mut long = connect(dir.path());
+    let f = frame(0, op::HELLO, |e| {
+        e.u16(wire::VERSION).u32(1).bytes(&[0u8; wire::MAX_HELLO]);
+    });
+    let _ = long.write_all(&f[..64]);
+    assert!(hung_up(&mut long, Duration::from_millis(400)));
+    assert_eq!(host.host_info().unwrap().dropped, 2);
+    // A HELLO of the right size, in time, is served.
+    let _ok = hello(dir.path());
+    assert_eq!(host.host_info().unwrap().clients.len(), 1);
+}
