@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target-loom
 
 .PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python test-oslo bench-oslo bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
-	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz clean
+	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz fuzz-wire clean
 
 all: build
 
@@ -199,6 +199,16 @@ fuzz:
 	FUZZ_CORPUS=$(CURDIR)/tests/fuzz/corpus/decode_record \
 		$(CARGO) test --release --test fuzz_decode -- --ignored --exact write_seed_corpus
 	$(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz decode_record -- -max_total_time=$(FUZZ_TIME)
+
+# libFuzzer on the wire format's decoders (tests/fuzz target decode_frame: the
+# host's request decoding, the framing of a stream, HELLO, every value), seeded
+# with one valid frame of every op. `make test` runs a short seeded version on
+# stable (tests/fuzz_wire.rs).
+fuzz-wire:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	FUZZ_CORPUS=$(CURDIR)/tests/fuzz/corpus/decode_frame \
+		$(CARGO) test --release --test fuzz_wire -- --ignored --exact write_seed_corpus
+	$(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz decode_frame -- -max_total_time=$(FUZZ_TIME)
 
 # The tour (examples/python/tour.py, about 15 s): one process embeds a persistent
 # broker; Python and a C++ shared object (examples/cpp/tour_producer.cpp) produce

@@ -31,6 +31,7 @@ pub struct BrokerOptions {
     journal: JournalOptions,
     exclusive: bool,
     allow_uids: Vec<u32>,
+    host_limits: crate::remote::HostLimits,
 }
 
 impl std::fmt::Debug for BrokerOptions {
@@ -54,6 +55,7 @@ impl Default for BrokerOptions {
             journal: JournalOptions::default(),
             exclusive: false,
             allow_uids: Vec::new(),
+            host_limits: crate::remote::HostLimits::default(),
         }
     }
 }
@@ -109,6 +111,13 @@ impl BrokerOptions {
     /// new one is 0700.
     pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
         self.allow_uids = uids.into_iter().collect();
+        self
+    }
+    /// The limits this process puts on its clients when it hosts the data
+    /// directory (timeouts, connections; docs/wire.md). Tests shorten them.
+    #[doc(hidden)]
+    pub fn host_limits(mut self, limits: crate::remote::HostLimits) -> Self {
+        self.host_limits = limits;
         self
     }
     /// Size of each journal segment file (default 64 MiB).
@@ -202,7 +211,13 @@ impl Broker {
     /// Hosts `dir` (this process takes its lock and serves it).
     fn host(opts: &BrokerOptions, dir: &std::path::Path, takeovers: u64) -> Result<Broker> {
         let engine = Self::open_engine(opts)?;
-        match Host::start(&engine, dir, opts.allow_uids.clone(), takeovers) {
+        match Host::start(
+            &engine,
+            dir,
+            opts.allow_uids.clone(),
+            takeovers,
+            opts.host_limits.clone(),
+        ) {
             Ok(h) => engine.set_companion(Box::new(h)),
             Err(e) => eprintln!(
                 "libqueue[{}]: {} is open, but no other process can attach: {e}",

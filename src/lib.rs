@@ -73,6 +73,8 @@ pub use clock::{Clock, ClockListener, ManualClock, Nanos, SystemClock};
 pub use consumer::{HandlerResult, Pool, PoolBuilder, PoolStats, StopReport, REPLY_TO, RPC_ERROR};
 pub use error::{validate_name, Error, Result};
 pub use queue::{Delivery, LeaseTicket, Peeked, Queue};
+#[doc(hidden)]
+pub use remote::HostLimits;
 pub use remote::{wire, ClientInfo, HostInfo};
 pub use rpc::RpcClient;
 pub use store::{JournalOptions, MemoryStorage, RecoveryReport, Storage, SyncMode};

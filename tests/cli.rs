@@ -63,3 +63,69 @@ fn verify_stats_inspect_and_damage() {
     assert_eq!(run(&["bogus", d]).0, 2);
     assert_eq!(run(&["verify"]).0, 2);
 }
+
+/// `stats` of a directory a live process hosts shows the host, its attached
+/// processes and its counters — asked over the socket: the command never
+/// attaches, so it never becomes the host; with no host it reads the journal
+/// alone and leaves the directory as it found it.
+#[test]
+fn stats_shows_the_host_and_its_clients_without_hosting() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let host = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    let att = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    assert!(att.is_attached());
+    let q = att.namespace("t").unwrap().queue("jobs").unwrap();
+    q.send(Message::new("a").persistent(true)).unwrap();
+    q.send(Message::new("b").persistent(true)).unwrap();
+    let held = q.try_receive().unwrap().unwrap();
+    // A client dropped for garbage.
+    let mut bad =
+        std::os::unix::net::UnixStream::connect(dir.path().join("libqueue.sock")).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while host.host_info().unwrap().dropped == 0 {
+        assert!(std::time::Instant::now() < until);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    host.flush().unwrap();
+
+    let (code, out) = run(&["stats", d]);
+    assert_eq!(code, 0, "{out}");
+    let me = std::process::id();
+    assert!(
+        out.contains(&format!("host: pid {me}, 0 takeovers, 1 client dropped")),
+        "{out}"
+    );
+    assert!(out.contains("attached: 1 process\n"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("pid {me} ")))
+        .unwrap_or_else(|| panic!("no line for the attached process: {out}"));
+    assert!(
+        line.contains(" UTC (") && line.ends_with("leases 1"),
+        "{line}"
+    );
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert!(line.contains(&format!("uid {uid} ")), "{line}");
+    assert!(out.contains("t/jobs"), "{out}");
+    // The command is gone: it is no client any more; the host is unchanged.
+    let info = host.host_info().unwrap();
+    assert_eq!((info.clients.len(), info.dropped), (1, 1), "{info:?}");
+    held.ack().unwrap();
+    drop(q);
+    att.close();
+    host.close();
+    drop(host);
+
+    // No host: the journal alone; the command does not become the host.
+    let (code, out) = run(&["stats", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("host: none"), "{out}");
+    assert!(out.contains("t/jobs") && out.contains(" 1 "), "{out}");
+    assert!(!dir.path().join("libqueue.sock").exists());
+    let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    assert!(!b.is_attached(), "the directory was left held");
+}

@@ -3,15 +3,78 @@
 //! ```text
 //! libqueue verify DIR    replay as an open would (CRCs, commit marks, gaps);
 //!                        exit 1 on damage
-//! libqueue stats DIR     queues and their unacked persistent messages,
+//! libqueue stats DIR     the process hosting DIR, if one does (its pid, the
+//!                        processes attached to it, takeovers, dropped
+//!                        clients: asked over its socket, never attaching);
+//!                        then queues and their unacked persistent messages,
 //!                        namespaces and their quotas, topics and their
-//!                        subscriptions
+//!                        subscriptions (from the journal, read-only)
 //! libqueue inspect DIR   dump every record
 //! ```
 
 use libqueue::store::journal;
+use libqueue::HostInfo;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of seconds since the epoch.
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The host section of `stats`: asked over the directory's socket (the
+/// command never attaches, so it never becomes the directory's host).
+fn print_host(dir: &Path) {
+    match HostInfo::probe(dir) {
+        Ok(None) => println!("host: none (no process has {} open)", dir.display()),
+        Err(e) => println!("host: unreachable ({e})"),
+        Ok(Some(h)) => {
+            println!(
+                "host: pid {}, {} takeover{}, {} client{} dropped",
+                h.pid,
+                h.takeovers,
+                if h.takeovers == 1 { "" } else { "s" },
+                h.dropped,
+                if h.dropped == 1 { "" } else { "s" },
+            );
+            println!(
+                "attached: {} process{}",
+                h.clients.len(),
+                if h.clients.len() == 1 { "" } else { "es" }
+            );
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for c in &h.clients {
+                println!(
+                    "  pid {:<8} uid {:<6} since {} ({} s)  leases {}",
+                    c.pid,
+                    c.uid,
+                    utc(c.since),
+                    now.saturating_sub(c.since),
+                    c.leases
+                );
+            }
+        }
+    }
+}
 
 fn usage() -> ExitCode {
     eprintln!("usage: libqueue verify|stats|inspect DIR");
@@ -42,6 +105,7 @@ fn main() -> ExitCode {
             }
         }),
         "stats" => journal::inspect(dir).map(|i| {
+            print_host(dir);
             println!("{:<50} {:>10} {:>12}", "queue", "messages", "bytes");
             for (q, n, b) in &i.queues {
                 println!("{q:<50} {n:>10} {b:>12}");

@@ -14,10 +14,12 @@
 //!
 //! A client is trusted with nothing: its uid is checked (`SO_PEERCRED`), its
 //! frames are bounded ([`wire::MAX_FRAME`]) and decoded defensively, one that
-//! says nothing for [`HELLO_TIMEOUT`], stalls inside a frame for
-//! [`STALL_TIMEOUT`], sends a frame that does not decode, or does not read its
-//! answers is dropped — counted, with a line on stderr.
+//! does not finish its `HELLO` within [`HELLO_TIMEOUT`], stalls inside a frame
+//! for [`STALL_TIMEOUT`], sends a frame that does not decode, does not read its
+//! answers, or has more than [`MAX_WAITS`] calls waiting is dropped — counted,
+//! with a line on stderr. (Tests shorten these limits: [`HostLimits`].)
 
+use super::limits::HostLimits;
 use super::wire::{self, op, Dec, Enc, Malformed};
 use crate::broker::Broker;
 use crate::engine::Engine;
@@ -44,6 +46,12 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Calls of one connection waiting at once (each holds a waiter thread); a
+/// connection that asks for more is dropped.
+pub const MAX_WAITS: usize = 1024;
+/// Lines a host writes about dropped clients per second at most (a flood of
+/// bad connections must not flood its stderr); the rest are counted in the next line.
+const LOG_LINES_PER_SEC: u32 = 10;
 /// Queues a connection keeps resolved.
 const QUEUE_CACHE: usize = 1024;
 
@@ -134,6 +142,9 @@ struct Shared {
     dropped: AtomicU64,
     takeovers: u64,
     my_uid: u32,
+    limits: HostLimits,
+    /// Rate limit of the drop log: (second it counts, lines in it, lines left out).
+    log: Mutex<(u64, u32, u64)>,
 }
 
 impl Host {
@@ -145,6 +156,7 @@ impl Host {
         dir: &Path,
         allow_uids: Vec<u32>,
         takeovers: u64,
+        limits: HostLimits,
     ) -> Result<Host> {
         let path = socket_path(dir);
         let _ = std::fs::remove_file(&path);
@@ -170,6 +182,8 @@ impl Host {
             dropped: AtomicU64::new(0),
             takeovers,
             my_uid,
+            limits,
+            log: Mutex::new((0, 0, 0)),
         });
         let listener_fd = listener.as_raw_fd();
         let s = shared.clone();
@@ -240,10 +254,33 @@ impl Shared {
         }
     }
 
+    /// Counts a misbehaving client and says so on stderr (at most
+    /// [`LOG_LINES_PER_SEC`] lines a second; the next line counts the rest).
     fn drop_client(&self, c: &Conn, why: &str) {
         self.dropped.fetch_add(1, SeqCst);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left_out = {
+            let mut log = self.log.lock();
+            if log.0 != now {
+                log.0 = now;
+                log.1 = 0;
+            }
+            if log.1 >= LOG_LINES_PER_SEC {
+                log.2 += 1;
+                return;
+            }
+            log.1 += 1;
+            std::mem::take(&mut log.2)
+        };
+        let more = if left_out > 0 {
+            format!(" ({left_out} more dropped before, not shown)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "libqueue[{}]: dropped client pid {} uid {}: {why}",
+            "libqueue[{}]: dropped client pid {} uid {}: {why}{more}",
             std::process::id(),
             c.pid,
             c.uid
@@ -280,17 +317,15 @@ fn peer_cred(s: &UnixStream) -> Option<(u32, u32)> {
     (r == 0).then_some((cred.pid as u32, cred.uid))
 }
 
-/// A uid may attach if it is the host's or on the allow-list. (The test hook
-/// `LIBQUEUE_TEST_PEER_UID` replaces the peer's uid, so the refusal can be
+/// A uid may attach if it is the host's or on the allow-list. (The hidden
+/// [`HostLimits::peer_uid`] replaces the peer's uid, so the refusal can be
 /// tested without a second user.)
 fn uid_allowed(shared: &Shared, uid: u32) -> bool {
     uid == shared.my_uid || shared.allow_uids.contains(&uid)
 }
 
 fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
-    let injected_uid: Option<u32> = std::env::var("LIBQUEUE_TEST_PEER_UID")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let injected_uid = shared.limits.peer_uid;
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => Guarded::new(s),
@@ -317,6 +352,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             Ok(w) => Guarded::new(w),
             Err(_) => continue,
         };
+        let writer_fd = writer.as_raw_fd();
         let conn = Arc::new(Conn {
             id,
             pid,
@@ -326,37 +362,84 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             leases: Mutex::new(Leases::default()),
             waits: Mutex::new(HashMap::new()),
             hello_done: AtomicBool::new(false),
-            fd: stream.as_raw_fd(),
+            // The writer's descriptor (a duplicate that lives as long as the
+            // `Conn`): a hang-up after the reader has returned must not
+            // reach a descriptor number the reader closed and the process reused.
+            fd: writer_fd,
             gone: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         });
         if !uid_allowed(&shared, uid) {
+            refuse(
+                &stream,
+                Error::Locked(format!(
+                    "uid {uid} may not attach to this data directory (its host, pid {}, \
+                     runs as uid {}; see BrokerOptions::allow_uids)",
+                    std::process::id(),
+                    shared.my_uid
+                )),
+            );
             shared.drop_client(&conn, "uid not allowed to attach");
             continue;
         }
         {
             let mut conns = shared.conns.lock();
-            if conns.len() >= MAX_CONNECTIONS {
+            if conns.len() >= shared.limits.max_connections {
                 drop(conns);
+                refuse(
+                    &stream,
+                    Error::Io(format!(
+                        "the host serves {} connections already",
+                        shared.limits.max_connections
+                    )),
+                );
                 shared.drop_client(&conn, "too many connections");
                 continue;
             }
             conns.insert(id, conn.clone());
         }
-        let s = shared.clone();
+        let (s, c) = (shared.clone(), conn.clone());
         let spawned = std::thread::Builder::new()
             .name("libqueue-conn".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                let why = serve(&s, &conn, stream);
-                conn.end();
-                s.conns.lock().remove(&conn.id);
+                // A bug met while serving one client (a panic) ends that
+                // client, cleanly: its leases go back, the host goes on.
+                let conn = c;
+                let why = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    serve(&s, &conn, stream)
+                }))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|m| m.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Some(format!("the host failed serving it (panic: {msg})"))
+                });
+                // Counted before the client can see the end.
                 if let Some(why) = why {
                     s.drop_client(&conn, &why);
                 }
+                conn.hang_up();
+                conn.end();
+                s.conns.lock().remove(&conn.id);
             });
         if spawned.is_err() {
             shared.conns.lock().remove(&id);
+            shared.drop_client(&conn, "no thread to serve it");
         }
+    }
+}
+
+/// Tells a connection refused at once why, as the answer to its `HELLO`
+/// (request id 0, as clients send it), without waiting for it: a few bytes
+/// into an empty socket never block the accepting thread.
+fn refuse(stream: &UnixStream, why: Error) {
+    let mut e = Enc::new(0, op::REPLY);
+    e.u8(1).error(&why);
+    if let (Some(f), Ok(())) = (e.finish(), stream.set_nonblocking(true)) {
+        let _ = (&*stream).write(&f);
     }
 }
 
@@ -402,18 +485,24 @@ struct Conn {
     hello_done: AtomicBool,
     fd: i32,
     gone: AtomicBool,
+    /// An answer could not be written for the stall timeout: the client does
+    /// not read (dropped, counted).
+    stalled: AtomicBool,
 }
 
 impl Conn {
-    /// Sends one frame; a client that does not read its answers for
-    /// [`STALL_TIMEOUT`] is hung up on.
+    /// Sends one frame; a client that does not read its answers for the
+    /// stall timeout is hung up on (and counted as dropped).
     fn send(&self, frame: &[u8]) {
         if self.gone.load(SeqCst) {
             return;
         }
         let mut w = self.writer.lock();
-        if w.write_all(frame).is_err() {
+        if let Err(e) = w.write_all(frame) {
             drop(w);
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                self.stalled.store(true, SeqCst);
+            }
             self.hang_up();
         }
     }
@@ -442,8 +531,9 @@ impl Conn {
     /// Ends the connection from our side (the reader thread then cleans up).
     fn hang_up(&self) {
         self.gone.store(true, SeqCst);
-        // SAFETY: shutdown on a descriptor this connection owns until its
-        // reader thread returns; it wakes that thread's read.
+        // SAFETY: shutdown on the writer's descriptor, which this `Conn`
+        // owns (it is closed only when the `Conn` drops); it ends the socket
+        // both ways, so it also wakes the reader thread's read.
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
@@ -506,18 +596,27 @@ impl Conn {
 }
 
 /// Reads exactly `buf.len()` bytes. `Ok(false)`: the peer closed before the
-/// first byte (`at_boundary`) — a clean end. A read timeout before the first
-/// byte of a frame is idleness (waited out, unless the host stops); inside a
-/// frame it counts toward [`STALL_TIMEOUT`].
+/// first byte (`at_boundary`) — a clean end — or the host stops. A read
+/// timeout before the first byte of a frame is idleness (waited out); inside a
+/// frame it counts toward the stall timeout. Past `deadline` (the `HELLO`'s),
+/// the connection is dropped whatever it sends.
 fn read_full(
     shared: &Shared,
     s: &mut UnixStream,
     buf: &mut [u8],
     at_boundary: bool,
-    idle_limit: Option<Instant>,
+    deadline: Option<Instant>,
 ) -> std::result::Result<bool, String> {
     let mut got = 0;
     let mut last = Instant::now();
+    let late = || deadline.is_some_and(|t| Instant::now() >= t);
+    let late_why = |got: usize| {
+        if got == 0 && at_boundary {
+            "said nothing after connecting".to_string()
+        } else {
+            "did not finish its HELLO in time".to_string()
+        }
+    };
     while got < buf.len() {
         match s.read(&mut buf[got..]) {
             Ok(0) => {
@@ -530,16 +629,18 @@ fn read_full(
             Ok(n) => {
                 got += n;
                 last = Instant::now();
+                if got < buf.len() && late() {
+                    return Err(late_why(got));
+                }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if shared.stop.load(SeqCst) {
                     return Ok(false);
                 }
-                if got == 0 && at_boundary {
-                    if idle_limit.is_some_and(|t| Instant::now() >= t) {
-                        return Err("said nothing after connecting".into());
-                    }
-                } else if last.elapsed() >= STALL_TIMEOUT {
+                if late() {
+                    return Err(late_why(got));
+                }
+                if (got > 0 || !at_boundary) && last.elapsed() >= shared.limits.stall_timeout {
                     return Err("stalled in the middle of a frame".into());
                 }
             }
@@ -550,30 +651,37 @@ fn read_full(
     Ok(true)
 }
 
-/// Reads one frame body into `buf`: `Ok(false)` at a clean end.
+/// Reads one frame body into `buf`: `Ok(false)` at a clean end. A length out
+/// of `HEADER..=max_len` drops the connection before anything is read or
+/// allocated; the body's buffer grows only as its bytes arrive.
 fn read_frame(
     shared: &Shared,
     s: &mut UnixStream,
     buf: &mut Vec<u8>,
-    idle_limit: Option<Instant>,
+    max_len: usize,
+    deadline: Option<Instant>,
 ) -> std::result::Result<bool, String> {
     let mut len = [0u8; 4];
-    if !read_full(shared, s, &mut len, true, idle_limit)? {
+    if !read_full(shared, s, &mut len, true, deadline)? {
         return Ok(false);
     }
     let len = u32::from_le_bytes(len) as usize;
-    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+    if !(wire::HEADER..=max_len).contains(&len) {
         return Err(format!("frame length {len} out of bounds"));
     }
-    // Grown as the bytes arrive: a huge length followed by nothing costs nothing.
+    // Grown 64 KiB at a time as the bytes arrive: a huge length followed by
+    // nothing costs nothing.
     buf.clear();
-    let mut chunk = [0u8; 64 * 1024];
     while buf.len() < len {
-        let n = (len - buf.len()).min(chunk.len());
-        if !read_full(shared, s, &mut chunk[..n], false, None)? {
+        let at = buf.len();
+        buf.resize(at + (len - at).min(64 * 1024), 0);
+        if !read_full(shared, s, &mut buf[at..], false, deadline)? {
             return Ok(false);
         }
-        buf.extend_from_slice(&chunk[..n]);
+    }
+    // A connection that once sent a big frame does not keep its buffer.
+    if buf.capacity() > (1 << 20) && len < (1 << 16) {
+        buf.shrink_to(1 << 16);
     }
     Ok(true)
 }
@@ -585,30 +693,35 @@ fn serve(
     conn: &Arc<Conn>,
     mut stream: Guarded<UnixStream>,
 ) -> Option<String> {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = conn.writer.lock().set_write_timeout(Some(STALL_TIMEOUT));
+    let limits = &shared.limits;
+    let _ = stream.set_read_timeout(Some(limits.tick()));
+    let _ = conn
+        .writer
+        .lock()
+        .set_write_timeout(Some(limits.stall_timeout));
     let mut buf = Vec::new();
-    // HELLO first.
+    // HELLO first, whole within the HELLO timeout.
+    let hello_by = Instant::now() + limits.hello_timeout;
     match read_frame(
         shared,
         &mut stream,
         &mut buf,
-        Some(Instant::now() + HELLO_TIMEOUT),
+        wire::MAX_HELLO,
+        Some(hello_by),
     ) {
         Ok(true) => {}
         Ok(false) => return None,
         Err(why) => return Some(why),
     }
+    // The version comes first and is checked before the rest, so a client of
+    // another version (whose HELLO may carry more) is told, not just dropped.
     let mut d = Dec::new(&buf);
     let hello = (|| -> wire::DResult<(u64, u16)> {
         let (id, o) = d.header()?;
         if o != op::HELLO {
             return Err(Malformed("first frame is not HELLO"));
         }
-        let v = d.u16()?;
-        let _pid = d.u32()?;
-        d.end()?;
-        Ok((id, v))
+        Ok((id, d.u16()?))
     })();
     let (id, version) = match hello {
         Ok(h) => h,
@@ -625,23 +738,37 @@ fn serve(
         }
         return Some(format!("wire version {version}"));
     }
+    if let Err(m) = d.u32().and_then(|_pid| d.end()) {
+        return Some(format!("bad HELLO: {}", m.0));
+    }
     let mut e = Enc::new(id, op::REPLY);
     e.u8(0)
         .u16(wire::VERSION)
         .u32(std::process::id())
         .u64(shared.takeovers);
-    conn.reply(id, Ok(e));
+    // Listed as attached before it can know it is.
     conn.hello_done.store(true, SeqCst);
+    conn.reply(id, Ok(e));
 
     let mut cache: HashMap<(String, String), Queue> = HashMap::new();
     loop {
-        match read_frame(shared, &mut stream, &mut buf, None) {
+        let read = read_frame(shared, &mut stream, &mut buf, wire::MAX_FRAME, None);
+        if conn.stalled.load(SeqCst) {
+            return Some("does not read its answers".into());
+        }
+        match read {
             Ok(true) => {}
             Ok(false) => return None,
             Err(why) => return Some(why),
         }
         if conn.gone.load(SeqCst) {
             return None;
+        }
+        if conn.waits.lock().len() >= limits.max_waits {
+            return Some(format!(
+                "more than {} calls waiting at once",
+                limits.max_waits
+            ));
         }
         let mut d = Dec::new(&buf);
         let (id, o) = match d.header() {

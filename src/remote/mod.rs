@@ -16,8 +16,16 @@
 /// cbindgen:ignore
 pub(crate) mod client;
 /// cbindgen:ignore
+#[doc(hidden)]
+pub mod fuzz;
+/// cbindgen:ignore
 pub(crate) mod host;
+/// cbindgen:ignore
+mod limits;
+/// cbindgen:ignore
+mod probe;
 /// cbindgen:ignore
 pub mod wire;
 
 pub use host::{ClientInfo, HostInfo};
+pub use limits::HostLimits;

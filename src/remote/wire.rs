@@ -21,6 +21,10 @@ use crate::types::{
 };
 use std::time::Duration;
 
+/// The decoders' fuzzing entry points (not part of the API).
+#[doc(hidden)]
+pub use super::fuzz;
+
 /// Version of the protocol spoken by this build (exchanged in `HELLO`).
 pub const VERSION: u16 = 1;
 /// The largest frame body either side accepts (256 MiB): a message at the
@@ -28,6 +32,9 @@ pub const VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 256 << 20;
 /// Bytes of the frame header after the length (request id + op).
 pub const HEADER: usize = 9;
+/// The largest `HELLO` body a host reads (a longer first frame is dropped
+/// unread): room for the fields a later version may add after `version`.
+pub const MAX_HELLO: usize = 4096;
 
 /// Operation codes.
 pub mod op {
