@@ -239,7 +239,7 @@ impl Broker {
                 Broker::host(&o, &d, takeovers)
                     .map(|b| Box::new(b) as Box<dyn std::any::Any + Send + Sync>)
             });
-            if let Some(c) = Client::attach(&dir, become_host) {
+            if let Some(c) = Client::attach(&dir, become_host)? {
                 return Ok(Broker {
                     flavor: BrokerFlavor::Remote(c),
                 });

@@ -166,6 +166,13 @@ fn an_injected_uid_is_refused_unless_allowed() {
     let t = Instant::now();
     assert!(Broker::open(BrokerOptions::new().data_dir(dir.path()).exclusive(true)).is_err());
     assert!(t.elapsed() < Duration::from_secs(5));
+    // A plain open is told the host's refusal at once (it does not retry).
+    let t = Instant::now();
+    match Broker::open(BrokerOptions::new().data_dir(dir.path())) {
+        Err(Error::Locked(why)) => assert!(why.contains("uid 65534"), "{why}"),
+        other => panic!("want the host's refusal, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(host);
 
     let _host = Broker::open(

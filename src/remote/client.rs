@@ -103,13 +103,13 @@ impl Conn {
         match d.u8() {
             Ok(0) => {}
             _ => {
+                // The host refused this process (its uid, its version, its
+                // connection limit): the typed error travels inside, so the
+                // open fails with it at once instead of looking for a host.
                 let e = d
                     .error()
-                    .map_or_else(|_| "refused".into(), |e| e.to_string());
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    e,
-                ));
+                    .unwrap_or_else(|_| Error::Io("the host refused this process".into()));
+                return Err(std::io::Error::other(e));
             }
         }
         let (_v, host_pid, takeovers) =
@@ -173,6 +173,11 @@ impl Conn {
     }
 }
 
+/// The host's refusal inside an error of [`Conn::open`], if that is what it is.
+fn refusal(e: std::io::Error) -> Option<Error> {
+    e.get_ref()?.downcast_ref::<Error>().cloned()
+}
+
 fn bad(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
@@ -204,10 +209,14 @@ pub(crate) enum Resend {
 }
 
 impl Client {
-    /// Attaches to the live host of `dir`; `None` if there is none to reach.
-    pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Option<Arc<Client>> {
-        let (conn, takeovers) = Conn::open(dir).ok()?;
-        Some(Arc::new(Client {
+    /// Attaches to the live host of `dir`; `Ok(None)` if there is none to
+    /// reach, `Err` if the host refused this process.
+    pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Result<Option<Arc<Client>>> {
+        let (conn, takeovers) = match Conn::open(dir) {
+            Ok(c) => c,
+            Err(e) => return refusal(e).map_or(Ok(None), Err),
+        };
+        Ok(Some(Arc::new(Client {
             dir: dir.to_path_buf(),
             conn: RwLock::new(conn),
             reconnecting: Mutex::new(()),
@@ -217,7 +226,7 @@ impl Client {
             origin: Origin::here(),
             takeovers: AtomicU64::new(takeovers),
             clock: Arc::new(crate::clock::SystemClock::new()),
-        }))
+        })))
     }
 
     /// [`Error::Forked`] in a child that inherited this connection; [`Error::Closed`] once closed.
@@ -284,10 +293,17 @@ impl Client {
         let mut pause = Duration::from_millis(1);
         loop {
             self.check()?;
-            if let Ok((c, t)) = Conn::open(&self.dir) {
-                self.takeovers.store(t, SeqCst);
-                *self.conn.write() = c;
-                return Ok(());
+            match Conn::open(&self.dir) {
+                Ok((c, t)) => {
+                    self.takeovers.store(t, SeqCst);
+                    *self.conn.write() = c;
+                    return Ok(());
+                }
+                Err(e) => {
+                    if let Some(refused) = refusal(e) {
+                        return Err(refused);
+                    }
+                }
             }
             match (self.become_host)(self.takeovers.load(SeqCst) + 1) {
                 Ok(hosted) => {
