@@ -276,6 +276,9 @@ test-oslo: setup lib
 	rm -rf target/oslo-octavia
 	$(OSLOENV)/bin/python -W ignore examples/python/octavia_oslo.py --pool-size 2 \
 		--url libqueue:///$(CURDIR)/target/oslo-octavia
+	rm -rf target/oslo-octavia
+	$(OSLOENV)/bin/python -W ignore examples/python/octavia_oslo.py --pool-size 2 --two-processes \
+		--url libqueue:///$(CURDIR)/target/oslo-octavia
 
 # oslo.messaging cast throughput and call round trip, libqueue:// beside fake:// (and
 # rabbit:// when a rabbitmq-server is on PATH); one run. Not part of `make bench`.

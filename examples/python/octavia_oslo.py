@@ -3,6 +3,12 @@
     python examples/python/octavia_oslo.py                       # libqueue://, pool of 4
     python examples/python/octavia_oslo.py --config-file my.conf # your [DEFAULT] settings
     python examples/python/octavia_oslo.py --url libqueue:////tmp/octavia-q
+    python examples/python/octavia_oslo.py --url libqueue:////tmp/octavia-q --two-processes
+
+With ``--two-processes`` the API side is a process of its own (this script run again
+with ``--api-only``) on the same data directory: the controller worker's process
+hosts the directory, the API process attaches to it, as octavia-api and
+octavia-worker are separate services on one host.
 
 As Octavia's controller worker does (octavia/controller/queue/v1/consumer.py and
 endpoints.py): an RPC server on topic ``OCTAVIA_PROV`` (``server = conf.host``,
@@ -167,7 +173,12 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, default=4,
                     help="executor_thread_pool_size when no config file")
     ap.add_argument("--casts", type=int, default=600)
+    ap.add_argument("--two-processes", action="store_true",
+                    help="the API side in a process of its own (needs a libqueue:////dir URL)")
+    ap.add_argument("--api-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.two_processes and not args.url.startswith("libqueue:////"):
+        ap.error("--two-processes needs a data directory: --url libqueue:////abs/dir")
     logging.basicConfig(level=logging.CRITICAL)  # the endpoint failures are expected
     with tempfile.TemporaryDirectory() as tmp:
         path = args.config_file
@@ -178,10 +189,28 @@ def main() -> int:
                         f"executor_thread_pool_size = {args.pool_size}\n")
         conf = cfg.CONF
         conf(["--config-file", path], project="octavia")
-        return run(conf, args.casts)
+        if args.api_only:
+            return api(conf, args.casts)
+        return run(conf, args.casts, args if args.two_processes else None)
 
 
-def run(conf: Any, casts: int) -> int:
+def api(conf: Any, casts: int, db: Any = None) -> int:
+    """The API side: marks each object pending (when it shares the worker's
+    database) and casts to the controller over its own transport."""
+    transport = messaging.get_rpc_transport(conf)
+    client = messaging.get_rpc_client(transport,
+                                      messaging.Target(topic=TOPIC, namespace=NAMESPACE,
+                                                       version="1.1"))
+    for i in range(casts):
+        method, kwargs, obj, pending = request(i)
+        if db is not None:
+            db.set(obj, pending)
+        client.cast({"request_id": f"req-{i}"}, method, **kwargs)
+    transport.cleanup()
+    return 0
+
+
+def run(conf: Any, casts: int, two_processes: Any = None) -> int:
     db = Database()
     # The controller worker (octavia-worker's ConsumerService.run).
     server_transport = messaging.get_rpc_transport(conf)
@@ -190,25 +219,30 @@ def run(conf: Any, casts: int) -> int:
                                       executor="threading")
     server.start()
     size = conf.executor_thread_pool_size
-    # The API side (octavia-api's amphora provider driver): its own transport.
-    api_transport = messaging.get_rpc_transport(conf)
-    client = messaging.get_rpc_client(api_transport,
-                                      messaging.Target(topic=TOPIC, namespace=NAMESPACE,
-                                                       version="1.1"))
     expected: dict[str, str] = {}
-    start = time.monotonic()
     for i in range(casts):
-        method, kwargs, obj, pending = request(i)
-        db.set(obj, pending)
+        method, _, obj, _ = request(i)
         final = "DELETED" if method.startswith("delete_") else "ACTIVE"
         expected[obj] = "ERROR" if obj.startswith("member:bad-") else final
-        client.cast({"request_id": f"req-{i}"}, method, **kwargs)
+    start = time.monotonic()
+    if two_processes is None:
+        # The API side (octavia-api's amphora provider driver): its own transport.
+        api(conf, casts, db)
+    else:
+        # The API side in a process of its own, attached to this one's directory.
+        import subprocess
+        child = subprocess.run(
+            [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--api-only",
+             "--url", two_processes.url, "--casts", str(casts)],
+            timeout=120, check=False)
+        if child.returncode != 0:
+            print(f"FAILED: the API process exited with {child.returncode}")
+            return 1
     with db.lock:
         db.done.wait_for(lambda: len(db.handled) >= casts, timeout=60)
     elapsed = time.monotonic() - start
     server.stop()
     server.wait()
-    api_transport.cleanup()
     server_transport.cleanup()
 
     problems = []
@@ -227,7 +261,8 @@ def run(conf: Any, casts: int) -> int:
     if bad == 0 or errors != bad or db.failures != bad:
         problems.append(f"failures not visible: {bad} bad members, {errors} in ERROR, "
                         f"{db.failures} failures counted")
-    print(f"octavia over {conf.transport_url}: {casts} casts of {len(METHODS)} methods "
+    where = " (API in another process)" if two_processes is not None else ""
+    print(f"octavia over {conf.transport_url}{where}: {casts} casts of {len(METHODS)} methods "
           f"handled in {elapsed:.2f} s; at most {db.peak} at once (pool size {size}); "
           f"{errors} members in ERROR as expected")
     for p in problems:
