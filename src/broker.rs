@@ -179,6 +179,7 @@ impl Broker {
             dir => {
                 let engine = Self::open_engine(&opts)?;
                 if let Some(dir) = dir {
+                    crate::remote::handover::load(&engine, &dir);
                     // Nobody may attach: a socket left by an earlier host goes.
                     let _ = std::fs::remove_file(socket_path(&dir));
                 }
@@ -202,6 +203,8 @@ impl Broker {
     /// Hosts `dir` (this process takes its lock and serves it).
     fn host(opts: &BrokerOptions, dir: &std::path::Path, takeovers: u64) -> Result<Broker> {
         let engine = Self::open_engine(opts)?;
+        // What the previous host held in memory, if it closed cleanly.
+        crate::remote::handover::load(&engine, dir);
         match Host::start(&engine, dir, opts.allow_uids.clone(), takeovers) {
             Ok(h) => engine.set_companion(Box::new(h)),
             Err(e) => eprintln!(

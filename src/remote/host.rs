@@ -46,6 +46,13 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Queues a connection keeps resolved.
 const QUEUE_CACHE: usize = 1024;
+/// After a takeover, receives wait this long before they are served, so the
+/// processes that held leases on the old host reclaim them first
+/// (docs/multi-process.md, "Takeover").
+pub const RECLAIM_GRACE: Duration = Duration::from_millis(500);
+/// How long a host closing cleanly waits for its connections to end before it
+/// writes the handover file.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// One attached process, as `HOST_INFO` and the stats show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +141,10 @@ struct Shared {
     dropped: AtomicU64,
     takeovers: u64,
     my_uid: u32,
+    /// Receives wait until then (a takeover's [`RECLAIM_GRACE`]).
+    grace_until: Option<Instant>,
+    /// Set once the listening socket is shut down (by the handover or the drop).
+    listener_down: AtomicBool,
 }
 
 impl Host {
@@ -170,8 +181,15 @@ impl Host {
             dropped: AtomicU64::new(0),
             takeovers,
             my_uid,
+            grace_until: (takeovers > 0).then(|| Instant::now() + RECLAIM_GRACE),
+            listener_down: AtomicBool::new(false),
         });
         let listener_fd = listener.as_raw_fd();
+        {
+            let s = shared.clone();
+            let d = dir.to_path_buf();
+            engine.set_close_hook(Box::new(move |e| hand_over(&s, e, &d, listener_fd)));
+        }
         let s = shared.clone();
         let accept = std::thread::Builder::new()
             .name("libqueue-host".into())
@@ -201,11 +219,7 @@ impl Drop for Host {
             return;
         }
         self.shared.stop.store(true, SeqCst);
-        // SAFETY: shutting down our own listening socket wakes the accept loop
-        // (which owns the descriptor and closes it when it returns).
-        unsafe {
-            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
-        }
+        shut_listener(&self.shared, self.listener_fd);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
@@ -214,6 +228,56 @@ impl Drop for Host {
         for c in conns {
             c.hang_up();
         }
+    }
+}
+
+/// Shuts the listening socket down once (waking the accept loop, which owns
+/// the descriptor and closes it when it returns: a second shutdown could hit
+/// a number reused since).
+fn shut_listener(shared: &Shared, fd: i32) {
+    if !shared.listener_down.swap(true, SeqCst) {
+        // SAFETY: our own listening socket, still open: the accept loop closes
+        // it only after this shutdown wakes it.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// The engine is closing (or dropped unclosed): if other processes are
+/// attached, the host hands over — it stops accepting, ends every connection
+/// (their leases are *not* returned: each survivor reclaims its own from the
+/// next host) and writes its in-memory messages to the handover file, all
+/// before the engine lets the directory's lock go.
+fn hand_over(shared: &Arc<Shared>, engine: &Engine, dir: &Path, listener_fd: i32) {
+    let me = std::process::id();
+    let others = shared
+        .conns
+        .lock()
+        .values()
+        .any(|c| c.hello_done.load(SeqCst) && c.pid != me && !c.gone.load(SeqCst));
+    if !others {
+        return;
+    }
+    shared.stop.store(true, SeqCst);
+    shut_listener(shared, listener_fd);
+    let conns: Vec<_> = shared.conns.lock().values().cloned().collect();
+    for c in &conns {
+        c.handover.store(true, SeqCst);
+        c.hang_up();
+    }
+    drop(conns);
+    let give_up = Instant::now() + HANDOVER_WAIT;
+    while !shared.conns.lock().is_empty() && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    match super::handover::write(engine, dir) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("libqueue[{me}]: handed {n} in-memory messages over to the next host"),
+        Err(e) => eprintln!(
+            "libqueue[{me}]: could not write the handover file in {}: {e}; its in-memory messages are lost",
+            dir.display()
+        ),
     }
 }
 
@@ -328,6 +392,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             hello_done: AtomicBool::new(false),
             fd: stream.as_raw_fd(),
             gone: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
         });
         if !uid_allowed(&shared, uid) {
             shared.drop_client(&conn, "uid not allowed to attach");
@@ -402,6 +467,9 @@ struct Conn {
     hello_done: AtomicBool,
     fd: i32,
     gone: AtomicBool,
+    /// The host is handing over: leases are left for the survivors to
+    /// reclaim from the next host instead of going back.
+    handover: AtomicBool,
 }
 
 impl Conn {
@@ -462,9 +530,32 @@ impl Conn {
             l.closed = true;
             l.map.drain().map(|(_, d)| d).collect()
         };
+        self.give_back_all(held);
+    }
+
+    /// Leases of a connection that ended go back to their queues, counted —
+    /// unless the host is handing over (see `hand_over`).
+    fn give_back_all(&self, held: Vec<Delivery>) {
+        if self.handover.load(SeqCst) {
+            return;
+        }
         for d in held {
             let _ = d.nack_with(None, "its consumer process disconnected");
         }
+    }
+
+    /// Keeps a reclaimed lease under a new number (0 if the connection is over).
+    fn keep(&self, d: Delivery) -> u64 {
+        let mut l = self.leases.lock();
+        if l.closed {
+            drop(l);
+            self.give_back_all(vec![d]);
+            return 0;
+        }
+        l.next += 1;
+        let n = l.next;
+        l.map.insert(n, d);
+        n
     }
 
     /// Keeps leased deliveries under new numbers, or (connection over) gives
@@ -491,9 +582,7 @@ impl Conn {
                 }
             }
         }
-        for d in late {
-            let _ = d.nack_with(None, "its consumer process disconnected");
-        }
+        self.give_back_all(late);
     }
 
     fn take_lease(&self, handle: u64) -> Result<Delivery> {
@@ -642,12 +731,53 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
             Ok(h) => h,
             Err(m) => return Some(m.0.to_string()),
         };
+        if o == op::RECEIVE {
+            reclaim_grace(shared);
+        }
         match handle(shared, conn, &mut cache, id, o, &mut d) {
             Ok(Some(r)) => conn.reply(id, r),
             Ok(None) => {}
             Err(m) => return Some(format!("bad request (op {o}): {}", m.0)),
         }
     }
+}
+
+/// Right after a takeover, holds a receive back until [`RECLAIM_GRACE`] has
+/// passed, so leases held by surviving processes are reclaimed first.
+fn reclaim_grace(shared: &Shared) {
+    if let Some(t) = shared.grace_until {
+        let now = Instant::now();
+        if now < t {
+            std::thread::sleep(t - now);
+        }
+    }
+}
+
+/// `RECLAIM`: leases again, to this connection, the messages it held on the
+/// previous host (each answered with its new number, 0 if not reclaimed).
+fn reclaim(
+    shared: &Shared,
+    conn: &Conn,
+    cache: &mut HashMap<(String, String), Queue>,
+    id: u64,
+    d: &mut Dec<'_>,
+) -> Handled {
+    let n = d.count(17)?;
+    let mut want = Vec::with_capacity(n);
+    for _ in 0..n {
+        want.push((d.string()?, d.string()?, d.u64()?, d.u32()?));
+    }
+    d.end()?;
+    let mut e = ok(id);
+    e.u32(n as u32);
+    for (ns, name, mid, seen) in want {
+        let got = shared
+            .broker()
+            .and_then(|b| queue_of(&b, cache, &ns, &name))
+            .and_then(|q| q.reclaim(mid, seen));
+        e.u64(got.map_or(0, |dl| conn.keep(dl)));
+    }
+    Ok(Some(Ok(e)))
 }
 
 /// The reply's encoder with the ok status written.
@@ -994,6 +1124,7 @@ fn handle(
                 Ok(ok(id))
             })
         }
+        op::RECLAIM => reclaim(shared, conn, cache, id, d),
         op::FORGET => {
             let lease = d.u64()?;
             d.end()?;
