@@ -444,6 +444,8 @@ struct WaitEntry {
 enum Waker {
     Queue(Queue),
     Topic(Topic),
+    /// A receive deferred by a takeover's grace: it looks at its flag itself.
+    Deferred,
 }
 
 impl Waker {
@@ -451,6 +453,7 @@ impl Waker {
         match self {
             Waker::Queue(q) => q.wake_all(),
             Waker::Topic(t) => t.wake_publishers(),
+            Waker::Deferred => {}
         }
     }
 }
@@ -731,8 +734,9 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
             Ok(h) => h,
             Err(m) => return Some(m.0.to_string()),
         };
-        if o == op::RECEIVE {
-            reclaim_grace(shared);
+        if o == op::RECEIVE && in_grace(shared) {
+            defer_receive(shared, conn, id, &buf);
+            continue;
         }
         match handle(shared, conn, &mut cache, id, o, &mut d) {
             Ok(Some(r)) => conn.reply(id, r),
@@ -742,15 +746,52 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>
     }
 }
 
-/// Right after a takeover, holds a receive back until [`RECLAIM_GRACE`] has
-/// passed, so leases held by surviving processes are reclaimed first.
-fn reclaim_grace(shared: &Shared) {
-    if let Some(t) = shared.grace_until {
-        let now = Instant::now();
-        if now < t {
-            std::thread::sleep(t - now);
+/// Whether receives are still held back after a takeover (see [`RECLAIM_GRACE`]).
+fn in_grace(shared: &Shared) -> bool {
+    shared.grace_until.is_some_and(|t| Instant::now() < t)
+}
+
+/// Runs a receive that came during [`RECLAIM_GRACE`] once it has passed, on
+/// a waiter thread (so the connection's other calls — its reclaims, acks —
+/// go on meanwhile), so leases held by surviving processes are reclaimed
+/// before anyone can receive their messages.
+fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) {
+    let (s, c, frame) = (shared.clone(), conn.clone(), frame.to_vec());
+    let flag = Arc::new(AtomicBool::new(false));
+    conn.waits.lock().insert(
+        id,
+        WaitEntry {
+            flag: flag.clone(),
+            wake: Waker::Deferred,
+        },
+    );
+    waiter(move || {
+        let t = s.grace_until.unwrap_or_else(Instant::now);
+        while Instant::now() < t && !flag.load(SeqCst) {
+            std::thread::sleep((t - Instant::now()).min(Duration::from_millis(10)));
         }
-    }
+        c.waits.lock().remove(&id);
+        if flag.load(SeqCst) {
+            // Aborted (or the connection ended) while deferred: nothing received.
+            let mut e = ok(id);
+            e.u32(0);
+            c.reply(id, Ok(e));
+            return;
+        }
+        let mut cache = HashMap::new();
+        let mut d = Dec::new(&frame);
+        if d.header().is_err() {
+            return;
+        }
+        match handle(&s, &c, &mut cache, id, op::RECEIVE, &mut d) {
+            Ok(Some(r)) => c.reply(id, r),
+            Ok(None) => {}
+            Err(m) => {
+                s.drop_client(&c, &format!("bad request (op {}): {}", op::RECEIVE, m.0));
+                c.hang_up();
+            }
+        }
+    });
 }
 
 /// `RECLAIM`: leases again, to this connection, the messages it held on the
