@@ -188,6 +188,7 @@ bench-c: lib
 # The long crash run: hundreds of SIGKILLs of a child writing to the journal.
 crash-long:
 	LQ_CRASH_ROUNDS=$${LQ_CRASH_ROUNDS:-300} $(CARGO) test --release --test journal_crash sigkill -- --nocapture
+	LQ_TAKEOVER_ROUNDS=$${LQ_TAKEOVER_ROUNDS:-60} $(CARGO) test --release --test multiprocess takeover_under_load -- --nocapture
 
 # libFuzzer on the journal's record decoder (tests/fuzz; nightly, cargo-fuzz
 # installed if missing), seeded with valid segments a real broker writes. Crashes
