@@ -208,9 +208,11 @@ fn a_forked_child_that_opens_the_directory_attaches_to_its_parent() {
     d.ack().unwrap();
     let s = q.stats();
     assert_eq!((s.ready, s.leased, s.acked), (0, 0, 2), "{s:?}");
-    assert!(b.host_info().unwrap().clients.is_empty() || {
-        std::thread::sleep(Duration::from_millis(200));
-        b.host_info().unwrap().clients.is_empty()
-    });
+    assert!(
+        b.host_info().unwrap().clients.is_empty() || {
+            std::thread::sleep(Duration::from_millis(200));
+            b.host_info().unwrap().clients.is_empty()
+        }
+    );
     b.close();
 }

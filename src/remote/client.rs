@@ -40,7 +40,8 @@ pub(crate) const TAKEOVER_LIMIT: Duration = Duration::from_secs(60);
 /// Makes this process the directory's host (the broker layer opens a local
 /// engine and its `Host`); `Err(Locked)` while another process holds it. The
 /// argument is the takeover count the new host reports.
-pub(crate) type BecomeHost = Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
+pub(crate) type BecomeHost =
+    Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
 
 /// Numbers every connection of this process (a lease is known on one).
 static CONN_SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -132,12 +133,18 @@ impl Conn {
         match d.u8() {
             Ok(0) => {}
             _ => {
-                let e = d.error().map_or_else(|_| "refused".into(), |e| e.to_string());
-                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e));
+                let e = d
+                    .error()
+                    .map_or_else(|_| "refused".into(), |e| e.to_string());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    e,
+                ));
             }
         }
-        let (_v, host_pid, takeovers) = (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
-            .map_err(|_| bad("bad HELLO answer"))?;
+        let (_v, host_pid, takeovers) =
+            (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
+                .map_err(|_| bad("bad HELLO answer"))?;
         s.set_read_timeout(None)?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(Guarded::new(s.try_clone()?)),
@@ -171,11 +178,7 @@ impl Conn {
     }
 
     fn read_loop(&self, mut s: Guarded<UnixStream>) {
-        loop {
-            let body = match read_frame(&mut s) {
-                Ok(Some(b)) => b,
-                _ => break,
-            };
+        while let Ok(Some(body)) = read_frame(&mut s) {
             let Ok((id, o)) = Dec::new(&body).header() else {
                 break;
             };
@@ -301,16 +304,19 @@ impl Client {
     }
 
     /// Takeovers of this directory so far (as the host says).
+    #[allow(dead_code)] // not used by this crate yet (observability, one-way requests)
     pub(crate) fn takeovers(&self) -> u64 {
         self.takeovers.load(SeqCst)
     }
 
     /// The data directory.
+    #[allow(dead_code)] // not used by this crate yet (observability, one-way requests)
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The pid of the host now.
+    #[allow(dead_code)] // not used by this crate yet (observability, one-way requests)
     pub(crate) fn host_pid(&self) -> u32 {
         self.conn.read().host_pid
     }
@@ -328,7 +334,10 @@ impl Client {
         }
         self.conn.read().kill();
         let hosted = self.hosted.lock().take();
-        if let Some(b) = hosted.as_ref().and_then(|h| h.downcast_ref::<crate::broker::Broker>()) {
+        if let Some(b) = hosted
+            .as_ref()
+            .and_then(|h| h.downcast_ref::<crate::broker::Broker>())
+        {
             // A clean close of the host this process became: it hands over.
             b.close();
         }
@@ -366,7 +375,10 @@ impl Client {
                 Ok(hosted) => {
                     *self.hosted.lock() = Some(hosted);
                     let (c, t, s) = Conn::open(&self.dir).map_err(|e| {
-                        Error::Io(format!("took over {} but cannot reach it: {e}", self.dir.display()))
+                        Error::Io(format!(
+                            "took over {} but cannot reach it: {e}",
+                            self.dir.display()
+                        ))
                     })?;
                     return self.install(c, t, s);
                 }
@@ -425,7 +437,9 @@ impl Client {
                 return Err(d.error()?);
             }
             let n = d.count(8)?;
-            Ok((0..n).map(|_| d.u64()).collect::<wire::DResult<Vec<u64>>>()?)
+            Ok((0..n)
+                .map(|_| d.u64())
+                .collect::<wire::DResult<Vec<u64>>>()?)
         })()
         .unwrap_or_default();
         let mut l = self.leases.lock();
@@ -583,6 +597,7 @@ impl Client {
     }
 
     /// Sends a request that has no answer (best effort).
+    #[allow(dead_code)] // not used by this crate yet (observability, one-way requests)
     pub(crate) fn tell(&self, o: u8, body: impl Fn(&mut Enc)) {
         if self.check().is_err() {
             return;
@@ -597,7 +612,12 @@ impl Client {
 
     // ---- typed calls (one per operation of docs/wire.md) ----
 
-    pub(crate) fn namespace(&self, name: &str, quotas: Option<&Quotas>, create: bool) -> Result<Quotas> {
+    pub(crate) fn namespace(
+        &self,
+        name: &str,
+        quotas: Option<&Quotas>,
+        create: bool,
+    ) -> Result<Quotas> {
         let r = self.call(
             op::NAMESPACE,
             |e| {
@@ -615,17 +635,43 @@ impl Client {
     }
 
     pub(crate) fn get_namespace(&self, name: &str) -> Result<Quotas> {
-        let r = self.call(op::GET_NAMESPACE, |e| { e.str(name); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::GET_NAMESPACE,
+            |e| {
+                e.str(name);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().quotas()?)
     }
 
     pub(crate) fn names(&self, o: u8, args: &[&str]) -> Result<Vec<String>> {
-        let r = self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes)?;
+        let r = self.call(
+            o,
+            |e| {
+                for a in args {
+                    e.str(a);
+                }
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().strs()?)
     }
 
     pub(crate) fn unit(&self, o: u8, args: &[&str]) -> Result<()> {
-        self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes).map(|_| ())
+        self.call(
+            o,
+            |e| {
+                for a in args {
+                    e.str(a);
+                }
+            },
+            None,
+            Resend::Yes,
+        )
+        .map(|_| ())
     }
 
     pub(crate) fn host_info(&self) -> Result<HostInfo> {
@@ -633,7 +679,13 @@ impl Client {
         Ok(r.dec().host_info()?)
     }
 
-    pub(crate) fn queue(&self, ns: &str, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<QueueOptions> {
+    pub(crate) fn queue(
+        &self,
+        ns: &str,
+        name: &str,
+        opts: Option<&QueueOptions>,
+        mode: u8,
+    ) -> Result<QueueOptions> {
         let r = self.call(
             op::QUEUE,
             |e| {
@@ -651,7 +703,14 @@ impl Client {
     }
 
     pub(crate) fn ns_stats(&self, ns: &str) -> Result<(u64, QueueStats, Quotas)> {
-        let r = self.call(op::NS_STATS, |e| { e.str(ns); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::NS_STATS,
+            |e| {
+                e.str(ns);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         Ok((d.u64()?, d.queue_stats()?, d.quotas()?))
     }
@@ -683,7 +742,9 @@ impl Client {
         )?;
         let mut d = r.dec();
         let n = d.count(8)?;
-        let ids = (0..n).map(|_| d.u64()).collect::<wire::DResult<Vec<u64>>>()?;
+        let ids = (0..n)
+            .map(|_| d.u64())
+            .collect::<wire::DResult<Vec<u64>>>()?;
         Ok(ids)
     }
 
@@ -700,7 +761,11 @@ impl Client {
         let r = self.call(
             op::RECEIVE,
             |e| {
-                e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32).wait(wait).bool(auto_ack);
+                e.str(ns)
+                    .str(q)
+                    .u32(max.min(u32::MAX as usize) as u32)
+                    .wait(wait)
+                    .bool(auto_ack);
             },
             cancel,
             Resend::Yes,
@@ -731,30 +796,65 @@ impl Client {
     }
 
     pub(crate) fn peek(&self, ns: &str, q: &str, max: usize) -> Result<Vec<Node>> {
-        let r = self.call(op::PEEK, |e| { e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::PEEK,
+            |e| {
+                e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         let n = d.count(8)?;
         (0..n).map(|_| d.node().map_err(Error::from)).collect()
     }
 
     pub(crate) fn cancel(&self, ns: &str, q: &str, id: u64) -> Result<()> {
-        self.call(op::CANCEL, |e| { e.str(ns).str(q).u64(id); }, None, Resend::Yes).map(|_| ())
+        self.call(
+            op::CANCEL,
+            |e| {
+                e.str(ns).str(q).u64(id);
+            },
+            None,
+            Resend::Yes,
+        )
+        .map(|_| ())
     }
 
     pub(crate) fn purge(&self, ns: &str, q: &str) -> Result<u64> {
-        let r = self.call(op::PURGE, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::PURGE,
+            |e| {
+                e.str(ns).str(q);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().u64()?)
     }
 
     pub(crate) fn queue_stats(&self, ns: &str, q: &str) -> Result<QueueStats> {
-        let r = self.call(op::QUEUE_STATS, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::QUEUE_STATS,
+            |e| {
+                e.str(ns).str(q);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().queue_stats()?)
     }
 
     /// Acks or nacks a lease (this process's number). An ack or nack whose
     /// answer was lost with its host, and whose message the next host no
     /// longer has, counts as done: the message went on without this lease.
-    pub(crate) fn settle(&self, lease: u64, nack: bool, delay: Option<Duration>, reason: &str) -> Result<()> {
+    pub(crate) fn settle(
+        &self,
+        lease: u64,
+        nack: bool,
+        delay: Option<Duration>,
+        reason: &str,
+    ) -> Result<()> {
         let r = self.lease_call(lease, op::SETTLE, |e, n| {
             e.u64(n).bool(nack).opt_dur(delay).str(reason);
         });
@@ -804,23 +904,68 @@ impl Client {
         }
     }
 
-    pub(crate) fn publish(&self, ns: &str, topic: &str, msg: &Message, cancel: Option<&AtomicBool>) -> Result<usize> {
-        let r = self.call(op::PUBLISH, |e| { e.str(ns).str(topic).message(msg); }, cancel, Resend::Yes)?;
+    pub(crate) fn publish(
+        &self,
+        ns: &str,
+        topic: &str,
+        msg: &Message,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<usize> {
+        let r = self.call(
+            op::PUBLISH,
+            |e| {
+                e.str(ns).str(topic).message(msg);
+            },
+            cancel,
+            Resend::Yes,
+        )?;
         Ok(r.dec().u64()? as usize)
     }
 
-    pub(crate) fn subscribe(&self, ns: &str, topic: &str, queue: &str, filter: &Filter) -> Result<QueueOptions> {
-        let r = self.call(op::SUBSCRIBE, |e| { e.str(ns).str(topic).str(queue).filter(filter); }, None, Resend::Yes)?;
+    pub(crate) fn subscribe(
+        &self,
+        ns: &str,
+        topic: &str,
+        queue: &str,
+        filter: &Filter,
+    ) -> Result<QueueOptions> {
+        let r = self.call(
+            op::SUBSCRIBE,
+            |e| {
+                e.str(ns).str(topic).str(queue).filter(filter);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().options()?)
     }
 
     pub(crate) fn topic_stats(&self, ns: &str, topic: &str) -> Result<TopicStats> {
-        let r = self.call(op::TOPIC_STATS, |e| { e.str(ns).str(topic); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::TOPIC_STATS,
+            |e| {
+                e.str(ns).str(topic);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().topic_stats()?)
     }
 
-    pub(crate) fn topic_filter(&self, ns: &str, topic: &str, queue: &str) -> Result<Option<Filter>> {
-        let r = self.call(op::TOPIC_FILTER, |e| { e.str(ns).str(topic).str(queue); }, None, Resend::Yes)?;
+    pub(crate) fn topic_filter(
+        &self,
+        ns: &str,
+        topic: &str,
+        queue: &str,
+    ) -> Result<Option<Filter>> {
+        let r = self.call(
+            op::TOPIC_FILTER,
+            |e| {
+                e.str(ns).str(topic).str(queue);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         Ok(if d.bool()? { Some(d.filter()?) } else { None })
     }

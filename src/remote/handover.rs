@@ -15,7 +15,7 @@
 //! end-4  CRC-32C (Castagnoli) of every byte before it, u32le
 //! ```
 
-use super::wire::{Dec, Enc, DResult, Malformed, HEADER, MAX_FRAME};
+use super::wire::{DResult, Dec, Enc, Malformed, HEADER, MAX_FRAME};
 use crate::engine::Engine;
 use crate::types::node::Node;
 use std::io::Write;
@@ -66,8 +66,11 @@ pub(crate) fn write(engine: &Engine, dir: &Path) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// One handed-over message: namespace, queue, the message, its due time if delayed.
+pub(crate) type Handed = (String, String, Node, Option<u64>);
+
 /// Decodes a handover file.
-pub(crate) fn decode(buf: &[u8]) -> DResult<Vec<(String, String, Node, Option<u64>)>> {
+pub(crate) fn decode(buf: &[u8]) -> DResult<Vec<Handed>> {
     if buf.len() < 28 || &buf[..8] != MAGIC {
         return Err(Malformed("not a handover file"));
     }

@@ -49,7 +49,10 @@ pub(crate) fn body_u64(b: &[u8]) -> u64 {
 }
 
 pub(crate) fn env_u64(k: &str, default: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A child process of this test binary, its stdout lines collected as they come.
@@ -65,12 +68,18 @@ impl Proc {
     pub(crate) fn spawn(role: &str, dir: &Path, env: &[(&str, String)]) -> Proc {
         let exe = std::env::current_exe().unwrap();
         let mut cmd = Command::new(exe);
-        cmd.args(["--exact", "child::role", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("LQ_MP_ROLE", role)
-            .env("LQ_MP_DIR", dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--exact",
+            "child::role",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LQ_MP_ROLE", role)
+        .env("LQ_MP_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -111,7 +120,11 @@ impl Proc {
     pub(crate) fn wait_for(&self, prefix: &str, limit: Duration) {
         let t = Instant::now();
         while !self.events().iter().any(|l| l.starts_with(prefix)) {
-            assert!(t.elapsed() < limit, "no {prefix:?} from the child within {limit:?}: {:?}", self.events());
+            assert!(
+                t.elapsed() < limit,
+                "no {prefix:?} from the child within {limit:?}: {:?}",
+                self.events()
+            );
             thread::sleep(Duration::from_millis(2));
         }
     }
@@ -216,12 +229,15 @@ mod child {
                 let mut i = 0;
                 while i < n {
                     if t == 0 {
-                        q.send(Message::new((key | i).to_le_bytes().to_vec())).unwrap();
+                        q.send(Message::new((key | i).to_le_bytes().to_vec()))
+                            .unwrap();
                         i += 1;
                     } else {
                         let k = (1 + i % 5).min(n - i);
-                        q.send_batch((i..i + k).map(|j| Message::new((key | j).to_le_bytes().to_vec())))
-                            .unwrap();
+                        q.send_batch(
+                            (i..i + k).map(|j| Message::new((key | j).to_le_bytes().to_vec())),
+                        )
+                        .unwrap();
                         i += k;
                     }
                 }
@@ -267,7 +283,8 @@ mod child {
             emit(format_args!("S {i} {id}"));
         }
         for i in 0..env_u64("LQ_MP_P", 0) {
-            pq.send(Message::new(i.to_le_bytes().to_vec()).persistent(true)).unwrap();
+            pq.send(Message::new(i.to_le_bytes().to_vec()).persistent(true))
+                .unwrap();
         }
         emit(format_args!("O {}", std::process::id()));
         while let Some(l) = line() {
@@ -287,7 +304,10 @@ mod child {
         let q = b.queue("held").unwrap();
         let mut kept = Vec::new();
         for _ in 0..env_u64("LQ_MP_N", 1) {
-            let d = q.receive_timeout(Duration::from_secs(5)).unwrap().expect("a message");
+            let d = q
+                .receive_timeout(Duration::from_secs(5))
+                .unwrap()
+                .expect("a message");
             kept.push(d);
         }
         emit(format_args!("L {}", kept.len()));
@@ -304,8 +324,10 @@ mod child {
         let mut i = 0;
         while i < n {
             let k = 1000.min(n - i);
-            q.send_batch((i..i + k).map(|j| Message::new(j.to_le_bytes().to_vec()).persistent(true)))
-                .unwrap();
+            q.send_batch(
+                (i..i + k).map(|j| Message::new(j.to_le_bytes().to_vec()).persistent(true)),
+            )
+            .unwrap();
             i += k;
         }
         b.flush().unwrap();
@@ -322,17 +344,28 @@ fn stress_four_processes_exactly_once_and_fifo_per_producer() {
     let q = host.queue("mp").unwrap();
     let (procs, n) = (4u64, env_u64("LQ_MP_STRESS_N", 1500));
     let kids: Vec<Proc> = (0..procs)
-        .map(|p| Proc::spawn("stress", dir.path(), &[("LQ_MP_ID", p.to_string()), ("LQ_MP_N", n.to_string())]))
+        .map(|p| {
+            Proc::spawn(
+                "stress",
+                dir.path(),
+                &[("LQ_MP_ID", p.to_string()), ("LQ_MP_N", n.to_string())],
+            )
+        })
         .collect();
     let total = procs * 2 * n;
     let t = Instant::now();
     while q.stats().acked < total {
-        assert!(t.elapsed() < Duration::from_secs(120), "stuck: {:?}", q.stats());
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "stuck: {:?}",
+            q.stats()
+        );
         thread::sleep(Duration::from_millis(10));
     }
     // Every consumer (two per process) stops on its poison message.
     for _ in 0..procs * 2 {
-        q.send(Message::new(u64::MAX.to_le_bytes().to_vec())).unwrap();
+        q.send(Message::new(u64::MAX.to_le_bytes().to_vec()))
+            .unwrap();
     }
     let mut seen: HashMap<u64, u32> = HashMap::new();
     for (p, k) in kids.into_iter().enumerate() {
@@ -372,10 +405,14 @@ fn dead_holder_leases_come_back_at_once_counted() {
     let q = host
         .default_namespace()
         .unwrap()
-        .create_queue("held", QueueOptions::default().lease_time(Duration::from_secs(60)))
+        .create_queue(
+            "held",
+            QueueOptions::default().lease_time(Duration::from_secs(60)),
+        )
         .unwrap();
     for i in 0..10u64 {
-        q.send(Message::new(i.to_le_bytes().to_vec()).persistent(i % 2 == 0)).unwrap();
+        q.send(Message::new(i.to_le_bytes().to_vec()).persistent(i % 2 == 0))
+            .unwrap();
     }
     let mut k = Proc::spawn("holder", dir.path(), &[("LQ_MP_N", "6".into())]);
     k.wait_for("L 6", Duration::from_secs(30));
@@ -383,7 +420,11 @@ fn dead_holder_leases_come_back_at_once_counted() {
     let t = Instant::now();
     k.kill();
     while q.stats().ready < 10 {
-        assert!(t.elapsed() < Duration::from_secs(5), "not back: {:?}", q.stats());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not back: {:?}",
+            q.stats()
+        );
         thread::sleep(Duration::from_millis(1));
     }
     let back = t.elapsed();
@@ -396,7 +437,11 @@ fn dead_holder_leases_come_back_at_once_counted() {
         d.ack().unwrap();
     }
     counts.sort();
-    assert_eq!(counts, [1, 1, 1, 1, 2, 2, 2, 2, 2, 2], "each held message counted as delivered");
+    assert_eq!(
+        counts,
+        [1, 1, 1, 1, 2, 2, 2, 2, 2, 2],
+        "each held message counted as delivered"
+    );
     assert_eq!(q.stats().redelivered, 6);
 }
 
@@ -404,7 +449,11 @@ fn dead_holder_leases_come_back_at_once_counted() {
 fn clean_host_exit_hands_in_memory_messages_over() {
     let dir = tempfile::tempdir().unwrap();
     let n = 500u64;
-    let mut h = Proc::spawn("host", dir.path(), &[("LQ_MP_N", n.to_string()), ("LQ_MP_P", "50".into())]);
+    let mut h = Proc::spawn(
+        "host",
+        dir.path(),
+        &[("LQ_MP_N", n.to_string()), ("LQ_MP_P", "50".into())],
+    );
     h.wait_for("O ", Duration::from_secs(30));
     let b = Broker::open(opts(dir.path())).unwrap();
     assert!(b.is_attached());
@@ -414,7 +463,10 @@ fn clean_host_exit_hands_in_memory_messages_over() {
     h.say("close");
     let (st, lines, err) = h.finish();
     assert!(st.success(), "{st:?}\n{err}");
-    assert!(err.contains(&format!("handed {} in-memory messages", n)), "{err}");
+    assert!(
+        err.contains(&format!("handed {} in-memory messages", n)),
+        "{err}"
+    );
     let sent: HashMap<u64, u64> = lines
         .iter()
         .filter(|l| l.starts_with("S "))
@@ -433,7 +485,11 @@ fn clean_host_exit_hands_in_memory_messages_over() {
     assert!(!b.is_attached(), "this process is the host now");
     assert_eq!(b.host_info().unwrap().takeovers, 1);
     let s = q.stats();
-    assert_eq!((s.ready, s.delayed, s.leased), (n - n / 5 - 20, n / 5, 0), "{s:?}");
+    assert_eq!(
+        (s.ready, s.delayed, s.leased),
+        (n - n / 5 - 20, n / 5, 0),
+        "{s:?}"
+    );
     let mut got = HashSet::new();
     while let Some(d) = q.try_receive().unwrap() {
         assert_eq!(sent[&body_u64(d.body())], d.id(), "the id is kept");
@@ -442,8 +498,15 @@ fn clean_host_exit_hands_in_memory_messages_over() {
         d.ack().unwrap();
     }
     assert_eq!(got.len() as u64, n - n / 5 - 20);
-    assert_eq!(b.queue("disk").unwrap().stats().ready, 50, "persistent ones from the journal");
-    assert!(!dir.path().join("handover.lqh").exists(), "the handover file is consumed");
+    assert_eq!(
+        b.queue("disk").unwrap().stats().ready,
+        50,
+        "persistent ones from the journal"
+    );
+    assert!(
+        !dir.path().join("handover.lqh").exists(),
+        "the handover file is consumed"
+    );
     b.close();
 }
 
@@ -473,12 +536,22 @@ fn host_killed_leases_survive_and_a_blocked_receive_goes_on() {
         assert_eq!(d.delivery_count(), 1);
         d.ack().unwrap();
     }
-    eprintln!("acks across the takeover done {:?} after the kill", t.elapsed());
+    eprintln!(
+        "acks across the takeover done {:?} after the kill",
+        t.elapsed()
+    );
     assert!(!b.is_attached());
     let kept_id = kept.id();
     kept.nack().unwrap();
-    b.queue("wait").unwrap().send(Message::new(7u64.to_le_bytes().to_vec())).unwrap();
-    let got = w.join().unwrap().unwrap().expect("the blocked receive got the message");
+    b.queue("wait")
+        .unwrap()
+        .send(Message::new(7u64.to_le_bytes().to_vec()))
+        .unwrap();
+    let got = w
+        .join()
+        .unwrap()
+        .unwrap()
+        .expect("the blocked receive got the message");
     assert_eq!(got.0, 7);
     got.1.unwrap();
     let s = q.stats();
@@ -486,7 +559,11 @@ fn host_killed_leases_survive_and_a_blocked_receive_goes_on() {
     let mut again = 0;
     while let Some(d) = q.try_receive().unwrap() {
         let want = if d.id() == kept_id { 2 } else { 1 };
-        assert_eq!(d.delivery_count(), want, "the nacked one comes again, counted");
+        assert_eq!(
+            d.delivery_count(),
+            want,
+            "the nacked one comes again, counted"
+        );
         again += 1;
         d.ack().unwrap();
     }
@@ -510,7 +587,10 @@ fn takeover_time_1m() {
     // The first call answered: by the new host (this process).
     let ready = q.stats().ready;
     let served = t.elapsed();
-    let d = q.receive_timeout(Duration::from_secs(60)).unwrap().expect("a message");
+    let d = q
+        .receive_timeout(Duration::from_secs(60))
+        .unwrap()
+        .expect("a message");
     let received = t.elapsed();
     d.ack().unwrap();
     assert!(!b.is_attached());

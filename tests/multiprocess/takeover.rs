@@ -33,7 +33,10 @@ pub(crate) fn worker(dir: &Path) {
                 let v = (me << 32) | i;
                 if i % 4 == 3 {
                     let vs = [v, v + 1, v + 2];
-                    match q.send_batch(vs.iter().map(|v| Message::new(v.to_le_bytes().to_vec()).persistent(true))) {
+                    match q.send_batch(
+                        vs.iter()
+                            .map(|v| Message::new(v.to_le_bytes().to_vec()).persistent(true)),
+                    ) {
                         Ok(_) => emit(format_args!("S {} {} {}", vs[0], vs[1], vs[2])),
                         Err(e) => emit(format_args!("X send_batch {e}")),
                     }
@@ -95,7 +98,10 @@ fn takeover_under_load() {
         seed ^= seed << 17;
         thread::sleep(Duration::from_millis(200 + seed % 400));
         let host = lock_holder(dir.path()).expect("a host holds the lock");
-        let at = live.iter().position(|p| p.pid() == host).expect("the host is one of the workers");
+        let at = live
+            .iter()
+            .position(|p| p.pid() == host)
+            .expect("the host is one of the workers");
         let mut h = live.remove(at);
         let t = Instant::now();
         h.kill();
@@ -106,7 +112,10 @@ fn takeover_under_load() {
                 Some(p) if p != host => break,
                 _ => {}
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "no process took over");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no process took over"
+            );
             thread::sleep(Duration::from_millis(1));
         }
         takeover_times.push(t.elapsed());
@@ -139,7 +148,10 @@ fn takeover_under_load() {
             _ => {}
         }
     }
-    assert!(failures.is_empty(), "calls failed in the workers: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "calls failed in the workers: {failures:?}"
+    );
 
     let b = Broker::open(opts(dir.path()).exclusive(true)).unwrap();
     let q = b.queue("tk").unwrap();
@@ -154,7 +166,11 @@ fn takeover_under_load() {
         .filter(|v| !acked.contains(v) && !left.contains_key(v) && !received.contains(v))
         .copied()
         .collect();
-    let corrupt: Vec<u64> = left.keys().filter(|v| (**v >> 32) >= next_id).copied().collect();
+    let corrupt: Vec<u64> = left
+        .keys()
+        .filter(|v| (**v >> 32) >= next_id)
+        .copied()
+        .collect();
     let resurrected = acked.iter().filter(|v| left.contains_key(v)).count();
     let duplicated = left.values().filter(|c| **c > 1).count();
     println!(
@@ -168,6 +184,9 @@ fn takeover_under_load() {
     );
     assert!(lost.is_empty(), "reported durable and lost: {lost:?}");
     assert!(corrupt.is_empty(), "never sent: {corrupt:?}");
-    assert!(resurrected as u64 <= rounds, "{resurrected} acked messages came back");
+    assert!(
+        resurrected as u64 <= rounds,
+        "{resurrected} acked messages came back"
+    );
     assert!(!sent.is_empty() && !acked.is_empty());
 }

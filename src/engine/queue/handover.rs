@@ -38,10 +38,7 @@ impl QueueCore {
         let c = self.c(home);
         bump(&c.taken_leased, 1);
         let shard = home & self.mask;
-        let deadline = self
-            .clock
-            .now()
-            .saturating_add(nanos(self.opts.lease_time));
+        let deadline = self.clock.now().saturating_add(nanos(self.opts.lease_time));
         let token = self.leases[shard].lock().insert(node.clone(), deadline);
         self.note_due(deadline);
         let delivery_count = node.deliveries.load(Relaxed);
@@ -61,7 +58,11 @@ impl QueueCore {
         let mut out = Vec::new();
         for lane in self.lanes.iter().filter_map(|l| l.get()) {
             let st = lane.stash();
-            out.extend(st.values().filter(|n| !n.persistent).map(|n| (n.clone(), None)));
+            out.extend(
+                st.values()
+                    .filter(|n| !n.persistent)
+                    .map(|n| (n.clone(), None)),
+            );
         }
         out.extend(
             self.delayed
@@ -71,7 +72,12 @@ impl QueueCore {
                 .map(|(due, n)| (n.clone(), Some(due))),
         );
         for s in self.leases.iter() {
-            out.extend(s.lock().nodes().filter(|n| !n.persistent).map(|n| (n.clone(), None)));
+            out.extend(
+                s.lock()
+                    .nodes()
+                    .filter(|n| !n.persistent)
+                    .map(|n| (n.clone(), None)),
+            );
         }
         out.sort_by_key(|(n, _)| n.id);
         out

@@ -34,11 +34,7 @@ impl Engine {
     ) -> (u64, u64) {
         let (mut put, mut left) = (0, 0);
         for (ns, queue, node, due) in msgs {
-            let q = self
-                .namespaces
-                .read()
-                .get(&ns)
-                .and_then(|n| n.get(&queue));
+            let q = self.namespaces.read().get(&ns).and_then(|n| n.get(&queue));
             match q {
                 Some(q) if !node.persistent => {
                     q.restore(node, due);
