@@ -134,6 +134,9 @@ pub(crate) struct Host {
 struct Shared {
     engine: Weak<Engine>,
     path: PathBuf,
+    /// The inode of the socket this host bound: only that one is removed
+    /// when it stops (a successor may have bound its own at the path since).
+    socket_ino: u64,
     stop: AtomicBool,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
@@ -173,6 +176,7 @@ impl Host {
         let my_uid = unsafe { libc::geteuid() };
         let shared = Arc::new(Shared {
             engine: Arc::downgrade(engine),
+            socket_ino: socket_ino(&path).unwrap_or(0),
             path,
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
@@ -223,11 +227,23 @@ impl Drop for Host {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.shared.path);
+        remove_socket(&self.shared);
         let conns: Vec<_> = self.shared.conns.lock().values().cloned().collect();
         for c in conns {
             c.hang_up();
         }
+    }
+}
+
+fn socket_ino(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// Removes the socket file if it is still the one this host bound.
+fn remove_socket(shared: &Shared) {
+    if socket_ino(&shared.path).is_some_and(|i| i == shared.socket_ino) {
+        let _ = std::fs::remove_file(&shared.path);
     }
 }
 

@@ -293,6 +293,11 @@ mod child {
                 emit(format_args!("C"));
                 return;
             }
+            if l == "drop" {
+                // Every handle goes at the end of this function, the broker last.
+                emit(format_args!("C"));
+                return;
+            }
         }
         thread::sleep(Duration::from_secs(600));
     }
@@ -447,6 +452,17 @@ fn dead_holder_leases_come_back_at_once_counted() {
 
 #[test]
 fn clean_host_exit_hands_in_memory_messages_over() {
+    clean_host_exit("close");
+}
+
+#[test]
+fn host_dropping_its_broker_hands_in_memory_messages_over() {
+    clean_host_exit("drop");
+}
+
+/// The host ends with `how` (`close`: `Broker::close`; `drop`: its handles
+/// dropped at the end of its work) while this process is attached.
+fn clean_host_exit(how: &str) {
     let dir = tempfile::tempdir().unwrap();
     let n = 500u64;
     let mut h = Proc::spawn(
@@ -460,7 +476,7 @@ fn clean_host_exit_hands_in_memory_messages_over() {
     let q = b.queue("mem").unwrap();
     // Leased across the change of host.
     let held: Vec<Delivery> = (0..20).map(|_| q.try_receive().unwrap().unwrap()).collect();
-    h.say("close");
+    h.say(how);
     let (st, lines, err) = h.finish();
     assert!(st.success(), "{st:?}\n{err}");
     assert!(

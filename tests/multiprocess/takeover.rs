@@ -11,10 +11,22 @@
 //! never sent (nothing corrupt); a message reported acked and found again
 //! (resurrected) only within the at-least-once window — counted, at most
 //! one per kill; duplicates counted and printed. `LQ_TAKEOVER_ROUNDS` sets
-//! the kills (default 3; `make crash-long`: 60).
+//! the changes of host (default 3; `make crash-long`: 60); every third is a
+//! clean close of the host (it hands over) instead of a SIGKILL.
 
 use super::*;
 use libqueue::store::journal::SyncMode;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+/// Set when the worker closes its broker on the parent's word: calls fail
+/// with `Closed` from then on, which is no failure.
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+fn failed(what: std::fmt::Arguments<'_>) {
+    if !CLOSING.load(SeqCst) {
+        emit(format_args!("X {what}"));
+    }
+}
 
 /// A worker: one producer (one by one, every fourth a batch of 3) and two
 /// consumers (leased, acked) on `tk`, until killed. Lines: `O`, `S v` (sent,
@@ -25,6 +37,22 @@ pub(crate) fn worker(dir: &Path) {
     let q = b.queue("tk").unwrap();
     emit(format_args!("O"));
     let mut ts = Vec::new();
+    {
+        // `close` on stdin: a clean close (the host hands over), then exit.
+        let b = b.clone();
+        thread::spawn(move || {
+            let mut l = String::new();
+            while std::io::stdin().read_line(&mut l).is_ok_and(|n| n > 0) {
+                if l.trim() == "close" {
+                    CLOSING.store(true, SeqCst);
+                    b.close();
+                    emit(format_args!("C"));
+                    std::process::exit(0);
+                }
+                l.clear();
+            }
+        });
+    }
     {
         let q = q.clone();
         ts.push(thread::spawn(move || {
@@ -38,13 +66,13 @@ pub(crate) fn worker(dir: &Path) {
                             .map(|v| Message::new(v.to_le_bytes().to_vec()).persistent(true)),
                     ) {
                         Ok(_) => emit(format_args!("S {} {} {}", vs[0], vs[1], vs[2])),
-                        Err(e) => emit(format_args!("X send_batch {e}")),
+                        Err(e) => failed(format_args!("send_batch {e}")),
                     }
                     i += 3;
                 } else {
                     match q.send(Message::new(v.to_le_bytes().to_vec()).persistent(true)) {
                         Ok(_) => emit(format_args!("S {v}")),
-                        Err(e) => emit(format_args!("X send {e}")),
+                        Err(e) => failed(format_args!("send {e}")),
                     }
                     i += 1;
                 }
@@ -61,11 +89,11 @@ pub(crate) fn worker(dir: &Path) {
                     emit(format_args!("R {v} {}", d.delivery_count()));
                     match d.ack() {
                         Ok(()) => emit(format_args!("A {v}")),
-                        Err(e) => emit(format_args!("X ack {v} {e}")),
+                        Err(e) => failed(format_args!("ack {v} {e}")),
                     }
                 }
                 Ok(None) => {}
-                Err(e) => emit(format_args!("X receive {e}")),
+                Err(e) => failed(format_args!("receive {e}")),
             }
         }));
     }
@@ -92,7 +120,8 @@ fn takeover_under_load() {
     let mut lines: Vec<String> = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut takeover_times = Vec::new();
-    for _ in 0..rounds {
+    let mut closes = 0;
+    for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -104,9 +133,22 @@ fn takeover_under_load() {
             .expect("the host is one of the workers");
         let mut h = live.remove(at);
         let t = Instant::now();
-        h.kill();
-        let (_, l, _) = h.finish();
-        lines.extend(l);
+        if round % 3 == 1 {
+            // A clean close of the host under load: it hands over.
+            closes += 1;
+            h.say("close");
+            let (st, l, err) = h.finish();
+            assert!(
+                st.success(),
+                "the host did not close cleanly: {st:?}\n{err}"
+            );
+            assert!(l.iter().any(|l| l == "C"));
+            lines.extend(l);
+        } else {
+            h.kill();
+            let (_, l, _) = h.finish();
+            lines.extend(l);
+        }
         loop {
             match lock_holder(dir.path()) {
                 Some(p) if p != host => break,
@@ -145,6 +187,7 @@ fn takeover_under_load() {
                 acked.insert(nums[0]);
             }
             "X" => failures.push(l.clone()),
+            "C" => {}
             _ => {}
         }
     }
@@ -174,7 +217,7 @@ fn takeover_under_load() {
     let resurrected = acked.iter().filter(|v| left.contains_key(v)).count();
     let duplicated = left.values().filter(|c| **c > 1).count();
     println!(
-        "takeover under load: {rounds} kills, takeover {:?} (kill → new lock holder), {} sent, {} acked, {} left, {} resurrected (at-least-once window), {} duplicated",
+        "takeover under load: {rounds} changes of host ({closes} clean closes, the others SIGKILL), takeover {:?} (kill → new lock holder), {} sent, {} acked, {} left, {} resurrected (at-least-once window), {} duplicated",
         takeover_times,
         sent.len(),
         acked.len(),
