@@ -391,12 +391,17 @@ impl Engine {
     /// Closes every namespace, stops the ticker and closes the storage.
     /// Idempotent; in a forked child it only marks this copy closed.
     pub(crate) fn close(&self) {
-        if self.closed.swap(true, SeqCst) || self.origin.inherited_exact() {
+        if self.closed.load(SeqCst) || self.origin.inherited_exact() {
             return;
         }
+        // The hook runs while everything is open (it may still read every
+        // queue); only one caller gets it.
         let hook = self.close_hook.lock().take();
         if let Some(hook) = hook {
             hook(self);
+        }
+        if self.closed.swap(true, SeqCst) {
+            return;
         }
         let companion = self.companion.lock().take();
         drop(companion);

@@ -24,7 +24,7 @@ static CLOSING: AtomicBool = AtomicBool::new(false);
 
 fn failed(what: std::fmt::Arguments<'_>) {
     if !CLOSING.load(SeqCst) {
-        emit(format_args!("X {what}"));
+        emit(format_args!("X {} {what}", std::process::id()));
     }
 }
 
@@ -121,6 +121,7 @@ fn takeover_under_load() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut takeover_times = Vec::new();
     let mut closes = 0;
+    let mut stderrs: Vec<(u32, String, Vec<String>)> = Vec::new();
     for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -138,6 +139,7 @@ fn takeover_under_load() {
             closes += 1;
             h.say("close");
             let (st, l, err) = h.finish();
+            stderrs.push((host, err.clone(), l.iter().rev().take(5).cloned().collect()));
             assert!(
                 st.success(),
                 "the host did not close cleanly: {st:?}\n{err}"
@@ -146,7 +148,12 @@ fn takeover_under_load() {
             lines.extend(l);
         } else {
             h.kill();
-            let (_, l, _) = h.finish();
+            let (_, l, err) = h.finish();
+            stderrs.push((
+                host,
+                err,
+                l.iter().rev().take(5).cloned().collect::<Vec<_>>(),
+            ));
             lines.extend(l);
         }
         loop {
@@ -168,7 +175,13 @@ fn takeover_under_load() {
         p.kill();
     }
     for p in live {
-        let (_, l, _) = p.finish();
+        let pid = p.pid();
+        let (_, l, err) = p.finish();
+        stderrs.push((
+            pid,
+            err,
+            l.iter().filter(|l| l.starts_with('X')).cloned().collect(),
+        ));
         lines.extend(l);
     }
 
@@ -189,6 +202,11 @@ fn takeover_under_load() {
             "X" => failures.push(l.clone()),
             "C" => {}
             _ => {}
+        }
+    }
+    if !failures.is_empty() {
+        for (pid, err, l) in &stderrs {
+            eprintln!("--- worker {pid}: {l:?}\n{err}");
         }
     }
     assert!(
