@@ -368,6 +368,10 @@ impl Client {
         let mut pause = Duration::from_millis(1);
         loop {
             self.check()?;
+            if !self.dir.is_dir() {
+                // Deleted: nothing to host (and nothing to create again).
+                return Err(Error::Io(format!("{} is gone", self.dir.display())));
+            }
             if let Ok((c, t, s)) = Conn::open(&self.dir) {
                 return self.install(c, t, s);
             }

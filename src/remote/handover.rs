@@ -142,3 +142,81 @@ pub(crate) fn load(engine: &Engine, dir: &Path) {
         let _ = d.sync_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Broker, BrokerOptions, Error, Message, MessageView};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn written_and_read_back_with_ids_counts_and_due_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(crate::engine::EngineOptions {
+            clock: Arc::new(crate::clock::SystemClock::new()),
+            storage: Arc::new(crate::store::MemoryStorage),
+            default_quotas: Default::default(),
+            default_queue_options: Default::default(),
+            data_dir: Some(dir.path().to_path_buf()),
+            journal: Default::default(),
+        })
+        .unwrap();
+        let src = Broker::from_engine(engine.clone());
+        let q = src.queue("q").unwrap();
+        let a = q.send(Message::new("a").header("k", "v")).unwrap();
+        let b = q
+            .send(Message::new("b").delay(Duration::from_secs(60)))
+            .unwrap();
+        q.send(Message::new("p").persistent(true)).unwrap();
+        let d = q.try_receive().unwrap().unwrap();
+        assert_eq!(d.id(), a);
+        let c = q.send(Message::new("c").priority(7)).unwrap();
+        assert_eq!(
+            write(&engine, dir.path()).unwrap(),
+            3,
+            "a (leased), b (delayed), c"
+        );
+        let buf = std::fs::read(path(dir.path())).unwrap();
+        let got = decode(&buf).unwrap();
+        let ids: Vec<(u64, Option<bool>)> =
+            got.iter().map(|m| (m.2.id, m.3.map(|_| true))).collect();
+        assert_eq!(ids, [(a, None), (b, Some(true)), (c, None)]);
+        assert_eq!(
+            got[0]
+                .2
+                .deliveries
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        drop(d);
+        src.close();
+        // Every flipped byte is refused; so is a truncated file.
+        for i in [0, 9, 20, 30, buf.len() / 2, buf.len() - 1] {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "byte {i}");
+        }
+        assert!(decode(&buf[..buf.len() - 3]).is_err());
+        // The next open puts them back (the persistent one from the journal).
+        let next = Broker::open(BrokerOptions::new().data_dir(dir.path()).exclusive(true)).unwrap();
+        assert!(!path(dir.path()).exists());
+        let q = next.queue("q").unwrap();
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed), (3, 1), "{s:?}");
+        // Reclaiming: the holder's count or higher only.
+        assert!(matches!(q.reclaim(a, 0), Err(Error::LeaseExpired { .. })));
+        let r = q.reclaim(a, 1).unwrap();
+        assert_eq!(
+            (r.id(), r.delivery_count(), r.header_str("k")),
+            (a, 1, Some("v"))
+        );
+        assert!(
+            matches!(q.reclaim(a, 1), Err(Error::LeaseExpired { .. })),
+            "leased already"
+        );
+        r.ack().unwrap();
+        assert_eq!(q.try_receive().unwrap().unwrap().id(), c, "priority kept");
+        next.close();
+    }
+}
