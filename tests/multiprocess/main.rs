@@ -7,8 +7,8 @@
 //! SIGKILL has no end mark and is ignored).
 //!
 //! - `stress`: the parent hosts; 4 attached processes, each with 2 producers
-//!   (one by one, batches) and 2 consumers (leased, acked) on one shared
-//!   queue: every message is received exactly once, with delivery count 1,
+//!   (one by one, batches; each send to the next of two shared queues) and 2
+//!   consumers (leased, acked; one per queue): every message is received exactly once, with delivery count 1,
 //!   and each consumer sees each producer's messages in send order.
 //! - `takeover` (`takeover.rs`): SIGKILL the host again and again while
 //!   attached processes produce and consume persistent messages (sync
@@ -219,15 +219,19 @@ mod child {
         let n = env_u64("LQ_MP_N", 1000);
         let b = Broker::open(opts(dir)).unwrap();
         assert!(b.is_attached());
-        let q = b.queue("mp").unwrap();
+        let qs = [b.queue("mp0").unwrap(), b.queue("mp1").unwrap()];
         emit(format_args!("O"));
         let mut ts = Vec::new();
         for t in 0..2u64 {
-            let q = q.clone();
+            let qs = qs.clone();
             ts.push(thread::spawn(move || {
                 let key = (me << 40) | (t << 32);
                 let mut i = 0;
+                // Each send (or batch) to the next of the two queues.
+                let mut turn = t as usize;
                 while i < n {
+                    let q = &qs[turn % 2];
+                    turn += 1;
                     if t == 0 {
                         q.send(Message::new((key | i).to_le_bytes().to_vec()))
                             .unwrap();
@@ -245,7 +249,7 @@ mod child {
             }));
         }
         for c in 0..2u64 {
-            let q = q.clone();
+            let q = qs[c as usize].clone();
             ts.push(thread::spawn(move || loop {
                 let Some(d) = q.receive_timeout(Duration::from_millis(200)).unwrap() else {
                     continue;
@@ -346,7 +350,8 @@ fn stress_four_processes_exactly_once_and_fifo_per_producer() {
     let dir = tempfile::tempdir().unwrap();
     let host = Broker::open(opts(dir.path())).unwrap();
     assert!(!host.is_attached());
-    let q = host.queue("mp").unwrap();
+    let qs = [host.queue("mp0").unwrap(), host.queue("mp1").unwrap()];
+    let acked = || qs.iter().map(|q| q.stats().acked).sum::<u64>();
     let (procs, n) = (4u64, env_u64("LQ_MP_STRESS_N", 1500));
     let kids: Vec<Proc> = (0..procs)
         .map(|p| {
@@ -359,18 +364,20 @@ fn stress_four_processes_exactly_once_and_fifo_per_producer() {
         .collect();
     let total = procs * 2 * n;
     let t = Instant::now();
-    while q.stats().acked < total {
+    while acked() < total {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "stuck: {:?}",
-            q.stats()
+            qs.iter().map(|q| q.stats()).collect::<Vec<_>>()
         );
         thread::sleep(Duration::from_millis(10));
     }
-    // Every consumer (two per process) stops on its poison message.
-    for _ in 0..procs * 2 {
-        q.send(Message::new(u64::MAX.to_le_bytes().to_vec()))
-            .unwrap();
+    // Every consumer (one per queue and process) stops on its poison message.
+    for q in &qs {
+        for _ in 0..procs {
+            q.send(Message::new(u64::MAX.to_le_bytes().to_vec()))
+                .unwrap();
+        }
     }
     let mut seen: HashMap<u64, u32> = HashMap::new();
     for (p, k) in kids.into_iter().enumerate() {
@@ -398,8 +405,10 @@ fn stress_four_processes_exactly_once_and_fifo_per_producer() {
             }
         }
     }
-    let s = q.stats();
-    assert_eq!((s.ready, s.leased, s.redelivered), (0, 0, 0), "{s:?}");
+    for q in &qs {
+        let s = q.stats();
+        assert_eq!((s.ready, s.leased, s.redelivered), (0, 0, 0), "{s:?}");
+    }
     host.close();
 }
 
