@@ -8,14 +8,16 @@
 //!
 //! - `stress`: the parent hosts; 4 attached processes, each with 2 producers
 //!   (one by one, batches; each send to the next of two shared queues) and 2
-//!   consumers (leased, acked; one per queue): every message is received exactly once, with delivery count 1,
-//!   and each consumer sees each producer's messages in send order.
+//!   consumers (leased, acked; one per queue): every message is received
+//!   exactly once, with delivery count 1, and each consumer sees each
+//!   producer's messages in send order.
 //! - `takeover` (`takeover.rs`): SIGKILL the host again and again while
 //!   attached processes produce and consume persistent messages (sync
 //!   `always`, so a send that returned is "reported durable").
 //! - `clean_exit`: the host closes with in-memory messages (ready, delayed,
 //!   leased by an attached process): the successor has every one, with its
-//!   id, and the leases held across the change still ack.
+//!   id, and the leases held across the change still ack; the same when the
+//!   host only drops its handles (`host_dropping_its_broker_…`).
 //! - `dead_holder`: an attached process SIGKILLed while it holds leases (60 s
 //!   lease time): the messages are ready again at once, counted.
 //! - `host_killed`: the host is SIGKILLed while this process holds leases and
