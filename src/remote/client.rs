@@ -238,6 +238,17 @@ fn read_frame(s: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// Closes the broker this process hosts after a takeover: a clean close,
+/// so it hands over to the next host.
+fn close_hosted(hosted: Option<Box<dyn std::any::Any + Send + Sync>>) {
+    if let Some(b) = hosted
+        .as_ref()
+        .and_then(|h| h.downcast_ref::<crate::broker::Broker>())
+    {
+        b.close();
+    }
+}
+
 /// An answer: its result, or the error the host sent.
 fn decode_reply(buf: Vec<u8>, conn: u64) -> Result<Reply> {
     let mut d = Dec::new(&buf[wire::HEADER..]);
@@ -334,14 +345,7 @@ impl Client {
         }
         self.conn.read().kill();
         let hosted = self.hosted.lock().take();
-        if let Some(b) = hosted
-            .as_ref()
-            .and_then(|h| h.downcast_ref::<crate::broker::Broker>())
-        {
-            // A clean close of the host this process became: it hands over.
-            b.close();
-        }
-        drop(hosted);
+        close_hosted(hosted);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -377,7 +381,16 @@ impl Client {
             }
             match (self.become_host)(self.takeovers.load(SeqCst) + 1) {
                 Ok(hosted) => {
-                    *self.hosted.lock() = Some(hosted);
+                    {
+                        let mut h = self.hosted.lock();
+                        if self.closed.load(SeqCst) {
+                            // Closed while it took over: it hands over again.
+                            drop(h);
+                            close_hosted(Some(hosted));
+                            return Err(Error::Closed);
+                        }
+                        *h = Some(hosted);
+                    }
                     let (c, t, s) = Conn::open(&self.dir).map_err(|e| {
                         Error::Io(format!(
                             "took over {} but cannot reach it: {e}",

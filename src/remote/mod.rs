@@ -13,6 +13,7 @@
 //! engine as an opaque companion.
 
 pub(crate) mod client;
+pub(crate) mod exclusive;
 pub(crate) mod handover;
 pub(crate) mod host;
 pub mod wire;

@@ -119,14 +119,22 @@ impl Proc {
     }
 
     /// Waits until a complete line starts with `prefix`.
-    pub(crate) fn wait_for(&self, prefix: &str, limit: Duration) {
+    pub(crate) fn wait_for(&mut self, prefix: &str, limit: Duration) {
         let t = Instant::now();
         while !self.events().iter().any(|l| l.starts_with(prefix)) {
-            assert!(
-                t.elapsed() < limit,
-                "no {prefix:?} from the child within {limit:?}: {:?}",
-                self.events()
-            );
+            if t.elapsed() >= limit {
+                self.kill();
+                let _ = self.child.wait();
+                let err = self
+                    .err
+                    .take()
+                    .map(|e| e.join().unwrap())
+                    .unwrap_or_default();
+                panic!(
+                    "no {prefix:?} from the child within {limit:?}: {:?}\n{err}",
+                    self.events()
+                );
+            }
             thread::sleep(Duration::from_millis(2));
         }
     }

@@ -108,7 +108,7 @@ fn takeover_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut next_id = 0u64;
     let spawn = |next_id: &mut u64| {
-        let p = Proc::spawn("takeover", dir.path(), &[("LQ_MP_ID", next_id.to_string())]);
+        let mut p = Proc::spawn("takeover", dir.path(), &[("LQ_MP_ID", next_id.to_string())]);
         *next_id += 1;
         p.wait_for("O", Duration::from_secs(60));
         p
