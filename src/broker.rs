@@ -247,8 +247,7 @@ impl Broker {
                     // Held by an exclusive broker, which nobody may attach
                     // to; otherwise by a host not serving yet (one taking
                     // over replays first): wait for it.
-                    if crate::remote::exclusive::held(&dir)
-                        || std::time::Instant::now() >= give_up
+                    if crate::remote::exclusive::held(&dir) || std::time::Instant::now() >= give_up
                     {
                         return Err(Error::Locked(d));
                     }
