@@ -179,7 +179,7 @@ impl Broker {
             dir => {
                 let engine = Self::open_engine(&opts)?;
                 if let Some(dir) = dir {
-                    crate::remote::handover::load(&engine, &dir);
+                    let _ = crate::remote::handover::load(&engine, &dir);
                     // Nobody may attach: a socket left by an earlier host
                     // goes, and openers learn not to wait for one.
                     let _ = std::fs::remove_file(socket_path(&dir));
@@ -206,9 +206,15 @@ impl Broker {
 
     /// Hosts `dir` (this process takes its lock and serves it).
     fn host(opts: &BrokerOptions, dir: &std::path::Path, takeovers: u64) -> Result<Broker> {
+        // A socket left behind: a host died; a handover file: one closed
+        // while others were attached. Either way this is a takeover (even
+        // by a process that was not attached): its receives wait for the
+        // reclaims (docs/multi-process.md).
+        let left = socket_path(dir).exists();
         let engine = Self::open_engine(opts)?;
         // What the previous host held in memory, if it closed cleanly.
-        crate::remote::handover::load(&engine, dir);
+        let handed = crate::remote::handover::load(&engine, dir);
+        let takeovers = if takeovers == 0 && (left || handed) { 1 } else { takeovers };
         match Host::start(&engine, dir, opts.allow_uids.clone(), takeovers) {
             Ok(h) => engine.set_companion(Box::new(h)),
             Err(e) => {

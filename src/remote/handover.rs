@@ -109,12 +109,13 @@ pub(crate) fn decode(buf: &[u8]) -> DResult<Vec<Handed>> {
 }
 
 /// Puts back what an earlier host handed over (if it did), then deletes the
-/// file. A file that does not decode is moved to `damaged/` with a line on
-/// stderr: its messages are lost, as with a crash of the host.
-pub(crate) fn load(engine: &Engine, dir: &Path) {
+/// file; whether there was one. A file that does not decode is moved to
+/// `damaged/` with a line on stderr: its messages are lost, as with a crash
+/// of the host.
+pub(crate) fn load(engine: &Engine, dir: &Path) -> bool {
     let p = path(dir);
     let Ok(buf) = std::fs::read(&p) else {
-        return;
+        return false;
     };
     match decode(&buf) {
         Ok(msgs) => {
@@ -141,6 +142,7 @@ pub(crate) fn load(engine: &Engine, dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+    true
 }
 
 #[cfg(test)]
