@@ -214,7 +214,11 @@ impl Broker {
         let engine = Self::open_engine(opts)?;
         // What the previous host held in memory, if it closed cleanly.
         let handed = crate::remote::handover::load(&engine, dir);
-        let takeovers = if takeovers == 0 && (left || handed) { 1 } else { takeovers };
+        let takeovers = if takeovers == 0 && (left || handed) {
+            1
+        } else {
+            takeovers
+        };
         match Host::start(&engine, dir, opts.allow_uids.clone(), takeovers) {
             Ok(h) => engine.set_companion(Box::new(h)),
             Err(e) => {
