@@ -448,17 +448,15 @@ impl Client {
         let Ok(Some(buf)) = self.exchange(conn, op::RECLAIM, &body, None) else {
             return false;
         };
-        let numbers = (|| -> Result<Vec<u64>> {
-            let mut d = Dec::new(&buf[wire::HEADER..]);
-            if d.u8()? != 0 {
-                return Err(d.error()?);
-            }
-            let n = d.count(8)?;
-            Ok((0..n)
-                .map(|_| d.u64())
-                .collect::<wire::DResult<Vec<u64>>>()?)
-        })()
-        .unwrap_or_default();
+        let numbers = decode_reply(buf, conn.serial)
+            .and_then(|r| {
+                let mut d = r.dec();
+                let n = d.count(8)?;
+                Ok((0..n)
+                    .map(|_| d.u64())
+                    .collect::<wire::DResult<Vec<u64>>>()?)
+            })
+            .unwrap_or_default();
         let mut l = self.leases.lock();
         for (i, (k, ..)) in want.iter().enumerate() {
             match numbers.get(i).copied().unwrap_or(0) {
