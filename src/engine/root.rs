@@ -395,10 +395,13 @@ impl Engine {
             return;
         }
         // The hook runs while everything is open (it may still read every
-        // queue); only one caller gets it.
-        let hook = self.close_hook.lock().take();
-        if let Some(hook) = hook {
-            hook(self);
+        // queue); only one caller gets it, and a concurrent close waits for
+        // it (the lock is held while it runs).
+        {
+            let mut hook = self.close_hook.lock();
+            if let Some(hook) = hook.take() {
+                hook(self);
+            }
         }
         if self.closed.swap(true, SeqCst) {
             return;
