@@ -22,7 +22,8 @@
 //!   lease time): the messages are ready again at once, counted.
 //! - `host_killed`: the host is SIGKILLed while this process holds leases and
 //!   blocks in a receive: it takes over, its acks succeed, the receive gets
-//!   the next message.
+//!   the next message; the host's in-memory messages are gone (a held one's
+//!   ack is `LeaseExpired`).
 //! - `takeover_time_1m` (ignored; release): a host with a journal of 1 M
 //!   messages is SIGKILLed; prints how long until the attached process
 //!   (which takes over) receives the first message.
@@ -548,12 +549,19 @@ fn clean_host_exit(how: &str) {
 #[test]
 fn host_killed_leases_survive_and_a_blocked_receive_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = Proc::spawn("host", dir.path(), &[("LQ_MP_P", "10".into())]);
+    let mut h = Proc::spawn(
+        "host",
+        dir.path(),
+        &[("LQ_MP_P", "10".into()), ("LQ_MP_N", "10".into())],
+    );
     h.wait_for("O ", Duration::from_secs(30));
     let b = Broker::open(opts(dir.path())).unwrap();
     assert!(b.is_attached());
     let q = b.queue("disk").unwrap();
     let held: Vec<Delivery> = (0..4).map(|_| q.try_receive().unwrap().unwrap()).collect();
+    // In-memory messages live in the host: a crash loses them, held or not.
+    let mem = b.queue("mem").unwrap();
+    let held_mem = mem.try_receive().unwrap().unwrap();
     let kept = q.try_receive().unwrap().unwrap();
     let waiting = b.queue("wait").unwrap();
     let w = thread::spawn(move || {
@@ -576,6 +584,9 @@ fn host_killed_leases_survive_and_a_blocked_receive_goes_on() {
         t.elapsed()
     );
     assert!(!b.is_attached());
+    assert!(matches!(held_mem.ack(), Err(Error::LeaseExpired { .. })));
+    let s = mem.stats();
+    assert_eq!((s.ready, s.delayed, s.leased), (0, 0, 0), "{s:?}");
     let kept_id = kept.id();
     kept.nack().unwrap();
     b.queue("wait")
