@@ -65,6 +65,9 @@ pub(crate) struct Client {
     dir: PathBuf,
     conn: RwLock<Arc<Conn>>,
     reconnecting: Mutex<()>,
+    /// Held across a reclaim (two at once could both ask for one lease, and
+    /// the second answer, "not reclaimed", would forget it).
+    reclaiming: Mutex<()>,
     become_host: BecomeHost,
     /// The broker this process hosts after a takeover (kept alive here).
     hosted: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
@@ -276,6 +279,7 @@ impl Client {
             dir: dir.to_path_buf(),
             conn: RwLock::new(conn),
             reconnecting: Mutex::new(()),
+            reclaiming: Mutex::new(()),
             become_host,
             hosted: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -413,14 +417,16 @@ impl Client {
         }
     }
 
-    /// Makes `c` the connection: its reader starts, the leases held are
-    /// reclaimed on it, then calls go to it.
+    /// Makes `c` the connection: its reader starts, calls go to it, and the
+    /// leases held are reclaimed on it (the new host holds receives back
+    /// meanwhile, for [`RECLAIM_GRACE`](super::host::RECLAIM_GRACE); a
+    /// settle of a lease not reclaimed yet waits for the reclaim).
     fn install(&self, c: Arc<Conn>, takeovers: u64, s: Guarded<UnixStream>) -> Result<()> {
         c.start(s, self.me.clone())
             .map_err(|e| Error::Io(format!("cannot start the attach thread: {e}")))?;
         self.takeovers.store(takeovers, SeqCst);
+        *self.conn.write() = c.clone();
         self.reclaim_on(&c, None);
-        *self.conn.write() = c;
         Ok(())
     }
 
@@ -429,6 +435,7 @@ impl Client {
     /// (settling it then fails with `LeaseExpired`). False if `conn` died
     /// before it answered (nothing changed).
     fn reclaim_on(&self, conn: &Arc<Conn>, only: Option<u64>) -> bool {
+        let _g = self.reclaiming.lock();
         let want: Vec<(u64, String, String, u64, u32)> = self
             .leases
             .lock()
@@ -806,6 +813,14 @@ impl Client {
                 mine
             };
             out.push((lease, count, node));
+        }
+        // Answered by a host that has gone since (the connection changed
+        // before these leases were registered): reclaimed now, before the
+        // caller sees them (a reclaim in progress covers those registered
+        // before the change; see `install`).
+        let now = self.conn.read().clone();
+        if out.iter().any(|o| o.0 != 0) && now.serial != r.conn && !now.dead.load(SeqCst) {
+            self.reclaim_on(&now, None);
         }
         Ok(out)
     }

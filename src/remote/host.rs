@@ -277,16 +277,25 @@ fn hand_over(shared: &Arc<Shared>, engine: &Engine, dir: &Path, listener_fd: i32
     }
     shared.stop.store(true, SeqCst);
     shut_listener(shared, listener_fd);
+    // Each connection stops reading: the request it is running is answered
+    // (a send is not sent twice for nothing), then it ends.
     let conns: Vec<_> = shared.conns.lock().values().cloned().collect();
     for c in &conns {
         c.handover.store(true, SeqCst);
-        c.hang_up();
+        // SAFETY: shutdown on a descriptor this connection owns until its
+        // reader thread returns; it wakes that thread's read.
+        unsafe {
+            libc::shutdown(c.fd, libc::SHUT_RD);
+        }
     }
-    drop(conns);
     let give_up = Instant::now() + HANDOVER_WAIT;
     while !shared.conns.lock().is_empty() && Instant::now() < give_up {
         std::thread::sleep(Duration::from_millis(1));
     }
+    for c in &conns {
+        c.hang_up();
+    }
+    drop(conns);
     match super::handover::write(engine, dir) {
         Ok(0) => {}
         Ok(n) => eprintln!("libqueue[{me}]: handed {n} in-memory messages over to the next host"),

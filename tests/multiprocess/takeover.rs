@@ -85,10 +85,10 @@ pub(crate) fn worker(dir: &Path) {
         ts.push(thread::spawn(move || loop {
             match q.receive_timeout(Duration::from_millis(50)) {
                 Ok(Some(d)) => {
-                    let v = body_u64(d.body());
-                    emit(format_args!("R {v} {}", d.delivery_count()));
+                    let (v, id) = (body_u64(d.body()), d.id());
+                    emit(format_args!("R {v} {} {id}", d.delivery_count()));
                     match d.ack() {
-                        Ok(()) => emit(format_args!("A {v}")),
+                        Ok(()) => emit(format_args!("A {v} {id}")),
                         Err(e) => failed(format_args!("ack {v} {e}")),
                     }
                 }
@@ -118,6 +118,8 @@ fn takeover_under_load() {
         live.push(spawn(&mut next_id));
     }
     let mut lines: Vec<String> = Vec::new();
+    let mut by_pid: Vec<(u32, Vec<String>)> = Vec::new();
+    let mut changes: Vec<(u32, &str)> = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut takeover_times = Vec::new();
     let mut closes = 0;
@@ -145,6 +147,8 @@ fn takeover_under_load() {
                 "the host did not close cleanly: {st:?}\n{err}"
             );
             assert!(l.iter().any(|l| l == "C"));
+            by_pid.push((host, l.clone()));
+            changes.push((host, "closed"));
             lines.extend(l);
         } else {
             h.kill();
@@ -154,6 +158,8 @@ fn takeover_under_load() {
                 err,
                 l.iter().rev().take(5).cloned().collect::<Vec<_>>(),
             ));
+            by_pid.push((host, l.clone()));
+            changes.push((host, "killed"));
             lines.extend(l);
         }
         loop {
@@ -182,11 +188,15 @@ fn takeover_under_load() {
             err,
             l.iter().filter(|l| l.starts_with('X')).cloned().collect(),
         ));
+        by_pid.push((pid, l.clone()));
         lines.extend(l);
     }
 
     let (mut sent, mut received, mut acked) = (HashSet::new(), HashSet::new(), HashSet::new());
     let mut failures = Vec::new();
+    // Copies of a body (its ids): more than one when a send was sent again.
+    let mut copies: HashMap<u64, HashSet<u64>> = HashMap::new();
+    let mut acked_ids = HashSet::new();
     for l in &lines {
         let mut f = l.split(' ');
         let tag = f.next().unwrap_or_default();
@@ -195,9 +205,11 @@ fn takeover_under_load() {
             "S" => sent.extend(nums),
             "R" => {
                 received.insert(nums[0]);
+                copies.entry(nums[0]).or_default().insert(nums[2]);
             }
             "A" => {
                 acked.insert(nums[0]);
+                acked_ids.insert((nums[0], nums[1]));
             }
             "X" => failures.push(l.clone()),
             "C" => {}
@@ -217,8 +229,12 @@ fn takeover_under_load() {
     let b = Broker::open(opts(dir.path()).exclusive(true)).unwrap();
     let q = b.queue("tk").unwrap();
     let mut left: HashMap<u64, u32> = HashMap::new();
+    let mut left_ids = HashSet::new();
     while let Some(d) = q.try_receive().unwrap() {
-        *left.entry(body_u64(d.body())).or_default() += 1;
+        let v = body_u64(d.body());
+        *left.entry(v).or_default() += 1;
+        left_ids.insert((v, d.id()));
+        copies.entry(v).or_default().insert(d.id());
         d.ack().unwrap();
     }
     b.close();
@@ -232,10 +248,24 @@ fn takeover_under_load() {
         .filter(|v| (**v >> 32) >= next_id)
         .copied()
         .collect();
-    let resurrected = acked.iter().filter(|v| left.contains_key(v)).count();
-    let duplicated = left.values().filter(|c| **c > 1).count();
+    // The very copy reported acked, found again.
+    let resurrected = acked_ids.intersection(&left_ids).count();
+    for (v, _) in acked_ids.intersection(&left_ids) {
+        eprintln!(
+            "resurrected {v} (left {}); host changes {changes:?}",
+            left[v]
+        );
+        for (pid, l) in &by_pid {
+            for (i, x) in l.iter().enumerate() {
+                if x.split(' ').any(|w| w == v.to_string()) {
+                    eprintln!("  {pid} line {i}/{}: {x}", l.len());
+                }
+            }
+        }
+    }
+    let duplicated = copies.values().filter(|c| c.len() > 1).count();
     println!(
-        "takeover under load: {rounds} changes of host ({closes} clean closes, the others SIGKILL), takeover {:?} (kill → new lock holder), {} sent, {} acked, {} left, {} resurrected (at-least-once window), {} duplicated",
+        "takeover under load: {rounds} changes of host ({closes} clean closes, the others SIGKILL), takeover {:?} (kill → new lock holder), {} sent, {} acked, {} left, {} resurrected (the acked copy found again: at-least-once window), {} sent twice (a send re-sent)",
         takeover_times,
         sent.len(),
         acked.len(),
