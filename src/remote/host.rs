@@ -49,7 +49,7 @@ const QUEUE_CACHE: usize = 1024;
 /// After a takeover, receives wait this long before they are served, so the
 /// processes that held leases on the old host reclaim them first
 /// (docs/multi-process.md, "Takeover").
-pub const RECLAIM_GRACE: Duration = Duration::from_millis(250);
+pub const RECLAIM_GRACE: Duration = Duration::from_millis(500);
 /// How long a host closing cleanly waits for its connections to end before it
 /// writes the handover file.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);

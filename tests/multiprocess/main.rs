@@ -648,6 +648,6 @@ fn takeover_time_1m() {
     let open = t.elapsed();
     assert_eq!(again.queue("big").unwrap().stats().ready, n - 1);
     println!(
-        "takeover of a journal of {n} messages: {served:?} from SIGKILL of the host to the first call served by the new host (this process); first message received after {received:?} (includes the 250 ms reclaim grace); a plain Broker::open of the same journal takes {open:?}"
+        "takeover of a journal of {n} messages: {served:?} from SIGKILL of the host to the first call served by the new host (this process); first message received after {received:?} (includes the 500 ms reclaim grace); a plain Broker::open of the same journal takes {open:?}"
     );
 }
