@@ -185,9 +185,11 @@ bench-c: lib
 	c++ -std=c++17 -O2 -Wall -Wextra -Iinclude benches/c/throughput.cpp -Ltarget/release -lqueue -lpthread -o target/bench-c/throughput
 	LD_LIBRARY_PATH=target/release ./target/bench-c/throughput $(BENCH_RUN)/cpp.json
 
-# The long crash run: hundreds of SIGKILLs of a child writing to the journal.
+# The long crash run: hundreds of SIGKILLs of a child writing to the journal, then
+# dozens of SIGKILLs of the host of a directory that attached processes use (takeover).
 crash-long:
 	LQ_CRASH_ROUNDS=$${LQ_CRASH_ROUNDS:-300} $(CARGO) test --release --test journal_crash sigkill -- --nocapture
+	LQ_TAKEOVER_ROUNDS=$${LQ_TAKEOVER_ROUNDS:-60} $(CARGO) test --release --test multiprocess takeover_under_load -- --nocapture
 
 # libFuzzer on the journal's record decoder (tests/fuzz; nightly, cargo-fuzz
 # installed if missing), seeded with valid segments a real broker writes. Crashes

@@ -188,8 +188,13 @@ impl Broker {
             dir => {
                 let engine = Self::open_engine(&opts)?;
                 if let Some(dir) = dir {
-                    // Nobody may attach: a socket left by an earlier host goes.
+                    let _ = crate::remote::handover::load(&engine, &dir);
+                    // Nobody may attach: a socket left by an earlier host
+                    // goes, and openers learn not to wait for one.
                     let _ = std::fs::remove_file(socket_path(&dir));
+                    if let Some(m) = crate::remote::exclusive::mark(&dir) {
+                        engine.set_companion(Box::new(m));
+                    }
                 }
                 Ok(Broker::from_engine(engine))
             }
@@ -210,7 +215,19 @@ impl Broker {
 
     /// Hosts `dir` (this process takes its lock and serves it).
     fn host(opts: &BrokerOptions, dir: &std::path::Path, takeovers: u64) -> Result<Broker> {
+        // A socket left behind: a host died; a handover file: one closed
+        // while others were attached. Either way this is a takeover (even
+        // by a process that was not attached): its receives wait for the
+        // reclaims (docs/multi-process.md).
+        let left = socket_path(dir).exists();
         let engine = Self::open_engine(opts)?;
+        // What the previous host held in memory, if it closed cleanly.
+        let handed = crate::remote::handover::load(&engine, dir);
+        let takeovers = if takeovers == 0 && (left || handed) {
+            1
+        } else {
+            takeovers
+        };
         match Host::start(
             &engine,
             dir,
@@ -219,11 +236,17 @@ impl Broker {
             opts.host_limits.clone(),
         ) {
             Ok(h) => engine.set_companion(Box::new(h)),
-            Err(e) => eprintln!(
-                "libqueue[{}]: {} is open, but no other process can attach: {e}",
-                std::process::id(),
-                dir.display()
-            ),
+            Err(e) => {
+                eprintln!(
+                    "libqueue[{}]: {} is open, but no other process can attach: {e}",
+                    std::process::id(),
+                    dir.display()
+                );
+                // Openers learn not to wait for a socket (as with an exclusive broker).
+                if let Some(m) = crate::remote::exclusive::mark(dir) {
+                    engine.set_companion(Box::new(m));
+                }
+            }
         }
         Ok(Broker::from_engine(engine))
     }
@@ -231,7 +254,6 @@ impl Broker {
     /// Attaches to the host of `dir`, or becomes it.
     fn open_shared(opts: BrokerOptions, dir: PathBuf) -> Result<Broker> {
         let give_up = std::time::Instant::now() + crate::remote::client::TAKEOVER_LIMIT;
-        let mut no_socket = 0;
         loop {
             let o = opts.clone();
             let d = dir.clone();
@@ -247,15 +269,11 @@ impl Broker {
             match Self::host(&opts, &dir, 0) {
                 Ok(b) => return Ok(b),
                 Err(Error::Locked(d)) => {
-                    // Held, and no socket at all (twice, 200 ms apart): an
-                    // exclusive holder, which nobody may attach to.
-                    if !socket_path(&dir).exists() {
-                        no_socket += 1;
-                        if no_socket >= 2 {
-                            return Err(Error::Locked(d));
-                        }
-                    }
-                    if std::time::Instant::now() >= give_up {
+                    // Held by an exclusive broker, which nobody may attach
+                    // to; otherwise by a host not serving yet (one taking
+                    // over replays first): wait for it.
+                    if crate::remote::exclusive::held(&dir) || std::time::Instant::now() >= give_up
+                    {
                         return Err(Error::Locked(d));
                     }
                 }

@@ -828,3 +828,17 @@ impl Peeked {
         &self.0
     }
 }
+
+impl Queue {
+    /// Leases again the ready message `id` for a process that held it on the
+    /// previous host of a shared data directory (its delivery count `seen`
+    /// carries on); see `QueueCore::reclaim`. Local queues only.
+    pub(crate) fn reclaim(&self, id: u64, seen: u32) -> Result<Delivery> {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.reclaim(id, seen).map(Delivery::local),
+            QueueFlavor::Remote(_) => Err(Error::InvalidState(
+                "an attached queue cannot reclaim a lease".into(),
+            )),
+        }
+    }
+}

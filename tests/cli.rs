@@ -112,7 +112,14 @@ fn stats_shows_the_host_and_its_clients_without_hosting() {
     assert!(line.contains(&format!("uid {uid} ")), "{line}");
     assert!(out.contains("t/jobs"), "{out}");
     // The command is gone: it is no client any more; the host is unchanged.
-    let info = host.host_info().unwrap();
+    // (The host notices the command's connection end when its thread reads
+    // the end of the stream: wait for it, bounded.)
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut info = host.host_info().unwrap();
+    while info.clients.len() > 1 && std::time::Instant::now() < give_up {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        info = host.host_info().unwrap();
+    }
     assert_eq!((info.clients.len(), info.dropped), (1, 1), "{info:?}");
     held.ack().unwrap();
     drop(q);

@@ -159,3 +159,60 @@ fn a_forked_child_cannot_use_its_parents_broker() {
     let mine = Broker::open(BrokerOptions::new().data_dir(own.path())).unwrap();
     assert_eq!(mine.queue("jobs").unwrap().stats().ready, 49);
 }
+
+/// A forked child that opens the directory its parent hosts attaches to it
+/// (issue 14): its inherited handles still fail with `Error::Forked`, its
+/// own broker is served by the parent (the parent's pid is the host's).
+#[test]
+fn a_forked_child_that_opens_the_directory_attaches_to_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    assert!(!b.is_attached());
+    let q = b.queue("jobs").unwrap();
+    q.send(persistent("from-parent".into())).unwrap();
+    let parent = std::process::id();
+    let path = dir.path().to_path_buf();
+    let code = in_child(|| {
+        if !forked(b.queue("jobs")) || !forked(q.try_receive()) {
+            return 1;
+        }
+        let mine = match Broker::open(BrokerOptions::new().data_dir(&path)) {
+            Ok(m) => m,
+            Err(_) => return 2,
+        };
+        if !mine.is_attached() {
+            return 3;
+        }
+        match mine.host_info() {
+            Ok(i) if i.pid == parent => {}
+            _ => return 4,
+        }
+        let cq = mine.queue("jobs").unwrap();
+        match cq.try_receive() {
+            Ok(Some(d)) if d.body() == b"from-parent" => {
+                if d.ack().is_err() {
+                    return 5;
+                }
+            }
+            _ => return 6,
+        }
+        if cq.send(persistent("from-child".into())).is_err() {
+            return 7;
+        }
+        mine.close();
+        0
+    });
+    assert_eq!(code, 0, "the child's check number {code} failed");
+    let d = q.try_receive().unwrap().expect("the child's message");
+    assert_eq!(d.body(), b"from-child");
+    d.ack().unwrap();
+    let s = q.stats();
+    assert_eq!((s.ready, s.leased, s.acked), (0, 0, 2), "{s:?}");
+    assert!(
+        b.host_info().unwrap().clients.is_empty() || {
+            std::thread::sleep(Duration::from_millis(200));
+            b.host_info().unwrap().clients.is_empty()
+        }
+    );
+    b.close();
+}

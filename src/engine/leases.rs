@@ -104,6 +104,11 @@ impl LeaseTable {
         self.map.values().map(|l| l.node.enqueued_at).min()
     }
 
+    /// Every leased message (for a host's handover).
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.map.values().map(|l| &l.node)
+    }
+
     /// Rebuilds the heap when stale entries outnumber live ones, so memory stays
     /// proportional to the leases actually held.
     fn compact(&mut self) {
@@ -182,5 +187,10 @@ impl DelayTable {
 
     pub(crate) fn oldest(&self) -> Option<u64> {
         self.map.values().map(|(_, n)| n.enqueued_at).min()
+    }
+
+    /// Every delayed message with its due time (for a host's handover).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u64, &Arc<Node>)> {
+        self.map.values().map(|(due, n)| (*due, n))
     }
 }

@@ -43,6 +43,7 @@ use std::sync::{Arc, OnceLock};
 use watch::Watch;
 
 mod admin;
+mod handover;
 mod receive;
 mod send;
 mod settle;

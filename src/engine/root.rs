@@ -3,6 +3,8 @@
 //! storage, and the recovery that brings a data directory's state back.
 //! The API's `Broker` is a handle on it.
 
+mod handover;
+
 use super::namespace::NamespaceCore;
 use super::ticker::Ticker;
 use crate::clock::{Clock, ClockListener};
@@ -66,7 +68,13 @@ pub(crate) struct Engine {
     /// Something that lives as long as the engine stays open (the API layer
     /// keeps the server of a shared data directory here); dropped at close.
     companion: parking_lot::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// Run once, first, when the engine closes or drops in its own process
+    /// (the host of a shared data directory hands over there).
+    close_hook: parking_lot::Mutex<Option<CloseHook>>,
 }
+
+/// See [`Engine::set_close_hook`].
+pub(crate) type CloseHook = Box<dyn FnOnce(&Engine) + Send + Sync>;
 
 impl ClockListener for Engine {
     fn clock_advanced(&self) {
@@ -95,6 +103,11 @@ impl Drop for Engine {
         // Their timers keep running: the ticker ends once none is pending. In a
         // forked child nothing is touched: the ticker is the parent's.
         if !self.origin.inherited() {
+            if let Some(hook) = self.close_hook.get_mut().take() {
+                if !self.closed.load(SeqCst) {
+                    hook(self);
+                }
+            }
             self.ticker.orphan();
         } else if let Some(c) = self.companion.get_mut().take() {
             // A forked child's copy: nothing of it is ours to stop.
@@ -127,6 +140,7 @@ impl Engine {
             closed: AtomicBool::new(false),
             origin,
             companion: parking_lot::Mutex::new(None),
+            close_hook: parking_lot::Mutex::new(None),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
         engine.clock.add_listener(weak);
@@ -377,7 +391,19 @@ impl Engine {
     /// Closes every namespace, stops the ticker and closes the storage.
     /// Idempotent; in a forked child it only marks this copy closed.
     pub(crate) fn close(&self) {
-        if self.closed.swap(true, SeqCst) || self.origin.inherited_exact() {
+        if self.closed.load(SeqCst) || self.origin.inherited_exact() {
+            return;
+        }
+        // The hook runs while everything is open (it may still read every
+        // queue); only one caller gets it, and a concurrent close waits for
+        // it (the lock is held while it runs).
+        {
+            let mut hook = self.close_hook.lock();
+            if let Some(hook) = hook.take() {
+                hook(self);
+            }
+        }
+        if self.closed.swap(true, SeqCst) {
             return;
         }
         let companion = self.companion.lock().take();
@@ -396,6 +422,12 @@ impl Engine {
     ) -> R {
         let g = self.companion.lock();
         f(g.as_deref())
+    }
+
+    /// Runs `hook` once, while everything is still open, when the engine
+    /// closes or (not closed) drops — not in a forked child.
+    pub(crate) fn set_close_hook(&self, hook: CloseHook) {
+        *self.close_hook.lock() = Some(hook);
     }
 
     /// Keeps `c` until the engine closes or drops (see the field).

@@ -2,12 +2,19 @@
 //! by every handle of an attached `Broker` (calls from many threads are in
 //! flight on it at once, each waiting for the answer with its request id).
 //!
-//! When the connection ends (the host closed or died), the next call finds a
-//! new host — or becomes it: it takes the directory's lock, replays the
-//! journal and serves, and this process then talks to its own host through the
-//! same socket (takeover). Calls in flight are sent again to the new host, so a
-//! caller sees no error; a send whose answer was lost may so be applied twice
-//! (the at-least-once window, docs/multi-process.md).
+//! When the connection ends (the host closed or died), its reader thread at
+//! once finds the new host — or becomes it: it takes the directory's lock,
+//! replays the journal and serves, and this process then talks to its own
+//! host through the same socket (takeover). Before anything else goes to the
+//! new host, the leases this process still holds are *reclaimed* (`RECLAIM`):
+//! the new host leases each message, put back as ready by its replay (or
+//! handed over by a host that closed cleanly), to this process again under a
+//! new number, so a delivery held across the takeover can still be acked,
+//! nacked or extended. A lease is known here by a number of this process's
+//! own (the registry `leases`), mapped to the host's number on the current
+//! connection. Calls in flight are sent again to the new host, so a caller
+//! sees no error; a send whose answer was lost may so be applied twice (the
+//! at-least-once window, docs/multi-process.md).
 
 use super::host::{socket_path, HostInfo};
 use super::wire::{self, op, Dec, Enc};
@@ -23,7 +30,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a process looks for (or tries to become) a new host before a
@@ -36,11 +43,31 @@ pub(crate) const TAKEOVER_LIMIT: Duration = Duration::from_secs(60);
 pub(crate) type BecomeHost =
     Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
 
+/// Numbers every connection of this process (a lease is known on one).
+static CONN_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// A lease this process holds: what the next host needs to find its message,
+/// and its number on the connection it is known on.
+struct Held {
+    ns: String,
+    queue: String,
+    id: u64,
+    /// The delivery count this process was given.
+    seen: u32,
+    /// The connection (serial) its number belongs to.
+    conn: u64,
+    number: u64,
+}
+
 /// See the module documentation.
 pub(crate) struct Client {
+    me: Weak<Client>,
     dir: PathBuf,
     conn: RwLock<Arc<Conn>>,
     reconnecting: Mutex<()>,
+    /// Held across a reclaim (two at once could both ask for one lease, and
+    /// the second answer, "not reclaimed", would forget it).
+    reclaiming: Mutex<()>,
     become_host: BecomeHost,
     /// The broker this process hosts after a takeover (kept alive here).
     hosted: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
@@ -50,11 +77,16 @@ pub(crate) struct Client {
     /// The attached broker's clock: the system clock (the host's timers run
     /// on the host's, which reads the same monotonic clock).
     clock: Arc<dyn crate::clock::Clock>,
+    /// Leases held, by this process's own numbers (what a `Delivery` keeps).
+    leases: Mutex<HashMap<u64, Held>>,
+    next_lease: AtomicU64,
 }
 
 /// What an answer holds after its status byte.
 pub(crate) struct Reply {
     buf: Vec<u8>,
+    /// The connection that answered (its serial).
+    conn: u64,
 }
 
 impl Reply {
@@ -84,11 +116,12 @@ struct Conn {
     host_pid: u32,
     /// The host's takeover count: a new host has another.
     generation: u64,
+    serial: u64,
 }
 
 impl Conn {
-    /// Connects and says `HELLO`; starts the thread that hands answers out.
-    fn open(dir: &Path) -> std::io::Result<(Arc<Conn>, u64)> {
+    /// Connects and says `HELLO`. The stream returned goes to [`Conn::start`].
+    fn open(dir: &Path) -> std::io::Result<(Arc<Conn>, u64, Guarded<UnixStream>)> {
         let mut s = Guarded::new(UnixStream::connect(socket_path(dir))?);
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut hello = Enc::new(0, op::HELLO);
@@ -124,13 +157,27 @@ impl Conn {
             dead: AtomicBool::new(false),
             host_pid,
             generation: takeovers,
+            serial: CONN_SERIAL.fetch_add(1, SeqCst),
         });
-        let c = conn.clone();
+        Ok((conn, takeovers, s))
+    }
+
+    /// Starts the thread that hands answers out; when the connection ends it
+    /// finds the next host at once (a takeover, see the module documentation).
+    fn start(self: &Arc<Conn>, s: Guarded<UnixStream>, owner: Weak<Client>) -> std::io::Result<()> {
+        let c = self.clone();
         std::thread::Builder::new()
             .name("libqueue-attach".into())
             .stack_size(256 << 10)
-            .spawn(move || c.read_loop(s))?;
-        Ok((conn, takeovers))
+            .spawn(move || {
+                c.read_loop(s);
+                if let Some(client) = owner.upgrade() {
+                    if client.check().is_ok() {
+                        let _ = client.reconnect(&c);
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     fn read_loop(&self, mut s: Guarded<UnixStream>) {
@@ -199,6 +246,26 @@ fn read_frame(s: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// Closes the broker this process hosts after a takeover: a clean close,
+/// so it hands over to the next host.
+fn close_hosted(hosted: Option<Box<dyn std::any::Any + Send + Sync>>) {
+    if let Some(b) = hosted
+        .as_ref()
+        .and_then(|h| h.downcast_ref::<crate::broker::Broker>())
+    {
+        b.close();
+    }
+}
+
+/// An answer: its result, or the error the host sent.
+fn decode_reply(buf: Vec<u8>, conn: u64) -> Result<Reply> {
+    let mut d = Dec::new(&buf[wire::HEADER..]);
+    match d.u8()? {
+        0 => Ok(Reply { buf, conn }),
+        _ => Err(d.error()?),
+    }
+}
+
 /// Whether a call whose answer was lost with its host is sent again to the next.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resend {
@@ -212,21 +279,30 @@ impl Client {
     /// Attaches to the live host of `dir`; `Ok(None)` if there is none to
     /// reach, `Err` if the host refused this process.
     pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Result<Option<Arc<Client>>> {
-        let (conn, takeovers) = match Conn::open(dir) {
+        let (conn, takeovers, stream) = match Conn::open(dir) {
             Ok(c) => c,
             Err(e) => return refusal(e).map_or(Ok(None), Err),
         };
-        Ok(Some(Arc::new(Client {
+        let client = Arc::new_cyclic(|me| Client {
+            me: me.clone(),
             dir: dir.to_path_buf(),
             conn: RwLock::new(conn),
             reconnecting: Mutex::new(()),
+            reclaiming: Mutex::new(()),
             become_host,
             hosted: Mutex::new(None),
             closed: AtomicBool::new(false),
             origin: Origin::here(),
             takeovers: AtomicU64::new(takeovers),
             clock: Arc::new(crate::clock::SystemClock::new()),
-        })))
+            leases: Mutex::new(HashMap::new()),
+            next_lease: AtomicU64::new(1),
+        });
+        let conn = client.conn.read().clone();
+        if conn.start(stream, client.me.clone()).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(client))
     }
 
     /// [`Error::Forked`] in a child that inherited this connection; [`Error::Closed`] once closed.
@@ -266,7 +342,7 @@ impl Client {
         }
         self.conn.read().kill();
         let hosted = self.hosted.lock().take();
-        drop(hosted);
+        close_hosted(hosted);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -293,12 +369,12 @@ impl Client {
         let mut pause = Duration::from_millis(1);
         loop {
             self.check()?;
+            if !self.dir.is_dir() {
+                // Deleted: nothing to host (and nothing to create again).
+                return Err(Error::Io(format!("{} is gone", self.dir.display())));
+            }
             match Conn::open(&self.dir) {
-                Ok((c, t)) => {
-                    self.takeovers.store(t, SeqCst);
-                    *self.conn.write() = c;
-                    return Ok(());
-                }
+                Ok((c, t, s)) => return self.install(c, t, s),
                 Err(e) => {
                     if let Some(refused) = refusal(e) {
                         return Err(refused);
@@ -307,16 +383,23 @@ impl Client {
             }
             match (self.become_host)(self.takeovers.load(SeqCst) + 1) {
                 Ok(hosted) => {
-                    *self.hosted.lock() = Some(hosted);
-                    let (c, t) = Conn::open(&self.dir).map_err(|e| {
+                    {
+                        let mut h = self.hosted.lock();
+                        if self.closed.load(SeqCst) {
+                            // Closed while it took over: it hands over again.
+                            drop(h);
+                            close_hosted(Some(hosted));
+                            return Err(Error::Closed);
+                        }
+                        *h = Some(hosted);
+                    }
+                    let (c, t, s) = Conn::open(&self.dir).map_err(|e| {
                         Error::Io(format!(
                             "took over {} but cannot reach it: {e}",
                             self.dir.display()
                         ))
                     })?;
-                    self.takeovers.store(t, SeqCst);
-                    *self.conn.write() = c;
-                    return Ok(());
+                    return self.install(c, t, s);
                 }
                 Err(Error::Locked(_)) => {}
                 Err(e) => return Err(e),
@@ -328,7 +411,177 @@ impl Client {
                 )));
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Makes `c` the connection: its reader starts, calls go to it, and the
+    /// leases held are reclaimed on it (the new host holds receives back
+    /// meanwhile, for [`RECLAIM_GRACE`](super::host::RECLAIM_GRACE); a
+    /// settle of a lease not reclaimed yet waits for the reclaim).
+    fn install(&self, c: Arc<Conn>, takeovers: u64, s: Guarded<UnixStream>) -> Result<()> {
+        c.start(s, self.me.clone())
+            .map_err(|e| Error::Io(format!("cannot start the attach thread: {e}")))?;
+        self.takeovers.store(takeovers, SeqCst);
+        *self.conn.write() = c.clone();
+        self.reclaim_on(&c, None);
+        Ok(())
+    }
+
+    /// Reclaims on `conn` the leases known on another connection (only
+    /// `only`, if given). A lease the host does not give back is forgotten
+    /// (settling it then fails with `LeaseExpired`). False if `conn` died
+    /// before it answered (nothing changed).
+    fn reclaim_on(&self, conn: &Arc<Conn>, only: Option<u64>) -> bool {
+        let _g = self.reclaiming.lock();
+        let want: Vec<(u64, String, String, u64, u32)> = self
+            .leases
+            .lock()
+            .iter()
+            .filter(|(k, h)| h.conn != conn.serial && only.map_or(true, |o| o == **k))
+            .map(|(k, h)| (*k, h.ns.clone(), h.queue.clone(), h.id, h.seen))
+            .collect();
+        if want.is_empty() {
+            return true;
+        }
+        let body = |e: &mut Enc| {
+            e.u32(want.len() as u32);
+            for (_, ns, q, id, seen) in &want {
+                e.str(ns).str(q).u64(*id).u32(*seen);
+            }
+        };
+        let Ok(Some(buf)) = self.exchange(conn, op::RECLAIM, &body, None) else {
+            return false;
+        };
+        let numbers = decode_reply(buf, conn.serial)
+            .and_then(|r| {
+                let mut d = r.dec();
+                let n = d.count(8)?;
+                Ok((0..n)
+                    .map(|_| d.u64())
+                    .collect::<wire::DResult<Vec<u64>>>()?)
+            })
+            .unwrap_or_default();
+        let mut l = self.leases.lock();
+        for (i, (k, ..)) in want.iter().enumerate() {
+            match numbers.get(i).copied().unwrap_or(0) {
+                0 => {
+                    l.remove(k);
+                }
+                n => {
+                    if let Some(h) = l.get_mut(k) {
+                        (h.conn, h.number) = (conn.serial, n);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The live connection (reconnecting if it died).
+    fn live_conn(&self) -> Result<Arc<Conn>> {
+        loop {
+            let c = self.conn.read().clone();
+            if !c.dead.load(SeqCst) {
+                return Ok(c);
+            }
+            self.reconnect(&c)?;
+        }
+    }
+
+    /// A call on the lease this process knows as `lease`: sent with its
+    /// number on the live connection (reclaimed there first if it is known
+    /// on an older one), and sent again to the next host if the answer is
+    /// lost. `Ok(None)`: the answer was lost with its host and the next host
+    /// no longer has the lease — the call may have been applied.
+    fn lease_call(&self, lease: u64, o: u8, body: impl Fn(&mut Enc, u64)) -> Result<Option<Reply>> {
+        self.check()?;
+        let mut lost = false;
+        loop {
+            let conn = self.live_conn()?;
+            let known = self.leases.lock().get(&lease).map(|h| (h.conn, h.number));
+            let number = match known {
+                None if lost => return Ok(None),
+                None => return Err(Error::LeaseExpired { id: 0 }),
+                Some((c, n)) if c == conn.serial => n,
+                Some(_) => {
+                    // Received just as the host changed: not reclaimed yet
+                    // (if `conn` dies meanwhile, the next turn reconnects).
+                    self.reclaim_on(&conn, Some(lease));
+                    continue;
+                }
+            };
+            match self.exchange(&conn, o, &|e: &mut Enc| body(e, number), None)? {
+                Some(buf) => return decode_reply(buf, conn.serial).map(Some),
+                None => {
+                    self.reconnect(&conn)?;
+                    self.same_host_check(&conn)?;
+                    lost = true;
+                }
+            }
+        }
+    }
+
+    /// After a reconnect: [`Error::Io`] if it is the same host (which ended
+    /// the connection: it dropped this process, see its stderr).
+    fn same_host_check(&self, old: &Conn) -> Result<()> {
+        let now = self.conn.read().clone();
+        if (now.host_pid, now.generation) == (old.host_pid, old.generation) {
+            return Err(Error::Io(format!(
+                "the host (pid {}) dropped the connection",
+                old.host_pid
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends one request on `conn` and waits for its answer (`None`: the
+    /// connection ended first). `cancel`: see [`call`](Self::call).
+    fn exchange(
+        &self,
+        conn: &Arc<Conn>,
+        o: u8,
+        body: &dyn Fn(&mut Enc),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Option<Vec<u8>>> {
+        let id = conn.next_id.fetch_add(1, SeqCst);
+        let mut enc = Enc::new(id, o);
+        body(&mut enc);
+        let frame = enc.finish().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the request is larger than a frame may be ({} bytes)",
+                wire::MAX_FRAME
+            ))
+        })?;
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Waiting),
+            cv: Condvar::new(),
+        });
+        conn.pending.lock().insert(id, slot.clone());
+        if conn.dead.load(SeqCst) {
+            // Killed before we registered: nobody will answer.
+            conn.pending.lock().remove(&id);
+            return Ok(None);
+        }
+        conn.write(&frame);
+        let mut aborted = false;
+        let mut g = slot.state.lock();
+        loop {
+            match std::mem::replace(&mut *g, SlotState::Waiting) {
+                SlotState::Reply(b) => return Ok(Some(b)),
+                SlotState::Lost => return Ok(None),
+                SlotState::Waiting => {}
+            }
+            if !aborted && cancel.is_some_and(|c| c.load(SeqCst)) {
+                aborted = true;
+                let mut a = Enc::new(0, op::ABORT);
+                a.u64(id);
+                drop(g);
+                conn.write(&a.finish().expect("small"));
+                g = slot.state.lock();
+                continue;
+            }
+            slot.cv.wait(&mut g);
         }
     }
 
@@ -351,72 +604,20 @@ impl Client {
                 self.reconnect(&conn)?;
                 continue;
             }
-            let id = conn.next_id.fetch_add(1, SeqCst);
-            let mut enc = Enc::new(id, o);
-            body(&mut enc);
-            let frame = enc.finish().ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "the request is larger than a frame may be ({} bytes)",
-                    wire::MAX_FRAME
-                ))
-            })?;
-            let slot = Arc::new(Slot {
-                state: Mutex::new(SlotState::Waiting),
-                cv: Condvar::new(),
-            });
-            conn.pending.lock().insert(id, slot.clone());
-            if conn.dead.load(SeqCst) {
-                // Killed before we registered: nobody will answer.
-                conn.pending.lock().remove(&id);
-                continue;
-            }
-            conn.write(&frame);
-            let mut aborted = false;
-            let mut g = slot.state.lock();
-            let got = loop {
-                match std::mem::replace(&mut *g, SlotState::Waiting) {
-                    SlotState::Reply(b) => break Some(b),
-                    SlotState::Lost => break None,
-                    SlotState::Waiting => {}
-                }
-                if !aborted && cancel.is_some_and(|c| c.load(SeqCst)) {
-                    aborted = true;
-                    let mut a = Enc::new(0, op::ABORT);
-                    a.u64(id);
-                    drop(g);
-                    conn.write(&a.finish().expect("small"));
-                    g = slot.state.lock();
-                    continue;
-                }
-                slot.cv.wait(&mut g);
-            };
-            drop(g);
-            let Some(buf) = got else {
+            let Some(buf) = self.exchange(&conn, o, &body, cancel)? else {
                 if resend == Resend::No {
                     return Err(Error::LeaseExpired { id: 0 });
                 }
                 self.reconnect(&conn)?;
-                let now = self.conn.read().clone();
-                if (now.host_pid, now.generation) == (conn.host_pid, conn.generation) {
-                    // The same host, alive, ended the connection: it dropped
-                    // this process (see its stderr); sending again would
-                    // only be dropped again.
-                    return Err(Error::Io(format!(
-                        "the host (pid {}) dropped the connection",
-                        conn.host_pid
-                    )));
-                }
+                self.same_host_check(&conn)?;
                 continue;
             };
-            let mut d = Dec::new(&buf[wire::HEADER..]);
-            return match d.u8()? {
-                0 => Ok(Reply { buf }),
-                _ => Err(d.error()?),
-            };
+            return decode_reply(buf, conn.serial);
         }
     }
 
     /// Sends a request that has no answer (best effort).
+    #[allow(dead_code)] // not used by this crate yet (observability, one-way requests)
     pub(crate) fn tell(&self, o: u8, body: impl Fn(&mut Enc)) {
         if self.check().is_err() {
             return;
@@ -593,7 +794,31 @@ impl Client {
         let n = d.count(12)?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push((d.u64()?, d.u32()?, d.node()?));
+            let (number, count, node) = (d.u64()?, d.u32()?, d.node()?);
+            let lease = if number == 0 {
+                0
+            } else {
+                let mine = self.next_lease.fetch_add(1, SeqCst);
+                let held = Held {
+                    ns: ns.to_string(),
+                    queue: q.to_string(),
+                    id: node.id,
+                    seen: count,
+                    conn: r.conn,
+                    number,
+                };
+                self.leases.lock().insert(mine, held);
+                mine
+            };
+            out.push((lease, count, node));
+        }
+        // Answered by a host that has gone since (the connection changed
+        // before these leases were registered): reclaimed now, before the
+        // caller sees them (a reclaim in progress covers those registered
+        // before the change; see `install`).
+        let now = self.conn.read().clone();
+        if out.iter().any(|o| o.0 != 0) && now.serial != r.conn && !now.dead.load(SeqCst) {
+            self.reclaim_on(&now, None);
         }
         Ok(out)
     }
@@ -648,6 +873,9 @@ impl Client {
         Ok(r.dec().queue_stats()?)
     }
 
+    /// Acks or nacks a lease (this process's number). An ack or nack whose
+    /// answer was lost with its host, and whose message the next host no
+    /// longer has, counts as done: the message went on without this lease.
     pub(crate) fn settle(
         &self,
         lease: u64,
@@ -655,59 +883,53 @@ impl Client {
         delay: Option<Duration>,
         reason: &str,
     ) -> Result<()> {
-        self.call(
-            op::SETTLE,
-            |e| {
-                e.u64(lease).bool(nack).opt_dur(delay).str(reason);
-            },
-            None,
-            Resend::No,
-        )
-        .map(|_| ())
+        let r = self.lease_call(lease, op::SETTLE, |e, n| {
+            e.u64(n).bool(nack).opt_dur(delay).str(reason);
+        });
+        self.leases.lock().remove(&lease);
+        r.map(|_| ())
     }
 
     pub(crate) fn extend(&self, lease: u64, by: Duration) -> Result<u64> {
-        let r = self.call(
-            op::EXTEND,
-            |e| {
-                e.u64(lease).dur(by);
-            },
-            None,
-            Resend::No,
-        )?;
+        let r = self
+            .lease_call(lease, op::EXTEND, |e, n| {
+                e.u64(n).dur(by);
+            })?
+            .ok_or(Error::LeaseExpired { id: 0 })?;
         Ok(r.dec().u64()?)
     }
 
     pub(crate) fn deadline(&self, lease: u64) -> Option<u64> {
         let r = self
-            .call(
-                op::DEADLINE,
-                |e| {
-                    e.u64(lease);
-                },
-                None,
-                Resend::No,
-            )
-            .ok()?;
+            .lease_call(lease, op::DEADLINE, |e, n| {
+                e.u64(n);
+            })
+            .ok()??;
         r.dec().opt_u64().ok().flatten()
     }
 
     pub(crate) fn give_back(&self, lease: u64) -> Result<()> {
-        self.call(
-            op::GIVE_BACK,
-            |e| {
-                e.u64(lease);
-            },
-            None,
-            Resend::No,
-        )
-        .map(|_| ())
+        let r = self.lease_call(lease, op::GIVE_BACK, |e, n| {
+            e.u64(n);
+        });
+        self.leases.lock().remove(&lease);
+        r.map(|_| ())
     }
 
     pub(crate) fn forget(&self, lease: u64) {
-        self.tell(op::FORGET, |e| {
-            e.u64(lease);
-        });
+        let Some(h) = self.leases.lock().remove(&lease) else {
+            return;
+        };
+        // Only on the connection the number belongs to (on a newer one it
+        // could name another lease).
+        let conn = self.conn.read().clone();
+        if h.conn == conn.serial && self.check().is_ok() {
+            let mut e = Enc::new(0, op::FORGET);
+            e.u64(h.number);
+            if let Some(f) = e.finish() {
+                conn.write(&f);
+            }
+        }
     }
 
     pub(crate) fn publish(

@@ -87,6 +87,15 @@ pub fn decode_request(body: &[u8]) -> DResult<u8> {
         op::ABORT | op::DEADLINE | op::GIVE_BACK | op::FORGET => {
             d.u64()?;
         }
+        op::RECLAIM => {
+            let n = d.count(17)?;
+            for _ in 0..n {
+                d.string()?;
+                d.string()?;
+                d.u64()?;
+                d.u32()?;
+            }
+        }
         op::SETTLE => {
             d.u64()?;
             d.bool()?;
@@ -351,6 +360,9 @@ pub fn sample_requests() -> Vec<(u8, Vec<u8>)> {
     });
     add(op::FORGET, &|e| {
         e.u64(77);
+    });
+    add(op::RECLAIM, &|e| {
+        e.u32(2).str(ns).str("q").u64(1).u32(1).str(ns).str("nope").u64(9).u32(3);
     });
     add(op::SUBSCRIBE, &|e| {
         e.str(ns).str(t).str("fs1").filter(&Filter::All);

@@ -54,6 +54,13 @@ pub const MAX_WAITS: usize = 1024;
 const LOG_LINES_PER_SEC: u32 = 10;
 /// Queues a connection keeps resolved.
 const QUEUE_CACHE: usize = 1024;
+/// After a takeover, receives wait this long before they are served, so the
+/// processes that held leases on the old host reclaim them first
+/// (docs/multi-process.md, "Takeover").
+pub const RECLAIM_GRACE: Duration = Duration::from_millis(500);
+/// How long a host closing cleanly waits for its connections to end before it
+/// writes the handover file.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// One attached process, as `HOST_INFO` and the stats show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +142,9 @@ pub(crate) struct Host {
 struct Shared {
     engine: Weak<Engine>,
     path: PathBuf,
+    /// The inode of the socket this host bound: only that one is removed
+    /// when it stops (a successor may have bound its own at the path since).
+    socket_ino: u64,
     stop: AtomicBool,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
@@ -145,6 +155,10 @@ struct Shared {
     limits: HostLimits,
     /// Rate limit of the drop log: (second it counts, lines in it, lines left out).
     log: Mutex<(u64, u32, u64)>,
+    /// Receives wait until then (a takeover's [`RECLAIM_GRACE`]).
+    grace_until: Option<Instant>,
+    /// Set once the listening socket is shut down (by the handover or the drop).
+    listener_down: AtomicBool,
 }
 
 impl Host {
@@ -174,6 +188,7 @@ impl Host {
         let my_uid = unsafe { libc::geteuid() };
         let shared = Arc::new(Shared {
             engine: Arc::downgrade(engine),
+            socket_ino: socket_ino(&path).unwrap_or(0),
             path,
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
@@ -184,8 +199,15 @@ impl Host {
             my_uid,
             limits,
             log: Mutex::new((0, 0, 0)),
+            grace_until: (takeovers > 0).then(|| Instant::now() + RECLAIM_GRACE),
+            listener_down: AtomicBool::new(false),
         });
         let listener_fd = listener.as_raw_fd();
+        {
+            let s = shared.clone();
+            let d = dir.to_path_buf();
+            engine.set_close_hook(Box::new(move |e| hand_over(&s, e, &d, listener_fd)));
+        }
         let s = shared.clone();
         let accept = std::thread::Builder::new()
             .name("libqueue-host".into())
@@ -215,19 +237,86 @@ impl Drop for Host {
             return;
         }
         self.shared.stop.store(true, SeqCst);
-        // SAFETY: shutting down our own listening socket wakes the accept loop
-        // (which owns the descriptor and closes it when it returns).
-        unsafe {
-            libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
-        }
+        shut_listener(&self.shared, self.listener_fd);
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.shared.path);
+        remove_socket(&self.shared);
         let conns: Vec<_> = self.shared.conns.lock().values().cloned().collect();
         for c in conns {
             c.hang_up();
         }
+    }
+}
+
+fn socket_ino(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// Removes the socket file if it is still the one this host bound.
+fn remove_socket(shared: &Shared) {
+    if socket_ino(&shared.path).is_some_and(|i| i == shared.socket_ino) {
+        let _ = std::fs::remove_file(&shared.path);
+    }
+}
+
+/// Shuts the listening socket down once (waking the accept loop, which owns
+/// the descriptor and closes it when it returns: a second shutdown could hit
+/// a number reused since).
+fn shut_listener(shared: &Shared, fd: i32) {
+    if !shared.listener_down.swap(true, SeqCst) {
+        // SAFETY: our own listening socket, still open: the accept loop closes
+        // it only after this shutdown wakes it.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// The engine is closing (or dropped unclosed): if other processes are
+/// attached, the host hands over — it stops accepting, ends every connection
+/// (their leases are *not* returned: each survivor reclaims its own from the
+/// next host) and writes its in-memory messages to the handover file, all
+/// before the engine lets the directory's lock go.
+fn hand_over(shared: &Arc<Shared>, engine: &Engine, dir: &Path, listener_fd: i32) {
+    let me = std::process::id();
+    let others = shared
+        .conns
+        .lock()
+        .values()
+        .any(|c| c.hello_done.load(SeqCst) && c.pid != me && !c.gone.load(SeqCst));
+    if !others {
+        return;
+    }
+    shared.stop.store(true, SeqCst);
+    shut_listener(shared, listener_fd);
+    // Each connection stops reading: the request it is running is answered
+    // (a send is not sent twice for nothing), then it ends.
+    let conns: Vec<_> = shared.conns.lock().values().cloned().collect();
+    for c in &conns {
+        c.handover.store(true, SeqCst);
+        // SAFETY: shutdown on a descriptor this connection owns until its
+        // reader thread returns; it wakes that thread's read.
+        unsafe {
+            libc::shutdown(c.fd, libc::SHUT_RD);
+        }
+    }
+    let give_up = Instant::now() + HANDOVER_WAIT;
+    while !shared.conns.lock().is_empty() && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for c in &conns {
+        c.hang_up();
+    }
+    drop(conns);
+    match super::handover::write(engine, dir) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("libqueue[{me}]: handed {n} in-memory messages over to the next host"),
+        Err(e) => eprintln!(
+            "libqueue[{me}]: could not write the handover file in {}: {e}; its in-memory messages are lost",
+            dir.display()
+        ),
     }
 }
 
@@ -368,6 +457,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             fd: writer_fd,
             gone: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            handover: AtomicBool::new(false),
         });
         if !uid_allowed(&shared, uid) {
             refuse(
@@ -462,6 +552,8 @@ struct WaitEntry {
 enum Waker {
     Queue(Queue),
     Topic(Topic),
+    /// A receive deferred by a takeover's grace: it looks at its flag itself.
+    Deferred,
 }
 
 impl Waker {
@@ -469,6 +561,7 @@ impl Waker {
         match self {
             Waker::Queue(q) => q.wake_all(),
             Waker::Topic(t) => t.wake_publishers(),
+            Waker::Deferred => {}
         }
     }
 }
@@ -488,6 +581,9 @@ struct Conn {
     /// An answer could not be written for the stall timeout: the client does
     /// not read (dropped, counted).
     stalled: AtomicBool,
+    /// The host is handing over: leases are left for the survivors to
+    /// reclaim from the next host instead of going back.
+    handover: AtomicBool,
 }
 
 impl Conn {
@@ -552,9 +648,32 @@ impl Conn {
             l.closed = true;
             l.map.drain().map(|(_, d)| d).collect()
         };
+        self.give_back_all(held);
+    }
+
+    /// Leases of a connection that ended go back to their queues, counted —
+    /// unless the host is handing over (see `hand_over`).
+    fn give_back_all(&self, held: Vec<Delivery>) {
+        if self.handover.load(SeqCst) {
+            return;
+        }
         for d in held {
             let _ = d.nack_with(None, "its consumer process disconnected");
         }
+    }
+
+    /// Keeps a reclaimed lease under a new number (0 if the connection is over).
+    fn keep(&self, d: Delivery) -> u64 {
+        let mut l = self.leases.lock();
+        if l.closed {
+            drop(l);
+            self.give_back_all(vec![d]);
+            return 0;
+        }
+        l.next += 1;
+        let n = l.next;
+        l.map.insert(n, d);
+        n
     }
 
     /// Keeps leased deliveries under new numbers, or (connection over) gives
@@ -581,9 +700,7 @@ impl Conn {
                 }
             }
         }
-        for d in late {
-            let _ = d.nack_with(None, "its consumer process disconnected");
-        }
+        self.give_back_all(late);
     }
 
     fn take_lease(&self, handle: u64) -> Result<Delivery> {
@@ -775,12 +892,91 @@ fn serve(
             Ok(h) => h,
             Err(m) => return Some(m.0.to_string()),
         };
+        if o == op::RECEIVE && in_grace(shared) {
+            defer_receive(shared, conn, id, &buf);
+            continue;
+        }
         match handle(shared, conn, &mut cache, id, o, &mut d) {
             Ok(Some(r)) => conn.reply(id, r),
             Ok(None) => {}
             Err(m) => return Some(format!("bad request (op {o}): {}", m.0)),
         }
     }
+}
+
+/// Whether receives are still held back after a takeover (see [`RECLAIM_GRACE`]).
+fn in_grace(shared: &Shared) -> bool {
+    shared.grace_until.is_some_and(|t| Instant::now() < t)
+}
+
+/// Runs a receive that came during [`RECLAIM_GRACE`] once it has passed, on
+/// a waiter thread (so the connection's other calls — its reclaims, acks —
+/// go on meanwhile), so leases held by surviving processes are reclaimed
+/// before anyone can receive their messages.
+fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) {
+    let (s, c, frame) = (shared.clone(), conn.clone(), frame.to_vec());
+    let flag = Arc::new(AtomicBool::new(false));
+    conn.waits.lock().insert(
+        id,
+        WaitEntry {
+            flag: flag.clone(),
+            wake: Waker::Deferred,
+        },
+    );
+    waiter(move || {
+        let t = s.grace_until.unwrap_or_else(Instant::now);
+        while Instant::now() < t && !flag.load(SeqCst) {
+            std::thread::sleep((t - Instant::now()).min(Duration::from_millis(10)));
+        }
+        c.waits.lock().remove(&id);
+        if flag.load(SeqCst) {
+            // Aborted (or the connection ended) while deferred: nothing received.
+            let mut e = ok(id);
+            e.u32(0);
+            c.reply(id, Ok(e));
+            return;
+        }
+        let mut cache = HashMap::new();
+        let mut d = Dec::new(&frame);
+        if d.header().is_err() {
+            return;
+        }
+        match handle(&s, &c, &mut cache, id, op::RECEIVE, &mut d) {
+            Ok(Some(r)) => c.reply(id, r),
+            Ok(None) => {}
+            Err(m) => {
+                s.drop_client(&c, &format!("bad request (op {}): {}", op::RECEIVE, m.0));
+                c.hang_up();
+            }
+        }
+    });
+}
+
+/// `RECLAIM`: leases again, to this connection, the messages it held on the
+/// previous host (each answered with its new number, 0 if not reclaimed).
+fn reclaim(
+    shared: &Shared,
+    conn: &Conn,
+    cache: &mut HashMap<(String, String), Queue>,
+    id: u64,
+    d: &mut Dec<'_>,
+) -> Handled {
+    let n = d.count(17)?;
+    let mut want = Vec::with_capacity(n);
+    for _ in 0..n {
+        want.push((d.string()?, d.string()?, d.u64()?, d.u32()?));
+    }
+    d.end()?;
+    let mut e = ok(id);
+    e.u32(n as u32);
+    for (ns, name, mid, seen) in want {
+        let got = shared
+            .broker()
+            .and_then(|b| queue_of(&b, cache, &ns, &name))
+            .and_then(|q| q.reclaim(mid, seen));
+        e.u64(got.map_or(0, |dl| conn.keep(dl)));
+    }
+    Ok(Some(Ok(e)))
 }
 
 /// The reply's encoder with the ok status written.
@@ -1130,6 +1326,7 @@ fn handle(
                 Ok(ok(id))
             })
         }
+        op::RECLAIM => reclaim(shared, conn, cache, id, d),
         op::FORGET => {
             let lease = d.u64()?;
             d.end()?;

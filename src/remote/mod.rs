@@ -9,15 +9,23 @@
 //! `docs/wire.md`) and are answered by the host's own local handles — so an
 //! attached process gets the same semantics and the same errors, and no
 //! feature is written twice. When the host goes, an attached process takes
-//! over. The engine knows nothing of this: the host is kept alive by its
-//! engine as an opaque companion.
+//! over ([`client`]: it reclaims its leases from the new host; a host that
+//! closes cleanly leaves its in-memory messages in the [`handover`] file;
+//! [`exclusive`] tells an exclusive holder from a host not serving yet;
+//! docs/multi-process.md). The engine knows nothing of this: the host is kept
+//! alive by its engine as an opaque companion, and hands over from the
+//! engine's close hook.
 
 // `cbindgen:ignore`: nothing here is C ABI (include/libqueue.h is made from src/ffi/).
 /// cbindgen:ignore
 pub(crate) mod client;
 /// cbindgen:ignore
+pub(crate) mod exclusive;
+/// cbindgen:ignore
 #[doc(hidden)]
 pub mod fuzz;
+/// cbindgen:ignore
+pub(crate) mod handover;
 /// cbindgen:ignore
 pub(crate) mod host;
 /// cbindgen:ignore

@@ -90,6 +90,11 @@ pub mod op {
     /// `lease:u64`: the client dropped the delivery unsettled; the host
     /// forgets its number and the lease runs out as it would have. No response.
     pub const FORGET: u8 = 44;
+    /// `[ns queue id:u64 seen:u32]` → `[lease:u64]` (0: not reclaimed): after
+    /// a takeover, the leases a client held on the old host, leased again to
+    /// it under new numbers if the message is ready here with a delivery
+    /// count of at most `seen` (docs/multi-process.md, "Takeover").
+    pub const RECLAIM: u8 = 45;
     /// `ns topic Message` → `count:u64`.
     pub const PUBLISH: u8 = 50;
     /// `ns topic queue Filter` → `QueueOptions` of the subscription queue.
