@@ -58,7 +58,7 @@ CFLAGS_STRICT := -Wall -Wextra -Wpedantic -Werror -Iinclude -DEXPECTED_VERSION='
 # (shared and static) and agree with the header and Cargo.toml on the version.
 # Then the C tests of the whole ABI (tests/c/test_*.c) against the shared library.
 CTEST := target/ctest
-C_TESTS := test_api test_errors test_fork test_close_race
+C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess
 test-c: lib test-header
 	mkdir -p $(CTEST)
 	cc -std=c99 $(CFLAGS_STRICT) tests/c/version.c -Ltarget/release -lqueue -o $(CTEST)/version_so
