@@ -204,7 +204,9 @@ fuzz:
 
 # The tour (examples/python/tour.py, about 15 s): one process embeds a persistent
 # broker; Python and a C++ shared object (examples/cpp/tour_producer.cpp) produce
-# into it, pools consume; then a child is SIGKILLed and the journal recovered.
+# into it, pools consume; then producer and consumer processes share the directory,
+# the hosting one is SIGKILLed mid-stream, another takes over, and the journal
+# proves nothing durable was lost.
 demo: setup lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
