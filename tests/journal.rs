@@ -197,7 +197,8 @@ fn queue_default_persistence_and_dead_letters_survive() {
 fn second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    let err = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap_err();
+    // Exclusive: a shared open attaches to the holder instead (tests/attach_smoke.rs).
+    let err = Broker::open(BrokerOptions::new().data_dir(dir.path()).exclusive(true)).unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err:?}");
     assert!(err.to_string().contains("locked"));
     b.close();

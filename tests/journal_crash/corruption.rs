@@ -269,15 +269,16 @@ fn second_open_is_locked_until_the_first_is_dropped() {
     let q = b.namespace(NS).unwrap().queue(QUEUE).unwrap();
     q.send(Message::new(7u64.to_le_bytes().to_vec()).persistent(true))
         .unwrap();
+    // Exclusive opens: a shared one attaches to the holder instead.
     for _ in 0..3 {
-        match Broker::open(opts(dir.path())) {
+        match Broker::open(opts(dir.path()).exclusive(true)) {
             Err(Error::Locked(d)) => assert!(d.contains(&*dir.path().to_string_lossy()), "{d}"),
             other => panic!("second open: want Error::Locked, got {other:?}"),
         }
     }
     // From another thread too (flock is per open file, not per thread).
     let d = dir.path().to_path_buf();
-    let r = thread::spawn(move || Broker::open(opts(&d)).map(|_| ()))
+    let r = thread::spawn(move || Broker::open(opts(&d).exclusive(true)).map(|_| ()))
         .join()
         .unwrap();
     assert!(matches!(r, Err(Error::Locked(_))), "{r:?}");
