@@ -51,7 +51,7 @@ from typing import Any, Generic, Optional, TypeVar, Union
 from ._broker import Broker
 from ._queue import Queue as LqQueue
 from ._core import SLICE_MS, ms
-from ._errors import Closed, InvalidState, NotFound, error_for
+from ._errors import Closed, InvalidState, LibqueueError, NotFound, error_for
 from ._ffi import fast, lib
 from ._options import QueueOptions
 
@@ -315,21 +315,28 @@ class _FifoBase(Generic[T]):
             if st == lib.LQ_CLOSED and a.closed:
                 raise Closed("this queue was closed", lib.LQ_CLOSED)
             raise error_for(st)
+        tasks = self._tasks
+        assert tasks is not None
+        token = False
         try:
             item: T = _loads(d.body)
-            tasks = self._tasks
-            assert tasks is not None
             t = _send(tasks._pin, b"", tasks._release, -2, 0)
             if t < 0:
                 raise error_for(-t)
-            self._taken += 1
+            token = True
             d.ack()
         except BaseException:
+            if token:  # the item goes back to the queue: so does its task
+                _take(tasks._pin, 0)
             if not d._settled:
-                d._nack()
+                try:
+                    d._nack()
+                except LibqueueError:  # the lease is gone already: it comes back anyway
+                    pass
             raise
         finally:
             d.close()
+        self._taken += 1
         return item
 
     _taken = 0  # items this process got and has not marked done (a Queue with a path)
