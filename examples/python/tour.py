@@ -394,6 +394,7 @@ def main() -> int:
     procs: list[tuple[str, int, subprocess.Popen[str]]] = []
     facts: collections.defaultdict[str, list[list[str]]] = collections.defaultdict(list)
     arrived = threading.Condition()
+    readers: list[threading.Thread] = []
 
     def spawn(role: str, k: int) -> None:
         p = subprocess.Popen([sys.executable, __file__, "--worker", role, str(k), str(DATA),
@@ -407,7 +408,8 @@ def main() -> int:
                 with arrived:
                     facts[kind].append(rest + [str(p.pid)])
                     arrived.notify_all()
-        threading.Thread(target=read, daemon=True).start()
+        readers.append(threading.Thread(target=read, daemon=True))
+        readers[-1].start()
 
     def wait_for(kind: str, count: int, timeout: float = 20) -> bool:
         with arrived:
@@ -451,6 +453,8 @@ def main() -> int:
             p.kill()
             FAILURES.append(f"{role} {k} did not end")
     procs[0][2].wait()
+    for t in readers:  # every line they wrote before they ended is counted
+        t.join(10)
     scene_secs = time.monotonic() - t_scene
     flushed = {}  # producer -> orders reported durable (0 .. n-1)
     for k, count, _ in facts["F"]:
@@ -491,7 +495,7 @@ def main() -> int:
     received = set(acked) | set(left)
     lost = durable - received
     check(not lost, f"every order reported durable was received: {n(len(durable))} durable "
-          f"(the killed host's {n(host_flushed)} included), {n(len(received))} received and "
+          f"(the killed host's {n(flushed.get(0, 0))} included), {n(len(received))} received and "
           f"acked ({n(len(set(acked)))} by the consumers, {n(len(left))} left for the end)"
           + (f"; LOST: {sorted(lost)[:5]}" if lost else ""))
     resurrected = set(acked) & set(left)
