@@ -252,7 +252,8 @@ pub unsafe extern "C" fn lq_broker_host_info(
 ) -> lq_status {
     run(|| {
         let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
-        let first = std::mem::size_of::<lq_host_client>();
+        // The first version's entry (up to `leases`): what every caller has.
+        let first = std::mem::offset_of!(lq_host_client, leases) + std::mem::size_of::<u64>();
         let to = if capacity == 0 {
             None
         } else {
