@@ -239,6 +239,64 @@ typedef struct lq_strings lq_strings;
 typedef struct lq_topic lq_topic;
 
 /**
+ * Who hosts a shared data directory, and its counters
+ * (`lq_broker_host_info`).
+ *
+ * Set `struct_size` to `sizeof(lq_host_info)` before the call: fields added by
+ * a later version go at the end, and a library only writes the fields that fit
+ * in `struct_size` (a program built against an older header keeps working).
+ */
+typedef struct {
+  /**
+   * Set by the caller: `sizeof(lq_host_info)` as it was compiled.
+   */
+  size_t struct_size;
+  /**
+   * The host's process id.
+   */
+  uint32_t pid;
+  /**
+   * Times the directory changed host (0: the first host; each takeover
+   * adds one).
+   */
+  uint64_t takeovers;
+  /**
+   * Clients the host dropped for misbehaving (bad frames, stalls, a uid
+   * not allowed, too many connections).
+   */
+  uint64_t dropped;
+  /**
+   * Processes attached now (entries of the `clients` array; may be more
+   * than the array held).
+   */
+  uint64_t clients;
+} lq_host_info;
+
+/**
+ * One attached process (`lq_broker_host_info`'s `clients` array). A later
+ * version may add fields at the end: the array's entries are `client_size`
+ * bytes apart, as the caller passes it.
+ */
+typedef struct {
+  /**
+   * Its process id (from `SO_PEERCRED`).
+   */
+  uint32_t pid;
+  /**
+   * Its user id.
+   */
+  uint32_t uid;
+  /**
+   * When it connected, in seconds since the Unix epoch.
+   */
+  uint64_t since;
+  /**
+   * Messages it holds leased now.
+   */
+  uint64_t leases;
+} lq_host_client;
+
+/**
  * What opening a data directory found (`lq_broker_recovery_report`).
  */
 typedef struct {
@@ -483,6 +541,40 @@ lq_status lq_broker_get_namespace(const lq_broker *broker,
                                   lq_namespace **out);
 
 /**
+ * Who hosts the broker's data directory and who is attached to it, asked of
+ * the host (from an attached process, one round trip). Fills the fields of
+ * `*out` that fit in `out->struct_size` (which the caller sets to
+ * `sizeof(lq_host_info)`; `struct_size` itself is left as it is), and the
+ * first `capacity` attached processes into `clients` (entries `client_size`
+ * bytes apart, `sizeof(lq_host_client)`; `clients` may be NULL when
+ * `capacity` is 0). `out->clients` gets how many are attached: call again
+ * with a larger array if it exceeds `capacity`. `LQ_INVALID_STATE` for a broker
+ * that does not share a data directory (in memory, or exclusive);
+ * `LQ_INVALID_ARGUMENT` if `struct_size` does not reach `pid`, or
+ * `client_size` is below the first version's `lq_host_client` (24 bytes).
+ *
+ * # Safety
+ * `broker` NULL or live; `out` NULL or valid for `out->struct_size` bytes;
+ * `clients` valid for `capacity * client_size` bytes (or NULL with `capacity` 0).
+ */
+lq_status lq_broker_host_info(const lq_broker *broker,
+                              lq_host_info *out,
+                              lq_host_client *clients,
+                              size_t capacity,
+                              size_t client_size);
+
+/**
+ * Whether the broker is attached to another process that hosts its data
+ * directory (`false` when this process hosts it, or for a broker without a
+ * data directory). It changes to `false` when this process takes over
+ * from a host that went away.
+ *
+ * # Safety
+ * `broker` must be NULL or live; `out` writable.
+ */
+lq_status lq_broker_is_attached(const lq_broker *broker, bool *out);
+
+/**
  * Whether the broker was closed.
  *
  * # Safety
@@ -512,10 +604,16 @@ lq_status lq_broker_namespace(const lq_broker *broker,
 
 /**
  * Opens a broker. `opts` may be NULL (in memory, defaults) and is only read:
- * free it when convenient. With a data directory it locks it (`LQ_LOCKED` if
- * another process holds it), replays the journal and brings back every queue
- * and unacked persistent message. On success `*out` owns the broker: free it
- * with `lq_broker_free`.
+ * free it when convenient. With a data directory that no live process holds,
+ * this process becomes its *host*: it locks it, replays the journal, brings
+ * back every queue and unacked persistent message, and serves other processes
+ * that open the directory (a Unix socket in it). If a live process hosts the
+ * directory, this broker *attaches* to it instead (`lq_broker_is_attached`):
+ * the same calls, served by the host, whose options (sync mode, quotas and
+ * queue defaults, segment size) apply rather than `opts`'s. With
+ * `lq_broker_options_set_exclusive`, a directory another process holds
+ * fails with `LQ_LOCKED`. On success `*out` owns the broker: free it with
+ * `lq_broker_free`.
  *
  * # Safety
  * `opts` must be NULL or a live handle; `out` must be writable.
@@ -538,6 +636,20 @@ void lq_broker_options_free(lq_broker_options *opts);
  * `out` must be NULL or writable.
  */
 lq_status lq_broker_options_new(lq_broker_options **out);
+
+/**
+ * Users, besides this process's own, allowed to attach while this process
+ * hosts the data directory: `len` user ids at `uids` (copied; they replace any
+ * set before; `len` 0 clears the list, and `uids` may then be NULL). The
+ * directory's permissions apply first (a new data directory is 0700).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle; `uids` must point to `len` readable
+ * `uint32_t` (or be NULL when `len` is 0).
+ */
+lq_status lq_broker_options_set_allow_uids(lq_broker_options *opts,
+                                           const uint32_t *uids,
+                                           size_t len);
 
 /**
  * Keeps persistent messages in a journal in the directory `dir` (UTF-8, not
@@ -568,6 +680,18 @@ lq_status lq_broker_options_set_default_queue_options(lq_broker_options *opts,
  * `opts` and `quotas` must be NULL or live handles.
  */
 lq_status lq_broker_options_set_default_quotas(lq_broker_options *opts, const lq_quotas *quotas);
+
+/**
+ * `true`: this process alone may use the data directory. No other process
+ * can attach, and `lq_broker_open` of a directory another process holds
+ * fails with `LQ_LOCKED` (the behaviour before several processes could share
+ * a directory). Default `false`: the first process to open a directory hosts
+ * it, later ones attach to it (docs/multi-process.md).
+ *
+ * # Safety
+ * `opts` must be NULL or a live handle.
+ */
+lq_status lq_broker_options_set_exclusive(lq_broker_options *opts, bool exclusive);
 
 /**
  * Size of each journal segment file in bytes (default 64 MiB; at least 4096).

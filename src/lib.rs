@@ -59,6 +59,8 @@ mod engine;
 mod error;
 pub mod ffi;
 mod queue;
+// The wire format's constants are not C API: cbindgen skips the module.
+/// cbindgen:ignore
 mod remote;
 mod rpc;
 pub mod store;

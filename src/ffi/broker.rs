@@ -69,10 +69,16 @@ pub(crate) fn ns_handle(ns: Namespace, broker: &Broker) -> *mut lq_namespace {
 }
 
 /// Opens a broker. `opts` may be NULL (in memory, defaults) and is only read:
-/// free it when convenient. With a data directory it locks it (`LQ_LOCKED` if
-/// another process holds it), replays the journal and brings back every queue
-/// and unacked persistent message. On success `*out` owns the broker: free it
-/// with `lq_broker_free`.
+/// free it when convenient. With a data directory that no live process holds,
+/// this process becomes its *host*: it locks it, replays the journal, brings
+/// back every queue and unacked persistent message, and serves other processes
+/// that open the directory (a Unix socket in it). If a live process hosts the
+/// directory, this broker *attaches* to it instead (`lq_broker_is_attached`):
+/// the same calls, served by the host, whose options (sync mode, quotas and
+/// queue defaults, segment size) apply rather than `opts`'s. With
+/// `lq_broker_options_set_exclusive`, a directory another process holds
+/// fails with `LQ_LOCKED`. On success `*out` owns the broker: free it with
+/// `lq_broker_free`.
 ///
 /// # Safety
 /// `opts` must be NULL or a live handle; `out` must be writable.
@@ -136,6 +142,167 @@ pub unsafe extern "C" fn lq_broker_is_closed(
     run(|| {
         let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
         out.set(h.b.is_closed());
+        Ok(())
+    })
+}
+
+/// Whether the broker is attached to another process that hosts its data
+/// directory (`false` when this process hosts it, or for a broker without a
+/// data directory). It changes to `false` when this process takes over
+/// from a host that went away.
+///
+/// # Safety
+/// `broker` must be NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_broker_is_attached(
+    broker: *const lq_broker,
+    out: *mut bool,
+) -> lq_status {
+    run(|| {
+        let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
+        check_open(&h.b)?;
+        out.set(h.b.is_attached());
+        Ok(())
+    })
+}
+
+/// Who hosts a shared data directory, and its counters
+/// (`lq_broker_host_info`).
+///
+/// Set `struct_size` to `sizeof(lq_host_info)` before the call: fields added by
+/// a later version go at the end, and a library only writes the fields that fit
+/// in `struct_size` (a program built against an older header keeps working).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct lq_host_info {
+    /// Set by the caller: `sizeof(lq_host_info)` as it was compiled.
+    pub struct_size: usize,
+    /// The host's process id.
+    pub pid: u32,
+    /// Times the directory changed host (0: the first host; each takeover
+    /// adds one).
+    pub takeovers: u64,
+    /// Clients the host dropped for misbehaving (bad frames, stalls, a uid
+    /// not allowed, too many connections).
+    pub dropped: u64,
+    /// Processes attached now (entries of the `clients` array; may be more
+    /// than the array held).
+    pub clients: u64,
+}
+
+/// One attached process (`lq_broker_host_info`'s `clients` array). A later
+/// version may add fields at the end: the array's entries are `client_size`
+/// bytes apart, as the caller passes it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct lq_host_client {
+    /// Its process id (from `SO_PEERCRED`).
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// When it connected, in seconds since the Unix epoch.
+    pub since: u64,
+    /// Messages it holds leased now.
+    pub leases: u64,
+}
+
+/// Copies the first `size` bytes of `v` (at most its size) to `to`, skipping the
+/// first `skip` bytes.
+///
+/// Pointers: `to` must be valid for `size` bytes (the caller's `struct_size` or
+/// `client_size`, which its exported function's `# Safety` section requires).
+fn write_prefix<T: Copy>(v: &T, to: *mut u8, size: usize, skip: usize) {
+    let n = size.min(std::mem::size_of::<T>());
+    if n > skip {
+        // SAFETY: `v` is a plain `repr(C)` value of `size_of::<T>()` bytes and
+        // `n` does not exceed it; `to` is valid for `size >= n` bytes (above);
+        // `v` is ours (on the stack), so the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (v as *const T).cast::<u8>().add(skip),
+                to.add(skip),
+                n - skip,
+            )
+        };
+    }
+}
+
+/// Who hosts the broker's data directory and who is attached to it, asked of
+/// the host (from an attached process, one round trip). Fills the fields of
+/// `*out` that fit in `out->struct_size` (which the caller sets to
+/// `sizeof(lq_host_info)`; `struct_size` itself is left as it is), and the
+/// first `capacity` attached processes into `clients` (entries `client_size`
+/// bytes apart, `sizeof(lq_host_client)`; `clients` may be NULL when
+/// `capacity` is 0). `out->clients` gets how many are attached: call again
+/// with a larger array if it exceeds `capacity`. `LQ_INVALID_STATE` for a broker
+/// that does not share a data directory (in memory, or exclusive);
+/// `LQ_INVALID_ARGUMENT` if `struct_size` does not reach `pid`, or
+/// `client_size` is below the first version's `lq_host_client` (24 bytes).
+///
+/// # Safety
+/// `broker` NULL or live; `out` NULL or valid for `out->struct_size` bytes;
+/// `clients` valid for `capacity * client_size` bytes (or NULL with `capacity` 0).
+#[no_mangle]
+pub unsafe extern "C" fn lq_broker_host_info(
+    broker: *const lq_broker,
+    out: *mut lq_host_info,
+    clients: *mut lq_host_client,
+    capacity: usize,
+    client_size: usize,
+) -> lq_status {
+    run(|| {
+        let (h, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
+        // The first version's entry (up to `leases`): what every caller has.
+        let first = std::mem::offset_of!(lq_host_client, leases) + std::mem::size_of::<u64>();
+        let to = if capacity == 0 {
+            None
+        } else {
+            if client_size < first {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    "client_size must be sizeof(lq_host_client)",
+                ));
+            }
+            if capacity > isize::MAX as usize / client_size {
+                return Err(Fail::new(LQ_INVALID_ARGUMENT, "capacity is too large"));
+            }
+            Some(Out::new(clients, "clients")?.as_ptr().cast::<u8>())
+        };
+        let at = out.as_ptr().cast::<u8>();
+        // SAFETY: `out` is non-NULL and the caller guarantees it points to an
+        // `lq_host_info` whose first field (a `usize`, present in every
+        // version) is set; read unaligned in case the caller's struct is not.
+        let size = unsafe { at.cast::<usize>().read_unaligned() };
+        let head = std::mem::offset_of!(lq_host_info, pid);
+        if size < head + std::mem::size_of::<u32>() {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                "out->struct_size must be sizeof(lq_host_info)",
+            ));
+        }
+        check_open(&h.b)?;
+        let info = h.b.host_info()?;
+        let full = lq_host_info {
+            struct_size: std::mem::size_of::<lq_host_info>(),
+            pid: info.pid,
+            takeovers: info.takeovers,
+            dropped: info.dropped,
+            clients: info.clients.len() as u64,
+        };
+        if let Some(to) = to {
+            for (i, c) in info.clients.iter().take(capacity).enumerate() {
+                let entry = lq_host_client {
+                    pid: c.pid,
+                    uid: c.uid,
+                    since: c.since,
+                    leases: c.leases,
+                };
+                // `i < capacity`: entry `i` is inside the caller's array
+                // (`capacity * client_size` bytes, checked not to overflow).
+                write_prefix(&entry, to.wrapping_add(i * client_size), client_size, 0);
+            }
+        }
+        write_prefix(&full, at, size, head);
         Ok(())
     })
 }

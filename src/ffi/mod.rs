@@ -14,7 +14,7 @@
 //!
 //! One file per handle type:
 //! - `options.rs`: `lq_broker_options`, `lq_queue_options`, `lq_quotas`
-//! - `broker.rs`: `lq_broker`, `lq_namespace`, the recovery report
+//! - `broker.rs`: `lq_broker`, `lq_namespace`, the recovery report, the host info
 //! - `strings.rs`: `lq_strings` (a list of names)
 //! - `message.rs`: `lq_message` (what a producer sends)
 //! - `queue.rs`: `lq_queue` (send, receive, peek, stats, the pollable fd, close)
@@ -44,8 +44,9 @@ mod topic;
 pub use boundary::{lq_last_error_message, lq_version, LQ_WAIT_FOREVER};
 pub use broker::{
     lq_broker, lq_broker_close, lq_broker_create_namespace, lq_broker_flush, lq_broker_free,
-    lq_broker_get_namespace, lq_broker_is_closed, lq_broker_list_namespaces, lq_broker_namespace,
-    lq_broker_open, lq_broker_queue, lq_broker_recovery_damage, lq_broker_recovery_report,
+    lq_broker_get_namespace, lq_broker_host_info, lq_broker_is_attached, lq_broker_is_closed,
+    lq_broker_list_namespaces, lq_broker_namespace, lq_broker_open, lq_broker_queue,
+    lq_broker_recovery_damage, lq_broker_recovery_report, lq_host_client, lq_host_info,
     lq_namespace, lq_namespace_create_queue, lq_namespace_delete_queue, lq_namespace_free,
     lq_namespace_get_queue, lq_namespace_get_stats, lq_namespace_list, lq_namespace_name,
     lq_namespace_queue, lq_namespace_stats, lq_namespace_topic, lq_recovery_report,

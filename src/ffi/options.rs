@@ -5,7 +5,7 @@
 //! and freed with `_free`. Options handles are not thread-safe: use one from one
 //! thread at a time (they may move between threads).
 
-use super::boundary::{boxed, handle, handle_mut, ms, run, run_free, text, Fail, Out};
+use super::boundary::{boxed, handle, handle_mut, items, ms, run, run_free, text, Fail, Out};
 use super::status::{lq_status, lq_status::*};
 use crate::{BrokerOptions, OnFull, QueueOptions, Quotas, SyncMode};
 
@@ -123,6 +123,42 @@ pub unsafe extern "C" fn lq_broker_options_set_data_dir(
             return Err(Fail::new(LQ_INVALID_ARGUMENT, "dir is empty"));
         }
         Ok(o.data_dir(d))
+    })
+}
+
+/// `true`: this process alone may use the data directory. No other process
+/// can attach, and `lq_broker_open` of a directory another process holds
+/// fails with `LQ_LOCKED` (the behaviour before several processes could share
+/// a directory). Default `false`: the first process to open a directory hosts
+/// it, later ones attach to it (docs/multi-process.md).
+///
+/// # Safety
+/// `opts` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn lq_broker_options_set_exclusive(
+    opts: *mut lq_broker_options,
+    exclusive: bool,
+) -> lq_status {
+    with_broker_opts(opts, |o| Ok(o.exclusive(exclusive)))
+}
+
+/// Users, besides this process's own, allowed to attach while this process
+/// hosts the data directory: `len` user ids at `uids` (copied; they replace any
+/// set before; `len` 0 clears the list, and `uids` may then be NULL). The
+/// directory's permissions apply first (a new data directory is 0700).
+///
+/// # Safety
+/// `opts` must be NULL or a live handle; `uids` must point to `len` readable
+/// `uint32_t` (or be NULL when `len` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn lq_broker_options_set_allow_uids(
+    opts: *mut lq_broker_options,
+    uids: *const u32,
+    len: usize,
+) -> lq_status {
+    with_broker_opts(opts, |o| {
+        let u = items(uids, len, "uids")?;
+        Ok(o.allow_uids(u.iter().copied()))
     })
 }
 

@@ -448,7 +448,10 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             uid,
             since,
             writer: Mutex::new(writer),
-            leases: Mutex::new(Leases::default()),
+            leases: Mutex::new(Leases {
+                next: lease_base(),
+                ..Leases::default()
+            }),
             waits: Mutex::new(HashMap::new()),
             hello_done: AtomicBool::new(false),
             // The writer's descriptor (a duplicate that lives as long as the
@@ -539,6 +542,18 @@ struct Leases {
     next: u64,
     /// Set when the connection ended: leases arriving later go straight back.
     closed: bool,
+}
+
+/// Where a connection's lease numbers start: random in the high 32 bits. A
+/// client that reconnects (to a new host after a takeover, or to this one)
+/// may still settle a delivery by its old number; counting every connection
+/// from 1 would make that number another delivery's, settling the wrong
+/// message. From a random base it is nobody's: `LeaseExpired`.
+fn lease_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish() & !0xFFFF_FFFF
 }
 
 /// A blocked call of a connection, so `ABORT` (or the connection's end) can

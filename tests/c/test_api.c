@@ -705,8 +705,18 @@ static void test_persistence(void) {
     OK(lq_broker_recovery_report(b, &r));
     CHECK(r.messages_recovered == 0);
     lq_broker *b2 = NULL;
+    /* A second open of a held directory attaches to its host (here, this same
+     * process); an exclusive one is LQ_LOCKED. */
+    OK(lq_broker_open(bo, &b2));
+    bool attached = false;
+    OK(lq_broker_is_attached(b2, &attached));
+    CHECK(attached);
+    lq_broker_free(b2);
+    b2 = NULL;
+    OK(lq_broker_options_set_exclusive(bo, true));
     EXPECT_MSG(LQ_LOCKED, "locked", lq_broker_open(bo, &b2));
     CHECK(b2 == NULL);
+    OK(lq_broker_options_set_exclusive(bo, false));
 
     lq_queue *q = NULL;
     OK(lq_broker_queue(b, S("durable"), &q));

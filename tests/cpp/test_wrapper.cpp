@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using libqueue::Error;
@@ -193,6 +194,40 @@ static void persistence() {
     CHECK(std::system((std::string("rm -rf ") + dir).c_str()) == 0);
 }
 
+// A second open of a hosted directory attaches (here from the same process,
+// which the host serves as it would another); host_info sees it; an exclusive
+// open is refused. tests/c/test_multiprocess.c does it across processes.
+static void shared_directory() {
+    char dir[] = "/tmp/lq-cpptest-shared-XXXXXX";
+    CHECK(mkdtemp(dir));
+    libqueue::BrokerOptions opts;
+    opts.data_dir(dir).allow_uids({});
+    libqueue::Broker host(opts);
+    CHECK(!host.attached());
+    auto h = host.host_info();
+    CHECK(h.pid == static_cast<uint32_t>(getpid()) && h.takeovers == 0 && h.clients.empty());
+    {
+        libqueue::Broker guest(opts);
+        CHECK(guest.attached());
+        guest.queue("shared").send(Message("across").persistent(true));
+        guest.flush();
+        auto d = host.queue("shared").try_receive();
+        CHECK(d && d->body().str() == "across");
+        d->ack();
+        h = guest.host_info();
+        CHECK(h.pid == static_cast<uint32_t>(getpid()) && h.clients.size() == 1);
+        CHECK(h.clients[0].pid == static_cast<uint32_t>(getpid()) && h.clients[0].uid == getuid());
+        libqueue::BrokerOptions alone;
+        alone.data_dir(dir).exclusive(true);
+        CHECK(status_of([&] { libqueue::Broker b(alone); }) == LQ_LOCKED);
+    }
+    libqueue::Broker memory;
+    CHECK(!memory.attached());
+    CHECK(status_of([&] { memory.host_info(); }) == LQ_INVALID_STATE);
+    host.close();
+    CHECK(std::system((std::string("rm -rf ") + dir).c_str()) == 0);
+}
+
 // close() from another thread wakes the receive waiting in the handle.
 static void close_wakes_a_waiter() {
     libqueue::Broker broker;
@@ -215,6 +250,7 @@ int main() {
     options_quotas_topics();
     pool_and_rpc();
     persistence();
+    shared_directory();
     std::printf("test_wrapper: all checks passed\n");
     return 0;
 }

@@ -270,6 +270,7 @@ fn second_open_is_locked_until_the_first_is_dropped() {
     let q = b.namespace(NS).unwrap().queue(QUEUE).unwrap();
     q.send(Message::new(7u64.to_le_bytes().to_vec()).persistent(true))
         .unwrap();
+    // Exclusive opens: a shared one attaches to the holder instead.
     for _ in 0..3 {
         match Broker::open(opts(dir.path()).exclusive(true)) {
             Err(Error::Locked(d)) => assert!(d.contains(&*dir.path().to_string_lossy()), "{d}"),

@@ -237,6 +237,15 @@ public:
     BrokerOptions &default_queue_options(const QueueOptions &o) {
         return set(lq_broker_options_set_default_queue_options(h_.get(), o.raw()));
     }
+    /// This process alone may use the data directory (`Error` with LQ_LOCKED if
+    /// another holds it); by default a later process attaches to the first.
+    BrokerOptions &exclusive(bool yes) {
+        return set(lq_broker_options_set_exclusive(h_.get(), yes));
+    }
+    /// Users besides this process's own allowed to attach while it hosts.
+    BrokerOptions &allow_uids(const std::vector<uint32_t> &uids) {
+        return set(lq_broker_options_set_allow_uids(h_.get(), uids.data(), uids.size()));
+    }
     const lq_broker_options *raw() const noexcept { return h_.get(); }
 
 private:
@@ -636,6 +645,17 @@ private:
 
 using RecoveryReport = lq_recovery_report;
 
+/// One process attached to a shared data directory.
+using HostClient = lq_host_client;
+
+/// Who hosts a shared data directory (`Broker::host_info`).
+struct HostInfo {
+    uint32_t pid = 0;         ///< the host's process id
+    uint64_t takeovers = 0;   ///< times the directory changed host
+    uint64_t dropped = 0;     ///< clients dropped for misbehaving
+    std::vector<HostClient> clients;  ///< processes attached now
+};
+
 /// One engine instance. Destroying it closes it. Move-only.
 class Broker {
 public:
@@ -697,6 +717,28 @@ public:
             if (s == LQ_NOT_FOUND) return out;
             detail::check(s);
             out.emplace_back(reinterpret_cast<const char *>(p), n);
+        }
+    }
+    /// Whether another process hosts the data directory and this broker is
+    /// attached to it.
+    bool attached() const {
+        bool a = false;
+        detail::check(lq_broker_is_attached(h_.get(), &a));
+        return a;
+    }
+    /// The host's pid and counters and the attached processes (throws
+    /// LQ_INVALID_STATE for a broker that shares no data directory).
+    HostInfo host_info() const {
+        std::vector<HostClient> c(8);
+        for (;;) {
+            lq_host_info h{};
+            h.struct_size = sizeof h;
+            detail::check(lq_broker_host_info(h_.get(), &h, c.data(), c.size(), sizeof(HostClient)));
+            if (h.clients <= c.size()) {
+                c.resize(static_cast<size_t>(h.clients));
+                return HostInfo{h.pid, h.takeovers, h.dropped, std::move(c)};
+            }
+            c.resize(static_cast<size_t>(h.clients) + 8);  // more came: again, larger
         }
     }
     const lq_broker *raw() const noexcept { return h_.get(); }

@@ -15,8 +15,8 @@ replacement of the standard library's ``queue`` module.
 
 from __future__ import annotations
 
-from ._broker import (DEFAULT_NAMESPACE, DEFAULT_QUEUE, Broker, Namespace, NamespaceStats,
-                      RecoveryReport)
+from ._broker import (DEFAULT_NAMESPACE, DEFAULT_QUEUE, Broker, ClientInfo, HostInfo, Namespace,
+                      NamespaceStats, RecoveryReport)
 from ._delivery import Delivery
 from ._errors import (AlreadyExists, Closed, Corrupt, Empty, Forked, Full, InvalidArgument,
                       InvalidName, InvalidState, InvalidUtf8, IOFailure, LeaseExpired,
@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Broker", "Namespace", "Queue", "Delivery", "Message", "Topic", "Pool", "RpcClient",
     "Quotas", "QueueOptions", "QueueStats", "NamespaceStats", "PoolStats", "RecoveryReport",
-    "TopicStats",
+    "TopicStats", "HostInfo", "ClientInfo",
     "DEFAULT_NAMESPACE", "DEFAULT_QUEUE", "EXECUTION_ID", "LIBRARY_VERSION",
     "LibqueueError", "Empty", "Timeout", "Full", "Closed", "NotFound", "AlreadyExists",
     "QuotaExceeded", "LeaseExpired", "InvalidState", "RemoteError", "MessageTooLarge",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from ._core import BytesLike, Handle, count, ms, string_list, to_text
 from ._errors import check
@@ -45,6 +45,30 @@ class RecoveryReport:
     bytes_cut: int
     segments_damaged: int
     damage: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A process attached to a shared data directory (:meth:`Broker.host_info`)."""
+
+    pid: int
+    uid: int
+    #: When it connected, in seconds since the Unix epoch.
+    since: int
+    #: Messages it holds leased now.
+    leases: int
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """Who hosts a shared data directory: the host's pid, the processes attached
+    now, the clients it dropped for misbehaving, and how many times the directory
+    changed host (takeovers)."""
+
+    pid: int
+    takeovers: int
+    dropped: int
+    clients: list[ClientInfo] = field(default_factory=list)
 
 
 def _named(h: Any, fn: Any, name: str, ctype: str, *extra: Any) -> Any:
@@ -158,8 +182,14 @@ class Namespace(Handle):
 
 class Broker(Handle):
     """One engine instance: in memory, or with ``data_dir`` a journal on disk that
-    persistent messages survive a crash in (one process per directory:
-    :class:`Locked`).
+    persistent messages survive a crash in.
+
+    Any number of processes may open the same ``data_dir``: the first *hosts* it,
+    the others *attach* to it (:attr:`is_attached`) and get the same API, served
+    by the host, whose options apply (docs/multi-process.md). ``exclusive=True``
+    keeps the directory to this process alone (:class:`Locked` if another process
+    holds it). ``allow_uids``: users besides this process's own allowed to attach
+    while it hosts (the directory's permissions apply first; a new one is 0700).
 
     ``sync``: ``"none"`` (survives a process crash), ``"interval"`` (flushed every
     ``sync_interval`` seconds) or ``"always"`` (send returns once on disk).
@@ -181,6 +211,8 @@ class Broker(Handle):
         segment_size: Optional[int] = None,
         quotas: Optional[Quotas] = None,
         queue_options: Optional[QueueOptions] = None,
+        exclusive: bool = False,
+        allow_uids: Sequence[int] = (),
     ) -> None:
         self._h = None
         self._pin = None
@@ -192,6 +224,11 @@ class Broker(Handle):
         if data_dir is not None and not isinstance(data_dir, (str, bytes, os.PathLike)):
             raise TypeError(f"data_dir must be a path (str or os.PathLike), "
                             f"not {type(data_dir).__name__}")
+        if not isinstance(exclusive, bool):
+            raise TypeError(f"exclusive must be a bool, not {type(exclusive).__name__}")
+        if isinstance(allow_uids, (str, bytes)) or not isinstance(allow_uids, Sequence):
+            raise TypeError(f"allow_uids must be a sequence of int, not {type(allow_uids).__name__}")
+        uids = [count(u, "allow_uids", 32) for u in allow_uids]
         if sync not in _SYNC:
             raise ValueError(f"sync must be one of {sorted(_SYNC)}, not {sync!r}")
         o = ffi.new("lq_broker_options **")
@@ -201,6 +238,10 @@ class Broker(Handle):
             d = os.fsencode(data_dir)
             check(lib.lq_broker_options_set_data_dir(opts, d, len(d)))
         check(lib.lq_broker_options_set_sync_mode(opts, _SYNC[sync], ms(sync_interval, "sync_interval")))
+        if exclusive:
+            check(lib.lq_broker_options_set_exclusive(opts, True))
+        if uids:
+            check(lib.lq_broker_options_set_allow_uids(opts, ffi.new("uint32_t[]", uids), len(uids)))
         if segment_size is not None:
             check(lib.lq_broker_options_set_segment_size(opts, count(segment_size, "segment_size")))
         if quotas is not None and not isinstance(quotas, Quotas):
@@ -294,6 +335,35 @@ class Broker(Handle):
     def is_closed(self) -> bool:
         """Whether the broker was closed."""
         return self.closed
+
+    @property
+    def is_attached(self) -> bool:
+        """Whether another process hosts the data directory and this broker is
+        attached to it (``False`` when this process hosts it, or without one; it
+        turns ``False`` when this process takes over from a host that went)."""
+        out = ffi.new("bool *")
+        check(self._call(lib.lq_broker_is_attached, out))
+        return bool(out[0])
+
+    def host_info(self) -> HostInfo:
+        """Who hosts the data directory and who is attached to it, asked of the host
+        (:class:`InvalidState` for a broker that shares no data directory: in
+        memory, or ``exclusive``)."""
+        return self._call(self._read_host_info)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _read_host_info(h: Any) -> HostInfo:
+        cap = 16
+        while True:
+            info = ffi.new("lq_host_info *")
+            info.struct_size = ffi.sizeof("lq_host_info")
+            clients = ffi.new("lq_host_client[]", cap)
+            check(lib.lq_broker_host_info(h, info, clients, cap, ffi.sizeof("lq_host_client")))
+            if info.clients <= cap:
+                return HostInfo(info.pid, info.takeovers, info.dropped,
+                                [ClientInfo(c.pid, c.uid, c.since, c.leases)
+                                 for c in clients[0:info.clients]])
+            cap = info.clients + 16  # more attached than room: again, larger
 
     @property
     def recovery_report(self) -> Optional[RecoveryReport]:

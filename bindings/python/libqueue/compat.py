@@ -14,9 +14,20 @@ In memory, ``Queue`` and ``SimpleQueue`` hand items over by reference, as
 
 Given ``path=...`` a queue is **persistent**: its items live in a libqueue journal
 in that directory and survive the process being killed (even ``SIGKILL``) and
-restarted; reopening the same path brings back every item not yet taken. One process
-at a time may open a path (:class:`libqueue.Locked` otherwise). ``sync="always"``
+restarted; reopening the same path brings back every item not yet taken. ``sync="always"``
 also survives a power cut, at the cost of an fsync per put (group commit).
+
+A ``Queue`` or ``SimpleQueue`` with a path is also **shared between processes**: every
+process that opens the same path (``multiprocessing`` workers, either start method,
+or unrelated programs) puts into and gets from the same queue — the first to open it
+hosts it, the others attach (docs/multi-process.md). Such a queue can be passed to a
+``multiprocessing.Process`` (it is pickled as its path and reopened; a forked child
+reopens it on first use). ``task_done()`` and ``join()`` then count across processes:
+``join()`` returns once every item put by any process was taken and marked done by
+any process (the count is kept by the broker: items still queued or being taken,
+plus one token per item taken and not yet marked done). ``shutdown()`` applies to the
+process that calls it. ``PriorityQueue`` and ``LifoQueue`` order items in the process
+(persistent, but one process at a time).
 
 ``Queue`` and ``SimpleQueue`` wait inside the engine (the GIL is released while they
 wait), in 100 ms slices so that Ctrl-C (main thread) and ``shutdown()`` (any thread)
@@ -38,8 +49,9 @@ import time
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from ._broker import Broker
+from ._queue import Queue as LqQueue
 from ._core import SLICE_MS, ms
-from ._errors import Closed, InvalidState, NotFound, error_for
+from ._errors import Closed, InvalidState, LibqueueError, NotFound, error_for
 from ._ffi import fast, lib
 from ._options import QueueOptions
 
@@ -65,9 +77,18 @@ _Q = TypeVar("_Q", bound="_FifoBase[Any]")
 _I = TypeVar("_I", bound="_Indexed[Any]")
 _PROTO = pickle.HIGHEST_PROTOCOL
 _send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
+_receive = fast.receive
+#: How often ``join()`` of a queue with a path looks at the broker's counts (seconds).
+JOIN_POLL = 0.01
 _dumps, _loads = pickle.dumps, pickle.loads
 _pack, _unpack = struct.Struct("<Q").pack, struct.Struct("<Q").unpack
 PathLike = Union[str, "os.PathLike[str]", None]
+
+
+#: The namespace of the task tokens of ``Queue``s with a path (one queue per
+#: compat queue, of the same name): one token per item taken and not yet marked
+#: done, so that ``join()`` sees the tasks of every process.
+TASKS_NAMESPACE = "libqueue.compat.tasks"
 
 
 class _Store:
@@ -76,6 +97,7 @@ class _Store:
     def __init__(self, path: PathLike, name: str, sync: str, maxsize: int, fifo: bool) -> None:
         if path is not None:
             os.makedirs(path, exist_ok=True)
+        self.pid = os.getpid()
         self.broker = Broker(path, sync=sync)
         opts = QueueOptions(persistent=path is not None, strict_fifo=True)
         if fifo and maxsize > 0:
@@ -99,14 +121,25 @@ _TIMED_OUT = -lib.LQ_TIMEOUT  # what fast.send returns when a wait ran out
 _SHUT = -1000  # what _put_data returns when the queue was shut down during its wait
 
 
+def _reopened(cls: type[_Q], maxsize: int, path: PathLike, name: str, sync: str) -> _Q:
+    """A compat queue unpickled in another process: the same path, opened there."""
+    q = cls.__new__(cls)
+    _FifoBase.__init__(q, maxsize, path, name=name, sync=sync)
+    q._init_tasks()
+    return q
+
+
 class _FifoBase(Generic[T]):
     #: Whether ``shutdown()`` was called (``SimpleQueue`` never shuts down).
     is_shutdown: bool = False
+    #: ``Queue`` with a path: the broker's task tokens (see TASKS_NAMESPACE).
+    _tasks: Optional[LqQueue] = None
 
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
         self.maxsize = maxsize
         self.path = path
+        self._name, self._sync = name, sync
         self._store = _Store(path, name, sync, maxsize, fifo=True)
         self._a = self._store.a
         self._release = self._store.release
@@ -115,6 +148,28 @@ class _FifoBase(Generic[T]):
         # the counting and the waiting. With a path, the message carries the pickle.
         self._items: Optional[dict[int, T]] = None if path is not None else {}
         self._keys = itertools.count()
+
+    def _init_tasks(self) -> None:
+        """Sets up ``task_done``/``join`` (``Queue`` only)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets the same path, opened there (multiprocessing).
+        if self.path is None:
+            raise TypeError(f"a compat.{type(self).__name__} in memory cannot be shared "
+                            "with another process: give it a path")
+        return (_reopened, (type(self), self.maxsize, self.path, self._name, self._sync))
+
+    def _forked(self) -> bool:
+        """In a child forked from the process that opened this queue (whose
+        handles fail there with Forked): opens the path again, here, and returns
+        True; False in the process that opened it, or for a queue in memory."""
+        if self.path is None or self._store.pid == os.getpid():
+            return False
+        self._store = _Store(self.path, self._name, self._sync, self.maxsize, fifo=True)
+        self._a = self._store.a
+        self._release = self._store.release
+        self._init_tasks()
+        return True
 
     def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> None:
         """Puts ``item``; when the queue is full, waits (``block``, at most
@@ -145,6 +200,8 @@ class _FifoBase(Generic[T]):
             self._added(-1)
             if items is not None:
                 items.pop(key, None)
+            if r == -lib.LQ_FORKED and self._forked():
+                return self.put(item, block, timeout)
             if r == _SHUT:
                 raise ShutDown
             if r in (-lib.LQ_TIMEOUT, -lib.LQ_FULL):
@@ -195,6 +252,8 @@ class _FifoBase(Generic[T]):
         ``timeout`` seconds) or raises :class:`Empty`."""
         if timeout is not None and block and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
+        if self._tasks is not None:  # Queue with a path: tasks counted by the broker
+            return self._get_counted(block, timeout)
         # One call when an item is ready: an auto-acked receive with the GIL held, the
         # body copied, the delivery freed. Waits release the GIL, in slices (Ctrl-C
         # gets through in the main thread, a shutdown() is seen in every thread).
@@ -203,6 +262,8 @@ class _FifoBase(Generic[T]):
         else:
             r = self._wait_take(timeout)
         if isinstance(r, int):  # nothing yet (a slice passed), or a failure
+            if r == lib.LQ_FORKED and self._forked():
+                return self.get(block, timeout)
             r = self._get_slow(r, block and timeout is None)
         items = self._items
         if items is None:
@@ -228,6 +289,58 @@ class _FifoBase(Generic[T]):
             raise Closed("this queue was closed", lib.LQ_CLOSED)
         raise error_for(r)
 
+    def _get_counted(self, block: bool, timeout: Optional[float]) -> T:
+        """``get`` of a ``Queue`` with a path: the item is received leased, a task
+        token is sent, then the item is acked — so that at every moment the broker
+        counts it (queued, leased, or as a token) until ``task_done``, whichever
+        process looks (``join``). A process killed in between leaves its lease,
+        which comes back to the queue at once."""
+        a = self._a
+        deadline = None if timeout is None or not block else time.monotonic() + timeout
+        while True:
+            wait = 0 if not block else SLICE_MS if deadline is None else max(
+                0, min(SLICE_MS, int((deadline - time.monotonic()) * 1000) + 1))
+            d = _receive(a, wait, False)
+            if not isinstance(d, int):
+                break
+            st = -d
+            if st in (lib.LQ_EMPTY, lib.LQ_TIMEOUT):
+                if self.is_shutdown:
+                    raise ShutDown
+                if not block or (deadline is not None and time.monotonic() >= deadline):
+                    raise Empty
+                continue  # a slice passed (Ctrl-C and shutdown() get through here)
+            if st == lib.LQ_FORKED and self._forked():
+                return self.get(block, timeout)
+            if st == lib.LQ_CLOSED and a.closed:
+                raise Closed("this queue was closed", lib.LQ_CLOSED)
+            raise error_for(st)
+        tasks = self._tasks
+        assert tasks is not None
+        token = False
+        try:
+            item: T = _loads(d.body)
+            t = _send(tasks._pin, b"", tasks._release, -2, 0)
+            if t < 0:
+                raise error_for(-t)
+            token = True
+            d.ack()
+        except BaseException:
+            if token:  # the item goes back to the queue: so does its task
+                _take(tasks._pin, 0)
+            if not d._settled:
+                try:
+                    d._nack()
+                except LibqueueError:  # the lease is gone already: it comes back anyway
+                    pass
+            raise
+        finally:
+            d.close()
+        self._taken += 1
+        return item
+
+    _taken = 0  # items this process got and has not marked done (a Queue with a path)
+
     def _wait_take(self, timeout: float) -> Union[bytes, int]:
         """``_take`` waiting at most ``timeout`` seconds (less if the queue is shut
         down), in slices of ``SLICE_MS``."""
@@ -252,6 +365,7 @@ class _FifoBase(Generic[T]):
 
     def qsize(self) -> int:
         """Approximate number of items (exact when nobody else is using the queue)."""
+        self._forked()
         return self._store.ready()
 
     def empty(self) -> bool:
@@ -264,10 +378,13 @@ class _FifoBase(Generic[T]):
 
     def flush(self) -> None:
         """Makes every item put so far durable on disk (see ``sync``)."""
+        self._forked()
         self._store.broker.flush()
 
     def close(self) -> None:
         """Closes the queue (and its journal); idempotent."""
+        if self._tasks is not None:
+            self._tasks.close()
         self._store.queue.close()
         self._store.broker.close()
 
@@ -292,14 +409,22 @@ class Queue(_FifoBase[T]):
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
         super().__init__(maxsize, path, name=name, sync=sync)
-        self.all_tasks_done = threading.Condition(threading.Lock())
-        # One entry per unfinished task: put appends without a lock (list.append is
-        # atomic), task_done pops under the condition (only it and a failed put take
-        # the count down, so only they can make it reach 0 and wake join()).
-        self._pending: list[None] = []
-        # Items recovered from a journal are unfinished tasks, as if just put.
-        self.unfinished_tasks = self.qsize()
+        self._init_tasks()
         self.is_shutdown = False
+
+    def _init_tasks(self) -> None:
+        self.all_tasks_done = threading.Condition(threading.Lock())
+        if self.path is not None:
+            # Counted by the broker, across processes: the items queued or being
+            # taken, and a token per item taken and not yet marked done.
+            self._tasks = self._store.broker.namespace(TASKS_NAMESPACE).queue(self._name)
+            self._taken = 0
+            return
+        # In memory, in this process: one entry per unfinished task. put appends
+        # without a lock (list.append is atomic), task_done pops under the condition
+        # (only it and a failed put take the count down, so only they can make it
+        # reach 0 and wake join()).
+        self._pending = []
 
     def shutdown(self, immediate: bool = False) -> None:
         """Shuts the queue down, as :meth:`queue.Queue.shutdown` of Python 3.13 (on
@@ -326,12 +451,21 @@ class Queue(_FifoBase[T]):
 
     @property
     def unfinished_tasks(self) -> int:
-        """Items put and not yet marked with ``task_done``."""
+        """Items put and not yet marked with ``task_done`` (with a path: by any
+        process; items recovered from the journal count as just put)."""
+        self._forked()
+        tasks = self._tasks
+        if tasks is not None:
+            return self._store.queue.stats().depth + tasks.stats().ready
+        assert self._pending is not None
         return len(self._pending)
 
     @unfinished_tasks.setter
     def unfinished_tasks(self, n: int) -> None:
+        if self._tasks is not None:
+            raise AttributeError("the unfinished tasks of a queue with a path are counted by the broker")
         with self.all_tasks_done:
+            assert self._pending is not None
             self._pending[:] = [None] * max(n, 0)
             if n <= 0:
                 self.all_tasks_done.notify_all()
@@ -339,6 +473,8 @@ class Queue(_FifoBase[T]):
     def _added(self, n: int) -> None:  # a put that failed: -1
         with self.all_tasks_done:
             pending = self._pending
+            if pending is None:  # with a path: nothing counted in this process
+                return
             for _ in range(-n):
                 if pending:
                     pending.pop()
@@ -347,7 +483,23 @@ class Queue(_FifoBase[T]):
 
     def task_done(self) -> None:
         """Marks one item taken with ``get`` as processed (``ValueError`` if called
-        more times than there were items)."""
+        more times than there were items). With a path, an item taken by any
+        process may be marked done by any process."""
+        self._forked()
+        tasks = self._tasks
+        if tasks is not None:
+            r = _take(tasks._pin, 0)
+            if isinstance(r, int):
+                if r != lib.LQ_EMPTY:
+                    raise error_for(r)
+                # No token: none is due, unless this process took items whose
+                # tokens were lost with a host that crashed (not persistent).
+                if self._taken <= 0:
+                    raise ValueError("task_done() called too many times")
+            self._taken = max(0, self._taken - 1)
+            with self.all_tasks_done:
+                self.all_tasks_done.notify_all()
+            return
         with self.all_tasks_done:
             pending = self._pending
             if not pending:
@@ -357,7 +509,17 @@ class Queue(_FifoBase[T]):
                 self.all_tasks_done.notify_all()
 
     def join(self) -> None:
-        """Blocks until every item put has been taken and marked with ``task_done``."""
+        """Blocks until every item put has been taken and marked with ``task_done``
+        (with a path: by every process; it looks at the broker's counts every
+        ``JOIN_POLL`` seconds, at once after a ``task_done`` in this process)."""
+        self._forked()
+        tasks = self._tasks
+        if tasks is not None:
+            queue = self._store.queue
+            while queue.stats().depth or tasks.stats().ready:
+                with self.all_tasks_done:
+                    self.all_tasks_done.wait(JOIN_POLL)
+            return
         with self.all_tasks_done:
             while self._pending:
                 self.all_tasks_done.wait()

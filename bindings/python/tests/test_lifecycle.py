@@ -100,13 +100,24 @@ def test_stdlib_compatible_bases():
 
 
 def test_locked_data_dir(tmp_path):
+    """Another process attaches to a hosted directory; with exclusive=True it gets
+    Locked (and an exclusive holder lets nobody attach)."""
     import subprocess
     import sys
 
+    code = (f"import libqueue\ntry:\n b = libqueue.Broker({str(tmp_path)!r}, exclusive=EXCL)\n"
+            f" print('attached' if b.is_attached else 'host')\nexcept libqueue.Locked:\n print('locked')")
+
+    def other(exclusive: bool) -> str:
+        out = subprocess.run([sys.executable, "-c", code.replace("EXCL", str(exclusive))],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() + out.stderr
+
     with libqueue.Broker(tmp_path):
-        code = f"import libqueue\ntry:\n libqueue.Broker({str(tmp_path)!r})\nexcept libqueue.Locked:\n print('locked')"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert out.stdout.strip() == "locked", out.stderr
+        assert other(True) == "locked"
+        assert other(False) == "attached"
+    with libqueue.Broker(tmp_path, exclusive=True):
+        assert other(False) == "locked"
 
 
 def test_bad_sync_mode():

@@ -99,7 +99,26 @@ def run() -> list[str]:
     seen.append(f"{got} {first}")
     fifo.close()
     pq.close()
+    seen.extend(shared_directory())
     return seen
+
+
+def shared_directory() -> list[str]:
+    """Two brokers on one directory: the second attaches (issue 14)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, Broker(d, exclusive=False) as host, Broker(d) as guest:
+        info: libqueue.HostInfo = guest.host_info()
+        clients: list[libqueue.ClientInfo] = info.clients
+        attached: bool = guest.is_attached
+        shared: compat.Queue[str] = compat.Queue(path=d, name="shared")
+        shared.put("x")
+        if shared.get() == "x":
+            shared.task_done()
+        shared.join()
+        shared.close()
+        return [f"host {info.pid == host.host_info().pid} attached {attached} "
+                f"clients {len(clients)} takeovers {info.takeovers}"]
 
 
 if __name__ == "__main__":
