@@ -17,7 +17,7 @@ fn drain(q: &Queue) -> Vec<(u64, u32, Vec<u8>)> {
 
 #[test]
 fn conformance_fixture_persists_only_over_the_journal() {
-    for backend in [Backend::Memory, Backend::Journal] {
+    for backend in [Backend::Memory, Backend::Journal, Backend::Attached] {
         let f = Fixture::new(backend);
         let b = f.broker();
         let id = b.queue("q").unwrap().send(Message::new("x")).unwrap();
@@ -249,7 +249,7 @@ pub(super) fn reopen_keeps_priority_order(f: &Fixture) {
     let q = b.queue("q").unwrap();
     let mut sent = Vec::new();
     for i in 0..40u8 {
-        let p = i * 7 % 10;
+        let p = (u32::from(i) * 7 % 10) as u8; // i * 7 overflows a u8 (debug builds panic)
         sent.push((p, q.send(Message::new(vec![i]).priority(p)).unwrap()));
     }
     let mut expect: Vec<(u8, u64)> = sent.clone();
