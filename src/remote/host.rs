@@ -861,7 +861,7 @@ fn handle(
                 Err(e) => return Ok(Some(Err(e))),
             };
             let mode = ReceiveMode::from_auto_ack(auto_ack);
-            let max = max.clamp(1, 65_536);
+            let max = max.min(65_536);
             let mut got = Vec::new();
             if let Err(e) = q.receive_into(max, Wait::Try, mode, None, |d| got.push(d)) {
                 return Ok(Some(Err(e)));
