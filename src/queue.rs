@@ -250,9 +250,7 @@ impl Queue {
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.pollable_fd(),
-            QueueFlavor::Remote(_) => Err(Error::InvalidState(
-                "a pollable descriptor is not available on a queue of an attached broker yet".into(),
-            )),
+            QueueFlavor::Remote(q) => q.client.watch(&q.ns, &q.name),
         }
     }
 

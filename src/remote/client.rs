@@ -12,6 +12,7 @@
 use super::host::{socket_path, HostInfo};
 use super::wire::{self, op, Dec, Enc};
 use crate::error::{Error, Result};
+use crate::sync::eventfd::EventFd;
 use crate::sync::fork::{Guarded, Origin};
 use crate::types::{
     Filter, Message, Node, OnFull, QueueOptions, QueueStats, Quotas, TopicStats, Wait,
@@ -49,6 +50,19 @@ pub(crate) struct Client {
     /// The attached broker's clock: the system clock (the host's timers run
     /// on the host's, which reads the same monotonic clock).
     clock: Arc<dyn crate::clock::Clock>,
+    /// The queues whose pollable descriptor this process asked for (`WATCH`).
+    watched: Mutex<HashMap<(String, String), Arc<Watched>>>,
+    /// Their descriptors by watch number, for the connections' readers.
+    notify: Notify,
+}
+
+/// The descriptors of the watched queues by watch number (`NOTIFY` sets them).
+type Notify = Arc<Mutex<HashMap<u64, Arc<EventFd>>>>;
+
+/// A watched queue: its descriptor in this process, and its watch number.
+struct Watched {
+    efd: Arc<EventFd>,
+    id: u64,
 }
 
 /// What an answer holds after its status byte.
@@ -83,11 +97,12 @@ struct Conn {
     host_pid: u32,
     /// The host's takeover count: a new host has another.
     generation: u64,
+    notify: Notify,
 }
 
 impl Conn {
     /// Connects and says `HELLO`; starts the thread that hands answers out.
-    fn open(dir: &Path) -> std::io::Result<(Arc<Conn>, u64)> {
+    fn open(dir: &Path, notify: &Notify) -> std::io::Result<(Arc<Conn>, u64)> {
         let mut s = Guarded::new(UnixStream::connect(socket_path(dir))?);
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut hello = Enc::new(0, op::HELLO);
@@ -117,6 +132,7 @@ impl Conn {
             dead: AtomicBool::new(false),
             host_pid,
             generation: takeovers,
+            notify: notify.clone(),
         });
         let c = conn.clone();
         std::thread::Builder::new()
@@ -132,9 +148,25 @@ impl Conn {
                 Ok(Some(b)) => b,
                 _ => break,
             };
-            let Ok((id, o)) = Dec::new(&body).header() else {
+            let mut d = Dec::new(&body);
+            let Ok((id, o)) = d.header() else {
                 break;
             };
+            if o == op::NOTIFY && id == 0 {
+                let Ok((watch, readable)) = (|| Ok::<_, wire::Malformed>((d.u64()?, d.bool()?)))()
+                else {
+                    break;
+                };
+                let efd = self.notify.lock().get(&watch).cloned();
+                if let Some(efd) = efd {
+                    if readable {
+                        efd.raise();
+                    } else {
+                        efd.clear();
+                    }
+                }
+                continue;
+            }
             if o != op::REPLY {
                 break;
             }
@@ -203,7 +235,8 @@ pub(crate) enum Resend {
 impl Client {
     /// Attaches to the live host of `dir`; `None` if there is none to reach.
     pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Option<Arc<Client>> {
-        let (conn, takeovers) = Conn::open(dir).ok()?;
+        let notify = Notify::default();
+        let (conn, takeovers) = Conn::open(dir, &notify).ok()?;
         Some(Arc::new(Client {
             dir: dir.to_path_buf(),
             conn: RwLock::new(conn),
@@ -214,6 +247,8 @@ impl Client {
             origin: Origin::here(),
             takeovers: AtomicU64::new(takeovers),
             clock: Arc::new(crate::clock::SystemClock::new()),
+            watched: Mutex::new(HashMap::new()),
+            notify,
         }))
     }
 
@@ -286,30 +321,48 @@ impl Client {
         }
     }
 
-    /// Finds the next host after `dead` ended, or becomes it.
+    /// Finds the next host after `dead` ended, or becomes it; then asks the
+    /// new host to follow every watched queue again.
     fn reconnect(&self, dead: &Arc<Conn>) -> Result<()> {
+        if self.reconnect_inner(dead)? {
+            let watched: Vec<_> = self
+                .watched
+                .lock()
+                .iter()
+                .map(|((ns, q), w)| (ns.clone(), q.clone(), w.id))
+                .collect();
+            for (ns, q, id) in watched {
+                // A queue gone meanwhile: its descriptor stays as it was.
+                let _ = self.call(op::WATCH, |e| { e.str(&ns).str(&q).u64(id); }, None, Resend::No);
+            }
+        }
+        Ok(())
+    }
+
+    /// `Ok(true)` if it replaced the connection.
+    fn reconnect_inner(&self, dead: &Arc<Conn>) -> Result<bool> {
         let _g = self.reconnecting.lock();
         if !Arc::ptr_eq(&self.conn.read(), dead) {
-            return Ok(());
+            return Ok(false);
         }
         let give_up = Instant::now() + TAKEOVER_LIMIT;
         let mut pause = Duration::from_millis(1);
         loop {
             self.check()?;
-            if let Ok((c, t)) = Conn::open(&self.dir) {
+            if let Ok((c, t)) = Conn::open(&self.dir, &self.notify) {
                 self.takeovers.store(t, SeqCst);
                 *self.conn.write() = c;
-                return Ok(());
+                return Ok(true);
             }
             match (self.become_host)(self.takeovers.load(SeqCst) + 1) {
                 Ok(hosted) => {
                     *self.hosted.lock() = Some(hosted);
-                    let (c, t) = Conn::open(&self.dir).map_err(|e| {
+                    let (c, t) = Conn::open(&self.dir, &self.notify).map_err(|e| {
                         Error::Io(format!("took over {} but cannot reach it: {e}", self.dir.display()))
                     })?;
                     self.takeovers.store(t, SeqCst);
                     *self.conn.write() = c;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(Error::Locked(_)) => {}
                 Err(e) => return Err(e),
@@ -579,6 +632,41 @@ impl Client {
 
     pub(crate) fn give_back(&self, lease: u64) -> Result<()> {
         self.call(op::GIVE_BACK, |e| { e.u64(lease); }, None, Resend::No).map(|_| ())
+    }
+
+    /// The pollable descriptor of a queue of the host's (one per queue in
+    /// this process, owned by this client): kept readable exactly when a
+    /// receive would succeed by the host's `NOTIFY` frames (`WATCH`).
+    pub(crate) fn watch(&self, ns: &str, q: &str) -> Result<std::os::fd::RawFd> {
+        self.check()?;
+        let key = (ns.to_string(), q.to_string());
+        let (w, fresh) = {
+            let mut m = self.watched.lock();
+            match m.get(&key) {
+                Some(w) => (w.clone(), false),
+                None => {
+                    static NEXT: AtomicU64 = AtomicU64::new(1);
+                    let efd = EventFd::new()
+                        .map_err(|e| Error::Io(format!("cannot create an eventfd: {e}")))?;
+                    let w = Arc::new(Watched {
+                        efd: Arc::new(efd),
+                        id: NEXT.fetch_add(1, SeqCst),
+                    });
+                    self.notify.lock().insert(w.id, w.efd.clone());
+                    m.insert(key.clone(), w.clone());
+                    (w, true)
+                }
+            }
+        };
+        let r = self.call(op::WATCH, |e| { e.str(ns).str(q).u64(w.id); }, None, Resend::Yes);
+        if let Err(e) = r {
+            if fresh {
+                self.watched.lock().remove(&key);
+                self.notify.lock().remove(&w.id);
+            }
+            return Err(e);
+        }
+        Ok(w.efd.raw())
     }
 
     pub(crate) fn forget(&self, lease: u64) {

@@ -18,6 +18,7 @@
 //! [`STALL_TIMEOUT`], sends a frame that does not decode, or does not read its
 //! answers is dropped — counted, with a line on stderr.
 
+use super::notify::{ConnWatches, Sink, Watcher};
 use super::wire::{self, op, Dec, Enc, Malformed};
 use crate::broker::Broker;
 use crate::engine::Engine;
@@ -134,6 +135,8 @@ struct Shared {
     dropped: AtomicU64,
     takeovers: u64,
     my_uid: u32,
+    /// Follows the queues that connections watch (started on the first `WATCH`).
+    watcher: Mutex<Option<Watcher>>,
 }
 
 impl Host {
@@ -170,6 +173,7 @@ impl Host {
             dropped: AtomicU64::new(0),
             takeovers,
             my_uid,
+            watcher: Mutex::new(None),
         });
         let listener_fd = listener.as_raw_fd();
         let s = shared.clone();
@@ -214,6 +218,8 @@ impl Drop for Host {
         for c in conns {
             c.hang_up();
         }
+        let watcher = self.shared.watcher.lock().take();
+        drop(watcher);
     }
 }
 
@@ -328,6 +334,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             hello_done: AtomicBool::new(false),
             fd: stream.as_raw_fd(),
             gone: AtomicBool::new(false),
+            watches: ConnWatches::default(),
         });
         if !uid_allowed(&shared, uid) {
             shared.drop_client(&conn, "uid not allowed to attach");
@@ -349,6 +356,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             .spawn(move || {
                 let why = serve(&s, &conn, stream);
                 conn.end();
+                conn.watches.end(s.watcher.lock().as_ref());
                 s.conns.lock().remove(&conn.id);
                 if let Some(why) = why {
                     s.drop_client(&conn, &why);
@@ -402,6 +410,14 @@ struct Conn {
     hello_done: AtomicBool,
     fd: i32,
     gone: AtomicBool,
+    /// The queues it watches (`WATCH`): brought up to date before each answer.
+    watches: ConnWatches,
+}
+
+impl Sink for Conn {
+    fn send_frame(&self, frame: &[u8]) {
+        self.send(frame);
+    }
 }
 
 impl Conn {
@@ -419,6 +435,8 @@ impl Conn {
     }
 
     fn reply(&self, id: u64, r: Result<Enc>) {
+        // What this request did to a watched queue reaches the client first.
+        self.watches.sync();
         let frame = match r {
             Ok(body) => body.finish(),
             Err(e) => {
@@ -931,6 +949,21 @@ fn handle(
                 let mut e = ok(id);
                 e.queue_stats(&s);
                 Ok(e)
+            })
+        }
+        op::WATCH => {
+            let (ns, name) = (d.string()?, d.string()?);
+            let watch = d.u64()?;
+            run!({
+                let q = queue_of(&broker()?, cache, &ns, &name)?;
+                let mut w = shared.watcher.lock();
+                if w.is_none() {
+                    *w = Some(Watcher::start()?);
+                }
+                let sink: std::sync::Weak<dyn Sink> = Arc::downgrade(conn) as _;
+                conn.watches
+                    .watch(w.as_ref().expect("started"), sink, watch, q)?;
+                Ok(ok(id))
             })
         }
         op::ABORT => {

@@ -14,6 +14,7 @@
 
 pub(crate) mod client;
 pub(crate) mod host;
+mod notify;
 pub mod wire;
 
 pub use host::{ClientInfo, HostInfo};

@@ -35,6 +35,17 @@ pub mod op {
     pub const HELLO: u8 = 1;
     /// A response (to the request with the same id).
     pub const REPLY: u8 = 2;
+    /// Host → client, unsolicited (request id 0): `watch:u64 readable:bool`.
+    /// The queue that watch `watch` follows (see [`WATCH`]) is now readable
+    /// (a receive would find a message, or fail because the queue closed:
+    /// then it stays readable) or not. Sent whenever that state differs from
+    /// the one last sent for the watch (the first time after each `WATCH`
+    /// that made or re-pointed it), and always before the answer to a
+    /// request of the same connection that changed it (a send, a receive, a
+    /// settle, a purge…), so the client's descriptor is up to date when that
+    /// request returns. Changes nobody of the connection asked for (other
+    /// processes, timers) follow as soon as the host sees them. No response.
+    pub const NOTIFY: u8 = 3;
     /// `name quotas?:Quotas create:bool` → `Quotas`.
     pub const NAMESPACE: u8 = 10;
     /// `name` → `Quotas` (NotFound if missing).
@@ -69,6 +80,15 @@ pub mod op {
     pub const PURGE: u8 = 34;
     /// `ns queue` → `QueueStats`.
     pub const QUEUE_STATS: u8 = 35;
+    /// `ns queue watch:u64` → `()`: `watch` (a number the client chooses,
+    /// one per queue it watches, unique on its connection) follows the
+    /// readiness of the queue as its pollable descriptor shows it
+    /// (`Queue::fd`): the host sends [`NOTIFY`] frames for it from now on
+    /// until the connection ends, the first one before this answer. Sent
+    /// again with the same number: checks the queue (`Closed` if it is
+    /// gone), re-points the watch if the name now names another queue, and
+    /// otherwise changes nothing. There is no unwatch.
+    pub const WATCH: u8 = 38;
     /// `request_id:u64`: ends that request's wait (it answers `Ok(nothing)`
     /// for a receive, `Closed` for a send). No response of its own.
     pub const ABORT: u8 = 37;

@@ -47,6 +47,28 @@ fn manual() -> (Arc<ManualClock>, Broker) {
     (clock, b)
 }
 
+/// A broker attached to a host of a fresh data directory (the host on
+/// `clock`, if given: it runs the timers); all three live as long as this.
+struct Attached {
+    b: Broker,
+    host: Broker,
+    _dir: tempfile::TempDir,
+}
+
+impl Attached {
+    fn new(clock: Option<Arc<ManualClock>>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = BrokerOptions::new().data_dir(dir.path());
+        if let Some(c) = clock {
+            o = o.clock(c);
+        }
+        let host = Broker::open(o.clone()).unwrap();
+        let b = Broker::open(o).unwrap();
+        assert!(!host.is_attached() && b.is_attached());
+        Attached { b, host, _dir: dir }
+    }
+}
+
 /// Whether `fd` is readable, waiting at most `timeout_ms` (0: just look).
 fn readable(fd: RawFd, timeout_ms: i32) -> bool {
     let mut p = libc::pollfd {
