@@ -4,7 +4,7 @@ use crate::clock::{nanos, Clock};
 pub(crate) use crate::engine::ReceiveMode;
 use crate::engine::{HeldLease, LeaseKey, QueueCore, Received, Settle};
 use crate::error::{Error, Result};
-use crate::remote::client::Client;
+use crate::remote::client::{Client, QueueAt};
 use crate::types::{Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Wait};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +33,57 @@ pub(crate) struct RemoteQueue {
     pub(crate) ns: String,
     pub(crate) name: String,
     pub(crate) opts: QueueOptions,
+    /// Which queue of that name it is (the host's number; `wire::op::QUEUE`):
+    /// once that queue is deleted, this handle stays closed, as a local one.
+    serial: u64,
+    /// Set once the host answered `Closed` for it (deleted by someone else).
+    closed: AtomicBool,
+    /// The statistics last read: what [`Queue::stats`] shows once the host
+    /// can no longer answer for it (this broker closed).
+    last_stats: parking_lot::Mutex<QueueStats>,
+}
+
+impl RemoteQueue {
+    pub(crate) fn new(
+        client: &Arc<Client>,
+        ns: &str,
+        name: &str,
+        opts: QueueOptions,
+        serial: u64,
+    ) -> Self {
+        RemoteQueue {
+            client: client.clone(),
+            ns: ns.to_string(),
+            name: name.to_string(),
+            opts,
+            serial,
+            closed: AtomicBool::new(false),
+            last_stats: Default::default(),
+        }
+    }
+
+    /// How requests name it.
+    pub(crate) fn at(&self) -> QueueAt<'_> {
+        QueueAt {
+            ns: &self.ns,
+            name: &self.name,
+            serial: self.serial,
+        }
+    }
+
+    /// Notes a `Closed` answer: the handle is closed from now on.
+    fn seen<T>(&self, r: Result<T>) -> Result<T> {
+        if matches!(r, Err(Error::Closed)) {
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+            || self.closed.load(std::sync::atomic::Ordering::SeqCst)
+            || self.client.was_deleted(self.serial)
+    }
 }
 
 impl std::fmt::Debug for RemoteQueue {
@@ -183,8 +234,7 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => Ok(q.peek(max)?.into_iter().map(Peeked).collect()),
             QueueFlavor::Remote(q) => Ok(q
-                .client
-                .peek(&q.ns, &q.name, max)?
+                .seen(q.client.peek(q.at(), max))?
                 .into_iter()
                 .map(|n| Peeked(Arc::new(n)))
                 .collect()),
@@ -196,7 +246,7 @@ impl Queue {
     pub fn cancel(&self, id: u64) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.cancel(id),
-            QueueFlavor::Remote(q) => q.client.cancel(&q.ns, &q.name, id),
+            QueueFlavor::Remote(q) => q.seen(q.client.cancel(q.at(), id)),
         }
     }
 
@@ -211,7 +261,7 @@ impl Queue {
                 q.check_fork()?;
                 Ok(q.purge(crate::store::RemoveReason::Purged))
             }
-            QueueFlavor::Remote(q) => q.client.purge(&q.ns, &q.name),
+            QueueFlavor::Remote(q) => q.seen(q.client.purge(q.at())),
         }
     }
 
@@ -220,8 +270,15 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         match &self.flavor {
             QueueFlavor::Local(q) => q.stats(),
-            // A queue the host cannot answer for (closed, host gone) holds nothing.
-            QueueFlavor::Remote(q) => q.client.queue_stats(&q.ns, &q.name).unwrap_or_default(),
+            // The host answers for a deleted queue too (its last counters);
+            // once it cannot (this broker closed), the last statistics read.
+            QueueFlavor::Remote(q) => match q.seen(q.client.queue_stats(q.at())) {
+                Ok(s) => {
+                    *q.last_stats.lock() = s.clone();
+                    s
+                }
+                Err(_) => q.last_stats.lock().clone(),
+            },
         }
     }
 
@@ -250,7 +307,7 @@ impl Queue {
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.pollable_fd(),
-            QueueFlavor::Remote(q) => q.client.watch(&q.ns, &q.name),
+            QueueFlavor::Remote(q) => q.seen(q.client.watch(q.at())),
         }
     }
 
@@ -258,7 +315,7 @@ impl Queue {
     pub fn is_closed(&self) -> bool {
         match &self.flavor {
             QueueFlavor::Local(q) => q.is_closed(),
-            QueueFlavor::Remote(q) => q.client.is_closed(),
+            QueueFlavor::Remote(q) => q.is_closed(),
         }
     }
 
@@ -340,7 +397,7 @@ impl Queue {
                 )),
             },
             QueueFlavor::Remote(q) => match ticket.key {
-                TicketKey::Remote(lease) => q.client.give_back(lease).map_err(|e| match e {
+                TicketKey::Remote(lease) => q.client.give_back(q.at(), lease).map_err(|e| match e {
                     Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
                     e => e,
                 }),
@@ -375,7 +432,7 @@ impl Queue {
             }
             QueueFlavor::Remote(q) => {
                 let auto_ack = matches!(mode, ReceiveMode::AutoAck);
-                let got = q.client.receive(&q.ns, &q.name, max, wait, auto_ack, cancel)?;
+                let got = q.seen(q.client.receive(q.at(), max, wait, auto_ack, cancel))?;
                 let n = got.len();
                 for (lease, count, node) in got {
                     out(Delivery::remote(q, lease, count, node));
@@ -396,8 +453,7 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
             QueueFlavor::Remote(q) => q
-                .client
-                .send(&q.ns, &q.name, Some(on_full), false, std::slice::from_ref(&msg), cancel)?
+                .seen(q.client.send(q.at(), Some(on_full), false, std::slice::from_ref(&msg), cancel))?
                 .first()
                 .copied()
                 .ok_or_else(|| Error::Io("the host answered a send without an id".into())),
@@ -426,7 +482,16 @@ impl Queue {
     ) -> Result<Vec<u64>> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
-            QueueFlavor::Remote(q) => q.client.send(&q.ns, &q.name, Some(on_full), true, &msgs, cancel),
+            QueueFlavor::Remote(q) => q.seen(q.client.send(q.at(), Some(on_full), true, &msgs, cancel)),
+        }
+    }
+
+    /// The number of the queue this handle is on (the host's `wire_serial`
+    /// is made from it); 0 for an attached handle.
+    pub(crate) fn serial(&self) -> u64 {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.serial(),
+            QueueFlavor::Remote(_) => 0,
         }
     }
 
@@ -632,7 +697,7 @@ impl Delivery {
     pub(crate) fn queue_closed(&self) -> bool {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().is_some_and(|h| h.queue.is_closed()),
-            DeliveryFlavor::Remote(r) => r.lease.as_ref().is_some_and(|l| l.queue.client.is_closed()),
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().is_some_and(|l| l.queue.is_closed()),
         }
     }
 

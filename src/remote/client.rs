@@ -54,6 +54,8 @@ pub(crate) struct Client {
     watched: Mutex<HashMap<(String, String), Arc<Watched>>>,
     /// Their descriptors by watch number, for the connections' readers.
     notify: Notify,
+    /// The numbers of the queues this process deleted (their handles are closed).
+    deleted: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// The descriptors of the watched queues by watch number (`NOTIFY` sets them).
@@ -63,6 +65,20 @@ type Notify = Arc<Mutex<HashMap<u64, Arc<EventFd>>>>;
 struct Watched {
     efd: Arc<EventFd>,
     id: u64,
+}
+
+/// How a request names a queue: `ns queue serial` (see `wire::op::QUEUE`).
+#[derive(Clone, Copy)]
+pub(crate) struct QueueAt<'a> {
+    pub(crate) ns: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) serial: u64,
+}
+
+impl Enc {
+    fn queue_at(&mut self, q: QueueAt<'_>) -> &mut Self {
+        self.str(q.ns).str(q.name).u64(q.serial)
+    }
 }
 
 /// What an answer holds after its status byte.
@@ -249,6 +265,7 @@ impl Client {
             clock: Arc::new(crate::clock::SystemClock::new()),
             watched: Mutex::new(HashMap::new()),
             notify,
+            deleted: Mutex::new(Default::default()),
         }))
     }
 
@@ -333,7 +350,8 @@ impl Client {
                 .collect();
             for (ns, q, id) in watched {
                 // A queue gone meanwhile: its descriptor stays as it was.
-                let _ = self.call(op::WATCH, |e| { e.str(&ns).str(&q).u64(id); }, None, Resend::No);
+                let at = QueueAt { ns: &ns, name: &q, serial: 0 };
+                let _ = self.call(op::WATCH, |e| { e.queue_at(at).u64(id); }, None, Resend::No);
             }
         }
         Ok(())
@@ -513,7 +531,8 @@ impl Client {
         Ok(r.dec().host_info()?)
     }
 
-    pub(crate) fn queue(&self, ns: &str, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<QueueOptions> {
+    /// Declares or looks up a queue: its options and number.
+    pub(crate) fn queue(&self, ns: &str, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<(QueueOptions, u64)> {
         let r = self.call(
             op::QUEUE,
             |e| {
@@ -527,7 +546,21 @@ impl Client {
             None,
             Resend::Yes,
         )?;
-        Ok(r.dec().options()?)
+        let mut d = r.dec();
+        Ok((d.options()?, d.u64()?))
+    }
+
+    /// Deletes a queue; every handle of it in this process is closed.
+    pub(crate) fn delete_queue(&self, ns: &str, name: &str) -> Result<()> {
+        let r = self.call(op::DELETE_QUEUE, |e| { e.str(ns).str(name); }, None, Resend::Yes)?;
+        let serial = r.dec().u64()?;
+        self.deleted.lock().insert(serial);
+        Ok(())
+    }
+
+    /// Whether this process deleted the queue numbered `serial`.
+    pub(crate) fn was_deleted(&self, serial: u64) -> bool {
+        serial != 0 && self.deleted.lock().contains(&serial)
     }
 
     pub(crate) fn ns_stats(&self, ns: &str) -> Result<(u64, QueueStats, Quotas)> {
@@ -538,8 +571,7 @@ impl Client {
 
     pub(crate) fn send(
         &self,
-        ns: &str,
-        q: &str,
+        q: QueueAt<'_>,
         on_full: Option<OnFull>,
         batch: bool,
         msgs: &[Message],
@@ -548,7 +580,7 @@ impl Client {
         let r = self.call(
             op::SEND,
             |e| {
-                e.str(ns).str(q);
+                e.queue_at(q);
                 match on_full {
                     None => e.u8(0),
                     Some(f) => e.u8(1).on_full(f),
@@ -570,8 +602,7 @@ impl Client {
     /// Receives: (lease number or 0 when auto-acked, delivery count, message).
     pub(crate) fn receive(
         &self,
-        ns: &str,
-        q: &str,
+        q: QueueAt<'_>,
         max: usize,
         wait: Wait,
         auto_ack: bool,
@@ -580,7 +611,7 @@ impl Client {
         let r = self.call(
             op::RECEIVE,
             |e| {
-                e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32).wait(wait).bool(auto_ack);
+                e.queue_at(q).u32(max.min(u32::MAX as usize) as u32).wait(wait).bool(auto_ack);
             },
             cancel,
             Resend::Yes,
@@ -594,24 +625,24 @@ impl Client {
         Ok(out)
     }
 
-    pub(crate) fn peek(&self, ns: &str, q: &str, max: usize) -> Result<Vec<Node>> {
-        let r = self.call(op::PEEK, |e| { e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32); }, None, Resend::Yes)?;
+    pub(crate) fn peek(&self, q: QueueAt<'_>, max: usize) -> Result<Vec<Node>> {
+        let r = self.call(op::PEEK, |e| { e.queue_at(q).u32(max.min(u32::MAX as usize) as u32); }, None, Resend::Yes)?;
         let mut d = r.dec();
         let n = d.count(8)?;
         (0..n).map(|_| d.node().map_err(Error::from)).collect()
     }
 
-    pub(crate) fn cancel(&self, ns: &str, q: &str, id: u64) -> Result<()> {
-        self.call(op::CANCEL, |e| { e.str(ns).str(q).u64(id); }, None, Resend::Yes).map(|_| ())
+    pub(crate) fn cancel(&self, q: QueueAt<'_>, id: u64) -> Result<()> {
+        self.call(op::CANCEL, |e| { e.queue_at(q).u64(id); }, None, Resend::Yes).map(|_| ())
     }
 
-    pub(crate) fn purge(&self, ns: &str, q: &str) -> Result<u64> {
-        let r = self.call(op::PURGE, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+    pub(crate) fn purge(&self, q: QueueAt<'_>) -> Result<u64> {
+        let r = self.call(op::PURGE, |e| { e.queue_at(q); }, None, Resend::Yes)?;
         Ok(r.dec().u64()?)
     }
 
-    pub(crate) fn queue_stats(&self, ns: &str, q: &str) -> Result<QueueStats> {
-        let r = self.call(op::QUEUE_STATS, |e| { e.str(ns).str(q); }, None, Resend::Yes)?;
+    pub(crate) fn queue_stats(&self, q: QueueAt<'_>) -> Result<QueueStats> {
+        let r = self.call(op::QUEUE_STATS, |e| { e.queue_at(q); }, None, Resend::Yes)?;
         Ok(r.dec().queue_stats()?)
     }
 
@@ -630,16 +661,16 @@ impl Client {
         r.dec().opt_u64().ok().flatten()
     }
 
-    pub(crate) fn give_back(&self, lease: u64) -> Result<()> {
-        self.call(op::GIVE_BACK, |e| { e.u64(lease); }, None, Resend::No).map(|_| ())
+    pub(crate) fn give_back(&self, q: QueueAt<'_>, lease: u64) -> Result<()> {
+        self.call(op::GIVE_BACK, |e| { e.queue_at(q).u64(lease); }, None, Resend::No).map(|_| ())
     }
 
     /// The pollable descriptor of a queue of the host's (one per queue in
     /// this process, owned by this client): kept readable exactly when a
     /// receive would succeed by the host's `NOTIFY` frames (`WATCH`).
-    pub(crate) fn watch(&self, ns: &str, q: &str) -> Result<std::os::fd::RawFd> {
+    pub(crate) fn watch(&self, q: QueueAt<'_>) -> Result<std::os::fd::RawFd> {
         self.check()?;
-        let key = (ns.to_string(), q.to_string());
+        let key = (q.ns.to_string(), q.name.to_string());
         let (w, fresh) = {
             let mut m = self.watched.lock();
             match m.get(&key) {
@@ -658,7 +689,7 @@ impl Client {
                 }
             }
         };
-        let r = self.call(op::WATCH, |e| { e.str(ns).str(q).u64(w.id); }, None, Resend::Yes);
+        let r = self.call(op::WATCH, |e| { e.queue_at(q).u64(w.id); }, None, Resend::Yes);
         if let Err(e) = r {
             if fresh {
                 self.watched.lock().remove(&key);
@@ -678,9 +709,11 @@ impl Client {
         Ok(r.dec().u64()? as usize)
     }
 
-    pub(crate) fn subscribe(&self, ns: &str, topic: &str, queue: &str, filter: &Filter) -> Result<QueueOptions> {
+    /// Subscribes a queue: its options and number.
+    pub(crate) fn subscribe(&self, ns: &str, topic: &str, queue: &str, filter: &Filter) -> Result<(QueueOptions, u64)> {
         let r = self.call(op::SUBSCRIBE, |e| { e.str(ns).str(topic).str(queue).filter(filter); }, None, Resend::Yes)?;
-        Ok(r.dec().options()?)
+        let mut d = r.dec();
+        Ok((d.options()?, d.u64()?))
     }
 
     pub(crate) fn topic_stats(&self, ns: &str, topic: &str) -> Result<TopicStats> {

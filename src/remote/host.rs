@@ -675,20 +675,35 @@ fn ok(id: u64) -> Enc {
     e
 }
 
+/// The number by which requests name one queue (see `wire::op::QUEUE`):
+/// this host's pid in the high half, so that after a takeover the next host
+/// tells a number of its predecessor's from one of its own.
+fn wire_serial(q: &Queue) -> u64 {
+    (u64::from(std::process::id()) << 32) | (q.serial() & 0xffff_ffff)
+}
+
+/// The queue a request names: `ns`/`name`, which must be the queue numbered
+/// `serial` when that is one of this host's numbers. A handle whose queue
+/// is gone (deleted, or never made on this host) is closed; one whose queue
+/// was deleted on this connection still reaches it (its statistics stay).
 fn queue_of(
     b: &Broker,
     cache: &mut HashMap<(String, String), Queue>,
     ns: &str,
     name: &str,
+    serial: u64,
 ) -> Result<Queue> {
     let key = (ns.to_string(), name.to_string());
+    let any = serial == 0 || serial >> 32 != u64::from(std::process::id());
     if let Some(q) = cache.get(&key) {
-        if !q.is_closed() {
+        if wire_serial(q) == serial || (any && !q.is_closed()) {
             return Ok(q.clone());
+        }
+        if !q.is_closed() {
+            return Err(Error::Closed); // the name names another queue now
         }
         cache.remove(&key);
     }
-    // A handle whose queue is gone (deleted, or never made on this host) is closed.
     let q = b
         .get_namespace(ns)
         .and_then(|n| n.get_queue(name))
@@ -700,7 +715,11 @@ fn queue_of(
         cache.clear();
     }
     cache.insert(key, q.clone());
-    Ok(q)
+    if any || wire_serial(&q) == serial {
+        Ok(q)
+    } else {
+        Err(Error::Closed)
+    }
 }
 
 type Handled = wire::DResult<Option<Result<Enc>>>;
@@ -779,7 +798,7 @@ fn handle(
                     _ => n.queue(&name)?,
                 };
                 let mut e = ok(id);
-                e.options(q.options());
+                e.options(q.options()).u64(wire_serial(&q));
                 cache.insert((ns.clone(), name.clone()), q);
                 Ok(e)
             })
@@ -787,9 +806,18 @@ fn handle(
         op::DELETE_QUEUE => {
             let (ns, name) = (d.string()?, d.string()?);
             run!({
-                broker()?.get_namespace(&ns)?.delete_queue(&name)?;
-                cache.remove(&(ns.clone(), name.clone()));
-                Ok(ok(id))
+                let n = broker()?.get_namespace(&ns)?;
+                let q = n.get_queue(&name).ok();
+                n.delete_queue(&name)?;
+                let mut e = ok(id);
+                e.u64(q.as_ref().map_or(0, wire_serial));
+                // Kept (closed): this connection's handles of it read its
+                // last statistics, as a local handle does.
+                match q {
+                    Some(q) => cache.insert((ns.clone(), name.clone()), q),
+                    None => cache.remove(&(ns.clone(), name.clone())),
+                };
+                Ok(e)
             })
         }
         op::LIST_QUEUES => {
@@ -825,7 +853,7 @@ fn handle(
             })
         }
         op::SEND => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let on_full = if d.bool()? { Some(d.on_full()?) } else { None };
             let batch = d.bool()?;
             let msgs = d.messages()?;
@@ -833,7 +861,7 @@ fn handle(
                 return Err(Malformed("a single send carries one message"));
             }
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -869,12 +897,12 @@ fn handle(
             }
         }
         op::RECEIVE => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let max = d.u32()? as usize;
             let wait = d.wait()?;
             let auto_ack = d.bool()?;
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -912,10 +940,10 @@ fn handle(
             Ok(None)
         }
         op::PEEK => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let max = d.u32()? as usize;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name)?;
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
                 let ps = q.peek(max)?;
                 let mut e = ok(id);
                 e.u32(ps.len() as u32);
@@ -926,36 +954,36 @@ fn handle(
             })
         }
         op::CANCEL => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let mid = d.u64()?;
             run!({
-                queue_of(&broker()?, cache, &ns, &name)?.cancel(mid)?;
+                queue_of(&broker()?, cache, &ns, &name, serial)?.cancel(mid)?;
                 Ok(ok(id))
             })
         }
         op::PURGE => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             run!({
-                let n = queue_of(&broker()?, cache, &ns, &name)?.purge()?;
+                let n = queue_of(&broker()?, cache, &ns, &name, serial)?.purge()?;
                 let mut e = ok(id);
                 e.u64(n);
                 Ok(e)
             })
         }
         op::QUEUE_STATS => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             run!({
-                let s = queue_of(&broker()?, cache, &ns, &name)?.stats();
+                let s = queue_of(&broker()?, cache, &ns, &name, serial)?.stats();
                 let mut e = ok(id);
                 e.queue_stats(&s);
                 Ok(e)
             })
         }
         op::WATCH => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let watch = d.u64()?;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name)?;
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
                 let mut w = shared.watcher.lock();
                 if w.is_none() {
                     *w = Some(Watcher::start()?);
@@ -1013,17 +1041,21 @@ fn handle(
             })
         }
         op::GIVE_BACK => {
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let lease = d.u64()?;
             run!({
-                let dl = conn.take_lease(lease)?;
-                let t = dl.ticket().ok_or(Error::LeaseExpired { id: 0 })?;
-                let q = queue_of(
-                    &broker()?,
-                    cache,
-                    dl.namespace_name().unwrap_or_default(),
-                    dl.queue_name().unwrap_or_default(),
-                )?;
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                // Only the queue the lease is of gives it back (a ticket
+                // shown to another queue grants nothing, as locally).
+                let t = {
+                    let l = conn.leases.lock();
+                    let dl = l.map.get(&lease).ok_or(Error::LeaseExpired { id: 0 })?;
+                    let mine = dl.namespace_name() == Some(ns.as_str())
+                        && dl.queue_name() == Some(name.as_str());
+                    dl.ticket().filter(|_| mine).ok_or(Error::LeaseExpired { id: 0 })?
+                };
                 q.give_back(t)?;
+                conn.leases.lock().map.remove(&lease);
                 Ok(ok(id))
             })
         }
@@ -1073,7 +1105,7 @@ fn handle(
                     .topic(&name)?
                     .subscribe(&queue, filter)?;
                 let mut e = ok(id);
-                e.options(q.options());
+                e.options(q.options()).u64(wire_serial(&q));
                 Ok(e)
             })
         }

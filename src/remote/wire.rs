@@ -56,9 +56,20 @@ pub mod op {
     pub const FLUSH: u8 = 13;
     /// → `HostInfo`.
     pub const HOST_INFO: u8 = 14;
-    /// `ns name opts?:QueueOptions mode:u8 (0 open or create, 1 create, 2 get)` → `QueueOptions`.
+    /// `ns name opts?:QueueOptions mode:u8 (0 open or create, 1 create, 2 get)`
+    /// → `QueueOptions serial:u64`.
+    ///
+    /// `serial` names this queue rather than whichever queue has the name:
+    /// the ops on a queue (`SEND` … `QUEUE_STATS`, `WATCH`, `GIVE_BACK`) say
+    /// `ns queue serial`, and a host answers one whose `serial` is one of its
+    /// own numbers but not the queue's that the name names now (it was
+    /// deleted, perhaps made again) with `Closed` — a handle of a deleted
+    /// queue stays closed, as a local one does. `serial` 0, or a number of
+    /// another host (the high 32 bits are the pid of the host that gave it;
+    /// after a takeover), names whichever queue has the name.
     pub const QUEUE: u8 = 20;
-    /// `ns name` → `()`.
+    /// `ns name` → `serial:u64` of the queue deleted (see [`QUEUE`]; 0 if
+    /// unknown): the client marks its handles of that queue closed.
     pub const DELETE_QUEUE: u8 = 21;
     /// `ns` → `[name]`.
     pub const LIST_QUEUES: u8 = 22;
@@ -68,19 +79,23 @@ pub mod op {
     pub const TOPIC: u8 = 24;
     /// `ns` → `[name]`.
     pub const LIST_TOPICS: u8 = 25;
-    /// `ns queue on_full?:OnFull batch:bool [Message]` → `[id:u64]`.
+    /// `ns queue serial:u64 on_full?:OnFull batch:bool [Message]` → `[id:u64]`.
+    /// (`serial`: see [`QUEUE`]; a single send carries exactly one message.)
     pub const SEND: u8 = 30;
-    /// `ns queue max:u32 wait:Wait auto_ack:bool` → `[Delivered]`.
+    /// `ns queue serial:u64 max:u32 wait:Wait auto_ack:bool` → `[Delivered]`,
+    /// `Delivered = lease:u64 (0 when auto-acked) delivery_count:u32 Node`.
+    /// `max` 0 is `InvalidArgument`; more than 65,536 is taken as 65,536.
     pub const RECEIVE: u8 = 31;
-    /// `ns queue max:u32` → `[Node]`.
+    /// `ns queue serial:u64 max:u32` → `[Node]`.
     pub const PEEK: u8 = 32;
-    /// `ns queue id:u64` → `()`.
+    /// `ns queue serial:u64 id:u64` → `()`.
     pub const CANCEL: u8 = 33;
-    /// `ns queue` → `count:u64`.
+    /// `ns queue serial:u64` → `count:u64`.
     pub const PURGE: u8 = 34;
-    /// `ns queue` → `QueueStats`.
+    /// `ns queue serial:u64` → `QueueStats` (of a queue deleted on this
+    /// connection: its last counters, as a local handle reads them).
     pub const QUEUE_STATS: u8 = 35;
-    /// `ns queue watch:u64` → `()`: `watch` (a number the client chooses,
+    /// `ns queue serial:u64 watch:u64` → `()`: `watch` (a number the client chooses,
     /// one per queue it watches, unique on its connection) follows the
     /// readiness of the queue as its pollable descriptor shows it
     /// (`Queue::fd`): the host sends [`NOTIFY`] frames for it from now on
@@ -98,14 +113,18 @@ pub mod op {
     pub const EXTEND: u8 = 41;
     /// `lease:u64` → `deadline?:u64`.
     pub const DEADLINE: u8 = 42;
-    /// `lease:u64` → `()`: the message goes back uncounted (`Queue::give_back`).
+    /// `ns queue serial:u64 lease:u64` → `()`: the message goes back
+    /// uncounted (`Queue::give_back` on the queue `ns queue` names);
+    /// `LeaseExpired` if the lease is not held or is of another queue (it is
+    /// then left as it was).
     pub const GIVE_BACK: u8 = 43;
     /// `lease:u64`: the client dropped the delivery unsettled; the host
     /// forgets its number and the lease runs out as it would have. No response.
     pub const FORGET: u8 = 44;
     /// `ns topic Message` → `count:u64`.
     pub const PUBLISH: u8 = 50;
-    /// `ns topic queue Filter` → `QueueOptions` of the subscription queue.
+    /// `ns topic queue Filter` → `QueueOptions serial:u64` of the
+    /// subscription queue (`serial`: see [`QUEUE`]).
     pub const SUBSCRIBE: u8 = 51;
     /// `ns topic queue` → `()`.
     pub const UNSUBSCRIBE: u8 = 52;
