@@ -274,10 +274,10 @@ impl Queue {
             // once it cannot (this broker closed), the last statistics read.
             QueueFlavor::Remote(q) => match q.seen(q.client.queue_stats(q.at())) {
                 Ok(s) => {
-                    *q.last_stats.lock() = s.clone();
+                    *q.last_stats.lock() = s;
                     s
                 }
-                Err(_) => q.last_stats.lock().clone(),
+                Err(_) => *q.last_stats.lock(),
             },
         }
     }
@@ -492,6 +492,15 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.serial(),
             QueueFlavor::Remote(_) => 0,
+        }
+    }
+
+    /// The largest message its namespace accepts (bytes); the host's bound
+    /// on what one answer may carry. `u64::MAX` for an attached handle.
+    pub(crate) fn max_message_size(&self) -> u64 {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.ns.quotas.max_message_size,
+            QueueFlavor::Remote(_) => u64::MAX,
         }
     }
 

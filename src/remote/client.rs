@@ -159,11 +159,7 @@ impl Conn {
     }
 
     fn read_loop(&self, mut s: Guarded<UnixStream>) {
-        loop {
-            let body = match read_frame(&mut s) {
-                Ok(Some(b)) => b,
-                _ => break,
-            };
+        while let Ok(Some(body)) = read_frame(&mut s) {
             let mut d = Dec::new(&body);
             let Ok((id, o)) = d.header() else {
                 break;
@@ -294,16 +290,19 @@ impl Client {
     }
 
     /// Takeovers of this directory so far (as the host says).
+    #[allow(dead_code)] // for the observability of issue 14 (stats, host_info)
     pub(crate) fn takeovers(&self) -> u64 {
         self.takeovers.load(SeqCst)
     }
 
     /// The data directory.
+    #[allow(dead_code)] // for the observability of issue 14 (stats, host_info)
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The pid of the host now.
+    #[allow(dead_code)] // for the observability of issue 14 (stats, host_info)
     pub(crate) fn host_pid(&self) -> u32 {
         self.conn.read().host_pid
     }

@@ -486,8 +486,24 @@ impl Conn {
     }
 
     /// Keeps leased deliveries under new numbers, or (connection over) gives
-    /// them straight back.
-    fn hold(&self, ds: Vec<Delivery>, enc: &mut Enc) {
+    /// them straight back. Leased ones that would take the answer past
+    /// [`ANSWER_BUDGET`] go back to `q` uncounted (`Queue::give_back`): the
+    /// client gets what fits, as a receive of fewer.
+    fn hold(&self, q: &Queue, mut ds: Vec<Delivery>, enc: &mut Enc) {
+        let mut bytes = enc.len_so_far() + 4;
+        let mut fit = 0;
+        for d in &ds {
+            bytes += 12 + wire::node_len(d.node());
+            if bytes > ANSWER_BUDGET && fit > 0 && d.is_leased() {
+                break;
+            }
+            fit += 1;
+        }
+        for d in ds.drain(fit..) {
+            if let Some(t) = d.ticket() {
+                let _ = q.give_back(t);
+            }
+        }
         enc.u32(ds.len() as u32);
         let mut late = Vec::new();
         {
@@ -724,6 +740,11 @@ fn queue_of(
 
 type Handled = wire::DResult<Option<Result<Enc>>>;
 
+/// Runs `f` (lets `run!` use `?` in its body).
+fn call<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
 /// Decodes and runs one request. `Ok(None)`: answered later (a waiter) or
 /// never (`ABORT`, `FORGET`). `Err`: the frame does not decode.
 fn handle(
@@ -738,7 +759,7 @@ fn handle(
     macro_rules! run {
         ($body:expr) => {{
             d.end()?;
-            let r: Result<Enc> = (|| $body)();
+            let r: Result<Enc> = call(|| $body);
             Ok(Some(r))
         }};
     }
@@ -908,13 +929,13 @@ fn handle(
             };
             let mode = ReceiveMode::from_auto_ack(auto_ack);
             let max = max.min(65_536);
-            let mut got = Vec::new();
-            if let Err(e) = q.receive_into(max, Wait::Try, mode, None, |d| got.push(d)) {
-                return Ok(Some(Err(e)));
-            }
+            let got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+                Ok(got) => got,
+                Err(e) => return Ok(Some(Err(e))),
+            };
             if !got.is_empty() || wait == Wait::Try {
                 let mut e = ok(id);
-                conn.hold(got, &mut e);
+                conn.hold(&q, got, &mut e);
                 return Ok(Some(Ok(e)));
             }
             let flag = Arc::new(AtomicBool::new(false));
@@ -927,12 +948,11 @@ fn handle(
             );
             let c = conn.clone();
             waiter(move || {
-                let mut got = Vec::new();
-                let r = q.receive_into(max, wait, mode, Some(&flag), |d| got.push(d));
+                let r = receive_for_answer(&q, max, wait, mode, Some(&flag));
                 c.waits.lock().remove(&id);
-                let r = r.map(|_| {
+                let r = r.map(|got| {
                     let mut e = ok(id);
-                    c.hold(got, &mut e);
+                    c.hold(&q, got, &mut e);
                     e
                 });
                 c.reply(id, r);
@@ -1141,6 +1161,50 @@ fn handle(
         }
         _ => Err(Malformed("unknown op")),
     }
+}
+
+/// What the deliveries of one `RECEIVE` answer may take of a frame.
+const ANSWER_BUDGET: usize = wire::MAX_FRAME - (1 << 20);
+
+/// Receives for a `RECEIVE`: up to `max`, waiting as `wait` says for the
+/// first, never more than one answer can carry. Leased messages past the
+/// frame are given back by [`Conn::hold`]; auto-acked ones cannot be, so they
+/// are taken in runs that fit even if each were as large as the namespace
+/// allows (one run for small `max` or a namespace of small messages).
+fn receive_for_answer(
+    q: &Queue,
+    max: usize,
+    wait: Wait,
+    mode: ReceiveMode,
+    cancel: Option<&AtomicBool>,
+) -> Result<Vec<Delivery>> {
+    let mut got = Vec::new();
+    if max == 0 || mode == ReceiveMode::Leased {
+        q.receive_into(max, wait, mode, cancel, |d| got.push(d))?;
+        return Ok(got);
+    }
+    let per = usize::try_from(q.max_message_size())
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 << 10);
+    let mut bytes = 0usize;
+    let mut wait = wait;
+    loop {
+        let room = (ANSWER_BUDGET.saturating_sub(bytes) / per).min(max - got.len());
+        // The first message always fits (a message is smaller than a frame).
+        let k = if got.is_empty() { room.max(1) } else { room };
+        if k == 0 {
+            break;
+        }
+        let n = q.receive_into(k, wait, mode, cancel, |d| {
+            bytes += 12 + wire::node_len(d.node());
+            got.push(d)
+        })?;
+        wait = Wait::Try;
+        if n < k {
+            break;
+        }
+    }
+    Ok(got)
 }
 
 fn send(

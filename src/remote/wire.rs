@@ -6,10 +6,12 @@
 //! body     = request_id:u64le  op:u8  fields…
 //! ```
 //!
-//! Every integer is little-endian; a string or byte string is `u32 length`
-//! + bytes; an `Option` is a `u8` tag (0 none, 1 some) + the value; a list is
-//! `u32 count` + items. A request's response carries the same `request_id`
-//! and op [`op::REPLY`]: `u8 status` (0 ok + the op's result, 1 an [`Error`]).
+//! Every integer is little-endian; a string or byte string is a `u32`
+//! length, then the bytes; an `Option` is a `u8` tag (0 none, 1 some), then
+//! the value; a list is a `u32` count, then the items. A request's response
+//! carries the same `request_id` and op [`op::REPLY`]: `u8 status` (0 ok,
+//! then the op's result; 1 an [`Error`]). The host also sends unsolicited
+//! frames (request id 0): [`op::NOTIFY`].
 //!
 //! Decoding never trusts a length: each is checked against the bytes left
 //! before anything is allocated, so a hostile frame costs at most its own size.
@@ -134,6 +136,13 @@ pub mod op {
     pub const TOPIC_STATS: u8 = 54;
     /// `ns topic queue` → `filter?:Filter`.
     pub const TOPIC_FILTER: u8 = 55;
+}
+
+/// The bytes [`Enc::node`] appends for `n`.
+pub fn node_len(n: &Node) -> usize {
+    let h: usize = n.headers().iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let opt = |s: Option<&str>| 1 + s.map_or(0, |s| 4 + s.len());
+    8 + 4 + n.body.len() + 4 + h + opt(n.name()) + opt(n.correlation_id()) + 8 + 8 + 8 + 4 + 1 + 1
 }
 
 /// Why a frame could not be decoded (the connection that sent it is dropped).
@@ -261,6 +270,10 @@ impl Enc {
             None => self.u8(0),
             Some(p) => self.u8(1).bool(p),
         }
+    }
+    /// The size of the frame so far (length prefix included).
+    pub fn len_so_far(&self) -> usize {
+        self.buf.len()
     }
     /// Appends a message as the engine holds it (a delivery or a peek).
     pub fn node(&mut self, n: &Node) -> &mut Self {
