@@ -169,8 +169,13 @@ impl Conn {
                 else {
                     break;
                 };
-                let efd = self.notify.lock().get(&watch).cloned();
-                if let Some(efd) = efd {
+                // Under the map's lock, and not once killed: a closing client
+                // raises every descriptor under it, after the kill.
+                let m = self.notify.lock();
+                if self.dead.load(SeqCst) {
+                    continue;
+                }
+                if let Some(efd) = m.get(&watch) {
                     if readable {
                         efd.raise();
                     } else {
@@ -319,6 +324,12 @@ impl Client {
             return;
         }
         self.conn.read().kill();
+        // Closed: every descriptor stays readable (a receive says why), as a
+        // local queue's does.
+        let _m = self.notify.lock();
+        for w in self.watched.lock().values() {
+            w.efd.raise();
+        }
         let hosted = self.hosted.lock().take();
         drop(hosted);
     }

@@ -335,6 +335,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             fd: stream.as_raw_fd(),
             gone: AtomicBool::new(false),
             watches: ConnWatches::default(),
+            home: crate::sync::fresh_home(),
         });
         if !uid_allowed(&shared, uid) {
             shared.drop_client(&conn, "uid not allowed to attach");
@@ -354,7 +355,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             .name("libqueue-conn".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                let why = serve(&s, &conn, stream);
+                let why = crate::sync::with_home(conn.home, || serve(&s, &conn, stream));
                 conn.end();
                 conn.watches.end(s.watcher.lock().as_ref());
                 s.conns.lock().remove(&conn.id);
@@ -412,6 +413,10 @@ struct Conn {
     gone: AtomicBool,
     /// The queues it watches (`WATCH`): brought up to date before each answer.
     watches: ConnWatches,
+    /// The home shard hint its calls run with, on its reader thread and on
+    /// waiter threads alike: one attached process's sends stay on one shard,
+    /// so in order (per-producer FIFO), wherever they run.
+    home: usize,
 }
 
 impl Sink for Conn {
@@ -907,7 +912,7 @@ fn handle(
                         },
                     );
                     let c = conn.clone();
-                    waiter(move || {
+                    waiter(c.home, move || {
                         let r = send(&q, msgs, on_full, batch, Some(&flag));
                         c.waits.lock().remove(&id);
                         c.reply(id, r.map(|ids| ids_reply(id, &ids)));
@@ -947,7 +952,7 @@ fn handle(
                 },
             );
             let c = conn.clone();
-            waiter(move || {
+            waiter(c.home, move || {
                 let r = receive_for_answer(&q, max, wait, mode, Some(&flag));
                 c.waits.lock().remove(&id);
                 let r = r.map(|got| {
@@ -1089,10 +1094,32 @@ fn handle(
             let (ns, name) = (d.string()?, d.string()?);
             let msg = d.message()?;
             d.end()?;
-            let t = match broker().and_then(|b| b.get_namespace(&ns)?.topic(&name)) {
-                Ok(t) => t,
+            let (n, t) = match broker().and_then(|b| {
+                let n = b.get_namespace(&ns)?;
+                let t = n.topic(&name)?;
+                Ok((n, t))
+            }) {
+                Ok(x) => x,
                 Err(e) => return Ok(Some(Err(e))),
             };
+            // A publish that cannot wait (no subscription queue is bounded
+            // with a policy that waits for room) runs here, like a send: on
+            // this connection's thread its messages take ids in order, so a
+            // publisher's messages stay in order (per-producer FIFO) even
+            // where a queue orders by id (peek, stats, sweeps).
+            let may_wait = t.subscriptions().iter().any(|s| {
+                n.get_queue(s).is_ok_and(|q| {
+                    let o = q.options();
+                    o.on_full != OnFull::Reject && (o.max_messages.is_some() || o.max_bytes.is_some())
+                })
+            });
+            if !may_wait {
+                return Ok(Some(t.publish(msg).map(|k| {
+                    let mut e = ok(id);
+                    e.u64(k as u64);
+                    e
+                })));
+            }
             let flag = Arc::new(AtomicBool::new(false));
             conn.waits.lock().insert(
                 id,
@@ -1102,7 +1129,7 @@ fn handle(
                 },
             );
             let c = conn.clone();
-            waiter(move || {
+            waiter(c.home, move || {
                 let r = t.publish_until(msg, Some(&flag));
                 c.waits.lock().remove(&id);
                 c.reply(
@@ -1235,8 +1262,9 @@ fn ids_reply(id: u64, ids: &[u64]) -> Enc {
 /// goes on. Threads are made on demand and end after a minute idle. A job is
 /// either taken by a new thread or reserved for an idle one (`wakeups`), so
 /// none is left behind while every thread is blocked in a long wait.
-fn waiter(job: impl FnOnce() + Send + 'static) {
+fn waiter(home: usize, job: impl FnOnce() + Send + 'static) {
     type Job = Box<dyn FnOnce() + Send>;
+    let job = move || crate::sync::with_home(home, job);
     #[derive(Default)]
     struct State {
         jobs: VecDeque<Job>,
