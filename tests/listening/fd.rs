@@ -2,27 +2,16 @@
 //! succeed, also when the ticker makes a message due on the system clock (1);
 //! an event loop on the descriptor (2).
 //!
-//! Each runs twice: on a broker of this process, and on a broker attached to a
-//! host of a data directory (`attached_*`: the descriptor is the attached
-//! process's own, kept up to date by the host's `NOTIFY` frames; see
-//! `src/remote/notify.rs`).
+//! In the attached build (`listening_attached`) the descriptor is the attached
+//! process's own, kept up to date by the host's `NOTIFY` frames (see
+//! `src/remote/notify.rs`): what the process's own calls change shows before
+//! they return; timers and other processes' calls show soon after.
 
 use super::*;
 
 #[test]
 fn fd_is_readable_exactly_when_a_receive_would_succeed() {
     let (clock, b) = manual();
-    fd_exactly(&clock, &b);
-}
-
-#[test]
-fn attached_fd_is_readable_exactly_when_a_receive_would_succeed() {
-    let clock = ManualClock::new(1_000_000_000);
-    let a = Attached::new(Some(clock.clone()));
-    fd_exactly(&clock, &a.b);
-}
-
-fn fd_exactly(clock: &ManualClock, b: &Broker) {
     let ns = b.namespace("fd").unwrap();
     let q = ns
         .create_queue("q", QueueOptions::default().lease_time(10 * MS))
@@ -154,15 +143,7 @@ fn fd_exactly(clock: &ManualClock, b: &Broker) {
 
 #[test]
 fn fd_made_readable_by_the_ticker_on_the_system_clock() {
-    fd_ticker(&Broker::new());
-}
-
-#[test]
-fn attached_fd_made_readable_by_the_ticker_on_the_system_clock() {
-    fd_ticker(&Attached::new(None).b);
-}
-
-fn fd_ticker(b: &Broker) {
+    let b = broker();
     let ns = b.namespace("sys").unwrap();
     let q = ns.queue("q").unwrap();
     let fd = q.fd().unwrap();
@@ -200,49 +181,9 @@ fn fd_ticker(b: &Broker) {
 
 #[test]
 fn epoll_driven_consumer_receives_everything() {
-    epoll_consumer(&Broker::new(), 10_000);
-}
-
-/// The producers and the consumer are in the attached process; each message
-/// crosses the socket twice.
-#[test]
-fn attached_epoll_driven_consumer_receives_everything() {
-    epoll_consumer(&Attached::new(None).b, 2_000);
-}
-
-/// The descriptor follows what another process does: the host sends, times
-/// out a lease and takes the last message; the attached process's descriptor
-/// rises and falls with it.
-#[test]
-fn attached_fd_follows_the_host() {
-    let clock = ManualClock::new(1_000_000_000);
-    let a = Attached::new(Some(clock.clone()));
-    let opts = QueueOptions::default().lease_time(10 * MS);
-    let q = a.b.namespace("n").unwrap().create_queue("q", opts).unwrap();
-    let hq = a.host.namespace("n").unwrap().get_queue("q").unwrap();
-    let fd = q.fd().unwrap();
-    assert!(!readable(fd, 0));
-    hq.send(Message::new("from the host")).unwrap();
-    assert!(readable(fd, SOON_MS), "a send of the host's shows");
-    let d = hq.try_receive().unwrap().unwrap();
-    wait_until("the host's receive to clear it", || !readable(fd, 0));
-    drop(d);
-    clock.advance(10 * MS);
-    assert!(readable(fd, SOON_MS), "the lease ran out on the host's clock");
-    let d = q.try_receive().unwrap().unwrap();
-    assert_eq!(d.delivery_count(), 2);
-    assert!(!readable(fd, 0));
-    d.ack().unwrap();
-    // Deleted on the host: readable (a receive fails with Closed), and no
-    // descriptor to give any more.
-    a.host.namespace("n").unwrap().delete_queue("q").unwrap();
-    assert!(readable(fd, SOON_MS));
-    assert_eq!(q.try_receive().unwrap_err(), Error::Closed);
-    assert_eq!(q.fd(), Err(Error::Closed));
-}
-
-fn epoll_consumer(b: &Broker, per: usize) {
     const PRODUCERS: usize = 2;
+    const PER: usize = 10_000;
+    let b = broker();
     let q = b.queue("loop").unwrap();
     let fd = q.fd().unwrap();
 
@@ -274,7 +215,7 @@ fn epoll_consumer(b: &Broker, per: usize) {
         .map(|p| {
             let q = q.clone();
             thread::spawn(move || {
-                for i in 0..per {
+                for i in 0..PER {
                     q.send(Message::new(format!("{p}:{i}"))).unwrap();
                 }
             })
@@ -284,7 +225,7 @@ fn epoll_consumer(b: &Broker, per: usize) {
     let mut got = 0;
     let mut next = [0usize; PRODUCERS];
     let mut wakeups = 0;
-    while got < PRODUCERS * per {
+    while got < PRODUCERS * PER {
         // One blocking wait per wake-up: no polling loop. A lost wake-up fails
         // the test after 5 s instead of hanging it.
         assert_eq!(wait(5_000), 1, "no wake-up after {got} messages");
@@ -300,14 +241,14 @@ fn epoll_consumer(b: &Broker, per: usize) {
         }
     }
     producers.into_iter().for_each(|h| h.join().unwrap());
-    assert_eq!(got, PRODUCERS * per);
-    assert_eq!(next, [per; PRODUCERS]);
+    assert_eq!(got, PRODUCERS * PER);
+    assert_eq!(next, [PER; PRODUCERS]);
     assert!(wakeups <= got);
     assert_eq!(wait(0), 0, "drained: not readable");
     let s = q.stats();
     assert_eq!(
         (s.acked, s.ready, s.leased),
-        ((PRODUCERS * per) as u64, 0, 0)
+        ((PRODUCERS * PER) as u64, 0, 0)
     );
 
     // Still alive afterwards.
@@ -317,4 +258,35 @@ fn epoll_consumer(b: &Broker, per: usize) {
     assert_eq!(wait(0), 0);
     // SAFETY: `ep` is ours and closed once.
     unsafe { libc::close(ep) };
+}
+
+/// The descriptor follows what another process does: the host sends, times
+/// out a lease and takes the last message; the attached process's descriptor
+/// rises and falls with it.
+#[test]
+fn attached_fd_follows_the_host() {
+    let clock = ManualClock::new(1_000_000_000);
+    let a = Attached::new(Some(clock.clone()));
+    let opts = QueueOptions::default().lease_time(10 * MS);
+    let q = a.b.namespace("n").unwrap().create_queue("q", opts).unwrap();
+    let hq = a.host.namespace("n").unwrap().get_queue("q").unwrap();
+    let fd = q.fd().unwrap();
+    assert!(!readable(fd, 0));
+    hq.send(Message::new("from the host")).unwrap();
+    assert!(readable(fd, SOON_MS), "a send of the host's shows");
+    let d = hq.try_receive().unwrap().unwrap();
+    wait_until("the host's receive to clear it", || !readable(fd, 0));
+    drop(d);
+    clock.advance(10 * MS);
+    assert!(readable(fd, SOON_MS), "the lease ran out on the host's clock");
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.delivery_count(), 2);
+    assert!(!readable(fd, 0));
+    d.ack().unwrap();
+    // Deleted on the host: readable (a receive fails with Closed), and no
+    // descriptor to give any more.
+    a.host.namespace("n").unwrap().delete_queue("q").unwrap();
+    assert!(readable(fd, SOON_MS));
+    assert_eq!(q.try_receive().unwrap_err(), Error::Closed);
+    assert_eq!(q.fd(), Err(Error::Closed));
 }
