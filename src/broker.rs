@@ -472,10 +472,17 @@ impl Namespace {
 
     /// A queue of the host's, declared or looked up as `mode` says
     /// (0 open or create, 1 create, 2 get).
-    fn remote_queue(n: &RemoteNamespace, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<Queue> {
+    fn remote_queue(
+        n: &RemoteNamespace,
+        name: &str,
+        opts: Option<&QueueOptions>,
+        mode: u8,
+    ) -> Result<Queue> {
         validate_name(name)?;
         let (opts, serial) = n.client.queue(&n.name, name, opts, mode)?;
-        Ok(Queue::remote(RemoteQueue::new(&n.client, &n.name, name, opts, serial)))
+        Ok(Queue::remote(RemoteQueue::new(
+            &n.client, &n.name, name, opts, serial,
+        )))
     }
 
     /// Its name.
@@ -551,7 +558,10 @@ impl Namespace {
     pub fn list_queues(&self) -> Vec<String> {
         match &self.flavor {
             NamespaceFlavor::Local(n) => n.list(),
-            NamespaceFlavor::Remote(n) => n.client.names(op::LIST_QUEUES, &[&n.name]).unwrap_or_default(),
+            NamespaceFlavor::Remote(n) => n
+                .client
+                .names(op::LIST_QUEUES, &[&n.name])
+                .unwrap_or_default(),
         }
     }
 
@@ -580,7 +590,10 @@ impl Namespace {
     pub fn list_topics(&self) -> Vec<String> {
         match &self.flavor {
             NamespaceFlavor::Local(n) => n.topic_names(),
-            NamespaceFlavor::Remote(n) => n.client.names(op::LIST_TOPICS, &[&n.name]).unwrap_or_default(),
+            NamespaceFlavor::Remote(n) => n
+                .client
+                .names(op::LIST_TOPICS, &[&n.name])
+                .unwrap_or_default(),
         }
     }
 

@@ -397,10 +397,12 @@ impl Queue {
                 )),
             },
             QueueFlavor::Remote(q) => match ticket.key {
-                TicketKey::Remote(lease) => q.client.give_back(q.at(), lease).map_err(|e| match e {
-                    Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
-                    e => e,
-                }),
+                TicketKey::Remote(lease) => {
+                    q.client.give_back(q.at(), lease).map_err(|e| match e {
+                        Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
+                        e => e,
+                    })
+                }
                 TicketKey::Local(_) => Err(Error::InvalidArgument(
                     "this ticket is of a local broker's delivery".into(),
                 )),
@@ -453,7 +455,13 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
             QueueFlavor::Remote(q) => q
-                .seen(q.client.send(q.at(), Some(on_full), false, std::slice::from_ref(&msg), cancel))?
+                .seen(q.client.send(
+                    q.at(),
+                    Some(on_full),
+                    false,
+                    std::slice::from_ref(&msg),
+                    cancel,
+                ))?
                 .first()
                 .copied()
                 .ok_or_else(|| Error::Io("the host answered a send without an id".into())),
@@ -482,7 +490,9 @@ impl Queue {
     ) -> Result<Vec<u64>> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
-            QueueFlavor::Remote(q) => q.seen(q.client.send(q.at(), Some(on_full), true, &msgs, cancel)),
+            QueueFlavor::Remote(q) => {
+                q.seen(q.client.send(q.at(), Some(on_full), true, &msgs, cancel))
+            }
         }
     }
 

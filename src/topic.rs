@@ -97,7 +97,9 @@ impl Topic {
             }
             TopicFlavor::Remote { client, ns, name } => {
                 let (opts, serial) = client.subscribe(ns, name, queue, &filter)?;
-                Ok(Queue::remote(RemoteQueue::new(client, ns, queue, opts, serial)))
+                Ok(Queue::remote(RemoteQueue::new(
+                    client, ns, queue, opts, serial,
+                )))
             }
         }
     }

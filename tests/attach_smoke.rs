@@ -11,23 +11,39 @@ fn second_open_attaches_and_shares_everything() {
     let att = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
     assert!(att.is_attached());
     let q = att.queue("jobs").unwrap();
-    let id = q.send(Message::new("hello").name("greet").header("k", "v")).unwrap();
+    let id = q
+        .send(Message::new("hello").name("greet").header("k", "v"))
+        .unwrap();
     let hq = host.queue("jobs").unwrap();
     assert_eq!(hq.stats().ready, 1);
     let d = q.receive_timeout(Duration::from_secs(1)).unwrap().unwrap();
-    assert_eq!((d.id(), d.body(), d.name(), d.header_str("k")), (id, &b"hello"[..], Some("greet"), Some("v")));
+    assert_eq!(
+        (d.id(), d.body(), d.name(), d.header_str("k")),
+        (id, &b"hello"[..], Some("greet"), Some("v"))
+    );
     assert_eq!(hq.stats().leased, 1);
     d.ack().unwrap();
     assert_eq!(hq.stats().acked, 1);
     // A blocking receive in the attached process is woken by a send in the host.
     let q2 = q.clone();
-    let t = std::thread::spawn(move || q2.receive_timeout(Duration::from_secs(5)).unwrap().map(|d| { let b = d.body().to_vec(); d.ack().unwrap(); b }));
+    let t = std::thread::spawn(move || {
+        q2.receive_timeout(Duration::from_secs(5))
+            .unwrap()
+            .map(|d| {
+                let b = d.body().to_vec();
+                d.ack().unwrap();
+                b
+            })
+    });
     std::thread::sleep(Duration::from_millis(50));
     hq.send(Message::new("late")).unwrap();
     assert_eq!(t.join().unwrap(), Some(b"late".to_vec()));
     // Errors travel typed.
     assert!(matches!(att.get_namespace("nope"), Err(Error::NotFound(_))));
-    assert!(matches!(att.namespace("bad name"), Err(Error::InvalidName(_))));
+    assert!(matches!(
+        att.namespace("bad name"),
+        Err(Error::InvalidName(_))
+    ));
     let info = att.host_info().unwrap();
     assert_eq!(info.pid, std::process::id());
     assert_eq!(info.clients.len(), 1);
@@ -48,6 +64,9 @@ fn exclusive_refuses_a_second_open() {
     let dir = tempfile::tempdir().unwrap();
     let _host = Broker::open(BrokerOptions::new().data_dir(dir.path()).exclusive(true)).unwrap();
     let t = std::time::Instant::now();
-    assert!(matches!(Broker::open(BrokerOptions::new().data_dir(dir.path())), Err(Error::Locked(_))));
+    assert!(matches!(
+        Broker::open(BrokerOptions::new().data_dir(dir.path())),
+        Err(Error::Locked(_))
+    ));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }

@@ -19,7 +19,10 @@ const BOUND: Duration = Duration::from_secs(10);
 /// attached to a host of a fresh data directory, on that clock: the host's
 /// timers, run by its ticker, serve the attached process. The host and the
 /// directory live as long as the returned guard.
-fn open(clock: Option<&std::sync::Arc<ManualClock>>, attached: bool) -> (Broker, Option<(Broker, tempfile::TempDir)>) {
+fn open(
+    clock: Option<&std::sync::Arc<ManualClock>>,
+    attached: bool,
+) -> (Broker, Option<(Broker, tempfile::TempDir)>) {
     let mut o = BrokerOptions::new();
     if let Some(c) = clock {
         o = o.clock(c.clone());

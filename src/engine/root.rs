@@ -4,8 +4,8 @@
 //! The API's `Broker` is a handle on it.
 
 use super::namespace::NamespaceCore;
-use super::QueueCore;
 use super::ticker::Ticker;
+use super::QueueCore;
 use crate::clock::{Clock, ClockListener};
 use crate::error::{validate_name, Error, Result};
 use crate::store::journal::{Journal, JournalOptions, Recovered, RecoveryReport};

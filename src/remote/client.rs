@@ -34,7 +34,8 @@ pub(crate) const TAKEOVER_LIMIT: Duration = Duration::from_secs(60);
 /// Makes this process the directory's host (the broker layer opens a local
 /// engine and its `Host`); `Err(Locked)` while another process holds it. The
 /// argument is the takeover count the new host reports.
-pub(crate) type BecomeHost = Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
+pub(crate) type BecomeHost =
+    Box<dyn Fn(u64) -> Result<Box<dyn std::any::Any + Send + Sync>> + Send + Sync>;
 
 /// See the module documentation.
 pub(crate) struct Client {
@@ -133,12 +134,18 @@ impl Conn {
         match d.u8() {
             Ok(0) => {}
             _ => {
-                let e = d.error().map_or_else(|_| "refused".into(), |e| e.to_string());
-                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e));
+                let e = d
+                    .error()
+                    .map_or_else(|_| "refused".into(), |e| e.to_string());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    e,
+                ));
             }
         }
-        let (_v, host_pid, takeovers) = (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
-            .map_err(|_| bad("bad HELLO answer"))?;
+        let (_v, host_pid, takeovers) =
+            (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
+                .map_err(|_| bad("bad HELLO answer"))?;
         s.set_read_timeout(None)?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(Guarded::new(s.try_clone()?)),
@@ -360,8 +367,19 @@ impl Client {
                 .collect();
             for (ns, q, id) in watched {
                 // A queue gone meanwhile: its descriptor stays as it was.
-                let at = QueueAt { ns: &ns, name: &q, serial: 0 };
-                let _ = self.call(op::WATCH, |e| { e.queue_at(at).u64(id); }, None, Resend::No);
+                let at = QueueAt {
+                    ns: &ns,
+                    name: &q,
+                    serial: 0,
+                };
+                let _ = self.call(
+                    op::WATCH,
+                    |e| {
+                        e.queue_at(at).u64(id);
+                    },
+                    None,
+                    Resend::No,
+                );
             }
         }
         Ok(())
@@ -386,7 +404,10 @@ impl Client {
                 Ok(hosted) => {
                     *self.hosted.lock() = Some(hosted);
                     let (c, t) = Conn::open(&self.dir, &self.notify).map_err(|e| {
-                        Error::Io(format!("took over {} but cannot reach it: {e}", self.dir.display()))
+                        Error::Io(format!(
+                            "took over {} but cannot reach it: {e}",
+                            self.dir.display()
+                        ))
                     })?;
                     self.takeovers.store(t, SeqCst);
                     *self.conn.write() = c;
@@ -505,7 +526,12 @@ impl Client {
 
     // ---- typed calls (one per operation of docs/wire.md) ----
 
-    pub(crate) fn namespace(&self, name: &str, quotas: Option<&Quotas>, create: bool) -> Result<Quotas> {
+    pub(crate) fn namespace(
+        &self,
+        name: &str,
+        quotas: Option<&Quotas>,
+        create: bool,
+    ) -> Result<Quotas> {
         let r = self.call(
             op::NAMESPACE,
             |e| {
@@ -523,17 +549,43 @@ impl Client {
     }
 
     pub(crate) fn get_namespace(&self, name: &str) -> Result<Quotas> {
-        let r = self.call(op::GET_NAMESPACE, |e| { e.str(name); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::GET_NAMESPACE,
+            |e| {
+                e.str(name);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().quotas()?)
     }
 
     pub(crate) fn names(&self, o: u8, args: &[&str]) -> Result<Vec<String>> {
-        let r = self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes)?;
+        let r = self.call(
+            o,
+            |e| {
+                for a in args {
+                    e.str(a);
+                }
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().strs()?)
     }
 
     pub(crate) fn unit(&self, o: u8, args: &[&str]) -> Result<()> {
-        self.call(o, |e| { for a in args { e.str(a); } }, None, Resend::Yes).map(|_| ())
+        self.call(
+            o,
+            |e| {
+                for a in args {
+                    e.str(a);
+                }
+            },
+            None,
+            Resend::Yes,
+        )
+        .map(|_| ())
     }
 
     pub(crate) fn host_info(&self) -> Result<HostInfo> {
@@ -542,7 +594,13 @@ impl Client {
     }
 
     /// Declares or looks up a queue: its options and number.
-    pub(crate) fn queue(&self, ns: &str, name: &str, opts: Option<&QueueOptions>, mode: u8) -> Result<(QueueOptions, u64)> {
+    pub(crate) fn queue(
+        &self,
+        ns: &str,
+        name: &str,
+        opts: Option<&QueueOptions>,
+        mode: u8,
+    ) -> Result<(QueueOptions, u64)> {
         let r = self.call(
             op::QUEUE,
             |e| {
@@ -562,7 +620,14 @@ impl Client {
 
     /// Deletes a queue; every handle of it in this process is closed.
     pub(crate) fn delete_queue(&self, ns: &str, name: &str) -> Result<()> {
-        let r = self.call(op::DELETE_QUEUE, |e| { e.str(ns).str(name); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::DELETE_QUEUE,
+            |e| {
+                e.str(ns).str(name);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let serial = r.dec().u64()?;
         self.deleted.lock().insert(serial);
         Ok(())
@@ -574,7 +639,14 @@ impl Client {
     }
 
     pub(crate) fn ns_stats(&self, ns: &str) -> Result<(u64, QueueStats, Quotas)> {
-        let r = self.call(op::NS_STATS, |e| { e.str(ns); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::NS_STATS,
+            |e| {
+                e.str(ns);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         Ok((d.u64()?, d.queue_stats()?, d.quotas()?))
     }
@@ -605,7 +677,9 @@ impl Client {
         )?;
         let mut d = r.dec();
         let n = d.count(8)?;
-        let ids = (0..n).map(|_| d.u64()).collect::<wire::DResult<Vec<u64>>>()?;
+        let ids = (0..n)
+            .map(|_| d.u64())
+            .collect::<wire::DResult<Vec<u64>>>()?;
         Ok(ids)
     }
 
@@ -621,7 +695,10 @@ impl Client {
         let r = self.call(
             op::RECEIVE,
             |e| {
-                e.queue_at(q).u32(max.min(u32::MAX as usize) as u32).wait(wait).bool(auto_ack);
+                e.queue_at(q)
+                    .u32(max.min(u32::MAX as usize) as u32)
+                    .wait(wait)
+                    .bool(auto_ack);
             },
             cancel,
             Resend::Yes,
@@ -636,43 +713,109 @@ impl Client {
     }
 
     pub(crate) fn peek(&self, q: QueueAt<'_>, max: usize) -> Result<Vec<Node>> {
-        let r = self.call(op::PEEK, |e| { e.queue_at(q).u32(max.min(u32::MAX as usize) as u32); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::PEEK,
+            |e| {
+                e.queue_at(q).u32(max.min(u32::MAX as usize) as u32);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         let n = d.count(8)?;
         (0..n).map(|_| d.node().map_err(Error::from)).collect()
     }
 
     pub(crate) fn cancel(&self, q: QueueAt<'_>, id: u64) -> Result<()> {
-        self.call(op::CANCEL, |e| { e.queue_at(q).u64(id); }, None, Resend::Yes).map(|_| ())
+        self.call(
+            op::CANCEL,
+            |e| {
+                e.queue_at(q).u64(id);
+            },
+            None,
+            Resend::Yes,
+        )
+        .map(|_| ())
     }
 
     pub(crate) fn purge(&self, q: QueueAt<'_>) -> Result<u64> {
-        let r = self.call(op::PURGE, |e| { e.queue_at(q); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::PURGE,
+            |e| {
+                e.queue_at(q);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().u64()?)
     }
 
     pub(crate) fn queue_stats(&self, q: QueueAt<'_>) -> Result<QueueStats> {
-        let r = self.call(op::QUEUE_STATS, |e| { e.queue_at(q); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::QUEUE_STATS,
+            |e| {
+                e.queue_at(q);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().queue_stats()?)
     }
 
-    pub(crate) fn settle(&self, lease: u64, nack: bool, delay: Option<Duration>, reason: &str) -> Result<()> {
-        self.call(op::SETTLE, |e| { e.u64(lease).bool(nack).opt_dur(delay).str(reason); }, None, Resend::No)
-            .map(|_| ())
+    pub(crate) fn settle(
+        &self,
+        lease: u64,
+        nack: bool,
+        delay: Option<Duration>,
+        reason: &str,
+    ) -> Result<()> {
+        self.call(
+            op::SETTLE,
+            |e| {
+                e.u64(lease).bool(nack).opt_dur(delay).str(reason);
+            },
+            None,
+            Resend::No,
+        )
+        .map(|_| ())
     }
 
     pub(crate) fn extend(&self, lease: u64, by: Duration) -> Result<u64> {
-        let r = self.call(op::EXTEND, |e| { e.u64(lease).dur(by); }, None, Resend::No)?;
+        let r = self.call(
+            op::EXTEND,
+            |e| {
+                e.u64(lease).dur(by);
+            },
+            None,
+            Resend::No,
+        )?;
         Ok(r.dec().u64()?)
     }
 
     pub(crate) fn deadline(&self, lease: u64) -> Option<u64> {
-        let r = self.call(op::DEADLINE, |e| { e.u64(lease); }, None, Resend::No).ok()?;
+        let r = self
+            .call(
+                op::DEADLINE,
+                |e| {
+                    e.u64(lease);
+                },
+                None,
+                Resend::No,
+            )
+            .ok()?;
         r.dec().opt_u64().ok().flatten()
     }
 
     pub(crate) fn give_back(&self, q: QueueAt<'_>, lease: u64) -> Result<()> {
-        self.call(op::GIVE_BACK, |e| { e.queue_at(q).u64(lease); }, None, Resend::No).map(|_| ())
+        self.call(
+            op::GIVE_BACK,
+            |e| {
+                e.queue_at(q).u64(lease);
+            },
+            None,
+            Resend::No,
+        )
+        .map(|_| ())
     }
 
     /// The pollable descriptor of a queue of the host's (one per queue in
@@ -699,7 +842,14 @@ impl Client {
                 }
             }
         };
-        let r = self.call(op::WATCH, |e| { e.queue_at(q).u64(w.id); }, None, Resend::Yes);
+        let r = self.call(
+            op::WATCH,
+            |e| {
+                e.queue_at(q).u64(w.id);
+            },
+            None,
+            Resend::Yes,
+        );
         if let Err(e) = r {
             if fresh {
                 self.watched.lock().remove(&key);
@@ -711,28 +861,75 @@ impl Client {
     }
 
     pub(crate) fn forget(&self, lease: u64) {
-        self.tell(op::FORGET, |e| { e.u64(lease); });
+        self.tell(op::FORGET, |e| {
+            e.u64(lease);
+        });
     }
 
-    pub(crate) fn publish(&self, ns: &str, topic: &str, msg: &Message, cancel: Option<&AtomicBool>) -> Result<usize> {
-        let r = self.call(op::PUBLISH, |e| { e.str(ns).str(topic).message(msg); }, cancel, Resend::Yes)?;
+    pub(crate) fn publish(
+        &self,
+        ns: &str,
+        topic: &str,
+        msg: &Message,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<usize> {
+        let r = self.call(
+            op::PUBLISH,
+            |e| {
+                e.str(ns).str(topic).message(msg);
+            },
+            cancel,
+            Resend::Yes,
+        )?;
         Ok(r.dec().u64()? as usize)
     }
 
     /// Subscribes a queue: its options and number.
-    pub(crate) fn subscribe(&self, ns: &str, topic: &str, queue: &str, filter: &Filter) -> Result<(QueueOptions, u64)> {
-        let r = self.call(op::SUBSCRIBE, |e| { e.str(ns).str(topic).str(queue).filter(filter); }, None, Resend::Yes)?;
+    pub(crate) fn subscribe(
+        &self,
+        ns: &str,
+        topic: &str,
+        queue: &str,
+        filter: &Filter,
+    ) -> Result<(QueueOptions, u64)> {
+        let r = self.call(
+            op::SUBSCRIBE,
+            |e| {
+                e.str(ns).str(topic).str(queue).filter(filter);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         Ok((d.options()?, d.u64()?))
     }
 
     pub(crate) fn topic_stats(&self, ns: &str, topic: &str) -> Result<TopicStats> {
-        let r = self.call(op::TOPIC_STATS, |e| { e.str(ns).str(topic); }, None, Resend::Yes)?;
+        let r = self.call(
+            op::TOPIC_STATS,
+            |e| {
+                e.str(ns).str(topic);
+            },
+            None,
+            Resend::Yes,
+        )?;
         Ok(r.dec().topic_stats()?)
     }
 
-    pub(crate) fn topic_filter(&self, ns: &str, topic: &str, queue: &str) -> Result<Option<Filter>> {
-        let r = self.call(op::TOPIC_FILTER, |e| { e.str(ns).str(topic).str(queue); }, None, Resend::Yes)?;
+    pub(crate) fn topic_filter(
+        &self,
+        ns: &str,
+        topic: &str,
+        queue: &str,
+    ) -> Result<Option<Filter>> {
+        let r = self.call(
+            op::TOPIC_FILTER,
+            |e| {
+                e.str(ns).str(topic).str(queue);
+            },
+            None,
+            Resend::Yes,
+        )?;
         let mut d = r.dec();
         Ok(if d.bool()? { Some(d.filter()?) } else { None })
     }

@@ -23,10 +23,10 @@ use super::wire::{self, op, Dec, Enc, Malformed};
 use crate::broker::Broker;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::queue::ReceiveMode;
 use crate::queue::{Delivery, Queue};
 use crate::sync::fork::{Guarded, Origin};
 use crate::topic::Topic;
-use crate::queue::ReceiveMode;
 use crate::types::{Message, OnFull, Wait};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -619,15 +619,21 @@ fn read_frame(
 
 /// Serves one connection until it ends; `Some(why)` if it was dropped for
 /// misbehaving.
-fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, mut stream: Guarded<UnixStream>) -> Option<String> {
+fn serve(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut stream: Guarded<UnixStream>,
+) -> Option<String> {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = conn
-        .writer
-        .lock()
-        .set_write_timeout(Some(STALL_TIMEOUT));
+    let _ = conn.writer.lock().set_write_timeout(Some(STALL_TIMEOUT));
     let mut buf = Vec::new();
     // HELLO first.
-    match read_frame(shared, &mut stream, &mut buf, Some(Instant::now() + HELLO_TIMEOUT)) {
+    match read_frame(
+        shared,
+        &mut stream,
+        &mut buf,
+        Some(Instant::now() + HELLO_TIMEOUT),
+    ) {
         Ok(true) => {}
         Ok(false) => return None,
         Err(why) => return Some(why),
@@ -1077,7 +1083,9 @@ fn handle(
                     let dl = l.map.get(&lease).ok_or(Error::LeaseExpired { id: 0 })?;
                     let mine = dl.namespace_name() == Some(ns.as_str())
                         && dl.queue_name() == Some(name.as_str());
-                    dl.ticket().filter(|_| mine).ok_or(Error::LeaseExpired { id: 0 })?
+                    dl.ticket()
+                        .filter(|_| mine)
+                        .ok_or(Error::LeaseExpired { id: 0 })?
                 };
                 q.give_back(t)?;
                 conn.leases.lock().map.remove(&lease);
@@ -1110,7 +1118,8 @@ fn handle(
             let may_wait = t.subscriptions().iter().any(|s| {
                 n.get_queue(s).is_ok_and(|q| {
                     let o = q.options();
-                    o.on_full != OnFull::Reject && (o.max_messages.is_some() || o.max_bytes.is_some())
+                    o.on_full != OnFull::Reject
+                        && (o.max_messages.is_some() || o.max_bytes.is_some())
                 })
             });
             if !may_wait {

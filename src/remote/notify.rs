@@ -175,7 +175,10 @@ impl Watcher {
         // SAFETY: epoll_create1 takes no pointers.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
-            return Err(io("cannot create an epoll", std::io::Error::last_os_error()));
+            return Err(io(
+                "cannot create an epoll",
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `ep` is a fresh descriptor nothing else owns.
         let ep = Arc::new(unsafe { OwnedFd::from_raw_fd(ep) });
@@ -265,7 +268,12 @@ fn watch_loop(ep: &OwnedFd, by_fd: &Mutex<HashMap<RawFd, Watched>>) {
     loop {
         // SAFETY: `events` is a valid, writable array of 64 events.
         let n = unsafe {
-            libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)
+            libc::epoll_wait(
+                ep.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout,
+            )
         };
         if n < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {

@@ -311,7 +311,9 @@ impl Enc {
     }
     /// Appends queue options.
     pub fn options(&mut self, o: &QueueOptions) -> &mut Self {
-        self.opt_u64(o.max_messages).opt_u64(o.max_bytes).on_full(o.on_full);
+        self.opt_u64(o.max_messages)
+            .opt_u64(o.max_bytes)
+            .on_full(o.on_full);
         self.opt_dur(o.default_ttl)
             .opt_dur(o.default_delay)
             .u8(o.default_priority)
@@ -684,8 +686,13 @@ impl<'a> Dec<'a> {
 
 /// The `&'static str` of a quota's name (the error type holds one).
 fn quota_name(s: &str) -> DResult<&'static str> {
-    ["max_queues", "max_messages", "max_bytes", "max_message_size"]
-        .into_iter()
-        .find(|q| *q == s)
-        .ok_or(Malformed("unknown quota name"))
+    [
+        "max_queues",
+        "max_messages",
+        "max_bytes",
+        "max_message_size",
+    ]
+    .into_iter()
+    .find(|q| *q == s)
+    .ok_or(Malformed("unknown quota name"))
 }

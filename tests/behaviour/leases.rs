@@ -170,7 +170,11 @@ pub(super) fn give_back_by_ticket(f: &Fixture) {
     let d = q.try_receive().unwrap().unwrap();
     let t = d.ticket().expect("leased");
     assert_eq!(other.give_back(t), Err(Error::LeaseExpired { id }));
-    assert_eq!(q.stats().leased, 1, "another queue's refusal changes nothing");
+    assert_eq!(
+        q.stats().leased,
+        1,
+        "another queue's refusal changes nothing"
+    );
     q.give_back(t).unwrap();
     assert_eq!(q.give_back(t), Err(Error::LeaseExpired { id }));
     assert_eq!(d.ack(), Err(Error::LeaseExpired { id }));
@@ -179,5 +183,10 @@ pub(super) fn give_back_by_ticket(f: &Fixture) {
     assert!(q.receive_auto_ack(Wait::Try).unwrap().is_none());
     again.ack().unwrap();
     q.send(Message::new("auto")).unwrap();
-    assert!(q.receive_auto_ack(Wait::Try).unwrap().unwrap().ticket().is_none());
+    assert!(q
+        .receive_auto_ack(Wait::Try)
+        .unwrap()
+        .unwrap()
+        .ticket()
+        .is_none());
 }

@@ -111,9 +111,14 @@ impl Fixture {
                 .default_queue_options(QueueOptions::default().persistent(true));
         }
         let b = if self.backend == Backend::Attached {
-            let d = dir.clone().expect("an attached broker has a data directory");
+            let d = dir
+                .clone()
+                .expect("an attached broker has a data directory");
             let host = Broker::open(o.clone()).expect("open the host broker");
-            assert!(!host.is_attached(), "the first broker on a directory hosts it");
+            assert!(
+                !host.is_attached(),
+                "the first broker on a directory hosts it"
+            );
             let b = Broker::open(o).expect("attach to the host");
             assert!(b.is_attached(), "the second broker on a directory attaches");
             self.hosts.borrow_mut().push((d, host));
@@ -170,7 +175,11 @@ impl Fixture {
     pub fn host(&self) -> Option<Broker> {
         let dir = self.data_dir()?;
         let hosts = self.hosts.borrow();
-        hosts.iter().rev().find(|(d, _)| *d == dir).map(|(_, h)| h.clone())
+        hosts
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == dir)
+            .map(|(_, h)| h.clone())
     }
 
     /// Journal: closes `b` (the broker opened last), opens its data directory

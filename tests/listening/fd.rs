@@ -278,7 +278,10 @@ fn attached_fd_follows_the_host() {
     wait_until("the host's receive to clear it", || !readable(fd, 0));
     drop(d);
     clock.advance(10 * MS);
-    assert!(readable(fd, SOON_MS), "the lease ran out on the host's clock");
+    assert!(
+        readable(fd, SOON_MS),
+        "the lease ran out on the host's clock"
+    );
     let d = q.try_receive().unwrap().unwrap();
     assert_eq!(d.delivery_count(), 2);
     assert!(!readable(fd, 0));
