@@ -303,6 +303,12 @@ impl Queue {
     /// then receive with [`Wait::Try`] until it returns `None` (which clears it).
     /// Delayed messages and expired leases make it readable when they fall due.
     /// Level-triggered; owned by the queue (do not close it); Linux only.
+    ///
+    /// On a queue of an attached broker it is this process's own descriptor,
+    /// kept by the host (`WATCH`/`NOTIFY` in `remote::wire`): what this
+    /// process's calls change shows before they return; other processes'
+    /// calls and the host's timers show as soon as the host's notice arrives.
+    /// Once this broker is closed it stays readable.
     #[cfg(target_os = "linux")]
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
         match &self.flavor {
