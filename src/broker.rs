@@ -512,13 +512,10 @@ impl Namespace {
         mode: u8,
     ) -> Result<Queue> {
         validate_name(name)?;
-        let opts = n.client.queue(&n.name, name, opts, mode)?;
-        Ok(Queue::remote(RemoteQueue {
-            client: n.client.clone(),
-            ns: n.name.clone(),
-            name: name.to_string(),
-            opts,
-        }))
+        let (opts, serial) = n.client.queue(&n.name, name, opts, mode)?;
+        Ok(Queue::remote(RemoteQueue::new(
+            &n.client, &n.name, name, opts, serial,
+        )))
     }
 
     /// Its name.
@@ -585,7 +582,7 @@ impl Namespace {
             NamespaceFlavor::Local(n) => n.delete_queue(name),
             NamespaceFlavor::Remote(n) => {
                 validate_name(name)?;
-                n.client.unit(op::DELETE_QUEUE, &[&n.name, name])
+                n.client.delete_queue(&n.name, name)
             }
         }
     }

@@ -4,7 +4,7 @@ use crate::clock::{nanos, Clock};
 pub(crate) use crate::engine::ReceiveMode;
 use crate::engine::{HeldLease, LeaseKey, QueueCore, Received, Settle};
 use crate::error::{Error, Result};
-use crate::remote::client::Client;
+use crate::remote::client::{Client, QueueAt};
 use crate::types::{Headers, Message, MessageView, Node, OnFull, QueueOptions, QueueStats, Wait};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::AtomicBool;
@@ -33,6 +33,57 @@ pub(crate) struct RemoteQueue {
     pub(crate) ns: String,
     pub(crate) name: String,
     pub(crate) opts: QueueOptions,
+    /// Which queue of that name it is (the host's number; `wire::op::QUEUE`):
+    /// once that queue is deleted, this handle stays closed, as a local one.
+    serial: u64,
+    /// Set once the host answered `Closed` for it (deleted by someone else).
+    closed: AtomicBool,
+    /// The statistics last read: what [`Queue::stats`] shows once the host
+    /// can no longer answer for it (this broker closed).
+    last_stats: parking_lot::Mutex<QueueStats>,
+}
+
+impl RemoteQueue {
+    pub(crate) fn new(
+        client: &Arc<Client>,
+        ns: &str,
+        name: &str,
+        opts: QueueOptions,
+        serial: u64,
+    ) -> Self {
+        RemoteQueue {
+            client: client.clone(),
+            ns: ns.to_string(),
+            name: name.to_string(),
+            opts,
+            serial,
+            closed: AtomicBool::new(false),
+            last_stats: Default::default(),
+        }
+    }
+
+    /// How requests name it.
+    pub(crate) fn at(&self) -> QueueAt<'_> {
+        QueueAt {
+            ns: &self.ns,
+            name: &self.name,
+            serial: self.serial,
+        }
+    }
+
+    /// Notes a `Closed` answer: the handle is closed from now on.
+    fn seen<T>(&self, r: Result<T>) -> Result<T> {
+        if matches!(r, Err(Error::Closed)) {
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+            || self.closed.load(std::sync::atomic::Ordering::SeqCst)
+            || self.client.was_deleted(self.serial)
+    }
 }
 
 impl std::fmt::Debug for RemoteQueue {
@@ -183,8 +234,7 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => Ok(q.peek(max)?.into_iter().map(Peeked).collect()),
             QueueFlavor::Remote(q) => Ok(q
-                .client
-                .peek(&q.ns, &q.name, max)?
+                .seen(q.client.peek(q.at(), max))?
                 .into_iter()
                 .map(|n| Peeked(Arc::new(n)))
                 .collect()),
@@ -196,7 +246,7 @@ impl Queue {
     pub fn cancel(&self, id: u64) -> Result<()> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.cancel(id),
-            QueueFlavor::Remote(q) => q.client.cancel(&q.ns, &q.name, id),
+            QueueFlavor::Remote(q) => q.seen(q.client.cancel(q.at(), id)),
         }
     }
 
@@ -211,7 +261,7 @@ impl Queue {
                 q.check_fork()?;
                 Ok(q.purge(crate::store::RemoveReason::Purged))
             }
-            QueueFlavor::Remote(q) => q.client.purge(&q.ns, &q.name),
+            QueueFlavor::Remote(q) => q.seen(q.client.purge(q.at())),
         }
     }
 
@@ -220,8 +270,15 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         match &self.flavor {
             QueueFlavor::Local(q) => q.stats(),
-            // A queue the host cannot answer for (closed, host gone) holds nothing.
-            QueueFlavor::Remote(q) => q.client.queue_stats(&q.ns, &q.name).unwrap_or_default(),
+            // The host answers for a deleted queue too (its last counters);
+            // once it cannot (this broker closed), the last statistics read.
+            QueueFlavor::Remote(q) => match q.seen(q.client.queue_stats(q.at())) {
+                Ok(s) => {
+                    *q.last_stats.lock() = s;
+                    s
+                }
+                Err(_) => *q.last_stats.lock(),
+            },
         }
     }
 
@@ -246,14 +303,17 @@ impl Queue {
     /// then receive with [`Wait::Try`] until it returns `None` (which clears it).
     /// Delayed messages and expired leases make it readable when they fall due.
     /// Level-triggered; owned by the queue (do not close it); Linux only.
+    ///
+    /// On a queue of an attached broker it is this process's own descriptor,
+    /// kept by the host (`WATCH`/`NOTIFY` in `remote::wire`): what this
+    /// process's calls change shows before they return; other processes'
+    /// calls and the host's timers show as soon as the host's notice arrives.
+    /// Once this broker is closed it stays readable.
     #[cfg(target_os = "linux")]
     pub fn fd(&self) -> Result<std::os::fd::RawFd> {
         match &self.flavor {
             QueueFlavor::Local(q) => q.pollable_fd(),
-            QueueFlavor::Remote(_) => Err(Error::InvalidState(
-                "a pollable descriptor is not available on a queue of an attached broker yet"
-                    .into(),
-            )),
+            QueueFlavor::Remote(q) => q.seen(q.client.watch(q.at())),
         }
     }
 
@@ -261,7 +321,7 @@ impl Queue {
     pub fn is_closed(&self) -> bool {
         match &self.flavor {
             QueueFlavor::Local(q) => q.is_closed(),
-            QueueFlavor::Remote(q) => q.client.is_closed(),
+            QueueFlavor::Remote(q) => q.is_closed(),
         }
     }
 
@@ -343,10 +403,12 @@ impl Queue {
                 )),
             },
             QueueFlavor::Remote(q) => match ticket.key {
-                TicketKey::Remote(lease) => q.client.give_back(lease).map_err(|e| match e {
-                    Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
-                    e => e,
-                }),
+                TicketKey::Remote(lease) => {
+                    q.client.give_back(q.at(), lease).map_err(|e| match e {
+                        Error::LeaseExpired { .. } => Error::LeaseExpired { id: ticket.id },
+                        e => e,
+                    })
+                }
                 TicketKey::Local(_) => Err(Error::InvalidArgument(
                     "this ticket is of a local broker's delivery".into(),
                 )),
@@ -378,9 +440,7 @@ impl Queue {
             }
             QueueFlavor::Remote(q) => {
                 let auto_ack = matches!(mode, ReceiveMode::AutoAck);
-                let got = q
-                    .client
-                    .receive(&q.ns, &q.name, max, wait, auto_ack, cancel)?;
+                let got = q.seen(q.client.receive(q.at(), max, wait, auto_ack, cancel))?;
                 let n = got.len();
                 for (lease, count, node) in got {
                     out(Delivery::remote(q, lease, count, node));
@@ -401,15 +461,13 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send_one(msg, on_full, cancel),
             QueueFlavor::Remote(q) => q
-                .client
-                .send(
-                    &q.ns,
-                    &q.name,
+                .seen(q.client.send(
+                    q.at(),
                     Some(on_full),
                     false,
                     std::slice::from_ref(&msg),
                     cancel,
-                )?
+                ))?
                 .first()
                 .copied()
                 .ok_or_else(|| Error::Io("the host answered a send without an id".into())),
@@ -439,9 +497,26 @@ impl Queue {
         match &self.flavor {
             QueueFlavor::Local(q) => q.send(msgs, on_full, cancel),
             QueueFlavor::Remote(q) => {
-                q.client
-                    .send(&q.ns, &q.name, Some(on_full), true, &msgs, cancel)
+                q.seen(q.client.send(q.at(), Some(on_full), true, &msgs, cancel))
             }
+        }
+    }
+
+    /// The number of the queue this handle is on (the host's `wire_serial`
+    /// is made from it); 0 for an attached handle.
+    pub(crate) fn serial(&self) -> u64 {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.serial(),
+            QueueFlavor::Remote(_) => 0,
+        }
+    }
+
+    /// The largest message its namespace accepts (bytes); the host's bound
+    /// on what one answer may carry. `u64::MAX` for an attached handle.
+    pub(crate) fn max_message_size(&self) -> u64 {
+        match &self.flavor {
+            QueueFlavor::Local(q) => q.ns.quotas.max_message_size,
+            QueueFlavor::Remote(_) => u64::MAX,
         }
     }
 
@@ -647,9 +722,7 @@ impl Delivery {
     pub(crate) fn queue_closed(&self) -> bool {
         match &self.flavor {
             DeliveryFlavor::Local(l) => l.lease.as_ref().is_some_and(|h| h.queue.is_closed()),
-            DeliveryFlavor::Remote(r) => {
-                r.lease.as_ref().is_some_and(|l| l.queue.client.is_closed())
-            }
+            DeliveryFlavor::Remote(r) => r.lease.as_ref().is_some_and(|l| l.queue.is_closed()),
         }
     }
 

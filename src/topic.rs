@@ -96,13 +96,10 @@ impl Topic {
                 Ok(Queue::local(topic.subscribe(ns, queue, filter)?))
             }
             TopicFlavor::Remote { client, ns, name } => {
-                let opts = client.subscribe(ns, name, queue, &filter)?;
-                Ok(Queue::remote(RemoteQueue {
-                    client: client.clone(),
-                    ns: ns.to_string(),
-                    name: queue.to_string(),
-                    opts,
-                }))
+                let (opts, serial) = client.subscribe(ns, name, queue, &filter)?;
+                Ok(Queue::remote(RemoteQueue::new(
+                    client, ns, queue, opts, serial,
+                )))
             }
         }
     }

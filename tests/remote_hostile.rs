@@ -213,7 +213,7 @@ fn hostile_clients_are_dropped_and_the_others_served() {
     half_hello.write_all(&hello_f[..hello_f.len() / 2]).unwrap();
     expected_drops += 1;
     let send_f = frame(1, op::SEND, |e| {
-        e.str("t").str("work").u8(0).bool(false).u32(1);
+        e.str("t").str("work").u64(0).u8(0).bool(false).u32(1);
         e.message(&Message::new("never finished"));
     });
     let mut half = hello(d);
@@ -233,6 +233,7 @@ fn hostile_clients_are_dropped_and_the_others_served() {
         .write_all(&frame(1, op::RECEIVE, |e| {
             e.str("t")
                 .str("empty")
+                .u64(0)
                 .u32(1)
                 .wait(Wait::Forever)
                 .bool(false);
@@ -261,7 +262,7 @@ fn hostile_clients_are_dropped_and_the_others_served() {
     deaf.set_write_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     let peek = frame(9, op::PEEK, |e| {
-        e.str("t").str("fat").u32(4);
+        e.str("t").str("fat").u64(0).u32(4);
     });
     let mut deaf_w = deaf.try_clone().unwrap();
     let deaf_writer = std::thread::spawn(move || {
@@ -278,6 +279,7 @@ fn hostile_clients_are_dropped_and_the_others_served() {
         let f = frame(100 + i, op::RECEIVE, |e| {
             e.str("t")
                 .str("empty")
+                .u64(0)
                 .u32(1)
                 .wait(Wait::For(Duration::from_secs(30)))
                 .bool(false);

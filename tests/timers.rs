@@ -3,6 +3,8 @@
 //! receiver blocked on the dead-letter queue; an expired message gives its
 //! namespace quota back. With a ManualClock (advance, then a bounded wait for
 //! the result) and with the system clock (the broker's ticker thread).
+//! Each also runs attached (`attached_*`): the broker attached to a host of a
+//! data directory, whose ticker runs the timers.
 
 use libqueue::*;
 use std::sync::mpsc;
@@ -12,6 +14,29 @@ use std::time::{Duration, Instant};
 const MS: Duration = Duration::from_millis(1);
 /// How long a test waits (real time) for something that should happen at once.
 const BOUND: Duration = Duration::from_secs(10);
+
+/// A broker on `clock` (or the system clock): of this process, or (`attached`)
+/// attached to a host of a fresh data directory, on that clock: the host's
+/// timers, run by its ticker, serve the attached process. The host and the
+/// directory live as long as the returned guard.
+fn open(
+    clock: Option<&std::sync::Arc<ManualClock>>,
+    attached: bool,
+) -> (Broker, Option<(Broker, tempfile::TempDir)>) {
+    let mut o = BrokerOptions::new();
+    if let Some(c) = clock {
+        o = o.clock(c.clone());
+    }
+    if !attached {
+        return (Broker::open(o).unwrap(), None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = o.data_dir(dir.path());
+    let host = Broker::open(o.clone()).unwrap();
+    let b = Broker::open(o).unwrap();
+    assert!(b.is_attached());
+    (b, Some((host, dir)))
+}
 
 /// `work` (lease 100 ms, max_deliveries 1, dead-letter queue `work.dlq`).
 fn work_and_dlq(b: &Broker) -> (Queue, Queue) {
@@ -49,8 +74,17 @@ fn blocked_receiver(dlq: &Queue, wait: Duration) -> mpsc::Receiver<Option<Vec<u8
 
 #[test]
 fn expired_lease_dead_letters_to_a_blocked_receiver_manual_clock() {
+    lease_dead_letters_manual(false);
+}
+
+#[test]
+fn attached_expired_lease_dead_letters_to_a_blocked_receiver_manual_clock() {
+    lease_dead_letters_manual(true);
+}
+
+fn lease_dead_letters_manual(attached: bool) {
     let clock = ManualClock::new(1_000_000_000);
-    let b = Broker::open(BrokerOptions::new().clock(clock.clone())).unwrap();
+    let (b, _host) = open(Some(&clock), attached);
     let (work, dlq) = work_and_dlq(&b);
     let rx = blocked_receiver(&dlq, Duration::from_secs(2));
     work.send(Message::new("job")).unwrap();
@@ -67,7 +101,16 @@ fn expired_lease_dead_letters_to_a_blocked_receiver_manual_clock() {
 
 #[test]
 fn expired_lease_dead_letters_to_a_blocked_receiver_system_clock() {
-    let b = Broker::new();
+    lease_dead_letters_system(false);
+}
+
+#[test]
+fn attached_expired_lease_dead_letters_to_a_blocked_receiver_system_clock() {
+    lease_dead_letters_system(true);
+}
+
+fn lease_dead_letters_system(attached: bool) {
+    let (b, _host) = open(None, attached);
     let (work, dlq) = work_and_dlq(&b);
     let rx = blocked_receiver(&dlq, Duration::from_secs(5));
     work.send(Message::new("job")).unwrap();
@@ -86,7 +129,16 @@ fn expired_lease_dead_letters_to_a_blocked_receiver_system_clock() {
 
 #[test]
 fn timers_run_after_the_broker_handle_is_dropped() {
-    let b = Broker::new();
+    timers_after_drop(false);
+}
+
+#[test]
+fn attached_timers_run_after_the_broker_handle_is_dropped() {
+    timers_after_drop(true);
+}
+
+fn timers_after_drop(attached: bool) {
+    let (b, _host) = open(None, attached);
     let (work, dlq) = work_and_dlq(&b);
     drop(b); // the queue handles live on; so do their timers
     let rx = blocked_receiver(&dlq, Duration::from_secs(5));
@@ -113,8 +165,17 @@ fn quota_held_by_ttl(b: &Broker) -> (Queue, Queue) {
 
 #[test]
 fn expired_message_gives_its_quota_back_untouched_manual_clock() {
+    quota_back_manual(false);
+}
+
+#[test]
+fn attached_expired_message_gives_its_quota_back_untouched_manual_clock() {
+    quota_back_manual(true);
+}
+
+fn quota_back_manual(attached: bool) {
     let clock = ManualClock::new(1_000_000_000);
-    let b = Broker::open(BrokerOptions::new().clock(clock.clone())).unwrap();
+    let (b, _host) = open(Some(&clock), attached);
     let (a, other) = quota_held_by_ttl(&b);
     clock.advance(150 * MS);
     // Nothing touched `a`: its expiry ran when the clock moved.
@@ -124,7 +185,16 @@ fn expired_message_gives_its_quota_back_untouched_manual_clock() {
 
 #[test]
 fn expired_message_gives_its_quota_back_untouched_system_clock() {
-    let b = Broker::new();
+    quota_back_system(false);
+}
+
+#[test]
+fn attached_expired_message_gives_its_quota_back_untouched_system_clock() {
+    quota_back_system(true);
+}
+
+fn quota_back_system(attached: bool) {
+    let (b, _host) = open(None, attached);
     let (a, other) = quota_held_by_ttl(&b);
     let start = Instant::now();
     // Bounded: retries every 10 ms for up to BOUND, never touching `a`.

@@ -174,6 +174,12 @@ impl QueueCore {
         self.lanes[p as usize].get_or_init(|| Lane::new(self.mask + 1))
     }
 
+    /// This queue's number, unique in the process (another queue of the same
+    /// name, made after this one was deleted, has another).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Acquire)
     }

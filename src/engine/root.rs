@@ -7,6 +7,7 @@ mod handover;
 
 use super::namespace::NamespaceCore;
 use super::ticker::Ticker;
+use super::QueueCore;
 use crate::clock::{Clock, ClockListener};
 use crate::error::{validate_name, Error, Result};
 use crate::store::journal::{Journal, JournalOptions, Recovered, RecoveryReport};
@@ -204,6 +205,7 @@ impl Engine {
         // messages to the same queue.
         let mut cur = None;
         let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
+        let mut restored: HashMap<u32, Arc<QueueCore>> = HashMap::new();
         for m in rec.messages {
             let q = match &cur {
                 Some((i, q)) if *i == m.queue => q,
@@ -216,9 +218,19 @@ impl Engine {
                 }
             };
             match q {
-                Ok(q) => q.restore(m.node, m.deliver_at),
+                Ok(q) => {
+                    q.restore(m.node, m.deliver_at);
+                    restored.entry(m.queue).or_insert_with(|| q.clone());
+                }
                 Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
             }
+        }
+        // Restored on this thread's home shard: put them in id order where
+        // every consumer takes first, so none — on whatever thread — gets a
+        // message sent after the reopen before the older ones (per-producer
+        // FIFO across a restart).
+        for q in restored.values() {
+            q.order_ready();
         }
         // Topics and their subscriptions, last: their queues exist now. A
         // topic or subscription that cannot be restored is left out and

@@ -19,6 +19,7 @@
 use super::host::{socket_path, HostInfo};
 use super::wire::{self, op, Dec, Enc};
 use crate::error::{Error, Result};
+use crate::sync::eventfd::EventFd;
 use crate::sync::fork::{Guarded, Origin};
 use crate::types::{
     Filter, Message, Node, OnFull, QueueOptions, QueueStats, Quotas, TopicStats, Wait,
@@ -80,6 +81,35 @@ pub(crate) struct Client {
     /// Leases held, by this process's own numbers (what a `Delivery` keeps).
     leases: Mutex<HashMap<u64, Held>>,
     next_lease: AtomicU64,
+    /// The queues whose pollable descriptor this process asked for (`WATCH`).
+    watched: Mutex<HashMap<(String, String), Arc<Watched>>>,
+    /// Their descriptors by watch number, for the connections' readers.
+    notify: Notify,
+    /// The numbers of the queues this process deleted (their handles are closed).
+    deleted: Mutex<std::collections::HashSet<u64>>,
+}
+
+/// The descriptors of the watched queues by watch number (`NOTIFY` sets them).
+type Notify = Arc<Mutex<HashMap<u64, Arc<EventFd>>>>;
+
+/// A watched queue: its descriptor in this process, and its watch number.
+struct Watched {
+    efd: Arc<EventFd>,
+    id: u64,
+}
+
+/// How a request names a queue: `ns queue serial` (see `wire::op::QUEUE`).
+#[derive(Clone, Copy)]
+pub(crate) struct QueueAt<'a> {
+    pub(crate) ns: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) serial: u64,
+}
+
+impl Enc {
+    fn queue_at(&mut self, q: QueueAt<'_>) -> &mut Self {
+        self.str(q.ns).str(q.name).u64(q.serial)
+    }
 }
 
 /// What an answer holds after its status byte.
@@ -117,11 +147,12 @@ struct Conn {
     /// The host's takeover count: a new host has another.
     generation: u64,
     serial: u64,
+    notify: Notify,
 }
 
 impl Conn {
     /// Connects and says `HELLO`. The stream returned goes to [`Conn::start`].
-    fn open(dir: &Path) -> std::io::Result<(Arc<Conn>, u64, Guarded<UnixStream>)> {
+    fn open(dir: &Path, notify: &Notify) -> std::io::Result<(Arc<Conn>, u64, Guarded<UnixStream>)> {
         let mut s = Guarded::new(UnixStream::connect(socket_path(dir))?);
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut hello = Enc::new(0, op::HELLO);
@@ -158,6 +189,7 @@ impl Conn {
             host_pid,
             generation: takeovers,
             serial: CONN_SERIAL.fetch_add(1, SeqCst),
+            notify: notify.clone(),
         });
         Ok((conn, takeovers, s))
     }
@@ -182,9 +214,30 @@ impl Conn {
 
     fn read_loop(&self, mut s: Guarded<UnixStream>) {
         while let Ok(Some(body)) = read_frame(&mut s) {
-            let Ok((id, o)) = Dec::new(&body).header() else {
+            let mut d = Dec::new(&body);
+            let Ok((id, o)) = d.header() else {
                 break;
             };
+            if o == op::NOTIFY && id == 0 {
+                let Ok((watch, readable)) = (|| Ok::<_, wire::Malformed>((d.u64()?, d.bool()?)))()
+                else {
+                    break;
+                };
+                // Under the map's lock, and not once killed: a closing client
+                // raises every descriptor under it, after the kill.
+                let m = self.notify.lock();
+                if self.dead.load(SeqCst) {
+                    continue;
+                }
+                if let Some(efd) = m.get(&watch) {
+                    if readable {
+                        efd.raise();
+                    } else {
+                        efd.clear();
+                    }
+                }
+                continue;
+            }
             if o != op::REPLY {
                 break;
             }
@@ -279,7 +332,8 @@ impl Client {
     /// Attaches to the live host of `dir`; `Ok(None)` if there is none to
     /// reach, `Err` if the host refused this process.
     pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Result<Option<Arc<Client>>> {
-        let (conn, takeovers, stream) = match Conn::open(dir) {
+        let notify = Notify::default();
+        let (conn, takeovers, stream) = match Conn::open(dir, &notify) {
             Ok(c) => c,
             Err(e) => return refusal(e).map_or(Ok(None), Err),
         };
@@ -297,6 +351,9 @@ impl Client {
             clock: Arc::new(crate::clock::SystemClock::new()),
             leases: Mutex::new(HashMap::new()),
             next_lease: AtomicU64::new(1),
+            watched: Mutex::new(HashMap::new()),
+            notify,
+            deleted: Mutex::new(Default::default()),
         });
         let conn = client.conn.read().clone();
         if conn.start(stream, client.me.clone()).is_err() {
@@ -341,6 +398,12 @@ impl Client {
             return;
         }
         self.conn.read().kill();
+        // Closed: every descriptor stays readable (a receive says why), as a
+        // local queue's does.
+        let _m = self.notify.lock();
+        for w in self.watched.lock().values() {
+            w.efd.raise();
+        }
         let hosted = self.hosted.lock().take();
         close_hosted(hosted);
     }
@@ -359,11 +422,41 @@ impl Client {
         }
     }
 
-    /// Finds the next host after `dead` ended, or becomes it.
+    /// Finds the next host after `dead` ended, or becomes it; then asks the
+    /// new host to follow every watched queue again.
     fn reconnect(&self, dead: &Arc<Conn>) -> Result<()> {
+        if self.reconnect_inner(dead)? {
+            let watched: Vec<_> = self
+                .watched
+                .lock()
+                .iter()
+                .map(|((ns, q), w)| (ns.clone(), q.clone(), w.id))
+                .collect();
+            for (ns, q, id) in watched {
+                // A queue gone meanwhile: its descriptor stays as it was.
+                let at = QueueAt {
+                    ns: &ns,
+                    name: &q,
+                    serial: 0,
+                };
+                let _ = self.call(
+                    op::WATCH,
+                    |e| {
+                        e.queue_at(at).u64(id);
+                    },
+                    None,
+                    Resend::No,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `Ok(true)` if it replaced the connection.
+    fn reconnect_inner(&self, dead: &Arc<Conn>) -> Result<bool> {
         let _g = self.reconnecting.lock();
         if !Arc::ptr_eq(&self.conn.read(), dead) {
-            return Ok(());
+            return Ok(false);
         }
         let give_up = Instant::now() + TAKEOVER_LIMIT;
         let mut pause = Duration::from_millis(1);
@@ -373,8 +466,8 @@ impl Client {
                 // Deleted: nothing to host (and nothing to create again).
                 return Err(Error::Io(format!("{} is gone", self.dir.display())));
             }
-            match Conn::open(&self.dir) {
-                Ok((c, t, s)) => return self.install(c, t, s),
+            match Conn::open(&self.dir, &self.notify) {
+                Ok((c, t, s)) => return self.install(c, t, s).map(|()| true),
                 Err(e) => {
                     if let Some(refused) = refusal(e) {
                         return Err(refused);
@@ -393,13 +486,13 @@ impl Client {
                         }
                         *h = Some(hosted);
                     }
-                    let (c, t, s) = Conn::open(&self.dir).map_err(|e| {
+                    let (c, t, s) = Conn::open(&self.dir, &self.notify).map_err(|e| {
                         Error::Io(format!(
                             "took over {} but cannot reach it: {e}",
                             self.dir.display()
                         ))
                     })?;
-                    return self.install(c, t, s);
+                    return self.install(c, t, s).map(|()| true);
                 }
                 Err(Error::Locked(_)) => {}
                 Err(e) => return Err(e),
@@ -699,13 +792,14 @@ impl Client {
         Ok(r.dec().host_info()?)
     }
 
+    /// Declares or looks up a queue: its options and number.
     pub(crate) fn queue(
         &self,
         ns: &str,
         name: &str,
         opts: Option<&QueueOptions>,
         mode: u8,
-    ) -> Result<QueueOptions> {
+    ) -> Result<(QueueOptions, u64)> {
         let r = self.call(
             op::QUEUE,
             |e| {
@@ -719,7 +813,28 @@ impl Client {
             None,
             Resend::Yes,
         )?;
-        Ok(r.dec().options()?)
+        let mut d = r.dec();
+        Ok((d.options()?, d.u64()?))
+    }
+
+    /// Deletes a queue; every handle of it in this process is closed.
+    pub(crate) fn delete_queue(&self, ns: &str, name: &str) -> Result<()> {
+        let r = self.call(
+            op::DELETE_QUEUE,
+            |e| {
+                e.str(ns).str(name);
+            },
+            None,
+            Resend::Yes,
+        )?;
+        let serial = r.dec().u64()?;
+        self.deleted.lock().insert(serial);
+        Ok(())
+    }
+
+    /// Whether this process deleted the queue numbered `serial`.
+    pub(crate) fn was_deleted(&self, serial: u64) -> bool {
+        serial != 0 && self.deleted.lock().contains(&serial)
     }
 
     pub(crate) fn ns_stats(&self, ns: &str) -> Result<(u64, QueueStats, Quotas)> {
@@ -737,8 +852,7 @@ impl Client {
 
     pub(crate) fn send(
         &self,
-        ns: &str,
-        q: &str,
+        q: QueueAt<'_>,
         on_full: Option<OnFull>,
         batch: bool,
         msgs: &[Message],
@@ -747,7 +861,7 @@ impl Client {
         let r = self.call(
             op::SEND,
             |e| {
-                e.str(ns).str(q);
+                e.queue_at(q);
                 match on_full {
                     None => e.u8(0),
                     Some(f) => e.u8(1).on_full(f),
@@ -771,8 +885,7 @@ impl Client {
     /// Receives: (lease number or 0 when auto-acked, delivery count, message).
     pub(crate) fn receive(
         &self,
-        ns: &str,
-        q: &str,
+        q: QueueAt<'_>,
         max: usize,
         wait: Wait,
         auto_ack: bool,
@@ -781,8 +894,7 @@ impl Client {
         let r = self.call(
             op::RECEIVE,
             |e| {
-                e.str(ns)
-                    .str(q)
+                e.queue_at(q)
                     .u32(max.min(u32::MAX as usize) as u32)
                     .wait(wait)
                     .bool(auto_ack);
@@ -800,8 +912,8 @@ impl Client {
             } else {
                 let mine = self.next_lease.fetch_add(1, SeqCst);
                 let held = Held {
-                    ns: ns.to_string(),
-                    queue: q.to_string(),
+                    ns: q.ns.to_string(),
+                    queue: q.name.to_string(),
                     id: node.id,
                     seen: count,
                     conn: r.conn,
@@ -823,11 +935,11 @@ impl Client {
         Ok(out)
     }
 
-    pub(crate) fn peek(&self, ns: &str, q: &str, max: usize) -> Result<Vec<Node>> {
+    pub(crate) fn peek(&self, q: QueueAt<'_>, max: usize) -> Result<Vec<Node>> {
         let r = self.call(
             op::PEEK,
             |e| {
-                e.str(ns).str(q).u32(max.min(u32::MAX as usize) as u32);
+                e.queue_at(q).u32(max.min(u32::MAX as usize) as u32);
             },
             None,
             Resend::Yes,
@@ -837,11 +949,11 @@ impl Client {
         (0..n).map(|_| d.node().map_err(Error::from)).collect()
     }
 
-    pub(crate) fn cancel(&self, ns: &str, q: &str, id: u64) -> Result<()> {
+    pub(crate) fn cancel(&self, q: QueueAt<'_>, id: u64) -> Result<()> {
         self.call(
             op::CANCEL,
             |e| {
-                e.str(ns).str(q).u64(id);
+                e.queue_at(q).u64(id);
             },
             None,
             Resend::Yes,
@@ -849,11 +961,11 @@ impl Client {
         .map(|_| ())
     }
 
-    pub(crate) fn purge(&self, ns: &str, q: &str) -> Result<u64> {
+    pub(crate) fn purge(&self, q: QueueAt<'_>) -> Result<u64> {
         let r = self.call(
             op::PURGE,
             |e| {
-                e.str(ns).str(q);
+                e.queue_at(q);
             },
             None,
             Resend::Yes,
@@ -861,11 +973,11 @@ impl Client {
         Ok(r.dec().u64()?)
     }
 
-    pub(crate) fn queue_stats(&self, ns: &str, q: &str) -> Result<QueueStats> {
+    pub(crate) fn queue_stats(&self, q: QueueAt<'_>) -> Result<QueueStats> {
         let r = self.call(
             op::QUEUE_STATS,
             |e| {
-                e.str(ns).str(q);
+                e.queue_at(q);
             },
             None,
             Resend::Yes,
@@ -908,12 +1020,57 @@ impl Client {
         r.dec().opt_u64().ok().flatten()
     }
 
-    pub(crate) fn give_back(&self, lease: u64) -> Result<()> {
+    pub(crate) fn give_back(&self, q: QueueAt<'_>, lease: u64) -> Result<()> {
         let r = self.lease_call(lease, op::GIVE_BACK, |e, n| {
-            e.u64(n);
+            e.queue_at(q).u64(n);
         });
-        self.leases.lock().remove(&lease);
+        // Refused (a ticket shown to another queue), the lease is still held.
+        if r.is_ok() {
+            self.leases.lock().remove(&lease);
+        }
         r.map(|_| ())
+    }
+
+    /// The pollable descriptor of a queue of the host's (one per queue in
+    /// this process, owned by this client): kept readable exactly when a
+    /// receive would succeed by the host's `NOTIFY` frames (`WATCH`).
+    pub(crate) fn watch(&self, q: QueueAt<'_>) -> Result<std::os::fd::RawFd> {
+        self.check()?;
+        let key = (q.ns.to_string(), q.name.to_string());
+        let (w, fresh) = {
+            let mut m = self.watched.lock();
+            match m.get(&key) {
+                Some(w) => (w.clone(), false),
+                None => {
+                    static NEXT: AtomicU64 = AtomicU64::new(1);
+                    let efd = EventFd::new()
+                        .map_err(|e| Error::Io(format!("cannot create an eventfd: {e}")))?;
+                    let w = Arc::new(Watched {
+                        efd: Arc::new(efd),
+                        id: NEXT.fetch_add(1, SeqCst),
+                    });
+                    self.notify.lock().insert(w.id, w.efd.clone());
+                    m.insert(key.clone(), w.clone());
+                    (w, true)
+                }
+            }
+        };
+        let r = self.call(
+            op::WATCH,
+            |e| {
+                e.queue_at(q).u64(w.id);
+            },
+            None,
+            Resend::Yes,
+        );
+        if let Err(e) = r {
+            if fresh {
+                self.watched.lock().remove(&key);
+                self.notify.lock().remove(&w.id);
+            }
+            return Err(e);
+        }
+        Ok(w.efd.raw())
     }
 
     pub(crate) fn forget(&self, lease: u64) {
@@ -950,13 +1107,14 @@ impl Client {
         Ok(r.dec().u64()? as usize)
     }
 
+    /// Subscribes a queue: its options and number.
     pub(crate) fn subscribe(
         &self,
         ns: &str,
         topic: &str,
         queue: &str,
         filter: &Filter,
-    ) -> Result<QueueOptions> {
+    ) -> Result<(QueueOptions, u64)> {
         let r = self.call(
             op::SUBSCRIBE,
             |e| {
@@ -965,7 +1123,8 @@ impl Client {
             None,
             Resend::Yes,
         )?;
-        Ok(r.dec().options()?)
+        let mut d = r.dec();
+        Ok((d.options()?, d.u64()?))
     }
 
     pub(crate) fn topic_stats(&self, ns: &str, topic: &str) -> Result<TopicStats> {

@@ -46,18 +46,16 @@ pub fn decode_request(body: &[u8]) -> DResult<u8> {
                 return Err(Malformed("bad queue mode"));
             }
         }
-        op::DELETE_QUEUE
-        | op::TOPIC
-        | op::PURGE
-        | op::QUEUE_STATS
-        | op::SUBSCRIPTIONS
-        | op::TOPIC_STATS => {
+        op::DELETE_QUEUE | op::TOPIC | op::SUBSCRIPTIONS | op::TOPIC_STATS => {
             d.string()?;
             d.string()?;
         }
+        // A queue named `ns queue serial` (what a handle of the queue sends).
+        op::PURGE | op::QUEUE_STATS => {
+            queue_at(&mut d)?;
+        }
         op::SEND => {
-            d.string()?;
-            d.string()?;
+            queue_at(&mut d)?;
             if d.bool()? {
                 d.on_full()?;
             }
@@ -68,23 +66,20 @@ pub fn decode_request(body: &[u8]) -> DResult<u8> {
             }
         }
         op::RECEIVE => {
-            d.string()?;
-            d.string()?;
+            queue_at(&mut d)?;
             d.u32()?;
             d.wait()?;
             d.bool()?;
         }
         op::PEEK => {
-            d.string()?;
-            d.string()?;
+            queue_at(&mut d)?;
             d.u32()?;
         }
-        op::CANCEL => {
-            d.string()?;
-            d.string()?;
+        op::CANCEL | op::GIVE_BACK | op::WATCH => {
+            queue_at(&mut d)?;
             d.u64()?;
         }
-        op::ABORT | op::DEADLINE | op::GIVE_BACK | op::FORGET => {
+        op::ABORT | op::DEADLINE | op::FORGET => {
             d.u64()?;
         }
         op::RECLAIM => {
@@ -122,11 +117,18 @@ pub fn decode_request(body: &[u8]) -> DResult<u8> {
             d.string()?;
             d.string()?;
         }
-        // [WATCH/NOTIFY: the pollable fd's ops go here when the wire gets them.]
         _ => return Err(Malformed("unknown op")),
     }
     d.end()?;
     Ok(o)
+}
+
+/// `ns queue serial`.
+fn queue_at(d: &mut Dec<'_>) -> DResult<()> {
+    d.string()?;
+    d.string()?;
+    d.u64()?;
+    Ok(())
 }
 
 /// Decodes a connection's first frame as the host does: `Ok(version)` when
@@ -308,37 +310,57 @@ pub fn sample_requests() -> Vec<(u8, Vec<u8>)> {
         e.str(ns);
     });
     add(op::SEND, &|e| {
-        e.str(ns).str(q).u8(0).bool(false).u32(1).message(&msg);
+        e.str(ns)
+            .str(q)
+            .u64(0)
+            .u8(0)
+            .bool(false)
+            .u32(1)
+            .message(&msg);
     });
     add(op::SEND, &|e| {
-        e.str(ns).str(q).u8(1).on_full(OnFull::Reject).bool(true);
+        e.str(ns)
+            .str(q)
+            .u64(0)
+            .u8(1)
+            .on_full(OnFull::Reject)
+            .bool(true);
         e.u32(3).message(&plain).message(&msg).message(&plain);
     });
     add(op::SEND, &|e| {
         e.str(ns)
             .str(q)
+            .u64(0)
             .u8(1)
             .on_full(OnFull::Timeout(ms(2)))
             .bool(true)
             .u32(0);
     });
     add(op::RECEIVE, &|e| {
-        e.str(ns).str(q).u32(2).wait(Wait::Try).bool(false);
+        e.str(ns).str(q).u64(0).u32(2).wait(Wait::Try).bool(false);
     });
     add(op::RECEIVE, &|e| {
-        e.str(ns).str(q).u32(1).wait(Wait::For(ms(5))).bool(true);
+        e.str(ns)
+            .str(q)
+            .u64(0)
+            .u32(1)
+            .wait(Wait::For(ms(5)))
+            .bool(true);
     });
     add(op::PEEK, &|e| {
-        e.str(ns).str(q).u32(10);
+        e.str(ns).str(q).u64(0).u32(10);
     });
     add(op::CANCEL, &|e| {
-        e.str(ns).str(q).u64(12345);
+        e.str(ns).str(q).u64(0).u64(12345);
     });
     add(op::PURGE, &|e| {
-        e.str(ns).str("fq2");
+        e.str(ns).str("fq2").u64(0);
     });
     add(op::QUEUE_STATS, &|e| {
-        e.str(ns).str(q);
+        e.str(ns).str(q).u64(0);
+    });
+    add(op::WATCH, &|e| {
+        e.str(ns).str(q).u64(0).u64(5);
     });
     add(op::ABORT, &|e| {
         e.u64(999);
@@ -356,13 +378,21 @@ pub fn sample_requests() -> Vec<(u8, Vec<u8>)> {
         e.u64(77);
     });
     add(op::GIVE_BACK, &|e| {
-        e.u64(77);
+        e.str(ns).str(q).u64(0).u64(77);
     });
     add(op::FORGET, &|e| {
         e.u64(77);
     });
     add(op::RECLAIM, &|e| {
-        e.u32(2).str(ns).str("q").u64(1).u32(1).str(ns).str("nope").u64(9).u32(3);
+        e.u32(2)
+            .str(ns)
+            .str("q")
+            .u64(1)
+            .u32(1)
+            .str(ns)
+            .str("nope")
+            .u64(9)
+            .u32(3);
     });
     add(op::SUBSCRIBE, &|e| {
         e.str(ns).str(t).str("fs1").filter(&Filter::All);
@@ -460,7 +490,8 @@ mod tests {
         assert!(ops.len() >= 25, "{ops:?}");
         let samples = sample_requests();
         for (name, code) in &ops {
-            if *code == op::HELLO || *code == op::REPLY {
+            // Not requests: the first frame, answers and the host's notifications.
+            if *code == op::HELLO || *code == op::REPLY || *code == op::NOTIFY {
                 continue;
             }
             assert!(

@@ -20,6 +20,7 @@
 //! with a line on stderr. (Tests shorten these limits: [`HostLimits`].)
 
 use super::limits::HostLimits;
+use super::notify::{ConnWatches, Sink, Watcher};
 use super::wire::{self, op, Dec, Enc, Malformed};
 use crate::broker::Broker;
 use crate::engine::Engine;
@@ -159,6 +160,8 @@ struct Shared {
     grace_until: Option<Instant>,
     /// Set once the listening socket is shut down (by the handover or the drop).
     listener_down: AtomicBool,
+    /// Follows the queues that connections watch (started on the first `WATCH`).
+    watcher: Mutex<Option<Watcher>>,
 }
 
 impl Host {
@@ -201,6 +204,7 @@ impl Host {
             log: Mutex::new((0, 0, 0)),
             grace_until: (takeovers > 0).then(|| Instant::now() + RECLAIM_GRACE),
             listener_down: AtomicBool::new(false),
+            watcher: Mutex::new(None),
         });
         let listener_fd = listener.as_raw_fd();
         {
@@ -246,6 +250,8 @@ impl Drop for Host {
         for c in conns {
             c.hang_up();
         }
+        let watcher = self.shared.watcher.lock().take();
+        drop(watcher);
     }
 }
 
@@ -461,6 +467,8 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
             gone: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             handover: AtomicBool::new(false),
+            watches: ConnWatches::default(),
+            home: crate::sync::fresh_home(),
         });
         if !uid_allowed(&shared, uid) {
             refuse(
@@ -500,7 +508,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
                 // client, cleanly: its leases go back, the host goes on.
                 let conn = c;
                 let why = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve(&s, &conn, stream)
+                    crate::sync::with_home(conn.home, || serve(&s, &conn, stream))
                 }))
                 .unwrap_or_else(|p| {
                     let msg = p
@@ -516,6 +524,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
                 }
                 conn.hang_up();
                 conn.end();
+                conn.watches.end(s.watcher.lock().as_ref());
                 s.conns.lock().remove(&conn.id);
             });
         if spawned.is_err() {
@@ -599,6 +608,18 @@ struct Conn {
     /// The host is handing over: leases are left for the survivors to
     /// reclaim from the next host instead of going back.
     handover: AtomicBool,
+    /// The queues it watches (`WATCH`): brought up to date before each answer.
+    watches: ConnWatches,
+    /// The home shard hint its calls run with, on its reader thread and on
+    /// waiter threads alike: one attached process's sends stay on one shard,
+    /// so in order (per-producer FIFO), wherever they run.
+    home: usize,
+}
+
+impl Sink for Conn {
+    fn send_frame(&self, frame: &[u8]) {
+        self.send(frame);
+    }
 }
 
 impl Conn {
@@ -619,6 +640,8 @@ impl Conn {
     }
 
     fn reply(&self, id: u64, r: Result<Enc>) {
+        // What this request did to a watched queue reaches the client first.
+        self.watches.sync();
         let frame = match r {
             Ok(body) => body.finish(),
             Err(e) => {
@@ -692,8 +715,24 @@ impl Conn {
     }
 
     /// Keeps leased deliveries under new numbers, or (connection over) gives
-    /// them straight back.
-    fn hold(&self, ds: Vec<Delivery>, enc: &mut Enc) {
+    /// them straight back. Leased ones that would take the answer past
+    /// [`ANSWER_BUDGET`] go back to `q` uncounted (`Queue::give_back`): the
+    /// client gets what fits, as a receive of fewer.
+    fn hold(&self, q: &Queue, mut ds: Vec<Delivery>, enc: &mut Enc) {
+        let mut bytes = enc.len_so_far() + 4;
+        let mut fit = 0;
+        for d in &ds {
+            bytes += 12 + wire::node_len(d.node());
+            if bytes > ANSWER_BUDGET && fit > 0 && d.is_leased() {
+                break;
+            }
+            fit += 1;
+        }
+        for d in ds.drain(fit..) {
+            if let Some(t) = d.ticket() {
+                let _ = q.give_back(t);
+            }
+        }
         enc.u32(ds.len() as u32);
         let mut late = Vec::new();
         {
@@ -938,7 +977,7 @@ fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) 
             wake: Waker::Deferred,
         },
     );
-    waiter(move || {
+    waiter(conn.home, move || {
         let t = s.grace_until.unwrap_or_else(Instant::now);
         while Instant::now() < t && !flag.load(SeqCst) {
             std::thread::sleep((t - Instant::now()).min(Duration::from_millis(10)));
@@ -987,7 +1026,7 @@ fn reclaim(
     for (ns, name, mid, seen) in want {
         let got = shared
             .broker()
-            .and_then(|b| queue_of(&b, cache, &ns, &name))
+            .and_then(|b| queue_of(&b, cache, &ns, &name, 0))
             .and_then(|q| q.reclaim(mid, seen));
         e.u64(got.map_or(0, |dl| conn.keep(dl)));
     }
@@ -1001,20 +1040,35 @@ fn ok(id: u64) -> Enc {
     e
 }
 
+/// The number by which requests name one queue (see `wire::op::QUEUE`):
+/// this host's pid in the high half, so that after a takeover the next host
+/// tells a number of its predecessor's from one of its own.
+fn wire_serial(q: &Queue) -> u64 {
+    (u64::from(std::process::id()) << 32) | (q.serial() & 0xffff_ffff)
+}
+
+/// The queue a request names: `ns`/`name`, which must be the queue numbered
+/// `serial` when that is one of this host's numbers. A handle whose queue
+/// is gone (deleted, or never made on this host) is closed; one whose queue
+/// was deleted on this connection still reaches it (its statistics stay).
 fn queue_of(
     b: &Broker,
     cache: &mut HashMap<(String, String), Queue>,
     ns: &str,
     name: &str,
+    serial: u64,
 ) -> Result<Queue> {
     let key = (ns.to_string(), name.to_string());
+    let any = serial == 0 || serial >> 32 != u64::from(std::process::id());
     if let Some(q) = cache.get(&key) {
-        if !q.is_closed() {
+        if wire_serial(q) == serial || (any && !q.is_closed()) {
             return Ok(q.clone());
+        }
+        if !q.is_closed() {
+            return Err(Error::Closed); // the name names another queue now
         }
         cache.remove(&key);
     }
-    // A handle whose queue is gone (deleted, or never made on this host) is closed.
     let q = b
         .get_namespace(ns)
         .and_then(|n| n.get_queue(name))
@@ -1026,10 +1080,19 @@ fn queue_of(
         cache.clear();
     }
     cache.insert(key, q.clone());
-    Ok(q)
+    if any || wire_serial(&q) == serial {
+        Ok(q)
+    } else {
+        Err(Error::Closed)
+    }
 }
 
 type Handled = wire::DResult<Option<Result<Enc>>>;
+
+/// Runs `f` (lets `run!` use `?` in its body).
+fn call<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
 
 /// Decodes and runs one request. `Ok(None)`: answered later (a waiter) or
 /// never (`ABORT`, `FORGET`). `Err`: the frame does not decode.
@@ -1045,10 +1108,7 @@ fn handle(
     macro_rules! run {
         ($body:expr) => {{
             d.end()?;
-            // A closure so that `?` in the body ends the call with its error
-            // (the answer), not `handle` (whose errors drop the client).
-            #[allow(clippy::redundant_closure_call)]
-            let r: Result<Enc> = (|| $body)();
+            let r: Result<Enc> = call(|| $body);
             Ok(Some(r))
         }};
     }
@@ -1108,7 +1168,7 @@ fn handle(
                     _ => n.queue(&name)?,
                 };
                 let mut e = ok(id);
-                e.options(q.options());
+                e.options(q.options()).u64(wire_serial(&q));
                 cache.insert((ns.clone(), name.clone()), q);
                 Ok(e)
             })
@@ -1116,9 +1176,18 @@ fn handle(
         op::DELETE_QUEUE => {
             let (ns, name) = (d.string()?, d.string()?);
             run!({
-                broker()?.get_namespace(&ns)?.delete_queue(&name)?;
-                cache.remove(&(ns.clone(), name.clone()));
-                Ok(ok(id))
+                let n = broker()?.get_namespace(&ns)?;
+                let q = n.get_queue(&name).ok();
+                n.delete_queue(&name)?;
+                let mut e = ok(id);
+                e.u64(q.as_ref().map_or(0, wire_serial));
+                // Kept (closed): this connection's handles of it read its
+                // last statistics, as a local handle does.
+                match q {
+                    Some(q) => cache.insert((ns.clone(), name.clone()), q),
+                    None => cache.remove(&(ns.clone(), name.clone())),
+                };
+                Ok(e)
             })
         }
         op::LIST_QUEUES => {
@@ -1154,7 +1223,7 @@ fn handle(
             })
         }
         op::SEND => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let on_full = if d.bool()? { Some(d.on_full()?) } else { None };
             let batch = d.bool()?;
             let msgs = d.messages()?;
@@ -1162,7 +1231,7 @@ fn handle(
                 return Err(Malformed("a single send carries one message"));
             }
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -1187,7 +1256,7 @@ fn handle(
                         },
                     );
                     let c = conn.clone();
-                    waiter(move || {
+                    waiter(c.home, move || {
                         let r = send(&q, msgs, on_full, batch, Some(&flag));
                         c.waits.lock().remove(&id);
                         c.reply(id, r.map(|ids| ids_reply(id, &ids)));
@@ -1198,24 +1267,24 @@ fn handle(
             }
         }
         op::RECEIVE => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let max = d.u32()? as usize;
             let wait = d.wait()?;
             let auto_ack = d.bool()?;
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
             let mode = ReceiveMode::from_auto_ack(auto_ack);
-            let max = max.clamp(1, 65_536);
-            let mut got = Vec::new();
-            if let Err(e) = q.receive_into(max, Wait::Try, mode, None, |d| got.push(d)) {
-                return Ok(Some(Err(e)));
-            }
+            let max = max.min(65_536);
+            let got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+                Ok(got) => got,
+                Err(e) => return Ok(Some(Err(e))),
+            };
             if !got.is_empty() || wait == Wait::Try {
                 let mut e = ok(id);
-                conn.hold(got, &mut e);
+                conn.hold(&q, got, &mut e);
                 return Ok(Some(Ok(e)));
             }
             let flag = Arc::new(AtomicBool::new(false));
@@ -1227,13 +1296,12 @@ fn handle(
                 },
             );
             let c = conn.clone();
-            waiter(move || {
-                let mut got = Vec::new();
-                let r = q.receive_into(max, wait, mode, Some(&flag), |d| got.push(d));
+            waiter(c.home, move || {
+                let r = receive_for_answer(&q, max, wait, mode, Some(&flag));
                 c.waits.lock().remove(&id);
-                let r = r.map(|_| {
+                let r = r.map(|got| {
                     let mut e = ok(id);
-                    c.hold(got, &mut e);
+                    c.hold(&q, got, &mut e);
                     e
                 });
                 c.reply(id, r);
@@ -1241,10 +1309,10 @@ fn handle(
             Ok(None)
         }
         op::PEEK => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let max = d.u32()? as usize;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name)?;
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
                 let ps = q.peek(max)?;
                 let mut e = ok(id);
                 e.u32(ps.len() as u32);
@@ -1255,29 +1323,44 @@ fn handle(
             })
         }
         op::CANCEL => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let mid = d.u64()?;
             run!({
-                queue_of(&broker()?, cache, &ns, &name)?.cancel(mid)?;
+                queue_of(&broker()?, cache, &ns, &name, serial)?.cancel(mid)?;
                 Ok(ok(id))
             })
         }
         op::PURGE => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             run!({
-                let n = queue_of(&broker()?, cache, &ns, &name)?.purge()?;
+                let n = queue_of(&broker()?, cache, &ns, &name, serial)?.purge()?;
                 let mut e = ok(id);
                 e.u64(n);
                 Ok(e)
             })
         }
         op::QUEUE_STATS => {
-            let (ns, name) = (d.string()?, d.string()?);
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             run!({
-                let s = queue_of(&broker()?, cache, &ns, &name)?.stats();
+                let s = queue_of(&broker()?, cache, &ns, &name, serial)?.stats();
                 let mut e = ok(id);
                 e.queue_stats(&s);
                 Ok(e)
+            })
+        }
+        op::WATCH => {
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let watch = d.u64()?;
+            run!({
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let mut w = shared.watcher.lock();
+                if w.is_none() {
+                    *w = Some(Watcher::start()?);
+                }
+                let sink: std::sync::Weak<dyn Sink> = Arc::downgrade(conn) as _;
+                conn.watches
+                    .watch(w.as_ref().expect("started"), sink, watch, q)?;
+                Ok(ok(id))
             })
         }
         op::ABORT => {
@@ -1327,17 +1410,23 @@ fn handle(
             })
         }
         op::GIVE_BACK => {
+            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
             let lease = d.u64()?;
             run!({
-                let dl = conn.take_lease(lease)?;
-                let t = dl.ticket().ok_or(Error::LeaseExpired { id: 0 })?;
-                let q = queue_of(
-                    &broker()?,
-                    cache,
-                    dl.namespace_name().unwrap_or_default(),
-                    dl.queue_name().unwrap_or_default(),
-                )?;
+                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                // Only the queue the lease is of gives it back (a ticket
+                // shown to another queue grants nothing, as locally).
+                let t = {
+                    let l = conn.leases.lock();
+                    let dl = l.map.get(&lease).ok_or(Error::LeaseExpired { id: 0 })?;
+                    let mine = dl.namespace_name() == Some(ns.as_str())
+                        && dl.queue_name() == Some(name.as_str());
+                    dl.ticket()
+                        .filter(|_| mine)
+                        .ok_or(Error::LeaseExpired { id: 0 })?
+                };
                 q.give_back(t)?;
+                conn.leases.lock().map.remove(&lease);
                 Ok(ok(id))
             })
         }
@@ -1352,10 +1441,33 @@ fn handle(
             let (ns, name) = (d.string()?, d.string()?);
             let msg = d.message()?;
             d.end()?;
-            let t = match broker().and_then(|b| b.get_namespace(&ns)?.topic(&name)) {
-                Ok(t) => t,
+            let (n, t) = match broker().and_then(|b| {
+                let n = b.get_namespace(&ns)?;
+                let t = n.topic(&name)?;
+                Ok((n, t))
+            }) {
+                Ok(x) => x,
                 Err(e) => return Ok(Some(Err(e))),
             };
+            // A publish that cannot wait (no subscription queue is bounded
+            // with a policy that waits for room) runs here, like a send: on
+            // this connection's thread its messages take ids in order, so a
+            // publisher's messages stay in order (per-producer FIFO) even
+            // where a queue orders by id (peek, stats, sweeps).
+            let may_wait = t.subscriptions().iter().any(|s| {
+                n.get_queue(s).is_ok_and(|q| {
+                    let o = q.options();
+                    o.on_full != OnFull::Reject
+                        && (o.max_messages.is_some() || o.max_bytes.is_some())
+                })
+            });
+            if !may_wait {
+                return Ok(Some(t.publish(msg).map(|k| {
+                    let mut e = ok(id);
+                    e.u64(k as u64);
+                    e
+                })));
+            }
             let flag = Arc::new(AtomicBool::new(false));
             conn.waits.lock().insert(
                 id,
@@ -1365,7 +1477,7 @@ fn handle(
                 },
             );
             let c = conn.clone();
-            waiter(move || {
+            waiter(c.home, move || {
                 let r = t.publish_until(msg, Some(&flag));
                 c.waits.lock().remove(&id);
                 c.reply(
@@ -1388,7 +1500,7 @@ fn handle(
                     .topic(&name)?
                     .subscribe(&queue, filter)?;
                 let mut e = ok(id);
-                e.options(q.options());
+                e.options(q.options()).u64(wire_serial(&q));
                 Ok(e)
             })
         }
@@ -1426,6 +1538,50 @@ fn handle(
     }
 }
 
+/// What the deliveries of one `RECEIVE` answer may take of a frame.
+const ANSWER_BUDGET: usize = wire::MAX_FRAME - (1 << 20);
+
+/// Receives for a `RECEIVE`: up to `max`, waiting as `wait` says for the
+/// first, never more than one answer can carry. Leased messages past the
+/// frame are given back by [`Conn::hold`]; auto-acked ones cannot be, so they
+/// are taken in runs that fit even if each were as large as the namespace
+/// allows (one run for small `max` or a namespace of small messages).
+fn receive_for_answer(
+    q: &Queue,
+    max: usize,
+    wait: Wait,
+    mode: ReceiveMode,
+    cancel: Option<&AtomicBool>,
+) -> Result<Vec<Delivery>> {
+    let mut got = Vec::new();
+    if max == 0 || mode == ReceiveMode::Leased {
+        q.receive_into(max, wait, mode, cancel, |d| got.push(d))?;
+        return Ok(got);
+    }
+    let per = usize::try_from(q.max_message_size())
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 << 10);
+    let mut bytes = 0usize;
+    let mut wait = wait;
+    loop {
+        let room = (ANSWER_BUDGET.saturating_sub(bytes) / per).min(max - got.len());
+        // The first message always fits (a message is smaller than a frame).
+        let k = if got.is_empty() { room.max(1) } else { room };
+        if k == 0 {
+            break;
+        }
+        let n = q.receive_into(k, wait, mode, cancel, |d| {
+            bytes += 12 + wire::node_len(d.node());
+            got.push(d)
+        })?;
+        wait = Wait::Try;
+        if n < k {
+            break;
+        }
+    }
+    Ok(got)
+}
+
 fn send(
     q: &Queue,
     mut msgs: Vec<Message>,
@@ -1454,8 +1610,9 @@ fn ids_reply(id: u64, ids: &[u64]) -> Enc {
 /// goes on. Threads are made on demand and end after a minute idle. A job is
 /// either taken by a new thread or reserved for an idle one (`wakeups`), so
 /// none is left behind while every thread is blocked in a long wait.
-fn waiter(job: impl FnOnce() + Send + 'static) {
+fn waiter(home: usize, job: impl FnOnce() + Send + 'static) {
     type Job = Box<dyn FnOnce() + Send>;
+    let job = move || crate::sync::with_home(home, job);
     #[derive(Default)]
     struct State {
         jobs: VecDeque<Job>,

@@ -31,6 +31,8 @@ pub(crate) mod host;
 /// cbindgen:ignore
 mod limits;
 /// cbindgen:ignore
+mod notify;
+/// cbindgen:ignore
 mod probe;
 /// cbindgen:ignore
 pub mod wire;

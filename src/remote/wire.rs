@@ -6,10 +6,12 @@
 //! body     = request_id:u64le  op:u8  fields…
 //! ```
 //!
-//! Every integer is little-endian; a string or byte string is `u32 length`
-//! + bytes; an `Option` is a `u8` tag (0 none, 1 some) + the value; a list is
-//! `u32 count` + items. A request's response carries the same `request_id`
-//! and op [`op::REPLY`](crate::wire::op::REPLY): `u8 status` (0 ok + the op's result, 1 an [`Error`](crate::Error)).
+//! Every integer is little-endian; a string or byte string is a `u32`
+//! length, then the bytes; an `Option` is a `u8` tag (0 none, 1 some), then
+//! the value; a list is a `u32` count, then the items. A request's response
+//! carries the same `request_id` and op [`op::REPLY`](crate::wire::op::REPLY): `u8 status` (0 ok,
+//! then the op's result; 1 an [`Error`](crate::Error)). The host also sends unsolicited
+//! frames (request id 0): [`op::NOTIFY`](crate::wire::op::NOTIFY).
 //!
 //! Decoding never trusts a length: each is checked against the bytes left
 //! before anything is allocated, so a hostile frame costs at most its own size.
@@ -42,6 +44,17 @@ pub mod op {
     pub const HELLO: u8 = 1;
     /// A response (to the request with the same id).
     pub const REPLY: u8 = 2;
+    /// Host → client, unsolicited (request id 0): `watch:u64 readable:bool`.
+    /// The queue that watch `watch` follows (see [`WATCH`]) is now readable
+    /// (a receive would find a message, or fail because the queue closed:
+    /// then it stays readable) or not. Sent whenever that state differs from
+    /// the one last sent for the watch (the first time after each `WATCH`
+    /// that made or re-pointed it), and always before the answer to a
+    /// request of the same connection that changed it (a send, a receive, a
+    /// settle, a purge…), so the client's descriptor is up to date when that
+    /// request returns. Changes nobody of the connection asked for (other
+    /// processes, timers) follow as soon as the host sees them. No response.
+    pub const NOTIFY: u8 = 3;
     /// `name quotas?:Quotas create:bool` → `Quotas`.
     pub const NAMESPACE: u8 = 10;
     /// `name` → `Quotas` (NotFound if missing).
@@ -52,9 +65,20 @@ pub mod op {
     pub const FLUSH: u8 = 13;
     /// → `HostInfo`.
     pub const HOST_INFO: u8 = 14;
-    /// `ns name opts?:QueueOptions mode:u8 (0 open or create, 1 create, 2 get)` → `QueueOptions`.
+    /// `ns name opts?:QueueOptions mode:u8 (0 open or create, 1 create, 2 get)`
+    /// → `QueueOptions serial:u64`.
+    ///
+    /// `serial` names this queue rather than whichever queue has the name:
+    /// the ops on a queue (`SEND` … `QUEUE_STATS`, `WATCH`, `GIVE_BACK`) say
+    /// `ns queue serial`, and a host answers one whose `serial` is one of its
+    /// own numbers but not the queue's that the name names now (it was
+    /// deleted, perhaps made again) with `Closed` — a handle of a deleted
+    /// queue stays closed, as a local one does. `serial` 0, or a number of
+    /// another host (the high 32 bits are the pid of the host that gave it;
+    /// after a takeover), names whichever queue has the name.
     pub const QUEUE: u8 = 20;
-    /// `ns name` → `()`.
+    /// `ns name` → `serial:u64` of the queue deleted (see [`QUEUE`]; 0 if
+    /// unknown): the client marks its handles of that queue closed.
     pub const DELETE_QUEUE: u8 = 21;
     /// `ns` → `[name]`.
     pub const LIST_QUEUES: u8 = 22;
@@ -64,18 +88,31 @@ pub mod op {
     pub const TOPIC: u8 = 24;
     /// `ns` → `[name]`.
     pub const LIST_TOPICS: u8 = 25;
-    /// `ns queue on_full?:OnFull batch:bool [Message]` → `[id:u64]`.
+    /// `ns queue serial:u64 on_full?:OnFull batch:bool [Message]` → `[id:u64]`.
+    /// (`serial`: see [`QUEUE`]; a single send carries exactly one message.)
     pub const SEND: u8 = 30;
-    /// `ns queue max:u32 wait:Wait auto_ack:bool` → `[Delivered]`.
+    /// `ns queue serial:u64 max:u32 wait:Wait auto_ack:bool` → `[Delivered]`,
+    /// `Delivered = lease:u64 (0 when auto-acked) delivery_count:u32 Node`.
+    /// `max` 0 is `InvalidArgument`; more than 65,536 is taken as 65,536.
     pub const RECEIVE: u8 = 31;
-    /// `ns queue max:u32` → `[Node]`.
+    /// `ns queue serial:u64 max:u32` → `[Node]`.
     pub const PEEK: u8 = 32;
-    /// `ns queue id:u64` → `()`.
+    /// `ns queue serial:u64 id:u64` → `()`.
     pub const CANCEL: u8 = 33;
-    /// `ns queue` → `count:u64`.
+    /// `ns queue serial:u64` → `count:u64`.
     pub const PURGE: u8 = 34;
-    /// `ns queue` → `QueueStats`.
+    /// `ns queue serial:u64` → `QueueStats` (of a queue deleted on this
+    /// connection: its last counters, as a local handle reads them).
     pub const QUEUE_STATS: u8 = 35;
+    /// `ns queue serial:u64 watch:u64` → `()`: `watch` (a number the client chooses,
+    /// one per queue it watches, unique on its connection) follows the
+    /// readiness of the queue as its pollable descriptor shows it
+    /// (`Queue::fd`): the host sends [`NOTIFY`] frames for it from now on
+    /// until the connection ends, the first one before this answer. Sent
+    /// again with the same number: checks the queue (`Closed` if it is
+    /// gone), re-points the watch if the name now names another queue, and
+    /// otherwise changes nothing. There is no unwatch.
+    pub const WATCH: u8 = 38;
     /// `request_id:u64`: ends that request's wait (it answers `Ok(nothing)`
     /// for a receive, `Closed` for a send). No response of its own.
     pub const ABORT: u8 = 37;
@@ -85,7 +122,10 @@ pub mod op {
     pub const EXTEND: u8 = 41;
     /// `lease:u64` → `deadline?:u64`.
     pub const DEADLINE: u8 = 42;
-    /// `lease:u64` → `()`: the message goes back uncounted (`Queue::give_back`).
+    /// `ns queue serial:u64 lease:u64` → `()`: the message goes back
+    /// uncounted (`Queue::give_back` on the queue `ns queue` names);
+    /// `LeaseExpired` if the lease is not held or is of another queue (it is
+    /// then left as it was).
     pub const GIVE_BACK: u8 = 43;
     /// `lease:u64`: the client dropped the delivery unsettled; the host
     /// forgets its number and the lease runs out as it would have. No response.
@@ -97,7 +137,8 @@ pub mod op {
     pub const RECLAIM: u8 = 45;
     /// `ns topic Message` → `count:u64`.
     pub const PUBLISH: u8 = 50;
-    /// `ns topic queue Filter` → `QueueOptions` of the subscription queue.
+    /// `ns topic queue Filter` → `QueueOptions serial:u64` of the
+    /// subscription queue (`serial`: see [`QUEUE`]).
     pub const SUBSCRIBE: u8 = 51;
     /// `ns topic queue` → `()`.
     pub const UNSUBSCRIBE: u8 = 52;
@@ -107,6 +148,13 @@ pub mod op {
     pub const TOPIC_STATS: u8 = 54;
     /// `ns topic queue` → `filter?:Filter`.
     pub const TOPIC_FILTER: u8 = 55;
+}
+
+/// The bytes [`Enc::node`] appends for `n`.
+pub fn node_len(n: &Node) -> usize {
+    let h: usize = n.headers().iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let opt = |s: Option<&str>| 1 + s.map_or(0, |s| 4 + s.len());
+    8 + 4 + n.body.len() + 4 + h + opt(n.name()) + opt(n.correlation_id()) + 8 + 8 + 8 + 4 + 1 + 1
 }
 
 /// Why a frame could not be decoded (the connection that sent it is dropped).
@@ -234,6 +282,10 @@ impl Enc {
             None => self.u8(0),
             Some(p) => self.u8(1).bool(p),
         }
+    }
+    /// The size of the frame so far (length prefix included).
+    pub fn len_so_far(&self) -> usize {
+        self.buf.len()
     }
     /// Appends a message as the engine holds it (a delivery or a peek).
     pub fn node(&mut self, n: &Node) -> &mut Self {

@@ -71,5 +71,27 @@ mod hint {
             v
         })
     }
+
+    /// A home shard hint of its own for something that is not a thread (the
+    /// host's connection of an attached process), numbered with the threads.
+    pub fn fresh() -> usize {
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs `f` with `home` as this thread's home shard hint, then restores
+    /// the thread's own: a thread acting for a producer that is not itself
+    /// (the host's threads, for one attached process) keeps that producer's
+    /// messages on one shard, so in order, whichever thread runs its calls.
+    pub fn with_home<R>(home: usize, f: impl FnOnce() -> R) -> R {
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                HOME.with(|h| h.set(self.0));
+            }
+        }
+        let _restore = Restore(HOME.with(|h| h.replace(home)));
+        f()
+    }
 }
 pub(crate) use hint::home as home_shard;
+pub(crate) use hint::{fresh as fresh_home, with_home};

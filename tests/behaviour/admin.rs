@@ -105,3 +105,29 @@ fn errors_display_for_c_users() {
         assert!(e.to_string().contains(text), "{e}");
     }
 }
+
+/// A handle of a deleted queue stays closed, even once a queue of the same
+/// name is made again (that one is another queue); its statistics keep the
+/// deleted queue's counters.
+pub(super) fn deleted_queue_handles_stay_closed(f: &Fixture) {
+    let b = f.broker();
+    let ns = b.namespace("n").unwrap();
+    let q = ns.create_queue("q", f.opts()).unwrap();
+    q.send(Message::new("1")).unwrap();
+    q.try_receive().unwrap().unwrap().ack().unwrap();
+    assert!(!q.is_closed());
+    ns.delete_queue("q").unwrap();
+    assert!(q.is_closed());
+    let s = q.stats();
+    assert_eq!((s.sent, s.acked, s.depth()), (1, 1, 0));
+    let again = ns.queue("q").unwrap();
+    again.send(Message::new("new")).unwrap();
+    assert!(q.is_closed());
+    assert_eq!(q.send(Message::new("x")), Err(Error::Closed));
+    assert!(matches!(q.try_receive(), Err(Error::Closed)));
+    assert!(matches!(q.peek(1), Err(Error::Closed)));
+    assert_eq!(q.purge(), Err(Error::Closed));
+    assert_eq!(q.stats().sent, 1, "the deleted queue's counters");
+    assert_eq!(again.stats().ready, 1, "the new queue untouched");
+    assert!(!again.is_closed());
+}

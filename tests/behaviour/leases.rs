@@ -159,3 +159,34 @@ pub(super) fn late_ack_fails_even_if_nothing_else_ran(f: &Fixture) {
     assert_eq!(d.ack().unwrap_err(), Error::LeaseExpired { id });
     assert_eq!(q.try_receive().unwrap().unwrap().delivery_count(), 2);
 }
+
+/// `give_back` returns a leased message uncounted, once, and only on the
+/// queue the lease is of.
+pub(super) fn give_back_by_ticket(f: &Fixture) {
+    let b = f.broker();
+    let q = b.queue("q").unwrap();
+    let other = b.queue("other").unwrap();
+    let id = q.send(Message::new("job")).unwrap();
+    let d = q.try_receive().unwrap().unwrap();
+    let t = d.ticket().expect("leased");
+    assert_eq!(other.give_back(t), Err(Error::LeaseExpired { id }));
+    assert_eq!(
+        q.stats().leased,
+        1,
+        "another queue's refusal changes nothing"
+    );
+    q.give_back(t).unwrap();
+    assert_eq!(q.give_back(t), Err(Error::LeaseExpired { id }));
+    assert_eq!(d.ack(), Err(Error::LeaseExpired { id }));
+    let again = q.try_receive().unwrap().unwrap();
+    assert_eq!((again.id(), again.delivery_count()), (id, 1));
+    assert!(q.receive_auto_ack(Wait::Try).unwrap().is_none());
+    again.ack().unwrap();
+    q.send(Message::new("auto")).unwrap();
+    assert!(q
+        .receive_auto_ack(Wait::Try)
+        .unwrap()
+        .unwrap()
+        .ticket()
+        .is_none());
+}

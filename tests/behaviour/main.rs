@@ -133,4 +133,6 @@ conformance! {
     reopen_repeatedly_keeps_delivery_counts,
     reopen_after_auto_ack_and_batches,
     recycled_messages_carry_nothing_over,
+    deleted_queue_handles_stay_closed,
+    give_back_by_ticket,
 }

@@ -17,7 +17,7 @@ fn drain(q: &Queue) -> Vec<(u64, u32, Vec<u8>)> {
 
 #[test]
 fn conformance_fixture_persists_only_over_the_journal() {
-    for backend in [Backend::Memory, Backend::Journal] {
+    for backend in [Backend::Memory, Backend::Journal, Backend::Attached] {
         let f = Fixture::new(backend);
         let b = f.broker();
         let id = b.queue("q").unwrap().send(Message::new("x")).unwrap();

@@ -7,19 +7,28 @@
 //!   journal), where every queue is persistent by default, so the test's
 //!   messages go through the journal; [`Fixture::reopen`] closes the broker and
 //!   opens the same directory again.
+//! - [`Backend::Attached`]: the other side of the seam between the public API
+//!   and a host (`src/remote`). [`Fixture::open`] opens a *host* broker on the
+//!   data directory exactly as [`Backend::Journal`] opens its broker (with the
+//!   test's `ManualClock`: the host's clock drives every timer, and the test
+//!   advances the clock object it holds), keeps it for the test's duration,
+//!   and hands the test a second broker opened on the same directory, which
+//!   attaches to the first (the remote flavor: every call a frame to the
+//!   host). Host and client live in one process here; `tests/attach_smoke.rs`
+//!   and the multi-process tests cover two. [`Fixture::reopen`] closes both
+//!   and opens the pair again.
 //!
 //! `conformance! { test_a, test_b, … }` turns each `fn test_a(f: &Fixture)` into
-//! `memory::test_a` and `journal::test_a` (`cargo test --test behaviour
-//! journal::` runs the journal half). `test_c["why"]` ignores the journal
-//! variant of `test_c`, with that reason.
+//! `memory::test_a`, `journal::test_a` and `attached::test_a` (`cargo test
+//! --test behaviour journal::` runs the journal part). `test_c["why"]` ignores
+//! the journal and attached variants of `test_c`, with that reason;
+//! `test_c[attached: "why"]` ignores only the attached one (a difference
+//! inherent to an attached broker, said in "why").
 //!
-//! Where a second broker flavor plugs in: the coming host-process client
-//! (a `Broker` whose handles talk to a host process instead of the engine in
-//! this one; see "Layers" in docs/design.md) becomes one more [`Backend`]
-//! variant. [`Fixture::open`] is the one place the suite makes a broker, so it
-//! makes that flavor's broker there (a host on the same data directory), and
-//! `conformance!` gains one more module beside `memory` and `journal`: every
-//! test then runs over it unchanged.
+//! Where another broker flavor plugs in: one more [`Backend`] variant;
+//! [`Fixture::open`] is the one place the suite makes a broker, so it makes
+//! that flavor's broker there, and `conformance!` gains one more module:
+//! every test then runs over it unchanged.
 
 use libqueue::{Broker, BrokerOptions, ManualClock, QueueOptions};
 use std::cell::{Cell, RefCell};
@@ -40,6 +49,9 @@ pub enum Backend {
     Memory,
     /// The journal in a temporary data directory; messages persistent.
     Journal,
+    /// A broker attached to a host (in this process) of a journal data
+    /// directory set up as for [`Backend::Journal`].
+    Attached,
 }
 
 /// Builds a test's brokers for one backend and keeps their data directories
@@ -54,11 +66,14 @@ pub struct Fixture {
     opened: Cell<u32>,
     /// The data directory and clock of the broker opened last (for `reopen`).
     last: RefCell<Option<(PathBuf, Option<Arc<ManualClock>>)>>,
+    /// Attached: the hosts of the brokers handed out, by data directory,
+    /// kept open until the test ends (or `reopen` closes one).
+    hosts: RefCell<Vec<(PathBuf, Broker)>>,
 }
 
 impl Fixture {
     pub fn new(backend: Backend) -> Self {
-        let dir = (backend == Backend::Journal)
+        let dir = (backend != Backend::Memory)
             .then(|| tempfile::tempdir().expect("a temporary data directory"));
         Fixture {
             backend,
@@ -66,13 +81,21 @@ impl Fixture {
             dir,
             opened: Cell::new(0),
             last: RefCell::new(None),
+            hosts: RefCell::new(Vec::new()),
         }
     }
 
-    /// Whether this is the journal variant.
+    /// Whether messages go through a journal (the journal and attached
+    /// variants: the host of an attached broker has the journal's setup).
     #[allow(dead_code)]
     pub fn is_journal(&self) -> bool {
-        self.backend == Backend::Journal
+        self.backend != Backend::Memory
+    }
+
+    /// Whether the test's brokers are attached to a host.
+    #[allow(dead_code)]
+    pub fn is_attached(&self) -> bool {
+        self.backend == Backend::Attached
     }
 
     /// Makes every broker of the suite (the place a new [`Backend`] plugs in).
@@ -87,7 +110,22 @@ impl Fixture {
                 .segment_size(SEGMENT_SIZE)
                 .default_queue_options(QueueOptions::default().persistent(true));
         }
-        let b = Broker::open(o).expect("open the broker");
+        let b = if self.backend == Backend::Attached {
+            let d = dir
+                .clone()
+                .expect("an attached broker has a data directory");
+            let host = Broker::open(o.clone()).expect("open the host broker");
+            assert!(
+                !host.is_attached(),
+                "the first broker on a directory hosts it"
+            );
+            let b = Broker::open(o).expect("attach to the host");
+            assert!(b.is_attached(), "the second broker on a directory attaches");
+            self.hosts.borrow_mut().push((d, host));
+            b
+        } else {
+            Broker::open(o).expect("open the broker")
+        };
         *self.last.borrow_mut() = dir.map(|d| (d, clock));
         self.brokers.borrow_mut().push(b.clone());
         b
@@ -129,20 +167,45 @@ impl Fixture {
 
     /// Queue options to start from: the defaults, persistent over the journal.
     pub fn opts(&self) -> QueueOptions {
-        QueueOptions::default().persistent(self.backend == Backend::Journal)
+        QueueOptions::default().persistent(self.is_journal())
+    }
+
+    /// The host of the attached broker opened last (attached only).
+    #[allow(dead_code)]
+    pub fn host(&self) -> Option<Broker> {
+        let dir = self.data_dir()?;
+        let hosts = self.hosts.borrow();
+        hosts
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == dir)
+            .map(|(_, h)| h.clone())
     }
 
     /// Journal: closes `b` (the broker opened last), opens its data directory
     /// again on the same clock, checks that recovery found no damage, and returns
-    /// the new broker. Memory: `None` (nothing survives a close), and `b` stays open.
+    /// the new broker. Attached: closes `b` and its host, then opens the pair
+    /// again (the host recovers the directory). Memory: `None` (nothing
+    /// survives a close), and `b` stays open.
     #[allow(dead_code)]
     pub fn reopen(&self, b: Broker) -> Option<Broker> {
         let (dir, clock) = self.last.borrow().clone()?;
         b.close();
         drop(b);
+        if self.backend == Backend::Attached {
+            let mut hosts = self.hosts.borrow_mut();
+            for (_, h) in hosts.iter().filter(|(d, _)| *d == dir) {
+                h.close();
+            }
+            hosts.retain(|(d, _)| *d != dir);
+        }
         self.brokers.borrow_mut().retain(|b| !b.is_closed());
         let b = self.open(Some(dir), clock);
-        let r = b.recovery_report().expect("a journal broker reports");
+        let report = match self.host() {
+            Some(h) => h.recovery_report().cloned(),
+            None => b.recovery_report().cloned(),
+        };
+        let r = report.expect("a journal broker reports");
         assert!(
             r.damage.is_empty(),
             "a clean close reopens without damage: {r:?}"
@@ -152,10 +215,12 @@ impl Fixture {
 }
 
 /// Expands each listed test function `fn name(f: &Fixture)` into the tests
-/// `memory::name` and `journal::name`; `name["reason"]` ignores the journal one.
+/// `memory::name`, `journal::name` and `attached::name`; `name["reason"]`
+/// ignores the journal and attached ones, `name[attached: "reason"]` the
+/// attached one only.
 #[macro_export]
 macro_rules! conformance {
-    ($($name:ident $([$why:literal])?),* $(,)?) => {
+    ($($name:ident $([$why:literal])? $([attached: $awhy:literal])?),* $(,)?) => {
         /// The conformance suite on the in-memory broker.
         mod memory {
             $(
@@ -172,6 +237,18 @@ macro_rules! conformance {
                 $(#[ignore = $why])?
                 fn $name() {
                     super::$name(&super::Fixture::new(super::Backend::Journal));
+                }
+            )*
+        }
+        /// The conformance suite on a broker attached to a host of a journal
+        /// data directory (the remote flavor).
+        mod attached {
+            $(
+                #[test]
+                $(#[ignore = $why])?
+                $(#[ignore = $awhy])?
+                fn $name() {
+                    super::$name(&super::Fixture::new(super::Backend::Attached));
                 }
             )*
         }

@@ -1,6 +1,11 @@
 //! The pollable descriptor ([`Queue::fd`]): readable exactly when a receive would
 //! succeed, also when the ticker makes a message due on the system clock (1);
 //! an event loop on the descriptor (2).
+//!
+//! In the attached build (`listening_attached`) the descriptor is the attached
+//! process's own, kept up to date by the host's `NOTIFY` frames (see
+//! `src/remote/notify.rs`): what the process's own calls change shows before
+//! they return; timers and other processes' calls show soon after.
 
 use super::*;
 
@@ -138,7 +143,7 @@ fn fd_is_readable_exactly_when_a_receive_would_succeed() {
 
 #[test]
 fn fd_made_readable_by_the_ticker_on_the_system_clock() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("sys").unwrap();
     let q = ns.queue("q").unwrap();
     let fd = q.fd().unwrap();
@@ -178,7 +183,7 @@ fn fd_made_readable_by_the_ticker_on_the_system_clock() {
 fn epoll_driven_consumer_receives_everything() {
     const PRODUCERS: usize = 2;
     const PER: usize = 10_000;
-    let b = Broker::new();
+    let b = broker();
     let q = b.queue("loop").unwrap();
     let fd = q.fd().unwrap();
 
@@ -253,4 +258,38 @@ fn epoll_driven_consumer_receives_everything() {
     assert_eq!(wait(0), 0);
     // SAFETY: `ep` is ours and closed once.
     unsafe { libc::close(ep) };
+}
+
+/// The descriptor follows what another process does: the host sends, times
+/// out a lease and takes the last message; the attached process's descriptor
+/// rises and falls with it.
+#[test]
+fn attached_fd_follows_the_host() {
+    let clock = ManualClock::new(1_000_000_000);
+    let a = Attached::new(Some(clock.clone()));
+    let opts = QueueOptions::default().lease_time(10 * MS);
+    let q = a.b.namespace("n").unwrap().create_queue("q", opts).unwrap();
+    let hq = a.host.namespace("n").unwrap().get_queue("q").unwrap();
+    let fd = q.fd().unwrap();
+    assert!(!readable(fd, 0));
+    hq.send(Message::new("from the host")).unwrap();
+    assert!(readable(fd, SOON_MS), "a send of the host's shows");
+    let d = hq.try_receive().unwrap().unwrap();
+    wait_until("the host's receive to clear it", || !readable(fd, 0));
+    drop(d);
+    clock.advance(10 * MS);
+    assert!(
+        readable(fd, SOON_MS),
+        "the lease ran out on the host's clock"
+    );
+    let d = q.try_receive().unwrap().unwrap();
+    assert_eq!(d.delivery_count(), 2);
+    assert!(!readable(fd, 0));
+    d.ack().unwrap();
+    // Deleted on the host: readable (a receive fails with Closed), and no
+    // descriptor to give any more.
+    a.host.namespace("n").unwrap().delete_queue("q").unwrap();
+    assert!(readable(fd, SOON_MS));
+    assert_eq!(q.try_receive().unwrap_err(), Error::Closed);
+    assert_eq!(q.fd(), Err(Error::Closed));
 }

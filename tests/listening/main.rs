@@ -7,6 +7,11 @@
 //! bounded: a blocking call with a generous timeout (poll(2), `recv_timeout`), or
 //! at worst `wait_until`, which gives up after a few seconds.
 //!
+//! Every test runs twice: on brokers of this process (`--test listening`),
+//! and on brokers attached to a host of a data directory (`--test
+//! listening_attached`, the same files with [`ATTACHED`] set: pools, RPC,
+//! topics and the pollable descriptor across the seam).
+//!
 //! The tests in `regressions.rs` are regressions for engine bugs found while
 //! writing them (fixed since).
 //!
@@ -41,10 +46,92 @@ const LONG: Duration = Duration::from_secs(10);
 /// poll(2) timeout for "readable soon" checks (returns at once when readable).
 const SOON_MS: i32 = 5_000;
 
-fn manual() -> (Arc<ManualClock>, Broker) {
+/// Whether this build runs every test on attached brokers: the
+/// `listening_attached` target (`tests/listening_attached.rs`) compiles these
+/// same files with this set.
+const ATTACHED: bool = same(env!("CARGO_CRATE_NAME"), "listening_attached");
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A test's broker: one of this process, or (when [`ATTACHED`]) one attached
+/// to a host of a fresh data directory, which lives as long as this.
+struct TestBroker {
+    b: Broker,
+    _attached: Option<Attached>,
+}
+
+impl std::ops::Deref for TestBroker {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        &self.b
+    }
+}
+
+impl TestBroker {
+    fn new(clock: Option<Arc<ManualClock>>) -> Self {
+        if ATTACHED {
+            let a = Attached::new(clock);
+            return TestBroker {
+                b: a.b.clone(),
+                _attached: Some(a),
+            };
+        }
+        let mut o = BrokerOptions::new();
+        if let Some(c) = clock {
+            o = o.clock(c);
+        }
+        TestBroker {
+            b: Broker::open(o).unwrap(),
+            _attached: None,
+        }
+    }
+}
+
+/// A broker on the system clock (see [`TestBroker`]).
+fn broker() -> TestBroker {
+    TestBroker::new(None)
+}
+
+/// A broker on a manual clock (the host's, when attached).
+fn manual() -> (Arc<ManualClock>, TestBroker) {
     let clock = ManualClock::new(1_000_000_000);
-    let b = Broker::open(BrokerOptions::new().clock(clock.clone())).unwrap();
+    let b = TestBroker::new(Some(clock.clone()));
     (clock, b)
+}
+
+/// A broker attached to a host of a fresh data directory (the host on
+/// `clock`, if given: it runs the timers); all three live as long as this.
+struct Attached {
+    b: Broker,
+    host: Broker,
+    _dir: tempfile::TempDir,
+}
+
+impl Attached {
+    fn new(clock: Option<Arc<ManualClock>>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = BrokerOptions::new().data_dir(dir.path());
+        if let Some(c) = clock {
+            o = o.clock(c);
+        }
+        let host = Broker::open(o.clone()).unwrap();
+        let b = Broker::open(o).unwrap();
+        assert!(!host.is_attached() && b.is_attached());
+        Attached { b, host, _dir: dir }
+    }
 }
 
 /// Whether `fd` is readable, waiting at most `timeout_ms` (0: just look).

@@ -6,7 +6,7 @@ use super::*;
 
 fn pool_throttle(n: usize) {
     const M: usize = 3_000;
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("pool").unwrap();
     let q = ns.queue("jobs").unwrap();
     let total = M + n;
@@ -110,7 +110,7 @@ fn pool_never_runs_more_handlers_than_its_size() {
 
 #[test]
 fn pool_takes_no_message_while_every_worker_is_busy() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("busy").unwrap();
     let q = ns.queue("jobs").unwrap();
     let permits = Arc::new(Permits::default());
@@ -160,7 +160,7 @@ fn pool_takes_no_message_while_every_worker_is_busy() {
 
 #[test]
 fn pool_dispatches_by_name_then_default() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("dispatch").unwrap();
     let q = ns.queue("jobs").unwrap();
     let (tx, rx) = mpsc::channel::<(&'static str, String)>();
@@ -204,7 +204,7 @@ fn pool_dispatches_by_name_then_default() {
 
 #[test]
 fn message_without_a_handler_fails_to_the_dead_letter_queue() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("nohandler").unwrap();
     let q = ns
         .create_queue(

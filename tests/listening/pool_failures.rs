@@ -71,7 +71,7 @@ fn failing_handler_is_retried_with_backoff_then_dead_lettered() {
 
 #[test]
 fn panicking_handler_is_a_failure_and_the_pool_keeps_working() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("panics").unwrap();
     let q = ns
         .create_queue(
@@ -145,7 +145,7 @@ fn panicking_handler_is_a_failure_and_the_pool_keeps_working() {
 #[test]
 fn stop_waits_for_running_handlers_and_loses_nothing() {
     const M: usize = 3_000;
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("stop").unwrap();
     let q = ns.queue("jobs").unwrap();
     let handled = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -218,7 +218,7 @@ fn stop_waits_for_running_handlers_and_loses_nothing() {
 
 #[test]
 fn stop_timeout_returns_stuck_messages_and_ignores_their_late_ack() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("stuck").unwrap();
     let q = ns.queue("jobs").unwrap();
     let release = Arc::new(Permits::default());
@@ -276,7 +276,7 @@ fn stop_timeout_returns_stuck_messages_and_ignores_their_late_ack() {
 
 #[test]
 fn stop_timeout_with_idle_workers_returns_nothing() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("idle").unwrap();
     let pool = Pool::builder(&ns, "jobs")
         .unwrap()

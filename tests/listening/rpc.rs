@@ -23,7 +23,7 @@ fn math_server(ns: &Namespace, queue: &str, size: usize) -> Pool {
 
 #[test]
 fn rpc_call_returns_the_handlers_reply() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let _server = math_server(&ns, "math", 1);
     let rpc = RpcClient::new(&ns).unwrap();
@@ -58,7 +58,7 @@ fn rpc_call_returns_the_handlers_reply() {
 fn rpc_concurrent_calls_through_one_client_get_their_own_replies() {
     const THREADS: usize = 4;
     const CALLS: usize = 100;
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let _server = math_server(&ns, "svc", 3);
     let rpc = Arc::new(RpcClient::new(&ns).unwrap());
@@ -89,7 +89,7 @@ fn rpc_concurrent_calls_through_one_client_get_their_own_replies() {
 
 #[test]
 fn rpc_call_without_a_server_times_out() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let rpc = RpcClient::new(&ns).unwrap();
     let t = Instant::now();
@@ -113,7 +113,7 @@ fn rpc_call_without_a_server_times_out() {
 
 #[test]
 fn rpc_late_reply_is_dropped_and_counted() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let release = Arc::new(Permits::default());
     let r = release.clone();
@@ -146,7 +146,7 @@ fn rpc_late_reply_is_dropped_and_counted() {
 /// reply landing there is counted; dropping the client deletes them all.
 #[test]
 fn rpc_concurrent_call_waits_on_a_reply_queue_of_its_own() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let release = Arc::new(Permits::default());
     let started = Arc::new(AtomicUsize::new(0));
@@ -210,7 +210,7 @@ fn rpc_concurrent_call_waits_on_a_reply_queue_of_its_own() {
 
 #[test]
 fn rpc_handler_failing_on_its_last_delivery_is_a_remote_error() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     ns.create_queue(
         "fragile",
@@ -240,7 +240,7 @@ fn rpc_handler_failing_on_its_last_delivery_is_a_remote_error() {
 #[test]
 fn rpc_cast_reaches_exactly_one_consumer() {
     const K: usize = 300;
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let counts: Arc<Vec<AtomicU32>> = Arc::new((0..K).map(|_| AtomicU32::new(0)).collect());
     let (tx, rx) = mpsc::channel::<usize>();
@@ -281,7 +281,7 @@ fn rpc_cast_reaches_exactly_one_consumer() {
 
 #[test]
 fn rpc_fanout_reaches_every_subscriber() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("rpc").unwrap();
     let rpc = RpcClient::new(&ns).unwrap();
     assert_eq!(rpc.fanout("nobody.listens", Message::new("x")).unwrap(), 0);
@@ -318,7 +318,8 @@ fn envelope_helpers() {
     );
     assert_eq!(EXECUTION_ID, "execution_id");
 
-    let q = Broker::new().queue("env").unwrap();
+    let b = broker(); // kept: an attached broker's host lives as long as it
+    let q = b.queue("env").unwrap();
     q.send(m.clone().priority(7)).unwrap();
     q.send(Message::new("plain")).unwrap();
     q.send(Message::new("bin").header(EXECUTION_ID, vec![0xff, 0xfe]))

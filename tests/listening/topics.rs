@@ -7,7 +7,7 @@ use super::*;
 #[test]
 fn topic_fans_out_to_every_subscription_exactly_once() {
     const K: usize = 200;
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("topics").unwrap();
     let topic = ns.topic("events").unwrap();
     assert_eq!(topic.name(), "events");
@@ -43,7 +43,7 @@ fn topic_fans_out_to_every_subscription_exactly_once() {
 
 #[test]
 fn topic_filters_by_name_and_header() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("filters").unwrap();
     let topic = ns.topic("octavia").unwrap();
     let lbs = topic
@@ -88,7 +88,7 @@ fn topic_filters_by_name_and_header() {
 
 #[test]
 fn unsubscribe_and_resubscribe() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("subs").unwrap();
     let topic = ns.topic("t").unwrap();
     let a = topic.subscribe("a", Filter::All).unwrap();
@@ -124,7 +124,7 @@ fn unsubscribe_and_resubscribe() {
 /// it finds exactly its own execution's messages, in order, and nothing else.
 #[test]
 fn subscription_keeps_messages_for_a_listener_that_comes_back() {
-    let b = Broker::new();
+    let b = broker();
     let ns = b.namespace("tripleo").unwrap();
     let topic = ns.topic("tripleo.deployment").unwrap();
     {

@@ -43,6 +43,14 @@ impl QueueCore {
         self.watch_refresh();
     }
 
+    /// Moves every ready message into its lane's id-ordered stash, which
+    /// consumers on any thread take from before the shards (see `Lane`).
+    pub(crate) fn order_ready(&self) {
+        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+            drop(lane.stash());
+        }
+    }
+
     /// Ready messages in delivery order (highest priority first, then by id),
     /// without leasing them.
     pub(crate) fn peek(&self, max: usize) -> Result<Vec<Arc<Node>>> {
