@@ -16,25 +16,15 @@
 //! alive by its engine as an opaque companion, and hands over from the
 //! engine's close hook.
 
-// `cbindgen:ignore`: nothing here is C ABI (include/libqueue.h is made from src/ffi/).
-/// cbindgen:ignore
 pub(crate) mod client;
-/// cbindgen:ignore
 pub(crate) mod exclusive;
-/// cbindgen:ignore
 #[doc(hidden)]
 pub mod fuzz;
-/// cbindgen:ignore
 pub(crate) mod handover;
-/// cbindgen:ignore
 pub(crate) mod host;
-/// cbindgen:ignore
 mod limits;
-/// cbindgen:ignore
 mod notify;
-/// cbindgen:ignore
 mod probe;
-/// cbindgen:ignore
 pub mod wire;
 
 pub use host::{ClientInfo, HostInfo};
