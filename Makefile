@@ -228,17 +228,18 @@ demo: setup lib
 
 # The comparison harness (issue 7), one run: the Rust benches (criterion groups
 # and plain programs), the C/C++ and the Python comparisons, each writing into
-# $(BENCH_RUN); then benches/report.py merges them into benches/results/latest.json
+# $(BENCH_RUN), and oslo.messaging's transports (RabbitMQ included, bench-oslo);
+# then benches/report.py merges them into benches/results/latest.json
 # and renders BENCHMARKS.md and the plots. LQ_BENCH_QUICK=1: a short smoke run.
 BENCH_RUN := target/bench-run
 APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
-bench bench-c bench-python: export LQ_BENCH_OUT := $(CURDIR)/$(BENCH_RUN)
+bench bench-c bench-python bench-oslo: export LQ_BENCH_OUT := $(CURDIR)/$(BENCH_RUN)
 bench: export CRITERION_HOME := $(CURDIR)/$(BENCH_RUN)/criterion
 bench: lib
 	rm -rf $(BENCH_RUN) && mkdir -p $(BENCH_RUN)
 	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; python3 benches/report.py --commit; } > $(BENCH_RUN)/started
 	$(CARGO) bench --bench ready_path --bench dispatch --bench persist --bench latency --bench memory --bench recovery
-	$(MAKE) --no-print-directory bench-c bench-python
+	$(MAKE) --no-print-directory bench-c bench-python bench-oslo
 	target/pybench/bin/pip install -q matplotlib || echo "warning: matplotlib did not install: no plots" >&2
 	target/pybench/bin/python benches/report.py $(BENCH_RUN)
 
@@ -287,12 +288,21 @@ test-oslo: setup lib
 	$(OSLOENV)/bin/python -W ignore examples/python/octavia_oslo.py --pool-size 2 --two-processes \
 		--url libqueue:///$(CURDIR)/target/oslo-octavia
 
-# oslo.messaging cast throughput and call round trip, libqueue:// beside fake:// (and
-# rabbit:// when a rabbitmq-server is on PATH); one run. Not part of `make bench`.
+# oslo.messaging cast throughput and call round trip (benches/python/oslo_bench.py,
+# median of 3 runs): libqueue://, libqueue:////<tmp dir>, fake:// and rabbit:// against
+# a private RabbitMQ on 127.0.0.1 (benches/rabbitmq.sh: temp dir, own node and ports,
+# stopped afterwards; the Debian rabbitmq-server is installed if missing, its system
+# service is never used), in the same run. Writes $(BENCH_RUN)/oslo.json for `make
+# bench`'s report. Not part of `make test`.
 bench-oslo: lib
+	dpkg -s rabbitmq-server >/dev/null 2>&1 || { $(APT_GET) update && $(APT_GET) install -y rabbitmq-server; }
 	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
+	$(OSLOENV)/bin/python -c "import oslo_messaging" 2>/dev/null || $(OSLOENV)/bin/pip install -q "oslo.messaging>=14"
 	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
-	$(OSLOENV)/bin/python -W ignore benches/python/oslo_bench.py
+	mkdir -p $(BENCH_RUN)
+	dir=$$(mktemp -d /tmp/lq-rabbitmq.XXXXXX) && trap "benches/rabbitmq.sh stop $$dir" EXIT && trap 'exit 1' INT TERM && \
+		url=$$(benches/rabbitmq.sh start $$dir) && \
+		$(OSLOENV)/bin/python -W ignore benches/python/oslo_bench.py --rabbit $$url --json $(BENCH_RUN)/oslo.json
 
 # The Python package's distributions, built in their own tool venv: `make wheel`,
 # the abi3 wheel (libqueue-<version>-cp39-abi3-<platform>.whl, one for every

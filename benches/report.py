@@ -12,6 +12,8 @@ Reads, all from RUN_DIR (so nothing from an earlier run is mixed in):
 - latency.json, memory.json, recovery.json, ffi_boundary.json, cpp.json: the
   plain benchmark programs (records already in the common form);
 - python.json: benches/python/compare.py.
+- oslo.json: benches/python/oslo_bench.py (oslo.messaging transports, records
+  already in the common form; RabbitMQ started by `make bench-oslo`).
 
 Every record: scenario, peer, metric, value, unit, better (higher/lower), and
 ratio = value / the value of the scenario's baseline peer for that metric.
@@ -148,10 +150,21 @@ for size in (64, 4096):
         desc="benches/python/compare.py; each library's default durability, local disk.",
         base="persist-queue file Queue")
 
+OSLO = ("benches/python/oslo_bench.py: the real oslo.messaging API (`get_rpc_server`, executor `threading`; "
+        "`RPCClient`), client and server in one process; median of the runs. `libqueue://` in memory, "
+        "`libqueue:////dir` persistent (tmp dir), `fake://` oslo's in-tree driver (polls every 50 ms), "
+        "`rabbit://` a private `rabbitmq-server` (Debian) on 127.0.0.1 started for the run. Issue 15's target: "
+        "libqueue >= 10x RabbitMQ on cast throughput and call latency.")
+SCENARIOS["oslo_cast"] = dict(title="oslo.messaging: cast throughput per transport", base="rabbit://",
+                              desc=f"{OSLO} handled: casts from the first cast until the endpoint ran for the last; "
+                                   "cast_returns: how fast `cast()` returns (server running meanwhile).")
+SCENARIOS["oslo_call"] = dict(title="oslo.messaging: call round trip per transport", base="rabbit://",
+                              desc=f"{OSLO} Sequential calls, each waiting for its reply; fake:// fewer calls.")
 
 # Which plain program's `meta` describes a scenario's run (sizes, rounds).
 META_OF = {"ping_pong_latency": "latency", "idle_wait_cpu": "latency", "memory_per_message": "memory",
-           "recovery": "recovery", "ffi_boundary": "ffi_boundary", "cpp_": "cpp", "python_": "python"}
+           "recovery": "recovery", "ffi_boundary": "ffi_boundary", "cpp_": "cpp", "python_": "python",
+           "oslo_": "oslo"}
 
 
 def is_lq(peer: str) -> bool:
@@ -186,7 +199,7 @@ def gather() -> tuple[list[dict], dict, list[str]]:
     recs, metas, missing = criterion_records(), {}, []
     if not recs:
         missing.append("criterion (ready_path, dispatch, persist)")
-    for name in ("latency", "memory", "recovery", "ffi_boundary", "cpp", "python"):
+    for name in ("latency", "memory", "recovery", "ffi_boundary", "cpp", "python", "oslo"):
         f = RUN / f"{name}.json"
         if not f.exists():
             missing.append(name)

@@ -12,8 +12,12 @@ oslo.messaging API (``get_rpc_server`` with ``executor='threading'``,
 Each transport is measured ``--runs`` times (alternating) and the median reported.
 ``fake://`` polls its queues every 50 ms, which sets its call latency. ``rabbit://``
 runs only with ``--rabbit URL`` (or ``LQ_BENCH_RABBIT_URL``); this script never starts
-or installs a RabbitMQ server. libqueue:////dir (persistent, sync none) is measured
-too. ``make bench-oslo`` runs it; it is not part of ``make bench``.
+or installs a RabbitMQ server: ``make bench-oslo`` (part of ``make bench``) installs
+the Debian ``rabbitmq-server`` if missing, starts a private broker on 127.0.0.1 with
+benches/rabbitmq.sh, passes its URL and stops it afterwards. libqueue:////dir
+(persistent, sync none) is measured too. ``--json`` writes the medians, every run,
+and the records that benches/report.py renders (scenarios oslo_cast, oslo_call;
+baseline rabbit://).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,6 +91,23 @@ def measure(url: str, casts: int, calls: int) -> dict[str, float]:
         st.cleanup()
 
 
+def om_version() -> str | None:
+    from importlib.metadata import version
+    try:
+        return version("oslo.messaging")
+    except Exception:
+        return None
+
+
+def rabbit_version() -> str | None:
+    import subprocess
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"],
+                              capture_output=True, text=True).stdout or None
+    except OSError:
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--casts", type=int, default=5000)
@@ -94,6 +117,10 @@ def main() -> int:
     ap.add_argument("--rabbit", default=os.environ.get("LQ_BENCH_RABBIT_URL"))
     ap.add_argument("--json", help="write the medians here")
     args = ap.parse_args()
+    if os.environ.get("LQ_BENCH_QUICK", "0") not in ("", "0"):
+        args.casts, args.calls = min(args.casts, 1000), min(args.calls, 100)
+        args.fake_calls = min(args.fake_calls, 10)
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
     cfg.CONF([], project="libqueue-oslo-bench")
     tmp = tempfile.mkdtemp(prefix="oslo-bench-")
     transports = {"libqueue://": ("libqueue://", args.calls),
@@ -104,9 +131,12 @@ def main() -> int:
     else:
         print("rabbit:// skipped: no --rabbit URL (this script never starts a RabbitMQ)")
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in transports}
-    for _ in range(args.runs):
-        for name, (url, calls) in transports.items():
-            runs[name].append(measure(url, args.casts, calls))
+    try:
+        for _ in range(args.runs):
+            for name, (url, calls) in transports.items():
+                runs[name].append(measure(url, args.casts, calls))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                for name, rs in runs.items()}
     print(f"oslo.messaging, {args.casts} casts / calls sequential; median of {args.runs} runs")
@@ -120,9 +150,31 @@ def main() -> int:
         if name != "libqueue://":
             print(f"libqueue:// vs {name}: casts {base['cast_per_s'] / m['cast_per_s']:.1f}x, "
                   f"call p50 {m['call_p50_us'] / base['call_p50_us']:.1f}x faster")
+    if "rabbit://" in medians:
+        r = medians["rabbit://"]
+        print("libqueue / rabbit (higher is better for libqueue; issue 15's target: >= 10x on cast "
+              "throughput and call latency):")
+        for name in ("libqueue://", "libqueue:////dir"):
+            m = medians[name]
+            ratios = {"casts handled": m["cast_per_s"] / r["cast_per_s"],
+                      "cast() returns": m["cast_send_per_s"] / r["cast_send_per_s"],
+                      "call p50": r["call_p50_us"] / m["call_p50_us"],
+                      "call p99": r["call_p99_us"] / m["call_p99_us"]}
+            met = ratios["casts handled"] >= 10 and ratios["call p50"] >= 10
+            print(f"  {name:17} " + ", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()) +
+                  f"  -> target {'met' if met else 'NOT met'}")
     if args.json:
+        metrics = [("oslo_cast", "handled", "cast_per_s", "msg/s", "higher"),
+                   ("oslo_cast", "cast_returns", "cast_send_per_s", "msg/s", "higher"),
+                   ("oslo_call", "p50", "call_p50_us", "µs", "lower"),
+                   ("oslo_call", "p99", "call_p99_us", "µs", "lower")]
+        records = [dict(scenario=scn, peer=name, metric=metric, value=m[key], unit=unit, better=b)
+                   for name, m in medians.items() for scn, metric, key, unit, b in metrics]
+        meta = {"casts": args.casts, "calls": args.calls, "fake_calls": args.fake_calls, "runs": args.runs,
+                "oslo.messaging": om_version(), "rabbitmq": rabbit_version() if args.rabbit else None,
+                "loadavg_at_start": load, "python": platform.python_version()}
         with open(args.json, "w") as f:
-            json.dump({"medians": medians, "runs": runs}, f, indent=1)
+            json.dump({"meta": meta, "records": records, "medians": medians, "runs": runs}, f, indent=1)
     return 0
 
 
