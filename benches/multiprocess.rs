@@ -71,14 +71,19 @@ fn child(role: &str, dir: &str, n: u64) {
             }
         }
         "drain" => {
-            // Until nothing comes for 300 ms (the parent times the transfer).
+            // Until nothing comes for 300 ms once messages came, or for 10 s
+            // if none ever did (the others took them all). The parent times
+            // the transfer.
             let mut got = 0u64;
+            let start = Instant::now();
             loop {
                 let k = q
                     .receive_batch_auto_ack(64, Wait::For(Duration::from_millis(300)))
                     .expect("receive")
                     .len();
-                if k == 0 && got > 0 {
+                if k == 0
+                    && (got > 0 || start.elapsed() > Duration::from_secs(out::size(10, 10, 2)))
+                {
                     break;
                 }
                 got += k as u64;
