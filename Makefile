@@ -339,3 +339,5 @@ bench-python: lib
 	target/pybench/bin/pip install -q ./bindings/python
 	target/pybench/bin/python benches/python/compare.py --json $(BENCH_RUN)/python.json \
 		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 20000 --n-disk 2000)
+	target/pybench/bin/python benches/python/multiprocess.py --json $(BENCH_RUN)/python_multiprocess.json \
+		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 5000)
