@@ -616,6 +616,22 @@ struct Conn {
     home: usize,
 }
 
+impl Conn {
+    /// Registers request `id` as waiting (so `ABORT`, or the connection's
+    /// end, sets the flag it returns and wakes `wake`).
+    fn park(&self, id: u64, wake: Waker) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.waits.lock().insert(
+            id,
+            WaitEntry {
+                flag: flag.clone(),
+                wake,
+            },
+        );
+        flag
+    }
+}
+
 impl Sink for Conn {
     fn send_frame(&self, frame: &[u8]) {
         self.send(frame);
@@ -969,14 +985,7 @@ fn in_grace(shared: &Shared) -> bool {
 /// before anyone can receive their messages.
 fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) {
     let (s, c, frame) = (shared.clone(), conn.clone(), frame.to_vec());
-    let flag = Arc::new(AtomicBool::new(false));
-    conn.waits.lock().insert(
-        id,
-        WaitEntry {
-            flag: flag.clone(),
-            wake: Waker::Deferred,
-        },
-    );
+    let flag = conn.park(id, Waker::Deferred);
     waiter(conn.home, move || {
         let t = s.grace_until.unwrap_or_else(Instant::now);
         while Instant::now() < t && !flag.load(SeqCst) {
@@ -1238,8 +1247,11 @@ fn handle(
             let on_full = on_full.unwrap_or(q.options().on_full);
             // Try without waiting; only a full queue whose policy waits goes
             // to a waiter thread (a send that waits must not hold up the
-            // connection: the ack that makes room may come on it).
-            let first = if on_full == OnFull::Reject {
+            // connection: the ack that makes room may come on it). Only a
+            // queue with a capacity can be full: only then is a copy kept
+            // for the second try.
+            let bounded = q.options().max_messages.is_some() || q.options().max_bytes.is_some();
+            let first = if on_full == OnFull::Reject || !bounded {
                 None
             } else {
                 Some((msgs.clone(), on_full))
@@ -1247,14 +1259,7 @@ fn handle(
             match send(&q, msgs, OnFull::Reject, batch, None) {
                 Err(Error::Full) if first.is_some() => {
                     let (msgs, on_full) = first.expect("checked");
-                    let flag = Arc::new(AtomicBool::new(false));
-                    conn.waits.lock().insert(
-                        id,
-                        WaitEntry {
-                            flag: flag.clone(),
-                            wake: Waker::Queue(q.clone()),
-                        },
-                    );
+                    let flag = conn.park(id, Waker::Queue(q.clone()));
                     let c = conn.clone();
                     waiter(c.home, move || {
                         let r = send(&q, msgs, on_full, batch, Some(&flag));
@@ -1287,14 +1292,7 @@ fn handle(
                 conn.hold(&q, got, &mut e);
                 return Ok(Some(Ok(e)));
             }
-            let flag = Arc::new(AtomicBool::new(false));
-            conn.waits.lock().insert(
-                id,
-                WaitEntry {
-                    flag: flag.clone(),
-                    wake: Waker::Queue(q.clone()),
-                },
-            );
+            let flag = conn.park(id, Waker::Queue(q.clone()));
             let c = conn.clone();
             waiter(c.home, move || {
                 let r = receive_for_answer(&q, max, wait, mode, Some(&flag));
@@ -1468,14 +1466,7 @@ fn handle(
                     e
                 })));
             }
-            let flag = Arc::new(AtomicBool::new(false));
-            conn.waits.lock().insert(
-                id,
-                WaitEntry {
-                    flag: flag.clone(),
-                    wake: Waker::Topic(t.clone()),
-                },
-            );
+            let flag = conn.park(id, Waker::Topic(t.clone()));
             let c = conn.clone();
             waiter(c.home, move || {
                 let r = t.publish_until(msg, Some(&flag));
