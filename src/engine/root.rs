@@ -66,6 +66,8 @@ pub(crate) struct Engine {
     /// Something that lives as long as the engine stays open (the API layer
     /// keeps the server of a shared data directory here); dropped at close.
     companion: parking_lot::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// The data directory it was opened on, if any.
+    data_dir: Option<PathBuf>,
 }
 
 impl ClockListener for Engine {
@@ -127,6 +129,7 @@ impl Engine {
             closed: AtomicBool::new(false),
             origin,
             companion: parking_lot::Mutex::new(None),
+            data_dir: opts.data_dir.clone(),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
         engine.clock.add_listener(weak);
@@ -293,6 +296,11 @@ impl Engine {
     /// The clock every timer reads.
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The data directory it was opened on, if any.
+    pub(crate) fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
     }
 
     /// The storage backend's name.
