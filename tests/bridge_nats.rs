@@ -223,20 +223,20 @@ fn each_way(n: usize) {
 }
 
 #[test]
-fn every_field_each_way() {
+fn nats_every_field_each_way() {
     each_way(n_messages(5_000));
 }
 
 #[test]
-#[ignore = "long: 100,000 messages each way (make test-bridge-long)"]
-fn hundred_thousand_each_way() {
+#[ignore = "long: 100,000 messages each way (`make test-bridge-long`)"]
+fn nats_hundred_thousand_each_way() {
     each_way(100_000);
 }
 
 /// The server is SIGKILLed mid-stream and restarted on the same store:
 /// nothing lost, no duplicate in the stream.
 #[test]
-fn server_killed_mid_stream_and_restarted() {
+fn nats_server_killed_mid_stream_and_restarted() {
     let mut server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
@@ -348,7 +348,7 @@ fn child_forwarder() {
 /// restarted on its data directory: the replays carry the same
 /// `Nats-Msg-Id`, so the stream holds each message once.
 #[test]
-fn our_process_killed_mid_stream_and_restarted() {
+fn nats_our_process_killed_mid_stream_and_restarted() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let n = n_messages(5_000);
@@ -438,7 +438,7 @@ fn our_process_killed_mid_stream_and_restarted() {
 /// A message whose header the remote cannot carry is dead-lettered locally
 /// with the reason; those around it go through.
 #[test]
-fn unmappable_message_is_dead_lettered_with_the_reason() {
+fn nats_unmappable_message_is_dead_lettered_with_the_reason() {
     let server = Server::start();
     let broker = Broker::new();
     let q = broker.queue("out").unwrap();
@@ -470,7 +470,7 @@ fn unmappable_message_is_dead_lettered_with_the_reason() {
 /// Inbound fetches only what the local queue has room for: a full queue
 /// keeps the backlog at the remote, and nothing is lost.
 #[test]
-fn inbound_respects_the_local_capacity() {
+fn nats_inbound_respects_the_local_capacity() {
     let server = Server::start();
     let broker = Broker::new();
     let src = broker.queue("src").unwrap();
@@ -513,7 +513,7 @@ fn inbound_respects_the_local_capacity() {
 /// Bad input: a clear error from `start`, or (connecting in the background)
 /// a visible last error, never a panic or a silent stall.
 #[test]
-fn bad_urls_and_subjects_fail_clearly() {
+fn nats_bad_urls_and_subjects_fail_clearly() {
     let broker = Broker::new();
     for url in ["", "nats://a b:4222"] {
         let e = Bridge::nats(url)

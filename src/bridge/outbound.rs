@@ -57,8 +57,9 @@ pub(crate) async fn run<R: Remote>(
     let window = cx.tuning.window.max(1);
     loop {
         if cx.stop.load(Relaxed) {
-            let held = inflight.into_iter().map(|(d, _, _)| d);
-            give_back(&cx.route.queue, held.chain(ready));
+            // What is in flight is confirmed (acked) first; the rest goes back.
+            let left = cx.settle_all(inflight).await;
+            give_back(&cx.route.queue, left.into_iter().map(|(d, _)| d).chain(ready));
             return;
         }
         // Fill the pipe in local order.
