@@ -1,5 +1,5 @@
 //! The NATS JetStream bridge against a real `nats-server` (Debian's package;
-//! `make setup-bridge` installs it), which each test starts on 127.0.0.1 with a
+//! `make setup` installs it), which each test starts on 127.0.0.1 with a
 //! free port and a temporary store directory, and kills at its end.
 //!
 //! Every field mapped both ways, the server killed mid-stream and restarted,
@@ -7,7 +7,8 @@
 //! duplicate in the stream: its message count against the sent set), unmappable
 //! messages dead-lettered, inbound back-pressure, bad URLs and unreachable
 //! servers. `LQ_BRIDGE_N` sets the number of messages (default 5,000; the
-//! ignored `hundred_thousand_each_way` sends 100,000).
+//! ignored `nats_hundred_thousand_each_way` sends 100,000), `LQ_BRIDGE_OUTAGE_MS`
+//! how long the server stays down (default 500).
 #![cfg(feature = "bridge")]
 
 use libqueue::{
@@ -40,7 +41,7 @@ fn nats_server_bin() -> PathBuf {
             return p;
         }
     }
-    panic!("nats-server not found: `make setup-bridge` installs it (apt-get install nats-server)");
+    panic!("nats-server not found: `make setup` installs it (apt-get install nats-server)");
 }
 
 impl Server {
@@ -188,7 +189,7 @@ fn each_way(n: usize) {
         .start(&broker)
         .unwrap();
     let mut seen = vec![false; n];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 1000);
     let mut got = 0;
     while got < n {
         assert!(
@@ -249,6 +250,7 @@ fn nats_server_killed_mid_stream_and_restarted() {
     let bridge = Bridge::nats(&server.url())
         .stream("JOBS", ["jobs.>"])
         .forward("app/jobs", "jobs.created")
+        .receive("jobs.created", "app/mirror")
         .backoff(Duration::from_millis(20), Duration::from_millis(500))
         .ack_timeout(Duration::from_secs(1))
         .start(&broker)
@@ -277,8 +279,15 @@ fn nats_server_killed_mid_stream_and_restarted() {
         let s = bridge.stats();
         !s.connected && s.last_error.is_some() && s.error_since.is_some()
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The outage: LQ_BRIDGE_OUTAGE_MS (default 500; `make test-bridge-long`:
+    // 10 s, and 2 minutes with LQ_BRIDGE_OUTAGE_MS=120000).
+    let outage = std::env::var("LQ_BRIDGE_OUTAGE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    std::thread::sleep(Duration::from_millis(outage));
     assert!(bridge.stats().pending_outbound > 0);
+    let before = bridge.stats().forwarded;
     server.restart();
     wait_until(
         &bridge,
@@ -287,13 +296,38 @@ fn nats_server_killed_mid_stream_and_restarted() {
         || bridge.stats().pending_outbound == 0,
     );
     let s = bridge.stats();
-    println!("after the restart: {s:?}");
+    println!("{outage} ms outage at {before}/{n} forwarded; after the restart: {s:?}");
     assert!(s.connected, "{s:?}");
     assert!(s.retries > 0, "{s:?}");
     assert_eq!(s.forwarded, n as u64, "{s:?}");
     let (messages, last) = stream_state(&server.url(), "JOBS");
     assert_eq!((messages, last), (n as u64, n as u64), "{s:?}");
     check_stream_bodies(&server, "jobs.created", n);
+    // The inbound route resumed by itself too: each message came back in
+    // (at least once; a lost remote ack may repeat one).
+    let mirror = broker.namespace("app").unwrap().queue("mirror").unwrap();
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{}/{n} mirrored; {:?}",
+            seen.len(),
+            bridge.stats()
+        );
+        for d in mirror
+            .receive_batch(1000, Wait::For(Duration::from_millis(100)))
+            .unwrap()
+        {
+            seen.insert(
+                std::str::from_utf8(d.body())
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            );
+            d.ack().unwrap();
+        }
+    }
 }
 
 /// Reads the whole subject back through a second bridge: each of 0..n once.

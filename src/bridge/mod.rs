@@ -359,23 +359,22 @@ impl BridgeBuilder {
             }
             let mut tasks = Vec::new();
             for r in outbound {
-                tasks.push(tokio::task::spawn_local(outbound::run(
-                    nats.clone(),
-                    r,
-                    self.tuning,
-                    shared.clone(),
-                    stop.clone(),
-                )));
+                let what = format!("forwarding {} to {}", r.queue.name(), r.target);
+                let task =
+                    outbound::run(nats.clone(), r, self.tuning, shared.clone(), stop.clone());
+                tasks.push(watched(what, task, &shared));
             }
             for (r, s) in inbound.into_iter().zip(sources) {
-                tasks.push(tokio::task::spawn_local(inbound::run(
+                let what = format!("receiving {} into {}", r.origin, r.queue.name());
+                let task = inbound::run(
                     nats.clone(),
                     r,
                     s,
                     self.tuning,
                     shared.clone(),
                     stop.clone(),
-                )));
+                );
+                tasks.push(watched(what, task, &shared));
             }
             for t in tasks {
                 let _ = t.await;
@@ -384,6 +383,22 @@ impl BridgeBuilder {
         // Blocking receives still waiting end within their own timeout.
         rt.shutdown_timeout(Duration::from_secs(1));
     }
+}
+
+/// Runs a route as a task of its own; if it ends by a panic (a bug), the
+/// bridge's `last_error` says so instead of the route stalling silently.
+fn watched(
+    what: String,
+    task: impl std::future::Future<Output = ()> + 'static,
+    shared: &Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    let shared = shared.clone();
+    let inner = tokio::task::spawn_local(task);
+    tokio::task::spawn_local(async move {
+        if let Err(e) = inner.await {
+            shared.error(&format!("{what} stopped: {e}"));
+        }
+    })
 }
 
 /// A running bridge. Dropping it (or [`stop`](Self::stop)) stops it: what

@@ -59,7 +59,10 @@ pub(crate) async fn run<R: Remote>(
         if cx.stop.load(Relaxed) {
             // What is in flight is confirmed (acked) first; the rest goes back.
             let left = cx.settle_all(inflight).await;
-            give_back(&cx.route.queue, left.into_iter().map(|(d, _)| d).chain(ready));
+            give_back(
+                &cx.route.queue,
+                left.into_iter().map(|(d, _)| d).chain(ready),
+            );
             return;
         }
         // Fill the pipe in local order.
