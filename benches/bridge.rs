@@ -43,26 +43,38 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let url = format!("nats://127.0.0.1:{port}");
+    // "plain+h": the plain publisher with the two Lq- headers a default
+    // message carries through the bridge (Lq-Priority, Lq-Persistent).
     println!(
-        "{:>8} {:>9} {:>14} {:>14} {:>7} {:>16}",
-        "size", "messages", "plain msg/s", "bridge msg/s", "ratio", "local send/s"
+        "{:>8} {:>9} {:>14} {:>16} {:>14} {:>7} {:>9} {:>14}",
+        "size",
+        "messages",
+        "plain msg/s",
+        "plain+h msg/s",
+        "bridge msg/s",
+        "ratio",
+        "ratio+h",
+        "local send/s"
     );
     // Rounds alternate between the two so that a busy machine hurts both
     // alike; each column is the median of its rounds.
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { 5 };
     for (size, n) in [(64usize, 50_000usize), (4096, 20_000)] {
         let n = if quick { n.min(10_000) } else { n };
-        let (mut plain, mut bridge, mut local) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plain, mut plain_h, mut bridge, mut local) = (vec![], vec![], vec![], vec![]);
         for r in 0..rounds {
-            plain.push(plain_publisher(&url, size, n, r));
+            plain.push(plain_publisher(&url, size, n, r, false));
             let (b, l) = through_bridge(&url, size, n, r);
             bridge.push(b);
             local.push(l);
+            plain_h.push(plain_publisher(&url, size, n, r, true));
         }
-        let (plain, bridge, local) = (median(plain), median(bridge), median(local));
+        let (plain, plain_h) = (median(plain), median(plain_h));
+        let (bridge, local) = (median(bridge), median(local));
         println!(
-            "{size:>8} {n:>9} {plain:>14.0} {bridge:>14.0} {:>7.2} {local:>16.0}",
-            bridge / plain
+            "{size:>8} {n:>9} {plain:>14.0} {plain_h:>16.0} {bridge:>14.0} {:>7.2} {:>9.2} {local:>14.0}",
+            bridge / plain,
+            bridge / plain_h
         );
     }
     let _ = server.kill();
@@ -71,7 +83,7 @@ fn main() {
 
 /// Messages per second of a plain publisher: WINDOW publishes in flight,
 /// PubAcks awaited in order.
-fn plain_publisher(url: &str, size: usize, n: usize, round: usize) -> f64 {
+fn plain_publisher(url: &str, size: usize, n: usize, round: usize, lq_headers: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,15 +91,16 @@ fn plain_publisher(url: &str, size: usize, n: usize, round: usize) -> f64 {
     rt.block_on(async {
         let c = async_nats::connect(url).await.unwrap();
         let js = async_nats::jetstream::new(c);
-        let name = format!("PLAIN{size}R{round}");
+        let tag = format!("{size}r{round}{}", if lq_headers { "h" } else { "" });
+        let name = format!("PLAIN{}", tag.to_uppercase());
         js.get_or_create_stream(async_nats::jetstream::stream::Config {
             name: name.clone(),
-            subjects: vec![format!("plain{size}r{round}.>")],
+            subjects: vec![format!("plain{tag}.>")],
             ..Default::default()
         })
         .await
         .unwrap();
-        let subject = format!("plain{size}r{round}.x");
+        let subject = format!("plain{tag}.x");
         let body = bytes_of(size);
         let t = Instant::now();
         let mut inflight = VecDeque::new();
@@ -99,6 +112,10 @@ fn plain_publisher(url: &str, size: usize, n: usize, round: usize) -> f64 {
             }
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Msg-Id", format!("plain:{size}:{i}").as_str());
+            if lq_headers {
+                h.insert("Lq-Priority", "4");
+                h.insert("Lq-Persistent", "0");
+            }
             let p = js
                 .publish_with_headers(subject.clone(), h, body.clone().into())
                 .await
