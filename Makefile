@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LOOM_TARGET := target-loom
 
-.PHONY: all build lib setup test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python test-oslo bench-oslo bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
+.PHONY: all build lib setup test-bridge test-bridge-long bench-bridge test-no-cbindgen pkgtool wheel sdist test-packaging header test test-python test-oslo bench-oslo bench-python test-rust test-loom test-c test-cpp test-header test-sanitize \
 	test-valgrind test-install examples-c install lint demo bench bench-c crash-long fuzz fuzz-wire clean
 
 all: build
@@ -19,12 +19,13 @@ lib:
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-oslo test-packaging lint
+test: setup test-no-cbindgen test-rust test-bridge test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-oslo test-packaging lint
 
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
 # python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
-# (readelf, strip), python3-venv (Debian ships venv/ensurepip apart), rustfmt and
-# clippy. Uses apt-get (through sudo when not root); elsewhere it names what is missing.
+# (readelf, strip), python3-venv (Debian ships venv/ensurepip apart), nats-server
+# (the bridge's tests start their own), rustfmt and clippy. Uses apt-get
+# (through sudo when not root); elsewhere it names what is missing.
 setup:
 	@missing=""; \
 	command -v cc >/dev/null || missing="$$missing gcc"; \
@@ -33,6 +34,7 @@ setup:
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	{ command -v readelf && command -v strip; } >/dev/null || missing="$$missing binutils"; \
 	python3 -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	{ command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 		command -v apt-get >/dev/null || { echo "make setup: install$$missing (no apt-get here)" >&2; exit 1; }; \
 		echo "make setup: installing$$missing"; \
@@ -44,6 +46,22 @@ setup:
 test-rust:
 	$(CARGO) test --release --all-targets
 	$(CARGO) test --release --doc
+
+# The bridge to NATS JetStream (feature `bridge`, src/bridge/): nats-server comes
+# from Debian through `make setup` (the tests start their own on 127.0.0.1 with a
+# temporary store and kill it). Its unit tests (bridge::) and
+# tests/bridge_nats.rs; test-bridge-long adds 100,000 messages each way and
+# keeps the server down for 10 s (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes).
+test-bridge: setup
+	$(CARGO) test --release --features bridge --lib --test bridge_nats -- bridge:: nats_
+
+test-bridge-long: setup
+	LQ_BRIDGE_OUTAGE_MS=10000 $(CARGO) test --release --features bridge --test bridge_nats -- --include-ignored nats_
+
+# Outbound throughput through the bridge beside a plain async-nats publisher
+# with PubAck (64 B and 4 KiB, one run; not part of `make bench` yet).
+bench-bridge: setup
+	$(CARGO) bench --features bridge --bench bridge
 
 # Loom model checks of the hand-written lock-free primitives (src/sync/).
 test-loom:
@@ -171,10 +189,11 @@ test-header:
 test-no-cbindgen:
 	MAKE=$(MAKE) sh tests/setup/no_cbindgen.sh
 
+# Clippy and rustdoc with the bridge feature on: its code and everything else.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
-	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --release
+	$(CARGO) clippy --release --all-targets --features bridge -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --release --features bridge
 
 # The C boundary's cost (same loop through Rust and the C ABI, one run), then
 # C ABI send/receive throughput beside moodycamel's ConcurrentQueue (1 and 4

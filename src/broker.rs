@@ -336,6 +336,26 @@ impl Broker {
         }
     }
 
+    /// The data directory this process's engine was opened on (None in
+    /// memory, and None when attached: the host owns it).
+    #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
+    pub(crate) fn data_dir(&self) -> Option<PathBuf> {
+        match &self.flavor {
+            BrokerFlavor::Local(e) => e.data_dir().map(|d| d.to_path_buf()),
+            BrokerFlavor::Remote(_) => None,
+        }
+    }
+
+    /// Tells this broker's engine (or host connection) apart from others'
+    /// in this process, while this handle lives.
+    #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
+    pub(crate) fn engine_key(&self) -> usize {
+        match &self.flavor {
+            BrokerFlavor::Local(e) => Arc::as_ptr(e) as *const u8 as usize,
+            BrokerFlavor::Remote(c) => Arc::as_ptr(c) as *const u8 as usize,
+        }
+    }
+
     /// The storage backend's name.
     pub fn storage_name(&self) -> &'static str {
         match &self.flavor {

@@ -52,6 +52,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bridge")]
+pub mod bridge;
 mod broker;
 mod clock;
 mod consumer;
@@ -68,6 +70,8 @@ pub mod sync;
 mod topic;
 mod types;
 
+#[cfg(feature = "bridge")]
+pub use bridge::{Bridge, BridgeBuilder, BridgeStats};
 pub use broker::{
     Broker, BrokerOptions, Namespace, NamespaceStats, DEFAULT_NAMESPACE, DEFAULT_QUEUE,
 };

@@ -72,6 +72,8 @@ pub(crate) struct Engine {
     /// Run once, first, when the engine closes or drops in its own process
     /// (the host of a shared data directory hands over there).
     close_hook: parking_lot::Mutex<Option<CloseHook>>,
+    /// The data directory it was opened on, if any.
+    data_dir: Option<PathBuf>,
 }
 
 /// See [`Engine::set_close_hook`].
@@ -142,6 +144,7 @@ impl Engine {
             origin,
             companion: parking_lot::Mutex::new(None),
             close_hook: parking_lot::Mutex::new(None),
+            data_dir: opts.data_dir.clone(),
         });
         let weak: Weak<Engine> = Arc::downgrade(&engine);
         engine.clock.add_listener(weak);
@@ -319,6 +322,11 @@ impl Engine {
     /// The clock every timer reads.
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The data directory it was opened on, if any.
+    pub(crate) fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
     }
 
     /// The storage backend's name.
