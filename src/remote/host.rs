@@ -937,7 +937,7 @@ fn serve(
     conn.hello_done.store(true, SeqCst);
     conn.reply(id, Ok(e));
 
-    let mut cache: HashMap<(String, String), Queue> = HashMap::new();
+    let mut cache = QueueCache::new();
     loop {
         let read = read_frame(shared, &mut stream, &mut buf, wire::MAX_FRAME, None);
         if conn.stalled.load(SeqCst) {
@@ -999,7 +999,7 @@ fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) 
             c.reply(id, Ok(e));
             return;
         }
-        let mut cache = HashMap::new();
+        let mut cache = QueueCache::new();
         let mut d = Dec::new(&frame);
         if d.header().is_err() {
             return;
@@ -1020,7 +1020,7 @@ fn defer_receive(shared: &Arc<Shared>, conn: &Arc<Conn>, id: u64, frame: &[u8]) 
 fn reclaim(
     shared: &Shared,
     conn: &Conn,
-    cache: &mut HashMap<(String, String), Queue>,
+    cache: &mut QueueCache,
     id: u64,
     d: &mut Dec<'_>,
 ) -> Handled {
@@ -1052,8 +1052,58 @@ fn ok(id: u64) -> Enc {
 /// The number by which requests name one queue (see `wire::op::QUEUE`):
 /// this host's pid in the high half, so that after a takeover the next host
 /// tells a number of its predecessor's from one of its own.
-fn wire_serial(q: &Queue) -> u64 {
-    (u64::from(std::process::id()) << 32) | (q.serial() & 0xffff_ffff)
+fn wire_serial(pid: u32, q: &Queue) -> u64 {
+    (u64::from(pid) << 32) | (q.serial() & 0xffff_ffff)
+}
+
+/// The queues a connection has resolved, by namespace then name (looked up
+/// with the request's borrowed names: no allocation per request), and the
+/// host's pid (read once: serials are made from it).
+struct QueueCache {
+    pid: u32,
+    map: HashMap<String, HashMap<String, Queue>>,
+    len: usize,
+}
+
+impl QueueCache {
+    fn new() -> Self {
+        QueueCache {
+            pid: std::process::id(),
+            map: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    fn get(&self, ns: &str, name: &str) -> Option<&Queue> {
+        self.map.get(ns)?.get(name)
+    }
+
+    fn insert(&mut self, ns: &str, name: &str, q: Queue) {
+        if self.len >= QUEUE_CACHE {
+            self.map.clear();
+            self.len = 0;
+        }
+        let old = self
+            .map
+            .entry(ns.to_string())
+            .or_default()
+            .insert(name.to_string(), q);
+        if old.is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, ns: &str, name: &str) {
+        if let Some(m) = self.map.get_mut(ns) {
+            if m.remove(name).is_some() {
+                self.len -= 1;
+            }
+        }
+    }
+
+    fn serial(&self, q: &Queue) -> u64 {
+        wire_serial(self.pid, q)
+    }
 }
 
 /// The queue a request names: `ns`/`name`, which must be the queue numbered
@@ -1062,21 +1112,20 @@ fn wire_serial(q: &Queue) -> u64 {
 /// was deleted on this connection still reaches it (its statistics stay).
 fn queue_of(
     b: &Broker,
-    cache: &mut HashMap<(String, String), Queue>,
+    cache: &mut QueueCache,
     ns: &str,
     name: &str,
     serial: u64,
 ) -> Result<Queue> {
-    let key = (ns.to_string(), name.to_string());
-    let any = serial == 0 || serial >> 32 != u64::from(std::process::id());
-    if let Some(q) = cache.get(&key) {
-        if wire_serial(q) == serial || (any && !q.is_closed()) {
+    let any = serial == 0 || serial >> 32 != u64::from(cache.pid);
+    if let Some(q) = cache.get(ns, name) {
+        if cache.serial(q) == serial || (any && !q.is_closed()) {
             return Ok(q.clone());
         }
         if !q.is_closed() {
             return Err(Error::Closed); // the name names another queue now
         }
-        cache.remove(&key);
+        cache.remove(ns, name);
     }
     let q = b
         .get_namespace(ns)
@@ -1085,11 +1134,8 @@ fn queue_of(
             Error::NotFound(_) => Error::Closed,
             e => e,
         })?;
-    if cache.len() >= QUEUE_CACHE {
-        cache.clear();
-    }
-    cache.insert(key, q.clone());
-    if any || wire_serial(&q) == serial {
+    cache.insert(ns, name, q.clone());
+    if any || cache.serial(&q) == serial {
         Ok(q)
     } else {
         Err(Error::Closed)
@@ -1108,7 +1154,7 @@ fn call<T>(f: impl FnOnce() -> T) -> T {
 fn handle(
     shared: &Arc<Shared>,
     conn: &Arc<Conn>,
-    cache: &mut HashMap<(String, String), Queue>,
+    cache: &mut QueueCache,
     id: u64,
     o: u8,
     d: &mut Dec<'_>,
@@ -1177,8 +1223,8 @@ fn handle(
                     _ => n.queue(&name)?,
                 };
                 let mut e = ok(id);
-                e.options(q.options()).u64(wire_serial(&q));
-                cache.insert((ns.clone(), name.clone()), q);
+                e.options(q.options()).u64(cache.serial(&q));
+                cache.insert(&ns, &name, q);
                 Ok(e)
             })
         }
@@ -1189,13 +1235,13 @@ fn handle(
                 let q = n.get_queue(&name).ok();
                 n.delete_queue(&name)?;
                 let mut e = ok(id);
-                e.u64(q.as_ref().map_or(0, wire_serial));
+                e.u64(q.as_ref().map_or(0, |q| cache.serial(q)));
                 // Kept (closed): this connection's handles of it read its
                 // last statistics, as a local handle does.
                 match q {
-                    Some(q) => cache.insert((ns.clone(), name.clone()), q),
-                    None => cache.remove(&(ns.clone(), name.clone())),
-                };
+                    Some(q) => cache.insert(&ns, &name, q),
+                    None => cache.remove(&ns, &name),
+                }
                 Ok(e)
             })
         }
@@ -1491,7 +1537,7 @@ fn handle(
                     .topic(&name)?
                     .subscribe(&queue, filter)?;
                 let mut e = ok(id);
-                e.options(q.options()).u64(wire_serial(&q));
+                e.options(q.options()).u64(cache.serial(&q));
                 Ok(e)
             })
         }
