@@ -257,7 +257,7 @@ bench: export CRITERION_HOME := $(CURDIR)/$(BENCH_RUN)/criterion
 bench: lib
 	rm -rf $(BENCH_RUN) && mkdir -p $(BENCH_RUN)
 	{ date -u '+%Y-%m-%d %H:%M UTC'; cat /proc/loadavg; python3 benches/report.py --commit; } > $(BENCH_RUN)/started
-	$(CARGO) bench --bench ready_path --bench dispatch --bench persist --bench latency --bench memory --bench recovery
+	$(CARGO) bench --bench ready_path --bench scaling --bench dispatch --bench persist --bench latency --bench memory --bench recovery
 	$(MAKE) --no-print-directory bench-c bench-python bench-oslo
 	target/pybench/bin/pip install -q matplotlib || echo "warning: matplotlib did not install: no plots" >&2
 	target/pybench/bin/python benches/report.py $(BENCH_RUN)
