@@ -19,7 +19,7 @@ lib:
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
 
-test: setup test-no-cbindgen test-rust test-bridge test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-oslo test-packaging lint
+test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize test-valgrind test-install test-python test-oslo test-packaging lint
 
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
 # python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
@@ -43,14 +43,19 @@ setup:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-test-rust:
-	$(CARGO) test --release --all-targets
-	$(CARGO) test --release --doc
+# One feature set for every Rust test, the library and the linters (`bridge` on:
+# what the C library and the Python package ship), so a clean machine compiles
+# the crate and its dependencies once; the bridge's tests (tests/bridge_*.rs)
+# start their own servers, which `make setup` installs. The lean core (no
+# features) is checked by `lint`.
+test-rust: setup
+	$(CARGO) test --release --all-targets --features bridge
+	$(CARGO) test --release --doc --features bridge
 
-# The bridge to NATS JetStream (feature `bridge`, src/bridge/): nats-server comes
-# from Debian through `make setup` (the tests start their own on 127.0.0.1 with a
-# temporary store and kill it). Its unit tests (bridge::) and
-# tests/bridge_nats.rs; test-bridge-long adds 100,000 messages each way and
+# The bridge to NATS JetStream (feature `bridge`, src/bridge/) alone: nats-server
+# comes from Debian through `make setup` (the tests start their own on 127.0.0.1
+# with a temporary store and kill it). Its unit tests (bridge::) and
+# tests/bridge_nats.rs (test-rust runs them too); test-bridge-long adds 100,000 messages each way and
 # keeps the server down for 10 s (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes).
 test-bridge: setup
 	$(CARGO) test --release --features bridge --lib --test bridge_nats -- bridge:: nats_
@@ -193,6 +198,7 @@ test-no-cbindgen:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets --features bridge -- -D warnings
+	$(CARGO) clippy --release --lib -- -D warnings  # the lean core, no features
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --release --features bridge
 
 # The C boundary's cost (same loop through Rust and the C ABI, one run), then
