@@ -63,6 +63,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -563,6 +564,10 @@ def main() -> None:
     if a.quick:
         a.n, a.n_disk, a.runs = 1000, 200, 1
     mp.set_start_method("spawn")
+    # SIGTERM/SIGHUP (make's trap, a timeout) unwind like Ctrl-C: the hosts close, the
+    # temp dir goes, the children (daemons) are killed.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lq-peers.") as tmp:
