@@ -357,12 +357,26 @@ test-packaging: wheel sdist
 
 # Python beside queue.Queue, persist-queue, queuelib and litequeue (installed for the
 # benchmark only, in their own venv); prints a table, writes $(BENCH_RUN)/python.json.
+# Then across processes beside the peers (benches/python/multiprocess.py, issue 14):
+# multiprocessing.Queue, ZeroMQ ipc, persist-queue and litequeue on a temp dir, and
+# a private RabbitMQ (benches/rabbitmq.sh) and nats-server -js (benches/python/nats.sh)
+# on 127.0.0.1 in temp dirs, started here with bounded waits and always stopped and
+# removed (trap); median of 3 runs (LQ_BENCH_QUICK=1: one short run, --quick),
+# $(BENCH_RUN)/python_multiprocess.json. The peers' packages are pinned.
+PYBENCH_PEERS := persist-queue==1.1.0 queuelib==1.10.0 litequeue==0.9 pyzmq==27.3.0 pika==1.4.4 nats-py==2.16.0
 bench-python: lib
 	python3 -c "import venv, ensurepip" 2>/dev/null || { $(APT_GET) update && $(APT_GET) install -y python3-venv python3-pip; }
+	dpkg -s rabbitmq-server >/dev/null 2>&1 || { $(APT_GET) update && $(APT_GET) install -y rabbitmq-server; }
+	{ command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || $(MAKE) --no-print-directory setup
 	test -x target/pybench/bin/python || python3 -m venv target/pybench
-	target/pybench/bin/pip install -q --upgrade pip persist-queue queuelib litequeue
+	target/pybench/bin/pip install -q --upgrade pip $(PYBENCH_PEERS)
 	target/pybench/bin/pip install -q ./bindings/python
+	mkdir -p $(BENCH_RUN)
 	target/pybench/bin/python benches/python/compare.py --json $(BENCH_RUN)/python.json \
 		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 20000 --n-disk 2000)
-	target/pybench/bin/python benches/python/multiprocess.py --json $(BENCH_RUN)/python_multiprocess.json \
-		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 5000)
+	dir=$$(mktemp -d /tmp/lq-peers.XXXXXX) && \
+		trap "benches/rabbitmq.sh stop $$dir/rabbit; benches/python/nats.sh stop $$dir/nats; rm -rf $$dir" EXIT && \
+		trap 'exit 1' INT TERM && \
+		rabbit=$$(benches/rabbitmq.sh start $$dir/rabbit) && nats=$$(benches/python/nats.sh start $$dir/nats) && \
+		target/pybench/bin/python benches/python/multiprocess.py --rabbit $$rabbit --nats $$nats \
+			--json $(BENCH_RUN)/python_multiprocess.json $(if $(filter-out 0,$(LQ_BENCH_QUICK)),--quick)
