@@ -499,8 +499,10 @@ impl QueueCore {
     }
 
     pub(super) fn delay(&self, node: Arc<Node>, due: u64) {
-        self.note_expiry(node.expires_at);
+        let (expires_at, enqueued_at) = (node.expires_at, node.enqueued_at);
         self.delayed.lock().insert(due, node);
+        self.note_expiry(expires_at);
+        self.note_added(enqueued_at);
         self.note_due(due);
     }
 
@@ -512,8 +514,16 @@ impl QueueCore {
         if self.used_prios.load(Relaxed) & bit == 0 {
             self.used_prios.fetch_or(bit, AcqRel);
         }
-        self.note_expiry(node.expires_at);
+        let (id, expires_at, enqueued_at) = (node.id, node.expires_at, node.enqueued_at);
         lane.push(home, node);
+        // After the push (a sweep or compaction that misses the message in the
+        // lane misses its entry too), before `note_expiry` (a sweep that reset
+        // `min_expiry` before it sees the entry).
+        if expires_at != u64::MAX {
+            self.enter_expiry(expires_at, id, p, home);
+            self.note_expiry(expires_at);
+        }
+        self.note_added(enqueued_at);
         if notify {
             self.not_empty.notify_one();
         }
@@ -527,6 +537,45 @@ impl QueueCore {
             // descriptor must clear then, and its room be given back).
             self.ticker.schedule(t);
         }
+    }
+
+    /// A message enqueued at `t` is held from now on: lowers `oldest_added`
+    /// (one load of a line written only when it is lowered: after the first
+    /// message since `stats` last computed the oldest, nothing is written).
+    /// Called after the message is placed (see `stats`).
+    #[inline]
+    pub(super) fn note_added(&self, t: u64) {
+        if t < self.oldest_added.load(Relaxed) {
+            self.oldest_added.fetch_min(t, SeqCst);
+        }
+    }
+
+    /// Enters a ready message with a TTL in its producer's expiry heap; drops
+    /// the heap's stale entries when they may dominate.
+    fn enter_expiry(&self, expires_at: u64, id: u64, priority: u8, home: usize) {
+        let mut heap = self.ttl[home & self.mask].lock();
+        if heap.push(expires_at, id, priority) {
+            self.compact_expiry(&mut heap);
+        }
+    }
+
+    /// Drops the entries of `heap` (locked by the caller) whose message is
+    /// not ready any more. The caller holds the heap, so everything it holds
+    /// was pushed to its lane before: the drained stashes show which are
+    /// still there (lock order: expiry heap, then stash; nothing takes them
+    /// the other way round). O(ready messages); asked for only when the heap
+    /// has doubled since the last time.
+    pub(super) fn compact_expiry(&self, heap: &mut ExpiryHeap) {
+        let stashes: Vec<_> = self
+            .lanes
+            .iter()
+            .map(|l| l.get().map(|l| l.stash()))
+            .collect();
+        heap.retain(|id, p| {
+            stashes[p as usize]
+                .as_ref()
+                .is_some_and(|st| st.contains_key(&id))
+        });
     }
 
     /// Lowers `next_due` to `t` if it is earlier. Sleeping consumers computed how
