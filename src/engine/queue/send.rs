@@ -600,7 +600,7 @@ impl QueueCore {
     /// refused; later ids continue after its id. A message that has used up its
     /// `max_deliveries` (its last delivery's lease was ended by the restart, as
     /// by a lease expiry) is dead-lettered instead of delivered again.
-    pub(crate) fn restore(&self, node: Node, deliver_at: Option<u64>) {
+    pub(crate) fn restore(&self, node: Arc<Node>, deliver_at: Option<u64>) {
         self.continue_ids(node.id + 1);
         self.ns.msgs.force_take(1);
         self.ns.bytes.force_take(node.size);
@@ -611,9 +611,69 @@ impl QueueCore {
         if let Some(max) = self.opts.max_deliveries.filter(|max| d >= *max) {
             let reason =
                 format!("lease ended by a restart; delivered {d} times (max_deliveries {max})");
-            return self.dead_letter(Arc::new(node), &reason, home);
+            return self.dead_letter(node, &reason, home);
         }
         let due = deliver_at.filter(|d| *d > self.clock.now());
-        self.enqueue(Arc::new(node), due, home, true);
+        self.enqueue(node, due, home, true);
+    }
+
+    /// Puts back every message recovery found for this queue, in journal
+    /// order, each as [`restore`](Self::restore) would — but the ready ones
+    /// go straight into their lane's stash, built at once from their id order
+    /// (the state a `restore` per message followed by
+    /// [`order_ready`](Self::order_ready) leaves, without a push, a pop and a
+    /// map insert per message), their budgets and counters taken once.
+    pub(crate) fn restore_all(&self, msgs: Vec<(Arc<Node>, Option<u64>)>) {
+        let home = home_shard();
+        let now = self.clock.now();
+        let mut ready: [Vec<(u64, Arc<Node>)>; PRIORITIES] = Default::default();
+        let (mut n, mut bytes, mut next, mut oldest) = (0u64, 0u64, 0u64, u64::MAX);
+        let mut ttl = Vec::new();
+        for (node, deliver_at) in msgs {
+            let d = node.deliveries.load(Relaxed);
+            let due = deliver_at.filter(|d| *d > now);
+            if due.is_some() || self.opts.max_deliveries.is_some_and(|max| d >= max) {
+                self.restore(node, deliver_at);
+                continue;
+            }
+            n += 1;
+            bytes += node.size;
+            next = next.max(node.id + 1);
+            oldest = oldest.min(node.enqueued_at);
+            if node.expires_at != u64::MAX {
+                ttl.push((node.expires_at, node.id, node.priority));
+            }
+            ready[node.priority as usize].push((node.id, node));
+        }
+        if n == 0 {
+            return;
+        }
+        self.continue_ids(next);
+        self.ns.msgs.force_take(n);
+        self.ns.bytes.force_take(bytes);
+        self.cap_msgs.force_take(n);
+        self.cap_bytes.force_take(bytes);
+        let c = self.c(home);
+        bump(&c.sent, n);
+        bump(&c.bytes_in, bytes);
+        for (p, mut v) in ready.into_iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            // Mostly in order already (a linear pass then).
+            v.sort_by_key(|(id, _)| *id);
+            // Built at once from sorted keys (one pass), then moved in whole.
+            let mut built: std::collections::BTreeMap<u64, Arc<Node>> = v.into_iter().collect();
+            self.used_prios.fetch_or(1 << p, AcqRel);
+            self.lane(p as u8).stash().append(&mut built);
+        }
+        // After the messages are in their lanes (see `push_ready`).
+        for (expires_at, id, p) in ttl {
+            self.enter_expiry(expires_at, id, p, home);
+            self.note_expiry(expires_at);
+        }
+        self.note_added(oldest);
+        self.not_empty.notify_all();
+        self.watch_raise();
     }
 }
