@@ -364,6 +364,11 @@ impl<'a> Dec<'a> {
             _ => return Err(Malformed),
         })
     }
+    /// Steps over a `bytes` (or a `str` already checked to be UTF-8).
+    pub fn skip_bytes(&mut self) -> Result<(), Malformed> {
+        let n = self.u32()? as usize;
+        self.take(n).map(drop)
+    }
     /// Checks an `opt_str` without allocating.
     pub fn skip_opt_str(&mut self) -> Result<(), Malformed> {
         match self.u8()? {

@@ -529,8 +529,9 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
 /// only for a payload `decode` refuses).
 pub(super) fn enqueued_node(payload: &[u8]) -> Result<Node, Malformed> {
     let mut d = Dec::new(payload);
-    d.str_ref()?;
-    d.str_ref()?;
+    // The namespace and queue (checked by `decode`; the caller knows them).
+    d.skip_bytes()?;
+    d.skip_bytes()?;
     let id = d.u64()?;
     let priority = d.u8()?;
     let persistent = d.u8()? != 0;
