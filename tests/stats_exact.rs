@@ -81,6 +81,22 @@ fn oldest_age_follows_every_change() {
     q.send(Message::new("new")).unwrap();
     clock.advance(MS);
     assert_eq!(age(&q.stats()), Some(1_000_000));
+    // Received oldest first (one producer: one FIFO), auto-acked, then
+    // leased and acked: each time the next one is the oldest.
+    let q2 = b.queue("q2").unwrap();
+    for body in ["1", "2", "3"] {
+        q2.send(Message::new(body)).unwrap();
+        clock.advance(MS);
+    }
+    assert_eq!(age(&q2.stats()), Some(3_000_000));
+    let d = q2.receive_auto_ack(Wait::Try).unwrap().unwrap();
+    assert_eq!(d.body(), b"1");
+    assert_eq!(age(&q2.stats()), Some(2_000_000));
+    let d = q2.try_receive().unwrap().unwrap();
+    assert_eq!(d.body(), b"2");
+    assert_eq!(age(&q2.stats()), Some(2_000_000), "leased: still held");
+    d.ack().unwrap();
+    assert_eq!(age(&q2.stats()), Some(1_000_000));
 }
 
 /// TTL expiry is counted at the instant of `stats()`, message by message,

@@ -257,7 +257,9 @@ impl QueueCore {
     /// `u64::MAX` if none, given counters `t` read before.
     ///
     /// The set of messages held changes in two ways: messages are placed
-    /// (each lowers `oldest_added` after it is placed) and messages leave
+    /// (each lowers `oldest_added` after it is placed in a lane, the delay
+    /// table or — moved from a lane by a receive — a lease table, so one
+    /// between two places while a pass ran is not missed) and messages leave
     /// (each bumps a counter of [`Self::left`] after it is gone). While none
     /// has left since the last pass over them, the oldest is the older of
     /// that pass's result and `oldest_added`: O(1). Otherwise one pass over
