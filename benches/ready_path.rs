@@ -22,6 +22,15 @@
 //!   vs libqueue one by one vs crossbeam, kanal and flume bounded(1024) one by
 //!   one vs crossbeam carrying `Vec`s of 64.
 //!
+//! - `stats_200k`: the cost of 10 `stats()` calls on a queue holding 200,000
+//!   ready messages (time per 10 calls): `ready` (no TTL), `ttl` (each with a
+//!   TTL that does not pass: the expiry heaps hold them all), `ttl_expiring`
+//!   (a manual clock advanced between calls so 1,000 messages expire before
+//!   each call: what a TTL sweep costs), `after_receive` (one message
+//!   received and acked before each call: the oldest-age cache is refreshed
+//!   by one pass, the case `stats()` is still O(messages) in). Issue 17's
+//!   target: `ready` ≤ 1 ms.
+//!
 //! `LQ_BENCH_QUICK=1` shortens warm-up and measurement (smoke runs only).
 //!
 //! Stopping many consumers: after all producers are joined, one sentinel (an
@@ -517,5 +526,97 @@ fn run_spsc_counted_pipe<P: Pipe>(pipe: &P) -> Duration {
     )
 }
 
-criterion_group!(benches, spsc, mpsc_4x1, mpmc_4x4, mpmc_8x8, mpsc_cores, ping_pong, batch_spsc);
+/// Ready messages held in the `stats_200k` group.
+const STATS_HELD: u64 = 200_000;
+
+fn stats_200k(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stats_200k");
+    configure(&mut g);
+    let ten_stats = |q: &libqueue::Queue| {
+        let t = Instant::now();
+        for _ in 0..10 {
+            black_box(q.stats());
+        }
+        t.elapsed()
+    };
+    g.bench_function("ready", |b| {
+        let broker = Broker::new();
+        let q = broker.queue("stats").expect("queue");
+        for i in 0..STATS_HELD {
+            q.send(Message::new(payload(i))).expect("send");
+        }
+        assert_eq!(q.stats().ready, STATS_HELD);
+        b.iter_custom(|iters| (0..iters).map(|_| ten_stats(&q)).sum());
+    });
+    g.bench_function("ttl", |b| {
+        let broker = Broker::new();
+        let q = broker.queue("stats").expect("queue");
+        for i in 0..STATS_HELD {
+            q.send(Message::new(payload(i)).ttl(Duration::from_secs(3600)))
+                .expect("send");
+        }
+        b.iter_custom(|iters| (0..iters).map(|_| ten_stats(&q)).sum());
+    });
+    g.bench_function("ttl_expiring", |b| {
+        let clock = libqueue::ManualClock::new(1);
+        let broker =
+            Broker::open(libqueue::BrokerOptions::new().clock(clock.clone())).expect("broker");
+        let q = broker.queue("stats").expect("queue");
+        // Message i expires i + 1 µs after it was sent: 1,000 more expire per
+        // millisecond the clock advances.
+        let fill = |q: &libqueue::Queue| {
+            for i in 0..STATS_HELD {
+                q.send(Message::new(payload(i)).ttl(Duration::from_micros(i + 1)))
+                    .expect("send");
+            }
+        };
+        fill(&q);
+        let mut step = 0u64;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for _ in 0..10 {
+                    if step == STATS_HELD / 1000 {
+                        q.purge().expect("purge");
+                        fill(&q);
+                        step = 0;
+                    }
+                    step += 1;
+                    // The advance runs due timers (the sweep) itself: timed too.
+                    let t = Instant::now();
+                    clock.advance(Duration::from_millis(1));
+                    black_box(q.stats());
+                    total += t.elapsed();
+                }
+            }
+            total
+        });
+    });
+    g.bench_function("after_receive", |b| {
+        let broker = Broker::new();
+        let q = broker.queue("stats").expect("queue");
+        for i in 0..STATS_HELD {
+            q.send(Message::new(payload(i))).expect("send");
+        }
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for _ in 0..10 {
+                    let d = q.try_receive().expect("receive").expect("a message");
+                    d.ack().expect("ack");
+                    q.send(Message::new(payload(0))).expect("send");
+                    let t = Instant::now();
+                    black_box(q.stats());
+                    total += t.elapsed();
+                }
+            }
+            total
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches, spsc, mpsc_4x1, mpmc_4x4, mpmc_8x8, mpsc_cores, ping_pong, batch_spsc, stats_200k
+);
 criterion_main!(benches);

@@ -20,6 +20,11 @@
 //! Also reports the fill time and the bytes on disk of each.
 //!
 //! Writes `$LQ_BENCH_OUT/recovery.json`. Under `cargo test --all-targets`: 1,000.
+//!
+//! For profiling and A/B runs: `LQ_RECOVERY_PEERS=libqueue` (a comma list of
+//! `libqueue`, `yaque`, `sqlite`; default all) and `LQ_RECOVERY_DIR=<dir>`
+//! (libqueue's data directory: filled only if it has no journal yet, and
+//! kept, so one fill serves several binaries; delete it afterwards).
 
 #[path = "common/out.rs"]
 mod out;
@@ -70,12 +75,22 @@ fn main() {
     let secs = |d: Duration| d.as_secs_f64();
     println!("recovery of {n} unacked persistent 64-byte messages, medians of {runs} runs");
 
+    let peers = std::env::var("LQ_RECOVERY_PEERS").unwrap_or_default();
+    let run = |peer: &str| peers.is_empty() || peers.split(',').any(|p| p == peer);
+
     // libqueue
-    {
-        let dir = tempfile::tempdir().expect("tempdir");
+    if run("libqueue") {
+        let kept = std::env::var_os("LQ_RECOVERY_DIR").map(std::path::PathBuf::from);
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = kept.as_deref().unwrap_or(temp.path());
+        let filled = dir.exists()
+            && std::fs::read_dir(dir)
+                .expect("list")
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".lqj"));
         let t = Instant::now();
-        {
-            let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).expect("open");
+        if !filled {
+            let b = Broker::open(BrokerOptions::new().data_dir(dir)).expect("open");
             let q = b.queue("recovery").expect("queue");
             for i in 0..n {
                 q.send(Message::new(&body(i)[..]).persistent(true))
@@ -83,15 +98,15 @@ fn main() {
             }
         }
         let fill = t.elapsed();
-        let bytes = dir_bytes(dir.path());
+        let bytes = dir_bytes(dir);
         let (mut replay, mut open) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
-            let i = libqueue::store::journal::inspect(dir.path()).expect("inspect");
+            let i = libqueue::store::journal::inspect(dir).expect("inspect");
             replay.push(t.elapsed());
             assert_eq!(i.report.messages_recovered, n);
             let t = Instant::now();
-            let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).expect("open");
+            let b = Broker::open(BrokerOptions::new().data_dir(dir)).expect("open");
             let q = b.queue("recovery").expect("queue");
             let d = q.try_receive().expect("receive").expect("a message");
             open.push(t.elapsed());
@@ -116,7 +131,7 @@ fn main() {
     }
 
     // yaque
-    {
+    if run("yaque") {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("queue");
         let t = Instant::now();
@@ -150,7 +165,7 @@ fn main() {
     }
 
     // SQLite
-    {
+    if run("sqlite") {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("queue.db");
         let t = Instant::now();

@@ -194,3 +194,64 @@ impl DelayTable {
         self.map.values().map(|(due, n)| (*due, n))
     }
 }
+
+/// Ready messages with a TTL, by expiry time: what lets a TTL sweep find the
+/// expired ones without looking at every ready message. One per shard (a
+/// producer adds to its home shard's, behind an uncontended mutex); only
+/// messages with a TTL are entered, so the ready path of the others pays
+/// nothing.
+///
+/// Entries go stale when their message leaves the lanes another way (received,
+/// cancelled, purged): a sweep skips an entry whose message is not in its lane
+/// any more. [`ExpiryHeap::push`] says when stale entries may dominate, so the
+/// queue can drop them ([`ExpiryHeap::retain`]) and memory stays proportional
+/// to the ready messages with a TTL.
+#[derive(Debug)]
+pub(crate) struct ExpiryHeap {
+    heap: BinaryHeap<Reverse<(u64, u64, u8)>>, // (expires_at, id, priority)
+    /// Length past which [`ExpiryHeap::push`] asks for a compaction.
+    limit: usize,
+}
+
+impl Default for ExpiryHeap {
+    fn default() -> Self {
+        ExpiryHeap {
+            heap: BinaryHeap::new(),
+            limit: 1024,
+        }
+    }
+}
+
+impl ExpiryHeap {
+    /// Enters a ready message; true when the heap has grown past its limit and
+    /// should be compacted.
+    #[inline]
+    pub(crate) fn push(&mut self, expires_at: u64, id: u64, priority: u8) -> bool {
+        self.heap.push(Reverse((expires_at, id, priority)));
+        self.heap.len() > self.limit
+    }
+
+    /// Moves the entries due at or before `now` into `out` (as `(id, priority)`);
+    /// returns the earliest expiry left.
+    pub(crate) fn due(&mut self, now: u64, out: &mut Vec<(u64, u8)>) -> u64 {
+        while let Some(&Reverse((at, id, p))) = self.heap.peek() {
+            if at > now {
+                return at;
+            }
+            self.heap.pop();
+            out.push((id, p));
+        }
+        u64::MAX
+    }
+
+    /// Keeps the entries `live` says are still ready; the next compaction is
+    /// asked for when the heap has doubled since.
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(u64, u8) -> bool) {
+        self.heap.retain(|Reverse((_, id, p))| live(*id, *p));
+        self.limit = (2 * self.heap.len()).max(1024);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}

@@ -19,8 +19,8 @@
 //! arrives, by the broker's ticker thread (see `ticker.rs`), which is told only
 //! when a queue's earliest deadline moves earlier.
 
-use super::counters::{bump, gauge, sum, Budget, Counters};
-use super::leases::{DelayTable, LeaseTable};
+use super::counters::{bump, gauge, sum, Budget, Counters, Totals};
+use super::leases::{DelayTable, ExpiryHeap, LeaseTable};
 use super::namespace::NsShared;
 use super::ticker::Ticker;
 use crate::clock::{nanos, Clock};
@@ -89,6 +89,14 @@ pub(crate) struct QueueCore {
     maint: Mutex<()>,
     /// Earliest expiry among ready and delayed messages (a lower bound).
     min_expiry: AtomicU64,
+    /// Earliest enqueue time among the messages placed (ready or delayed)
+    /// since `oldest` was last computed; `u64::MAX` if none (see `stats`).
+    oldest_added: AtomicU64,
+    /// The oldest message held when last computed, valid while no message
+    /// has left the queue since (see `stats`).
+    oldest: Mutex<Oldest>,
+    /// Ready messages with a TTL, by expiry, per shard (see [`ExpiryHeap`]).
+    ttl: Box<[CachePadded<Mutex<ExpiryHeap>>]>,
     counters: Box<[CachePadded<Counters>]>,
     cap_msgs: Budget,
     cap_bytes: Budget,
@@ -149,6 +157,9 @@ impl QueueCore {
             next_due: AtomicU64::new(u64::MAX),
             maint: Mutex::new(()),
             min_expiry: AtomicU64::new(u64::MAX),
+            oldest_added: AtomicU64::new(u64::MAX),
+            oldest: Mutex::new(Oldest::default()),
+            ttl: (0..shards).map(|_| Default::default()).collect(),
             counters: (0..shards).map(|_| Default::default()).collect(),
             cap_msgs: Budget::new(opts.max_messages),
             cap_bytes: Budget::new(opts.max_bytes),
@@ -209,6 +220,24 @@ impl QueueCore {
     pub(crate) fn flush(&self) -> Result<()> {
         self.check_fork()?;
         self.storage.flush()
+    }
+}
+
+/// What `stats` knows of the oldest message held: its enqueue time (`at`,
+/// `u64::MAX` for none) as of when the count of messages that had left the
+/// queue (`left`, see `QueueCore::left`) was as recorded.
+#[derive(Debug)]
+struct Oldest {
+    at: u64,
+    left: u64,
+}
+
+impl Default for Oldest {
+    fn default() -> Self {
+        Oldest {
+            at: u64::MAX,
+            left: 0,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::{validate_name, Error, Result};
 use crate::store::journal::{Journal, JournalOptions, Recovered, RecoveryReport};
 use crate::store::{Record, Storage};
 use crate::sync::fork::Origin;
-use crate::types::{QueueOptions, Quotas};
+use crate::types::{Node, QueueOptions, Quotas};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -204,28 +204,35 @@ impl Engine {
                 report.queues = report.queues.saturating_sub(1);
             }
         }
-        // Messages in send order; the queue looked up once per run of
-        // messages to the same queue.
-        let mut cur = None;
+        // Messages in send order, put back queue by queue (each queue's in
+        // one go, see `QueueCore::restore_all`); queues are looked up (and
+        // made, without a definition) in the order messages first name them.
         let mut left_out: std::collections::BTreeMap<u32, (u64, Error)> = Default::default();
         let mut restored: HashMap<u32, Arc<QueueCore>> = HashMap::new();
+        let mut per_queue: Vec<Vec<(Arc<Node>, Option<u64>)>> = Vec::new();
+        per_queue.resize_with(rec.names.len(), Vec::new);
+        let mut first_seen = Vec::new();
         for m in rec.messages {
-            let q = match &cur {
-                Some((i, q)) if *i == m.queue => q,
-                _ => {
-                    let (ns, name) = &rec.names[m.queue as usize];
-                    let q = self
-                        .open_namespace(ns)
-                        .and_then(|n| n.restore_queue(name, self.default_queue_options.clone()));
-                    &cur.insert((m.queue, q)).1
-                }
-            };
+            let v = &mut per_queue[m.queue as usize];
+            if v.is_empty() {
+                first_seen.push(m.queue);
+            }
+            v.push((m.node, m.deliver_at));
+        }
+        for i in first_seen {
+            let msgs = std::mem::take(&mut per_queue[i as usize]);
+            let (ns, name) = &rec.names[i as usize];
+            let q = self
+                .open_namespace(ns)
+                .and_then(|n| n.restore_queue(name, self.default_queue_options.clone()));
             match q {
                 Ok(q) => {
-                    q.restore(m.node, m.deliver_at);
-                    restored.entry(m.queue).or_insert_with(|| q.clone());
+                    q.restore_all(msgs);
+                    restored.entry(i).or_insert(q);
                 }
-                Err(e) => left_out.entry(m.queue).or_insert((0, e.clone())).0 += 1,
+                Err(e) => {
+                    left_out.insert(i, (msgs.len() as u64, e));
+                }
             }
         }
         // Restored on this thread's home shard: put them in id order where

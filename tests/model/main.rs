@@ -14,9 +14,14 @@
 //!   at the start of receive, ack / nack, extend, peek and stats, and when a send
 //!   finds the queue full: first the due delayed messages in (due, id) order, then
 //!   the expired leases in (deadline, id) order;
-//! * admin operations (peek, stats, cancel, purge, TTL sweeps) drain a lane into
-//!   an id-ordered "stash" that consumers empty first, so after one of them the
-//!   lane delivers in id order (see `src/sync/lane.rs`);
+//! * admin operations (peek, cancel, purge) drain a lane into an id-ordered
+//!   "stash" that consumers empty first, so after one of them the lane
+//!   delivers in id order (see `src/sync/lane.rs`); stats does so (every lane)
+//!   only when a message has left the queue since it last looked for the
+//!   oldest message; a TTL sweep, only for the lanes of the due entries of the
+//!   expiry heap (an entry per ready message with a TTL, stale ones included),
+//!   and a compaction of that heap (past 1024 entries, then twice what it kept)
+//!   for every lane;
 //! * TTL expiry is lazy: an expired ready message is counted when a pop meets it
 //!   or when a sweep (peek, stats, a send that finds the queue full; only if the
 //!   lower bound `min_expiry` says one may have expired) removes it, ready or
@@ -42,7 +47,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reference::*;
 use runner::*;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;

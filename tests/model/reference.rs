@@ -68,8 +68,9 @@ pub(super) struct Config {
     pub(super) max_deliveries: Option<u32>,
     pub(super) dlq: bool,
     pub(super) cap: Option<u64>,
-    /// Call (and check) stats() after every step. Stats stash every lane, so these
-    /// runs mostly exercise id-ordered delivery; the others exercise FIFO lanes.
+    /// Call (and check) stats() after every step. Stats stash every lane when a
+    /// message left since the last call, so these runs mostly exercise
+    /// id-ordered delivery; the others exercise FIFO lanes.
     pub(super) stats_every_step: bool,
 }
 
@@ -91,6 +92,16 @@ pub(super) struct Model {
     pub(super) next_generation: u64,
     pub(super) dlq_lanes: [VecDeque<DlqMsg>; PRIOS],
     pub(super) dlq_st: QueueStats,
+    /// The engine's expiry heap (one: a single thread, one home shard): an
+    /// entry per ready message with a TTL, (expires_at, id, priority), left
+    /// stale when the message leaves otherwise; a sweep stashes the lane of
+    /// every due entry, stale or not.
+    pub(super) ttl: BinaryHeap<Reverse<(u64, u64, u8)>>,
+    /// Length past which the heap is compacted (stashing every lane).
+    pub(super) ttl_limit: usize,
+    /// Messages that had left the queue when stats last computed the oldest
+    /// (stats stashes every lane when more have left since).
+    pub(super) oldest_left: u64,
 }
 
 /// What the model expects of one delivery.
@@ -142,6 +153,9 @@ impl Model {
             next_generation: 1,
             dlq_lanes: Default::default(),
             dlq_st: QueueStats::default(),
+            ttl: BinaryHeap::new(),
+            ttl_limit: 1024,
+            oldest_left: 0,
         }
     }
 
@@ -187,7 +201,20 @@ impl Model {
     pub(super) fn push_ready(&mut self, id: u64) {
         let m = &self.msgs[&id];
         self.min_expiry = self.min_expiry.min(m.expires_at);
-        self.lanes[m.prio as usize].push(id);
+        let (prio, expires_at) = (m.prio, m.expires_at);
+        self.lanes[prio as usize].push(id);
+        if expires_at != u64::MAX {
+            self.ttl.push(Reverse((expires_at, id, prio)));
+            if self.ttl.len() > self.ttl_limit {
+                for lane in self.lanes.iter_mut() {
+                    lane.stash();
+                }
+                let lanes = &self.lanes;
+                self.ttl
+                    .retain(|Reverse((_, id, p))| lanes[*p as usize].stash.contains(id));
+                self.ttl_limit = (2 * self.ttl.len()).max(1024);
+            }
+        }
     }
 
     pub(super) fn release(&mut self, id: u64) -> MMsg {
@@ -365,22 +392,28 @@ impl Model {
         }
         self.min_expiry = u64::MAX;
         let now = self.now;
-        let mut min = u64::MAX;
-        for p in 0..PRIOS {
-            self.lanes[p].stash();
-            let dead: Vec<u64> = self.lanes[p]
-                .stash
-                .iter()
-                .filter(|id| self.msgs[id].expires_at <= now)
-                .copied()
-                .collect();
-            for id in dead {
-                self.lanes[p].stash.remove(&id);
-                self.st.expired += 1;
-                self.release(id);
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, id, p))) = self.ttl.peek() {
+            if at > now {
+                break;
             }
-            for id in &self.lanes[p].stash {
-                min = min.min(self.msgs[id].expires_at);
+            self.ttl.pop();
+            due.push((id, p));
+        }
+        let mut min = self.ttl.peek().map_or(u64::MAX, |Reverse((at, _, _))| *at);
+        due.sort_unstable_by_key(|&(id, p)| (p, id));
+        for (i, &(id, p)) in due.iter().enumerate() {
+            let lane = &mut self.lanes[p as usize];
+            if i == 0 || due[i - 1].1 != p {
+                lane.stash();
+            }
+            if lane.stash.remove(&id) {
+                if self.msgs[&id].expires_at <= now {
+                    self.st.expired += 1;
+                    self.release(id);
+                } else {
+                    lane.stash.insert(id);
+                }
             }
         }
         // Delayed messages whose TTL passed go too.
@@ -450,14 +483,23 @@ impl Model {
             self.release(id);
         }
         self.st.purged += ids.len() as u64;
+        if !self.ttl.is_empty() {
+            self.ttl.clear();
+            self.ttl_limit = 1024;
+        }
         ids.len() as u64
     }
 
     pub(super) fn stats(&mut self) -> QueueStats {
         self.maintain();
         self.sweep();
-        for lane in self.lanes.iter_mut() {
-            lane.stash();
+        let st = &self.st;
+        let left = st.acked + st.dead_lettered + st.expired + st.cancelled + st.purged;
+        if left != self.oldest_left {
+            for lane in self.lanes.iter_mut() {
+                lane.stash();
+            }
+            self.oldest_left = left;
         }
         let oldest = self.msgs.values().map(|m| m.enqueued_at).min();
         QueueStats {

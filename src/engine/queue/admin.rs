@@ -1,35 +1,47 @@
 //! Operator operations on a queue: peek, cancel, purge, TTL sweeps, statistics,
-//! close and destroy. They drain ready lanes into the stash and cost O(ready).
+//! close and destroy. Peek, cancel and purge drain ready lanes into the stash
+//! (amortized: a drain moves what arrived since the last one); statistics and
+//! TTL sweeps do not look at every message (see [`QueueCore::stats`]).
 
 use super::*;
 
 impl QueueCore {
     /// Removes expired ready and delayed messages if any may have expired.
+    ///
+    /// Ready ones are found through the expiry heaps (only messages with a
+    /// TTL, by expiry): the cost is the expired messages (and the stale
+    /// entries of messages that left otherwise), not the messages held.
     pub(crate) fn sweep_expired(&self, now: u64) {
         if self.min_expiry.load(SeqCst) > now {
             return;
         }
+        // Reset first, then look, then lower: an expiry entered concurrently
+        // is either seen below or lowers `min_expiry` itself afterwards.
         self.min_expiry.store(u64::MAX, SeqCst);
         let home = home_shard();
         let mut min = u64::MAX;
-        for lane in self.lanes.iter().filter_map(|l| l.get()) {
+        let mut due = Vec::new();
+        for heap in self.ttl.iter() {
+            min = min.min(heap.lock().due(now, &mut due));
+        }
+        // By lane, so each lane's stash is taken once.
+        due.sort_unstable_by_key(|&(id, p)| (p, id));
+        for group in due.chunk_by(|a, b| a.1 == b.1) {
+            let Some(lane) = self.lanes[group[0].1 as usize].get() else {
+                continue;
+            };
             let mut st = lane.stash();
-            let dead: Vec<u64> = st
-                .values()
-                .filter(|n| n.expired(now))
-                .map(|n| n.id)
-                .collect();
-            for id in dead {
-                let node = st.remove(&id).expect("present");
-                bump(&self.c(home).removed_ready, 1);
-                self.expire(&node, home);
+            for &(id, _) in group {
+                // Absent: it left the lane another way (a stale entry).
+                if let Some(node) = st.remove(&id) {
+                    if node.expired(now) {
+                        bump(&self.c(home).removed_ready, 1);
+                        self.expire(&node, home);
+                    } else {
+                        st.insert(id, node);
+                    }
+                }
             }
-            min = st
-                .values()
-                .map(|n| n.expires_at)
-                .min()
-                .unwrap_or(u64::MAX)
-                .min(min);
         }
         let mut dead = Vec::new();
         min = min.min(self.delayed.lock().take_expired(now, &mut dead));
@@ -134,6 +146,13 @@ impl QueueCore {
                 n += 1;
             }
         }
+        // The expiry entries of what was ready are all stale now.
+        for heap in self.ttl.iter() {
+            let mut heap = heap.lock();
+            if !heap.is_empty() {
+                self.compact_expiry(&mut heap);
+            }
+        }
         let delayed = self.delayed.lock().drain();
         bump(&c.removed_delayed, delayed.len() as u64);
         for node in delayed {
@@ -173,6 +192,11 @@ impl QueueCore {
 
     /// Exact statistics (after running due timers and sweeping expired messages).
     ///
+    /// O(shards) but for two parts: expired messages are found through the
+    /// expiry heaps (see [`Self::sweep_expired`]: the cost is what expired),
+    /// and `oldest_age` comes from a cache ([`Self::oldest_held`]) that one
+    /// pass over the messages held refreshes only after a message has left.
+    ///
     /// In a forked child (whose copy of the queue is the parent's as it was at
     /// the fork) only the counters are read: no timer runs, no lock is taken (a
     /// parent thread may have held it), `oldest_age` is `None`.
@@ -183,22 +207,12 @@ impl QueueCore {
             self.maintain(now);
             self.sweep_expired(now);
         }
-        let mut oldest = u64::MAX;
-        let lanes = self.lanes.iter().filter_map(|l| l.get());
-        for lane in lanes.filter(|_| !inherited) {
-            let st = lane.stash();
-            if let Some(o) = st.values().map(|n| n.enqueued_at).min() {
-                oldest = oldest.min(o);
-            }
-        }
-        if !inherited {
-            let delayed_oldest = self.delayed.lock().oldest();
-            let leased_oldest = self.leases.iter().filter_map(|s| s.lock().oldest()).min();
-            for o in [delayed_oldest, leased_oldest].into_iter().flatten() {
-                oldest = oldest.min(o);
-            }
-        }
         let t = sum(&self.counters);
+        let oldest = if inherited {
+            u64::MAX
+        } else {
+            self.oldest_held(&t)
+        };
         QueueStats {
             ready: gauge(
                 t.sent + t.promoted + t.requeued,
@@ -225,5 +239,53 @@ impl QueueCore {
             cancelled: t.cancelled,
             purged: t.purged,
         }
+    }
+
+    /// How many messages have left the queue for good (each such event bumps
+    /// one of these counters, after the message is out of its lane or table).
+    fn left(t: &Totals) -> u64 {
+        t.taken_auto
+            + t.settled_ack
+            + t.dead_lettered
+            + t.expired
+            + t.cancelled
+            + t.purged
+            + t.lease_dropped
+    }
+
+    /// The enqueue time of the oldest message held (ready, delayed or leased),
+    /// `u64::MAX` if none, given counters `t` read before.
+    ///
+    /// The set of messages held changes in two ways: messages are placed
+    /// (each lowers `oldest_added` after it is placed in a lane, the delay
+    /// table or — moved from a lane by a receive — a lease table, so one
+    /// between two places while a pass ran is not missed) and messages leave
+    /// (each bumps a counter of [`Self::left`] after it is gone). While none
+    /// has left since the last pass over them, the oldest is the older of
+    /// that pass's result and `oldest_added`: O(1). Otherwise one pass over
+    /// everything held, which resets `oldest_added` before it starts (a
+    /// message placed during the pass is seen by the pass or lowers it).
+    /// Under concurrency the answer is the oldest of the messages held at some
+    /// instant during the call, as for the gauges.
+    fn oldest_held(&self, t: &Totals) -> u64 {
+        let left = Self::left(t);
+        let mut o = self.oldest.lock();
+        if o.left != left {
+            self.oldest_added.store(u64::MAX, SeqCst);
+            let mut oldest = u64::MAX;
+            for lane in self.lanes.iter().filter_map(|l| l.get()) {
+                let st = lane.stash();
+                if let Some(at) = st.values().map(|n| n.enqueued_at).min() {
+                    oldest = oldest.min(at);
+                }
+            }
+            let delayed_oldest = self.delayed.lock().oldest();
+            let leased_oldest = self.leases.iter().filter_map(|s| s.lock().oldest()).min();
+            for at in [delayed_oldest, leased_oldest].into_iter().flatten() {
+                oldest = oldest.min(at);
+            }
+            *o = Oldest { at: oldest, left };
+        }
+        o.at.min(self.oldest_added.load(SeqCst))
     }
 }

@@ -40,6 +40,9 @@ impl QueueCore {
         let shard = home & self.mask;
         let deadline = self.clock.now().saturating_add(nanos(self.opts.lease_time));
         let token = self.leases[shard].lock().insert(node.clone(), deadline);
+        // Placed again (see `stats`: a pass that ran while it was between its
+        // lane and the lease table did not see it).
+        self.note_added(node.enqueued_at);
         self.note_due(deadline);
         let delivery_count = node.deliveries.load(Relaxed);
         Ok(Received {

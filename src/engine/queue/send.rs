@@ -499,8 +499,10 @@ impl QueueCore {
     }
 
     pub(super) fn delay(&self, node: Arc<Node>, due: u64) {
-        self.note_expiry(node.expires_at);
+        let (expires_at, enqueued_at) = (node.expires_at, node.enqueued_at);
         self.delayed.lock().insert(due, node);
+        self.note_expiry(expires_at);
+        self.note_added(enqueued_at);
         self.note_due(due);
     }
 
@@ -512,8 +514,16 @@ impl QueueCore {
         if self.used_prios.load(Relaxed) & bit == 0 {
             self.used_prios.fetch_or(bit, AcqRel);
         }
-        self.note_expiry(node.expires_at);
+        let (id, expires_at, enqueued_at) = (node.id, node.expires_at, node.enqueued_at);
         lane.push(home, node);
+        // After the push (a sweep or compaction that misses the message in the
+        // lane misses its entry too), before `note_expiry` (a sweep that reset
+        // `min_expiry` before it sees the entry).
+        if expires_at != u64::MAX {
+            self.enter_expiry(expires_at, id, p, home);
+            self.note_expiry(expires_at);
+        }
+        self.note_added(enqueued_at);
         if notify {
             self.not_empty.notify_one();
         }
@@ -527,6 +537,45 @@ impl QueueCore {
             // descriptor must clear then, and its room be given back).
             self.ticker.schedule(t);
         }
+    }
+
+    /// A message enqueued at `t` is held from now on: lowers `oldest_added`
+    /// (one load of a line written only when it is lowered: after the first
+    /// message since `stats` last computed the oldest, nothing is written).
+    /// Called after the message is placed (see `stats`).
+    #[inline]
+    pub(super) fn note_added(&self, t: u64) {
+        if t < self.oldest_added.load(Relaxed) {
+            self.oldest_added.fetch_min(t, SeqCst);
+        }
+    }
+
+    /// Enters a ready message with a TTL in its producer's expiry heap; drops
+    /// the heap's stale entries when they may dominate.
+    fn enter_expiry(&self, expires_at: u64, id: u64, priority: u8, home: usize) {
+        let mut heap = self.ttl[home & self.mask].lock();
+        if heap.push(expires_at, id, priority) {
+            self.compact_expiry(&mut heap);
+        }
+    }
+
+    /// Drops the entries of `heap` (locked by the caller) whose message is
+    /// not ready any more. The caller holds the heap, so everything it holds
+    /// was pushed to its lane before: the drained stashes show which are
+    /// still there (lock order: expiry heap, then stash; nothing takes them
+    /// the other way round). O(ready messages); asked for only when the heap
+    /// has doubled since the last time.
+    pub(super) fn compact_expiry(&self, heap: &mut ExpiryHeap) {
+        let stashes: Vec<_> = self
+            .lanes
+            .iter()
+            .map(|l| l.get().map(|l| l.stash()))
+            .collect();
+        heap.retain(|id, p| {
+            stashes[p as usize]
+                .as_ref()
+                .is_some_and(|st| st.contains_key(&id))
+        });
     }
 
     /// Lowers `next_due` to `t` if it is earlier. Sleeping consumers computed how
@@ -551,7 +600,7 @@ impl QueueCore {
     /// refused; later ids continue after its id. A message that has used up its
     /// `max_deliveries` (its last delivery's lease was ended by the restart, as
     /// by a lease expiry) is dead-lettered instead of delivered again.
-    pub(crate) fn restore(&self, node: Node, deliver_at: Option<u64>) {
+    pub(crate) fn restore(&self, node: Arc<Node>, deliver_at: Option<u64>) {
         self.continue_ids(node.id + 1);
         self.ns.msgs.force_take(1);
         self.ns.bytes.force_take(node.size);
@@ -562,9 +611,69 @@ impl QueueCore {
         if let Some(max) = self.opts.max_deliveries.filter(|max| d >= *max) {
             let reason =
                 format!("lease ended by a restart; delivered {d} times (max_deliveries {max})");
-            return self.dead_letter(Arc::new(node), &reason, home);
+            return self.dead_letter(node, &reason, home);
         }
         let due = deliver_at.filter(|d| *d > self.clock.now());
-        self.enqueue(Arc::new(node), due, home, true);
+        self.enqueue(node, due, home, true);
+    }
+
+    /// Puts back every message recovery found for this queue, in journal
+    /// order, each as [`restore`](Self::restore) would — but the ready ones
+    /// go straight into their lane's stash, built at once from their id order
+    /// (the state a `restore` per message followed by
+    /// [`order_ready`](Self::order_ready) leaves, without a push, a pop and a
+    /// map insert per message), their budgets and counters taken once.
+    pub(crate) fn restore_all(&self, msgs: Vec<(Arc<Node>, Option<u64>)>) {
+        let home = home_shard();
+        let now = self.clock.now();
+        let mut ready: [Vec<(u64, Arc<Node>)>; PRIORITIES] = Default::default();
+        let (mut n, mut bytes, mut next, mut oldest) = (0u64, 0u64, 0u64, u64::MAX);
+        let mut ttl = Vec::new();
+        for (node, deliver_at) in msgs {
+            let d = node.deliveries.load(Relaxed);
+            let due = deliver_at.filter(|d| *d > now);
+            if due.is_some() || self.opts.max_deliveries.is_some_and(|max| d >= max) {
+                self.restore(node, deliver_at);
+                continue;
+            }
+            n += 1;
+            bytes += node.size;
+            next = next.max(node.id + 1);
+            oldest = oldest.min(node.enqueued_at);
+            if node.expires_at != u64::MAX {
+                ttl.push((node.expires_at, node.id, node.priority));
+            }
+            ready[node.priority as usize].push((node.id, node));
+        }
+        if n == 0 {
+            return;
+        }
+        self.continue_ids(next);
+        self.ns.msgs.force_take(n);
+        self.ns.bytes.force_take(bytes);
+        self.cap_msgs.force_take(n);
+        self.cap_bytes.force_take(bytes);
+        let c = self.c(home);
+        bump(&c.sent, n);
+        bump(&c.bytes_in, bytes);
+        for (p, mut v) in ready.into_iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            // Mostly in order already (a linear pass then).
+            v.sort_by_key(|(id, _)| *id);
+            // Built at once from sorted keys (one pass), then moved in whole.
+            let mut built: std::collections::BTreeMap<u64, Arc<Node>> = v.into_iter().collect();
+            self.used_prios.fetch_or(1 << p, AcqRel);
+            self.lane(p as u8).stash().append(&mut built);
+        }
+        // After the messages are in their lanes (see `push_ready`).
+        for (expires_at, id, p) in ttl {
+            self.enter_expiry(expires_at, id, p, home);
+            self.note_expiry(expires_at);
+        }
+        self.note_added(oldest);
+        self.not_empty.notify_all();
+        self.watch_raise();
     }
 }

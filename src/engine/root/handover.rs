@@ -37,7 +37,7 @@ impl Engine {
             let q = self.namespaces.read().get(&ns).and_then(|n| n.get(&queue));
             match q {
                 Some(q) if !node.persistent => {
-                    q.restore(node, due);
+                    q.restore(Arc::new(node), due);
                     put += 1;
                 }
                 _ => left += 1,

@@ -364,6 +364,29 @@ impl<'a> Dec<'a> {
             _ => return Err(Malformed),
         })
     }
+    /// Steps over a `bytes` (or a `str` already checked to be UTF-8).
+    pub fn skip_bytes(&mut self) -> Result<(), Malformed> {
+        let n = self.u32()? as usize;
+        self.take(n).map(drop)
+    }
+    /// Checks an `opt_str` without allocating.
+    pub fn skip_opt_str(&mut self) -> Result<(), Malformed> {
+        match self.u8()? {
+            0 => Ok(()),
+            1 => self.str_ref().map(drop),
+            _ => Err(Malformed),
+        }
+    }
+    /// Checks `headers` without allocating (what [`Dec::headers`] would accept).
+    pub fn skip_headers(&mut self) -> Result<(), Malformed> {
+        let n = self.u32()?;
+        for _ in 0..n {
+            self.str_ref()?;
+            let len = self.u32()? as usize;
+            self.take(len)?;
+        }
+        Ok(())
+    }
     pub fn headers(&mut self) -> Result<Headers, Malformed> {
         let n = self.u32()?;
         let mut h = Headers::new();

@@ -141,27 +141,33 @@ fn describe(k: u8, payload: &[u8]) -> String {
         Op::Enqueue {
             ns,
             q,
-            node: n,
+            payload,
             deliver_at,
-        } => format!(
-            "enqueue {ns}/{q} id {} prio {} name {} deliveries {}{}{} headers {} body {} bytes",
-            n.id,
-            n.priority,
-            n.name().unwrap_or("-"),
-            n.deliveries.load(Relaxed),
-            if n.expires_at != u64::MAX {
-                format!(" expires {}", n.expires_at)
-            } else {
-                String::new()
-            },
-            if deliver_at != 0 {
-                format!(" due {deliver_at}")
-            } else {
-                String::new()
-            },
-            n.headers().len(),
-            n.body.len()
-        ),
+            ..
+        } => {
+            let Ok(n) = super::recover::enqueued_node(payload) else {
+                return "undecodable payload".into();
+            };
+            format!(
+                "enqueue {ns}/{q} id {} prio {} name {} deliveries {}{}{} headers {} body {} bytes",
+                n.id,
+                n.priority,
+                n.name().unwrap_or("-"),
+                n.deliveries.load(Relaxed),
+                if n.expires_at != u64::MAX {
+                    format!(" expires {}", n.expires_at)
+                } else {
+                    String::new()
+                },
+                if deliver_at != 0 {
+                    format!(" due {deliver_at}")
+                } else {
+                    String::new()
+                },
+                n.headers().len(),
+                n.body.len()
+            )
+        }
         Op::Remove { ns, q, id, reason } => format!("remove {ns}/{q} id {id} reason {reason}"),
         Op::Deliver { ns, q, id, n } => format!("delivered {ns}/{q} id {id} count {n}"),
         Op::NextId { ns, q, next } => format!("next id {ns}/{q} {next}"),

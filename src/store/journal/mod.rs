@@ -42,7 +42,7 @@ use crate::types::QueueOptions;
 use parking_lot::{Condvar, Mutex};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +108,7 @@ pub(crate) struct RecoveredQueue {
 pub(crate) struct RecoveredMessage {
     /// Its queue: an index into [`Recovered::names`].
     pub queue: u32,
-    pub node: Node,
+    pub node: Arc<Node>,
     pub deliver_at: Option<u64>,
 }
 

@@ -139,11 +139,16 @@ pub(super) fn map_segment(path: &Path) -> Result<Option<memmap2::Mmap>> {
     Ok(Some(map))
 }
 
-/// A recovered message, in its slot (`None` once gone).
-pub(super) struct Slot {
+/// A recovered message, in its slot (`None` once gone): its `Enqueued`
+/// payload, borrowed from the segment's mapping (checked to decode; the node
+/// is made from it only once the replay knows the message is live, see
+/// [`materialize`]), and what later records changed.
+pub(super) struct Slot<'a> {
+    payload: &'a [u8],
     q: u32,
-    node: Node,
-    deliver_at: Option<u64>,
+    deliveries: u32,
+    /// 0: none.
+    deliver_at: u64,
 }
 
 /// What decoding one segment found (names borrow from its mapping).
@@ -248,7 +253,7 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
     let mut complete = false;
     let mut report = RecoveryReport::default();
     let mut index = Index::default();
-    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut slots: Vec<Option<Slot<'_>>> = Vec::new();
     let mut replayed = Vec::new();
     let mut cut = false;
     let mut prev: Option<u64> = None;
@@ -340,15 +345,7 @@ fn replay(segs: &[(u64, PathBuf)]) -> Result<Replayed> {
             next_id: q.next_id,
         })
         .collect();
-    let messages: Vec<RecoveredMessage> = slots
-        .into_iter()
-        .flatten()
-        .map(|s| RecoveredMessage {
-            queue: s.q,
-            node: s.node,
-            deliver_at: s.deliver_at,
-        })
-        .collect();
+    let messages = materialize(slots);
     let names = index
         .queues
         .iter()
@@ -398,18 +395,22 @@ pub(super) enum Op<'a> {
     Define {
         ns: &'a str,
         q: &'a str,
-        opts: QueueOptions,
+        opts: Box<QueueOptions>,
         next_id: u64,
     },
     Delete {
         ns: &'a str,
         q: &'a str,
     },
+    /// A message: the payload is checked to decode (the node is made from
+    /// it by [`enqueued_node`] only if it is still live at the end).
     Enqueue {
         ns: &'a str,
         q: &'a str,
-        node: Node,
+        id: u64,
+        deliveries: u32,
         deliver_at: u64,
+        payload: &'a [u8],
     },
     Remove {
         ns: &'a str,
@@ -433,7 +434,7 @@ pub(super) enum Op<'a> {
     },
     Namespace {
         ns: &'a str,
-        quotas: Quotas,
+        quotas: Box<Quotas>,
     },
     Topic {
         ns: &'a str,
@@ -443,7 +444,7 @@ pub(super) enum Op<'a> {
         ns: &'a str,
         topic: &'a str,
         q: &'a str,
-        filter: Filter,
+        filter: Box<Filter>,
     },
     Unsubscribe {
         ns: &'a str,
@@ -477,41 +478,33 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
             Op::Define {
                 ns,
                 q,
-                opts,
+                opts: Box::new(opts),
                 next_id,
             }
         }
         kind::QUEUE_DELETED => Op::Delete { ns, q },
         kind::ENQUEUED => {
+            // Checked whole here (an undecodable record changes nothing), but
+            // nothing allocated: most messages of a long journal are acked.
             let id = d.u64()?;
-            let priority = d.u8()?;
-            let persistent = d.u8()? != 0;
-            let enqueued_at = d.u64()?;
-            let expires_at = d.u64()?;
+            let _priority = d.u8()?;
+            let _persistent = d.u8()?;
+            let _enqueued_at = d.u64()?;
+            let _expires_at = d.u64()?;
             let deliver_at = d.u64()?;
             let deliveries = d.u32()?;
-            let name = d.opt_str()?;
-            let corr = d.opt_str()?;
-            let headers = d.headers()?;
-            let body = d.bytes()?;
-            let size =
-                crate::types::message::size_of(&body, &headers, name.as_deref(), corr.as_deref());
-            let node = Node {
-                id,
-                priority: priority.min(crate::MAX_PRIORITY),
-                persistent,
-                body: body.into_boxed_slice(),
-                extra: crate::types::node::Extra::new(headers, name, corr),
-                enqueued_at,
-                expires_at,
-                size,
-                deliveries: AtomicU32::new(deliveries),
-            };
+            d.skip_opt_str()?;
+            d.skip_opt_str()?;
+            d.skip_headers()?;
+            let len = d.u32()? as usize;
+            d.take(len)?;
             Op::Enqueue {
                 ns,
                 q,
-                node,
+                id,
+                deliveries,
                 deliver_at,
+                payload,
             }
         }
         kind::REMOVED => {
@@ -532,6 +525,66 @@ pub(super) fn decode(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     })
 }
 
+/// The message of an `Enqueued` payload (as [`decode`] checked it: an error
+/// only for a payload `decode` refuses).
+pub(super) fn enqueued_node(payload: &[u8]) -> Result<Node, Malformed> {
+    let mut d = Dec::new(payload);
+    // The namespace and queue (checked by `decode`; the caller knows them).
+    d.skip_bytes()?;
+    d.skip_bytes()?;
+    let id = d.u64()?;
+    let priority = d.u8()?;
+    let persistent = d.u8()? != 0;
+    let enqueued_at = d.u64()?;
+    let expires_at = d.u64()?;
+    let _deliver_at = d.u64()?;
+    let deliveries = d.u32()?;
+    let name = d.opt_str()?;
+    let corr = d.opt_str()?;
+    let headers = d.headers()?;
+    let body = d.bytes()?;
+    let size = crate::types::message::size_of(&body, &headers, name.as_deref(), corr.as_deref());
+    Ok(Node {
+        id,
+        priority: priority.min(crate::MAX_PRIORITY),
+        persistent,
+        body: body.into_boxed_slice(),
+        extra: crate::types::node::Extra::new(headers, name, corr),
+        enqueued_at,
+        expires_at,
+        size,
+        deliveries: AtomicU32::new(deliveries),
+    })
+}
+
+/// Makes the messages of the live slots, in order, on up to one thread per
+/// CPU (a node and its body allocated each: the part of a replay that grows
+/// with the live messages only).
+pub(super) fn materialize(slots: Vec<Option<Slot<'_>>>) -> Vec<RecoveredMessage> {
+    let live: Vec<Slot<'_>> = slots.into_iter().flatten().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = live.len().div_ceil(threads.max(1)).max(4096);
+    let chunks: Vec<&[Slot<'_>]> = live.chunks(chunk).collect();
+    let made = par_map(&chunks, |c| {
+        c.iter()
+            .map(|s| {
+                let node = enqueued_node(s.payload).expect("checked by decode");
+                node.deliveries.store(s.deliveries, Relaxed);
+                RecoveredMessage {
+                    queue: s.q,
+                    node: Arc::new(node),
+                    deliver_at: (s.deliver_at != 0).then_some(s.deliver_at),
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut out = Vec::with_capacity(live.len());
+    for m in made {
+        out.extend(m);
+    }
+    out
+}
+
 /// Decodes a namespace, topic, subscription or unsubscribe record (nothing
 /// may follow its fields).
 fn decode_def(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
@@ -540,7 +593,7 @@ fn decode_def(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
     let op = match k {
         kind::NAMESPACE_DEFINED => Op::Namespace {
             ns,
-            quotas: d.quotas()?,
+            quotas: Box::new(d.quotas()?),
         },
         kind::TOPIC_DEFINED => Op::Topic {
             ns,
@@ -550,7 +603,7 @@ fn decode_def(k: u8, payload: &[u8]) -> Result<Op<'_>, Malformed> {
             ns,
             topic: d.str_ref()?,
             q: d.str_ref()?,
-            filter: d.filter()?,
+            filter: Box::new(d.filter()?),
         },
         kind::UNSUBSCRIBED => Op::Unsubscribe {
             ns,
@@ -592,22 +645,22 @@ fn decode_group(payload: &[u8]) -> Result<Op<'_>, Malformed> {
 }
 
 /// Applies one decoded record, in journal order.
-pub(super) fn apply_op(
-    op: Op<'_>,
+pub(super) fn apply_op<'a>(
+    op: Op<'a>,
     (seg, off, len): (u64, u64, u32),
     index: &mut Index,
-    slots: &mut Vec<Option<Slot>>,
+    slots: &mut Vec<Option<Slot<'a>>>,
 ) {
     apply_at(op, (seg, off, len, false), index, slots)
 }
 
 /// [`apply_op`] of a record (`embedded` false: `off`/`len` are the framed
 /// record's) or of a group member (`embedded`: its payload's).
-fn apply_at(
-    op: Op<'_>,
+fn apply_at<'a>(
+    op: Op<'a>,
     (seg, off, len, embedded): (u64, u64, u32, bool),
     index: &mut Index,
-    slots: &mut Vec<Option<Slot>>,
+    slots: &mut Vec<Option<Slot<'a>>>,
 ) {
     match op {
         Op::Checkpoint | Op::Skip => {}
@@ -640,7 +693,7 @@ fn apply_at(
         } => {
             let q = index.qid(ns, q);
             // The latest definition wins (a queue deleted and created again).
-            index.define(q, opts, next_id);
+            index.define(q, *opts, next_id);
         }
         Op::Delete { ns, q } => {
             let q = index.qid(ns, q);
@@ -649,24 +702,26 @@ fn apply_at(
         Op::Enqueue {
             ns,
             q,
-            node,
+            id,
+            deliveries,
             deliver_at,
+            payload,
         } => {
             let q = index.qid(ns, q);
-            let id = node.id;
             let loc = Loc {
                 seg,
                 off,
                 len,
-                deliveries: node.deliveries.load(Relaxed),
+                deliveries,
                 delivered: false,
                 slot: slots.len() as u32,
                 embedded,
             };
             let mut slot = Slot {
+                payload,
                 q,
-                node,
-                deliver_at: (deliver_at != 0).then_some(deliver_at),
+                deliveries,
+                deliver_at,
             };
             // The same message again (a checkpoint's copy, perhaps of an
             // interrupted checkpoint) keeps its place, and never lowers its
@@ -674,9 +729,9 @@ fn apply_at(
             match index.enqueue(q, id, loc) {
                 Some(old) => {
                     let now = index.get(q, id).expect("just enqueued");
-                    slot.node.deliveries.store(now.deliveries, SeqCst);
+                    slot.deliveries = now.deliveries;
                     if now.delivered {
-                        slot.deliver_at = None;
+                        slot.deliver_at = 0;
                     }
                     slots[old.slot as usize] = Some(slot);
                 }
@@ -693,9 +748,9 @@ fn apply_at(
             let q = index.qid(ns, q);
             if let Some(loc) = index.delivered(q, id, n) {
                 if let Some(s) = slots[loc.slot as usize].as_mut() {
-                    s.node.deliveries.store(n, SeqCst);
+                    s.deliveries = n;
                     // Redelivered messages are ready, whatever their original delay.
-                    s.deliver_at = None;
+                    s.deliver_at = 0;
                 }
             }
         }
