@@ -13,8 +13,14 @@ build: lib
 # (liblibqueue.*), so link them as libqueue.so / libqueue.a for `-lqueue`. The
 # shared library's SONAME is libqueue.so.0 (build.rs), which programs linked with
 # -lqueue record as NEEDED: the libqueue.so.0 link lets them run from target/release.
+# Built with the cargo feature `bridge` (src/bridge/; the header declares
+# lq_bridge_* under LQ_HAVE_BRIDGE), as `make install` and the Python package
+# (bindings/python/setup.py) are; the crate's default features stay lean. The
+# same feature set as test-bridge's cargo test, so the two share their
+# compiled dependencies.
+LIB_FEATURES := --features bridge
 lib:
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib $(LIB_FEATURES)
 	ln -sf liblibqueue.so target/release/libqueue.so
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
@@ -76,8 +82,9 @@ CFLAGS_STRICT := -Wall -Wextra -Wpedantic -Werror -Iinclude -DEXPECTED_VERSION='
 # (shared and static) and agree with the header and Cargo.toml on the version.
 # Then the C tests of the whole ABI (tests/c/test_*.c) against the shared library.
 CTEST := target/ctest
-C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess
-test-c: lib test-header
+# test_bridge starts its own nats-server (from `make setup`) on 127.0.0.1.
+C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess test_bridge
+test-c: setup lib test-header
 	mkdir -p $(CTEST)
 	cc -std=c99 $(CFLAGS_STRICT) tests/c/version.c -Ltarget/release -lqueue -o $(CTEST)/version_so
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/version_so
@@ -119,7 +126,7 @@ SAN := target/sanitize
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
 SANENV := LD_LIBRARY_PATH=target/release ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp
-test-sanitize: lib test-header
+test-sanitize: setup lib test-header
 	mkdir -p $(SAN)
 	for t in $(C_TESTS); do \
 		cc -std=c99 $(CFLAGS_STRICT) $(SANFLAGS) tests/c/$$t.c -Ltarget/release -lqueue -lpthread -o $(SAN)/$$t || exit 1; \
