@@ -97,7 +97,8 @@ test-c: setup lib test-header
 		LD_LIBRARY_PATH=target/release ./$(CTEST)/$$t; \
 	done
 
-# The C++ wrapper: the header alone, from two translation units, and its tests.
+# The C++ wrapper: the header alone, from two translation units, and its tests
+# (test_bridge.cpp starts its own nats-server, from `make setup`).
 CXXFLAGS_STRICT := -std=c++17 -Wall -Wextra -Wpedantic -Werror -Iinclude -Ibindings/cpp/include
 test-cpp: setup lib test-header
 	mkdir -p $(CTEST)
@@ -106,6 +107,8 @@ test-cpp: setup lib test-header
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/two_tu
 	c++ $(CXXFLAGS_STRICT) -g tests/cpp/test_wrapper.cpp -Ltarget/release -lqueue -lpthread -o $(CTEST)/test_wrapper
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/test_wrapper
+	c++ $(CXXFLAGS_STRICT) -g tests/cpp/test_bridge.cpp -Ltarget/release -lqueue -lpthread -o $(CTEST)/test_bridge_cpp
+	LD_LIBRARY_PATH=target/release ./$(CTEST)/test_bridge_cpp  # starts its own nats-server
 	c++ $(CXXFLAGS_STRICT) -fPIC -shared examples/cpp/tour_producer.cpp -o $(CTEST)/libtour_producer.so  # make demo's
 
 # The examples (examples/c, examples/cpp), built against the shared library
@@ -134,6 +137,8 @@ test-sanitize: setup lib test-header
 	done
 	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/test_wrapper.cpp -Ltarget/release -lqueue -lpthread -o $(SAN)/test_wrapper
 	$(SANENV) ./$(SAN)/test_wrapper
+	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/test_bridge.cpp -Ltarget/release -lqueue -lpthread -o $(SAN)/test_bridge_cpp
+	$(SANENV) ./$(SAN)/test_bridge_cpp
 	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/tu_a.cpp tests/cpp/tu_b.cpp -Ltarget/release -lqueue -o $(SAN)/two_tu
 	$(SANENV) ./$(SAN)/two_tu
 	for e in producer consumer epoll_loop two_processes; do \

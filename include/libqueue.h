@@ -132,7 +132,8 @@ typedef enum {
    */
   LQ_LOCKED = 106,
   /**
-   * The operating system refused a resource (a thread, a file descriptor).
+   * The operating system refused a resource (a thread, a file descriptor),
+   * or a bridge's remote could not be reached (the message names it).
    */
   LQ_IO = 107,
   /**
