@@ -34,7 +34,10 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
+static pid_t server_owner = -1; /* only the process that started it stops it */
+
 static void stop_server(void) {
+    if (getpid() != server_owner) return;
     if (server_pid > 0) {
         kill(server_pid, SIGKILL);
         waitpid(server_pid, NULL, 0);
@@ -111,6 +114,7 @@ static void start_server(void) {
     snprintf(port_s, sizeof port_s, "%d", port);
     snprintf(url, sizeof url, "nats://127.0.0.1:%d", port);
     pid_t parent = getpid();
+    server_owner = parent;
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
