@@ -216,7 +216,10 @@ class BridgeBuilder:
     def __del__(self) -> None:
         b, self._b = getattr(self, "_b", None), None
         if b is not None:
-            lib.lq_bridge_builder_free(b)
+            try:
+                lib.lq_bridge_builder_free(b)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
 
 
 def _start(broker: Any, builder: Any, out: Any) -> int:

@@ -223,3 +223,30 @@ def test_the_bridge_keeps_its_broker_alive(nats: NatsServer) -> None:
         bridge.stop()
     with pytest.raises(libqueue.Closed):
         bridge._call(lambda h: h)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_cannot_use_the_parents_bridge(broker: libqueue.Broker,
+                                                     nats: NatsServer) -> None:
+    with broker.bridge(nats.url, forward={"fk": "pyfork.q"},
+                       streams={"PYFORK": ["pyfork.q"]}) as bridge:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the bridge runs in the parent only
+            code = 1
+            try:
+                try:
+                    bridge.stats()
+                except libqueue.Forked:
+                    code = 0
+                bridge.stop()  # lets go of it, touching nothing of the parent's
+            finally:
+                os.write(w, bytes([code]))
+                os._exit(0)
+        os.close(w)
+        verdict = os.read(r, 1)
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert verdict == b"\0", "the child's stats() did not raise Forked"
+        broker.queue("fk").send(b"after the fork")
+        wait_until(bridge, "forwarded after the fork", lambda s: s.forwarded == 1)
