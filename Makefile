@@ -15,12 +15,17 @@ build: lib
 # -lqueue record as NEEDED: the libqueue.so.0 link lets them run from target/release.
 # Built with the cargo feature `bridge` (src/bridge/; the header declares
 # lq_bridge_* under LQ_HAVE_BRIDGE), as `make install` and the Python package
-# (bindings/python/setup.py) are; the crate's default features stay lean. The
-# same feature set as test-bridge's cargo test, so the two share their
-# compiled dependencies.
+# (bindings/python/setup.py) are; the crate's default features stay lean.
+# One build of the crate serves `make lib`, test-header and test-bridge: the
+# same features, and `--test header` here so the dev-dependencies take part in
+# feature resolution as in `cargo test` (without it the library is a second
+# build whose unhashed cdylib/staticlib files the other overwrites, and each
+# target after another would recompile the crate). The pip installs below
+# bundle this library (LIBQUEUE_LIBRARY) instead of running cargo again.
 LIB_FEATURES := --features bridge
+PIP_LIB := LIBQUEUE_LIBRARY=$(CURDIR)/target/release/liblibqueue.so
 lib:
-	$(CARGO) build --release --lib $(LIB_FEATURES)
+	$(CARGO) build --release --lib --test header $(LIB_FEATURES)
 	ln -sf liblibqueue.so target/release/libqueue.so
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
@@ -192,10 +197,10 @@ test-install: setup
 # cbindgen's library (pinned =0.27.0 in Cargo.toml, a dev-dependency: no cbindgen
 # binary needed) and fails when the header is stale; `make header` rewrites it.
 header:
-	LQ_WRITE_HEADER=1 $(CARGO) test --release --test header -- --nocapture
+	LQ_WRITE_HEADER=1 $(CARGO) test --release $(LIB_FEATURES) --test header -- --nocapture
 
 test-header:
-	$(CARGO) test --release --test header
+	$(CARGO) test --release $(LIB_FEATURES) --test header
 
 # ... and needs no cbindgen binary: test-header with none on PATH (tests/setup/).
 test-no-cbindgen:
@@ -254,7 +259,7 @@ demo: setup lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q ./bindings/python
+	$(PIP_LIB) $(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
 # The comparison harness (issue 7), one run: the Rust benches (criterion groups
@@ -284,7 +289,7 @@ PYENV := target/pyenv
 test-python: setup lib
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout mypy
-	$(PYENV)/bin/pip install -q ./bindings/python
+	$(PIP_LIB) $(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
 	# Typing: the package's own code, then a user script against the installed package
 	# (its stubs included) with no Any in any expression.
@@ -305,7 +310,7 @@ test-oslo: setup lib
 	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
 	$(OSLOENV)/bin/python -c "import oslo_messaging, oslo_metrics, testscenarios, coverage" 2>/dev/null || \
 		$(OSLOENV)/bin/pip install -q --upgrade pip "oslo.messaging>=14" oslo.metrics $(OSLO_TEST_DEPS)
-	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	$(PIP_LIB) $(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
 	rm -f target/oslo-coverage
 	cd tests/oslo && $(CURDIR)/$(OSLOENV)/bin/python -m coverage run --data-file=$(CURDIR)/target/oslo-coverage \
 		--source=libqueue.oslo -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning --timeout 120 test_driver.py
@@ -329,7 +334,7 @@ bench-oslo: lib
 	dpkg -s rabbitmq-server >/dev/null 2>&1 || { $(APT_GET) update && $(APT_GET) install -y rabbitmq-server; }
 	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
 	$(OSLOENV)/bin/python -c "import oslo_messaging" 2>/dev/null || $(OSLOENV)/bin/pip install -q "oslo.messaging>=14"
-	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	$(PIP_LIB) $(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
 	mkdir -p $(BENCH_RUN)
 	dir=$$(mktemp -d /tmp/lq-rabbitmq.XXXXXX) && trap "benches/rabbitmq.sh stop $$dir" EXIT && trap 'exit 1' INT TERM && \
 		url=$$(benches/rabbitmq.sh start $$dir) && \
@@ -350,7 +355,7 @@ pkgtool: setup
 
 wheel: pkgtool lib
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
-	$(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
+	$(PIP_LIB) $(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
 	@ls -l $(WHEELS)
 
 sdist: pkgtool
@@ -367,7 +372,7 @@ bench-python: lib
 	python3 -c "import venv, ensurepip" 2>/dev/null || { $(APT_GET) update && $(APT_GET) install -y python3-venv python3-pip; }
 	test -x target/pybench/bin/python || python3 -m venv target/pybench
 	target/pybench/bin/pip install -q --upgrade pip persist-queue queuelib litequeue
-	target/pybench/bin/pip install -q ./bindings/python
+	$(PIP_LIB) target/pybench/bin/pip install -q ./bindings/python
 	target/pybench/bin/python benches/python/compare.py --json $(BENCH_RUN)/python.json \
 		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 20000 --n-disk 2000)
 	target/pybench/bin/python benches/python/multiprocess.py --json $(BENCH_RUN)/python_multiprocess.json \
