@@ -13,8 +13,19 @@ build: lib
 # (liblibqueue.*), so link them as libqueue.so / libqueue.a for `-lqueue`. The
 # shared library's SONAME is libqueue.so.0 (build.rs), which programs linked with
 # -lqueue record as NEEDED: the libqueue.so.0 link lets them run from target/release.
+# Built with the cargo feature `bridge` (src/bridge/; the header declares
+# lq_bridge_* under LQ_HAVE_BRIDGE), as `make install` and the Python package
+# (bindings/python/setup.py) are; the crate's default features stay lean.
+# One build of the crate serves `make lib`, test-header and test-bridge: the
+# same features, and `--test header` here so the dev-dependencies take part in
+# feature resolution as in `cargo test` (without it the library is a second
+# build whose unhashed cdylib/staticlib files the other overwrites, and each
+# target after another would recompile the crate). The pip installs below
+# bundle this library (LIBQUEUE_LIBRARY) instead of running cargo again.
+LIB_FEATURES := --features bridge
+PIP_LIB := LIBQUEUE_LIBRARY=$(CURDIR)/target/release/liblibqueue.so
 lib:
-	$(CARGO) build --release --lib
+	$(CARGO) build --release --lib --test header $(LIB_FEATURES)
 	ln -sf liblibqueue.so target/release/libqueue.so
 	ln -sf liblibqueue.so target/release/libqueue.so.$(SOMAJOR)
 	ln -sf liblibqueue.a target/release/libqueue.a
@@ -81,8 +92,9 @@ CFLAGS_STRICT := -Wall -Wextra -Wpedantic -Werror -Iinclude -DEXPECTED_VERSION='
 # (shared and static) and agree with the header and Cargo.toml on the version.
 # Then the C tests of the whole ABI (tests/c/test_*.c) against the shared library.
 CTEST := target/ctest
-C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess
-test-c: lib test-header
+# test_bridge starts its own nats-server (from `make setup`) on 127.0.0.1.
+C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess test_bridge
+test-c: setup lib test-header
 	mkdir -p $(CTEST)
 	cc -std=c99 $(CFLAGS_STRICT) tests/c/version.c -Ltarget/release -lqueue -o $(CTEST)/version_so
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/version_so
@@ -95,7 +107,8 @@ test-c: lib test-header
 		LD_LIBRARY_PATH=target/release ./$(CTEST)/$$t; \
 	done
 
-# The C++ wrapper: the header alone, from two translation units, and its tests.
+# The C++ wrapper: the header alone, from two translation units, and its tests
+# (test_bridge.cpp starts its own nats-server, from `make setup`).
 CXXFLAGS_STRICT := -std=c++17 -Wall -Wextra -Wpedantic -Werror -Iinclude -Ibindings/cpp/include
 test-cpp: setup lib test-header
 	mkdir -p $(CTEST)
@@ -104,6 +117,8 @@ test-cpp: setup lib test-header
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/two_tu
 	c++ $(CXXFLAGS_STRICT) -g tests/cpp/test_wrapper.cpp -Ltarget/release -lqueue -lpthread -o $(CTEST)/test_wrapper
 	LD_LIBRARY_PATH=target/release ./$(CTEST)/test_wrapper
+	c++ $(CXXFLAGS_STRICT) -g tests/cpp/test_bridge.cpp -Ltarget/release -lqueue -lpthread -o $(CTEST)/test_bridge_cpp
+	LD_LIBRARY_PATH=target/release ./$(CTEST)/test_bridge_cpp  # starts its own nats-server
 	c++ $(CXXFLAGS_STRICT) -fPIC -shared examples/cpp/tour_producer.cpp -o $(CTEST)/libtour_producer.so  # make demo's
 
 # The examples (examples/c, examples/cpp), built against the shared library
@@ -124,7 +139,7 @@ SAN := target/sanitize
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
 SANENV := LD_LIBRARY_PATH=target/release ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp
-test-sanitize: lib test-header
+test-sanitize: setup lib test-header
 	mkdir -p $(SAN)
 	for t in $(C_TESTS); do \
 		cc -std=c99 $(CFLAGS_STRICT) $(SANFLAGS) tests/c/$$t.c -Ltarget/release -lqueue -lpthread -o $(SAN)/$$t || exit 1; \
@@ -132,6 +147,8 @@ test-sanitize: lib test-header
 	done
 	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/test_wrapper.cpp -Ltarget/release -lqueue -lpthread -o $(SAN)/test_wrapper
 	$(SANENV) ./$(SAN)/test_wrapper
+	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/test_bridge.cpp -Ltarget/release -lqueue -lpthread -o $(SAN)/test_bridge_cpp
+	$(SANENV) ./$(SAN)/test_bridge_cpp
 	c++ $(CXXFLAGS_STRICT) $(SANFLAGS) tests/cpp/tu_a.cpp tests/cpp/tu_b.cpp -Ltarget/release -lqueue -o $(SAN)/two_tu
 	$(SANENV) ./$(SAN)/two_tu
 	for e in producer consumer epoll_loop two_processes; do \
@@ -185,10 +202,10 @@ test-install: setup
 # cbindgen's library (pinned =0.27.0 in Cargo.toml, a dev-dependency: no cbindgen
 # binary needed) and fails when the header is stale; `make header` rewrites it.
 header:
-	LQ_WRITE_HEADER=1 $(CARGO) test --release --test header -- --nocapture
+	LQ_WRITE_HEADER=1 $(CARGO) test --release $(LIB_FEATURES) --test header -- --nocapture
 
 test-header:
-	$(CARGO) test --release --test header
+	$(CARGO) test --release $(LIB_FEATURES) --test header
 
 # ... and needs no cbindgen binary: test-header with none on PATH (tests/setup/).
 test-no-cbindgen:
@@ -248,7 +265,7 @@ demo: setup lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
-	$(PYENV)/bin/pip install -q ./bindings/python
+	$(PIP_LIB) $(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
 
 # The comparison harness (issue 7), one run: the Rust benches (criterion groups
@@ -278,7 +295,7 @@ PYENV := target/pyenv
 test-python: setup lib
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install -q --upgrade pip pytest pytest-timeout mypy
-	$(PYENV)/bin/pip install -q ./bindings/python
+	$(PIP_LIB) $(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python -m pytest -q -p no:cacheprovider --timeout 60 bindings/python/tests
 	# Typing: the package's own code, then a user script against the installed package
 	# (its stubs included) with no Any in any expression.
@@ -299,7 +316,7 @@ test-oslo: setup lib
 	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
 	$(OSLOENV)/bin/python -c "import oslo_messaging, oslo_metrics, testscenarios, coverage" 2>/dev/null || \
 		$(OSLOENV)/bin/pip install -q --upgrade pip "oslo.messaging>=14" oslo.metrics $(OSLO_TEST_DEPS)
-	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	$(PIP_LIB) $(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
 	rm -f target/oslo-coverage
 	cd tests/oslo && $(CURDIR)/$(OSLOENV)/bin/python -m coverage run --data-file=$(CURDIR)/target/oslo-coverage \
 		--source=libqueue.oslo -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning --timeout 120 test_driver.py
@@ -323,7 +340,7 @@ bench-oslo: lib
 	dpkg -s rabbitmq-server >/dev/null 2>&1 || { $(APT_GET) update && $(APT_GET) install -y rabbitmq-server; }
 	test -x $(OSLOENV)/bin/python || python3 -m venv $(OSLOENV)
 	$(OSLOENV)/bin/python -c "import oslo_messaging" 2>/dev/null || $(OSLOENV)/bin/pip install -q "oslo.messaging>=14"
-	$(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
+	$(PIP_LIB) $(OSLOENV)/bin/pip install -q "./bindings/python[oslo]"
 	mkdir -p $(BENCH_RUN)
 	dir=$$(mktemp -d /tmp/lq-rabbitmq.XXXXXX) && trap "benches/rabbitmq.sh stop $$dir" EXIT && trap 'exit 1' INT TERM && \
 		url=$$(benches/rabbitmq.sh start $$dir) && \
@@ -344,7 +361,7 @@ pkgtool: setup
 
 wheel: pkgtool lib
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
-	$(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
+	$(PIP_LIB) $(PKGTOOL)/bin/pip wheel -q --no-deps -w $(WHEELS) ./bindings/python
 	@ls -l $(WHEELS)
 
 sdist: pkgtool
@@ -370,7 +387,7 @@ bench-python: lib
 	{ command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || $(MAKE) --no-print-directory setup
 	test -x target/pybench/bin/python || python3 -m venv target/pybench
 	target/pybench/bin/pip install -q --upgrade pip $(PYBENCH_PEERS)
-	target/pybench/bin/pip install -q ./bindings/python
+	$(PIP_LIB) target/pybench/bin/pip install -q ./bindings/python
 	mkdir -p $(BENCH_RUN)
 	target/pybench/bin/python benches/python/compare.py --json $(BENCH_RUN)/python.json \
 		$(if $(filter-out 0,$(LQ_BENCH_QUICK)),--n 20000 --n-disk 2000)

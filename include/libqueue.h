@@ -14,6 +14,12 @@
 #define LQ_VERSION_PATCH 0
 #define LQ_VERSION_STRING "0.1.0"
 
+/* The library is built with bridges (the cargo feature `bridge`): `make lib`,
+ * `make install` and the Python package always are, so this header declares
+ * the lq_bridge_* functions under this macro. A library built by hand without
+ * the feature lacks those symbols. */
+#define LQ_HAVE_BRIDGE 1
+
 
 /**
  * Wait forever (a `timeout_ms` argument).
@@ -126,7 +132,8 @@ typedef enum {
    */
   LQ_LOCKED = 106,
   /**
-   * The operating system refused a resource (a thread, a file descriptor).
+   * The operating system refused a resource (a thread, a file descriptor),
+   * or a bridge's remote could not be reached (the message names it).
    */
   LQ_IO = 107,
   /**
@@ -162,6 +169,21 @@ typedef enum {
    */
   LQ_SYNC_ALWAYS = 2,
 } lq_sync_mode;
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * A running bridge (`lq_bridge_start`). Shareable between threads: stats
+ * and stop may come from any thread, at once.
+ */
+typedef struct lq_bridge lq_bridge;
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * The configuration of a bridge, before `lq_bridge_start`.
+ */
+typedef struct lq_bridge_builder lq_bridge_builder;
+#endif
 
 /**
  * A broker: one engine instance. Shareable between threads.
@@ -237,6 +259,71 @@ typedef struct lq_strings lq_strings;
  * A topic of a namespace. Shareable between threads.
  */
 typedef struct lq_topic lq_topic;
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * A bridge's counters and health (`lq_bridge_get_stats`).
+ *
+ * Set `struct_size` to `sizeof(lq_bridge_stats)` before the call: fields added
+ * by a later version go at the end, and a library only writes the fields that
+ * fit in `struct_size` (a program built against an older header keeps
+ * working).
+ */
+typedef struct {
+  /**
+   * Set by the caller: `sizeof(lq_bridge_stats)` as it was compiled.
+   */
+  size_t struct_size;
+  /**
+   * Whether the connection to the remote is up now.
+   */
+  bool connected;
+  /**
+   * Local messages the remote stored (and then acked locally).
+   */
+  uint64_t forwarded;
+  /**
+   * Remote messages sent to their local queue (and then acked remotely).
+   */
+  uint64_t received;
+  /**
+   * Messages waiting in the forwarded local queues (ready, delayed, leased).
+   */
+  uint64_t pending_outbound;
+  /**
+   * Messages waiting at the remote for the receiving routes, as it last said.
+   */
+  uint64_t pending_inbound;
+  /**
+   * Publishes (and inbound sends) tried again after a failure.
+   */
+  uint64_t retries;
+  /**
+   * Publishes the remote reported as duplicates (suppressed replays).
+   */
+  uint64_t duplicates;
+  /**
+   * Messages dead-lettered locally (unmappable, refused, or too old).
+   */
+  uint64_t dead_lettered;
+  /**
+   * When the last error happened, in milliseconds since the Unix epoch
+   * (0: none yet).
+   */
+  uint64_t last_error_at_ms;
+  /**
+   * When the current run of failures began, in milliseconds since the Unix
+   * epoch (0: the bridge has made progress since the last error).
+   */
+  uint64_t error_since_ms;
+  /**
+   * The last error's text, UTF-8, NUL-terminated, cut at a character
+   * boundary to fit (511 bytes at most); `""` when there was none. It stays
+   * after recovery (see `error_since_ms`).
+   */
+  char last_error[512];
+} lq_bridge_stats;
+#endif
 
 /**
  * Who hosts a shared data directory, and its counters
@@ -476,6 +563,247 @@ typedef struct {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * How long a publish waits for the remote's confirmation before it counts
+ * as failed (default 5000 ms).
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_ack_timeout_ms(lq_bridge_builder *builder, uint64_t timeout_ms);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * The first and the longest wait between retries, in milliseconds (default
+ * 100, 30000; each failure doubles the wait). `LQ_INVALID_ARGUMENT` unless
+ * `0 < first_ms <= max_ms`.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_backoff_ms(lq_bridge_builder *builder,
+                                       uint64_t first_ms,
+                                       uint64_t max_ms);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * With `true`, `lq_bridge_start` does not wait for the remote: it returns at
+ * once and the bridge connects when it can (until then the stats'
+ * `last_error` says why not). Default `false`: start fails with the reason.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_connect_in_background(lq_bridge_builder *builder, bool yes);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * How long the first connection may take (default 5000 ms).
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_connect_timeout_ms(lq_bridge_builder *builder, uint64_t timeout_ms);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * The duplicate window of the streams `lq_bridge_builder_stream` creates
+ * (the remote's default otherwise: 2 minutes for JetStream).
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_duplicate_window_ms(lq_bridge_builder *builder, uint64_t window_ms);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Forwards the local `queue` (`"queue"` in the default namespace, or
+ * `"namespace/queue"`; created if missing) to the remote `subject`, which a
+ * stream must take. Names are checked by `lq_bridge_start`.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared; `queue` and `subject` point to their
+ * lengths in bytes.
+ */
+lq_status lq_bridge_builder_forward(lq_bridge_builder *builder,
+                                    const uint8_t *queue,
+                                    size_t queue_len,
+                                    const uint8_t *subject,
+                                    size_t subject_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Frees a builder that was not started; NULL is a no-op.
+ *
+ * # Safety
+ * `builder` must be NULL or an owned builder, not used again.
+ */
+void lq_bridge_builder_free(lq_bridge_builder *builder);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * The identity in every outbound message id (default: kept in the data
+ * directory's `bridge-id` file; random per start without a data directory).
+ *
+ * # Safety
+ * `builder` NULL or live and unshared; `id` points to `id_len` bytes.
+ */
+lq_status lq_bridge_builder_identity(lq_bridge_builder *builder, const uint8_t *id, size_t id_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Dead-letters (locally, with the reason) an outbound message not forwarded
+ * within `age_ms` of its send. Default: retried forever.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_max_age_ms(lq_bridge_builder *builder, uint64_t age_ms);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Feeds the local `queue` from the remote `subject` (wildcards allowed)
+ * through a durable consumer named `lq-<namespace>-<queue>` (dots become
+ * `_`), which keeps its place across restarts.
+ *
+ * # Safety
+ * As for `lq_bridge_builder_forward`.
+ */
+lq_status lq_bridge_builder_receive(lq_bridge_builder *builder,
+                                    const uint8_t *subject,
+                                    size_t subject_len,
+                                    const uint8_t *queue,
+                                    size_t queue_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * `lq_bridge_builder_receive` through the durable consumer `durable` (no
+ * `.`, `*`, `>` or whitespace).
+ *
+ * # Safety
+ * As for `lq_bridge_builder_forward`; `durable` points to `durable_len` bytes.
+ */
+lq_status lq_bridge_builder_receive_durable(lq_bridge_builder *builder,
+                                            const uint8_t *subject,
+                                            size_t subject_len,
+                                            const uint8_t *queue,
+                                            size_t queue_len,
+                                            const uint8_t *durable,
+                                            size_t durable_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Creates the stream `name` (file storage) at start, if no stream of that
+ * name exists, taking `subject`; call again with the same `name` for each
+ * further subject. An existing stream is left as it is.
+ *
+ * # Safety
+ * As for `lq_bridge_builder_forward`; `name` points to `name_len` bytes.
+ */
+lq_status lq_bridge_builder_stream(lq_bridge_builder *builder,
+                                   const uint8_t *name,
+                                   size_t name_len,
+                                   const uint8_t *subject,
+                                   size_t subject_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Publishes in flight per forwarded queue, confirmed in order, and the
+ * largest inbound fetch (default 256; 1 sends one at a time).
+ *
+ * # Safety
+ * `builder` NULL or live and unshared.
+ */
+lq_status lq_bridge_builder_window(lq_bridge_builder *builder, size_t n);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Stops the bridge (as `lq_bridge_stop`) if it runs, and frees it; NULL is
+ * a no-op.
+ *
+ * # Safety
+ * `bridge` must be NULL or an owned bridge, not used again.
+ */
+void lq_bridge_free(lq_bridge *bridge);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * The bridge's counters and health now (the final ones after
+ * `lq_bridge_stop`). Fills the fields of `*out` that fit in
+ * `out->struct_size` (which the caller sets to `sizeof(lq_bridge_stats)`;
+ * `struct_size` itself is left as it is). `LQ_INVALID_ARGUMENT` if
+ * `struct_size` does not reach `forwarded`; `LQ_FORKED` in a forked child.
+ *
+ * # Safety
+ * `bridge` NULL or live; `out` NULL or valid for `out->struct_size` bytes.
+ */
+lq_status lq_bridge_get_stats(const lq_bridge *bridge, lq_bridge_stats *out);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * A builder for a bridge to NATS JetStream at `url` (`nats://host:port`, or
+ * several comma-separated; `tls://` for TLS). `LQ_INVALID_ARGUMENT` for a
+ * malformed URL (nothing is connected here: `lq_bridge_start` connects).
+ * `*out` is owned until `lq_bridge_start` consumes it, or
+ * `lq_bridge_builder_free`.
+ *
+ * # Safety
+ * `url` points to `url_len` bytes; `out` writable.
+ */
+lq_status lq_bridge_nats_new(const uint8_t *url, size_t url_len, lq_bridge_builder **out);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Starts the bridge on its own thread, **consuming** `builder` (also on
+ * failure). Fails with `LQ_INVALID_ARGUMENT` (a malformed subject, queue or
+ * consumer name, or no route), `LQ_INVALID_NAME`, `LQ_ALREADY_EXISTS` (a
+ * queue another bridge of this process forwards), `LQ_CLOSED` (the broker is
+ * closed), and — unless connecting in the background — `LQ_IO` (the remote
+ * cannot be reached; the message names the URL and the cause) or
+ * `LQ_NOT_FOUND` (no stream takes a subject). `*out` is owned: stop it with
+ * `lq_bridge_stop` (optional) and free it with `lq_bridge_free`. The bridge
+ * keeps what it uses of the broker alive; once the broker is closed its
+ * routes end.
+ *
+ * # Safety
+ * `builder` NULL or an owned builder, not used again; `broker` NULL or live;
+ * `out` writable.
+ */
+lq_status lq_bridge_start(lq_bridge_builder *builder, const lq_broker *broker, lq_bridge **out);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * Stops the bridge and waits for its thread (at most about the ack
+ * timeout): in-flight publishes are confirmed or their messages given back
+ * to their queues. The handle stays allocated (stats work, the final
+ * counters) until `lq_bridge_free`. May come from any thread, also while
+ * others read the stats; a second stop is `LQ_INVALID_STATE`. In a forked
+ * child it does nothing (the bridge runs in the parent).
+ *
+ * # Safety
+ * `bridge` NULL or live.
+ */
+lq_status lq_bridge_stop(const lq_bridge *bridge);
+#endif
 
 /**
  * Closes the broker without freeing the handle: every queue closes, blocked

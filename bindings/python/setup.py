@@ -1,6 +1,6 @@
 """Builds the Rust library and bundles it (and the C header) into the package.
 
-``pip install ./bindings/python`` runs ``cargo build --release --lib`` in the crate
+``pip install ./bindings/python`` runs ``cargo build --release --lib --features bridge`` in the crate
 this directory belongs to (two levels up), then copies ``liblibqueue.so`` and
 ``include/libqueue.h`` next to the Python modules and strips the copied library of
 its debug information and local symbols (``strip --strip-unneeded``; the cargo build
@@ -37,6 +37,8 @@ from setuptools.dist import Distribution
 
 HERE = Path(__file__).resolve().parent
 LIBNAME = "liblibqueue.dylib" if sys.platform == "darwin" else "liblibqueue.so"
+#: The library is built with bridges (libqueue.Bridge), as ``make lib`` builds it.
+CARGO_FEATURES = ["--features", "bridge"]
 #: Where the sdist carries the crate, beside setup.py.
 SDIST_CRATE = "_crate"
 #: What of the crate the build needs (files, and folders copied whole).
@@ -97,7 +99,7 @@ class BuildWithCargo(build_py):
                     f"libqueue: building from source needs Rust ('{cargo}' not found); "
                     "install a wheel (make wheel) or set LIBQUEUE_LIBRARY"
                 )
-            subprocess.check_call([cargo, "build", "--release", "--lib"], cwd=root)
+            subprocess.check_call([cargo, "build", "--release", "--lib", *CARGO_FEATURES], cwd=root)
             target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
             if not target.is_absolute():
                 target = root / target

@@ -474,6 +474,13 @@ impl Bridge {
         self.halt();
     }
 
+    /// [`stop`](Self::stop), then the final counters (what was in flight
+    /// counted as forwarded or given back).
+    pub fn stop_with_stats(mut self) -> BridgeStats {
+        self.halt();
+        self.stats()
+    }
+
     fn halt(&mut self) {
         self.stop.store(true, Relaxed);
         if let Some(t) = self.thread.take() {

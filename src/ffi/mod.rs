@@ -22,12 +22,16 @@
 //! - `topic.rs`: `lq_topic`
 //! - `pool.rs`: `lq_pool_builder`, `lq_pool`, `lq_reply` (C callbacks)
 //! - `rpc.rs`: `lq_rpc_client`
+//! - `bridge.rs`: `lq_bridge_builder`, `lq_bridge` (feature `bridge`, which the
+//!   shipped library has; the header declares them under `LQ_HAVE_BRIDGE`)
 //!
 //! The C conventions (status table, ownership, threads) are in `docs/c-api.md`.
 
 #![allow(non_camel_case_types)]
 
 mod boundary;
+#[cfg(feature = "bridge")]
+mod bridge;
 mod broker;
 mod delivery;
 mod message;
@@ -42,6 +46,8 @@ mod topic;
 // Every exported item, reachable from Rust too (benches/ffi_boundary.rs calls
 // the C ABI from Rust to measure what the boundary costs).
 pub use boundary::{lq_last_error_message, lq_version, LQ_WAIT_FOREVER};
+#[cfg(feature = "bridge")]
+pub use bridge::*;
 pub use broker::{
     lq_broker, lq_broker_close, lq_broker_create_namespace, lq_broker_flush, lq_broker_free,
     lq_broker_get_namespace, lq_broker_host_info, lq_broker_is_attached, lq_broker_is_closed,

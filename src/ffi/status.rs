@@ -63,7 +63,8 @@ pub enum lq_status {
     LQ_CORRUPT = 105,
     /// Another process has the data directory open for writing.
     LQ_LOCKED = 106,
-    /// The operating system refused a resource (a thread, a file descriptor).
+    /// The operating system refused a resource (a thread, a file descriptor),
+    /// or a bridge's remote could not be reached (the message names it).
     LQ_IO = 107,
     /// A bug: the library panicked; the call had no effect that can be relied on.
     LQ_PANIC = 108,

@@ -1,4 +1,7 @@
-/* The header, the library and Cargo.toml agree on the version.
+/* The header, the library and Cargo.toml agree on the version, and the
+ * library has the bridges the header declares (LQ_HAVE_BRIDGE: `make lib`,
+ * `make install` and the wheel build with the cargo feature `bridge`; a library
+ * without it fails to link here).
  * Built by `make test-c` with -DEXPECTED_VERSION="x.y.z" read from Cargo.toml. */
 #include "libqueue.h"
 #include <stdio.h>
@@ -20,6 +23,17 @@ int main(void) {
                 EXPECTED_VERSION);
         bad = 1;
     }
-    if (!bad) printf("libqueue %s: header, library and Cargo.toml agree\n", lib);
+#ifdef LQ_HAVE_BRIDGE
+    lq_bridge_builder *b = NULL;
+    if (lq_bridge_nats_new((const uint8_t *)"nats://127.0.0.1:4222", 21, &b) != LQ_OK || !b) {
+        fprintf(stderr, "lq_bridge_nats_new failed: %s\n", lq_last_error_message());
+        bad = 1;
+    }
+    lq_bridge_builder_free(b);
+#else
+    fprintf(stderr, "the header declares no bridges (LQ_HAVE_BRIDGE)\n");
+    bad = 1;
+#endif
+    if (!bad) printf("libqueue %s: header, library and Cargo.toml agree; bridges built in\n", lib);
     return bad;
 }

@@ -6,7 +6,7 @@
 //   if (auto d = q.try_receive()) { use(d->body().str()); d->ack(); }
 //
 // Owning types (Broker, Namespace, Queue, Topic, Message, Delivery, Pool,
-// RpcClient, the options) are move-only and free their handle on destruction.
+// RpcClient, Bridge, the builders and options) are move-only and free their handle on destruction.
 // Every failure throws libqueue::Error (status + message); "nothing there"
 // (empty, timeout) is a std::optional. Bodies are zero-copy views (Bytes) valid
 // until the delivery is acked, nacked or destroyed. Pool handlers are lambdas
@@ -914,6 +914,161 @@ public:
 private:
     detail::Owned<lq_rpc_client, lq_rpc_client_free> h_;
 };
+
+// ---- bridges (store-and-forward to a remote engine; docs/bridges.md) ------------------
+
+#ifdef LQ_HAVE_BRIDGE
+/// A bridge's counters and health (`Bridge::stats`).
+struct BridgeStats {
+    bool connected = false;         ///< the connection to the remote is up now
+    uint64_t forwarded = 0;         ///< local messages the remote stored
+    uint64_t received = 0;          ///< remote messages sent to their local queue
+    uint64_t pending_outbound = 0;  ///< messages in the forwarded local queues
+    uint64_t pending_inbound = 0;   ///< messages waiting at the remote, as it last said
+    uint64_t retries = 0;           ///< publishes (and inbound sends) tried again
+    uint64_t duplicates = 0;        ///< publishes the remote reported as duplicates
+    uint64_t dead_lettered = 0;     ///< messages dead-lettered locally
+    std::optional<std::string> last_error;  ///< stays after recovery
+    std::optional<std::chrono::system_clock::time_point> last_error_at;
+    /// When the current run of failures began (nullopt: progress since).
+    std::optional<std::chrono::system_clock::time_point> error_since;
+};
+
+class BridgeBuilder;
+
+/// A running bridge. Destroying it stops it (in-flight publishes are confirmed
+/// or given back to their queue). Move-only; `stats()` from any thread.
+class Bridge {
+public:
+    explicit Bridge(lq_bridge *b) : h_(b) {}
+    /// A builder for a bridge to NATS JetStream at `url` (throws
+    /// Error(LQ_INVALID_ARGUMENT) for a malformed one).
+    static BridgeBuilder nats(std::string_view url);
+    /// The counters now (after `stop()`: the final ones).
+    BridgeStats stats() const {
+        lq_bridge_stats s{};
+        s.struct_size = sizeof s;
+        detail::check(lq_bridge_get_stats(h_.get(), &s));
+        BridgeStats out;
+        out.connected = s.connected;
+        out.forwarded = s.forwarded;
+        out.received = s.received;
+        out.pending_outbound = s.pending_outbound;
+        out.pending_inbound = s.pending_inbound;
+        out.retries = s.retries;
+        out.duplicates = s.duplicates;
+        out.dead_lettered = s.dead_lettered;
+        if (s.last_error[0] != '\0') out.last_error = std::string(s.last_error);
+        out.last_error_at = when(s.last_error_at_ms);
+        out.error_since = when(s.error_since_ms);
+        return out;
+    }
+    /// Stops the bridge and waits for its thread (at most about the ack
+    /// timeout). Idempotent.
+    void stop() {
+        lq_status s = lq_bridge_stop(h_.get());
+        if (s != LQ_INVALID_STATE) detail::check(s);
+    }
+    const lq_bridge *raw() const noexcept { return h_.get(); }
+
+private:
+    static std::optional<std::chrono::system_clock::time_point> when(uint64_t ms) {
+        if (ms == 0) return std::nullopt;
+        return std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::milliseconds(static_cast<int64_t>(ms))));
+    }
+    detail::Owned<lq_bridge, lq_bridge_free> h_;
+};
+
+/// The configuration of a bridge (`Bridge::nats(url)`), each setter checked
+/// when called (throws Error), then `start(broker)`, which spends it. Queues
+/// are "queue" (default namespace) or "namespace/queue", created if missing.
+class BridgeBuilder {
+public:
+    /// Forwards the local `queue` to the remote `subject` (a stream must take it).
+    BridgeBuilder &forward(std::string_view queue, std::string_view subject) {
+        detail::check(lq_bridge_builder_forward(b(), detail::bytes(queue), queue.size(),
+                                                detail::bytes(subject), subject.size()));
+        return *this;
+    }
+    /// Feeds the local `queue` from `subject` through a durable consumer.
+    BridgeBuilder &receive(std::string_view subject, std::string_view queue) {
+        detail::check(lq_bridge_builder_receive(b(), detail::bytes(subject), subject.size(),
+                                                detail::bytes(queue), queue.size()));
+        return *this;
+    }
+    BridgeBuilder &receive_durable(std::string_view subject, std::string_view queue,
+                                   std::string_view durable) {
+        detail::check(lq_bridge_builder_receive_durable(
+            b(), detail::bytes(subject), subject.size(), detail::bytes(queue), queue.size(),
+            detail::bytes(durable), durable.size()));
+        return *this;
+    }
+    /// Creates the stream `name` taking `subjects` at start if none of that name exists.
+    BridgeBuilder &stream(std::string_view name, const std::vector<std::string_view> &subjects) {
+        for (std::string_view s : subjects)
+            detail::check(lq_bridge_builder_stream(b(), detail::bytes(name), name.size(),
+                                                   detail::bytes(s), s.size()));
+        return *this;
+    }
+    BridgeBuilder &identity(std::string_view id) {
+        detail::check(lq_bridge_builder_identity(b(), detail::bytes(id), id.size()));
+        return *this;
+    }
+    BridgeBuilder &window(size_t n) {
+        detail::check(lq_bridge_builder_window(b(), n));
+        return *this;
+    }
+    BridgeBuilder &backoff(std::chrono::milliseconds first, std::chrono::milliseconds max) {
+        detail::check(lq_bridge_builder_backoff_ms(b(), detail::ms(first), detail::ms(max)));
+        return *this;
+    }
+    BridgeBuilder &max_age(std::chrono::milliseconds age) {
+        detail::check(lq_bridge_builder_max_age_ms(b(), detail::ms(age)));
+        return *this;
+    }
+    BridgeBuilder &connect_timeout(std::chrono::milliseconds t) {
+        detail::check(lq_bridge_builder_connect_timeout_ms(b(), detail::ms(t)));
+        return *this;
+    }
+    BridgeBuilder &ack_timeout(std::chrono::milliseconds t) {
+        detail::check(lq_bridge_builder_ack_timeout_ms(b(), detail::ms(t)));
+        return *this;
+    }
+    BridgeBuilder &duplicate_window(std::chrono::milliseconds w) {
+        detail::check(lq_bridge_builder_duplicate_window_ms(b(), detail::ms(w)));
+        return *this;
+    }
+    BridgeBuilder &connect_in_background(bool yes = true) {
+        detail::check(lq_bridge_builder_connect_in_background(b(), yes));
+        return *this;
+    }
+    /// Starts the bridge (see lq_bridge_start for the errors); the builder is spent.
+    Bridge start(const Broker &broker) {
+        lq_bridge *out = nullptr;
+        lq_bridge_builder *spent = b();
+        h_.release();  // lq_bridge_start consumes it, whatever it returns
+        detail::check(lq_bridge_start(spent, broker.raw(), &out));
+        return Bridge(out);
+    }
+
+private:
+    friend class Bridge;
+    explicit BridgeBuilder(lq_bridge_builder *b) : h_(b) {}
+    lq_bridge_builder *b() {
+        if (!h_) throw Error(LQ_INVALID_STATE, "the builder is spent: start() consumed it");
+        return h_.get();
+    }
+    detail::Owned<lq_bridge_builder, lq_bridge_builder_free> h_;
+};
+
+inline BridgeBuilder Bridge::nats(std::string_view url) {
+    lq_bridge_builder *b = nullptr;
+    detail::check(lq_bridge_nats_new(detail::bytes(url), url.size(), &b));
+    return BridgeBuilder(b);
+}
+#endif  // LQ_HAVE_BRIDGE
 
 }  // namespace libqueue
 

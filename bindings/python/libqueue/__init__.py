@@ -15,6 +15,7 @@ replacement of the standard library's ``queue`` module.
 
 from __future__ import annotations
 
+from ._bridge import Bridge, BridgeBuilder, BridgeStats
 from ._broker import (DEFAULT_NAMESPACE, DEFAULT_QUEUE, Broker, ClientInfo, HostInfo, Namespace,
                       NamespaceStats, RecoveryReport)
 from ._delivery import Delivery
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Broker", "Namespace", "Queue", "Delivery", "Message", "Topic", "Pool", "RpcClient",
     "Quotas", "QueueOptions", "QueueStats", "NamespaceStats", "PoolStats", "RecoveryReport",
-    "TopicStats", "HostInfo", "ClientInfo",
+    "TopicStats", "HostInfo", "ClientInfo", "Bridge", "BridgeBuilder", "BridgeStats",
     "DEFAULT_NAMESPACE", "DEFAULT_QUEUE", "EXECUTION_ID", "LIBRARY_VERSION",
     "LibqueueError", "Empty", "Timeout", "Full", "Closed", "NotFound", "AlreadyExists",
     "QuotaExceeded", "LeaseExpired", "InvalidState", "RemoteError", "MessageTooLarge",

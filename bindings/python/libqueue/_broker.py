@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from ._core import BytesLike, Handle, count, ms, string_list, to_text
 from ._errors import check
@@ -15,6 +15,8 @@ from ._queue import Queue, QueueStats
 
 if TYPE_CHECKING:  # imported when used (they import this module)
     from typing_extensions import Unpack
+
+    from ._bridge import Bridge, Routes
 
     from ._pool import Pool
     from ._rpc import RpcClient
@@ -320,6 +322,33 @@ class Broker(Handle):
     def rpc(self) -> "RpcClient":
         """An RPC client in the default namespace."""
         return self.default_namespace.rpc()
+
+    def bridge(self, url: str, *, kind: str = "nats", forward: "Routes" = (),
+               receive: "Routes" = (), streams: Optional[Mapping[str, Iterable[str]]] = None,
+               identity: Optional[str] = None, window: Optional[int] = None,
+               backoff: Optional[tuple[float, float]] = None, max_age: Optional[float] = None,
+               connect_timeout: Optional[float] = None, ack_timeout: Optional[float] = None,
+               duplicate_window: Optional[float] = None,
+               connect_in_background: bool = False) -> "Bridge":
+        """Starts a bridge (docs/bridges.md) between this broker's queues and the
+        remote at ``url`` — ``kind="nats"``: NATS JetStream. ``forward``: local queue
+        → remote subject; ``receive``: remote subject → local queue (each a mapping,
+        or pairs in that order); ``streams``: name → subjects, created if missing.
+        The other keywords are :class:`BridgeBuilder`'s settings (durations in
+        seconds). Equivalent to ``Bridge.nats(url).forward(...)....start(broker)``;
+        raises what :meth:`BridgeBuilder.start` raises::
+
+            with broker.bridge("nats://127.0.0.1:4222", forward={"jobs": "orders.new"},
+                               streams={"ORDERS": ["orders.>"]}) as bridge:
+                ...
+        """
+        from ._bridge import bridge
+
+        return bridge(self, url, kind=kind, forward=forward, receive=receive, streams=streams,
+                      identity=identity, window=window, backoff=backoff, max_age=max_age,
+                      connect_timeout=connect_timeout, ack_timeout=ack_timeout,
+                      duplicate_window=duplicate_window,
+                      connect_in_background=connect_in_background)
 
     def send(self, body: BytesLike | Message, queue: str = DEFAULT_QUEUE,
              **kw: Unpack[SendOptions]) -> int:

@@ -118,7 +118,8 @@ class Locked(LibqueueError):
 
 
 class IOFailure(LibqueueError, OSError):
-    """The operating system refused a resource (a thread, a file descriptor)."""
+    """The operating system refused a resource (a thread, a file descriptor), or a
+    bridge's remote could not be reached (the message names it)."""
     status = lib.LQ_IO
 
 

@@ -7,6 +7,7 @@ over this file): every type below is inferred from libqueue's annotations and th
 from __future__ import annotations
 
 import queue
+from datetime import datetime
 from typing import Optional
 
 import libqueue
@@ -119,6 +120,21 @@ def shared_directory() -> list[str]:
         shared.close()
         return [f"host {info.pid == host.host_info().pid} attached {attached} "
                 f"clients {len(clients)} takeovers {info.takeovers}"]
+
+
+def bridge_config() -> libqueue.BridgeBuilder:
+    """A bridge configured (started with ``.start(broker)``, which needs a server)."""
+    return (libqueue.Bridge.nats("nats://127.0.0.1:4222").stream("ORDERS", ["orders.>"])
+            .forward("jobs", "orders.created").receive("orders.in", "inbox", durable="d")
+            .window(8).backoff(0.1, 30).connect_in_background())
+
+
+def bridge_health(broker: Broker) -> str:
+    with broker.bridge("nats://127.0.0.1:4222", forward={"jobs": "orders.created"},
+                       connect_in_background=True) as bridge:
+        s: libqueue.BridgeStats = bridge.stats()
+        since: Optional[datetime] = s.error_since
+        return f"{s.forwarded} {s.connected} {s.last_error or ''} {since}"
 
 
 if __name__ == "__main__":
