@@ -53,15 +53,15 @@ test-rust:
 # nats-server and rabbitmq-server come from Debian through `make setup` (the tests
 # start their own on 127.0.0.1 with temporary directories and stop them). Its unit
 # tests (bridge::), tests/bridge_nats.rs and tests/bridge_rabbit.rs (one RabbitMQ
-# node for the whole file: it takes 10-20 s to start); test-bridge-long adds
-# 100,000 messages each way and keeps the NATS server down for 10 s
-# (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes).
+# node for the whole file: it takes 10-20 s to start; 100,000 messages each way);
+# test-bridge-long adds 100,000 messages each way through NATS and keeps both
+# servers down for 10 s (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes).
 test-bridge: setup
 	$(CARGO) test --release --features bridge --lib --test bridge_nats --test bridge_rabbit -- bridge:: nats_ rabbit_
 
 test-bridge-long: setup
 	LQ_BRIDGE_OUTAGE_MS=10000 $(CARGO) test --release --features bridge --test bridge_nats -- --include-ignored nats_
-	LQ_BRIDGE_N=100000 $(CARGO) test --release --features bridge --test bridge_rabbit -- rabbit_
+	LQ_BRIDGE_OUTAGE_MS=10000 $(CARGO) test --release --features bridge --test bridge_rabbit -- rabbit_
 
 # Outbound throughput through the bridge beside a plain async-nats publisher
 # with PubAck, then beside a plain AMQP publisher with confirms on a private

@@ -12,7 +12,9 @@
 //! by the publish window), unmappable messages dead-lettered both ways,
 //! inbound back-pressure, unroutable publishes kept, bad URLs, credentials,
 //! exchanges and queues. `LQ_BRIDGE_N` sets the number of messages each way
-//! (default 10,000; `make test-bridge-long`: 100,000).
+//! (default 100,000: about 6 s here), `LQ_BRIDGE_OUTAGE_MS` how long the
+//! server stays down before its restart (default 0: the restart itself takes
+//! 5–20 s; `make test-bridge-long`: 10 s more). About 30–40 s in all.
 #![cfg(feature = "bridge")]
 
 use amqprs::channel::{
@@ -343,7 +345,7 @@ fn rabbit_suite() {
 
 /// N messages out through RabbitMQ and back in, every field checked.
 fn every_field_each_way(server: &mut Server) {
-    let n = n_messages(10_000);
+    let n = n_messages(100_000);
     let url = server.url();
     declare(&url, "lq.rt", "rt", "rt.data");
     let broker = Broker::new();
@@ -359,7 +361,7 @@ fn every_field_each_way(server: &mut Server) {
         .start(&broker)
         .unwrap();
     let mut seen = vec![false; n];
-    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 500);
+    let deadline = Instant::now() + Duration::from_secs(60 + n as u64 / 1000);
     let mut got = 0;
     while got < n {
         assert!(
@@ -573,7 +575,7 @@ fn our_process_killed_mid_stream(server: &mut Server) {
     let url = server.url();
     declare(&url, "lq.crash", "crash", "crash");
     let dir = tempfile::tempdir().unwrap();
-    let n = n_messages(10_000).min(20_000);
+    let n = 10_000;
     {
         let broker =
             Broker::open(BrokerOptions::new().data_dir(dir.path()).exclusive(true)).unwrap();
@@ -657,7 +659,7 @@ fn server_killed_mid_stream_and_restarted(server: &mut Server) {
         .unwrap()
         .create_queue("jobs", QueueOptions::default().persistent(true))
         .unwrap();
-    let n = n_messages(10_000).min(20_000);
+    let n = 10_000;
     let window = 64;
     let bridge = Bridge::rabbitmq(&url)
         .forward("app/jobs", "lq.jobs", "jobs")
@@ -692,6 +694,11 @@ fn server_killed_mid_stream_and_restarted(server: &mut Server) {
         let s = bridge.stats();
         !s.connected && s.last_error.is_some() && s.error_since.is_some()
     });
+    let outage = std::env::var("LQ_BRIDGE_OUTAGE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(outage));
     assert!(bridge.stats().pending_outbound > 0);
     let before = bridge.stats();
     server.restart();
