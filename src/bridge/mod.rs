@@ -2,8 +2,9 @@
 //!
 //! When work must leave the host, libqueue hands it to an existing distributed
 //! engine instead of clustering itself: a [`Bridge`] drains local queues to
-//! NATS JetStream subjects (*outbound*) and feeds local queues from durable
-//! JetStream consumers (*inbound*), at least once both ways. The local queue
+//! NATS JetStream subjects or RabbitMQ exchanges (*outbound*) and feeds local
+//! queues from durable JetStream consumers or RabbitMQ queues (*inbound*), at
+//! least once both ways. The local queue
 //! (and its journal) keeps accepting work at memory speed while the remote is
 //! down; the bridge reconnects and resumes by itself.
 //!
@@ -333,9 +334,10 @@ impl BridgeBuilder {
                         Err(e) => return fail(e),
                     };
                 let ready = std::future::ready(true);
-                return self
-                    .serve(rabbit, outbound, inbound, shared, stop, started, ready)
+                let r = rabbit.clone();
+                self.serve(r, outbound, inbound, shared, stop, started, ready)
                     .await;
+                return rabbit.close().await;
             }
             let nats = match Nats::connect(&settings, shared.clone()).await {
                 Ok(n) => Rc::new(n),

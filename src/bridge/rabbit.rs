@@ -406,8 +406,11 @@ struct Session {
 }
 
 impl Session {
+    /// Open, and its publisher channel still confirming.
     fn alive(&self) -> bool {
-        self.conn.is_open() && self.publisher.is_open()
+        self.conn.is_open()
+            && self.publisher.is_open()
+            && self.confirms.state.lock().closed.is_none()
     }
 }
 
@@ -540,6 +543,15 @@ impl Rabbit {
                     self.url, self.connect_timeout
                 )))
             }
+        }
+    }
+
+    /// Closes the connection (at stop), so the acks sent reach RabbitMQ
+    /// before the runtime ends; bounded by two seconds.
+    pub(super) async fn close(&self) {
+        let session = self.session.borrow_mut().take();
+        if let Some(s) = session {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.conn.clone().close()).await;
         }
     }
 
@@ -817,10 +829,11 @@ impl Remote for Rabbit {
                 return r;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(RemoteError::Transient(format!(
-                    "no publisher confirm within {:?}",
-                    self.ack_timeout
-                )));
+                // A connection that stopped confirming is not trusted again:
+                // the next publish connects anew.
+                let why = format!("no publisher confirm within {:?}", self.ack_timeout);
+                p.confirms.close(why.clone());
+                return Err(RemoteError::Transient(why));
             }
         }
     }
