@@ -766,6 +766,12 @@ fn bad_input_fails_clearly(server: &mut Server) {
         .start(&broker)
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    let e = Bridge::rabbitmq(&server.url())
+        .forward("q", "x", "y")
+        .identity(&"i".repeat(240))
+        .start(&broker)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     // Nobody listens on this port.
     let url = format!("amqp://guest:guest@127.0.0.1:{}/", free_port());
     let t = Instant::now();

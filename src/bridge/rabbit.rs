@@ -162,6 +162,17 @@ pub(super) fn check(b: &BridgeBuilder) -> Result<()> {
         let (exchange, key) = target_parts(target);
         short("exchange", exchange)?;
         short("routing key", key)?;
+        if let Some(id) = &b.identity {
+            // message_id = lq:<identity>:<namespace>:<queue>:<u64>, a short string.
+            let (ns, q) = super::split(spec);
+            let longest = format!("lq:{id}:{ns}:{q}:{}", u64::MAX).len();
+            if longest > SHORT {
+                return Err(Error::InvalidArgument(format!(
+                    "identity {id:?}: too long for an AMQP message_id \
+                     (at most {SHORT} bytes with the queue's name)"
+                )));
+            }
+        }
     }
     for (remote, spec, tag) in &b.inbound {
         super::check_queue(spec)?;
@@ -665,6 +676,12 @@ impl Rabbit {
 /// A message's AMQP properties from its mapped headers: the natural ones as
 /// properties, the rest (user headers, the name) as a header table.
 fn properties(msg_id: &str, m: &Mapped) -> std::result::Result<BasicProperties, RemoteError> {
+    if msg_id.len() > SHORT {
+        // check() refuses identities that long; never a panic in amqprs.
+        return Err(RemoteError::Permanent(format!(
+            "message id {msg_id:?}: AMQP takes at most {SHORT} bytes"
+        )));
+    }
     let mut p = BasicProperties::default();
     p.with_message_id(msg_id).with_delivery_mode(1);
     let mut table = FieldTable::new();
@@ -681,7 +698,7 @@ fn properties(msg_id: &str, m: &Mapped) -> std::result::Result<BasicProperties, 
             mapping::PRIORITY => {
                 p.with_priority(v.parse().unwrap_or(0));
             }
-            mapping::TTL_MS => {
+            mapping::TTL_MS if v.len() <= SHORT => {
                 p.with_expiration(v);
             }
             mapping::PERSISTENT => {
