@@ -35,7 +35,8 @@ test: setup test-no-cbindgen test-rust test-loom test-c test-cpp test-sanitize t
 # What `make test` and `make demo` need beyond Rust (cargo), a C compiler and
 # python3, installed only when missing: gcc, g++, valgrind, pkg-config, binutils
 # (readelf, strip), python3-venv (Debian ships venv/ensurepip apart), nats-server
-# (the bridge's tests start their own), rustfmt and clippy. Uses apt-get
+# and rabbitmq-server (the bridge's tests start their own; the Debian package's
+# system service is not used), rustfmt and clippy. Uses apt-get
 # (through sudo when not root); elsewhere it names what is missing.
 setup:
 	@missing=""; \
@@ -46,6 +47,7 @@ setup:
 	{ command -v readelf && command -v strip; } >/dev/null || missing="$$missing binutils"; \
 	python3 -c "import venv, ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	{ command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || missing="$$missing nats-server"; \
+	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
 	if [ -n "$$missing" ]; then \
 		command -v apt-get >/dev/null || { echo "make setup: install$$missing (no apt-get here)" >&2; exit 1; }; \
 		echo "make setup: installing$$missing"; \
@@ -63,19 +65,24 @@ test-rust: setup
 	$(CARGO) test --release --all-targets --features bridge
 	$(CARGO) test --release --doc --features bridge
 
-# The bridge to NATS JetStream (feature `bridge`, src/bridge/) alone: nats-server
-# comes from Debian through `make setup` (the tests start their own on 127.0.0.1
-# with a temporary store and kill it). Its unit tests (bridge::) and
-# tests/bridge_nats.rs (test-rust runs them too); test-bridge-long adds 100,000 messages each way and
-# keeps the server down for 10 s (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes).
+# The bridges to NATS JetStream and RabbitMQ (feature `bridge`, src/bridge/):
+# nats-server and rabbitmq-server come from Debian through `make setup` (the tests
+# start their own on 127.0.0.1 with temporary directories and stop them). Its unit
+# tests (bridge::), tests/bridge_nats.rs and tests/bridge_rabbit.rs (one RabbitMQ
+# node for the whole file: it takes 10-20 s to start; 100,000 messages each way);
+# test-bridge-long adds 100,000 messages each way through NATS and keeps both
+# servers down for 10 s (LQ_BRIDGE_OUTAGE_MS=120000 for 2 minutes). test-rust
+# runs the same tests (one feature set for the whole build).
 test-bridge: setup
-	$(CARGO) test --release --features bridge --lib --test bridge_nats -- bridge:: nats_
+	$(CARGO) test --release --features bridge --lib --test bridge_nats --test bridge_rabbit -- bridge:: nats_ rabbit_
 
 test-bridge-long: setup
 	LQ_BRIDGE_OUTAGE_MS=10000 $(CARGO) test --release --features bridge --test bridge_nats -- --include-ignored nats_
+	LQ_BRIDGE_OUTAGE_MS=10000 $(CARGO) test --release --features bridge --test bridge_rabbit -- rabbit_
 
 # Outbound throughput through the bridge beside a plain async-nats publisher
-# with PubAck (64 B and 4 KiB, one run; not part of `make bench` yet).
+# with PubAck, then beside a plain AMQP publisher with confirms on a private
+# RabbitMQ (benches/rabbitmq.sh); 64 B and 4 KiB; not part of `make bench` yet.
 bench-bridge: setup
 	$(CARGO) bench --features bridge --bench bridge
 

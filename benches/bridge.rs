@@ -6,11 +6,25 @@
 //! storage), 64 B and 4 KiB bodies. Also the local send rate while the bridge
 //! forwards. `make bench-bridge`; `LQ_BENCH_QUICK=1`: 10,000 messages.
 //! The target: bridge ≥ 0.8× the plain client.
+//!
+//! Then the same for RabbitMQ (a private node from `benches/rabbitmq.sh`,
+//! stopped at the end): the bridge (publisher confirms, `message_id`, local
+//! ack after the confirm) beside a plain `amqprs` publisher with confirms and
+//! the same 256 in flight, both to a durable queue through the default
+//! exchange, non-persistent messages. `LQ_BENCH_RABBIT=0` skips it.
 
+use amqprs::callbacks::ChannelCallback;
+use amqprs::channel::{
+    BasicPublishArguments, Channel, ConfirmSelectArguments, QueueDeclareArguments,
+    QueuePurgeArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use libqueue::{Bridge, Broker, Message, QueueOptions};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WINDOW: usize = 256;
@@ -79,6 +93,201 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
+    if std::env::var("LQ_BENCH_RABBIT").is_ok_and(|v| v == "0") {
+        return;
+    }
+    rabbit(quick, rounds);
+}
+
+/// A private RabbitMQ node (benches/rabbitmq.sh), stopped when dropped.
+struct RabbitNode(tempfile::TempDir);
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = Command::new("benches/rabbitmq.sh")
+            .arg("stop")
+            .arg(self.0.path().join("node"))
+            .status();
+    }
+}
+
+fn rabbit(quick: bool, rounds: usize) {
+    let node = RabbitNode(tempfile::tempdir().unwrap());
+    let out = Command::new("benches/rabbitmq.sh")
+        .arg("start")
+        .arg(node.0.path().join("node"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("benches/rabbitmq.sh");
+    assert!(out.status.success(), "RabbitMQ did not start");
+    let url = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .replace("rabbit://", "amqp://");
+    println!(
+        "RabbitMQ {:>3} {:>9} {:>14} {:>14} {:>7} {:>14}",
+        "size", "messages", "plain msg/s", "bridge msg/s", "ratio", "local send/s"
+    );
+    for (size, n) in [(64usize, 50_000usize), (4096, 20_000)] {
+        let n = if quick { n.min(10_000) } else { n };
+        let (mut plain, mut bridge, mut local) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            plain.push(amqp_publisher(&url, size, n));
+            let (b, l) = through_rabbit_bridge(&url, size, n);
+            bridge.push(b);
+            local.push(l);
+        }
+        let (plain, bridge, local) = (median(plain), median(bridge), median(local));
+        println!(
+            "{size:>12} {n:>9} {plain:>14.0} {bridge:>14.0} {:>7.2} {local:>14.0}",
+            bridge / plain
+        );
+    }
+}
+
+/// Publisher confirms of the plain publisher: the tags still unconfirmed.
+#[derive(Clone, Default)]
+struct Unconfirmed(Arc<(Mutex<BTreeSet<u64>>, tokio::sync::Notify)>);
+
+impl Unconfirmed {
+    fn settle(&self, tag: u64, multiple: bool) {
+        let mut s = self.0 .0.lock().unwrap();
+        if multiple {
+            *s = s.split_off(&(tag + 1));
+        } else {
+            s.remove(&tag);
+        }
+        drop(s);
+        self.0 .1.notify_waiters();
+    }
+
+    /// Waits until at most `n` are unconfirmed.
+    async fn at_most(&self, n: usize) {
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0 .0.lock().unwrap().len() <= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelCallback for Unconfirmed {
+    async fn close(&mut self, _: &Channel, c: CloseChannel) -> Result<(), amqprs::error::Error> {
+        panic!("channel closed: {c}");
+    }
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+        self.settle(ack.delivery_tag(), ack.mutiple());
+    }
+    async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
+        panic!("nacked: {}", nack.delivery_tag());
+    }
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
+        panic!("returned");
+    }
+}
+
+/// The durable queue both write to (through the default exchange), empty.
+async fn bench_queue(ch: &Channel) {
+    ch.queue_declare(QueueDeclareArguments::durable_client_named("lq-bench"))
+        .await
+        .unwrap();
+    ch.queue_purge(QueuePurgeArguments::new("lq-bench"))
+        .await
+        .unwrap();
+}
+
+/// Messages per second of a plain AMQP publisher with confirms, WINDOW in
+/// flight, `message_id` and the properties the bridge sets.
+fn amqp_publisher(url: &str, size: usize, n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Connection::open(&OpenConnectionArguments::try_from(url).unwrap())
+            .await
+            .unwrap();
+        let ch = conn.open_channel(None).await.unwrap();
+        bench_queue(&ch).await;
+        let unconfirmed = Unconfirmed::default();
+        ch.register_callback(unconfirmed.clone()).await.unwrap();
+        ch.confirm_select(ConfirmSelectArguments::default())
+            .await
+            .unwrap();
+        let body = bytes_of(size);
+        let t = Instant::now();
+        for i in 0..n {
+            unconfirmed.at_most(WINDOW - 1).await;
+            unconfirmed.0 .0.lock().unwrap().insert(i as u64 + 1);
+            let props = BasicProperties::default()
+                .with_message_id(&format!("plain:{size}:{i}"))
+                .with_priority(4)
+                .with_delivery_mode(1)
+                .finish();
+            let mut args = BasicPublishArguments::new("", "lq-bench");
+            args.mandatory(true);
+            ch.basic_publish(props, body.clone(), args).await.unwrap();
+        }
+        unconfirmed.at_most(0).await;
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let _ = ch.close().await;
+        let _ = conn.close().await;
+        rate
+    })
+}
+
+/// As `through_bridge`, to RabbitMQ.
+fn through_rabbit_bridge(url: &str, size: usize, n: usize) -> (f64, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Connection::open(&OpenConnectionArguments::try_from(url).unwrap())
+            .await
+            .unwrap();
+        let ch = conn.open_channel(None).await.unwrap();
+        bench_queue(&ch).await;
+        let _ = conn.close().await;
+    });
+    let broker = Broker::new();
+    let q = broker
+        .default_namespace()
+        .unwrap()
+        .create_queue("out", QueueOptions::default().strict_fifo(true))
+        .unwrap();
+    let body = bytes_of(size);
+    for _ in 0..n {
+        q.send(Message::new(body.clone())).unwrap();
+    }
+    let t = Instant::now();
+    let bridge = Bridge::rabbitmq(url)
+        .forward("out", "", "lq-bench")
+        .window(WINDOW)
+        .start(&broker)
+        .unwrap();
+    let ls = Instant::now();
+    let extra = n / 10;
+    for _ in 0..extra {
+        q.send(Message::new(body.clone())).unwrap();
+    }
+    let local = extra as f64 / ls.elapsed().as_secs_f64();
+    while bridge.stats().forwarded < (n + extra) as u64 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rate = (n + extra) as f64 / t.elapsed().as_secs_f64();
+    (rate, local)
 }
 
 /// Messages per second of a plain publisher: WINDOW publishes in flight,

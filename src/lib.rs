@@ -71,7 +71,7 @@ mod topic;
 mod types;
 
 #[cfg(feature = "bridge")]
-pub use bridge::{Bridge, BridgeBuilder, BridgeStats};
+pub use bridge::{Bridge, BridgeBuilder, BridgeStats, RabbitBuilder};
 pub use broker::{
     Broker, BrokerOptions, Namespace, NamespaceStats, DEFAULT_NAMESPACE, DEFAULT_QUEUE,
 };

@@ -16,6 +16,10 @@ pub const TTL_MS: &str = "Lq-Ttl-Ms";
 /// `1` for a persistent message, `0` for another.
 pub const PERSISTENT: &str = "Lq-Persistent";
 
+/// Set by an engine on a received message it could not map (the value says
+/// why): [`inbound`] refuses the message with that reason.
+pub(crate) const UNMAPPABLE: &str = "Lq-Unmappable";
+
 /// Prefixes of header names reserved to the bridge and to the remote engine:
 /// a libqueue header with such a name cannot be forwarded.
 const RESERVED: [&str; 2] = ["lq-", "nats-"];
@@ -120,6 +124,7 @@ pub(crate) fn inbound<'a>(
                 Ok(ms) if ms > 0 => m = m.ttl(Duration::from_millis(ms)),
                 _ => return Err(bad("a positive number of milliseconds")),
             },
+            "lq-unmappable" => return Err(v.to_string()),
             "lq-persistent" => match v {
                 "1" => m = m.persistent(true),
                 "0" => m = m.persistent(false),

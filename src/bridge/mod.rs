@@ -2,8 +2,9 @@
 //!
 //! When work must leave the host, libqueue hands it to an existing distributed
 //! engine instead of clustering itself: a [`Bridge`] drains local queues to
-//! NATS JetStream subjects (*outbound*) and feeds local queues from durable
-//! JetStream consumers (*inbound*), at least once both ways. The local queue
+//! NATS JetStream subjects or RabbitMQ exchanges (*outbound*) and feeds local
+//! queues from durable JetStream consumers or RabbitMQ queues (*inbound*), at
+//! least once both ways. The local queue
 //! (and its journal) keeps accepting work at memory speed while the remote is
 //! down; the bridge reconnects and resumes by itself.
 //!
@@ -13,6 +14,8 @@
 //!   starts no runtime.
 //! - `remote.rs`: the `Remote` trait, what the loops need of an engine.
 //! - `nats.rs`: its NATS JetStream implementation (`async-nats`).
+//! - `rabbit.rs`: its RabbitMQ (AMQP 0.9.1) implementation (`amqprs`) and
+//!   [`RabbitBuilder`], the configuration [`Bridge::rabbitmq`] returns.
 //! - `outbound.rs`, `inbound.rs`: the forwarding loops, which hold the
 //!   guarantees (ack after PubAck, stable `Nats-Msg-Id`, order, back-pressure,
 //!   backoff, dead letters).
@@ -27,10 +30,12 @@ mod inbound;
 mod mapping;
 mod nats;
 mod outbound;
+mod rabbit;
 mod remote;
 mod stats;
 
 pub use mapping::{CORRELATION_ID, NAME, PERSISTENT, PRIORITY, TTL_MS};
+pub use rabbit::RabbitBuilder;
 pub use stats::BridgeStats;
 
 use crate::{Broker, Error, Queue, Result};
@@ -48,6 +53,13 @@ use std::time::Duration;
 
 /// The file in a data directory that holds the bridge identity.
 pub const IDENTITY_FILE: &str = "bridge-id";
+
+/// The distributed engine a bridge speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Nats,
+    RabbitMq,
+}
 
 /// Tuning shared by the routes of one bridge.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +79,7 @@ pub(crate) struct Tuning {
 #[derive(Debug, Clone)]
 #[must_use = "a bridge does nothing until started"]
 pub struct BridgeBuilder {
+    engine: Engine,
     url: String,
     outbound: Vec<(String, String)>,
     inbound: Vec<(String, String, Option<String>)>,
@@ -253,6 +266,9 @@ impl BridgeBuilder {
     }
 
     fn check(&self) -> Result<()> {
+        if self.engine == Engine::RabbitMq {
+            return rabbit::check(self);
+        }
         let scheme_ok = self
             .url
             .split(',')
@@ -311,12 +327,22 @@ impl BridgeBuilder {
             let fail = |e: Error| {
                 let _ = started.send(Err(e));
             };
+            if self.engine == Engine::RabbitMq {
+                let rabbit =
+                    match rabbit::Rabbit::connect(&settings, &self, &inbound, &shared).await {
+                        Ok(r) => Rc::new(r),
+                        Err(e) => return fail(e),
+                    };
+                let ready = std::future::ready(true);
+                let r = rabbit.clone();
+                self.serve(r, outbound, inbound, shared, stop, started, ready)
+                    .await;
+                return rabbit.close().await;
+            }
             let nats = match Nats::connect(&settings, shared.clone()).await {
                 Ok(n) => Rc::new(n),
                 Err(e) => return fail(Error::Io(e)),
             };
-            shared.set_connected(nats.connected());
-            let mut sources = Vec::new();
             if !self.background {
                 for (name, subjects) in &self.streams {
                     if let Err(e) = nats
@@ -326,62 +352,94 @@ impl BridgeBuilder {
                         return fail(Error::Io(e));
                     }
                 }
-                for r in &outbound {
-                    if let Err(e) = nats.check_target(&r.target).await {
-                        return fail(Error::NotFound(e.text().to_string()));
-                    }
-                }
-                for r in &inbound {
-                    match nats.open_source(&r.origin, &r.durable).await {
-                        Ok(s) => sources.push(Some(s)),
-                        Err(e) => return fail(Error::NotFound(e.text().to_string())),
-                    }
-                }
-            } else {
-                sources.resize_with(inbound.len(), || None);
             }
-            let _ = started.send(Ok(()));
-            if self.background {
-                let mut delay = self.tuning.backoff_min;
-                for (name, subjects) in &self.streams {
-                    while let Err(e) = nats
-                        .ensure_stream(name, subjects, self.duplicate_window)
-                        .await
-                    {
-                        shared.error(&e);
-                        if stop.load(Relaxed) {
-                            return;
+            // In the background, the streams are made once the remote is there.
+            let streams = async {
+                if self.background {
+                    let mut delay = self.tuning.backoff_min;
+                    for (name, subjects) in &self.streams {
+                        while let Err(e) = nats
+                            .ensure_stream(name, subjects, self.duplicate_window)
+                            .await
+                        {
+                            shared.error(&e);
+                            if stop.load(Relaxed) {
+                                return false;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(self.tuning.backoff_max);
                         }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(self.tuning.backoff_max);
                     }
                 }
-            }
-            let mut tasks = Vec::new();
-            for r in outbound {
-                let what = format!("forwarding {} to {}", r.queue.name(), r.target);
-                let task =
-                    outbound::run(nats.clone(), r, self.tuning, shared.clone(), stop.clone());
-                tasks.push(watched(what, task, &shared));
-            }
-            for (r, s) in inbound.into_iter().zip(sources) {
-                let what = format!("receiving {} into {}", r.origin, r.queue.name());
-                let task = inbound::run(
-                    nats.clone(),
-                    r,
-                    s,
-                    self.tuning,
-                    shared.clone(),
-                    stop.clone(),
-                );
-                tasks.push(watched(what, task, &shared));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
+                true
+            };
+            let (n, sh, st) = (nats.clone(), shared.clone(), stop.clone());
+            self.serve(n, outbound, inbound, sh, st, started, streams)
+                .await;
         });
         // Blocking receives still waiting end within their own timeout.
         rt.shutdown_timeout(Duration::from_secs(1));
+    }
+
+    /// Checks every route on the connected `remote` (unless in the
+    /// background), says `started`, runs `after_start` (false: stopping),
+    /// then runs every route until the bridge stops.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve<R: Remote>(
+        &self,
+        remote: Rc<R>,
+        outbound: Vec<outbound::Route>,
+        inbound: Vec<inbound::Route>,
+        shared: Arc<Shared>,
+        stop: Arc<AtomicBool>,
+        started: std::sync::mpsc::Sender<Result<()>>,
+        after_start: impl std::future::Future<Output = bool>,
+    ) {
+        let fail = |e: Error| {
+            let _ = started.send(Err(e));
+        };
+        shared.set_connected(remote.connected());
+        let mut sources = Vec::new();
+        if !self.background {
+            for r in &outbound {
+                if let Err(e) = remote.check_target(&r.target).await {
+                    return fail(Error::NotFound(e.text().to_string()));
+                }
+            }
+            for r in &inbound {
+                match remote.open_source(&r.origin, &r.durable).await {
+                    Ok(s) => sources.push(Some(s)),
+                    Err(e) => return fail(Error::NotFound(e.text().to_string())),
+                }
+            }
+        } else {
+            sources.resize_with(inbound.len(), || None);
+        }
+        let _ = started.send(Ok(()));
+        if !after_start.await {
+            return;
+        }
+        let mut tasks = Vec::new();
+        for r in outbound {
+            let what = format!("forwarding {} to {}", r.queue.name(), r.target);
+            let task = outbound::run(remote.clone(), r, self.tuning, shared.clone(), stop.clone());
+            tasks.push(watched(what, task, &shared));
+        }
+        for (r, s) in inbound.into_iter().zip(sources) {
+            let what = format!("receiving {} into {}", r.origin, r.queue.name());
+            let task = inbound::run(
+                remote.clone(),
+                r,
+                s,
+                self.tuning,
+                shared.clone(),
+                stop.clone(),
+            );
+            tasks.push(watched(what, task, &shared));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 
@@ -436,6 +494,7 @@ impl Bridge {
     /// ```
     pub fn nats(url: &str) -> BridgeBuilder {
         BridgeBuilder {
+            engine: Engine::Nats,
             url: url.into(),
             outbound: Vec::new(),
             inbound: Vec::new(),
@@ -452,6 +511,26 @@ impl Bridge {
             ack_timeout: Duration::from_secs(5),
             background: false,
         }
+    }
+
+    /// A bridge to RabbitMQ (AMQP 0.9.1) at `url`
+    /// (`amqp://user:password@host:port/vhost`), to configure and
+    /// [`start`](RabbitBuilder::start).
+    ///
+    /// ```no_run
+    /// use libqueue::{Bridge, Broker};
+    /// let broker = Broker::new();
+    /// let bridge = Bridge::rabbitmq("amqp://guest:guest@127.0.0.1:5672")
+    ///     .forward("jobs", "orders", "orders.created")
+    ///     .receive("orders.in", "inbox")
+    ///     .start(&broker)?;
+    /// println!("{:?}", bridge.stats());
+    /// # Ok::<(), libqueue::Error>(())
+    /// ```
+    pub fn rabbitmq(url: &str) -> RabbitBuilder {
+        let mut b = Bridge::nats(url);
+        b.engine = Engine::RabbitMq;
+        RabbitBuilder::new(b)
     }
 
     /// The counters and health of this bridge now.

@@ -35,6 +35,8 @@ struct Ctx<R: Remote> {
     tuning: Tuning,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// Why the last confirm failed (for `last_error`).
+    unconfirmed: std::cell::Cell<Option<String>>,
 }
 
 /// Runs one route until the bridge stops (or its queue is closed).
@@ -51,6 +53,7 @@ pub(crate) async fn run<R: Remote>(
         tuning,
         shared,
         stop,
+        unconfirmed: Default::default(),
     };
     let mut ready: VecDeque<Delivery> = VecDeque::new();
     let mut inflight: VecDeque<(Delivery, Mapped, R::Pending)> = VecDeque::new();
@@ -209,7 +212,10 @@ impl<R: Remote> Ctx<R> {
             match r {
                 Ok(s) => self.stored(d, s),
                 Err(RemoteError::Permanent(r)) => self.dead_letter(d, &r),
-                Err(RemoteError::Transient(_)) => left.push((d, m)),
+                Err(RemoteError::Transient(e)) => {
+                    self.unconfirmed.set(Some(e));
+                    left.push((d, m));
+                }
             }
         }
         left
@@ -276,7 +282,10 @@ impl<R: Remote> Ctx<R> {
             if let Some(e) = send_error {
                 error = e;
             } else if !left.is_empty() {
-                error = "publish not confirmed".into();
+                error = self
+                    .unconfirmed
+                    .take()
+                    .unwrap_or_else(|| "publish not confirmed".into());
             }
             retry = left;
         }

@@ -22,8 +22,10 @@ pub struct BridgeStats {
     pub pending_inbound: u64,
     /// Publishes (and inbound sends) tried again after a failure.
     pub retries: u64,
-    /// Publishes the remote reported as duplicates (suppressed by its
-    /// duplicate window): replays after a failure or restart.
+    /// NATS: publishes the remote reported as duplicates (suppressed by its
+    /// duplicate window): replays after a failure or restart. RabbitMQ (no
+    /// duplicate window): inbound deliveries flagged `redelivered`, each
+    /// possibly a copy of one received before.
     pub duplicates: u64,
     /// Messages dead-lettered locally (unmappable, refused, or too old).
     pub dead_lettered: u64,
