@@ -12,7 +12,7 @@
 //!
 //! The host is a child process: this test binary run again (`LQ_FP_ROLE`).
 
-use libqueue::{Broker, BrokerOptions, Message, Wait};
+use libqueue::{Broker, BrokerOptions, Message, MessageView, Wait};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,7 +34,13 @@ struct Host {
 impl Host {
     fn start(dir: &Path) -> Host {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("LQ_FP_ROLE", "host")
             .env("LQ_FP_DIR", dir)
             .stdin(Stdio::piped())
@@ -45,7 +51,10 @@ impl Host {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "the host child ended");
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the host child ended"
+            );
             // (libtest may have written "test child ... " on the same line)
             if line.trim_end().ends_with("LQ-READY") {
                 break;
@@ -207,4 +216,55 @@ fn idle_process_gets_notified_and_takes_over_without_a_call() {
     q.send_bytes(b"after").unwrap();
     assert!(readable(fd, Duration::from_secs(5)));
     b.close();
+}
+
+/// A client may pipeline: many requests in one write, cut anywhere, are
+/// each answered (the host reads many frames per read and writes the
+/// answers ready together), and the sends keep their order.
+#[test]
+fn pipelined_requests_in_one_write_are_all_answered() {
+    use libqueue::wire::{self, op, Enc};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let host = open(dir.path());
+    let q = host.queue("pipe").unwrap();
+    let mut s = UnixStream::connect(dir.path().join("libqueue.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read_frame = |s: &mut UnixStream| {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    s.write_all(&wire::fuzz::hello_frame()).unwrap();
+    assert_eq!(read_frame(&mut s)[9], 0);
+    let n = 500u64;
+    let mut all = Vec::new();
+    for i in 1..=n {
+        let mut e = Enc::new(i, op::SEND);
+        e.str("default").str("pipe").u64(0).u8(0).bool(false).u32(1);
+        e.message(&Message::new(i.to_le_bytes().to_vec()));
+        all.extend_from_slice(&e.finish().unwrap());
+    }
+    // Written in odd pieces (frames cut in the middle), without waiting.
+    for piece in all.chunks(777) {
+        s.write_all(piece).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..n {
+        let body = read_frame(&mut s);
+        let id = u64::from_le_bytes(body[..8].try_into().unwrap());
+        assert_eq!(body[8], op::REPLY);
+        assert_eq!(body[9], 0, "answer {id} is an error");
+        assert!(seen.insert(id));
+    }
+    assert_eq!(seen.len() as u64, n);
+    for i in 1..=n {
+        let d = q.receive_auto_ack(Wait::Try).unwrap().unwrap();
+        assert_eq!(d.body(), i.to_le_bytes(), "in the order sent");
+    }
+    drop(s);
+    host.close();
 }
