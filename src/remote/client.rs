@@ -230,6 +230,7 @@ impl Conn {
             (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
                 .map_err(|_| bad("bad HELLO answer"))?;
         s.set_read_timeout(None)?;
+        set_buffers(s.as_raw_fd());
         // SAFETY: epoll_create1 takes no pointers.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -1227,6 +1228,9 @@ impl Client {
         let r = self.call(
             op::SEND,
             |e| {
+                if msgs.len() > 1 {
+                    e.reserve(msgs.iter().map(wire::message_len).sum::<usize>() + 64);
+                }
                 e.queue_at(q);
                 match on_full {
                     None => e.u8(0),
@@ -1527,5 +1531,24 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Socket buffers of 1 MiB each way (best effort; the kernel caps them at
+/// `net.core.[wr]mem_max`): a batch's frame goes in one write, and the
+/// host's answers to pipelined requests in one.
+pub(crate) fn set_buffers(fd: i32) {
+    let size: libc::c_int = 1 << 20;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: `size` is a valid c_int for the duration of the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }

@@ -438,6 +438,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
         if shared.stop.load(SeqCst) {
             return;
         }
+        super::client::set_buffers(stream.as_raw_fd());
         let (pid, uid) = peer_cred(&stream).unwrap_or((0, u32::MAX));
         let uid = injected_uid.unwrap_or(uid);
         let since = SystemTime::now()
@@ -766,6 +767,8 @@ impl Conn {
                 let _ = q.give_back(t);
             }
         }
+        // The answer's size is known: one allocation.
+        enc.reserve(bytes.min(ANSWER_BUDGET));
         enc.u32(ds.len() as u32);
         let mut late = Vec::new();
         {
@@ -1424,7 +1427,7 @@ fn handle(
                 return Err(Malformed("a single send carries one message"));
             }
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, ns, name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -1461,7 +1464,7 @@ fn handle(
             let wait = d.wait()?;
             let auto_ack = d.bool()?;
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, ns, name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -1494,7 +1497,7 @@ fn handle(
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let max = d.u32()? as usize;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 let ps = q.peek(max)?;
                 let mut e = ok(id);
                 e.u32(ps.len() as u32);
@@ -1508,14 +1511,14 @@ fn handle(
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let mid = d.u64()?;
             run!({
-                queue_of(&broker()?, cache, &ns, &name, serial)?.cancel(mid)?;
+                queue_of(&broker()?, cache, ns, name, serial)?.cancel(mid)?;
                 Ok(ok(id))
             })
         }
         op::PURGE => {
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             run!({
-                let n = queue_of(&broker()?, cache, &ns, &name, serial)?.purge()?;
+                let n = queue_of(&broker()?, cache, ns, name, serial)?.purge()?;
                 let mut e = ok(id);
                 e.u64(n);
                 Ok(e)
@@ -1524,7 +1527,7 @@ fn handle(
         op::QUEUE_STATS => {
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             run!({
-                let s = queue_of(&broker()?, cache, &ns, &name, serial)?.stats();
+                let s = queue_of(&broker()?, cache, ns, name, serial)?.stats();
                 let mut e = ok(id);
                 e.queue_stats(&s);
                 Ok(e)
@@ -1534,7 +1537,7 @@ fn handle(
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let watch = d.u64()?;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 let mut w = shared.watcher.lock();
                 if w.is_none() {
                     *w = Some(Watcher::start()?);
@@ -1595,7 +1598,7 @@ fn handle(
             let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let lease = d.u64()?;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 // Only the queue the lease is of gives it back (a ticket
                 // shown to another queue grants nothing, as locally).
                 let t = {
