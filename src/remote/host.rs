@@ -2,7 +2,9 @@
 //! on a Unix socket in it (`libqueue.sock`). One thread accepts; each
 //! connection has a thread that reads its frames (as many as one read
 //! brings) and answers what does not wait, inline, the answers ready
-//! together in one write; calls that wait (a blocking receive, a send into a full queue, a
+//! together in one write (a receive that finds nothing, when the connection
+//! has nothing else to read, looks again for [`INLINE_WAIT`] first); calls
+//! that wait (a blocking receive, a send into a full queue, a
 //! publish) run on a shared pool of waiter threads and answer when done, so
 //! one client's wait never holds up its other calls or anyone else.
 //!
@@ -982,6 +984,10 @@ struct Inbox {
 const READ_CHUNK: usize = 64 << 10;
 /// Answers ready together go out in one write, up to this many bytes.
 const OUT_LIMIT: usize = 256 << 10;
+/// How long a receive that found nothing looks again on the connection's
+/// thread, when that thread has nothing else to read, before a waiter thread
+/// takes its wait.
+const INLINE_WAIT: Duration = Duration::from_micros(50);
 
 /// Serves the requests after `HELLO`: reads as many frames as one read
 /// brings, handles each, and writes the answers that are ready together in
@@ -1034,6 +1040,8 @@ fn serve_frames(
                 defer_receive(shared, conn, id, frame);
                 continue;
             }
+            // The last whole frame read, and nothing answered is waiting to go.
+            cache.idle = inbox.buf.len() - inbox.start < 4 && out.is_empty();
             match handle(shared, conn, cache, id, o, &mut d) {
                 Ok(Some(r)) => conn.reply_into(out, id, r),
                 Ok(None) => {}
@@ -1204,6 +1212,10 @@ struct QueueCache {
     pid: u32,
     map: HashMap<String, HashMap<String, Queue>>,
     len: usize,
+    /// Set by the connection's thread while the request it runs is the last
+    /// one it has read: a receive that finds nothing may then look again for
+    /// a moment ([`INLINE_WAIT`]) before it goes to a waiter thread.
+    idle: bool,
 }
 
 impl QueueCache {
@@ -1212,6 +1224,7 @@ impl QueueCache {
             pid: std::process::id(),
             map: HashMap::new(),
             len: 0,
+            idle: false,
         }
     }
 
@@ -1470,10 +1483,28 @@ fn handle(
             };
             let mode = ReceiveMode::from_auto_ack(auto_ack);
             let max = max.min(65_536);
-            let got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+            let mut got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
                 Ok(got) => got,
                 Err(e) => return Ok(Some(Err(e))),
             };
+            if got.is_empty() && wait != Wait::Try && std::mem::take(&mut cache.idle) {
+                // Nothing else of this connection to read: look again for a
+                // moment here (a reply often comes within microseconds),
+                // yielding the CPU between looks, before a waiter thread
+                // takes the wait (one wake-up more).
+                let budget = match wait {
+                    Wait::For(d) => d.min(INLINE_WAIT),
+                    _ => INLINE_WAIT,
+                };
+                let t = Instant::now();
+                while got.is_empty() && t.elapsed() < budget {
+                    std::thread::yield_now();
+                    got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+                        Ok(got) => got,
+                        Err(e) => return Ok(Some(Err(e))),
+                    };
+                }
+            }
             if !got.is_empty() || wait == Wait::Try {
                 let mut e = ok(id);
                 conn.hold(&q, got, &mut e);
