@@ -1,9 +1,13 @@
 //! The attached side: one connection to the host of a data directory, shared
 //! by every handle of an attached `Broker` (calls from many threads are in
 //! flight on it at once, each waiting for the answer with its request id).
+//! A calling thread reads its own answer from the socket when no other
+//! thread is reading (leader/follower, see [`Conn`]): on the common path a
+//! call is one write and one read, with no thread hand-off.
 //!
-//! When the connection ends (the host closed or died), its reader thread at
-//! once finds the new host — or becomes it: it takes the directory's lock,
+//! When the connection ends (the host closed or died), its watcher thread —
+//! woken by the end even while no call is in flight — at once finds the new
+//! host — or becomes it: it takes the directory's lock,
 //! replays the journal and serves, and this process then talks to its own
 //! host through the same socket (takeover). Before anything else goes to the
 //! new host, the leases this process still holds are *reclaimed* (`RECLAIM`):
@@ -27,7 +31,7 @@ use crate::types::{
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -125,10 +129,17 @@ impl Reply {
     }
 }
 
-enum SlotState {
+/// What an exchange learns: its answer, or that the connection ended first.
+enum Answer {
     Waiting,
     Reply(Vec<u8>),
     Lost,
+}
+
+struct SlotState {
+    answer: Answer,
+    /// Made the next to read the connection (see [`Conn::pass_on`]).
+    promoted: bool,
 }
 
 struct Slot {
@@ -136,9 +147,38 @@ struct Slot {
     cv: Condvar,
 }
 
+/// The read side of a connection: the thread that holds it (the *leader*)
+/// reads the socket, keeps its own answer and hands the others to their
+/// callers. Frames read but not handled yet wait in `buf[start..]`.
+struct ReadSide {
+    stream: Guarded<UnixStream>,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// How much a read asks the socket for at least.
+const READ_CHUNK: usize = 64 << 10;
+
+/// The epoll tokens of a connection's watcher.
+const TOKEN_SOCKET: u64 = 1;
+const TOKEN_STOP: u64 = 2;
+
 /// One connection to one host.
+///
+/// Calls read their own answers (leader/follower): a calling thread that
+/// finds the read side free takes it ([`Conn::lead`]) and reads the socket
+/// until its own answer is there, handing the other answers it meets to
+/// their callers and handling `NOTIFY` frames; a caller that finds it taken
+/// waits for its answer on its slot. Whoever lets the read side go passes it
+/// on ([`Conn::pass_on`]): to a caller still waiting (promoted, it reads
+/// next), or, when none is, to the connection's watcher thread — which
+/// sleeps in `epoll_wait` on the socket (armed one-shot only while no call
+/// is in flight, so a call's answer never wakes it) and reads what comes
+/// while this process makes no call: `NOTIFY` frames, and the end of the
+/// connection, which it turns into a takeover at once.
 struct Conn {
     writer: Mutex<Guarded<UnixStream>>,
+    rx: Mutex<ReadSide>,
     fd: i32,
     pending: Mutex<HashMap<u64, Arc<Slot>>>,
     next_id: AtomicU64,
@@ -148,11 +188,21 @@ struct Conn {
     generation: u64,
     serial: u64,
     notify: Notify,
+    /// The watcher's epoll set: the socket (one-shot) and `stop`.
+    epoll: OwnedFd,
+    /// Whether the socket is armed in `epoll` (serializes arming).
+    armed: Mutex<bool>,
+    /// Raised when the connection is killed: ends the watcher's wait.
+    stop: EventFd,
+    /// Raised by [`Client::wake_waiters`]: a leader with a cancel flag
+    /// waits on it beside the socket.
+    intr: EventFd,
 }
 
 impl Conn {
-    /// Connects and says `HELLO`. The stream returned goes to [`Conn::start`].
-    fn open(dir: &Path, notify: &Notify) -> std::io::Result<(Arc<Conn>, u64, Guarded<UnixStream>)> {
+    /// Connects and says `HELLO`. The connection's watcher starts with
+    /// [`Conn::start`].
+    fn open(dir: &Path, notify: &Notify) -> std::io::Result<(Arc<Conn>, u64)> {
         let mut s = Guarded::new(UnixStream::connect(socket_path(dir))?);
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut hello = Enc::new(0, op::HELLO);
@@ -180,9 +230,33 @@ impl Conn {
             (|| Ok::<_, wire::Malformed>((d.u16()?, d.u32()?, d.u64()?)))()
                 .map_err(|_| bad("bad HELLO answer"))?;
         s.set_read_timeout(None)?;
+        set_buffers(s.as_raw_fd());
+        // SAFETY: epoll_create1 takes no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+        let (stop, intr) = (EventFd::new()?, EventFd::new()?);
+        let fd = s.as_raw_fd();
+        epoll_ctl(
+            ep,
+            libc::EPOLL_CTL_ADD,
+            stop.raw(),
+            libc::EPOLLIN as u32,
+            TOKEN_STOP,
+        )?;
+        // Armed: no call is in flight yet.
+        epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, ARMED, TOKEN_SOCKET)?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(Guarded::new(s.try_clone()?)),
-            fd: s.as_raw_fd(),
+            rx: Mutex::new(ReadSide {
+                stream: s,
+                buf: Vec::new(),
+                start: 0,
+            }),
+            fd,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             dead: AtomicBool::new(false),
@@ -190,19 +264,24 @@ impl Conn {
             generation: takeovers,
             serial: CONN_SERIAL.fetch_add(1, SeqCst),
             notify: notify.clone(),
+            epoll,
+            armed: Mutex::new(true),
+            stop,
+            intr,
         });
-        Ok((conn, takeovers, s))
+        Ok((conn, takeovers))
     }
 
-    /// Starts the thread that hands answers out; when the connection ends it
-    /// finds the next host at once (a takeover, see the module documentation).
-    fn start(self: &Arc<Conn>, s: Guarded<UnixStream>, owner: Weak<Client>) -> std::io::Result<()> {
+    /// Starts the connection's watcher thread (see [`Conn`]); when the
+    /// connection ends it finds the next host at once (a takeover, see the
+    /// module documentation).
+    fn start(self: &Arc<Conn>, owner: Weak<Client>) -> std::io::Result<()> {
         let c = self.clone();
         std::thread::Builder::new()
             .name("libqueue-attach".into())
             .stack_size(256 << 10)
             .spawn(move || {
-                c.read_loop(s);
+                c.watch();
                 if let Some(client) = owner.upgrade() {
                     if client.check().is_ok() {
                         let _ = client.reconnect(&c);
@@ -212,54 +291,307 @@ impl Conn {
         Ok(())
     }
 
-    fn read_loop(&self, mut s: Guarded<UnixStream>) {
-        while let Ok(Some(body)) = read_frame(&mut s) {
-            let mut d = Dec::new(&body);
-            let Ok((id, o)) = d.header() else {
-                break;
-            };
-            if o == op::NOTIFY && id == 0 {
-                let Ok((watch, readable)) = (|| Ok::<_, wire::Malformed>((d.u64()?, d.bool()?)))()
-                else {
-                    break;
-                };
-                // Under the map's lock, and not once killed: a closing client
-                // raises every descriptor under it, after the kill.
-                let m = self.notify.lock();
-                if self.dead.load(SeqCst) {
+    /// The watcher: reads what comes while no call reads, until the
+    /// connection is dead.
+    fn watch(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        while !self.dead.load(SeqCst) {
+            // SAFETY: `events` is valid for writes of 2 entries.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                if let Some(efd) = m.get(&watch) {
-                    if readable {
-                        efd.raise();
-                    } else {
-                        efd.clear();
-                    }
-                }
-                continue;
-            }
-            if o != op::REPLY {
+                // Nothing sensible left to wait with: end the connection
+                // (calls then go to a new one).
+                self.kill();
                 break;
             }
-            if let Some(slot) = self.pending.lock().remove(&id) {
-                *slot.state.lock() = SlotState::Reply(body);
-                slot.cv.notify_all();
+            if self.dead.load(SeqCst) {
+                break;
+            }
+            let fired = events[..n as usize].iter().any(|e| e.u64 == TOKEN_SOCKET);
+            if !fired {
+                continue;
+            }
+            // One-shot: disarmed by the kernel now.
+            *self.armed.lock() = false;
+            // Taken: its holder passes it on (re-arming) when done.
+            if let Some(mut rx) = self.rx.try_lock() {
+                self.drain(&mut rx);
+                drop(rx);
+                self.pass_on();
             }
         }
-        self.kill();
+    }
+
+    /// Reads (without blocking) and handles everything the socket holds.
+    fn drain(&self, rx: &mut ReadSide) {
+        loop {
+            match self.fill(rx, libc::MSG_DONTWAIT) {
+                Ok(true) => {
+                    if !self.handle_frames(rx) {
+                        return;
+                    }
+                }
+                Ok(false) => return,
+                Err(()) => {
+                    // Handle what came before the end, then end it.
+                    self.handle_frames(rx);
+                    self.kill();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads once from the socket into `rx.buf`. `Ok(true)`: bytes came;
+    /// `Ok(false)`: none now (non-blocking); `Err`: the connection ended.
+    fn fill(&self, rx: &mut ReadSide, flags: i32) -> std::result::Result<bool, ()> {
+        // Room for at least READ_CHUNK (or the rest of a large frame).
+        let have = rx.buf.len() - rx.start;
+        if rx.start > 0
+            && (rx.start >= rx.buf.len() / 2 || rx.buf.capacity() - rx.buf.len() < READ_CHUNK)
+        {
+            rx.buf.copy_within(rx.start.., 0);
+            rx.buf.truncate(have);
+            rx.start = 0;
+        }
+        let want = if have >= 4 {
+            let len = u32::from_le_bytes(rx.buf[..4].try_into().expect("4 bytes")) as usize;
+            (len + 4).saturating_sub(have).max(READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
+        rx.buf.reserve(want);
+        let spare = rx.buf.capacity() - rx.buf.len();
+        loop {
+            // SAFETY: reads into the vector's spare capacity, `spare` bytes
+            // from its end; only the bytes the kernel wrote are then counted.
+            let r = unsafe {
+                libc::recv(
+                    rx.stream.as_raw_fd(),
+                    rx.buf.as_mut_ptr().add(rx.buf.len()).cast(),
+                    spare,
+                    flags,
+                )
+            };
+            if r > 0 {
+                // SAFETY: the kernel initialized `r` more bytes.
+                unsafe { rx.buf.set_len(rx.buf.len() + r as usize) };
+                return Ok(true);
+            }
+            if r == 0 {
+                return Err(());
+            }
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(false),
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// Handles every whole frame in `rx.buf`; false if one is malformed
+    /// (the connection is then killed).
+    fn handle_frames(&self, rx: &mut ReadSide) -> bool {
+        loop {
+            let have = &rx.buf[rx.start..];
+            if have.len() < 4 {
+                break;
+            }
+            let len = u32::from_le_bytes(have[..4].try_into().expect("4 bytes")) as usize;
+            if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+                self.kill();
+                return false;
+            }
+            if have.len() < 4 + len {
+                break;
+            }
+            let ok = self.handle_frame(&have[4..4 + len]);
+            rx.start += 4 + len;
+            if !ok {
+                self.kill();
+                return false;
+            }
+        }
+        if rx.start == rx.buf.len() {
+            rx.buf.clear();
+            rx.start = 0;
+            // A connection that once read a big answer does not keep its buffer.
+            if rx.buf.capacity() > 4 * READ_CHUNK {
+                rx.buf.shrink_to(READ_CHUNK);
+            }
+        }
+        true
+    }
+
+    /// Handles one frame body: a `NOTIFY`, or an answer for its caller.
+    fn handle_frame(&self, body: &[u8]) -> bool {
+        let mut d = Dec::new(body);
+        let Ok((id, o)) = d.header() else {
+            return false;
+        };
+        if o == op::NOTIFY && id == 0 {
+            let Ok((watch, readable)) = (|| Ok::<_, wire::Malformed>((d.u64()?, d.bool()?)))()
+            else {
+                return false;
+            };
+            // Under the map's lock, and not once killed: a closing client
+            // raises every descriptor under it, after the kill.
+            let m = self.notify.lock();
+            if self.dead.load(SeqCst) {
+                return true;
+            }
+            if let Some(efd) = m.get(&watch) {
+                if readable {
+                    efd.raise();
+                } else {
+                    efd.clear();
+                }
+            }
+            return true;
+        }
+        if o != op::REPLY {
+            return false;
+        }
+        let slot = self.pending.lock().remove(&id);
+        if let Some(slot) = slot {
+            slot.state.lock().answer = Answer::Reply(body.to_vec());
+            slot.cv.notify_one();
+        }
+        true
+    }
+
+    /// Reads the socket as the leader until `slot` (request `id`) has its
+    /// answer; sends `ABORT` for it once `cancel` is set.
+    fn lead(
+        &self,
+        rx: &mut ReadSide,
+        slot: &Slot,
+        id: u64,
+        cancel: Option<&AtomicBool>,
+        aborted: &mut bool,
+    ) {
+        self.disarm();
+        loop {
+            if !self.handle_frames(rx) {
+                return;
+            }
+            if !matches!(slot.state.lock().answer, Answer::Waiting) {
+                return;
+            }
+            if let Some(c) = cancel {
+                if !*aborted && c.load(SeqCst) {
+                    *aborted = true;
+                    self.abort(id);
+                }
+                if !*aborted && !self.wait_readable_or_intr() {
+                    // Woken by `wake_waiters`: look at the flag again.
+                    continue;
+                }
+            }
+            if self.fill(rx, 0).is_err() {
+                self.handle_frames(rx);
+                self.kill();
+                return;
+            }
+        }
+    }
+
+    /// Waits until the socket is readable (true) or `intr` is raised
+    /// (false, and cleared).
+    fn wait_readable_or_intr(&self) -> bool {
+        let mut p = [
+            libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.intr.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `p` is two valid, writable pollfds for the duration of the call.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if r > 0 && p[1].revents != 0 {
+            self.intr.clear();
+            return false;
+        }
+        true
+    }
+
+    /// Sends `ABORT` for request `id`.
+    fn abort(&self, id: u64) {
+        let mut a = Enc::new(0, op::ABORT);
+        a.u64(id);
+        self.write(&a.finish().expect("small"));
+    }
+
+    /// After the read side was let go: makes a caller still waiting the
+    /// next to read, or, when none waits, arms the watcher.
+    fn pass_on(&self) {
+        if self.dead.load(SeqCst) {
+            return;
+        }
+        {
+            let pending = self.pending.lock();
+            for slot in pending.values() {
+                let mut g = slot.state.lock();
+                if matches!(g.answer, Answer::Waiting) {
+                    if !g.promoted {
+                        g.promoted = true;
+                        slot.cv.notify_one();
+                    }
+                    return;
+                }
+            }
+        }
+        self.arm();
+    }
+
+    fn arm(&self) {
+        let mut a = self.armed.lock();
+        if !*a {
+            *a = true;
+            let _ = epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                self.fd,
+                ARMED,
+                TOKEN_SOCKET,
+            );
+        }
+    }
+
+    fn disarm(&self) {
+        let mut a = self.armed.lock();
+        if *a {
+            *a = false;
+            let _ = epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_MOD,
+                self.fd,
+                libc::EPOLLONESHOT as u32,
+                TOKEN_SOCKET,
+            );
+        }
     }
 
     /// Marks it dead: every call waiting on it learns its answer is lost.
     fn kill(&self) {
         self.dead.store(true, SeqCst);
-        // SAFETY: shutdown on the descriptor this connection owns (its reader
-        // holds the stream until it returns); wakes a blocked read.
+        // SAFETY: shutdown on the descriptor this connection owns (until it
+        // drops); wakes a blocked read.
         unsafe {
             libc::shutdown(self.fd, libc::SHUT_RDWR);
         }
+        self.stop.raise();
         let lost: Vec<_> = self.pending.lock().drain().map(|(_, s)| s).collect();
         for slot in lost {
-            *slot.state.lock() = SlotState::Lost;
+            slot.state.lock().answer = Answer::Lost;
             slot.cv.notify_all();
         }
     }
@@ -271,6 +603,18 @@ impl Conn {
         }
         ok
     }
+}
+
+/// The socket in the watcher's epoll set while armed.
+const ARMED: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+
+fn epoll_ctl(ep: i32, op: i32, fd: i32, events: u32, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The host's refusal inside an error of [`Conn::open`], if that is what it is.
@@ -333,7 +677,7 @@ impl Client {
     /// reach, `Err` if the host refused this process.
     pub(crate) fn attach(dir: &Path, become_host: BecomeHost) -> Result<Option<Arc<Client>>> {
         let notify = Notify::default();
-        let (conn, takeovers, stream) = match Conn::open(dir, &notify) {
+        let (conn, takeovers) = match Conn::open(dir, &notify) {
             Ok(c) => c,
             Err(e) => return refusal(e).map_or(Ok(None), Err),
         };
@@ -356,7 +700,7 @@ impl Client {
             deleted: Mutex::new(Default::default()),
         });
         let conn = client.conn.read().clone();
-        if conn.start(stream, client.me.clone()).is_err() {
+        if conn.start(client.me.clone()).is_err() {
             return Ok(None);
         }
         Ok(Some(client))
@@ -415,11 +759,14 @@ impl Client {
     /// Wakes every call of this process waiting on the host, so each
     /// re-checks its cancel flag.
     pub(crate) fn wake_waiters(&self) {
-        let slots: Vec<_> = self.conn.read().pending.lock().values().cloned().collect();
+        let conn = self.conn.read().clone();
+        let slots: Vec<_> = conn.pending.lock().values().cloned().collect();
         for s in slots {
             let _g = s.state.lock();
             s.cv.notify_all();
         }
+        // A caller reading the socket for its answer waits on this too.
+        conn.intr.raise();
     }
 
     /// Finds the next host after `dead` ended, or becomes it; then asks the
@@ -467,7 +814,7 @@ impl Client {
                 return Err(Error::Io(format!("{} is gone", self.dir.display())));
             }
             match Conn::open(&self.dir, &self.notify) {
-                Ok((c, t, s)) => return self.install(c, t, s).map(|()| true),
+                Ok((c, t)) => return self.install(c, t).map(|()| true),
                 Err(e) => {
                     if let Some(refused) = refusal(e) {
                         return Err(refused);
@@ -486,13 +833,13 @@ impl Client {
                         }
                         *h = Some(hosted);
                     }
-                    let (c, t, s) = Conn::open(&self.dir, &self.notify).map_err(|e| {
+                    let (c, t) = Conn::open(&self.dir, &self.notify).map_err(|e| {
                         Error::Io(format!(
                             "took over {} but cannot reach it: {e}",
                             self.dir.display()
                         ))
                     })?;
-                    return self.install(c, t, s).map(|()| true);
+                    return self.install(c, t).map(|()| true);
                 }
                 Err(Error::Locked(_)) => {}
                 Err(e) => return Err(e),
@@ -512,8 +859,8 @@ impl Client {
     /// leases held are reclaimed on it (the new host holds receives back
     /// meanwhile, for [`RECLAIM_GRACE`](super::host::RECLAIM_GRACE); a
     /// settle of a lease not reclaimed yet waits for the reclaim).
-    fn install(&self, c: Arc<Conn>, takeovers: u64, s: Guarded<UnixStream>) -> Result<()> {
-        c.start(s, self.me.clone())
+    fn install(&self, c: Arc<Conn>, takeovers: u64) -> Result<()> {
+        c.start(self.me.clone())
             .map_err(|e| Error::Io(format!("cannot start the attach thread: {e}")))?;
         self.takeovers.store(takeovers, SeqCst);
         *self.conn.write() = c.clone();
@@ -647,7 +994,10 @@ impl Client {
             ))
         })?;
         let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Waiting),
+            state: Mutex::new(SlotState {
+                answer: Answer::Waiting,
+                promoted: false,
+            }),
             cv: Condvar::new(),
         });
         conn.pending.lock().insert(id, slot.clone());
@@ -660,17 +1010,34 @@ impl Client {
         let mut aborted = false;
         let mut g = slot.state.lock();
         loop {
-            match std::mem::replace(&mut *g, SlotState::Waiting) {
-                SlotState::Reply(b) => return Ok(Some(b)),
-                SlotState::Lost => return Ok(None),
-                SlotState::Waiting => {}
+            match std::mem::replace(&mut g.answer, Answer::Waiting) {
+                Answer::Reply(b) => {
+                    let promoted = std::mem::take(&mut g.promoted);
+                    drop(g);
+                    if promoted {
+                        // Made the next reader, but answered meanwhile:
+                        // the next waiting caller reads instead.
+                        conn.pass_on();
+                    }
+                    return Ok(Some(b));
+                }
+                Answer::Lost => return Ok(None),
+                Answer::Waiting => {}
             }
+            g.promoted = false;
             if !aborted && cancel.is_some_and(|c| c.load(SeqCst)) {
                 aborted = true;
-                let mut a = Enc::new(0, op::ABORT);
-                a.u64(id);
                 drop(g);
-                conn.write(&a.finish().expect("small"));
+                conn.abort(id);
+                g = slot.state.lock();
+                continue;
+            }
+            if let Some(mut rx) = conn.rx.try_lock() {
+                // Nobody reads: this caller does, until its answer is there.
+                drop(g);
+                conn.lead(&mut rx, &slot, id, cancel, &mut aborted);
+                drop(rx);
+                conn.pass_on();
                 g = slot.state.lock();
                 continue;
             }
@@ -861,6 +1228,9 @@ impl Client {
         let r = self.call(
             op::SEND,
             |e| {
+                if msgs.len() > 1 {
+                    e.reserve(msgs.iter().map(wire::message_len).sum::<usize>() + 64);
+                }
                 e.queue_at(q);
                 match on_full {
                     None => e.u8(0),
@@ -1161,5 +1531,24 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Socket buffers of 1 MiB each way (best effort; the kernel caps them at
+/// `net.core.[wr]mem_max`): a batch's frame goes in one write, and the
+/// host's answers to pipelined requests in one.
+pub(crate) fn set_buffers(fd: i32) {
+    let size: libc::c_int = 1 << 20;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: `size` is a valid c_int for the duration of the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }

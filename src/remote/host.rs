@@ -1,7 +1,10 @@
 //! The host side: the process that holds a data directory serves the others
 //! on a Unix socket in it (`libqueue.sock`). One thread accepts; each
-//! connection has a thread that reads its frames and answers what does not
-//! wait; calls that wait (a blocking receive, a send into a full queue, a
+//! connection has a thread that reads its frames (as many as one read
+//! brings) and answers what does not wait, inline, the answers ready
+//! together in one write (a receive that finds nothing, when the connection
+//! has nothing else to read, looks again for [`INLINE_WAIT`] first); calls
+//! that wait (a blocking receive, a send into a full queue, a
 //! publish) run on a shared pool of waiter threads and answer when done, so
 //! one client's wait never holds up its other calls or anyone else.
 //!
@@ -437,6 +440,7 @@ fn accept_loop(shared: Arc<Shared>, listener: Guarded<UnixListener>) {
         if shared.stop.load(SeqCst) {
             return;
         }
+        super::client::set_buffers(stream.as_raw_fd());
         let (pid, uid) = peer_cred(&stream).unwrap_or((0, u32::MAX));
         let uid = injected_uid.unwrap_or(uid);
         let since = SystemTime::now()
@@ -656,7 +660,26 @@ impl Conn {
     }
 
     fn reply(&self, id: u64, r: Result<Enc>) {
-        // What this request did to a watched queue reaches the client first.
+        if let Some(f) = self.answer(id, r) {
+            self.send(&f);
+        }
+    }
+
+    /// Appends the answer to `out` (the connection's thread writes what is
+    /// ready together).
+    fn reply_into(&self, out: &mut Vec<u8>, id: u64, r: Result<Enc>) {
+        if let Some(f) = self.answer(id, r) {
+            if out.is_empty() {
+                *out = f;
+            } else {
+                out.extend_from_slice(&f);
+            }
+        }
+    }
+
+    /// The answer's frame, once what the request did to a watched queue has
+    /// reached the client (its `NOTIFY` goes first).
+    fn answer(&self, id: u64, r: Result<Enc>) -> Option<Vec<u8>> {
         self.watches.sync();
         let frame = match r {
             Ok(body) => body.finish(),
@@ -666,16 +689,13 @@ impl Conn {
                 enc.finish()
             }
         };
-        let frame = frame.or_else(|| {
+        frame.or_else(|| {
             let mut enc = Enc::new(id, op::REPLY);
             enc.u8(1).error(&Error::InvalidArgument(
                 "the answer is larger than a frame may be".into(),
             ));
             enc.finish()
-        });
-        if let Some(f) = frame {
-            self.send(&f);
-        }
+        })
     }
 
     /// Ends the connection from our side (the reader thread then cleans up).
@@ -749,6 +769,8 @@ impl Conn {
                 let _ = q.give_back(t);
             }
         }
+        // The answer's size is known: one allocation.
+        enc.reserve(bytes.min(ANSWER_BUDGET));
         enc.u32(ds.len() as u32);
         let mut late = Vec::new();
         {
@@ -937,39 +959,166 @@ fn serve(
     conn.hello_done.store(true, SeqCst);
     conn.reply(id, Ok(e));
 
+    drop(buf);
     let mut cache = QueueCache::new();
+    let mut inbox = Inbox::default();
+    let mut out = Vec::new();
+    let why = serve_frames(shared, conn, &mut stream, &mut cache, &mut inbox, &mut out);
+    // Whatever was answered before the end still goes (a handover answers
+    // the requests it read).
+    if !out.is_empty() {
+        conn.send(&out);
+    }
+    why
+}
+
+/// What a connection has read and not handled yet: `buf[start..]`.
+#[derive(Default)]
+struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// Bytes a read asks for at least (and what the buffer grows by at most
+/// beyond what has arrived, whatever length a frame announces).
+const READ_CHUNK: usize = 64 << 10;
+/// Answers ready together go out in one write, up to this many bytes.
+const OUT_LIMIT: usize = 256 << 10;
+/// How long a receive that found nothing looks again on the connection's
+/// thread, when that thread has nothing else to read, before a waiter thread
+/// takes its wait.
+const INLINE_WAIT: Duration = Duration::from_micros(50);
+
+/// Serves the requests after `HELLO`: reads as many frames as one read
+/// brings, handles each, and writes the answers that are ready together in
+/// one write before it reads again. `Some(why)`: dropped for misbehaving.
+fn serve_frames(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    stream: &mut UnixStream,
+    cache: &mut QueueCache,
+    inbox: &mut Inbox,
+    out: &mut Vec<u8>,
+) -> Option<String> {
+    let limits = &shared.limits;
+    let mut last = Instant::now();
     loop {
-        let read = read_frame(shared, &mut stream, &mut buf, wire::MAX_FRAME, None);
+        // Every whole frame read so far.
+        loop {
+            let have = &inbox.buf[inbox.start..];
+            if have.len() < 4 {
+                break;
+            }
+            let len = u32::from_le_bytes(have[..4].try_into().expect("4 bytes")) as usize;
+            if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+                return Some(format!("frame length {len} out of bounds"));
+            }
+            if have.len() < 4 + len {
+                break;
+            }
+            let at = inbox.start + 4;
+            inbox.start = at + len;
+            let frame = &inbox.buf[at..at + len];
+            if conn.stalled.load(SeqCst) {
+                return Some("does not read its answers".into());
+            }
+            if conn.gone.load(SeqCst) {
+                return None;
+            }
+            if conn.waits.lock().len() >= limits.max_waits {
+                return Some(format!(
+                    "more than {} calls waiting at once",
+                    limits.max_waits
+                ));
+            }
+            let mut d = Dec::new(frame);
+            let (id, o) = match d.header() {
+                Ok(h) => h,
+                Err(m) => return Some(m.0.to_string()),
+            };
+            if o == op::RECEIVE && in_grace(shared) {
+                defer_receive(shared, conn, id, frame);
+                continue;
+            }
+            // The last whole frame read, and nothing answered is waiting to go.
+            cache.idle = inbox.buf.len() - inbox.start < 4 && out.is_empty();
+            match handle(shared, conn, cache, id, o, &mut d) {
+                Ok(Some(r)) => conn.reply_into(out, id, r),
+                Ok(None) => {}
+                Err(m) => return Some(format!("bad request (op {o}): {}", m.0)),
+            }
+            if out.len() >= OUT_LIMIT {
+                conn.send(out);
+                out.clear();
+            }
+        }
+        // Nothing whole is left: what is ready goes, then read again.
+        if !out.is_empty() {
+            conn.send(out);
+            out.clear();
+            if out.capacity() > 4 * OUT_LIMIT {
+                out.shrink_to(OUT_LIMIT);
+            }
+        }
         if conn.stalled.load(SeqCst) {
             return Some("does not read its answers".into());
         }
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(why) => return Some(why),
+        let kept = inbox.buf.len() - inbox.start;
+        if inbox.start > 0 {
+            inbox.buf.copy_within(inbox.start.., 0);
+            inbox.buf.truncate(kept);
+            inbox.start = 0;
         }
-        if conn.gone.load(SeqCst) {
-            return None;
+        // A connection that once sent a big frame does not keep its buffer.
+        if inbox.buf.capacity() > (1 << 20) && kept < READ_CHUNK {
+            inbox.buf.shrink_to(2 * READ_CHUNK);
         }
-        if conn.waits.lock().len() >= limits.max_waits {
-            return Some(format!(
-                "more than {} calls waiting at once",
-                limits.max_waits
-            ));
+        if kept == 0 {
+            last = Instant::now();
         }
-        let mut d = Dec::new(&buf);
-        let (id, o) = match d.header() {
-            Ok(h) => h,
-            Err(m) => return Some(m.0.to_string()),
+        // Room for what may come: at most READ_CHUNK beyond what arrived,
+        // so an announced length costs only what is really sent.
+        inbox.buf.reserve(READ_CHUNK);
+        let spare = inbox.buf.capacity() - kept;
+        // SAFETY: reads into the vector's spare capacity (`spare` bytes from
+        // its end); only the bytes the kernel wrote are then counted. The
+        // socket's read timeout (the tick) applies.
+        let n = unsafe {
+            libc::read(
+                stream.as_raw_fd(),
+                inbox.buf.as_mut_ptr().add(kept).cast(),
+                spare,
+            )
         };
-        if o == op::RECEIVE && in_grace(shared) {
-            defer_receive(shared, conn, id, &buf);
-            continue;
+        let r = if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: the kernel initialized `n` more bytes.
+            unsafe { inbox.buf.set_len(kept + n as usize) };
+            Ok(n as usize)
+        };
+        match r {
+            Ok(0) => {
+                return if kept == 0 {
+                    None
+                } else {
+                    Some("closed in the middle of a frame".into())
+                };
+            }
+            Ok(_) => last = Instant::now(),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if shared.stop.load(SeqCst) {
+                    return None;
+                }
+                if kept > 0 && last.elapsed() >= limits.stall_timeout {
+                    return Some("stalled in the middle of a frame".into());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
-        match handle(shared, conn, &mut cache, id, o, &mut d) {
-            Ok(Some(r)) => conn.reply(id, r),
-            Ok(None) => {}
-            Err(m) => return Some(format!("bad request (op {o}): {}", m.0)),
+        if conn.stalled.load(SeqCst) {
+            return Some("does not read its answers".into());
         }
     }
 }
@@ -1063,6 +1212,10 @@ struct QueueCache {
     pid: u32,
     map: HashMap<String, HashMap<String, Queue>>,
     len: usize,
+    /// Set by the connection's thread while the request it runs is the last
+    /// one it has read: a receive that finds nothing may then look again for
+    /// a moment ([`INLINE_WAIT`]) before it goes to a waiter thread.
+    idle: bool,
 }
 
 impl QueueCache {
@@ -1071,6 +1224,7 @@ impl QueueCache {
             pid: std::process::id(),
             map: HashMap::new(),
             len: 0,
+            idle: false,
         }
     }
 
@@ -1278,7 +1432,7 @@ fn handle(
             })
         }
         op::SEND => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let on_full = if d.bool()? { Some(d.on_full()?) } else { None };
             let batch = d.bool()?;
             let msgs = d.messages()?;
@@ -1286,7 +1440,7 @@ fn handle(
                 return Err(Malformed("a single send carries one message"));
             }
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, ns, name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
@@ -1318,21 +1472,39 @@ fn handle(
             }
         }
         op::RECEIVE => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let max = d.u32()? as usize;
             let wait = d.wait()?;
             let auto_ack = d.bool()?;
             d.end()?;
-            let q = match broker().and_then(|b| queue_of(&b, cache, &ns, &name, serial)) {
+            let q = match broker().and_then(|b| queue_of(&b, cache, ns, name, serial)) {
                 Ok(q) => q,
                 Err(e) => return Ok(Some(Err(e))),
             };
             let mode = ReceiveMode::from_auto_ack(auto_ack);
             let max = max.min(65_536);
-            let got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+            let mut got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
                 Ok(got) => got,
                 Err(e) => return Ok(Some(Err(e))),
             };
+            if got.is_empty() && wait != Wait::Try && std::mem::take(&mut cache.idle) {
+                // Nothing else of this connection to read: look again for a
+                // moment here (a reply often comes within microseconds),
+                // yielding the CPU between looks, before a waiter thread
+                // takes the wait (one wake-up more).
+                let budget = match wait {
+                    Wait::For(d) => d.min(INLINE_WAIT),
+                    _ => INLINE_WAIT,
+                };
+                let t = Instant::now();
+                while got.is_empty() && t.elapsed() < budget {
+                    std::thread::yield_now();
+                    got = match receive_for_answer(&q, max, Wait::Try, mode, None) {
+                        Ok(got) => got,
+                        Err(e) => return Ok(Some(Err(e))),
+                    };
+                }
+            }
             if !got.is_empty() || wait == Wait::Try {
                 let mut e = ok(id);
                 conn.hold(&q, got, &mut e);
@@ -1353,10 +1525,10 @@ fn handle(
             Ok(None)
         }
         op::PEEK => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let max = d.u32()? as usize;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 let ps = q.peek(max)?;
                 let mut e = ok(id);
                 e.u32(ps.len() as u32);
@@ -1367,36 +1539,36 @@ fn handle(
             })
         }
         op::CANCEL => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let mid = d.u64()?;
             run!({
-                queue_of(&broker()?, cache, &ns, &name, serial)?.cancel(mid)?;
+                queue_of(&broker()?, cache, ns, name, serial)?.cancel(mid)?;
                 Ok(ok(id))
             })
         }
         op::PURGE => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             run!({
-                let n = queue_of(&broker()?, cache, &ns, &name, serial)?.purge()?;
+                let n = queue_of(&broker()?, cache, ns, name, serial)?.purge()?;
                 let mut e = ok(id);
                 e.u64(n);
                 Ok(e)
             })
         }
         op::QUEUE_STATS => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             run!({
-                let s = queue_of(&broker()?, cache, &ns, &name, serial)?.stats();
+                let s = queue_of(&broker()?, cache, ns, name, serial)?.stats();
                 let mut e = ok(id);
                 e.queue_stats(&s);
                 Ok(e)
             })
         }
         op::WATCH => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let watch = d.u64()?;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 let mut w = shared.watcher.lock();
                 if w.is_none() {
                     *w = Some(Watcher::start()?);
@@ -1454,17 +1626,16 @@ fn handle(
             })
         }
         op::GIVE_BACK => {
-            let (ns, name, serial) = (d.string()?, d.string()?, d.u64()?);
+            let (ns, name, serial) = (d.str()?, d.str()?, d.u64()?);
             let lease = d.u64()?;
             run!({
-                let q = queue_of(&broker()?, cache, &ns, &name, serial)?;
+                let q = queue_of(&broker()?, cache, ns, name, serial)?;
                 // Only the queue the lease is of gives it back (a ticket
                 // shown to another queue grants nothing, as locally).
                 let t = {
                     let l = conn.leases.lock();
                     let dl = l.map.get(&lease).ok_or(Error::LeaseExpired { id: 0 })?;
-                    let mine = dl.namespace_name() == Some(ns.as_str())
-                        && dl.queue_name() == Some(name.as_str());
+                    let mine = dl.namespace_name() == Some(ns) && dl.queue_name() == Some(name);
                     dl.ticket()
                         .filter(|_| mine)
                         .ok_or(Error::LeaseExpired { id: 0 })?

@@ -157,6 +157,22 @@ pub fn node_len(n: &Node) -> usize {
     8 + 4 + n.body.len() + 4 + h + opt(n.name()) + opt(n.correlation_id()) + 8 + 8 + 8 + 4 + 1 + 1
 }
 
+/// The bytes [`Enc::message`] appends for `m` (to size a batch's frame once).
+pub fn message_len(m: &Message) -> usize {
+    let h: usize = m.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let opt = |s: Option<&str>| 1 + s.map_or(0, |s| 4 + s.len());
+    let tag = |some: bool, n: usize| 1 + if some { n } else { 0 };
+    4 + m.body.len()
+        + 4
+        + h
+        + opt(m.name.as_deref())
+        + opt(m.correlation_id.as_deref())
+        + tag(m.priority.is_some(), 1)
+        + tag(m.ttl.is_some(), 8)
+        + tag(m.delay.is_some(), 8)
+        + tag(m.persistent.is_some(), 1)
+}
+
 /// Why a frame could not be decoded (the connection that sent it is dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
@@ -183,6 +199,11 @@ impl Enc {
         buf.extend_from_slice(&request_id.to_le_bytes());
         buf.push(op);
         Enc { buf }
+    }
+    /// Makes room for `n` more bytes (a frame whose size is known: one allocation).
+    pub fn reserve(&mut self, n: usize) -> &mut Self {
+        self.buf.reserve(n);
+        self
     }
     /// The frame's bytes, length prefix included; `None` if over [`MAX_FRAME`].
     pub fn finish(mut self) -> Option<Vec<u8>> {
@@ -707,4 +728,28 @@ fn quota_name(s: &str) -> DResult<&'static str> {
     .into_iter()
     .find(|q| *q == s)
     .ok_or(Malformed("unknown quota name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_len_is_what_message_appends() {
+        let plain = Message::new(vec![1u8; 64]);
+        let mut full = Message::new(b"body".to_vec());
+        full.name = Some("n".into());
+        full.correlation_id = Some("corr".into());
+        full.priority = Some(3);
+        full.ttl = Some(Duration::from_secs(1));
+        full.delay = Some(Duration::from_millis(5));
+        full.persistent = Some(true);
+        full.headers.insert("k".into(), b"v".to_vec());
+        for m in [plain, full, Message::new(Vec::new())] {
+            let mut e = Enc::new(1, op::SEND);
+            let before = e.len_so_far();
+            e.message(&m);
+            assert_eq!(e.len_so_far() - before, message_len(&m));
+        }
+    }
 }

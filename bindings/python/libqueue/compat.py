@@ -24,9 +24,16 @@ hosts it, the others attach (docs/multi-process.md). Such a queue can be passed 
 ``multiprocessing.Process`` (it is pickled as its path and reopened; a forked child
 reopens it on first use). ``task_done()`` and ``join()`` then count across processes:
 ``join()`` returns once every item put by any process was taken and marked done by
-any process (the count is kept by the broker: items still queued or being taken,
-plus one token per item taken and not yet marked done). ``shutdown()`` applies to the
-process that calls it. ``PriorityQueue`` and ``LifoQueue`` order items in the process
+any process (the count is kept by the broker). An item taken with ``get`` stays
+leased to the process that took it until ``task_done`` (its oldest unfinished one)
+acks it: one call per ``get`` and one per ``task_done``, and an item whose process
+dies (even ``SIGKILL``) or exits without closing the queue before marking it done
+goes back to the queue at once, for another process to take (``close()`` takes the
+process's unfinished items for good, as before). ``join()`` waits until nothing is queued or
+leased. (Past ``HELD_MAX`` items or ``HELD_BYTES`` held unfinished by one process,
+the oldest are marked taken by a task token instead, the count unchanged; a
+``task_done`` in a process that took nothing marks one of another process's items
+done by a credit.) ``shutdown()`` applies to the process that calls it. ``PriorityQueue`` and ``LifoQueue`` order items in the process
 (persistent, but one process at a time).
 
 ``Queue`` and ``SimpleQueue`` wait inside the engine (the GIL is released while they
@@ -37,6 +44,7 @@ indexed by message id) and keep them in libqueue for persistence.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import os
 import itertools
@@ -51,7 +59,8 @@ from typing import Any, Generic, Optional, TypeVar, Union
 from ._broker import Broker
 from ._queue import Queue as LqQueue
 from ._core import SLICE_MS, ms
-from ._errors import Closed, InvalidState, LibqueueError, NotFound, error_for
+from ._errors import (AlreadyExists, Closed, InvalidState, LeaseExpired, LibqueueError, NotFound,
+                      error_for)
 from ._ffi import fast, lib
 from ._options import QueueOptions
 
@@ -78,8 +87,17 @@ _I = TypeVar("_I", bound="_Indexed[Any]")
 _PROTO = pickle.HIGHEST_PROTOCOL
 _send, _take = fast.send, fast.take  # the GIL-keeping calls (see _fast.c)
 _receive = fast.receive
-#: How often ``join()`` of a queue with a path looks at the broker's counts (seconds).
+#: How often ``join()`` of a queue with a path looks at the broker's counts, at
+#: most (seconds): it looks again after 0.5 ms, then backs off, doubling, to this
+#: (at once after a ``task_done`` in this process).
 JOIN_POLL = 0.01
+#: The lease of an item taken from a ``Queue`` with a path, until ``task_done``
+#: (seconds): long — a process that dies gives its items back at once anyway.
+LEASE = 30 * 24 * 3600.0
+#: Items (and their bytes) one process holds leased, unfinished, at most: past
+#: either, the oldest is marked taken by a task token (two calls) instead.
+HELD_MAX = 65536
+HELD_BYTES = 64 << 20
 _dumps, _loads = pickle.dumps, pickle.loads
 _pack, _unpack = struct.Struct("<Q").pack, struct.Struct("<Q").unpack
 PathLike = Union[str, "os.PathLike[str]", None]
@@ -89,6 +107,12 @@ PathLike = Union[str, "os.PathLike[str]", None]
 #: compat queue, of the same name): one token per item taken and not yet marked
 #: done, so that ``join()`` sees the tasks of every process.
 TASKS_NAMESPACE = "libqueue.compat.tasks"
+#: Credits (one per ``task_done`` of an item another process holds leased) and the
+#: marks of the queues whose items stay leased until ``task_done`` (made unbounded,
+#: with the long ``LEASE``, by this version; a queue without its mark is used as
+#: before: leased, a token sent, acked).
+CREDITS_NAMESPACE = "libqueue.compat.credits"
+LEASED_NAMESPACE = "libqueue.compat.leased"
 
 
 class _Store:
@@ -103,7 +127,17 @@ class _Store:
         if fifo and maxsize > 0:
             opts.max_messages = maxsize
             opts.on_full = "block"
-        self.queue = self.broker.default_namespace.queue(name, opts)
+        elif fifo and path is not None:
+            # Items taken stay leased until task_done (a leased item holds its room:
+            # only an unbounded queue can keep them so).
+            opts.lease_time = LEASE
+        ns = self.broker.default_namespace
+        try:
+            self.queue = ns.create_queue(name, opts)
+            self.created = True
+        except AlreadyExists:
+            self.queue = ns.get_queue(name)
+            self.created = False
         # The queue's owner (never a raw address): the fast calls go through it, so a
         # closed queue raises Closed (see _fast.c).
         self.a = self.queue._pin
@@ -134,6 +168,12 @@ class _FifoBase(Generic[T]):
     is_shutdown: bool = False
     #: ``Queue`` with a path: the broker's task tokens (see TASKS_NAMESPACE).
     _tasks: Optional[LqQueue] = None
+    #: ``Queue`` with a path whose items stay leased until ``task_done``: the
+    #: credits, and this process's unfinished deliveries, oldest first.
+    _credits: Optional[LqQueue] = None
+    _held: Optional[collections.deque[Any]] = None
+    _held_bytes = 0
+    _spilled = 0  # of this process's unfinished items, those marked by a token
 
     def __init__(self, maxsize: int = 0, path: PathLike = None, *, name: str = "compat",
                  sync: str = "none") -> None:
@@ -168,6 +208,10 @@ class _FifoBase(Generic[T]):
         self._store = _Store(self.path, self._name, self._sync, self.maxsize, fifo=True)
         self._a = self._store.a
         self._release = self._store.release
+        if self._held is not None:  # the parent's leases, not this process's
+            for d in self._held:
+                d._h = None  # detached: never freed or settled here
+            self._held = None
         self._init_tasks()
         return True
 
@@ -315,6 +359,23 @@ class _FifoBase(Generic[T]):
             if st == lib.LQ_CLOSED and a.closed:
                 raise Closed("this queue was closed", lib.LQ_CLOSED)
             raise error_for(st)
+        held = self._held
+        if held is not None:  # kept leased until task_done: one call
+            try:
+                body = d.body
+                item0: T = _loads(body)
+            except BaseException:
+                try:
+                    d._nack()
+                except LibqueueError:
+                    pass
+                d.close()
+                raise
+            held.append(d)
+            self._held_bytes += len(body)
+            if len(held) > HELD_MAX or self._held_bytes > HELD_BYTES:
+                self._spill()
+            return item0
         tasks = self._tasks
         assert tasks is not None
         token = False
@@ -340,6 +401,53 @@ class _FifoBase(Generic[T]):
         return item
 
     _taken = 0  # items this process got and has not marked done (a Queue with a path)
+
+    def _spill(self) -> None:
+        """Marks this process's oldest held item taken by a task token, then acks it
+        (so a process that never calls ``task_done`` holds a bounded number)."""
+        held, tasks = self._held, self._tasks
+        assert held is not None and tasks is not None
+        try:
+            d = held.popleft()
+        except IndexError:
+            return
+        self._held_bytes -= len(d.body)
+        try:
+            t = _send(tasks._pin, b"", tasks._release, -2, 0)
+            if t < 0:
+                raise error_for(-t)
+            self._spilled += 1
+            d.ack()
+        except BaseException:
+            held.appendleft(d)
+            self._held_bytes += len(d.body)
+            raise
+        d.close()
+
+    def _settle_held(self) -> None:
+        """Closing: this process's unfinished items are taken for good (acked, as
+        ``queue.Queue`` forgets what was got; ``join`` elsewhere no longer waits for
+        them), and the credits other processes left for them are used up."""
+        held, credits = self._held, self._credits
+        if not held:
+            return
+        n = 0
+        while held:
+            try:
+                d = held.popleft()
+            except IndexError:
+                break
+            try:
+                d.ack()
+                n += 1
+            except LibqueueError:  # closed, or the lease is gone: it came back
+                pass
+            d.close()
+        self._held_bytes = 0
+        if credits is not None and n:
+            for _ in range(min(n, credits.stats().ready)):
+                if isinstance(_take(credits._pin, 0), int):
+                    break
 
     def _wait_take(self, timeout: float) -> Union[bytes, int]:
         """``_take`` waiting at most ``timeout`` seconds (less if the queue is shut
@@ -383,8 +491,12 @@ class _FifoBase(Generic[T]):
 
     def close(self) -> None:
         """Closes the queue (and its journal); idempotent."""
+        if self._held is not None and self._store.pid == os.getpid():
+            self._settle_held()
         if self._tasks is not None:
             self._tasks.close()
+        if self._credits is not None:
+            self._credits.close()
         self._store.queue.close()
         self._store.broker.close()
 
@@ -417,8 +529,21 @@ class Queue(_FifoBase[T]):
         if self.path is not None:
             # Counted by the broker, across processes: the items queued or being
             # taken, and a token per item taken and not yet marked done.
-            self._tasks = self._store.broker.namespace(TASKS_NAMESPACE).queue(self._name)
+            broker = self._store.broker
+            self._tasks = broker.namespace(TASKS_NAMESPACE).queue(self._name)
             self._taken = 0
+            self._spilled = 0
+            marks = broker.namespace(LEASED_NAMESPACE)
+            if self._store.created and self.maxsize <= 0:
+                marks.queue(self._name)  # made here, unbounded, with the long lease
+            else:
+                try:
+                    marks.get_queue(self._name).close()
+                except NotFound:
+                    return  # made by another version or bounded: tokens, as before
+            self._credits = broker.namespace(CREDITS_NAMESPACE).queue(self._name)
+            self._held = collections.deque()
+            self._held_bytes = 0
             return
         # In memory, in this process: one entry per unfinished task. put appends
         # without a lock (list.append is atomic), task_done pops under the condition
@@ -456,7 +581,7 @@ class Queue(_FifoBase[T]):
         self._forked()
         tasks = self._tasks
         if tasks is not None:
-            return self._store.queue.stats().depth + tasks.stats().ready
+            return max(0, self._counted(tasks))
         assert self._pending is not None
         return len(self._pending)
 
@@ -469,6 +594,15 @@ class Queue(_FifoBase[T]):
             self._pending[:] = [None] * max(n, 0)
             if n <= 0:
                 self.all_tasks_done.notify_all()
+
+    def _counted(self, tasks: LqQueue) -> int:
+        """Unfinished tasks by the broker's counts: items queued, delayed or leased,
+        plus task tokens, less credits."""
+        n = self._store.queue.stats().depth + tasks.stats().ready
+        credits = self._credits
+        if credits is not None:
+            n -= credits.stats().ready
+        return n
 
     def _added(self, n: int) -> None:  # a put that failed: -1
         with self.all_tasks_done:
@@ -487,6 +621,11 @@ class Queue(_FifoBase[T]):
         process may be marked done by any process."""
         self._forked()
         tasks = self._tasks
+        if tasks is not None and self._held is not None:
+            self._task_done_held(tasks)
+            with self.all_tasks_done:
+                self.all_tasks_done.notify_all()
+            return
         if tasks is not None:
             r = _take(tasks._pin, 0)
             if isinstance(r, int):
@@ -508,17 +647,63 @@ class Queue(_FifoBase[T]):
             if not pending:
                 self.all_tasks_done.notify_all()
 
+    def _task_done_held(self, tasks: LqQueue) -> None:
+        """``task_done`` of a queue whose items stay leased: the oldest of this
+        process's unfinished items is done — one marked by a token (the token is
+        taken), else one held (it is acked); in a process holding none, a token of
+        another process's, else a credit for an item another process holds."""
+        held = self._held
+        assert held is not None
+        if self._spilled > 0:
+            self._spilled -= 1
+            r = _take(tasks._pin, 0)
+            if not isinstance(r, int):
+                return
+            if r != lib.LQ_EMPTY:
+                self._spilled += 1
+                raise error_for(r)
+        try:
+            d = held.popleft()
+        except IndexError:
+            d = None
+        if d is not None:
+            self._held_bytes -= len(d.body)
+            try:
+                d.ack()
+            except LeaseExpired:
+                # The lease is gone (this process lost its host and the next one
+                # did not give it back): the item went back to the queue and is
+                # counted there; this task is done here.
+                pass
+            finally:
+                d.close()
+            return
+        r = _take(tasks._pin, 0)  # a token of another process's
+        if not isinstance(r, int):
+            return
+        if r != lib.LQ_EMPTY:
+            raise error_for(r)
+        credits = self._credits
+        assert credits is not None
+        if self._store.queue.stats().leased - credits.stats().ready <= 0:
+            raise ValueError("task_done() called too many times")
+        t = _send(credits._pin, b"", credits._release, -2, 0)
+        if t < 0:
+            raise error_for(-t)
+
     def join(self) -> None:
         """Blocks until every item put has been taken and marked with ``task_done``
-        (with a path: by every process; it looks at the broker's counts every
-        ``JOIN_POLL`` seconds, at once after a ``task_done`` in this process)."""
+        (with a path: by every process; it looks at the broker's counts, backing
+        off to every ``JOIN_POLL`` seconds, at once after a ``task_done`` in this
+        process)."""
         self._forked()
         tasks = self._tasks
         if tasks is not None:
-            queue = self._store.queue
-            while queue.stats().depth or tasks.stats().ready:
+            pause = 0.0005
+            while self._counted(tasks) > 0:
                 with self.all_tasks_done:
-                    self.all_tasks_done.wait(JOIN_POLL)
+                    self.all_tasks_done.wait(pause)
+                pause = min(pause * 2, JOIN_POLL)
             return
         with self.all_tasks_done:
             while self._pending:

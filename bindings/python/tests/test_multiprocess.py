@@ -224,6 +224,66 @@ def take_then_wait(q: compat.Queue, got, done) -> None:
     q.task_done()
 
 
+def take_and_hold(q: compat.Queue, got, done) -> None:
+    """Takes "a" (not marked done), says so, waits for ``done``, closes the queue."""
+    assert q.get(timeout=WAIT) == "a"
+    got.set()
+    assert done.wait(WAIT)
+    q.close()
+
+
+def test_compat_item_of_a_killed_consumer_comes_back(tmp_path):
+    """An item taken and not marked done stays leased to its process: killed, the
+    item is back at once (not after a lease time), counted as a delivery; join()
+    meanwhile waits for it."""
+    ctx = context("spawn")
+    q = compat.Queue(path=tmp_path)
+    q.put("a")
+    got, done = ctx.Event(), ctx.Event()
+    p = start(ctx, take_and_hold, q, got, done)
+    assert got.wait(WAIT)
+    assert q.qsize() == 0 and q.unfinished_tasks == 1
+    t0 = time.monotonic()
+    os.kill(p.pid, signal.SIGKILL)
+    assert q.get(timeout=10) == "a"
+    assert time.monotonic() - t0 < 10
+    assert q.unfinished_tasks == 1
+    q.task_done()
+    q.join()
+    assert q.unfinished_tasks == 0
+    p.join(WAIT)
+    q.close()
+
+
+def test_compat_task_done_for_an_item_of_another_process(tmp_path):
+    """task_done() in a process that took nothing marks done an item another process
+    holds (a credit): join() returns; that process's close uses the credit up."""
+    ctx = context("spawn")
+    q = compat.Queue(path=tmp_path)
+    q.put("a")
+    got, done = ctx.Event(), ctx.Event()
+    p = start(ctx, take_and_hold, q, got, done)
+    assert got.wait(WAIT)
+    assert q.unfinished_tasks == 1
+    q.task_done()  # for the item the other process holds
+    assert q.unfinished_tasks == 0
+    q.join()
+    with pytest.raises(ValueError):
+        q.task_done()  # only one was due
+    done.set()
+    p.join(WAIT)
+    assert p.exitcode == 0
+    assert q.unfinished_tasks == 0 and q.qsize() == 0  # taken for good at its close
+    with pytest.raises(ValueError):
+        q.task_done()
+    q.put("b")
+    assert q.unfinished_tasks == 1  # no credit left over
+    assert q.get(timeout=WAIT) == "b"
+    q.task_done()
+    q.join()
+    q.close()
+
+
 def test_compat_queue_in_memory_cannot_go_to_another_process():
     import pickle
 
