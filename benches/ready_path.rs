@@ -41,218 +41,24 @@
 //! missing (it knows exactly how many). Channels use the same code (for them
 //! the tail is always empty).
 
+#[path = "common/pipes.rs"]
+mod pipes;
+
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use libqueue::{Broker, Message, MessageView, QueueOptions, Wait};
+use pipes::{decode, payload, run_mpmc, Crossbeam, Flume, Kanal, LqAuto, LqLeased, Pipe};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Messages per iteration in the throughput scenarios.
 const N: usize = 100_000;
-/// Payload size in bytes.
-const PAYLOAD: usize = 16;
 /// Capacity of the bounded peers.
 const CAP: usize = 1024;
 /// Batch size of the batch scenario.
 const BATCH: usize = 64;
-
-fn payload(seq: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(PAYLOAD);
-    v.extend_from_slice(&seq.to_le_bytes());
-    v.resize(PAYLOAD, 0);
-    v
-}
-
-/// Reads a payload: `None` for the (empty) sentinel, else its sequence number.
-#[inline]
-fn decode(body: &[u8]) -> Option<u64> {
-    if body.is_empty() {
-        return None;
-    }
-    debug_assert_eq!(body.len(), PAYLOAD);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&body[..8]);
-    Some(u64::from_le_bytes(b))
-}
-
-/// One direction of message passing, as each peer does it.
-trait Pipe: Sync {
-    fn send(&self, body: Vec<u8>);
-    /// Blocks for the next message: `None` when it is a sentinel.
-    fn recv(&self) -> Option<u64>;
-}
-
-/// libqueue, consumer uses `receive_auto_ack(Wait::Forever)`.
-struct LqAuto(libqueue::Queue);
-
-impl Pipe for LqAuto {
-    #[inline]
-    fn send(&self, body: Vec<u8>) {
-        self.0.send(Message::new(body)).expect("send");
-    }
-    #[inline]
-    fn recv(&self) -> Option<u64> {
-        let d = self
-            .0
-            .receive_auto_ack(Wait::Forever)
-            .expect("receive")
-            .expect("Wait::Forever returns a message");
-        decode(d.body())
-    }
-}
-
-/// libqueue, consumer uses a leased `receive()` then `ack()`.
-struct LqLeased(libqueue::Queue);
-
-impl Pipe for LqLeased {
-    #[inline]
-    fn send(&self, body: Vec<u8>) {
-        self.0.send(Message::new(body)).expect("send");
-    }
-    #[inline]
-    fn recv(&self) -> Option<u64> {
-        let d = self.0.receive().expect("receive");
-        let v = decode(d.body());
-        d.ack().expect("ack");
-        v
-    }
-}
-
-struct Crossbeam(
-    crossbeam_channel::Sender<Vec<u8>>,
-    crossbeam_channel::Receiver<Vec<u8>>,
-);
-
-impl Crossbeam {
-    fn bounded(cap: usize) -> Self {
-        let (s, r) = crossbeam_channel::bounded(cap);
-        Crossbeam(s, r)
-    }
-    fn unbounded() -> Self {
-        let (s, r) = crossbeam_channel::unbounded();
-        Crossbeam(s, r)
-    }
-}
-
-impl Pipe for Crossbeam {
-    #[inline]
-    fn send(&self, body: Vec<u8>) {
-        self.0.send(body).expect("send");
-    }
-    #[inline]
-    fn recv(&self) -> Option<u64> {
-        decode(&self.1.recv().expect("recv"))
-    }
-}
-
-struct Flume(flume::Sender<Vec<u8>>, flume::Receiver<Vec<u8>>);
-
-impl Flume {
-    fn bounded(cap: usize) -> Self {
-        let (s, r) = flume::bounded(cap);
-        Flume(s, r)
-    }
-}
-
-impl Pipe for Flume {
-    #[inline]
-    fn send(&self, body: Vec<u8>) {
-        self.0.send(body).expect("send");
-    }
-    #[inline]
-    fn recv(&self) -> Option<u64> {
-        decode(&self.1.recv().expect("recv"))
-    }
-}
-
-struct Kanal(kanal::Sender<Vec<u8>>, kanal::Receiver<Vec<u8>>);
-
-impl Kanal {
-    fn bounded(cap: usize) -> Self {
-        let (s, r) = kanal::bounded(cap);
-        Kanal(s, r)
-    }
-}
-
-impl Pipe for Kanal {
-    #[inline]
-    fn send(&self, body: Vec<u8>) {
-        self.0.send(body).expect("send");
-    }
-    #[inline]
-    fn recv(&self) -> Option<u64> {
-        decode(&self.1.recv().expect("recv"))
-    }
-}
-
-/// Moves `N` messages from `producers` threads to `consumers` threads through
-/// `pipe`; returns the time from the start barrier to the last consumer done.
-fn run_mpmc<P: Pipe>(pipe: &P, producers: usize, consumers: usize) -> Duration {
-    // Producer `p` sends sequence numbers `N * p / producers .. N * (p + 1) / producers`.
-    let range = |p: usize| N * p / producers..N * (p + 1) / producers;
-    let barrier = Barrier::new(producers + consumers + 1);
-    let received = AtomicUsize::new(0);
-    let stopped = AtomicUsize::new(0);
-    let (elapsed, count, sum) = thread::scope(|s| {
-        let cons: Vec<_> = (0..consumers)
-            .map(|_| {
-                let (barrier, received, stopped) = (&barrier, &received, &stopped);
-                s.spawn(move || {
-                    barrier.wait();
-                    let (mut count, mut sum) = (0usize, 0u64);
-                    while let Some(v) = pipe.recv() {
-                        count += 1;
-                        sum = sum.wrapping_add(v);
-                    }
-                    received.fetch_add(count, SeqCst);
-                    if stopped.fetch_add(1, SeqCst) + 1 == consumers {
-                        // Last one out: every other consumer has added its count and
-                        // every sentinel is taken, so what is missing is still queued.
-                        let missing = N - received.load(SeqCst);
-                        for _ in 0..missing {
-                            let v = pipe.recv().expect("a message, not a sentinel");
-                            count += 1;
-                            sum = sum.wrapping_add(v);
-                        }
-                    }
-                    (count, sum)
-                })
-            })
-            .collect();
-        let prods: Vec<_> = (0..producers)
-            .map(|p| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    for i in range(p) {
-                        pipe.send(payload(i as u64));
-                    }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in prods {
-            h.join().expect("producer");
-        }
-        for _ in 0..consumers {
-            pipe.send(Vec::new());
-        }
-        let (mut count, mut sum) = (0usize, 0u64);
-        for h in cons {
-            let (c, s) = h.join().expect("consumer");
-            count += c;
-            sum = sum.wrapping_add(s);
-        }
-        (start.elapsed(), count, sum)
-    });
-    assert_eq!(count, N, "messages received");
-    assert_eq!(sum, (N as u64) * (N as u64 - 1) / 2, "sequence sum");
-    elapsed
-}
 
 fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
     let quick = std::env::var_os("LQ_BENCH_QUICK").is_some_and(|v| v != "0");
@@ -272,35 +78,35 @@ fn bench_topology(c: &mut Criterion, name: &str, producers: usize, consumers: us
     g.bench_function("libqueue", |b| {
         let broker = Broker::new();
         let q = LqAuto(broker.queue("bench").expect("queue"));
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, N, producers, consumers)));
     });
     g.bench_function("libqueue_leased", |b| {
         let broker = Broker::new();
         let q = LqLeased(broker.queue("bench").expect("queue"));
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, N, producers, consumers)));
     });
     g.bench_function("libqueue_bounded1024", |b| {
         let broker = Broker::new();
         let ns = broker.default_namespace().expect("namespace");
         let opts = QueueOptions::default().max_messages(CAP as u64);
         let q = LqAuto(ns.create_queue("bench", opts).expect("queue"));
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&q, N, producers, consumers)));
     });
     g.bench_function("crossbeam_bounded1024", |b| {
         let ch = Crossbeam::bounded(CAP);
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, N, producers, consumers)));
     });
     g.bench_function("crossbeam_unbounded", |b| {
         let ch = Crossbeam::unbounded();
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, N, producers, consumers)));
     });
     g.bench_function("kanal_bounded1024", |b| {
         let ch = Kanal::bounded(CAP);
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, N, producers, consumers)));
     });
     g.bench_function("flume_bounded1024", |b| {
         let ch = Flume::bounded(CAP);
-        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, producers, consumers)));
+        b.iter_custom(|iters| sum_runs(iters, &mut || run_mpmc(&ch, N, producers, consumers)));
     });
     g.finish();
 }

@@ -112,6 +112,26 @@ impl Pipe for Crossbeam {
     }
 }
 
+pub struct Flume(pub flume::Sender<Vec<u8>>, pub flume::Receiver<Vec<u8>>);
+
+impl Flume {
+    pub fn bounded(cap: usize) -> Self {
+        let (s, r) = flume::bounded(cap);
+        Flume(s, r)
+    }
+}
+
+impl Pipe for Flume {
+    #[inline]
+    fn send(&self, body: Vec<u8>) {
+        self.0.send(body).expect("send");
+    }
+    #[inline]
+    fn recv(&self) -> Option<u64> {
+        decode(&self.1.recv().expect("recv"))
+    }
+}
+
 pub struct Kanal(pub kanal::Sender<Vec<u8>>, pub kanal::Receiver<Vec<u8>>);
 
 impl Kanal {
