@@ -268,12 +268,17 @@ fuzz-wire:
 # into it, pools consume; then producer and consumer processes share the directory,
 # the hosting one is SIGKILLed mid-stream, another takes over, and the journal
 # proves nothing durable was lost.
+# Then the bridge scene (examples/bridge_demo.rs, feature `bridge`, about 10 s):
+# a local queue forwarding to a JetStream server it starts itself (nats-server
+# from `make setup`, 127.0.0.1, temporary store), killed and restarted meanwhile;
+# the stream against the sent set proves every message arrived exactly once.
 demo: setup lib
 	mkdir -p $(EXAMPLES)
 	c++ $(CXXFLAGS_STRICT) -O2 -fPIC -shared examples/cpp/tour_producer.cpp -o $(EXAMPLES)/libtour_producer.so
 	test -x $(PYENV)/bin/python || python3 -m venv $(PYENV)
 	$(PIP_LIB) $(PYENV)/bin/pip install -q ./bindings/python
 	$(PYENV)/bin/python examples/python/tour.py --cpp $(EXAMPLES)/libtour_producer.so
+	$(CARGO) run --release --features bridge --example bridge_demo
 
 # The comparison harness (issue 7), one run: the Rust benches (criterion groups
 # and plain programs), the C/C++ and the Python comparisons, each writing into

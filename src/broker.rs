@@ -336,13 +336,14 @@ impl Broker {
         }
     }
 
-    /// The data directory this process's engine was opened on (None in
-    /// memory, and None when attached: the host owns it).
+    /// The data directory this broker was opened on, hosted or attached
+    /// (None in memory): the bridges keep their identity, claims and files
+    /// there, shared by the processes of the directory.
     #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
     pub(crate) fn data_dir(&self) -> Option<PathBuf> {
         match &self.flavor {
             BrokerFlavor::Local(e) => e.data_dir().map(|d| d.to_path_buf()),
-            BrokerFlavor::Remote(_) => None,
+            BrokerFlavor::Remote(c) => Some(c.dir().to_path_buf()),
         }
     }
 

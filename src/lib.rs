@@ -54,6 +54,9 @@
 
 #[cfg(feature = "bridge")]
 pub mod bridge;
+// Read by `libqueue stats` with or without the feature.
+#[path = "bridge/file.rs"]
+pub mod bridge_file;
 mod broker;
 mod clock;
 mod consumer;

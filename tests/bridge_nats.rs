@@ -621,3 +621,158 @@ fn nats_bad_urls_and_subjects_fail_clearly() {
     );
     assert_eq!(stream_state(&server.url(), "ONE"), (1, 1));
 }
+
+/// The two-process test's child: attaches to LQ_BRIDGE_TWO_DIR (its parent
+/// hosts it) and forwards app/jobs to the server at LQ_BRIDGE_TWO_URL until
+/// killed.
+#[test]
+#[ignore = "the two-process test's child; does nothing without LQ_BRIDGE_TWO_DIR"]
+fn child_attached_forwarder() {
+    let Some(dir) = std::env::var_os("LQ_BRIDGE_TWO_DIR") else {
+        return;
+    };
+    let url = std::env::var("LQ_BRIDGE_TWO_URL").unwrap();
+    let broker = Broker::open(BrokerOptions::new().data_dir(dir)).unwrap();
+    assert!(broker.is_attached());
+    let bridge = Bridge::nats(&url)
+        .forward("app/jobs", "two.jobs")
+        .window(64)
+        .start(&broker)
+        .unwrap();
+    // Tell the parent which bridge won the claim (its own stats say).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = bridge.stats();
+    }
+}
+
+/// Two processes on one directory, both with a bridge forwarding the same
+/// queue: the first (an attached child) forwards, the second (the host)
+/// waits as a standby and forwards nothing; the child is SIGKILLed
+/// mid-stream and the standby takes over within a bounded time. Nothing is
+/// lost and the stream holds each message once (the replays of the child's
+/// unconfirmed publishes carry the directory's identity, shared by both).
+#[test]
+fn nats_two_processes_one_forwarder_and_takeover() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n = n_messages(5_000);
+    let broker = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    assert!(!broker.is_attached());
+    let q = broker
+        .namespace("app")
+        .unwrap()
+        .create_queue("jobs", QueueOptions::default().persistent(true))
+        .unwrap();
+    // The stream, made by a bridge that forwards nothing.
+    drop(
+        Bridge::nats(&server.url())
+            .stream("TWO", ["two.>"])
+            .receive_durable("two.jobs", "unused", "unused")
+            .start(&broker)
+            .unwrap(),
+    );
+    for i in 0..n / 2 {
+        q.send(Message::new(i.to_string())).unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "child_attached_forwarder",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LQ_BRIDGE_TWO_DIR", dir.path())
+        .env("LQ_BRIDGE_TWO_URL", server.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The child forwards first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream_state(&server.url(), "TWO").0 == 0 {
+        assert!(Instant::now() < deadline, "the child forwarded nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The host's own bridge on the same queue: a standby.
+    let bridge = Bridge::nats(&server.url())
+        .forward("app/jobs", "two.jobs")
+        .window(64)
+        .start(&broker)
+        .unwrap();
+    wait_until(&bridge, Duration::from_secs(5), "standby", || {
+        bridge.stats().standby == 1
+    });
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for i in n / 2..n {
+                q.send(Message::new(i.to_string())).unwrap();
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    // Both bridges' files (written every second): the child's is active,
+    // ours a standby.
+    let child_pid = child.id();
+    let files_say = || {
+        let files = libqueue::bridge_file::list(dir.path());
+        files.len() == 2
+            && files.iter().all(|f| {
+                let r = f.record.as_ref().unwrap();
+                f.alive && r.standby == u64::from(r.pid != child_pid)
+            })
+    };
+    wait_until(&bridge, Duration::from_secs(5), "the files", files_say);
+    // Kill the child mid-stream; until then ours forwarded nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_state(&server.url(), "TWO").0 < (n / 2) as u64 {
+        assert!(Instant::now() < deadline, "the child is too slow");
+        assert_eq!(bridge.stats().forwarded, 0, "two forwarders");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(bridge.stats().forwarded, 0, "two forwarders");
+    child.kill().unwrap();
+    let killed = Instant::now();
+    child.wait().unwrap();
+    let (at_kill, _) = stream_state(&server.url(), "TWO");
+    assert!(at_kill < n as u64, "the child finished before the kill");
+    wait_until(&bridge, Duration::from_secs(5), "takeover", || {
+        let s = bridge.stats();
+        s.standby == 0 && s.forwarded > 0
+    });
+    let takeover = killed.elapsed();
+    producer.join().unwrap();
+    wait_until(
+        &bridge,
+        Duration::from_secs(30),
+        "the rest forwarded",
+        || {
+            let s = q.stats();
+            s.ready + s.leased + s.delayed == 0
+        },
+    );
+    let s = bridge.stats();
+    println!("child killed at {at_kill}/{n} in the stream; took over in {takeover:?}; {s:?}");
+    assert_eq!(
+        stream_state(&server.url(), "TWO"),
+        (n as u64, n as u64),
+        "{s:?}"
+    );
+    check_stream_bodies(&server, "two.jobs", n);
+    // The dead child's file is stale; ours goes at a clean stop.
+    let files = libqueue::bridge_file::list(dir.path());
+    let stale: Vec<_> = files.iter().filter(|f| !f.alive).collect();
+    assert_eq!(stale.len(), 1, "{files:?}");
+    assert_eq!(stale[0].record.as_ref().unwrap().pid, child_pid);
+    drop(bridge);
+    assert!(libqueue::bridge_file::list(dir.path())
+        .iter()
+        .all(|f| !f.alive));
+}

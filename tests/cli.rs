@@ -136,3 +136,88 @@ fn stats_shows_the_host_and_its_clients_without_hosting() {
     let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
     assert!(!b.is_attached(), "the directory was left held");
 }
+
+/// `stats` shows the bridges running on a directory, from their files in
+/// `DIR/bridges/`: configuration without credentials, counters, health and
+/// last error; a file whose process died as stale, a damaged one as
+/// unreadable; a bridge stopped cleanly leaves no file. (No server needed:
+/// the bridge connects in the background to a port nobody listens on.)
+#[cfg(feature = "bridge")]
+#[test]
+fn stats_shows_the_bridges_of_the_directory() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out) = run(&["stats", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("bridges: none"), "{out}");
+
+    let b = Broker::open(BrokerOptions::new().data_dir(dir.path())).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bridge = Bridge::nats(&format!("nats://user:s3cret@127.0.0.1:{port}"))
+        .forward("app/jobs", "jobs.created")
+        .connect_in_background(true)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start(&b)
+        .unwrap();
+    let q = b.namespace("app").unwrap().queue("jobs").unwrap();
+    q.send(Message::new("kept")).unwrap();
+    // The file is rewritten every second: wait (bounded) for the error.
+    let until = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (code, out) = run(&["stats", d]);
+        assert_eq!(code, 0, "{out}");
+        if out.contains("last error") && out.contains("pending out 1 ") {
+            break out;
+        }
+        assert!(Instant::now() < until, "{out}\n{:?}", bridge.stats());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let me = std::process::id();
+    assert!(out.contains("bridges: 1\n"), "{out}");
+    assert!(
+        out.contains(&format!("nats nats://127.0.0.1:{port}  pid {me} ")),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    assert!(out.contains("disconnected"), "{out}");
+    assert!(out.contains("out app/jobs -> jobs.created\n"), "{out}");
+    assert!(out.contains("(failing since "), "{out}");
+
+    // A stale file (its process is gone) and a damaged one.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let live = libqueue::bridge_file::list(dir.path());
+    assert_eq!(live.len(), 1);
+    let mut rec = live[0].record.clone().unwrap();
+    rec.pid = gone_pid;
+    let bridges = dir.path().join("bridges");
+    std::fs::write(
+        bridges.join(format!("bridge-{gone_pid}-1.json")),
+        rec.to_json(),
+    )
+    .unwrap();
+    std::fs::write(bridges.join("bridge-0-0.json"), "{\"version\":1,").unwrap();
+    let (code, out) = run(&["stats", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("bridges: 3\n"), "{out}");
+    assert!(
+        out.contains(&format!("pid {gone_pid} ")) && out.contains("STALE: its process is gone"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bridge-0-0.json: unreadable (malformed JSON"),
+        "{out}"
+    );
+
+    // A clean stop removes the bridge's own file.
+    bridge.stop();
+    let (_, out) = run(&["stats", d]);
+    assert!(out.contains("bridges: 2\n"), "{out}");
+    assert!(!out.contains(&format!("pid {me} ")), "{out}");
+}

@@ -6,12 +6,15 @@
 //! libqueue stats DIR     the process hosting DIR, if one does (its pid, the
 //!                        processes attached to it, takeovers, dropped
 //!                        clients: asked over its socket, never attaching);
+//!                        the bridges running on DIR (from their files in
+//!                        DIR/bridges/; a file whose process died is stale);
 //!                        then queues and their unacked persistent messages,
 //!                        namespaces and their quotas, topics and their
 //!                        subscriptions (from the journal, read-only)
 //! libqueue inspect DIR   dump every record
 //! ```
 
+use libqueue::bridge_file;
 use libqueue::store::journal;
 use libqueue::HostInfo;
 use std::path::Path;
@@ -76,6 +79,82 @@ fn print_host(dir: &Path) {
     }
 }
 
+/// The bridges section of `stats`: the files running bridges write.
+fn print_bridges(dir: &Path) {
+    let listed = bridge_file::list(dir);
+    if listed.is_empty() {
+        println!("bridges: none");
+        return;
+    }
+    println!("bridges: {}", listed.len());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for l in &listed {
+        let name = l
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let b = match &l.record {
+            Ok(b) => b,
+            Err(e) => {
+                println!("  {name}: unreadable ({e})");
+                continue;
+            }
+        };
+        let state = if !l.alive {
+            "STALE: its process is gone".to_string()
+        } else if b.standby as usize == b.routes.len() && b.standby > 0 {
+            "standby".to_string()
+        } else if b.connected {
+            "connected".to_string()
+        } else {
+            "disconnected".to_string()
+        };
+        println!(
+            "  {} {}  pid {}  identity {}  {state}  (written {} ms ago)",
+            b.kind,
+            b.url,
+            b.pid,
+            b.identity,
+            now_ms.saturating_sub(b.updated_ms)
+        );
+        for r in &b.routes {
+            let (from, to) = if r.direction == "out" {
+                (r.queue.as_str(), r.remote.as_str())
+            } else {
+                (r.remote.as_str(), r.queue.as_str())
+            };
+            println!(
+                "    {:<3} {from} -> {to}{}",
+                r.direction,
+                if r.standby { "  (standby)" } else { "" }
+            );
+        }
+        println!(
+            "    forwarded {}  received {}  pending out {} in {}  retries {}  duplicates suppressed {}  dead-lettered {}  standby {}",
+            b.forwarded,
+            b.received,
+            b.pending_outbound,
+            b.pending_inbound,
+            b.retries,
+            b.duplicates,
+            b.dead_lettered,
+            b.standby
+        );
+        if let Some(e) = &b.last_error {
+            let at = b
+                .last_error_ms
+                .map_or_else(String::new, |t| format!(" at {}", utc(t / 1000)));
+            let since = b.error_since_ms.map_or_else(
+                || " (recovered since)".to_string(),
+                |t| format!(" (failing since {})", utc(t / 1000)),
+            );
+            println!("    last error{at}{since}: {e}");
+        }
+    }
+}
+
 fn usage() -> ExitCode {
     eprintln!("usage: libqueue verify|stats|inspect DIR");
     ExitCode::from(2)
@@ -106,6 +185,7 @@ fn main() -> ExitCode {
         }),
         "stats" => journal::inspect(dir).map(|i| {
             print_host(dir);
+            print_bridges(dir);
             println!("{:<50} {:>10} {:>12}", "queue", "messages", "bytes");
             for (q, n, b) in &i.queues {
                 println!("{q:<50} {n:>10} {b:>12}");

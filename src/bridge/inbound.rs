@@ -19,6 +19,8 @@ pub(crate) struct Route {
     pub(crate) dlq: Queue,
     pub(crate) origin: String,
     pub(crate) durable: String,
+    /// What the route claims before it receives (`claim.rs`).
+    pub(crate) claim: super::claim::Slot,
 }
 
 /// How long one fetch waits at the remote for a first message.
@@ -33,6 +35,10 @@ pub(crate) async fn run<R: Remote>(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) {
+    // One receiver per source and directory: a standby until the claim is ours.
+    let Some(_claim) = route.claim.acquire(&stop, |e| shared.error(e)).await else {
+        return;
+    };
     let mut delay = tuning.backoff_min;
     let mut source = source;
     loop {

@@ -21,17 +21,23 @@
 //!   backoff, dead letters).
 //! - `mapping.rs`: a message's fields as `Lq-*` headers and back.
 //! - `stats.rs`: [`BridgeStats`].
+//! - `claim.rs`: one forwarder per queue across the processes of a data
+//!   directory (a lock file per route; the others wait as standby).
+//! - `report.rs`: writes the bridges file (`file.rs`, the format, which
+//!   `libqueue stats` reads) into the data directory.
 //!
 //! It uses the public API of the crate (queues, deliveries) and nothing below
 //! it, except the broker's data directory for the bridge identity.
 //! Guarantees and limits: `docs/bridges.md`.
 
+mod claim;
 mod inbound;
 mod mapping;
 mod nats;
 mod outbound;
 mod rabbit;
 mod remote;
+mod report;
 mod stats;
 
 pub use mapping::{CORRELATION_ID, NAME, PERSISTENT, PRIORITY, TTL_MS};
@@ -94,7 +100,9 @@ pub struct BridgeBuilder {
 
 impl BridgeBuilder {
     /// Forwards the local `queue` to the JetStream `subject` (which a stream
-    /// must take). Exactly one bridge of a process may forward a queue.
+    /// must take). Exactly one bridge of a process may forward a queue; of
+    /// the processes of one data directory, one forwards it and the others'
+    /// routes wait as standby (`docs/bridges.md`).
     pub fn forward(mut self, queue: &str, subject: &str) -> Self {
         self.outbound.push((queue.into(), subject.into()));
         self
@@ -203,6 +211,17 @@ impl BridgeBuilder {
             },
         };
         let engine = broker.engine_key();
+        let data_dir = broker.data_dir();
+        let mut record = report::base(&self.url, &identity);
+        let mut standby = Vec::new();
+        let mut slot = |lock: Option<std::path::PathBuf>| {
+            let flag = Arc::new(AtomicBool::new(false));
+            standby.push(flag.clone());
+            claim::Slot {
+                path: lock,
+                standby: flag,
+            }
+        };
         let mut outbound = Vec::new();
         let mut claims = Vec::new();
         let claim = Claim(Vec::new());
@@ -211,11 +230,16 @@ impl BridgeBuilder {
             let queue = broker.namespace(ns)?.queue(q)?;
             let dlq = dead_letter_queue(broker, ns, &queue)?;
             claims.push((engine, ns.to_string(), q.to_string()));
+            let lock = data_dir.as_ref().map(|d| claim::outbound_lock(d, ns, q));
+            record
+                .routes
+                .push(route_record("out", ns, q, subject.clone()));
             outbound.push(outbound::Route {
                 queue,
                 dlq,
                 target: subject.clone(),
                 id_prefix: format!("lq:{identity}:{ns}:{q}:"),
+                claim: slot(lock),
             });
         }
         let claim = claim.take(claims)?;
@@ -227,11 +251,16 @@ impl BridgeBuilder {
             let durable = durable
                 .clone()
                 .unwrap_or_else(|| format!("lq-{ns}-{q}").replace('.', "_"));
+            let lock = data_dir.as_ref().map(|d| claim::inbound_lock(d, &durable));
+            record
+                .routes
+                .push(route_record("in", ns, q, format!("{subject} {durable}")));
             inbound.push(inbound::Route {
                 queue,
                 dlq,
                 origin: subject.clone(),
                 durable,
+                claim: slot(lock),
             });
         }
         let shared = Arc::new(Shared::default());
@@ -255,12 +284,20 @@ impl BridgeBuilder {
         let started = rx
             .recv_timeout(limit)
             .unwrap_or_else(|_| Err(Error::Io(format!("{url}: no answer within {limit:?}"))));
-        let bridge = Bridge {
+        let view = Arc::new(report::View {
             shared,
-            stop,
             queues,
+            standby,
+        });
+        let reporter = match (&data_dir, &started) {
+            (Some(d), Ok(())) => report::Reporter::start(d, record, view.clone()),
+            _ => None,
+        };
+        let bridge = Bridge {
+            stop,
             thread: Some(thread),
             _claim: claim,
+            ops: Ops { view, reporter },
         };
         started.map(|()| bridge)
     }
@@ -462,11 +499,17 @@ fn watched(
 /// A running bridge. Dropping it (or [`stop`](Self::stop)) stops it: what
 /// is in flight is confirmed or given back to its queue.
 pub struct Bridge {
-    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    queues: Vec<Queue>,
     thread: Option<JoinHandle<()>>,
     _claim: Claim,
+    ops: Ops,
+}
+
+/// What `claim.rs` and `report.rs` add to a running bridge: the routes'
+/// standby flags and the bridges file's writer.
+struct Ops {
+    view: Arc<report::View>,
+    reporter: Option<report::Reporter>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -535,15 +578,7 @@ impl Bridge {
 
     /// The counters and health of this bridge now.
     pub fn stats(&self) -> BridgeStats {
-        let pending = self
-            .queues
-            .iter()
-            .map(|q| {
-                let s = q.stats();
-                s.ready + s.leased + s.delayed
-            })
-            .sum();
-        self.shared.snapshot(pending)
+        self.ops.view.stats()
     }
 
     /// Stops the bridge and waits for its thread (at most about the ack
@@ -564,6 +599,10 @@ impl Bridge {
         self.stop.store(true, Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // After the routes ended (their claims released): the file goes.
+        if let Some(mut r) = self.ops.reporter.take() {
+            r.stop();
         }
     }
 }
@@ -607,6 +646,20 @@ impl Drop for Claim {
                 set.remove(k);
             }
         }
+    }
+}
+
+fn route_record(
+    direction: &str,
+    ns: &str,
+    q: &str,
+    remote: String,
+) -> crate::bridge_file::RouteRecord {
+    crate::bridge_file::RouteRecord {
+        direction: direction.into(),
+        queue: format!("{ns}/{q}"),
+        remote,
+        standby: false,
     }
 }
 
@@ -658,12 +711,27 @@ fn dir_identity(dir: &Path) -> Result<String> {
             return Ok(s.to_string());
         }
     }
+    // Processes of one directory may race to make it: each writes its own
+    // temporary file and links it into place, which fails if another won;
+    // then everyone reads the winner's.
     let id = random_hex();
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{id}\n"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
-    Ok(id)
+    let tmp = dir.join(format!("{IDENTITY_FILE}.{}.tmp", std::process::id()));
+    let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&tmp, format!("{id}\n")).map_err(io)?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = std::fs::read_to_string(&path).map_err(io)?;
+            let s = s.trim();
+            if s.is_empty() {
+                return Err(Error::Io(format!("{} is empty", path.display())));
+            }
+            Ok(s.to_string())
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// 64 random bits as hex (std's per-process random hash keys, the time and

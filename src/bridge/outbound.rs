@@ -27,6 +27,8 @@ pub(crate) struct Route {
     pub(crate) target: String,
     /// `lq:<identity>:<namespace>:<queue>:`; the message id follows.
     pub(crate) id_prefix: String,
+    /// What the route claims before it drains the queue (`claim.rs`).
+    pub(crate) claim: super::claim::Slot,
 }
 
 struct Ctx<R: Remote> {
@@ -47,6 +49,11 @@ pub(crate) async fn run<R: Remote>(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) {
+    // One forwarder per queue: a standby until the claim is ours; held
+    // (and the queue drained) until this function returns.
+    let Some(_claim) = route.claim.acquire(&stop, |e| shared.error(e)).await else {
+        return;
+    };
     let cx = Ctx {
         remote,
         route,

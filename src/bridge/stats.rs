@@ -29,6 +29,10 @@ pub struct BridgeStats {
     pub duplicates: u64,
     /// Messages dead-lettered locally (unmappable, refused, or too old).
     pub dead_lettered: u64,
+    /// Routes waiting as standby: another process of the data directory
+    /// forwards their queue (or receives from their source); they take
+    /// over when it stops or dies (`docs/bridges.md`).
+    pub standby: u64,
     /// The last error, if any (it stays after recovery; see `error_since`).
     pub last_error: Option<String>,
     /// When the current run of failures began (None once the bridge has
@@ -95,6 +99,7 @@ impl Shared {
             retries: self.retries.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            standby: 0,
             last_error: e.last.clone(),
             error_since: e.since,
             last_error_at: e.at,

@@ -706,6 +706,12 @@ impl Client {
         Ok(Some(client))
     }
 
+    /// The data directory this client is attached to.
+    #[cfg_attr(not(feature = "bridge"), allow(dead_code))]
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// [`Error::Forked`] in a child that inherited this connection; [`Error::Closed`] once closed.
     pub(crate) fn check(&self) -> Result<()> {
         if self.origin.inherited() {
