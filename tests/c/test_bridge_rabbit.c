@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 static char dir[64];
-static char url[128];
+static char url[192];
 static pid_t owner = -1;
 
 static void stop_rabbit(void) {
