@@ -99,8 +99,9 @@ CFLAGS_STRICT := -Wall -Wextra -Wpedantic -Werror -Iinclude -DEXPECTED_VERSION='
 # (shared and static) and agree with the header and Cargo.toml on the version.
 # Then the C tests of the whole ABI (tests/c/test_*.c) against the shared library.
 CTEST := target/ctest
-# test_bridge starts its own nats-server (from `make setup`) on 127.0.0.1.
-C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess test_bridge
+# test_bridge starts its own nats-server (from `make setup`) on 127.0.0.1, and
+# test_bridge_rabbit its own rabbitmq-server (benches/rabbitmq.sh; 10-20 s of it).
+C_TESTS := test_api test_errors test_fork test_close_race test_multiprocess test_bridge test_bridge_rabbit
 test-c: setup lib test-header
 	mkdir -p $(CTEST)
 	cc -std=c99 $(CFLAGS_STRICT) tests/c/version.c -Ltarget/release -lqueue -o $(CTEST)/version_so

@@ -5,6 +5,7 @@
 #
 #   benches/rabbitmq.sh start DIR   starts it, waits (bounded) until AMQP accepts,
 #                                   prints rabbit://guest:guest@127.0.0.1:PORT/
+#   benches/rabbitmq.sh queue DIR NAME   declares the durable queue NAME (vhost /)
 #   benches/rabbitmq.sh stop DIR    rabbitmqctl shutdown, then kills what is left
 #
 # Needs the Debian package rabbitmq-server (make bench-oslo installs it if missing).
@@ -57,6 +58,13 @@ EOT
     echo "RabbitMQ $node up on 127.0.0.1:$port in $(( $(date +%s) - t0 )) s" >&2
     echo "rabbit://guest:guest@127.0.0.1:$port/"
     ;;
+queue)
+    name=${3:?usage: rabbitmq.sh queue DIR NAME}
+    case $name in *[!A-Za-z0-9._-]*|'') echo "queue name $name: only A-Za-z0-9._-" >&2; exit 2 ;; esac
+    env_of
+    timeout 60 $bin/rabbitmqctl -n "$node" eval \
+        "rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>, queue, <<\"$name\">>), true, false, [], none, <<\"libqueue\">>)." >/dev/null
+    ;;
 stop)
     test -f "$dir/env" || exit 0
     env_of
@@ -69,5 +77,5 @@ stop)
     command -v epmd >/dev/null && epmd -port "$epmd" -kill >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
-*) echo "usage: rabbitmq.sh start|stop DIR" >&2; exit 2 ;;
+*) echo "usage: rabbitmq.sh start|queue|stop DIR" >&2; exit 2 ;;
 esac

@@ -613,8 +613,9 @@ lq_status lq_bridge_builder_connect_timeout_ms(lq_bridge_builder *builder, uint6
 
 #if defined(LQ_HAVE_BRIDGE)
 /**
- * The duplicate window of the streams `lq_bridge_builder_stream` creates
- * (the remote's default otherwise: 2 minutes for JetStream).
+ * NATS: the duplicate window of the streams `lq_bridge_builder_stream`
+ * creates (the remote's default otherwise: 2 minutes for JetStream).
+ * `LQ_INVALID_ARGUMENT` on a RabbitMQ builder.
  *
  * # Safety
  * `builder` NULL or live and unshared.
@@ -626,7 +627,10 @@ lq_status lq_bridge_builder_duplicate_window_ms(lq_bridge_builder *builder, uint
 /**
  * Forwards the local `queue` (`"queue"` in the default namespace, or
  * `"namespace/queue"`; created if missing) to the remote `subject`, which a
- * stream must take. Names are checked by `lq_bridge_start`.
+ * stream must take. On a RabbitMQ builder, `subject` is the routing key on
+ * the default exchange `""` (which delivers to the queue of that name), as
+ * `lq_bridge_builder_forward_exchange(builder, queue, "", subject)`. Names
+ * are checked by `lq_bridge_start`.
  *
  * # Safety
  * `builder` NULL or live and unshared; `queue` and `subject` point to their
@@ -637,6 +641,26 @@ lq_status lq_bridge_builder_forward(lq_bridge_builder *builder,
                                     size_t queue_len,
                                     const uint8_t *subject,
                                     size_t subject_len);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * RabbitMQ: forwards the local `queue` to `exchange` (`""`: the default
+ * exchange; no `/`) with `routing_key`. Publishes are mandatory: a message
+ * no remote queue takes stays local and is retried (the stats' `last_error`
+ * says "unroutable"). `LQ_INVALID_ARGUMENT` on a NATS builder.
+ *
+ * # Safety
+ * `builder` NULL or live and unshared; `queue`, `exchange` and
+ * `routing_key` point to their lengths in bytes.
+ */
+lq_status lq_bridge_builder_forward_exchange(lq_bridge_builder *builder,
+                                             const uint8_t *queue,
+                                             size_t queue_len,
+                                             const uint8_t *exchange,
+                                             size_t exchange_len,
+                                             const uint8_t *routing_key,
+                                             size_t routing_key_len);
 #endif
 
 #if defined(LQ_HAVE_BRIDGE)
@@ -675,7 +699,9 @@ lq_status lq_bridge_builder_max_age_ms(lq_bridge_builder *builder, uint64_t age_
 /**
  * Feeds the local `queue` from the remote `subject` (wildcards allowed)
  * through a durable consumer named `lq-<namespace>-<queue>` (dots become
- * `_`), which keeps its place across restarts.
+ * `_`), which keeps its place across restarts. On a RabbitMQ builder,
+ * `subject` is the remote queue, consumed with manual acks (consumer tag
+ * `lq-<namespace>-<queue>`).
  *
  * # Safety
  * As for `lq_bridge_builder_forward`.
@@ -689,8 +715,9 @@ lq_status lq_bridge_builder_receive(lq_bridge_builder *builder,
 
 #if defined(LQ_HAVE_BRIDGE)
 /**
- * `lq_bridge_builder_receive` through the durable consumer `durable` (no
- * `.`, `*`, `>` or whitespace).
+ * NATS: `lq_bridge_builder_receive` through the durable consumer `durable`
+ * (no `.`, `*`, `>` or whitespace). `LQ_INVALID_ARGUMENT` on a RabbitMQ
+ * builder.
  *
  * # Safety
  * As for `lq_bridge_builder_forward`; `durable` points to `durable_len` bytes.
@@ -706,9 +733,10 @@ lq_status lq_bridge_builder_receive_durable(lq_bridge_builder *builder,
 
 #if defined(LQ_HAVE_BRIDGE)
 /**
- * Creates the stream `name` (file storage) at start, if no stream of that
- * name exists, taking `subject`; call again with the same `name` for each
- * further subject. An existing stream is left as it is.
+ * NATS: creates the stream `name` (file storage) at start, if no stream of
+ * that name exists, taking `subject`; call again with the same `name` for
+ * each further subject. An existing stream is left as it is.
+ * `LQ_INVALID_ARGUMENT` on a RabbitMQ builder.
  *
  * # Safety
  * As for `lq_bridge_builder_forward`; `name` points to `name_len` bytes.
@@ -768,6 +796,21 @@ lq_status lq_bridge_get_stats(const lq_bridge *bridge, lq_bridge_stats *out);
  * `url` points to `url_len` bytes; `out` writable.
  */
 lq_status lq_bridge_nats_new(const uint8_t *url, size_t url_len, lq_bridge_builder **out);
+#endif
+
+#if defined(LQ_HAVE_BRIDGE)
+/**
+ * A builder for a bridge to RabbitMQ at `url`
+ * (`amqp://user:password@host:port/vhost`; the vhost percent-encoded,
+ * `%2f` for `/`). `LQ_INVALID_ARGUMENT` for a malformed URL (nothing is
+ * connected here: `lq_bridge_start` connects). The bridge declares nothing
+ * on the server: the exchanges and remote queues must exist. `*out` is
+ * owned until `lq_bridge_start` consumes it, or `lq_bridge_builder_free`.
+ *
+ * # Safety
+ * `url` points to `url_len` bytes; `out` writable.
+ */
+lq_status lq_bridge_rabbitmq_new(const uint8_t *url, size_t url_len, lq_bridge_builder **out);
 #endif
 
 #if defined(LQ_HAVE_BRIDGE)

@@ -41,6 +41,7 @@ mod report;
 mod stats;
 
 pub use mapping::{CORRELATION_ID, NAME, PERSISTENT, PRIORITY, TTL_MS};
+pub(crate) use rabbit::check_url as check_rabbit_url;
 pub use rabbit::RabbitBuilder;
 pub use stats::BridgeStats;
 

@@ -199,6 +199,12 @@ pub(super) fn check(b: &BridgeBuilder) -> Result<()> {
     Ok(())
 }
 
+/// Checks `url` as [`RabbitBuilder::start`] does, without connecting
+/// ([`Error::InvalidArgument`] with the reason, the password redacted).
+pub(crate) fn check_url(url: &str) -> Result<()> {
+    open_args(url).map(|_| ()).map_err(Error::InvalidArgument)
+}
+
 /// The connection arguments of `url`, or why it is not an AMQP URL.
 fn open_args(url: &str) -> std::result::Result<OpenConnectionArguments, String> {
     let bad = |why: String| {

@@ -1,10 +1,13 @@
 //! Bridges (cargo feature `bridge`, which `make lib` and the Python package
 //! build with): `lq_bridge_builder`, `lq_bridge`, `lq_bridge_stats`.
 //!
-//! A builder is made for one kind of remote (`lq_bridge_nats_new`; other
-//! kinds get their own `lq_bridge_<kind>_new` and share every
-//! `lq_bridge_builder_*` setter), configured, then consumed by
-//! `lq_bridge_start`, which gives a running `lq_bridge`.
+//! A builder is made for one kind of remote (`lq_bridge_nats_new`,
+//! `lq_bridge_rabbitmq_new`), configured with the `lq_bridge_builder_*`
+//! setters, then consumed by `lq_bridge_start`, which gives a running
+//! `lq_bridge`. The routes and tuning setters serve both kinds; the
+//! JetStream ones (`_stream`, `_receive_durable`, `_duplicate_window_ms`)
+//! refuse a RabbitMQ builder and `_forward_exchange` a NATS one, with
+//! `LQ_INVALID_ARGUMENT` (the builder is left as it was).
 //!
 //! Threads: an `lq_bridge_builder` is used from one thread at a time (it may
 //! move); an `lq_bridge` may be shared (stats and stop from any thread, at
@@ -17,7 +20,7 @@
 use super::boundary::{boxed, check_open, handle, handle_mut, ms, owned, run, text, Fail, Out};
 use super::broker::lq_broker;
 use super::status::{lq_status, lq_status::*};
-use crate::bridge::{Bridge, BridgeBuilder, BridgeStats};
+use crate::bridge::{check_rabbit_url, Bridge, BridgeBuilder, BridgeStats, RabbitBuilder};
 use crate::sync::fork::Origin;
 use parking_lot::Mutex;
 use std::ffi::c_char;
@@ -25,10 +28,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The configuration of a bridge, before `lq_bridge_start`.
 pub struct lq_bridge_builder {
-    b: Option<BridgeBuilder>,
+    b: Option<Kind>,
     /// Streams to create at start, by name, with their subjects in the order
     /// given (`lq_bridge_builder_stream` adds one subject per call).
     streams: Vec<(String, Vec<String>)>,
+}
+
+/// The remote a builder is for.
+enum Kind {
+    Nats(BridgeBuilder),
+    Rabbit(RabbitBuilder),
+}
+
+impl Kind {
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Nats(_) => "NATS",
+            Kind::Rabbit(_) => "RabbitMQ",
+        }
+    }
 }
 
 /// A running bridge (`lq_bridge_start`). Shareable between threads: stats
@@ -190,7 +208,33 @@ pub unsafe extern "C" fn lq_bridge_nats_new(
         let (url, out) = (text(url, url_len, "url")?, Out::new(out, "out")?);
         check_url(url, &["nats", "tls"])?;
         out.set(boxed(lq_bridge_builder {
-            b: Some(Bridge::nats(url)),
+            b: Some(Kind::Nats(Bridge::nats(url))),
+            streams: Vec::new(),
+        }));
+        Ok(())
+    })
+}
+
+/// A builder for a bridge to RabbitMQ at `url`
+/// (`amqp://user:password@host:port/vhost`; the vhost percent-encoded,
+/// `%2f` for `/`). `LQ_INVALID_ARGUMENT` for a malformed URL (nothing is
+/// connected here: `lq_bridge_start` connects). The bridge declares nothing
+/// on the server: the exchanges and remote queues must exist. `*out` is
+/// owned until `lq_bridge_start` consumes it, or `lq_bridge_builder_free`.
+///
+/// # Safety
+/// `url` points to `url_len` bytes; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn lq_bridge_rabbitmq_new(
+    url: *const u8,
+    url_len: usize,
+    out: *mut *mut lq_bridge_builder,
+) -> lq_status {
+    run(|| {
+        let (url, out) = (text(url, url_len, "url")?, Out::new(out, "out")?);
+        check_rabbit_url(url)?;
+        out.set(boxed(lq_bridge_builder {
+            b: Some(Kind::Rabbit(Bridge::rabbitmq(url))),
             streams: Vec::new(),
         }));
         Ok(())
@@ -211,10 +255,14 @@ pub unsafe extern "C" fn lq_bridge_builder_free(builder: *mut lq_bridge_builder)
 ///
 /// Pointers (the exported function's, see `boundary.rs`):
 /// `builder` NULL or live and unshared.
+/// `setter` names the exported function, for the message when `apply`
+/// refuses the builder's kind (it then gives the builder back unchanged,
+/// boxed).
 fn with_builder<T>(
     builder: *mut lq_bridge_builder,
+    setter: &str,
     check: impl FnOnce() -> Result<T, Fail>,
-    apply: impl FnOnce(&mut lq_bridge_builder, BridgeBuilder, T) -> BridgeBuilder,
+    apply: impl FnOnce(&mut Vec<(String, Vec<String>)>, Kind, T) -> Result<Kind, Box<Kind>>,
 ) -> lq_status {
     run(|| {
         let h = handle_mut(builder, "builder")?;
@@ -222,9 +270,35 @@ fn with_builder<T>(
         let b =
             h.b.take()
                 .ok_or_else(|| Fail::new(LQ_INVALID_STATE, "the builder is spent"))?;
-        let b = apply(h, b, v);
-        h.b = Some(b);
-        Ok(())
+        match apply(&mut h.streams, b, v) {
+            Ok(b) => {
+                h.b = Some(b);
+                Ok(())
+            }
+            Err(b) => {
+                let kind = b.name();
+                h.b = Some(*b);
+                Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("{setter} does not apply to a {kind} bridge builder"),
+                ))
+            }
+        }
+    })
+}
+
+/// A setter both kinds share: `nats` or `rabbit` applies it.
+fn shared<T: Clone>(
+    builder: *mut lq_bridge_builder,
+    check: impl FnOnce() -> Result<T, Fail>,
+    nats: impl FnOnce(BridgeBuilder, T) -> BridgeBuilder,
+    rabbit: impl FnOnce(RabbitBuilder, T) -> RabbitBuilder,
+) -> lq_status {
+    with_builder(builder, "", check, |_, k, v| {
+        Ok(match k {
+            Kind::Nats(b) => Kind::Nats(nats(b, v)),
+            Kind::Rabbit(b) => Kind::Rabbit(rabbit(b, v)),
+        })
     })
 }
 
@@ -241,7 +315,10 @@ fn positive(v: u64, what: &str) -> Result<u64, Fail> {
 
 /// Forwards the local `queue` (`"queue"` in the default namespace, or
 /// `"namespace/queue"`; created if missing) to the remote `subject`, which a
-/// stream must take. Names are checked by `lq_bridge_start`.
+/// stream must take. On a RabbitMQ builder, `subject` is the routing key on
+/// the default exchange `""` (which delivers to the queue of that name), as
+/// `lq_bridge_builder_forward_exchange(builder, queue, "", subject)`. Names
+/// are checked by `lq_bridge_start`.
 ///
 /// # Safety
 /// `builder` NULL or live and unshared; `queue` and `subject` point to their
@@ -256,19 +333,62 @@ pub unsafe extern "C" fn lq_bridge_builder_forward(
 ) -> lq_status {
     with_builder(
         builder,
+        "lq_bridge_builder_forward",
         || {
             Ok((
                 text(queue, queue_len, "queue")?,
                 text(subject, subject_len, "subject")?,
             ))
         },
-        |_, b, (q, s)| b.forward(q, s),
+        |_, k, (q, s)| {
+            Ok(match k {
+                Kind::Nats(b) => Kind::Nats(b.forward(q, s)),
+                Kind::Rabbit(b) => Kind::Rabbit(b.forward(q, "", s)),
+            })
+        },
+    )
+}
+
+/// RabbitMQ: forwards the local `queue` to `exchange` (`""`: the default
+/// exchange; no `/`) with `routing_key`. Publishes are mandatory: a message
+/// no remote queue takes stays local and is retried (the stats' `last_error`
+/// says "unroutable"). `LQ_INVALID_ARGUMENT` on a NATS builder.
+///
+/// # Safety
+/// `builder` NULL or live and unshared; `queue`, `exchange` and
+/// `routing_key` point to their lengths in bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lq_bridge_builder_forward_exchange(
+    builder: *mut lq_bridge_builder,
+    queue: *const u8,
+    queue_len: usize,
+    exchange: *const u8,
+    exchange_len: usize,
+    routing_key: *const u8,
+    routing_key_len: usize,
+) -> lq_status {
+    with_builder(
+        builder,
+        "lq_bridge_builder_forward_exchange",
+        || {
+            Ok((
+                text(queue, queue_len, "queue")?,
+                text(exchange, exchange_len, "exchange")?,
+                text(routing_key, routing_key_len, "routing_key")?,
+            ))
+        },
+        |_, k, (q, e, r)| match k {
+            Kind::Rabbit(b) => Ok(Kind::Rabbit(b.forward(q, e, r))),
+            nats => Err(Box::new(nats)),
+        },
     )
 }
 
 /// Feeds the local `queue` from the remote `subject` (wildcards allowed)
 /// through a durable consumer named `lq-<namespace>-<queue>` (dots become
-/// `_`), which keeps its place across restarts.
+/// `_`), which keeps its place across restarts. On a RabbitMQ builder,
+/// `subject` is the remote queue, consumed with manual acks (consumer tag
+/// `lq-<namespace>-<queue>`).
 ///
 /// # Safety
 /// As for `lq_bridge_builder_forward`.
@@ -282,18 +402,25 @@ pub unsafe extern "C" fn lq_bridge_builder_receive(
 ) -> lq_status {
     with_builder(
         builder,
+        "lq_bridge_builder_receive",
         || {
             Ok((
                 text(subject, subject_len, "subject")?,
                 text(queue, queue_len, "queue")?,
             ))
         },
-        |_, b, (s, q)| b.receive(s, q),
+        |_, k, (s, q)| {
+            Ok(match k {
+                Kind::Nats(b) => Kind::Nats(b.receive(s, q)),
+                Kind::Rabbit(b) => Kind::Rabbit(b.receive(s, q)),
+            })
+        },
     )
 }
 
-/// `lq_bridge_builder_receive` through the durable consumer `durable` (no
-/// `.`, `*`, `>` or whitespace).
+/// NATS: `lq_bridge_builder_receive` through the durable consumer `durable`
+/// (no `.`, `*`, `>` or whitespace). `LQ_INVALID_ARGUMENT` on a RabbitMQ
+/// builder.
 ///
 /// # Safety
 /// As for `lq_bridge_builder_forward`; `durable` points to `durable_len` bytes.
@@ -309,6 +436,7 @@ pub unsafe extern "C" fn lq_bridge_builder_receive_durable(
 ) -> lq_status {
     with_builder(
         builder,
+        "lq_bridge_builder_receive_durable",
         || {
             Ok((
                 text(subject, subject_len, "subject")?,
@@ -316,13 +444,17 @@ pub unsafe extern "C" fn lq_bridge_builder_receive_durable(
                 text(durable, durable_len, "durable")?,
             ))
         },
-        |_, b, (s, q, d)| b.receive_durable(s, q, d),
+        |_, k, (s, q, d)| match k {
+            Kind::Nats(b) => Ok(Kind::Nats(b.receive_durable(s, q, d))),
+            rabbit => Err(Box::new(rabbit)),
+        },
     )
 }
 
-/// Creates the stream `name` (file storage) at start, if no stream of that
-/// name exists, taking `subject`; call again with the same `name` for each
-/// further subject. An existing stream is left as it is.
+/// NATS: creates the stream `name` (file storage) at start, if no stream of
+/// that name exists, taking `subject`; call again with the same `name` for
+/// each further subject. An existing stream is left as it is.
+/// `LQ_INVALID_ARGUMENT` on a RabbitMQ builder.
 ///
 /// # Safety
 /// As for `lq_bridge_builder_forward`; `name` points to `name_len` bytes.
@@ -336,6 +468,7 @@ pub unsafe extern "C" fn lq_bridge_builder_stream(
 ) -> lq_status {
     with_builder(
         builder,
+        "lq_bridge_builder_stream",
         || {
             let name = text(name, name_len, "name")?;
             if name.is_empty() {
@@ -343,18 +476,22 @@ pub unsafe extern "C" fn lq_bridge_builder_stream(
             }
             Ok((name, text(subject, subject_len, "subject")?))
         },
-        |h, b, (n, s)| {
-            match h.streams.iter_mut().find(|(name, _)| name == n) {
-                Some((_, subjects)) => subjects.push(s.into()),
-                None => h.streams.push((n.into(), vec![s.into()])),
+        |streams, k, (n, s)| {
+            if !matches!(k, Kind::Nats(_)) {
+                return Err(Box::new(k));
             }
-            b
+            match streams.iter_mut().find(|(name, _)| name == n) {
+                Some((_, subjects)) => subjects.push(s.into()),
+                None => streams.push((n.into(), vec![s.into()])),
+            }
+            Ok(k)
         },
     )
 }
 
-/// The duplicate window of the streams `lq_bridge_builder_stream` creates
-/// (the remote's default otherwise: 2 minutes for JetStream).
+/// NATS: the duplicate window of the streams `lq_bridge_builder_stream`
+/// creates (the remote's default otherwise: 2 minutes for JetStream).
+/// `LQ_INVALID_ARGUMENT` on a RabbitMQ builder.
 ///
 /// # Safety
 /// `builder` NULL or live and unshared.
@@ -365,8 +502,12 @@ pub unsafe extern "C" fn lq_bridge_builder_duplicate_window_ms(
 ) -> lq_status {
     with_builder(
         builder,
+        "lq_bridge_builder_duplicate_window_ms",
         || positive(window_ms, "window_ms"),
-        |_, b, v| b.duplicate_window(ms(v)),
+        |_, k, v| match k {
+            Kind::Nats(b) => Ok(Kind::Nats(b.duplicate_window(ms(v)))),
+            rabbit => Err(Box::new(rabbit)),
+        },
     )
 }
 
@@ -381,7 +522,7 @@ pub unsafe extern "C" fn lq_bridge_builder_identity(
     id: *const u8,
     id_len: usize,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || {
             let id = text(id, id_len, "id")?;
@@ -393,7 +534,8 @@ pub unsafe extern "C" fn lq_bridge_builder_identity(
             }
             Ok(id)
         },
-        |_, b, id| b.identity(id),
+        |b, id| b.identity(id),
+        |b, id| b.identity(id),
     )
 }
 
@@ -407,7 +549,7 @@ pub unsafe extern "C" fn lq_bridge_builder_window(
     builder: *mut lq_bridge_builder,
     n: usize,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || {
             if !(1..=1_000_000).contains(&n) {
@@ -418,7 +560,8 @@ pub unsafe extern "C" fn lq_bridge_builder_window(
             }
             Ok(n)
         },
-        |_, b, n| b.window(n),
+        |b, n| b.window(n),
+        |b, n| b.window(n),
     )
 }
 
@@ -434,7 +577,7 @@ pub unsafe extern "C" fn lq_bridge_builder_backoff_ms(
     first_ms: u64,
     max_ms: u64,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || {
             if first_ms == 0 || first_ms > max_ms {
@@ -445,7 +588,8 @@ pub unsafe extern "C" fn lq_bridge_builder_backoff_ms(
             }
             Ok(())
         },
-        |_, b, ()| b.backoff(ms(first_ms), ms(max_ms)),
+        |b, ()| b.backoff(ms(first_ms), ms(max_ms)),
+        |b, ()| b.backoff(ms(first_ms), ms(max_ms)),
     )
 }
 
@@ -459,10 +603,11 @@ pub unsafe extern "C" fn lq_bridge_builder_max_age_ms(
     builder: *mut lq_bridge_builder,
     age_ms: u64,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || positive(age_ms, "age_ms"),
-        |_, b, v| b.max_age(ms(v)),
+        |b, v| b.max_age(ms(v)),
+        |b, v| b.max_age(ms(v)),
     )
 }
 
@@ -475,10 +620,11 @@ pub unsafe extern "C" fn lq_bridge_builder_connect_timeout_ms(
     builder: *mut lq_bridge_builder,
     timeout_ms: u64,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || positive(timeout_ms, "timeout_ms"),
-        |_, b, v| b.connect_timeout(ms(v)),
+        |b, v| b.connect_timeout(ms(v)),
+        |b, v| b.connect_timeout(ms(v)),
     )
 }
 
@@ -492,10 +638,11 @@ pub unsafe extern "C" fn lq_bridge_builder_ack_timeout_ms(
     builder: *mut lq_bridge_builder,
     timeout_ms: u64,
 ) -> lq_status {
-    with_builder(
+    shared(
         builder,
         || positive(timeout_ms, "timeout_ms"),
-        |_, b, v| b.ack_timeout(ms(v)),
+        |b, v| b.ack_timeout(ms(v)),
+        |b, v| b.ack_timeout(ms(v)),
     )
 }
 
@@ -510,7 +657,12 @@ pub unsafe extern "C" fn lq_bridge_builder_connect_in_background(
     builder: *mut lq_bridge_builder,
     yes: bool,
 ) -> lq_status {
-    with_builder(builder, || Ok(()), |_, b, ()| b.connect_in_background(yes))
+    shared(
+        builder,
+        || Ok(()),
+        |b, ()| b.connect_in_background(yes),
+        |b, ()| b.connect_in_background(yes),
+    )
 }
 
 /// Starts the bridge on its own thread, **consuming** `builder` (also on
@@ -537,12 +689,17 @@ pub unsafe extern "C" fn lq_bridge_start(
         let h = owned(builder, "builder")?;
         let (broker, out) = (handle(broker, "broker")?, Out::new(out, "out")?);
         let lq_bridge_builder { b, streams } = *h;
-        let mut b = b.ok_or_else(|| Fail::new(LQ_INVALID_STATE, "the builder is spent"))?;
+        let b = b.ok_or_else(|| Fail::new(LQ_INVALID_STATE, "the builder is spent"))?;
         check_open(&broker.b)?;
-        for (name, subjects) in &streams {
-            b = b.stream(name, subjects);
-        }
-        let bridge = b.start(&broker.b)?;
+        let bridge = match b {
+            Kind::Nats(mut b) => {
+                for (name, subjects) in &streams {
+                    b = b.stream(name, subjects);
+                }
+                b.start(&broker.b)?
+            }
+            Kind::Rabbit(b) => b.start(&broker.b)?,
+        };
         out.set(boxed(lq_bridge {
             state: Mutex::new(Running {
                 b: Some(bridge),

@@ -48,6 +48,21 @@ static libqueue::BridgeStats wait_for(const Bridge &b, F &&cond) {
 static void errors(libqueue::Broker &broker) {
     CHECK(status_of([] { Bridge::nats("http://h:1"); }) == LQ_INVALID_ARGUMENT);
     CHECK(status_of([] { Bridge::nats("nats://h:1").window(0); }) == LQ_INVALID_ARGUMENT);
+    // RabbitMQ builders (tests/c/test_bridge_rabbit.c runs one against a server).
+    CHECK(status_of([] { Bridge::rabbitmq("nats://h:1"); }) == LQ_INVALID_ARGUMENT);
+    CHECK(status_of([] { Bridge::rabbitmq("amqp://h:1/").stream("S", {"a.b"}); }) ==
+          LQ_INVALID_ARGUMENT);
+    CHECK(status_of([] { Bridge::nats("nats://h:1").forward_exchange("q", "x", "k"); }) ==
+          LQ_INVALID_ARGUMENT);
+    {
+        auto r = Bridge::rabbitmq("amqp://guest:guest@127.0.0.1:1/");
+        r.forward_exchange("q", "", "k").forward("q2", "k2").receive("rq", "q3").window(4);
+        std::string nobody_amqp = "amqp://guest:guest@127.0.0.1:" + std::to_string(free_port()) + "/";
+        CHECK(status_of([&] {
+                  Bridge::rabbitmq(nobody_amqp).forward_exchange("q", "", "k")
+                      .connect_timeout(1500ms).start(broker);
+              }) == LQ_IO);
+    }
     // No route; then the spent builder says so.
     auto b = Bridge::nats("nats://127.0.0.1:1");
     CHECK(status_of([&] { b.start(broker); }) == LQ_INVALID_ARGUMENT);

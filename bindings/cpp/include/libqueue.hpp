@@ -944,6 +944,10 @@ public:
     /// A builder for a bridge to NATS JetStream at `url` (throws
     /// Error(LQ_INVALID_ARGUMENT) for a malformed one).
     static BridgeBuilder nats(std::string_view url);
+    /// A builder for a bridge to RabbitMQ at `url`
+    /// (`amqp://user:password@host:port/vhost`; throws Error(LQ_INVALID_ARGUMENT)
+    /// for a malformed one). The exchanges and remote queues must exist.
+    static BridgeBuilder rabbitmq(std::string_view url);
     /// The counters now (after `stop()`: the final ones).
     BridgeStats stats() const {
         lq_bridge_stats s{};
@@ -981,18 +985,33 @@ private:
     detail::Owned<lq_bridge, lq_bridge_free> h_;
 };
 
-/// The configuration of a bridge (`Bridge::nats(url)`), each setter checked
-/// when called (throws Error), then `start(broker)`, which spends it. Queues
-/// are "queue" (default namespace) or "namespace/queue", created if missing.
+/// The configuration of a bridge (`Bridge::nats(url)`, `Bridge::rabbitmq(url)`),
+/// each setter checked when called (throws Error), then `start(broker)`, which
+/// spends it. Queues are "queue" (default namespace) or "namespace/queue",
+/// created if missing. `stream`, `receive_durable` and `duplicate_window` are
+/// for NATS only, `forward_exchange` for RabbitMQ only (otherwise they throw
+/// Error(LQ_INVALID_ARGUMENT)).
 class BridgeBuilder {
 public:
-    /// Forwards the local `queue` to the remote `subject` (a stream must take it).
+    /// Forwards the local `queue` to the remote `subject` (a stream must take it);
+    /// RabbitMQ: to the default exchange with `subject` as the routing key (the
+    /// remote queue of that name).
     BridgeBuilder &forward(std::string_view queue, std::string_view subject) {
         detail::check(lq_bridge_builder_forward(b(), detail::bytes(queue), queue.size(),
                                                 detail::bytes(subject), subject.size()));
         return *this;
     }
-    /// Feeds the local `queue` from `subject` through a durable consumer.
+    /// RabbitMQ: forwards the local `queue` to `exchange` ("" the default one)
+    /// with `routing_key`.
+    BridgeBuilder &forward_exchange(std::string_view queue, std::string_view exchange,
+                                    std::string_view routing_key) {
+        detail::check(lq_bridge_builder_forward_exchange(
+            b(), detail::bytes(queue), queue.size(), detail::bytes(exchange), exchange.size(),
+            detail::bytes(routing_key), routing_key.size()));
+        return *this;
+    }
+    /// Feeds the local `queue` from `subject` through a durable consumer
+    /// (RabbitMQ: from the remote queue `subject`, with manual acks).
     BridgeBuilder &receive(std::string_view subject, std::string_view queue) {
         detail::check(lq_bridge_builder_receive(b(), detail::bytes(subject), subject.size(),
                                                 detail::bytes(queue), queue.size()));
@@ -1066,6 +1085,11 @@ private:
 inline BridgeBuilder Bridge::nats(std::string_view url) {
     lq_bridge_builder *b = nullptr;
     detail::check(lq_bridge_nats_new(detail::bytes(url), url.size(), &b));
+    return BridgeBuilder(b);
+}
+inline BridgeBuilder Bridge::rabbitmq(std::string_view url) {
+    lq_bridge_builder *b = nullptr;
+    detail::check(lq_bridge_rabbitmq_new(detail::bytes(url), url.size(), &b));
     return BridgeBuilder(b);
 }
 #endif  // LQ_HAVE_BRIDGE

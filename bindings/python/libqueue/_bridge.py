@@ -1,9 +1,9 @@
 """``Bridge``: store-and-forward between local queues and a remote engine (NATS
-JetStream today), at least once both ways (docs/bridges.md).
+JetStream or RabbitMQ), at least once both ways (docs/bridges.md).
 
-Configure with :meth:`Bridge.nats` (a :class:`BridgeBuilder`, each setter checked
-when called and returning the builder), then :meth:`BridgeBuilder.start`; or in one
-call with :meth:`Broker.bridge`::
+Configure with :meth:`Bridge.nats` or :meth:`Bridge.rabbitmq` (a
+:class:`BridgeBuilder`, each setter checked when called and returning the builder),
+then :meth:`BridgeBuilder.start`; or in one call with :meth:`Broker.bridge`::
 
     bridge = (libqueue.Bridge.nats("nats://127.0.0.1:4222")
               .stream("ORDERS", ["orders.>"])
@@ -12,6 +12,11 @@ call with :meth:`Broker.bridge`::
               .start(broker))
     with bridge:
         print(bridge.stats())
+
+    bridge = (libqueue.Bridge.rabbitmq("amqp://guest:guest@127.0.0.1:5672/%2f")
+              .forward("jobs", exchange="orders", routing_key="orders.created")
+              .receive("orders.in", "inbox")
+              .start(broker))
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ if TYPE_CHECKING:
     from ._broker import Broker
 
 #: Routes given to :meth:`Broker.bridge`: a mapping, or (first, second) pairs, in
-#: the order of :meth:`BridgeBuilder.forward` / :meth:`BridgeBuilder.receive`.
-Routes = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+#: the order of :meth:`BridgeBuilder.forward` / :meth:`BridgeBuilder.receive`. A
+#: RabbitMQ forward may name an ``(exchange, routing_key)`` pair as its second.
+Routes = Union[Mapping[str, Any], Iterable[tuple[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,10 @@ def _ms(v: object, what: str) -> int:
 
 
 class BridgeBuilder:
-    """The configuration of a bridge, made by :meth:`Bridge.nats`. Every setter
+    """The configuration of a bridge, made by :meth:`Bridge.nats` or
+    :meth:`Bridge.rabbitmq`. :meth:`stream`, :meth:`duplicate_window` and
+    ``receive(durable=...)`` are for NATS only (on a RabbitMQ builder they raise
+    :class:`InvalidArgument`). Every setter
     checks its arguments at once (:class:`TypeError`, :class:`ValueError` /
     :class:`InvalidArgument`) and returns the builder; :meth:`start` consumes it.
     Queues are ``"queue"`` (default namespace) or ``"namespace/queue"``, created if
@@ -93,7 +102,8 @@ class BridgeBuilder:
     __slots__ = ("_b", "__weakref__")
 
     def __init__(self, new: object, url: str) -> None:
-        """Use :meth:`Bridge.nats` (``new`` is the C ``lq_bridge_<kind>_new``)."""
+        """Use :meth:`Bridge.nats` or :meth:`Bridge.rabbitmq` (``new`` is the C
+        ``lq_bridge_<kind>_new``)."""
         u = to_text(url, "url")
         out = ffi.new("lq_bridge_builder **")
         make: Any = new
@@ -105,17 +115,36 @@ class BridgeBuilder:
             raise InvalidState("the builder is spent: start() consumed it")
         return self._b
 
-    def forward(self, queue: str, subject: str) -> "BridgeBuilder":
-        """Forwards the local ``queue`` to the remote ``subject`` (a stream must
-        take it). One bridge at a time may forward a queue."""
-        q, s = to_text(queue, "queue"), to_text(subject, "subject")
-        check(lib.lq_bridge_builder_forward(self._builder(), q, len(q), s, len(s)))
+    def forward(self, queue: str, subject: Optional[str] = None, *,
+                exchange: Optional[str] = None,
+                routing_key: Optional[str] = None) -> "BridgeBuilder":
+        """Forwards the local ``queue`` to the remote ``subject`` (NATS: a stream
+        must take it; RabbitMQ: the routing key on the default exchange, which
+        delivers to the remote queue of that name), or — RabbitMQ only — to
+        ``exchange`` (default ``""``) with ``routing_key``. Give ``subject`` or
+        ``routing_key``, not both. One bridge at a time may forward a queue."""
+        q = to_text(queue, "queue")
+        if routing_key is None:
+            if exchange is not None:
+                raise TypeError("forward(): exchange needs a routing_key")
+            if subject is None:
+                raise TypeError("forward(): give a subject or a routing_key")
+            s = to_text(subject, "subject")
+            check(lib.lq_bridge_builder_forward(self._builder(), q, len(q), s, len(s)))
+            return self
+        if subject is not None:
+            raise TypeError("forward(): give a subject or a routing_key, not both")
+        e = to_text("" if exchange is None else exchange, "exchange")
+        k = to_text(routing_key, "routing_key")
+        check(lib.lq_bridge_builder_forward_exchange(self._builder(), q, len(q), e, len(e),
+                                                     k, len(k)))
         return self
 
     def receive(self, subject: str, queue: str, *, durable: Optional[str] = None) -> "BridgeBuilder":
         """Feeds the local ``queue`` from the remote ``subject`` (wildcards allowed)
         through a durable consumer (``lq-<namespace>-<queue>``, or ``durable``),
-        which keeps its place across restarts."""
+        which keeps its place across restarts. RabbitMQ: ``subject`` is the remote
+        queue, consumed with manual acks (no ``durable``)."""
         s, q = to_text(subject, "subject"), to_text(queue, "queue")
         b = self._builder()
         if durable is None:
@@ -250,6 +279,15 @@ class Bridge(Handle):
         :class:`InvalidArgument` here; nothing connects before :meth:`BridgeBuilder.start`."""
         return BridgeBuilder(lib.lq_bridge_nats_new, url)
 
+    @staticmethod
+    def rabbitmq(url: str) -> BridgeBuilder:
+        """A builder for a bridge to RabbitMQ at ``url``
+        (``amqp://user:password@host:port/vhost``, the vhost percent-encoded:
+        ``%2f`` for ``/``). A malformed URL raises :class:`InvalidArgument` here;
+        nothing connects before :meth:`BridgeBuilder.start`. The bridge declares
+        nothing: the exchanges and remote queues must exist."""
+        return BridgeBuilder(lib.lq_bridge_rabbitmq_new, url)
+
     def stats(self) -> BridgeStats:
         """The counters and health now (after :meth:`stop`: the final ones)."""
         if self._last is not None and self.closed:
@@ -289,7 +327,13 @@ class Bridge(Handle):
 
 
 #: The builders :meth:`Broker.bridge` knows, by ``kind``.
-KINDS = {"nats": Bridge.nats}
+KINDS = {"nats": Bridge.nats, "rabbitmq": Bridge.rabbitmq}
+
+
+def _kind_of(url: object) -> str:
+    """The ``kind`` :meth:`Broker.bridge` takes when none is given: ``"rabbitmq"``
+    for an ``amqp://`` URL, else ``"nats"``."""
+    return "rabbitmq" if isinstance(url, str) and url.startswith("amqp://") else "nats"
 
 
 def _pairs(routes: Routes, what: str) -> list[tuple[str, str]]:
@@ -305,7 +349,7 @@ def _pairs(routes: Routes, what: str) -> list[tuple[str, str]]:
     return out
 
 
-def bridge(broker: "Broker", url: str, *, kind: str = "nats", forward: Routes = (),
+def bridge(broker: "Broker", url: str, *, kind: Optional[str] = None, forward: Routes = (),
            receive: Routes = (), streams: Optional[Mapping[str, Iterable[str]]] = None,
            identity: Optional[str] = None, window: Optional[int] = None,
            backoff: Optional[tuple[float, float]] = None, max_age: Optional[float] = None,
@@ -313,12 +357,19 @@ def bridge(broker: "Broker", url: str, *, kind: str = "nats", forward: Routes = 
            duplicate_window: Optional[float] = None,
            connect_in_background: bool = False) -> Bridge:
     """:meth:`Broker.bridge`: the builder's settings as keywords, then started."""
+    if kind is None:
+        kind = _kind_of(url)
     new = KINDS.get(kind) if isinstance(kind, str) else None
     if new is None:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
     b = new(url)
-    for queue, subject in _pairs(forward, "forward"):
-        b.forward(queue, subject)
+    for queue, target in _pairs(forward, "forward"):
+        if isinstance(target, tuple):
+            if len(target) != 2:
+                raise TypeError(f"forward: {queue!r} -> {target!r}: an (exchange, routing_key) pair")
+            b.forward(queue, exchange=target[0], routing_key=target[1])
+        else:
+            b.forward(queue, target)
     for subject, queue in _pairs(receive, "receive"):
         b.receive(subject, queue)
     if streams is not None:

@@ -323,7 +323,7 @@ class Broker(Handle):
         """An RPC client in the default namespace."""
         return self.default_namespace.rpc()
 
-    def bridge(self, url: str, *, kind: str = "nats", forward: "Routes" = (),
+    def bridge(self, url: str, *, kind: Optional[str] = None, forward: "Routes" = (),
                receive: "Routes" = (), streams: Optional[Mapping[str, Iterable[str]]] = None,
                identity: Optional[str] = None, window: Optional[int] = None,
                backoff: Optional[tuple[float, float]] = None, max_age: Optional[float] = None,
@@ -331,15 +331,23 @@ class Broker(Handle):
                duplicate_window: Optional[float] = None,
                connect_in_background: bool = False) -> "Bridge":
         """Starts a bridge (docs/bridges.md) between this broker's queues and the
-        remote at ``url`` — ``kind="nats"``: NATS JetStream. ``forward``: local queue
-        → remote subject; ``receive``: remote subject → local queue (each a mapping,
-        or pairs in that order); ``streams``: name → subjects, created if missing.
+        remote at ``url`` — ``kind="nats"``: NATS JetStream, ``kind="rabbitmq"``:
+        RabbitMQ (the default: ``"rabbitmq"`` for an ``amqp://`` URL, else
+        ``"nats"``). ``forward``: local queue → remote subject (RabbitMQ: a routing
+        key on the default exchange, or an ``(exchange, routing_key)`` pair);
+        ``receive``: remote subject (RabbitMQ: queue) → local queue (each a mapping,
+        or pairs in that order); ``streams`` (NATS): name → subjects, created if
+        missing.
         The other keywords are :class:`BridgeBuilder`'s settings (durations in
         seconds). Equivalent to ``Bridge.nats(url).forward(...)....start(broker)``;
         raises what :meth:`BridgeBuilder.start` raises::
 
             with broker.bridge("nats://127.0.0.1:4222", forward={"jobs": "orders.new"},
                                streams={"ORDERS": ["orders.>"]}) as bridge:
+                ...
+            with broker.bridge("amqp://guest:guest@127.0.0.1:5672/%2f",
+                               forward={"jobs": ("orders", "orders.created")},
+                               receive={"orders.in": "inbox"}) as bridge:
                 ...
         """
         from ._bridge import bridge

@@ -250,3 +250,132 @@ def test_a_forked_child_cannot_use_the_parents_bridge(broker: libqueue.Broker,
         assert verdict == b"\0", "the child's stats() did not raise Forked"
         broker.queue("fk").send(b"after the fork")
         wait_until(bridge, "forwarded after the fork", lambda s: s.forwarded == 1)
+
+
+# ---- RabbitMQ --------------------------------------------------------------------
+
+_REPO = Path(__file__).resolve().parents[3]
+_RABBIT_SH = _REPO / "benches" / "rabbitmq.sh"
+
+
+class RabbitServer:
+    """A private rabbitmq-server on 127.0.0.1 (benches/rabbitmq.sh: its own ports and
+    directory; start bounded at 120 s), with the durable queues ``queues``."""
+
+    def __init__(self, where: Path, queues: list[str]) -> None:
+        self.dir = where / "rabbit"
+        out = subprocess.run([str(_RABBIT_SH), "start", str(self.dir)], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=150)
+        if out.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"RabbitMQ did not start: {out.stderr[-2000:]}")
+        # rabbit://guest:guest@127.0.0.1:PORT/ -> the vhost "/" spelled for amqp://
+        self.url = "amqp://" + out.stdout.strip().removeprefix("rabbit://") + "%2f"
+        for q in queues:
+            subprocess.run([str(_RABBIT_SH), "queue", str(self.dir), q], check=True, timeout=70,
+                           stdin=subprocess.DEVNULL, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run([str(_RABBIT_SH), "stop", str(self.dir)], timeout=90,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitServer]:
+    if not os.access("/usr/lib/rabbitmq/bin/rabbitmq-server", os.X_OK):
+        pytest.skip("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    server = RabbitServer(tmp_path_factory.mktemp("rabbit"), ["py.back", "py.kw"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_rabbitmq_messages_go_out_and_come_back(broker: libqueue.Broker,
+                                                 rabbit: RabbitServer) -> None:
+    n = 100
+    bridge = (Bridge.rabbitmq(rabbit.url)
+              .forward("r-jobs", exchange="", routing_key="py.back")
+              .forward("r-more", "py.back")  # the default exchange, key = the queue
+              .receive("py.back", "r-back")
+              .window(16)
+              .backoff(0.01, 0.5)
+              .identity("pytest")
+              .start(broker))
+    with bridge:
+        jobs = broker.queue("r-jobs")
+        for i in range(n):
+            jobs.send(f"job-{i}".encode(), name="greet", headers={"k": f"v{i}"},
+                      correlation_id=f"c{i}")
+        broker.queue("r-more").send(b"more")
+        s = wait_until(bridge, "all out and back",
+                       lambda s: s.forwarded == n + 1 and s.received == n + 1, limit=60)
+        assert s.connected and s.dead_lettered == 0 and s.pending_outbound == 0
+        back = broker.queue("r-back")
+        got = []
+        for _ in range(n + 1):
+            with back.receive(timeout=5) as d:
+                got.append(d.body)
+                if d.body != b"more":
+                    i = int(d.body.decode().removeprefix("job-"))
+                    assert d.name == "greet"
+                    assert d.headers["k"] == f"v{i}".encode()
+                    assert d.correlation_id == f"c{i}"
+        assert [b for b in got if b != b"more"] == [f"job-{i}".encode() for i in range(n)]
+        assert got.count(b"more") == 1
+        with pytest.raises(libqueue.Empty):
+            back.receive(timeout=0)
+    assert bridge.stats().forwarded == n + 1
+
+
+def test_rabbitmq_broker_bridge_takes_an_amqp_url(broker: libqueue.Broker,
+                                                  rabbit: RabbitServer) -> None:
+    with broker.bridge(rabbit.url, forward={"r-kw": ("", "py.kw")},
+                       receive=[("py.kw", "r-kw-back")], window=4, ack_timeout=5) as bridge:
+        broker.queue("r-kw").send(b"one")
+        s = wait_until(bridge, "one out and back", lambda s: s.received == 1)
+        assert s.forwarded == 1 and s.last_error is None
+        with broker.queue("r-kw-back").receive(timeout=5) as d:
+            assert d.body == b"one"
+    # A missing exchange and a missing remote queue: NotFound, naming them.
+    with pytest.raises(libqueue.NotFound, match="no.such.exchange"):
+        broker.bridge(rabbit.url, forward={"r-x": ("no.such.exchange", "k")})
+    with pytest.raises(libqueue.NotFound, match="no.such.queue"):
+        broker.bridge(rabbit.url, receive={"no.such.queue": "r-y"})
+
+
+def test_rabbitmq_bad_input(broker: libqueue.Broker) -> None:
+    for bad in ["", "nats://127.0.0.1:4222", "amqps://h:1", "amqp://"]:
+        with pytest.raises(libqueue.InvalidArgument, match="bridge URL"):
+            Bridge.rabbitmq(bad)
+    with pytest.raises(TypeError, match="url"):
+        Bridge.rabbitmq(b"amqp://h:1/")  # type: ignore[arg-type]
+    b = Bridge.rabbitmq("amqp://guest:guest@127.0.0.1:1/")
+    with pytest.raises(libqueue.InvalidArgument, match="does not apply to a RabbitMQ"):
+        b.stream("S", ["a.b"])
+    with pytest.raises(libqueue.InvalidArgument, match="does not apply to a RabbitMQ"):
+        b.duplicate_window(60)
+    with pytest.raises(libqueue.InvalidArgument, match="does not apply to a RabbitMQ"):
+        b.receive("rq", "q", durable="d")
+    with pytest.raises(TypeError, match="routing_key"):
+        b.forward("q", exchange="x")
+    with pytest.raises(TypeError, match="not both"):
+        b.forward("q", "k", routing_key="k")
+    with pytest.raises(TypeError, match="subject or a routing_key"):
+        b.forward("q")
+    with pytest.raises(TypeError, match="routing_key"):
+        b.forward("q", routing_key=5)  # type: ignore[arg-type]
+    with pytest.raises(libqueue.InvalidArgument, match="does not apply to a NATS"):
+        Bridge.nats("nats://127.0.0.1:1").forward("q", exchange="x", routing_key="k")
+    with pytest.raises(ValueError, match="kind"):
+        broker.bridge("amqp://h:1/", kind="kafka", forward={"q": "k"})
+    # kind="nats" given for an amqp:// URL: the NATS URL check refuses it.
+    with pytest.raises(libqueue.InvalidArgument, match="bridge URL"):
+        broker.bridge("amqp://h:1/", kind="nats", forward={"q": "k"})
+    # Nobody listens: IOFailure naming the address, within the connect timeout.
+    port = _free_port()
+    t0 = time.monotonic()
+    with pytest.raises(libqueue.IOFailure, match=f"127.0.0.1:{port}"):
+        broker.bridge(f"amqp://guest:guest@127.0.0.1:{port}/", forward={"r-kept": "k"},
+                      connect_timeout=1.5)
+    assert time.monotonic() - t0 < 15
