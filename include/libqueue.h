@@ -1788,6 +1788,21 @@ lq_status lq_queue_receive_batch(const lq_queue *queue,
                                  size_t *n_out);
 
 /**
+ * As `lq_queue_receive_batch`, but every message is acked as it is taken
+ * (at-most-once), in one call (one round trip when the broker is attached):
+ * the deliveries need no settling (`lq_delivery_ack` on one is
+ * `LQ_INVALID_STATE`) and are only freed, each with `lq_delivery_free`.
+ *
+ * # Safety
+ * As for `lq_queue_receive_batch`.
+ */
+lq_status lq_queue_receive_batch_auto_ack(const lq_queue *queue,
+                                          size_t max,
+                                          uint64_t timeout_ms,
+                                          lq_delivery **out,
+                                          size_t *n_out);
+
+/**
  * Waits at most `timeout_ms` for a message (leased): `LQ_TIMEOUT` if none came
  * (`LQ_EMPTY` when `timeout_ms` is 0; `LQ_WAIT_FOREVER` waits forever).
  *

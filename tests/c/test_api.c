@@ -222,13 +222,27 @@ static void test_batch_peek_cancel(lq_broker *b) {
     CHECK(eq(p, len, "once"));
     lq_delivery_free(d);
 
+    /* Batch auto-ack: one call, nothing to settle, nothing redelivered. */
+    OK(lq_queue_send_bytes(q, S("b1"), NULL));
+    OK(lq_queue_send_bytes(q, S("b2"), NULL));
+    OK(lq_queue_receive_batch_auto_ack(q, 8, 0, ds, &n));
+    CHECK(n == 2);
+    EXPECT_MSG(LQ_INVALID_STATE, "auto-ack", lq_delivery_ack(ds[0]));
+    EXPECT(LQ_INVALID_STATE, lq_delivery_nack(ds[1]));
+    OK(lq_delivery_body(ds[1], &p, &len)); /* still readable */
+    CHECK(eq(p, len, "b2"));
+    lq_delivery_free(ds[0]);
+    lq_delivery_free(ds[1]);
+    EXPECT(LQ_EMPTY, lq_queue_receive_batch_auto_ack(q, 8, 0, ds, &n));
+    EXPECT(LQ_TIMEOUT, lq_queue_receive_batch_auto_ack(q, 8, 10, ds, &n));
+
     lq_queue_stats st;
     OK(lq_queue_get_stats(q, &st));
-    CHECK(st.cancelled == 1 && st.purged == 1 && st.nacked == 2 && st.acked == 2);
+    CHECK(st.cancelled == 1 && st.purged == 1 && st.nacked == 2 && st.acked == 4);
 
     lq_namespace_stats ns_st;
     OK(lq_namespace_get_stats(ns, &ns_st));
-    CHECK(ns_st.queues == 1 && ns_st.totals.sent == 4);
+    CHECK(ns_st.queues == 1 && ns_st.totals.sent == 6);
     lq_strings *names = NULL;
     OK(lq_namespace_list(ns, false, &names));
     size_t count_names = 0;

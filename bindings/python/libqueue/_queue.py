@@ -285,18 +285,14 @@ class Queue(Handle):
             raise self._closed_error()
         if count(max, "max") == 0:
             return []
-        if auto_ack:  # the C ABI has no batch auto-ack: ack them here
-            ds = self.receive_batch(max, timeout)
-            for d in ds:
-                d._body = d.body
-                d.ack()
-            return ds
+        # One C call either way (one round trip when the broker is attached).
+        fn = lib.lq_queue_receive_batch_auto_ack if auto_ack else lib.lq_queue_receive_batch
         arr = ffi.new("lq_delivery *[]", max)
         n = ffi.new("size_t *")
         if t > SLICE_MS and in_main_thread():
-            st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), t, arr)
+            st = self._sliced(lambda q, tt, a: fn(q, max, tt, a, n), t, arr)
         else:
-            st = self._call(lib.lq_queue_receive_batch, max, t, arr, n)
+            st = self._call(fn, max, t, arr, n)
         if st in (lib.LQ_EMPTY, lib.LQ_TIMEOUT):
             return []
         if st:

@@ -69,6 +69,22 @@ def test_receive_modes(queue):
     assert queue.stats().acked == 1
 
 
+def test_receive_batch_auto_ack(queue):
+    for body in (b"a", b"b", b"c"):
+        queue.send(body)
+    ds = queue.receive_batch(8, 0, auto_ack=True)
+    assert [d.body for d in ds] == [b"a", b"b", b"c"]
+    for d in ds:  # acked by the receive itself: nothing to settle
+        with pytest.raises(InvalidState):
+            d.ack()
+        with pytest.raises(InvalidState):
+            d.nack()
+    st = queue.stats()
+    assert st.acked == 3 and st.leased == 0
+    assert queue.receive_batch(8, 0, auto_ack=True) == []
+    assert queue.receive_batch(8, 0.02, auto_ack=True) == []
+
+
 def test_nack_redelivers_and_delay(queue):
     queue.send(b"m")
     d = queue.receive(0)
