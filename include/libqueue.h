@@ -1133,6 +1133,27 @@ lq_status lq_broker_recovery_report(const lq_broker *broker, lq_recovery_report 
 lq_status lq_delivery_ack(lq_delivery *d);
 
 /**
+ * Acknowledges `n` leased deliveries of one queue at once: each is acked as
+ * `lq_delivery_ack` would (and settled, as it leaves it), in one call — one
+ * round trip when the broker is attached, rather than one per delivery.
+ * Not all or nothing: `results` (NULL, or writable for `n` entries) gets each
+ * delivery's status, in order, and the call returns `LQ_OK` if every one was
+ * acked, else the status of the first that was not (its detail in
+ * `lq_last_error_message`), e.g. `LQ_LEASE_EXPIRED`.
+ *
+ * Checked first, and then none is acked and `results` is not written:
+ * `LQ_NULL_POINTER` for a NULL `ds` or entry; `LQ_INVALID_ARGUMENT` for `n` 0,
+ * a delivery listed twice, or deliveries of different queues;
+ * `LQ_INVALID_STATE` for one already settled, peeked, auto-acked or a pool
+ * handler's; `LQ_CLOSED` for one whose queue was closed.
+ *
+ * # Safety
+ * `ds` NULL or readable for `n` entries, each NULL or an owned, live delivery
+ * used by no other thread; `results` NULL or writable for `n` entries.
+ */
+lq_status lq_delivery_ack_batch(lq_delivery *const *ds, size_t n, lq_status *results);
+
+/**
  * The body, zero-copy: `*ptr` points into the engine's message, valid until
  * the delivery is acked, nacked or freed. An empty body gives a non-NULL
  * pointer and length 0.
@@ -1829,6 +1850,21 @@ lq_status lq_queue_receive_batch(const lq_queue *queue,
                                  uint64_t timeout_ms,
                                  lq_delivery **out,
                                  size_t *n_out);
+
+/**
+ * As `lq_queue_receive_batch`, but every message is acked as it is taken
+ * (at-most-once), in one call (one round trip when the broker is attached):
+ * the deliveries need no settling (`lq_delivery_ack` on one is
+ * `LQ_INVALID_STATE`) and are only freed, each with `lq_delivery_free`.
+ *
+ * # Safety
+ * As for `lq_queue_receive_batch`.
+ */
+lq_status lq_queue_receive_batch_auto_ack(const lq_queue *queue,
+                                          size_t max,
+                                          uint64_t timeout_ms,
+                                          lq_delivery **out,
+                                          size_t *n_out);
 
 /**
  * Waits at most `timeout_ms` for a message (leased): `LQ_TIMEOUT` if none came

@@ -800,6 +800,80 @@ impl Delivery {
         self.settle(Settle::Ack)
     }
 
+    /// Acknowledges many deliveries of one queue at once: each is acked as
+    /// [`ack`](Self::ack) would, and the answer has one result per delivery, in
+    /// order (one may fail, e.g. [`Error::LeaseExpired`], while the others are
+    /// acked: not all or nothing). Attached to a host, that is one request for
+    /// all of them rather than one each.
+    ///
+    /// Checked first, and then none is acked: every delivery must be of the
+    /// same queue (the same handle's, or handles of the same queue;
+    /// [`Error::InvalidArgument`] otherwise) and leased
+    /// ([`Error::InvalidState`] for an auto-acked one). An empty list is `Ok`
+    /// with no results.
+    pub fn ack_all(deliveries: Vec<Delivery>) -> Result<Vec<Result<()>>> {
+        let Some(first) = deliveries.first() else {
+            return Ok(Vec::new());
+        };
+        for d in &deliveries {
+            if !d.same_queue(first)? {
+                return Err(Error::InvalidArgument(format!(
+                    "ack_all: message {} is of another queue than message {}",
+                    d.id(),
+                    first.id()
+                )));
+            }
+        }
+        if let DeliveryFlavor::Remote(r) = &first.flavor {
+            let client = r.held()?.queue.client.clone();
+            let mut leases = Vec::with_capacity(deliveries.len());
+            for d in &deliveries {
+                if let DeliveryFlavor::Remote(r) = &d.flavor {
+                    let l = r.held()?;
+                    l.done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    leases.push(l.number);
+                }
+            }
+            let results = client.ack_batch(&leases)?;
+            return Ok(deliveries
+                .iter()
+                .zip(results)
+                .map(|(d, r)| match &d.flavor {
+                    DeliveryFlavor::Remote(rd) => r.map_err(|e| rd.lease_error(e)),
+                    DeliveryFlavor::Local(_) => r,
+                })
+                .collect());
+        }
+        Ok(deliveries.into_iter().map(Delivery::ack).collect())
+    }
+
+    /// Whether `self` is of the same queue as `other`, both leased
+    /// ([`Error::InvalidState`] if either is not).
+    pub(crate) fn same_queue(&self, other: &Delivery) -> Result<bool> {
+        Ok(match (&self.flavor, &other.flavor) {
+            (DeliveryFlavor::Local(a), DeliveryFlavor::Local(b)) => {
+                Arc::ptr_eq(&a.held()?.queue, &b.held()?.queue)
+            }
+            (DeliveryFlavor::Remote(a), DeliveryFlavor::Remote(b)) => {
+                let (a, b) = (&a.held()?.queue, &b.held()?.queue);
+                Arc::ptr_eq(&a.client, &b.client)
+                    && a.ns == b.ns
+                    && a.name == b.name
+                    && a.serial == b.serial
+            }
+            (DeliveryFlavor::Local(a), DeliveryFlavor::Remote(b)) => {
+                a.held()?;
+                b.held()?;
+                false
+            }
+            (DeliveryFlavor::Remote(a), DeliveryFlavor::Local(b)) => {
+                a.held()?;
+                b.held()?;
+                false
+            }
+        })
+    }
+
     /// Returns the message to the queue now (or to the dead-letter queue if it has
     /// been delivered `max_deliveries` times).
     pub fn nack(self) -> Result<()> {

@@ -18,8 +18,9 @@ same (in memory / survives a process crash / on disk before the ack).
   of the machine) or ``sync="always"`` (on disk, fsync'ed, before ``send``
   returns); one ``send`` at a time or ``send_batch`` of 64; also ``sync="none"``
   with ``Broker.flush()`` after every batch (on disk per batch). The consumer
-  ``receive``s (or ``receive_batch(64)``) and ``ack``s each message (an ack from
-  an attached process is one round trip to the host). A non-persistent queue,
+  ``receive``s and ``ack``s each message (an ack from an attached process is one
+  round trip to the host), or ``receive_batch(64)``s and acks the batch with one
+  ``Queue.ack_batch`` (one round trip). A non-persistent queue,
   received with ``auto_ack`` (at-most-once, as the in-memory peers), for the
   in-memory comparisons.
 - libqueue ``compat.Queue(path)``: the ``queue.Queue`` drop-in on a directory
@@ -171,6 +172,7 @@ def lq_setup(arg: Any, role: str, batch: int) -> Callable[[int], int]:
         return produce
 
     auto = arg.get("auto_ack", False)  # at-most-once: for the peers that have no acks
+    ack_batch = getattr(q, "ack_batch", None)
 
     def consume(n: int) -> int:
         got = 0
@@ -185,7 +187,11 @@ def lq_setup(arg: Any, role: str, batch: int) -> Callable[[int], int]:
                 ds = q.receive_batch(batch, timeout=WAIT, auto_ack=auto)
                 if not ds:
                     raise TimeoutError("receive_batch: nothing within the wait")
-                if not auto:
+                if auto:
+                    pass
+                elif ack_batch is not None:  # one call (one round trip) per batch
+                    ack_batch(ds)
+                else:  # a libqueue without Queue.ack_batch: one ack each
                     for d in ds:
                         d.ack()
                 got += len(ds)

@@ -24,7 +24,9 @@
 //! Threads: a delivery may move between threads (ack it from any thread) but
 //! must not be used from two threads at once.
 
-use super::boundary::{handle, handle_mut, ms, run, run_free, set_slice, text, Fail, Out};
+use super::boundary::{
+    handle, handle_mut, items, ms, null, run, run_free, set_slice, text, Fail, Out, OutArray,
+};
 use super::status::{lq_status, lq_status::*};
 use crate::{Delivery, MessageView, Peeked};
 
@@ -88,6 +90,15 @@ impl lq_delivery {
     /// The leased delivery, taken out for settling (the state becomes `Settled`).
     /// `LQ_CLOSED` (and the delivery left as it is) if its queue was closed.
     fn take_leased(&mut self, how: &'static str) -> Result<Delivery, Fail> {
+        let id = self.leased()?.id();
+        match std::mem::replace(&mut self.state, State::Settled { id, how }) {
+            State::Owned(d) => Ok(d),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// The leased delivery, left in place, or why it cannot be settled.
+    fn leased(&self) -> Result<&Delivery, Fail> {
         let id = self.view().map(|v| v.id()).unwrap_or(0);
         match &self.state {
             State::Owned(d) if d.queue_closed() => return Err(queue_closed(d.id())),
@@ -112,7 +123,7 @@ impl lq_delivery {
             }
             State::Settled { .. } => return Err(self.view().err().expect("settled")),
         }
-        match std::mem::replace(&mut self.state, State::Settled { id, how }) {
+        match &self.state {
             State::Owned(d) => Ok(d),
             _ => unreachable!("checked above"),
         }
@@ -166,6 +177,87 @@ fn settle(
 #[no_mangle]
 pub unsafe extern "C" fn lq_delivery_ack(d: *mut lq_delivery) -> lq_status {
     settle(d, "acked", Delivery::ack)
+}
+
+/// Acknowledges `n` leased deliveries of one queue at once: each is acked as
+/// `lq_delivery_ack` would (and settled, as it leaves it), in one call — one
+/// round trip when the broker is attached, rather than one per delivery.
+/// Not all or nothing: `results` (NULL, or writable for `n` entries) gets each
+/// delivery's status, in order, and the call returns `LQ_OK` if every one was
+/// acked, else the status of the first that was not (its detail in
+/// `lq_last_error_message`), e.g. `LQ_LEASE_EXPIRED`.
+///
+/// Checked first, and then none is acked and `results` is not written:
+/// `LQ_NULL_POINTER` for a NULL `ds` or entry; `LQ_INVALID_ARGUMENT` for `n` 0,
+/// a delivery listed twice, or deliveries of different queues;
+/// `LQ_INVALID_STATE` for one already settled, peeked, auto-acked or a pool
+/// handler's; `LQ_CLOSED` for one whose queue was closed.
+///
+/// # Safety
+/// `ds` NULL or readable for `n` entries, each NULL or an owned, live delivery
+/// used by no other thread; `results` NULL or writable for `n` entries.
+#[no_mangle]
+pub unsafe extern "C" fn lq_delivery_ack_batch(
+    ds: *const *mut lq_delivery,
+    n: usize,
+    results: *mut lq_status,
+) -> lq_status {
+    run(|| {
+        if n == 0 {
+            return Err(Fail::new(LQ_INVALID_ARGUMENT, "n must be at least 1"));
+        }
+        let ptrs = items(ds, n, "ds")?;
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        for (i, &p) in ptrs.iter().enumerate() {
+            if p.is_null() {
+                return Err(null(&format!("ds[{i}]")));
+            }
+            if !seen.insert(p) {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("ds[{i}] is listed twice"),
+                ));
+            }
+        }
+        let results = if results.is_null() {
+            None
+        } else {
+            Some(OutArray::new(results, n, "results")?)
+        };
+        // Distinct, non-NULL pointers (checked above): one `&mut` each.
+        let mut hs = ptrs
+            .iter()
+            .map(|&p| handle_mut(p, "ds[i]"))
+            .collect::<Result<Vec<&mut lq_delivery>, Fail>>()?;
+        let first = hs[0].leased()?;
+        for (i, h) in hs.iter().enumerate() {
+            if !h.leased()?.same_queue(first)? {
+                return Err(Fail::new(
+                    LQ_INVALID_ARGUMENT,
+                    format!("ds[{i}] is a delivery of another queue than ds[0]"),
+                ));
+            }
+        }
+        let taken = hs
+            .iter_mut()
+            .map(|h| h.take_leased("acked"))
+            .collect::<Result<Vec<Delivery>, Fail>>()?;
+        let mut first_fail = None;
+        for (i, r) in Delivery::ack_all(taken)?.into_iter().enumerate() {
+            let st = match r {
+                Ok(()) => LQ_OK,
+                Err(e) => {
+                    let st = lq_status::from(&e);
+                    first_fail.get_or_insert(Fail::from(e));
+                    st
+                }
+            };
+            if let Some(out) = &results {
+                out.set(i, st);
+            }
+        }
+        first_fail.map_or(Ok(()), Err)
+    })
 }
 
 /// Returns the message to the queue now (or to the dead-letter queue after

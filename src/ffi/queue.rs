@@ -442,6 +442,37 @@ fn fill(
     Ok(())
 }
 
+/// The body of `lq_queue_receive_batch` and `lq_queue_receive_batch_auto_ack`.
+fn receive_many(
+    queue: *const lq_queue,
+    max: usize,
+    timeout_ms: u64,
+    auto_ack: bool,
+    out: *mut *mut lq_delivery,
+    n_out: *mut usize,
+) -> lq_status {
+    run(|| {
+        let (h, n_out) = (handle(queue, "queue")?, Out::new(n_out, "n_out")?);
+        let out = OutArray::new(out, max, "out")?;
+        if max == 0 {
+            return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
+        }
+        let mut got = Vec::with_capacity(max.min(256));
+        open(h)?.receive_into(
+            max,
+            wait_of(timeout_ms),
+            crate::queue::ReceiveMode::from_auto_ack(auto_ack),
+            Some(&h.closed),
+            |d| got.push(d),
+        )?;
+        if got.is_empty() {
+            return Err(ended(h, timeout_ms));
+        }
+        let items = got.into_iter().map(lq_delivery::owned).collect();
+        fill(out, max, n_out, items)
+    })
+}
+
 /// Receives up to `max` messages (leased): waits as `timeout_ms` says for the
 /// first (0 tries, `LQ_WAIT_FOREVER` blocks), then takes what else is ready.
 /// On success `out[0..*n_out]` are owned deliveries (`*n_out` ≥ 1); with
@@ -457,26 +488,25 @@ pub unsafe extern "C" fn lq_queue_receive_batch(
     out: *mut *mut lq_delivery,
     n_out: *mut usize,
 ) -> lq_status {
-    run(|| {
-        let (h, n_out) = (handle(queue, "queue")?, Out::new(n_out, "n_out")?);
-        let out = OutArray::new(out, max, "out")?;
-        if max == 0 {
-            return Err(Fail::new(LQ_INVALID_ARGUMENT, "max must be at least 1"));
-        }
-        let mut got = Vec::with_capacity(max.min(256));
-        open(h)?.receive_into(
-            max,
-            wait_of(timeout_ms),
-            crate::queue::ReceiveMode::Leased,
-            Some(&h.closed),
-            |d| got.push(d),
-        )?;
-        if got.is_empty() {
-            return Err(ended(h, timeout_ms));
-        }
-        let items = got.into_iter().map(lq_delivery::owned).collect();
-        fill(out, max, n_out, items)
-    })
+    receive_many(queue, max, timeout_ms, false, out, n_out)
+}
+
+/// As `lq_queue_receive_batch`, but every message is acked as it is taken
+/// (at-most-once), in one call (one round trip when the broker is attached):
+/// the deliveries need no settling (`lq_delivery_ack` on one is
+/// `LQ_INVALID_STATE`) and are only freed, each with `lq_delivery_free`.
+///
+/// # Safety
+/// As for `lq_queue_receive_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn lq_queue_receive_batch_auto_ack(
+    queue: *const lq_queue,
+    max: usize,
+    timeout_ms: u64,
+    out: *mut *mut lq_delivery,
+    n_out: *mut usize,
+) -> lq_status {
+    receive_many(queue, max, timeout_ms, true, out, n_out)
 }
 
 /// Up to `max` ready messages in delivery order, without leasing them. On

@@ -1378,6 +1378,70 @@ impl Client {
         r.map(|_| ())
     }
 
+    /// Acks many leases (this process's numbers) in one request (`ACK_BATCH`):
+    /// one result per lease, in order. The leases this connection's host does
+    /// not know under its numbers (received just as the host changed), and
+    /// all of them if the connection ends before the answer, are acked one by
+    /// one as [`settle`](Self::settle) does, with its rules for a lost answer.
+    pub(crate) fn ack_batch(&self, leases: &[u64]) -> Result<Vec<Result<()>>> {
+        self.check()?;
+        let conn = self.live_conn()?;
+        // Where each lease's number is in the request (None: settled alone).
+        let mut at = Vec::with_capacity(leases.len());
+        let mut numbers = Vec::with_capacity(leases.len());
+        {
+            let held = self.leases.lock();
+            for lease in leases {
+                match held.get(lease) {
+                    Some(h) if h.conn == conn.serial => {
+                        at.push(Some(numbers.len()));
+                        numbers.push(h.number);
+                    }
+                    _ => at.push(None),
+                }
+            }
+        }
+        let mut answers: Option<Vec<Result<()>>> = None;
+        if !numbers.is_empty() {
+            let body = |e: &mut Enc| {
+                e.u32(numbers.len() as u32);
+                for n in &numbers {
+                    e.u64(*n);
+                }
+            };
+            if let Some(buf) = self.exchange(&conn, op::ACK_BATCH, &body, None)? {
+                let r = decode_reply(buf, conn.serial);
+                let mut held = self.leases.lock();
+                for (lease, a) in leases.iter().zip(&at) {
+                    if a.is_some() {
+                        held.remove(lease);
+                    }
+                }
+                drop(held);
+                let r = r?;
+                let mut d = r.dec();
+                let n = d.count(1)?;
+                if n != numbers.len() {
+                    return Err(wire::Malformed("ACK_BATCH answered another count").into());
+                }
+                let mut got = Vec::with_capacity(n);
+                for _ in 0..n {
+                    got.push(if d.bool()? { Ok(()) } else { Err(d.error()?) });
+                }
+                answers = Some(got);
+            }
+        }
+        let mut answers = answers.map(Vec::into_iter);
+        Ok(at
+            .iter()
+            .zip(leases)
+            .map(|(a, &lease)| match (a, answers.as_mut()) {
+                (Some(_), Some(it)) => it.next().unwrap_or(Err(Error::LeaseExpired { id: 0 })),
+                _ => self.settle(lease, false, None, ""),
+            })
+            .collect())
+    }
+
     pub(crate) fn extend(&self, lease: u64, by: Duration) -> Result<u64> {
         let r = self
             .lease_call(lease, op::EXTEND, |e, n| {

@@ -91,6 +91,12 @@ pub fn decode_request(body: &[u8]) -> DResult<u8> {
                 d.u32()?;
             }
         }
+        op::ACK_BATCH => {
+            let n = d.count(8)?;
+            for _ in 0..n {
+                d.u64()?;
+            }
+        }
         op::SETTLE => {
             d.u64()?;
             d.bool()?;
@@ -370,6 +376,9 @@ pub fn sample_requests() -> Vec<(u8, Vec<u8>)> {
     });
     add(op::SETTLE, &|e| {
         e.u64(78).bool(false).opt_dur(None).str("");
+    });
+    add(op::ACK_BATCH, &|e| {
+        e.u32(3).u64(77).u64(78).u64(79);
     });
     add(op::EXTEND, &|e| {
         e.u64(77).dur(ms(100));

@@ -1603,6 +1603,26 @@ fn handle(
                 Ok(ok(id))
             })
         }
+        op::ACK_BATCH => {
+            let n = d.count(8)?;
+            let leases = (0..n)
+                .map(|_| d.u64())
+                .collect::<wire::DResult<Vec<u64>>>()?;
+            run!({
+                if leases.is_empty() {
+                    return Err(Error::InvalidArgument("an empty ack batch".into()));
+                }
+                let mut e = ok(id);
+                e.u32(leases.len() as u32);
+                for lease in leases {
+                    match conn.take_lease(lease).and_then(|dl| dl.ack()) {
+                        Ok(()) => e.bool(true),
+                        Err(err) => e.bool(false).error(&err),
+                    };
+                }
+                Ok(e)
+            })
+        }
         op::EXTEND => {
             let lease = d.u64()?;
             let by = d.dur()?;

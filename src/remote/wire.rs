@@ -135,6 +135,11 @@ pub mod op {
     /// it under new numbers if the message is ready here with a delivery
     /// count of at most `seen` (docs/multi-process.md, "Takeover").
     pub const RECLAIM: u8 = 45;
+    /// `[lease:u64]` → `[ok:bool Error?]`, one per lease, in order: acks each
+    /// as [`SETTLE`] would (a lease this connection does not hold is
+    /// `LeaseExpired`, the others are still acked). An empty list is
+    /// `InvalidArgument`.
+    pub const ACK_BATCH: u8 = 46;
     /// `ns topic Message` → `count:u64`.
     pub const PUBLISH: u8 = 50;
     /// `ns topic queue Filter` → `QueueOptions serial:u64` of the

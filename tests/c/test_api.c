@@ -222,13 +222,54 @@ static void test_batch_peek_cancel(lq_broker *b) {
     CHECK(eq(p, len, "once"));
     lq_delivery_free(d);
 
+    /* Batch auto-ack: one call, nothing to settle, nothing redelivered. */
+    OK(lq_queue_send_bytes(q, S("b1"), NULL));
+    OK(lq_queue_send_bytes(q, S("b2"), NULL));
+    OK(lq_queue_receive_batch_auto_ack(q, 8, 0, ds, &n));
+    CHECK(n == 2);
+    EXPECT_MSG(LQ_INVALID_STATE, "auto-ack", lq_delivery_ack(ds[0]));
+    EXPECT(LQ_INVALID_STATE, lq_delivery_nack(ds[1]));
+    OK(lq_delivery_body(ds[1], &p, &len)); /* still readable */
+    CHECK(eq(p, len, "b2"));
+    lq_delivery_free(ds[0]);
+    lq_delivery_free(ds[1]);
+    EXPECT(LQ_EMPTY, lq_queue_receive_batch_auto_ack(q, 8, 0, ds, &n));
+    EXPECT(LQ_TIMEOUT, lq_queue_receive_batch_auto_ack(q, 8, 10, ds, &n));
+
+    /* Batch ack: one call, a status each; bad input refused before any ack. */
+    OK(lq_queue_send_bytes(q, S("k1"), NULL));
+    OK(lq_queue_send_bytes(q, S("k2"), NULL));
+    OK(lq_queue_send_bytes(q, S("k3"), NULL));
+    OK(lq_queue_receive_batch(q, 8, 0, ds, &n));
+    CHECK(n == 3);
+    lq_status res[4] = {LQ_PANIC, LQ_PANIC, LQ_PANIC, LQ_PANIC};
+    EXPECT(LQ_INVALID_ARGUMENT, lq_delivery_ack_batch(ds, 0, res));
+    EXPECT(LQ_NULL_POINTER, lq_delivery_ack_batch(NULL, 3, res));
+    lq_delivery *twice[2] = {ds[0], ds[0]};
+    EXPECT_MSG(LQ_INVALID_ARGUMENT, "twice", lq_delivery_ack_batch(twice, 2, res));
+    lq_delivery *with_null[2] = {ds[0], NULL};
+    EXPECT(LQ_NULL_POINTER, lq_delivery_ack_batch(with_null, 2, res));
+    OK(lq_queue_send_bytes(q, S("auto"), NULL));
+    OK(lq_queue_receive_auto_ack(q, 0, &d));
+    lq_delivery *mixed[2] = {ds[0], d};
+    EXPECT_MSG(LQ_INVALID_STATE, "auto-ack", lq_delivery_ack_batch(mixed, 2, res));
+    lq_delivery_free(d);
+    CHECK(res[0] == LQ_PANIC); /* not written */
+    OK(lq_delivery_body(ds[0], &p, &len)); /* nothing settled */
+    CHECK(eq(p, len, "k1"));
+    OK(lq_delivery_ack_batch(ds, 3, res));
+    CHECK(res[0] == LQ_OK && res[1] == LQ_OK && res[2] == LQ_OK && res[3] == LQ_PANIC);
+    EXPECT_MSG(LQ_INVALID_STATE, "acked", lq_delivery_ack_batch(ds, 3, NULL));
+    EXPECT(LQ_INVALID_STATE, lq_delivery_ack(ds[1]));
+    for (size_t i = 0; i < 3; i++) lq_delivery_free(ds[i]);
+
     lq_queue_stats st;
     OK(lq_queue_get_stats(q, &st));
-    CHECK(st.cancelled == 1 && st.purged == 1 && st.nacked == 2 && st.acked == 2);
+    CHECK(st.cancelled == 1 && st.purged == 1 && st.nacked == 2 && st.acked == 8);
 
     lq_namespace_stats ns_st;
     OK(lq_namespace_get_stats(ns, &ns_st));
-    CHECK(ns_st.queues == 1 && ns_st.totals.sent == 4);
+    CHECK(ns_st.queues == 1 && ns_st.totals.sent == 10);
     lq_strings *names = NULL;
     OK(lq_namespace_list(ns, false, &names));
     size_t count_names = 0;

@@ -109,6 +109,7 @@ static void null_handles(void) {
     EXPECT(LQ_NULL_POINTER, lq_queue_receive_auto_ack(NULL, 0, (lq_delivery **)&out));
     lq_delivery *ds[2];
     EXPECT(LQ_NULL_POINTER, lq_queue_receive_batch(NULL, 2, 0, ds, &n));
+    EXPECT(LQ_NULL_POINTER, lq_queue_receive_batch_auto_ack(NULL, 2, 0, ds, &n));
     EXPECT(LQ_NULL_POINTER, lq_queue_peek(NULL, 2, ds, &n));
     EXPECT(LQ_NULL_POINTER, lq_queue_cancel(NULL, 1));
     EXPECT(LQ_NULL_POINTER, lq_queue_purge(NULL, &u64));
@@ -176,6 +177,7 @@ static void null_outputs_and_strings(lq_broker *b) {
     EXPECT(LQ_NULL_POINTER, lq_queue_fd(q, NULL));
     size_t n = 77;
     EXPECT(LQ_NULL_POINTER, lq_queue_receive_batch(q, 4, 0, NULL, &n));
+    EXPECT(LQ_NULL_POINTER, lq_queue_receive_batch_auto_ack(q, 4, 0, NULL, &n));
     CHECK(n == 77);
     EXPECT(LQ_NULL_POINTER, lq_queue_send(q, NULL, NULL));
     EXPECT(LQ_NULL_POINTER, lq_queue_send_bytes(q, NULL, 5, NULL));
@@ -265,6 +267,7 @@ static void null_outputs_and_strings(lq_broker *b) {
     /* Receives with bad arguments. */
     lq_delivery *ds[2];
     EXPECT(LQ_INVALID_ARGUMENT, lq_queue_receive_batch(q, 0, 0, ds, &n));
+    EXPECT(LQ_INVALID_ARGUMENT, lq_queue_receive_batch_auto_ack(q, 0, 0, ds, &n));
 
     /* Topic and pool arguments. */
     lq_topic *t = NULL;

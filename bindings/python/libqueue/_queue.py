@@ -285,23 +285,63 @@ class Queue(Handle):
             raise self._closed_error()
         if count(max, "max") == 0:
             return []
-        if auto_ack:  # the C ABI has no batch auto-ack: ack them here
-            ds = self.receive_batch(max, timeout)
-            for d in ds:
-                d._body = d.body
-                d.ack()
-            return ds
+        # One C call either way (one round trip when the broker is attached).
+        fn = lib.lq_queue_receive_batch_auto_ack if auto_ack else lib.lq_queue_receive_batch
         arr = ffi.new("lq_delivery *[]", max)
         n = ffi.new("size_t *")
         if t > SLICE_MS and in_main_thread():
-            st = self._sliced(lambda q, tt, a: lib.lq_queue_receive_batch(q, max, tt, a, n), t, arr)
+            st = self._sliced(lambda q, tt, a: fn(q, max, tt, a, n), t, arr)
         else:
-            st = self._call(lib.lq_queue_receive_batch, max, t, arr, n)
+            st = self._call(fn, max, t, arr, n)
         if st in (lib.LQ_EMPTY, lib.LQ_TIMEOUT):
             return []
         if st:
             raise self._error(st)
         return self._deliveries(arr, n[0])
+
+    def ack_batch(self, deliveries: Iterable[Delivery]) -> list[Optional[LibqueueError]]:
+        """Acks leased deliveries of this queue in one call (one round trip when the
+        broker is attached): each as :meth:`Delivery.ack` would. Not all or nothing:
+        the answer has, per delivery in order, ``None`` if it was acked or the
+        exception its ack would have raised (e.g. ``LeaseExpired``; the detail text
+        is the first failure's). Checked first, and then none is acked:
+        ``TypeError`` for a non-Delivery, ``InvalidArgument`` for a delivery listed
+        twice or of another queue, ``InvalidState`` for one settled, peeked or
+        auto-acked. An empty list acks nothing."""
+        ds = list(deliveries)
+        for i, d in enumerate(ds):
+            if not isinstance(d, Delivery):
+                raise TypeError(f"deliveries[{i}] must be a Delivery, not {type(d).__name__}")
+        if self.closed:
+            raise self._closed_error()
+        if not ds:
+            return []
+        entered: list[Delivery] = []
+        try:
+            for d in ds:
+                if not d._enter():
+                    d._p  # raises Closed
+                entered.append(d)
+                d._live()  # InvalidState once settled
+            for d in ds:  # the bodies' memory goes with the acks
+                d._release_view()
+            arr = ffi.new("lq_delivery *[]", [ffi.cast("lq_delivery *", d._h) for d in ds])
+            res = ffi.new("lq_status[]", [lib.LQ_PANIC] * len(ds))
+            st = lib.lq_delivery_ack_batch(arr, len(ds), res)
+            if st != lib.LQ_OK and res[0] == lib.LQ_PANIC:
+                raise error_for(st)  # refused before any ack
+            out: list[Optional[LibqueueError]] = []
+            first: Optional[LibqueueError] = error_for(st) if st != lib.LQ_OK else None
+            for i, d in enumerate(ds):
+                s = res[i]
+                if s in (lib.LQ_OK, lib.LQ_LEASE_EXPIRED):  # settled, as Delivery.ack
+                    d._settled = True
+                out.append(None if s == lib.LQ_OK else
+                           first if first is not None and s == st else error_for(s))
+            return out
+        finally:
+            for d in entered:
+                d._leave()
 
     def _deliveries(self, arr: Any, n: int, peeked: bool = False) -> list[Delivery]:
         """Owned deliveries from a C array, each keeping this queue's broker alive."""

@@ -69,6 +69,55 @@ def test_receive_modes(queue):
     assert queue.stats().acked == 1
 
 
+def test_receive_batch_auto_ack(queue):
+    for body in (b"a", b"b", b"c"):
+        queue.send(body)
+    ds = queue.receive_batch(8, 0, auto_ack=True)
+    assert [d.body for d in ds] == [b"a", b"b", b"c"]
+    for d in ds:  # acked by the receive itself: nothing to settle
+        with pytest.raises(InvalidState):
+            d.ack()
+        with pytest.raises(InvalidState):
+            d.nack()
+    st = queue.stats()
+    assert st.acked == 3 and st.leased == 0
+    assert queue.receive_batch(8, 0, auto_ack=True) == []
+    assert queue.receive_batch(8, 0.02, auto_ack=True) == []
+
+
+def test_ack_batch(broker, queue):
+    for body in (b"a", b"b", b"c"):
+        queue.send(body)
+    ds = queue.receive_batch(8, 0)
+    assert len(ds) == 3
+    # Refused before any ack.
+    with pytest.raises(TypeError, match="deliveries"):
+        queue.ack_batch([ds[0], b"x"])  # type: ignore[list-item]
+    with pytest.raises(libqueue.InvalidArgument, match="twice"):
+        queue.ack_batch([ds[0], ds[0]])
+    other = broker.queue("other")
+    other.send(b"o")
+    theirs = other.receive(0)
+    with pytest.raises(libqueue.InvalidArgument, match="another queue"):
+        queue.ack_batch([ds[0], theirs])
+    queue.send(b"auto")
+    auto = queue.receive(0, auto_ack=True)
+    with pytest.raises(InvalidState):
+        queue.ack_batch([ds[1], auto])
+    assert queue.stats().acked == 1 and queue.stats().leased == 3
+    assert not any(d.settled for d in ds)
+    assert ds[2].body == b"c"
+    # One call, a result each.
+    assert queue.ack_batch(ds) == [None, None, None]
+    assert all(d.settled for d in ds)
+    st = queue.stats()
+    assert st.acked == 4 and st.leased == 0
+    with pytest.raises(InvalidState):
+        queue.ack_batch(ds)
+    assert queue.ack_batch([]) == []
+    assert other.ack_batch([theirs]) == [None]
+
+
 def test_nack_redelivers_and_delay(queue):
     queue.send(b"m")
     d = queue.receive(0)
