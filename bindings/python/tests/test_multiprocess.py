@@ -133,6 +133,13 @@ def test_broker_producers_and_consumers_in_processes(tmp_path, method):
         consumers = [start(ctx, consume, path, out) for _ in range(CONSUMERS)]
         producers = [start(ctx, produce, path, k) for k in range(PRODUCERS)]
         finish(producers)
+        # FIFO holds per producer only (sharded lanes): a stop sent now could be
+        # taken before messages still in other shards, so the stops go once the
+        # consumers have settled everything (bounded; a lost message still fails
+        # the exactly-once check below).
+        deadline = time.monotonic() + WAIT
+        while len(jobs) and time.monotonic() < deadline:
+            time.sleep(0.01)
         for _ in range(CONSUMERS):
             jobs.send(b"stop")
         lists = [out.get(timeout=WAIT) for _ in range(CONSUMERS)]
