@@ -287,17 +287,44 @@ fn with_builder<T>(
     })
 }
 
-/// A setter both kinds share: `nats` or `rabbit` applies it.
-fn shared<T: Clone>(
+/// A tuning setting both kinds of builder take, under the same setter name.
+#[derive(Clone, Copy)]
+enum Tuning<'a> {
+    Identity(&'a str),
+    Window(usize),
+    Backoff(u64, u64),
+    MaxAge(u64),
+    ConnectTimeout(u64),
+    AckTimeout(u64),
+    Background(bool),
+}
+
+/// Applies a [`Tuning`] to `$b`, a NATS or a RabbitMQ builder (their tuning
+/// setters share names and arguments, not a type).
+macro_rules! tune {
+    ($b:expr, $s:expr) => {
+        match $s {
+            Tuning::Identity(id) => $b.identity(id),
+            Tuning::Window(n) => $b.window(n),
+            Tuning::Backoff(first, max) => $b.backoff(ms(first), ms(max)),
+            Tuning::MaxAge(v) => $b.max_age(ms(v)),
+            Tuning::ConnectTimeout(v) => $b.connect_timeout(ms(v)),
+            Tuning::AckTimeout(v) => $b.ack_timeout(ms(v)),
+            Tuning::Background(yes) => $b.connect_in_background(yes),
+        }
+    };
+}
+
+/// A setter both kinds share: `check` validates the arguments and names the
+/// setting, applied to whichever kind the builder is.
+fn shared<'a>(
     builder: *mut lq_bridge_builder,
-    check: impl FnOnce() -> Result<T, Fail>,
-    nats: impl FnOnce(BridgeBuilder, T) -> BridgeBuilder,
-    rabbit: impl FnOnce(RabbitBuilder, T) -> RabbitBuilder,
+    check: impl FnOnce() -> Result<Tuning<'a>, Fail>,
 ) -> lq_status {
-    with_builder(builder, "", check, |_, k, v| {
+    with_builder(builder, "", check, |_, k, s| {
         Ok(match k {
-            Kind::Nats(b) => Kind::Nats(nats(b, v)),
-            Kind::Rabbit(b) => Kind::Rabbit(rabbit(b, v)),
+            Kind::Nats(b) => Kind::Nats(tune!(b, s)),
+            Kind::Rabbit(b) => Kind::Rabbit(tune!(b, s)),
         })
     })
 }
@@ -522,21 +549,16 @@ pub unsafe extern "C" fn lq_bridge_builder_identity(
     id: *const u8,
     id_len: usize,
 ) -> lq_status {
-    shared(
-        builder,
-        || {
-            let id = text(id, id_len, "id")?;
-            if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
-                return Err(Fail::new(
-                    LQ_INVALID_ARGUMENT,
-                    format!("identity {id:?}: not empty, no whitespace"),
-                ));
-            }
-            Ok(id)
-        },
-        |b, id| b.identity(id),
-        |b, id| b.identity(id),
-    )
+    shared(builder, || {
+        let id = text(id, id_len, "id")?;
+        if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                format!("identity {id:?}: not empty, no whitespace"),
+            ));
+        }
+        Ok(Tuning::Identity(id))
+    })
 }
 
 /// Publishes in flight per forwarded queue, confirmed in order, and the
@@ -549,20 +571,15 @@ pub unsafe extern "C" fn lq_bridge_builder_window(
     builder: *mut lq_bridge_builder,
     n: usize,
 ) -> lq_status {
-    shared(
-        builder,
-        || {
-            if !(1..=1_000_000).contains(&n) {
-                return Err(Fail::new(
-                    LQ_INVALID_ARGUMENT,
-                    format!("window {n} is not in 1..=1000000"),
-                ));
-            }
-            Ok(n)
-        },
-        |b, n| b.window(n),
-        |b, n| b.window(n),
-    )
+    shared(builder, || {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                format!("window {n} is not in 1..=1000000"),
+            ));
+        }
+        Ok(Tuning::Window(n))
+    })
 }
 
 /// The first and the longest wait between retries, in milliseconds (default
@@ -577,20 +594,15 @@ pub unsafe extern "C" fn lq_bridge_builder_backoff_ms(
     first_ms: u64,
     max_ms: u64,
 ) -> lq_status {
-    shared(
-        builder,
-        || {
-            if first_ms == 0 || first_ms > max_ms {
-                return Err(Fail::new(
-                    LQ_INVALID_ARGUMENT,
-                    format!("backoff {first_ms}..{max_ms} ms: need 0 < first <= max"),
-                ));
-            }
-            Ok(())
-        },
-        |b, ()| b.backoff(ms(first_ms), ms(max_ms)),
-        |b, ()| b.backoff(ms(first_ms), ms(max_ms)),
-    )
+    shared(builder, || {
+        if first_ms == 0 || first_ms > max_ms {
+            return Err(Fail::new(
+                LQ_INVALID_ARGUMENT,
+                format!("backoff {first_ms}..{max_ms} ms: need 0 < first <= max"),
+            ));
+        }
+        Ok(Tuning::Backoff(first_ms, max_ms))
+    })
 }
 
 /// Dead-letters (locally, with the reason) an outbound message not forwarded
@@ -603,12 +615,7 @@ pub unsafe extern "C" fn lq_bridge_builder_max_age_ms(
     builder: *mut lq_bridge_builder,
     age_ms: u64,
 ) -> lq_status {
-    shared(
-        builder,
-        || positive(age_ms, "age_ms"),
-        |b, v| b.max_age(ms(v)),
-        |b, v| b.max_age(ms(v)),
-    )
+    shared(builder, || positive(age_ms, "age_ms").map(Tuning::MaxAge))
 }
 
 /// How long the first connection may take (default 5000 ms).
@@ -620,12 +627,9 @@ pub unsafe extern "C" fn lq_bridge_builder_connect_timeout_ms(
     builder: *mut lq_bridge_builder,
     timeout_ms: u64,
 ) -> lq_status {
-    shared(
-        builder,
-        || positive(timeout_ms, "timeout_ms"),
-        |b, v| b.connect_timeout(ms(v)),
-        |b, v| b.connect_timeout(ms(v)),
-    )
+    shared(builder, || {
+        positive(timeout_ms, "timeout_ms").map(Tuning::ConnectTimeout)
+    })
 }
 
 /// How long a publish waits for the remote's confirmation before it counts
@@ -638,12 +642,9 @@ pub unsafe extern "C" fn lq_bridge_builder_ack_timeout_ms(
     builder: *mut lq_bridge_builder,
     timeout_ms: u64,
 ) -> lq_status {
-    shared(
-        builder,
-        || positive(timeout_ms, "timeout_ms"),
-        |b, v| b.ack_timeout(ms(v)),
-        |b, v| b.ack_timeout(ms(v)),
-    )
+    shared(builder, || {
+        positive(timeout_ms, "timeout_ms").map(Tuning::AckTimeout)
+    })
 }
 
 /// With `true`, `lq_bridge_start` does not wait for the remote: it returns at
@@ -657,12 +658,7 @@ pub unsafe extern "C" fn lq_bridge_builder_connect_in_background(
     builder: *mut lq_bridge_builder,
     yes: bool,
 ) -> lq_status {
-    shared(
-        builder,
-        || Ok(()),
-        |b, ()| b.connect_in_background(yes),
-        |b, ()| b.connect_in_background(yes),
-    )
+    shared(builder, || Ok(Tuning::Background(yes)))
 }
 
 /// Starts the bridge on its own thread, **consuming** `builder` (also on
